@@ -1,0 +1,373 @@
+//! Hashing, MACs and keys: the hash chain, record and index tags, personal-data
+//! commitments, the [`KeyProvider`] trait and the file [`Keyring`].
+//!
+//! Every hash and tag input starts with a domain string (`auditlog.<what>.v1`) or is a
+//! fixed-layout structure, so no value of one kind can be replayed as another. Exact inputs
+//! are in `docs/FORMAT.md`.
+
+mod keyring;
+
+pub use keyring::{Keyring, RotationPolicy};
+
+use std::fmt;
+use std::sync::Arc;
+
+use hmac::{KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::event::OrgId;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// All zero: "no hash".
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Hash> {
+        unhex(s)
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            .map(Hash)
+    }
+}
+
+impl serde::Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Hash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An HMAC-SHA256 tag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Tag(pub [u8; 32]);
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tag({})", hex(&self.0))
+    }
+}
+
+/// Identifies one of an org's keys. Ids are assigned by the key provider, per org.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub u32);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Secret key bytes. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(Arc<[u8]>);
+
+impl Key {
+    /// Shortest key accepted, in bytes.
+    pub const MIN_LEN: usize = 16;
+
+    /// Wraps key bytes; `None` if shorter than [`Key::MIN_LEN`].
+    pub fn new(bytes: &[u8]) -> Option<Key> {
+        (bytes.len() >= Self::MIN_LEN).then(|| Key(Arc::from(bytes)))
+    }
+
+    /// 32 fresh random bytes from the operating system.
+    pub fn generate() -> Result<Key, KeyError> {
+        let mut b = [0u8; 32];
+        getrandom::fill(&mut b).map_err(|e| KeyError::Provider(format!("no randomness: {e}")))?;
+        Ok(Key(Arc::from(&b[..])))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// Key lookup failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The provider has no signing key for this org.
+    #[error("no signing key for org {org}")]
+    NoSigningKey {
+        /// The org.
+        org: String,
+    },
+    /// The provider does not know this key id.
+    #[error("org {org} has no key with id {key_id}")]
+    UnknownKey {
+        /// The org.
+        org: String,
+        /// The key id.
+        key_id: KeyId,
+    },
+    /// The keyring file is unusable.
+    #[error("keyring {path}: {reason}")]
+    Keyring {
+        /// Its path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The keyring file can be read by group or others.
+    #[error(
+        "keyring {path} has mode {mode:o}; refusing to load a key file readable by group or others (chmod 600)"
+    )]
+    InsecurePermissions {
+        /// Its path.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Any other failure inside a key provider (KMS unavailable...).
+    #[error("key provider: {0}")]
+    Provider(String),
+}
+
+/// Where keys come from: the application's KMS or vault, or a [`Keyring`] file.
+///
+/// Contract: `signing_key` returns the org's current key; after a rotation it returns the
+/// new one, and `key` keeps returning every older key by id so old records still verify.
+pub trait KeyProvider: Send + Sync {
+    /// The key new records of `org` are signed with.
+    fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError>;
+    /// A key of `org` by id, for verification; `Ok(None)` if unknown.
+    fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError>;
+}
+
+/// A keyed HMAC-SHA256 state, cloned per message (saves re-absorbing the key).
+#[derive(Clone)]
+pub struct Signer {
+    key_id: KeyId,
+    mac: HmacSha256,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signer(key {})", self.key_id)
+    }
+}
+
+const RECORD_TAG_DOMAIN: &[u8] = b"auditlog.record.v1";
+const INDEX_TAG_DOMAIN: &[u8] = b"auditlog.index.v1";
+const CHECKPOINT_TAG_DOMAIN: &[u8] = b"auditlog.checkpoint.v1";
+
+impl Signer {
+    /// A signer for `key`.
+    pub fn new(key_id: KeyId, key: &Key) -> Signer {
+        // HMAC accepts keys of any length; `new_from_slice` cannot fail for HMAC.
+        let mac = <HmacSha256 as KeyInit>::new_from_slice(key.bytes())
+            .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()));
+        Signer { key_id, mac }
+    }
+
+    /// The key id.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    fn tag_parts(&self, parts: &[&[u8]]) -> Tag {
+        let mut m = self.mac.clone();
+        for p in parts {
+            m.update(p);
+        }
+        Tag(m.finalize().into_bytes().into())
+    }
+
+    /// Tag of a record: HMAC(key, "auditlog.record.v1" ‖ u8 org_len ‖ org ‖ chain_hash).
+    pub fn record_tag(&self, org: &OrgId, chain: &Hash) -> Tag {
+        let org = org.as_str().as_bytes();
+        self.tag_parts(&[RECORD_TAG_DOMAIN, &[org.len() as u8], org, &chain.0])
+    }
+
+    /// Tag of an index: HMAC(key, "auditlog.index.v1" ‖ index bytes before the tag).
+    pub fn index_tag(&self, signed: &[u8]) -> Tag {
+        self.tag_parts(&[INDEX_TAG_DOMAIN, signed])
+    }
+
+    /// Tag of a checkpoint statement: HMAC(key, "auditlog.checkpoint.v1" ‖ statement).
+    pub fn checkpoint_tag(&self, statement: &[u8]) -> Tag {
+        self.tag_parts(&[CHECKPOINT_TAG_DOMAIN, statement])
+    }
+
+    /// Constant-time check of a record tag.
+    pub fn verify_record(&self, org: &OrgId, chain: &Hash, tag: &Tag) -> bool {
+        let org = org.as_str().as_bytes();
+        let mut m = self.mac.clone();
+        for p in [RECORD_TAG_DOMAIN, &[org.len() as u8], org, &chain.0] {
+            m.update(p);
+        }
+        m.verify_slice(&tag.0).is_ok()
+    }
+
+    /// Constant-time check of an index tag.
+    pub fn verify_index(&self, signed: &[u8], tag: &Tag) -> bool {
+        let mut m = self.mac.clone();
+        m.update(INDEX_TAG_DOMAIN);
+        m.update(signed);
+        m.verify_slice(&tag.0).is_ok()
+    }
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> Hash {
+    Hash(Sha256::digest(bytes).into())
+}
+
+/// Chain hash of a record: SHA-256 of its chained bytes (`seq` through the sealed body,
+/// which include `prev_hash`).
+pub fn chain_hash(chained_bytes: &[u8]) -> Hash {
+    sha256(chained_bytes)
+}
+
+const SALT_DOMAIN: &[u8] = b"auditlog.salt.v1";
+const COMMIT_DOMAIN: &[u8] = b"auditlog.pii.v1";
+const ROOT_DOMAIN: &[u8] = b"auditlog.piiroot.v1";
+
+/// Salt of slot `index` derived from a record's seed:
+/// first 16 bytes of SHA-256("auditlog.salt.v1" ‖ seed ‖ u8 index).
+pub fn derive_salt(seed: &[u8; 16], index: u8) -> [u8; 16] {
+    let d = Sha256::new()
+        .chain_update(SALT_DOMAIN)
+        .chain_update(seed)
+        .chain_update([index])
+        .finalize();
+    let mut s = [0u8; 16];
+    s.copy_from_slice(d.get(..16).unwrap_or(&[0; 16]));
+    s
+}
+
+/// Commitment to one personal-data value: SHA-256("auditlog.pii.v1" ‖ salt ‖ value).
+pub fn commitment(salt: &[u8; 16], value: &[u8]) -> Hash {
+    Hash(
+        Sha256::new()
+            .chain_update(COMMIT_DOMAIN)
+            .chain_update(salt)
+            .chain_update(value)
+            .finalize()
+            .into(),
+    )
+}
+
+/// Root over a record's commitments: SHA-256("auditlog.piiroot.v1" ‖ c_0 ‖ … ‖ c_n-1).
+pub fn pii_root(commitments: &[Hash]) -> Hash {
+    let mut h = Sha256::new().chain_update(ROOT_DOMAIN);
+    for c in commitments {
+        h.update(c.0);
+    }
+    Hash(h.finalize().into())
+}
+
+/// 16 random bytes from the operating system.
+pub fn random_seed() -> Result<[u8; 16], KeyError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| KeyError::Provider(format!("no randomness: {e}")))?;
+    Ok(b)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(digit(b >> 4));
+        s.push(digit(b & 15));
+    }
+    s
+}
+
+/// Parses hex (either case); `None` on odd length or a non-hex digit.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|p| match p {
+            [h, l] => Some(digit(*h)? << 4 | digit(*l)?),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
+        let key = Key(Arc::from(&b"Jefe"[..]));
+        let s = Signer::new(KeyId(1), &key);
+        let t = s.tag_parts(&[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(
+            hex(&t.0),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn record_tag_binds_org_and_chain() {
+        let key = Key::new(&[7; 32]);
+        let Some(key) = key else { panic!("key") };
+        let s = Signer::new(KeyId(1), &key);
+        let (a, b) = (OrgId::new("a"), OrgId::new("b"));
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("org")
+        };
+        let t = s.record_tag(&a, &Hash([1; 32]));
+        assert!(s.verify_record(&a, &Hash([1; 32]), &t));
+        assert!(!s.verify_record(&b, &Hash([1; 32]), &t));
+        assert!(!s.verify_record(&a, &Hash([2; 32]), &t));
+    }
+
+    #[test]
+    fn key_debug_does_not_leak() {
+        let k = Key::new(b"super-secret-key-bytes");
+        assert_eq!(format!("{k:?}"), "Some(Key(<redacted>))");
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
+        );
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}

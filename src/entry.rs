@@ -1,0 +1,302 @@
+//! Turning an [`Event`] into the sealed body and openings of a record, and back.
+//!
+//! Personal data (`ip`, `user_agent`, `session_id` and the configured JSON pointers inside
+//! `before`/`after`/`metadata`) is taken out of the sealed body and replaced by a salted
+//! commitment, so a later erasure can delete the plaintext and salt without touching a
+//! hashed byte.
+
+use serde_json::Value;
+
+use crate::crypto::{self, Hash};
+use crate::error::{Error, IntegrityKind};
+use crate::event::{Event, OrgId, REDACTED, VerifiedEvent};
+use crate::format::body::{Opening, Openings, PiiField, SealedBody};
+use crate::format::record::RawRecord;
+use crate::format::{DecodeError, DecodeErrorKind};
+use crate::time::Month;
+
+/// An event encoded for the writer: `bytes[..sealed_len]` is the sealed body, the rest the
+/// openings.
+pub(crate) struct SealedEvent {
+    pub bytes: Vec<u8>,
+    pub sealed_len: usize,
+}
+
+fn json_bytes(v: &Value) -> Vec<u8> {
+    if v.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(v).unwrap_or_default()
+    }
+}
+
+/// Splits a personal-data pointer into its root field and the pointer inside it.
+fn split_pointer(p: &str) -> Option<(&'static str, &str)> {
+    for root in ["before", "after", "metadata"] {
+        if let Some(rest) = p.strip_prefix('/').and_then(|r| r.strip_prefix(root))
+            && (rest.is_empty() || rest.starts_with('/')) {
+                return Some((root, rest));
+            }
+    }
+    None
+}
+
+/// Checks a configured personal-data pointer.
+pub(crate) fn validate_pointer(p: &str) -> Result<(), String> {
+    if split_pointer(p).is_none() {
+        return Err(format!(
+            "{p:?} must be a JSON pointer starting with /before, /after or /metadata"
+        ));
+    }
+    if p.len() > 256 {
+        return Err(format!("{p:?} is longer than 256 bytes"));
+    }
+    Ok(())
+}
+
+/// Encodes `event` (already validated). `pii_paths` are checked pointers.
+pub(crate) fn seal(
+    event: &Event,
+    org: &OrgId,
+    pii_paths: &[String],
+    max: usize,
+) -> Result<SealedEvent, Error> {
+    let mut before = None::<Value>;
+    let mut after = None::<Value>;
+    let mut metadata = None::<Value>;
+    let mut slots: Vec<(PiiField<&str>, Vec<u8>)> = Vec::new();
+    for (field, v) in [
+        (PiiField::Ip, &event.ip),
+        (PiiField::UserAgent, &event.user_agent),
+        (PiiField::SessionId, &event.session_id),
+    ] {
+        if let Some(v) = v {
+            slots.push((field, v.as_bytes().to_vec()));
+        }
+    }
+    for p in pii_paths {
+        let Some((root, rest)) = split_pointer(p) else {
+            continue;
+        };
+        let (orig, copy) = match root {
+            "before" => (&event.before, &mut before),
+            "after" => (&event.after, &mut after),
+            _ => (&event.metadata, &mut metadata),
+        };
+        let copy = copy.get_or_insert_with(|| orig.clone());
+        if let Some(slot) = copy.pointer_mut(rest)
+            && !slot.is_null() {
+                let taken = std::mem::take(slot);
+                slots.push((PiiField::Json(p.as_str()), json_bytes(&taken)));
+            }
+    }
+    if slots.len() > crate::format::body::MAX_PII_SLOTS {
+        return Err(Error::InvalidEvent(crate::event::InvalidField {
+            field: "personal data",
+            reason: format!("{} personal-data values; at most 32 allowed", slots.len()),
+        }));
+    }
+    let before_b = json_bytes(before.as_ref().unwrap_or(&event.before));
+    let after_b = json_bytes(after.as_ref().unwrap_or(&event.after));
+    let metadata_b = json_bytes(metadata.as_ref().unwrap_or(&event.metadata));
+
+    let (openings, root) = if slots.is_empty() {
+        (Openings::None, None)
+    } else {
+        let seed = crypto::random_seed().map_err(|e| Error::Key {
+            org: org.to_string(),
+            source: e,
+        })?;
+        let commitments: Vec<Hash> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, (_, v))| crypto::commitment(&crypto::derive_salt(&seed, i as u8), v))
+            .collect();
+        (
+            Openings::Seeded {
+                seed,
+                values: slots.iter().map(|(_, v)| v.as_slice()).collect(),
+            },
+            Some(crypto::pii_root(&commitments)),
+        )
+    };
+    let body = SealedBody {
+        user_id: event.user_id.as_deref(),
+        action: &event.action,
+        resource_type: &event.resource_type,
+        resource_id: &event.resource_id,
+        trace_id: event.trace_id.as_deref(),
+        before: &before_b,
+        after: &after_b,
+        metadata: &metadata_b,
+        pii: slots.iter().map(|(f, _)| f.clone()).collect(),
+        pii_root: root,
+    };
+    let mut bytes =
+        Vec::with_capacity(64 + before_b.len() + after_b.len() + metadata_b.len() + 128);
+    body.encode(&mut bytes);
+    let sealed_len = bytes.len();
+    openings.encode(&mut bytes);
+    if bytes.len() > max {
+        return Err(Error::EventTooLarge {
+            org: org.to_string(),
+            size: bytes.len(),
+            max,
+        });
+    }
+    Ok(SealedEvent { bytes, sealed_len })
+}
+
+/// Why a record's body could not be turned back into an event.
+pub(crate) enum OpenError {
+    Decode(DecodeError),
+    Commitment,
+}
+
+impl OpenError {
+    pub(crate) fn into_error(self, file: &std::path::Path, offset: u64, seq: u64) -> Error {
+        match self {
+            OpenError::Decode(source) => Error::Corrupt {
+                file: file.to_path_buf(),
+                offset,
+                seq: Some(seq),
+                source,
+            },
+            OpenError::Commitment => Error::Integrity {
+                file: file.to_path_buf(),
+                offset,
+                seq: Some(seq),
+                kind: IntegrityKind::CommitmentMismatch,
+            },
+        }
+    }
+}
+
+fn parse_json(bytes: &[u8], base: u64, field: &'static str) -> Result<Value, OpenError> {
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(bytes).map_err(|_| {
+        OpenError::Decode(DecodeError {
+            structure: "event body",
+            field,
+            offset: base,
+            kind: DecodeErrorKind::Invalid("not valid JSON"),
+        })
+    })
+}
+
+fn text(bytes: &[u8], base: u64) -> Result<String, OpenError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        OpenError::Decode(DecodeError {
+            structure: "openings",
+            field: "value",
+            offset: base,
+            kind: DecodeErrorKind::Invalid("not UTF-8"),
+        })
+    })
+}
+
+/// Decodes a record (whose frame, chain and tag the caller has checked) into an event,
+/// checking the openings against the sealed commitments.
+pub(crate) fn open(
+    org: &OrgId,
+    month: Month,
+    part: u16,
+    rec: &RawRecord<'_>,
+    hash: Hash,
+) -> Result<VerifiedEvent, OpenError> {
+    let body_at = rec.offset + crate::format::record::FRAME_HEADER_LEN as u64;
+    let body = SealedBody::decode(rec.sealed, body_at).map_err(OpenError::Decode)?;
+    let open_at = body_at + rec.sealed.len() as u64;
+    let openings =
+        Openings::decode(rec.openings, open_at, body.pii.len()).map_err(OpenError::Decode)?;
+    // Each slot's value, or None when erased; and the commitments they open.
+    let values: Vec<(Option<&[u8]>, Hash)> = match &openings {
+        Openings::None => Vec::new(),
+        Openings::Seeded { seed, values } => values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    Some(*v),
+                    crypto::commitment(&crypto::derive_salt(seed, i as u8), v),
+                )
+            })
+            .collect(),
+        Openings::Explicit(slots) => slots
+            .iter()
+            .map(|s| match s {
+                Opening::Open { salt, value } => (Some(*value), crypto::commitment(salt, value)),
+                Opening::Erased { commitment } => (None, *commitment),
+            })
+            .collect(),
+    };
+    if let Some(root) = body.pii_root {
+        let commitments: Vec<Hash> = values.iter().map(|(_, c)| *c).collect();
+        if crypto::pii_root(&commitments) != root {
+            return Err(OpenError::Commitment);
+        }
+    }
+    let mut event = Event {
+        org_id: org.to_string(),
+        occurred_at: rec.fields.occurred_at,
+        user_id: body.user_id.map(str::to_string),
+        action: body.action.to_string(),
+        resource_type: body.resource_type.to_string(),
+        resource_id: body.resource_id.to_string(),
+        before: parse_json(body.before, body_at, "before")?,
+        after: parse_json(body.after, body_at, "after")?,
+        ip: None,
+        user_agent: None,
+        session_id: None,
+        trace_id: body.trace_id.map(str::to_string),
+        metadata: parse_json(body.metadata, body_at, "metadata")?,
+    };
+    // Re-insert in reverse slot order so nested pointers restore correctly.
+    for (field, (value, _)) in body.pii.iter().zip(values.iter()).rev() {
+        match field {
+            PiiField::Ip | PiiField::UserAgent | PiiField::SessionId => {
+                let s = match value {
+                    Some(v) => text(v, open_at)?,
+                    None => REDACTED.to_string(),
+                };
+                match field {
+                    PiiField::Ip => event.ip = Some(s),
+                    PiiField::UserAgent => event.user_agent = Some(s),
+                    _ => event.session_id = Some(s),
+                }
+            }
+            PiiField::Json(p) => {
+                let v = match value {
+                    Some(v) => parse_json(v, open_at, "value")?,
+                    None => Value::String(REDACTED.to_string()),
+                };
+                let bad = || {
+                    OpenError::Decode(DecodeError {
+                        structure: "event body",
+                        field: "pii_pointer",
+                        offset: body_at,
+                        kind: DecodeErrorKind::Invalid("pointer does not name a value in the body"),
+                    })
+                };
+                let (root, rest) = split_pointer(p).ok_or_else(bad)?;
+                let target = match root {
+                    "before" => &mut event.before,
+                    "after" => &mut event.after,
+                    _ => &mut event.metadata,
+                };
+                *target.pointer_mut(rest).ok_or_else(bad)? = v;
+            }
+        }
+    }
+    Ok(VerifiedEvent {
+        event,
+        month,
+        part,
+        seq: rec.fields.seq,
+        hash,
+        key_id: rec.fields.key_id,
+        offset: rec.offset,
+    })
+}

@@ -1,0 +1,217 @@
+//! The engine's error type.
+//!
+//! Variants keep four kinds of failure apart: the caller's mistake ([`Error::InvalidEvent`],
+//! [`Error::EventTooLarge`], [`Error::InvalidOption`], [`Error::MonthFrozen`]...), bytes on
+//! disk that fail their checksum or structure ([`Error::Corrupt`]: crash damage or bit rot),
+//! bytes that are well formed but fail the hash chain or a tag ([`Error::Integrity`]: evidence
+//! of tampering or of a wrong key), and the operating system failing ([`Error::Io`]).
+//! Each carries the org, file, byte offset and sequence number it concerns where known.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::crypto::{Hash, KeyError, KeyId};
+use crate::event::InvalidField;
+use crate::format::DecodeError;
+use crate::time::Month;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What check a well-formed record or file failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IntegrityKind {
+    /// `prev_hash` is not the chain hash of the preceding record.
+    ChainBreak {
+        /// The hash the chain requires.
+        expected: Hash,
+        /// The hash stored in the record.
+        found: Hash,
+    },
+    /// The tag does not verify with the key it names.
+    TagMismatch {
+        /// The key id the record names.
+        key_id: KeyId,
+    },
+    /// The record names a key id the key provider does not have.
+    UnknownKey {
+        /// The key id.
+        key_id: KeyId,
+    },
+    /// The sequence number is not the next one.
+    SeqMismatch {
+        /// The seq expected.
+        expected: u64,
+        /// The seq found.
+        found: u64,
+    },
+    /// The personal-data openings do not match the sealed commitments.
+    CommitmentMismatch,
+    /// A segment or index describes another org, month or segment than its name says.
+    Misfiled {
+        /// What does not match.
+        what: String,
+    },
+    /// The record's time is outside the month of its segment.
+    WrongMonth,
+}
+
+impl std::fmt::Display for IntegrityKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IntegrityKind::ChainBreak { expected, found } => {
+                write!(f, "chain break: prev_hash {found} should be {expected}")
+            }
+            IntegrityKind::TagMismatch { key_id } => {
+                write!(f, "HMAC tag does not verify with key {key_id}")
+            }
+            IntegrityKind::UnknownKey { key_id } => {
+                write!(f, "key id {key_id} is not in the keyring")
+            }
+            IntegrityKind::SeqMismatch { expected, found } => {
+                write!(f, "seq {found} where {expected} was expected")
+            }
+            IntegrityKind::CommitmentMismatch => {
+                f.write_str("personal-data openings do not match their commitments")
+            }
+            IntegrityKind::Misfiled { what } => write!(f, "misfiled: {what}"),
+            IntegrityKind::WrongMonth => f.write_str("occurred_at is outside the segment's month"),
+        }
+    }
+}
+
+/// Every error the engine returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An event field broke a rule (caller's mistake; nothing was written).
+    #[error(transparent)]
+    InvalidEvent(#[from] InvalidField),
+
+    /// The encoded event is larger than `Options::max_event_size` (nothing was written).
+    #[error("event for org {org} is {size} bytes encoded; the maximum is {max}")]
+    EventTooLarge {
+        /// The org.
+        org: String,
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// An option was out of range.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// Which option.
+        option: &'static str,
+        /// Why.
+        reason: String,
+    },
+
+    /// Another writer holds the directory lock.
+    #[error("{dir} is locked by another writer (read-only opens still work)")]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
+
+    /// The operating system failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+
+    /// Bytes on disk fail their checksum or structure: crash damage or bit rot.
+    #[error("corrupt {file} at byte {offset}{}: {source}", seq_suffix(*seq))]
+    Corrupt {
+        /// The file.
+        file: PathBuf,
+        /// Byte offset of the damaged structure.
+        offset: u64,
+        /// Sequence number of the record, when known.
+        seq: Option<u64>,
+        /// What failed to decode.
+        source: DecodeError,
+    },
+
+    /// Well-formed bytes fail the hash chain or a tag: tampering, or a wrong key.
+    #[error("integrity failure in {file} at byte {offset}{}: {kind}", seq_suffix(*seq))]
+    Integrity {
+        /// The file.
+        file: PathBuf,
+        /// Byte offset of the record or structure.
+        offset: u64,
+        /// Sequence number, when known.
+        seq: Option<u64>,
+        /// What failed.
+        kind: IntegrityKind,
+    },
+
+    /// A key could not be found or loaded.
+    #[error("org {org}: {source}")]
+    Key {
+        /// The org.
+        org: String,
+        /// The key failure.
+        source: KeyError,
+    },
+
+    /// The event's month was frozen into a cold file; appends to it are refused.
+    #[error(
+        "month {month} of org {org} is archived (frozen); record a correcting event in a current month instead"
+    )]
+    MonthFrozen {
+        /// The org.
+        org: String,
+        /// The month.
+        month: Month,
+    },
+
+    /// An earlier write or fsync of this segment failed; the writer refuses appends until
+    /// the log is reopened (it never assumes the failed data reached the disk).
+    #[error(
+        "writer for org {org} segment {segment} stopped after an earlier failure ({cause}); reopen the log"
+    )]
+    WriterFailed {
+        /// The org.
+        org: String,
+        /// The segment (`YYYY-MM` or `YYYY-MM.part`).
+        segment: String,
+        /// The original failure.
+        cause: String,
+    },
+
+    /// The log was opened read-only.
+    #[error("the log was opened read-only")]
+    ReadOnly,
+
+    /// The log has been closed.
+    #[error("the log is closed")]
+    Closed,
+}
+
+fn seq_suffix(seq: Option<u64>) -> String {
+    seq.map(|s| format!(" (seq {s})")).unwrap_or_default()
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether this error is evidence of tampering or key mismatch (as opposed to crash
+    /// damage, I/O failure or caller misuse).
+    pub fn is_integrity(&self) -> bool {
+        matches!(self, Error::Integrity { .. })
+    }
+}

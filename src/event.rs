@@ -1,0 +1,270 @@
+//! The audit event and the rules its fields must satisfy.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::crypto::{Hash, KeyId};
+use crate::time::{Month, Timestamp};
+
+/// An organisation (tenant) id: 1–64 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+///
+/// Org ids name directories, so the rule rules out path traversal by construction.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgId(Arc<str>);
+
+/// A field of an event, or an org id, broke a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InvalidField {
+    /// Which field.
+    pub field: &'static str,
+    /// Which rule it broke.
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl OrgId {
+    /// Validates and wraps an org id.
+    pub fn new(id: &str) -> Result<OrgId, InvalidField> {
+        if id.is_empty() || id.len() > 64 {
+            return Err(invalid(
+                "org_id",
+                format!("{id:?} must be 1 to 64 characters"),
+            ));
+        }
+        if id == "." || id == ".." {
+            return Err(invalid("org_id", format!("{id:?} is not allowed")));
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(invalid(
+                "org_id",
+                format!("{id:?} contains {c:?}; only A-Z a-z 0-9 . _ - are allowed"),
+            ));
+        }
+        Ok(OrgId(Arc::from(id)))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OrgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for OrgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OrgId({:?})", &*self.0)
+    }
+}
+
+/// One audit event: who did what to which resource, when, from where.
+///
+/// In JSON, `occurred_at` is an RFC 3339 string (or integer microseconds); every field but
+/// `org_id`, `occurred_at`, `action`, `resource_type` and `resource_id` may be omitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Organisation (tenant) the event belongs to.
+    pub org_id: String,
+    /// When it happened (UTC, microsecond precision). Decides the month it is filed in.
+    pub occurred_at: Timestamp,
+    /// Acting user; absent for system actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// `domain.action`, e.g. `booking.created`.
+    pub action: String,
+    /// Kind of resource acted on, e.g. `booking`.
+    pub resource_type: String,
+    /// Id of the resource acted on.
+    pub resource_id: String,
+    /// State before the action.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub before: Value,
+    /// State after the action.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub after: Value,
+    /// Client IP address (personal data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Client user agent (personal data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Session id (personal data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Distributed trace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Free-form metadata.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub metadata: Value,
+}
+
+/// The text that stands in for erased personal data.
+pub const REDACTED: &str = "[REDACTED]";
+
+fn check_text(field: &'static str, v: &str, max: usize) -> Result<(), InvalidField> {
+    if v.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if v.len() > max {
+        return Err(invalid(
+            field,
+            format!("{} bytes, at most {max} allowed", v.len()),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Checks `domain.action` form: two to eight dot-separated segments of `[a-z0-9_]`, each
+/// starting with a letter, at most 128 bytes.
+pub fn validate_action(action: &str) -> Result<(), InvalidField> {
+    let bad = || {
+        invalid(
+            "action",
+            format!(
+                "{action:?} is not of the form domain.action (lower-case letters, digits, _; e.g. booking.created)"
+            ),
+        )
+    };
+    if action.len() > 128 {
+        return Err(bad());
+    }
+    let segments: Vec<&str> = action.split('.').collect();
+    if !(2..=8).contains(&segments.len()) {
+        return Err(bad());
+    }
+    for s in segments {
+        let mut chars = s.chars();
+        if !chars.next().is_some_and(|c| c.is_ascii_lowercase()) {
+            return Err(bad());
+        }
+        if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+impl Event {
+    /// Checks every field; returns the org id and month the event files under.
+    pub fn validate(&self) -> Result<(OrgId, Month), InvalidField> {
+        let org = OrgId::new(&self.org_id)?;
+        let month = self.occurred_at.month().ok_or_else(|| {
+            invalid(
+                "occurred_at",
+                format!("{} is outside 1970-01-01..=9999-12-31", self.occurred_at),
+            )
+        })?;
+        validate_action(&self.action)?;
+        check_text("resource_type", &self.resource_type, 128)?;
+        check_text("resource_id", &self.resource_id, 256)?;
+        if let Some(u) = &self.user_id {
+            check_text("user_id", u, 256)?;
+        }
+        if let Some(ip) = &self.ip
+            && ip.parse::<IpAddr>().is_err() {
+                return Err(invalid(
+                    "ip",
+                    format!("{ip:?} is not an IPv4 or IPv6 address"),
+                ));
+            }
+        if let Some(ua) = &self.user_agent {
+            check_text("user_agent", ua, 4096)?;
+        }
+        if let Some(s) = &self.session_id {
+            check_text("session_id", s, 256)?;
+        }
+        if let Some(t) = &self.trace_id {
+            check_text("trace_id", t, 256)?;
+        }
+        Ok((org, month))
+    }
+}
+
+/// An event read back from the log, with where it sits in the chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifiedEvent {
+    /// The event. Erased personal data reads as `"[REDACTED]"`.
+    pub event: Event,
+    /// Month of its segment.
+    pub month: Month,
+    /// Part of its segment (0 unless the month continued after damage).
+    pub part: u16,
+    /// Sequence number within (org, month).
+    pub seq: u64,
+    /// Its chain hash.
+    pub hash: Hash,
+    /// Key id of its tag.
+    pub key_id: KeyId,
+    /// Byte offset of its record in the segment file.
+    pub offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_ids() {
+        for ok in ["a", "acme-corp", "A.b_c-9", &"x".repeat(64)] {
+            assert!(OrgId::new(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(65),
+            "a\0",
+        ] {
+            assert!(OrgId::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn actions() {
+        for ok in [
+            "booking.created",
+            "auth.role_assigned",
+            "channel_sync.booking.imported",
+        ] {
+            assert!(validate_action(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "booking",
+            "Booking.created",
+            "booking.",
+            ".created",
+            "booking.1x",
+            "a b.c",
+            "a..b",
+        ] {
+            assert!(validate_action(bad).is_err(), "{bad}");
+        }
+    }
+}

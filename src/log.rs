@@ -1,0 +1,986 @@
+//! The embedding API: open a log directory, append events, read them back.
+//!
+//! Layout of a log directory:
+//! ```text
+//! <dir>/LOCK                        held (flock) by the one writer process
+//! <dir>/<org>/<YYYY-MM>.seg         segment: header + records, append-only
+//! <dir>/<org>/<YYYY-MM>.idx         its signed sidecar index (derived; rebuildable)
+//! <dir>/<org>/<YYYY-MM>.<n>.seg     continuation part n after damage (plus .idx)
+//! <dir>/<org>/<YYYY-MM>.cold        archived month (reserved; its presence freezes the month)
+//! <dir>/<org>/quarantine/           torn tails and damage reports moved aside by recovery
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::Serialize;
+
+use crate::crypto::{KeyProvider, Signer};
+use crate::entry::{self, SealedEvent};
+use crate::error::{Error, Result};
+use crate::event::{Event, OrgId, VerifiedEvent};
+use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentLink};
+use crate::segment::read::SegmentReader;
+use crate::segment::recover::{self, QUARANTINE_DIR, Recovered};
+use crate::segment::scan::DamageCause;
+use crate::segment::writer::{Receipt, SegmentWriter, write_atomically};
+use crate::segment::{cold_file_name, fsync_dir, parse_segment_file_name, segment_file_name};
+use crate::time::{Month, Timestamp};
+
+/// How durable an append is when it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync (fdatasync) before `append` returns: survives power loss. Concurrent appenders
+    /// share one fsync (group commit).
+    Always,
+    /// Written to the OS before `append` returns (survives a crash of the process); fsynced
+    /// by a background thread at least this often (a power loss can lose this window).
+    Interval(Duration),
+    /// Buffered in the process (up to 256 KiB per segment) and handed to the OS when the
+    /// buffer fills, every second, on `sync` and on `close`; never fsynced except by `sync`
+    /// and `close`. A process crash can lose the buffer; a power loss anything unsynced.
+    Never,
+}
+
+/// Settings of a log.
+#[derive(Clone)]
+pub struct Options {
+    /// Durability of appends. Default [`Durability::Always`].
+    pub durability: Durability,
+    /// Largest encoded event (sealed body plus openings) accepted, in bytes. Default 1 MiB,
+    /// at most 64 MiB.
+    pub max_event_size: usize,
+    /// JSON pointers (RFC 6901, rooted at the event: `/after/email`) of personal data inside
+    /// `before`, `after` and `metadata`. `ip`, `user_agent` and `session_id` always are.
+    pub personal_data: Vec<String>,
+    /// Bytes between sparse index entries. Default 4096.
+    pub index_interval: u32,
+    /// The index of a segment being written is rewritten after this many new bytes, so that
+    /// recovery after a crash rescans at most this much. Default 64 MiB.
+    pub index_flush_bytes: u64,
+    keys: Arc<dyn KeyProvider>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("max_event_size", &self.max_event_size)
+            .field("personal_data", &self.personal_data)
+            .field("index_interval", &self.index_interval)
+            .field("index_flush_bytes", &self.index_flush_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+const MAX_EVENT_SIZE_LIMIT: usize = 64 * 1024 * 1024;
+const NEVER_BUFFER_LIMIT: usize = 256 * 1024;
+
+impl Options {
+    /// Defaults, with keys from `keys`.
+    pub fn new(keys: Arc<dyn KeyProvider>) -> Options {
+        Options {
+            durability: Durability::Always,
+            max_event_size: 1024 * 1024,
+            personal_data: Vec::new(),
+            index_interval: 4096,
+            index_flush_bytes: 64 * 1024 * 1024,
+            keys,
+        }
+    }
+
+    /// Sets the durability.
+    pub fn durability(mut self, d: Durability) -> Options {
+        self.durability = d;
+        self
+    }
+
+    /// Sets the largest event accepted.
+    pub fn max_event_size(mut self, bytes: usize) -> Options {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// Sets the personal-data pointers.
+    pub fn personal_data<S: Into<String>>(
+        mut self,
+        pointers: impl IntoIterator<Item = S>,
+    ) -> Options {
+        self.personal_data = pointers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The key provider.
+    pub fn keys(&self) -> &Arc<dyn KeyProvider> {
+        &self.keys
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |option, reason: String| Err(Error::InvalidOption { option, reason });
+        if self.max_event_size == 0 || self.max_event_size > MAX_EVENT_SIZE_LIMIT {
+            return bad(
+                "max_event_size",
+                format!("{} is outside 1..=64 MiB", self.max_event_size),
+            );
+        }
+        if !(256..=1 << 24).contains(&self.index_interval) {
+            return bad(
+                "index_interval",
+                format!("{} is outside 256..=16 MiB", self.index_interval),
+            );
+        }
+        if let Durability::Interval(d) = self.durability
+            && (d.is_zero() || d > Duration::from_secs(3600)) {
+                return bad("durability", format!("interval {d:?} is outside (0, 1h]"));
+            }
+        for p in &self.personal_data {
+            if let Err(reason) = entry::validate_pointer(p) {
+                return bad("personal_data", reason);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Something recovery did when the log was opened or a segment first written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum RecoveryAction {
+    /// A torn tail (crash damage) was copied to quarantine and cut off the segment.
+    TornTailQuarantined {
+        /// The segment.
+        file: PathBuf,
+        /// Where the cut bytes start.
+        offset: u64,
+        /// How many bytes were moved.
+        len: u64,
+        /// Where they are now.
+        moved_to: PathBuf,
+    },
+    /// A segment file with an incomplete header (crash during creation) was moved aside.
+    PartialSegmentQuarantined {
+        /// Where it is now.
+        moved_to: PathBuf,
+    },
+    /// A segment damaged before its end was sealed read-only (nothing cut) and its month
+    /// continues in a continuation part.
+    SegmentSealed {
+        /// The damaged segment.
+        file: PathBuf,
+        /// Damaged byte ranges and why: `(start, end, cause)`.
+        damage: Vec<(u64, u64, String)>,
+        /// The continuation segment now receiving the month's appends.
+        continuation: PathBuf,
+    },
+    /// A sidecar index was missing, stale or failed its check and was rebuilt.
+    IndexRebuilt {
+        /// The segment.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Per-org writer state.
+struct Org {
+    id: OrgId,
+    dir: PathBuf,
+    signer: RwLock<Option<Signer>>,
+    segs: Mutex<OrgSegments>,
+}
+
+#[derive(Default)]
+struct OrgSegments {
+    /// Latest part of every month on disk.
+    latest: BTreeMap<Month, SegmentId>,
+    /// Open writers, one per month.
+    writers: HashMap<Month, Arc<SegmentWriter>>,
+    /// Most recently created segment (highest ordinal).
+    tail: Option<(u32, SegmentId)>,
+    /// Whether the org directory exists.
+    dir_exists: bool,
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: Options,
+    read_only: bool,
+    _lock: Option<File>,
+    orgs: RwLock<HashMap<OrgId, Arc<Org>>>,
+    closed: AtomicBool,
+    report: Mutex<Vec<RecoveryAction>>,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+}
+
+/// An open log directory. `Send + Sync`: share it between threads (e.g. in an `Arc`).
+pub struct Log {
+    inner: Arc<Inner>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Log({})", self.inner.dir.display())
+    }
+}
+
+/// Name of the lock file in a log directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+impl Log {
+    /// Opens (creating if needed) a log directory for writing.
+    ///
+    /// Takes an exclusive lock ([`Error::Locked`] if another writer has it), then recovers
+    /// every segment that was being written when the last writer stopped without closing:
+    /// torn tails are moved to `quarantine/` and cut, mid-file damage is sealed and continued
+    /// (see [`Log::recovery_report`]).
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent)?;
+            }
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let log = Self::assemble(dir, opts, false, Some(lock))?;
+        log.recover_dirty()?;
+        log.start_flusher();
+        Ok(log)
+    }
+
+    /// Opens a log directory for reading only: no lock, no recovery, works beside a live
+    /// writer. Appends fail with [`Error::ReadOnly`].
+    pub fn open_read_only(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(Error::io(
+                "open log directory",
+                &dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            ));
+        }
+        Self::assemble(dir, opts, true, None)
+    }
+
+    fn assemble(dir: PathBuf, opts: Options, read_only: bool, lock: Option<File>) -> Result<Log> {
+        Ok(Log {
+            inner: Arc::new(Inner {
+                dir,
+                opts,
+                read_only,
+                _lock: lock,
+                orgs: RwLock::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+                report: Mutex::new(Vec::new()),
+                stop: Mutex::new(false),
+                stop_cv: Condvar::new(),
+            }),
+            flusher: Mutex::new(None),
+        })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// What recovery has done since this log was opened.
+    pub fn recovery_report(&self) -> Vec<RecoveryAction> {
+        self.inner.report.lock().clone()
+    }
+
+    /// The orgs that have a directory in the log.
+    pub fn orgs(&self) -> Result<Vec<OrgId>> {
+        list_orgs(&self.inner.dir)
+    }
+
+    /// The segments of `org`, in (month, part) order.
+    pub fn segments(&self, org: &OrgId) -> Result<Vec<SegmentId>> {
+        list_segments(&self.inner.dir.join(org.as_str()))
+    }
+
+    /// Path of a segment file.
+    pub fn segment_path(&self, org: &OrgId, id: SegmentId) -> PathBuf {
+        self.inner
+            .dir
+            .join(org.as_str())
+            .join(segment_file_name(id))
+    }
+
+    fn recover_dirty(&self) -> Result<()> {
+        for org_id in list_orgs(&self.inner.dir)? {
+            let org = self.inner.org(&org_id);
+            let mut segs = org.segs.lock();
+            let months: Vec<(Month, SegmentId)> =
+                segs.latest.iter().map(|(m, id)| (*m, *id)).collect();
+            for (month, id) in months {
+                let path = org.dir.join(segment_file_name(id));
+                let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let clean = read_header(&path)
+                    .ok()
+                    .and_then(|(h, genesis)| {
+                        recover::load_index(
+                            &org.dir,
+                            &org.id,
+                            &h,
+                            &genesis,
+                            len,
+                            &*self.inner.opts.keys,
+                        )
+                        .ok()
+                    })
+                    .is_some_and(|i| i.covered_len == len);
+                if !clean {
+                    self.inner.open_writer(&org, &mut segs, month)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_flusher(&self) {
+        let tick = match self.inner.opts.durability {
+            Durability::Interval(d) => d,
+            _ => Duration::from_secs(1),
+        };
+        let inner = Arc::clone(&self.inner);
+        let handle = std::thread::Builder::new()
+            .name("auditlog-flusher".into())
+            .spawn(move || inner.flush_loop(tick));
+        if let Ok(h) = handle {
+            *self.flusher.lock() = Some(h);
+        }
+    }
+
+    /// Appends one event. Returns once it is as durable as [`Options::durability`] promises.
+    ///
+    /// Errors: [`Error::InvalidEvent`] / [`Error::EventTooLarge`] (nothing written),
+    /// [`Error::Key`] (no signing key), [`Error::MonthFrozen`], [`Error::Io`] and
+    /// [`Error::WriterFailed`] (the record may or may not be on disk; reopen the log).
+    pub fn append(&self, event: &Event) -> Result<Receipt> {
+        self.inner.check_writable()?;
+        let (org_id, month) = event.validate()?;
+        let opts = &self.inner.opts;
+        let sealed = entry::seal(event, &org_id, &opts.personal_data, opts.max_event_size)?;
+        let org = self.inner.org(&org_id);
+        let writer = self.inner.writer(&org, month)?;
+        let signer = org.signer(&*opts.keys)?;
+        let (mut receipts, end, buffered) = {
+            let signer = signer.read();
+            let signer = signer.as_ref().ok_or_else(|| no_signer(&org_id))?;
+            writer.append(&[(&sealed, event.occurred_at)], signer)?
+        };
+        self.inner.settle(&writer, end, buffered)?;
+        receipts.pop().ok_or_else(|| no_signer(&org_id))
+    }
+
+    /// Appends events in order; returns one receipt per event, in order.
+    ///
+    /// Every event is validated and encoded before anything is written: one invalid event
+    /// fails the whole call with nothing written. Events of one (org, month) are framed
+    /// together and share one write and one fsync. The batch is not atomic across a crash:
+    /// after an I/O error, a prefix of each (org, month) group may be on disk.
+    pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
+        self.inner.check_writable()?;
+        let opts = &self.inner.opts;
+        let mut sealed = Vec::with_capacity(events.len());
+        for e in events {
+            let (org, month) = e.validate()?;
+            let s = entry::seal(e, &org, &opts.personal_data, opts.max_event_size)?;
+            sealed.push((org, month, s, e.occurred_at));
+        }
+        let mut groups: BTreeMap<(OrgId, Month), Vec<usize>> = BTreeMap::new();
+        for (i, (org, month, _, _)) in sealed.iter().enumerate() {
+            groups.entry((org.clone(), *month)).or_default().push(i);
+        }
+        let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
+        let mut pending = Vec::with_capacity(groups.len());
+        for ((org_id, month), idx) in groups {
+            let org = self.inner.org(&org_id);
+            let writer = self.inner.writer(&org, month)?;
+            let signer = org.signer(&*opts.keys)?;
+            let items: Vec<(&SealedEvent, Timestamp)> = idx
+                .iter()
+                .filter_map(|&i| sealed.get(i).map(|(_, _, s, t)| (s, *t)))
+                .collect();
+            let (rs, end, buffered) = {
+                let signer = signer.read();
+                let signer = signer.as_ref().ok_or_else(|| no_signer(&org_id))?;
+                writer.append(&items, signer)?
+            };
+            for (i, r) in idx.into_iter().zip(rs) {
+                if let Some(slot) = receipts.get_mut(i) {
+                    *slot = Some(r);
+                }
+            }
+            pending.push((writer, end, buffered));
+        }
+        for (writer, end, buffered) in pending {
+            self.inner.settle(&writer, end, buffered)?;
+        }
+        Ok(receipts.into_iter().flatten().collect())
+    }
+
+    /// Writes out and fsyncs everything appended so far, whatever the durability mode.
+    pub fn sync(&self) -> Result<()> {
+        for w in self.inner.all_writers() {
+            w.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Reads every event of `org`, in (month, part, seq) order, verifying each record's
+    /// CRC, chain link, seq, tag and personal-data commitments. A record that fails yields
+    /// an `Err` naming file, offset and seq, and reading continues after it.
+    pub fn scan(&self, org: &OrgId) -> Result<Scan> {
+        let segments = self.segments(org)?;
+        Ok(Scan {
+            paths: segments
+                .into_iter()
+                .map(|id| self.segment_path(org, id))
+                .collect::<Vec<_>>()
+                .into_iter(),
+            keys: Arc::clone(&self.inner.opts.keys),
+            current: None,
+        })
+    }
+
+    /// Per (org, month) counts from the segment files (structure only; no tag checks).
+    pub fn stats(&self) -> Result<Vec<MonthStats>> {
+        let mut out = Vec::new();
+        for org in list_orgs(&self.inner.dir)? {
+            let dir = self.inner.dir.join(org.as_str());
+            let mut by_month: BTreeMap<Month, MonthStats> = BTreeMap::new();
+            for id in list_segments(&dir)? {
+                let s = crate::segment::stats::segment_stats(&dir, id)?;
+                let m = by_month.entry(id.month).or_insert_with(|| MonthStats {
+                    org_id: org.to_string(),
+                    month: id.month,
+                    segments: 0,
+                    events: 0,
+                    bytes: 0,
+                    first: None,
+                    last: None,
+                });
+                m.segments += 1;
+                m.events += s.events;
+                m.bytes += s.bytes;
+                m.first = min_opt(m.first, s.first);
+                m.last = max_opt(m.last, s.last);
+            }
+            out.extend(by_month.into_values());
+        }
+        Ok(out)
+    }
+
+    /// Flushes, fsyncs and writes every index, then releases the directory lock.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        *self.inner.stop.lock() = true;
+        self.inner.stop_cv.notify_all();
+        if let Some(h) = self.flusher.lock().take() {
+            let _ = h.join();
+        }
+        let mut first_err = None;
+        for org in self.inner.all_orgs() {
+            let writers: Vec<Arc<SegmentWriter>> =
+                org.segs.lock().writers.values().cloned().collect();
+            for w in writers {
+                let r = org
+                    .signer(&*self.inner.opts.keys)
+                    .and_then(|s| match s.read().as_ref() {
+                        Some(signer) => w.write_index(signer),
+                        None => w.sync(),
+                    });
+                if let Err(e) = r {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn no_signer(org: &OrgId) -> Error {
+    Error::Key {
+        org: org.to_string(),
+        source: crate::crypto::KeyError::NoSigningKey {
+            org: org.to_string(),
+        },
+    }
+}
+
+/// Events, bytes and time range of one (org, month).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MonthStats {
+    /// The org.
+    pub org_id: String,
+    /// The month.
+    pub month: Month,
+    /// Segment files (1 unless the month continued after damage).
+    pub segments: u32,
+    /// Records.
+    pub events: u64,
+    /// Bytes on disk: segments plus indexes.
+    pub bytes: u64,
+    /// Earliest `occurred_at`.
+    pub first: Option<Timestamp>,
+    /// Latest `occurred_at`.
+    pub last: Option<Timestamp>,
+}
+
+/// Iterator over an org's verified events; see [`Log::scan`].
+pub struct Scan {
+    paths: std::vec::IntoIter<PathBuf>,
+    keys: Arc<dyn KeyProvider>,
+    current: Option<SegmentReader>,
+}
+
+impl std::fmt::Debug for Scan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scan({:?})", self.current)
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<VerifiedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = &mut self.current {
+                if let Some(item) = r.next() {
+                    return Some(item);
+                }
+                self.current = None;
+            }
+            let path = self.paths.next()?;
+            match SegmentReader::open(&path, Arc::clone(&self.keys)) {
+                Ok(r) => self.current = Some(r),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn org(&self, id: &OrgId) -> Arc<Org> {
+        if let Some(o) = self.orgs.read().get(id) {
+            return Arc::clone(o);
+        }
+        let mut orgs = self.orgs.write();
+        let org = orgs.entry(id.clone()).or_insert_with(|| {
+            let dir = self.dir.join(id.as_str());
+            Arc::new(Org {
+                id: id.clone(),
+                segs: Mutex::new(load_catalog(&dir)),
+                dir,
+                signer: RwLock::new(None),
+            })
+        });
+        Arc::clone(org)
+    }
+
+    fn all_orgs(&self) -> Vec<Arc<Org>> {
+        self.orgs.read().values().cloned().collect()
+    }
+
+    fn all_writers(&self) -> Vec<Arc<SegmentWriter>> {
+        self.all_orgs()
+            .iter()
+            .flat_map(|o| o.segs.lock().writers.values().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    fn writer(&self, org: &Org, month: Month) -> Result<Arc<SegmentWriter>> {
+        let mut segs = org.segs.lock();
+        if let Some(w) = segs.writers.get(&month) {
+            return Ok(Arc::clone(w));
+        }
+        self.open_writer(org, &mut segs, month)
+    }
+
+    /// Makes a record appended up to `end` as durable as the mode promises.
+    fn settle(&self, w: &SegmentWriter, end: u64, buffered: usize) -> Result<()> {
+        match self.opts.durability {
+            Durability::Always => w.flush(end, true),
+            Durability::Interval(_) => w.flush(end, false),
+            Durability::Never if buffered >= NEVER_BUFFER_LIMIT => w.flush(end, false),
+            Durability::Never => Ok(()),
+        }
+    }
+
+    fn flush_loop(&self, tick: Duration) {
+        let mut stop = self.stop.lock();
+        while !*stop {
+            self.stop_cv.wait_for(&mut stop, tick);
+            if *stop {
+                break;
+            }
+            drop(stop);
+            for org in self.all_orgs() {
+                let writers: Vec<Arc<SegmentWriter>> =
+                    org.segs.lock().writers.values().cloned().collect();
+                for w in writers {
+                    // Errors poison the writer; the next append reports them.
+                    let _ = match self.opts.durability {
+                        Durability::Never => w.flush(u64::MAX, false),
+                        _ => w.sync(),
+                    };
+                    if w.unindexed_bytes() >= self.opts.index_flush_bytes
+                        && let Ok(s) = org.signer(&*self.opts.keys)
+                            && let Some(signer) = s.read().as_ref() {
+                                let _ = w.write_index(signer);
+                            }
+                }
+            }
+            stop = self.stop.lock();
+        }
+    }
+
+    /// Opens the writer for `month`, recovering or creating its segment. Holds `segs`.
+    fn open_writer(
+        &self,
+        org: &Org,
+        segs: &mut OrgSegments,
+        month: Month,
+    ) -> Result<Arc<SegmentWriter>> {
+        let cold = org.dir.join(cold_file_name(month));
+        if cold.exists() {
+            return Err(Error::MonthFrozen {
+                org: org.id.to_string(),
+                month,
+            });
+        }
+        let interval = self.opts.index_interval;
+        let keys = &*self.opts.keys;
+        let writer = match segs.latest.get(&month).copied() {
+            Some(id) => match recover::recover(&org.dir, &org.id, id, keys, interval)? {
+                Recovered::Ready {
+                    header,
+                    genesis,
+                    file,
+                    tally,
+                    torn,
+                    index_rebuilt,
+                } => {
+                    let path = org.dir.join(segment_file_name(id));
+                    let w = SegmentWriter::resume(&org.dir, header, genesis, file, tally);
+                    let mut report = self.report.lock();
+                    if let Some(t) = torn {
+                        report.push(RecoveryAction::TornTailQuarantined {
+                            file: path.clone(),
+                            offset: t.offset,
+                            len: t.len,
+                            moved_to: t.moved_to,
+                        });
+                    }
+                    if let Some(reason) = index_rebuilt {
+                        drop(report);
+                        if let Ok(s) = org.signer(keys)
+                            && let Some(signer) = s.read().as_ref() {
+                                w.write_index(signer)?;
+                            }
+                        self.report
+                            .lock()
+                            .push(RecoveryAction::IndexRebuilt { file: path, reason });
+                    }
+                    w
+                }
+                Recovered::NoHeader { moved_to } => {
+                    self.report
+                        .lock()
+                        .push(RecoveryAction::PartialSegmentQuarantined { moved_to });
+                    segs.latest.remove(&month);
+                    if segs.tail.is_some_and(|(_, t)| t == id) {
+                        segs.tail = None;
+                        *segs = OrgSegments {
+                            writers: std::mem::take(&mut segs.writers),
+                            ..load_catalog(&org.dir)
+                        };
+                    }
+                    let header = self.new_header(
+                        org,
+                        segs,
+                        SegmentId {
+                            month,
+                            part: id.part,
+                        },
+                        0,
+                        None,
+                    )?;
+                    self.create(org, segs, header)?
+                }
+                Recovered::Damaged { header, outcome } => {
+                    let path = org.dir.join(segment_file_name(id));
+                    // Seal: the file is never written again. Best effort: the sealing that
+                    // matters is that the continuation takes over the month.
+                    let _ = fs::set_permissions(
+                        &path,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o444),
+                    );
+                    let first_seq = outcome
+                        .tally
+                        .max_seq
+                        .map_or(header.as_ref().map_or(0, |h| h.first_seq), |m| m + 1);
+                    let continues = SegmentLink {
+                        segment: id,
+                        count: outcome.tally.count,
+                        head: outcome.tally.head,
+                    };
+                    let next = SegmentId {
+                        month,
+                        part: id.part.saturating_add(1),
+                    };
+                    let tail_is_damaged = segs.tail.is_some_and(|(_, t)| t == id);
+                    let prev = if tail_is_damaged {
+                        Some(continues)
+                    } else {
+                        None
+                    };
+                    let header =
+                        self.new_header(org, segs, next, first_seq, Some((continues, prev)))?;
+                    let w = self.create(org, segs, header)?;
+                    let damage: Vec<(u64, u64, String)> = outcome
+                        .damage
+                        .iter()
+                        .map(|d| {
+                            let cause = match &d.cause {
+                                DamageCause::Incomplete => {
+                                    "frame runs past the end of the file".to_string()
+                                }
+                                DamageCause::Corrupt(e) => e.to_string(),
+                                DamageCause::Integrity { seq, kind } => {
+                                    format!("seq {seq}: {kind}")
+                                }
+                            };
+                            (d.start, d.end, cause)
+                        })
+                        .collect();
+                    let action = RecoveryAction::SegmentSealed {
+                        file: path.clone(),
+                        damage,
+                        continuation: w.path().to_path_buf(),
+                    };
+                    if let Ok(json) = serde_json::to_vec_pretty(&action) {
+                        let name = format!("{}.damage.json", segment_file_name(id));
+                        let q = org.dir.join(QUARANTINE_DIR);
+                        let _ = fs::create_dir_all(&q);
+                        write_atomically(&q.join(name), &json)?;
+                    }
+                    self.report.lock().push(action);
+                    w
+                }
+            },
+            None => {
+                let header = self.new_header(org, segs, SegmentId { month, part: 0 }, 0, None)?;
+                self.create(org, segs, header)?
+            }
+        };
+        let w = Arc::new(writer);
+        segs.writers.insert(month, Arc::clone(&w));
+        Ok(w)
+    }
+
+    /// Builds the header of a new segment, linking it to the org's most recently created
+    /// one. `continuation` carries the continues-link and, when the damaged segment is
+    /// itself the tail, the prev-link to use.
+    fn new_header(
+        &self,
+        org: &Org,
+        segs: &mut OrgSegments,
+        id: SegmentId,
+        first_seq: u64,
+        continuation: Option<(SegmentLink, Option<SegmentLink>)>,
+    ) -> Result<SegmentHeader> {
+        let (continues, prev) = match continuation {
+            Some((c, Some(p))) => (Some(c), Some(p)),
+            Some((c, None)) => (Some(c), self.tail_link(org, segs)?),
+            None => (None, self.tail_link(org, segs)?),
+        };
+        Ok(SegmentHeader {
+            compat_flags: 0,
+            org: org.id.clone(),
+            id,
+            ordinal: segs.tail.map_or(0, |(o, _)| o.saturating_add(1)),
+            first_seq,
+            created_at: Timestamp::now(),
+            prev,
+            continues,
+        })
+    }
+
+    /// The current state of the org's most recently created segment.
+    fn tail_link(&self, org: &Org, segs: &mut OrgSegments) -> Result<Option<SegmentLink>> {
+        let Some((_, tail)) = segs.tail else {
+            return Ok(None);
+        };
+        let writer = match segs.writers.get(&tail.month) {
+            Some(w) if w.id() == tail => Arc::clone(w),
+            _ => self.open_writer(org, segs, tail.month)?,
+        };
+        let snap = writer.snapshot();
+        Ok(Some(SegmentLink {
+            segment: writer.id(),
+            count: snap.count,
+            head: snap.head,
+        }))
+    }
+
+    fn create(
+        &self,
+        org: &Org,
+        segs: &mut OrgSegments,
+        header: SegmentHeader,
+    ) -> Result<SegmentWriter> {
+        if !segs.dir_exists {
+            fs::create_dir_all(&org.dir)
+                .map_err(|e| Error::io("create org directory", &org.dir, e))?;
+            fsync_dir(&self.dir)?;
+            segs.dir_exists = true;
+        }
+        let (id, ordinal) = (header.id, header.ordinal);
+        let w = SegmentWriter::create(&org.dir, header, self.opts.index_interval)?;
+        segs.latest.insert(id.month, id);
+        segs.tail = Some((ordinal, id));
+        Ok(w)
+    }
+}
+
+impl Org {
+    /// The cached signer, refreshed if the provider's signing key changed (rotation).
+    fn signer(&self, keys: &dyn KeyProvider) -> Result<&RwLock<Option<Signer>>> {
+        let (id, key) = keys.signing_key(&self.id).map_err(|source| Error::Key {
+            org: self.id.to_string(),
+            source,
+        })?;
+        let current = self.signer.read().as_ref().map(Signer::key_id);
+        if current != Some(id) {
+            *self.signer.write() = Some(Signer::new(id, &key));
+        }
+        Ok(&self.signer)
+    }
+}
+
+fn read_header(path: &Path) -> Result<(SegmentHeader, crate::crypto::Hash)> {
+    let mut buf = [0u8; SEGMENT_HEADER_LEN];
+    let f = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 0)
+        .map_err(|e| Error::io("read segment header", path, e))?;
+    let h = SegmentHeader::decode(&buf).map_err(|source| Error::Corrupt {
+        file: path.to_path_buf(),
+        offset: source.offset,
+        seq: None,
+        source,
+    })?;
+    Ok((h, crate::crypto::sha256(&buf)))
+}
+
+fn load_catalog(dir: &Path) -> OrgSegments {
+    let mut segs = OrgSegments {
+        dir_exists: dir.is_dir(),
+        ..OrgSegments::default()
+    };
+    for id in list_segments(dir).unwrap_or_default() {
+        let latest = segs.latest.entry(id.month).or_insert(id);
+        if id.part > latest.part {
+            *latest = id;
+        }
+        if let Ok((h, _)) = read_header(&dir.join(segment_file_name(id)))
+            && segs.tail.is_none_or(|(o, _)| h.ordinal >= o) {
+                segs.tail = Some((h.ordinal, id));
+            }
+    }
+    segs
+}
+
+/// Org directories in a log directory, sorted.
+pub(crate) fn list_orgs(dir: &Path) -> Result<Vec<OrgId>> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io("list log directory", dir, e))?;
+        if e.file_type().is_ok_and(|t| t.is_dir())
+            && let Some(org) = e.file_name().to_str().and_then(|n| OrgId::new(n).ok()) {
+                out.push(org);
+            }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Segment ids in an org directory, sorted by (month, part). Missing directory: none.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentId>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list org directory", dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::io("list org directory", dir, e))?;
+        if let Some(id) = e.file_name().to_str().and_then(parse_segment_file_name) {
+            out.push(id);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

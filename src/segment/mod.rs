@@ -1,0 +1,83 @@
+//! Segment files on disk: naming, scanning, recovery and the writer.
+//!
+//! Reads use positioned reads (`pread`), never memory maps: a segment can be truncated by
+//! recovery in another process, and a mapped file that shrinks kills its reader with SIGBUS.
+
+pub mod read;
+pub(crate) mod recover;
+pub(crate) mod scan;
+pub(crate) mod stats;
+pub mod writer;
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::header::SegmentId;
+use crate::time::Month;
+
+/// File name of a segment: `2026-03.seg`, or `2026-03.2.seg` for part 2.
+pub fn segment_file_name(id: SegmentId) -> String {
+    format!("{id}.seg")
+}
+
+/// File name of a segment's sidecar index: `2026-03.idx`, `2026-03.2.idx`.
+pub fn index_file_name(id: SegmentId) -> String {
+    format!("{id}.idx")
+}
+
+/// File name of a month's cold (archived) file; while it exists the month is frozen.
+pub fn cold_file_name(month: Month) -> String {
+    format!("{month}.cold")
+}
+
+/// Parses a segment file name back into its id.
+pub fn parse_segment_file_name(name: &str) -> Option<SegmentId> {
+    let stem = name.strip_suffix(".seg")?;
+    let (month, part) = match stem.split_once('.') {
+        Some((m, p)) => {
+            // Parts are written without leading zeros; reject other spellings so that one
+            // segment has exactly one name.
+            if p.is_empty() || (p.starts_with('0')) || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (m, p.parse().ok()?)
+        }
+        None => (stem, 0),
+    };
+    Some(SegmentId {
+        month: month.parse().ok()?,
+        part,
+    })
+}
+
+/// fsyncs a directory so that entries created or renamed in it are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let m = Month::new(2026, 3).unwrap();
+        for part in [0u16, 1, 12] {
+            let id = SegmentId { month: m, part };
+            assert_eq!(parse_segment_file_name(&segment_file_name(id)), Some(id));
+        }
+        for bad in [
+            "2026-03.0.seg",
+            "2026-03.01.seg",
+            "2026-3.seg",
+            "2026-13.seg",
+            "x.seg",
+            "2026-03.idx",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Bringing a segment back to a writable state after a crash, without destroying evidence.
+//!
+//! - Clean (its index matches and every frame passes its CRC): resume at its end.
+//! - Torn tail (one unreadable stretch at the end, nothing valid after it, no chain or seq
+//!   failure anywhere): copy the stretch to `quarantine/`, fsync it, then truncate.
+//! - Anything else (damage followed by valid records, a CRC-valid record that breaks the chain
+//!   or the seq order, an unreadable header on a file holding records): nothing is cut. The
+//!   caller seals the file read-only and continues the month in a continuation part.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::scan::{self, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
+use super::{fsync_dir, index_file_name, segment_file_name};
+use crate::crypto::{self, Hash, KeyProvider, Signer};
+use crate::error::{Error, Result};
+use crate::event::OrgId;
+use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
+use crate::format::index::Index;
+use crate::format::record::FrameError;
+
+/// Name of the per-org directory that receives quarantined bytes.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// What recovery found in one segment.
+pub(crate) enum Recovered {
+    /// Writable: resume with this state.
+    Ready {
+        header: SegmentHeader,
+        genesis: Hash,
+        file: File,
+        tally: Tally,
+        torn: Option<TornTail>,
+        index_rebuilt: Option<String>,
+    },
+    /// The file held only a partial header (a crash while creating it); it was moved to
+    /// quarantine and the segment does not exist any more.
+    NoHeader { moved_to: PathBuf },
+    /// Damaged: must not be written again.
+    Damaged {
+        header: Option<SegmentHeader>,
+        outcome: ScanOutcome,
+    },
+}
+
+/// A torn tail that was moved aside.
+#[derive(Clone, Debug)]
+pub(crate) struct TornTail {
+    pub offset: u64,
+    pub len: u64,
+    pub moved_to: PathBuf,
+}
+
+/// Loads and checks a segment's index; `Err` says why it cannot be used.
+pub(crate) fn load_index(
+    dir: &Path,
+    org: &OrgId,
+    header: &SegmentHeader,
+    genesis: &Hash,
+    file_len: u64,
+    keys: &dyn KeyProvider,
+) -> std::result::Result<Index, String> {
+    let path = dir.join(index_file_name(header.id));
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
+        Err(e) => return Err(format!("unreadable: {e}")),
+    };
+    let (index, tag, signed) = Index::decode(&bytes).map_err(|e| e.to_string())?;
+    let key = keys
+        .key(org, index.key_id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("signed with unknown key {}", index.key_id))?;
+    if !Signer::new(index.key_id, &key).verify_index(signed, &tag) {
+        return Err("tag does not verify".into());
+    }
+    if &index.org != org || index.segment != header.id {
+        return Err("describes another segment".into());
+    }
+    if index.segment_hash != *genesis || index.first_seq != header.first_seq {
+        return Err("does not match the segment header".into());
+    }
+    if index.covered_len > file_len || index.covered_len < SEGMENT_HEADER_LEN as u64 {
+        return Err(format!(
+            "covers {} bytes but the segment has {file_len}",
+            index.covered_len
+        ));
+    }
+    Ok(index)
+}
+
+/// Walks `[start, end)` checking only framing and CRCs; returns the record count if every
+/// frame is valid and the last one ends exactly at `end`.
+fn crc_walk(win: &mut FileWindow, start: u64, end: u64) -> std::io::Result<Option<u64>> {
+    let mut off = start;
+    let mut n = 0;
+    while off < end {
+        match win.frame(off)? {
+            Ok(rec) => {
+                off += rec.len();
+                n += 1;
+            }
+            Err(FrameError::Incomplete { .. } | FrameError::Corrupt(_)) => return Ok(None),
+        }
+    }
+    Ok((off == end).then_some(n))
+}
+
+/// Recovers the segment at `path`.
+pub(crate) fn recover(
+    dir: &Path,
+    org: &OrgId,
+    id: SegmentId,
+    keys: &dyn KeyProvider,
+    interval: u32,
+) -> Result<Recovered> {
+    let path = dir.join(segment_file_name(id));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open segment", &path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", &path, e))?
+        .len();
+    let mut win = FileWindow::new(file, len);
+    let head_bytes = win
+        .get(0, SEGMENT_HEADER_LEN)
+        .map_err(|e| Error::io("read segment", &path, e))?
+        .to_vec();
+    let header = SegmentHeader::decode(&head_bytes)
+        .ok()
+        .filter(|h| &h.org == org && h.id == id);
+    let Some(header) = header else {
+        if len <= SEGMENT_HEADER_LEN as u64 {
+            drop(win);
+            let moved_to = quarantine_whole(dir, &path)?;
+            return Ok(Recovered::NoHeader { moved_to });
+        }
+        let tally = Tally {
+            head: Hash::ZERO,
+            next_seq: 0,
+            count: 0,
+            valid_end: SEGMENT_HEADER_LEN as u64,
+            max_seq: None,
+            index: IndexBuilder::new(interval),
+        };
+        let mut outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally)
+            .map_err(|e| Error::io("read segment", &path, e))?;
+        outcome.damage.insert(
+            0,
+            DamageRange {
+                start: 0,
+                end: SEGMENT_HEADER_LEN as u64,
+                cause: scan::DamageCause::Corrupt(match SegmentHeader::decode(&head_bytes) {
+                    Err(e) => e,
+                    Ok(_) => crate::format::DecodeError {
+                        structure: "segment header",
+                        field: "org_id",
+                        offset: 24,
+                        kind: crate::format::DecodeErrorKind::Invalid(
+                            "header names another org or segment than its file",
+                        ),
+                    },
+                }),
+            },
+        );
+        return Ok(Recovered::Damaged {
+            header: None,
+            outcome,
+        });
+    };
+    let genesis = crypto::sha256(&head_bytes);
+    let fresh = Tally {
+        head: genesis,
+        next_seq: header.first_seq,
+        count: 0,
+        valid_end: SEGMENT_HEADER_LEN as u64,
+        max_seq: None,
+        index: IndexBuilder::new(interval),
+    };
+    // Fast path: trust a valid index for the prefix it covers after a CRC walk of it.
+    let (start, tally, index_rebuilt) = match load_index(dir, org, &header, &genesis, len, keys) {
+        Ok(index) => {
+            let walked = crc_walk(&mut win, SEGMENT_HEADER_LEN as u64, index.covered_len)
+                .map_err(|e| Error::io("read segment", &path, e))?;
+            if walked == Some(index.record_count) {
+                let i = u64::from(index.interval.max(1));
+                let next_boundary = index.entries.last().map_or(0, |e| (e.offset / i + 1) * i);
+                let tally = Tally {
+                    head: index.head,
+                    next_seq: header.first_seq + index.record_count,
+                    count: index.record_count,
+                    valid_end: index.covered_len,
+                    max_seq: index
+                        .record_count
+                        .checked_sub(1)
+                        .map(|n| header.first_seq + n),
+                    index: IndexBuilder {
+                        interval: index.interval,
+                        entries: index.entries,
+                        next_boundary,
+                        min_ts: index.min_ts,
+                        max_ts: index.max_ts,
+                    },
+                };
+                let stale = (index.covered_len < len).then(|| "index lags the segment".to_string());
+                (index.covered_len, tally, stale)
+            } else {
+                (
+                    SEGMENT_HEADER_LEN as u64,
+                    fresh,
+                    Some("segment bytes fail their CRC inside the indexed range".into()),
+                )
+            }
+        }
+        Err(why) => (
+            SEGMENT_HEADER_LEN as u64,
+            fresh,
+            Some(format!("index {why}")),
+        ),
+    };
+    let outcome =
+        scan::scan(&mut win, start, tally).map_err(|e| Error::io("read segment", &path, e))?;
+    let file = win.into_file();
+    if outcome.damage.is_empty() {
+        return Ok(Recovered::Ready {
+            header,
+            genesis,
+            file,
+            tally: outcome.tally,
+            torn: None,
+            index_rebuilt,
+        });
+    }
+    if let Some(torn) = outcome.torn_tail().cloned() {
+        let moved_to = quarantine_tail(dir, &path, &file, torn.start, torn.end)?;
+        return Ok(Recovered::Ready {
+            header,
+            genesis,
+            file,
+            tally: outcome.tally,
+            torn: Some(TornTail {
+                offset: torn.start,
+                len: torn.end - torn.start,
+                moved_to,
+            }),
+            index_rebuilt,
+        });
+    }
+    Ok(Recovered::Damaged {
+        header: Some(header),
+        outcome,
+    })
+}
+
+fn quarantine_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    let q = dir.join(QUARANTINE_DIR);
+    if !q.exists() {
+        fs::create_dir(&q).map_err(|e| Error::io("create quarantine directory", &q, e))?;
+        fsync_dir(dir)?;
+    }
+    let mut candidate = q.join(name);
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = q.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    Ok(candidate)
+}
+
+/// Copies `[start, end)` of `file` into quarantine and makes it durable, then truncates the
+/// segment to `start` and makes that durable. The copy is durable before the cut.
+fn quarantine_tail(dir: &Path, path: &Path, file: &File, start: u64, end: u64) -> Result<PathBuf> {
+    let name = format!(
+        "{}.torn-at-{start}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("segment")
+    );
+    let dest = quarantine_path(dir, &name)?;
+    let mut bytes = vec![0u8; (end - start) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, start)
+        .map_err(|e| Error::io("read torn tail", path, e))?;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&dest)
+        .map_err(|e| Error::io("create quarantine file", &dest, e))?;
+    out.write_all(&bytes)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| Error::io("write quarantine file", &dest, e))?;
+    if let Some(q) = dest.parent() {
+        fsync_dir(q)?;
+    }
+    file.set_len(start)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("truncate segment", path, e))?;
+    Ok(dest)
+}
+
+/// Moves a whole file into quarantine (a segment that never got a complete header).
+fn quarantine_whole(dir: &Path, path: &Path) -> Result<PathBuf> {
+    let name = format!(
+        "{}.partial-header",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("segment")
+    );
+    let dest = quarantine_path(dir, &name)?;
+    fs::rename(path, &dest).map_err(|e| Error::io("move to quarantine", path, e))?;
+    if let Some(q) = dest.parent() {
+        fsync_dir(q)?;
+    }
+    fsync_dir(dir)?;
+    Ok(dest)
+}

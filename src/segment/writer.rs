@@ -1,0 +1,360 @@
+//! Appending records to one segment: framing, chaining, signing, group commit.
+//!
+//! Two locks, always taken in the order `io` → `state` when both are needed:
+//! - `state` guards the chain head, the next seq and the in-memory buffer of framed records
+//!   not yet handed to the OS. Appenders hold it only to frame one record (or one batch).
+//! - `io` guards the file. Whoever holds it writes out everything buffered so far and, for
+//!   durable appends, fsyncs once for all of it: appenders that arrive during an fsync wait
+//!   on `io` and are usually covered by the next one (group commit).
+//!
+//! After a failed write or fsync the writer is poisoned: every later append fails with
+//! [`Error::WriterFailed`] until the log is reopened, and recovery decides from the bytes on
+//! disk what survived. It never retries an fsync and assumes success.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::scan::{IndexBuilder, Tally};
+use super::{fsync_dir, index_file_name};
+use crate::crypto::{self, Hash, Signer, Tag};
+use crate::entry::SealedEvent;
+use crate::error::{Error, Result};
+use crate::event::OrgId;
+use crate::format::header::{SegmentHeader, SegmentId};
+use crate::format::index::Index;
+use crate::format::record::{FrameFields, encode_frame};
+use crate::time::Timestamp;
+
+/// What an append returns: where the record sits in the chain.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Receipt {
+    /// The org.
+    pub org_id: String,
+    /// Month of the segment (`YYYY-MM`).
+    pub month: crate::time::Month,
+    /// Sequence number within (org, month).
+    pub seq: u64,
+    /// Chain hash of the record.
+    pub hash: Hash,
+}
+
+struct WriterState {
+    tally: Tally,
+    /// Logical end: file bytes written plus `buf`.
+    end: u64,
+    buf: Vec<u8>,
+    /// Records in `buf`.
+    buffered: usize,
+}
+
+struct IoState {
+    file: File,
+    written: u64,
+    synced: u64,
+    /// Records covered by the last fsync, for the group-commit wait.
+    last_batch: usize,
+}
+
+/// The append side of one segment file.
+pub(crate) struct SegmentWriter {
+    org: OrgId,
+    header: SegmentHeader,
+    genesis: Hash,
+    path: PathBuf,
+    index_path: PathBuf,
+    state: Mutex<WriterState>,
+    io: Mutex<IoState>,
+    durable: AtomicU64,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    index_written_at: AtomicU64,
+}
+
+impl std::fmt::Debug for SegmentWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SegmentWriter({})", self.path.display())
+    }
+}
+
+/// A consistent view of a writer's chain, for links and indexes.
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub count: u64,
+    pub head: Hash,
+}
+
+impl SegmentWriter {
+    /// Creates a new segment file with `header` and makes it durable (file and directory).
+    pub fn create(dir: &Path, header: SegmentHeader, interval: u32) -> Result<SegmentWriter> {
+        let path = dir.join(super::segment_file_name(header.id));
+        let bytes = header.encode();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| Error::io("create segment", &path, e))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write segment header", &path, e))?;
+        fsync_dir(dir)?;
+        let genesis = crypto::sha256(&bytes);
+        let tally = Tally {
+            head: genesis,
+            next_seq: header.first_seq,
+            count: 0,
+            valid_end: bytes.len() as u64,
+            max_seq: None,
+            index: IndexBuilder::new(interval),
+        };
+        Ok(Self::assemble(dir, header, genesis, path, file, tally))
+    }
+
+    /// Resumes a segment that recovery has checked and repaired; `tally` ends at its end.
+    pub fn resume(
+        dir: &Path,
+        header: SegmentHeader,
+        genesis: Hash,
+        file: File,
+        tally: Tally,
+    ) -> SegmentWriter {
+        let path = dir.join(super::segment_file_name(header.id));
+        Self::assemble(dir, header, genesis, path, file, tally)
+    }
+
+    fn assemble(
+        dir: &Path,
+        header: SegmentHeader,
+        genesis: Hash,
+        path: PathBuf,
+        file: File,
+        tally: Tally,
+    ) -> Self {
+        let end = tally.valid_end;
+        SegmentWriter {
+            org: header.org.clone(),
+            index_path: dir.join(index_file_name(header.id)),
+            header,
+            genesis,
+            path,
+            state: Mutex::new(WriterState {
+                tally,
+                end,
+                buf: Vec::with_capacity(64 * 1024),
+                buffered: 0,
+            }),
+            io: Mutex::new(IoState {
+                file,
+                written: end,
+                synced: end,
+                last_batch: 0,
+            }),
+            durable: AtomicU64::new(end),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            index_written_at: AtomicU64::new(0),
+        }
+    }
+
+    pub fn id(&self) -> SegmentId {
+        self.header.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn failed_error(&self) -> Error {
+        Error::WriterFailed {
+            org: self.org.to_string(),
+            segment: self.header.id.to_string(),
+            cause: self.failure.lock().clone().unwrap_or_default(),
+        }
+    }
+
+    fn poison(&self, e: Error) -> Error {
+        let mut f = self.failure.lock();
+        if f.is_none() {
+            *f = Some(e.to_string());
+        }
+        self.failed.store(true, Ordering::Release);
+        e
+    }
+
+    /// Frames, chains and signs `events` (all of this segment's month) as consecutive
+    /// records. Returns their receipts, the logical end offset after the last one, and the
+    /// bytes now buffered.
+    pub fn append(
+        &self,
+        events: &[(&SealedEvent, Timestamp)],
+        signer: &Signer,
+    ) -> Result<(Vec<Receipt>, u64, usize)> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.failed_error());
+        }
+        let mut receipts = Vec::with_capacity(events.len());
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        for (ev, ts) in events {
+            let fields = FrameFields {
+                seq: st.tally.next_seq,
+                occurred_at: *ts,
+                key_id: signer.key_id(),
+                prev: st.tally.head,
+            };
+            let (sealed, openings) = ev.bytes.split_at(ev.sealed_len);
+            let mut hash = Hash::ZERO;
+            let org = &self.org;
+            let len = encode_frame(&mut st.buf, &fields, sealed, openings, |chained| {
+                hash = crypto::chain_hash(chained);
+                let t: Tag = signer.record_tag(org, &hash);
+                t
+            }) as u64;
+            st.tally.index.observe(st.end, fields.seq, *ts);
+            st.tally.head = hash;
+            st.tally.next_seq += 1;
+            st.tally.count += 1;
+            st.tally.max_seq = Some(fields.seq);
+            st.end += len;
+            st.tally.valid_end = st.end;
+            st.buffered += 1;
+            receipts.push(Receipt {
+                org_id: self.org.to_string(),
+                month: self.header.id.month,
+                seq: fields.seq,
+                hash,
+            });
+        }
+        Ok((receipts, st.end, st.buf.len()))
+    }
+
+    /// Makes every record up to logical offset `upto` reach the OS (`sync` false) or the
+    /// disk (`sync` true). Concurrent callers share one write and one fsync.
+    pub fn flush(&self, upto: u64, sync: bool) -> Result<()> {
+        if sync && self.durable.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let mut io = self.io.lock();
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.failed_error());
+        }
+        if (sync && io.synced >= upto) || (!sync && io.written >= upto) {
+            return Ok(());
+        }
+        self.write_out(&mut io, sync)
+    }
+
+    /// With `io` held: writes the buffer and optionally fsyncs.
+    fn write_out(&self, io: &mut IoState, sync: bool) -> Result<()> {
+        let (bytes, end, batch) = {
+            let mut st = self.state.lock();
+            let bytes = std::mem::replace(&mut st.buf, Vec::with_capacity(64 * 1024));
+            let batch = std::mem::take(&mut st.buffered);
+            (bytes, st.end, batch)
+        };
+        if !bytes.is_empty() {
+            if let Err(e) = io.file.write_all_at(&bytes, io.written) {
+                return Err(self.poison(Error::io("write segment", &self.path, e)));
+            }
+            io.written = end;
+        }
+        if sync && io.synced < io.written {
+            if let Err(e) = io.file.sync_data() {
+                return Err(self.poison(Error::io("fsync segment", &self.path, e)));
+            }
+            io.synced = io.written;
+            io.last_batch = batch;
+            self.durable.store(io.synced, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Writes out and fsyncs everything appended so far.
+    pub fn sync(&self) -> Result<()> {
+        let end = self.state.lock().end;
+        self.flush(end, true)
+    }
+
+    /// The chain state as of now (including buffered records).
+    pub fn snapshot(&self) -> Snapshot {
+        let st = self.state.lock();
+        Snapshot {
+            count: st.tally.count,
+            head: st.tally.head,
+        }
+    }
+
+    /// Bytes appended since the index was last written.
+    pub fn unindexed_bytes(&self) -> u64 {
+        self.state
+            .lock()
+            .end
+            .saturating_sub(self.index_written_at.load(Ordering::Acquire))
+    }
+
+    /// Makes everything durable, then writes the signed sidecar index for exactly the
+    /// durable bytes (temporary file, fsync, rename, directory fsync).
+    pub fn write_index(&self, signer: &Signer) -> Result<()> {
+        let mut io = self.io.lock();
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.failed_error());
+        }
+        // Take the snapshot and the buffer under one state lock so they describe the same
+        // bytes; then write and fsync them.
+        let index = {
+            let st = self.state.lock();
+            Index {
+                compat_flags: 0,
+                key_id: signer.key_id(),
+                org: self.org.clone(),
+                segment: self.header.id,
+                interval: st.tally.index.interval,
+                segment_hash: self.genesis,
+                covered_len: st.end,
+                record_count: st.tally.count,
+                first_seq: self.header.first_seq,
+                min_ts: st.tally.index.min_ts,
+                max_ts: st.tally.index.max_ts,
+                head: st.tally.head,
+                entries: st.tally.index.entries.clone(),
+                sections: Vec::new(),
+            }
+        };
+        // Anything appended after the snapshot is written too, which is harmless: the index
+        // simply covers a prefix of the durable bytes.
+        self.write_out(&mut io, true)?;
+        drop(io);
+        let mut bytes = index.encode_unsigned();
+        let tag = signer.index_tag(&bytes);
+        bytes.extend_from_slice(&tag.0);
+        write_atomically(&self.index_path, &bytes)?;
+        self.index_written_at
+            .store(index.covered_len, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` via a temporary file, fsync and rename, then fsyncs the directory.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    if let Some(dir) = path.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
