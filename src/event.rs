@@ -131,7 +131,12 @@ fn check_text(field: &'static str, v: &str, max: usize) -> Result<(), InvalidFie
             format!("{} bytes, at most {max} allowed", v.len()),
         ));
     }
-    if v.chars().any(char::is_control) {
+    let control = if v.is_ascii() {
+        v.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        v.chars().any(char::is_control)
+    };
+    if control {
         return Err(invalid(field, "must not contain control characters"));
     }
     Ok(())
