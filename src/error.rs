@@ -187,6 +187,13 @@ pub enum Error {
         cause: String,
     },
 
+    /// No such org in the log.
+    #[error("unknown org {org}: the log has no directory for it")]
+    UnknownOrg {
+        /// The org.
+        org: String,
+    },
+
     /// The log was opened read-only.
     #[error("the log was opened read-only")]
     ReadOnly,

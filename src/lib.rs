@@ -56,14 +56,17 @@
     )
 )]
 
+pub mod checkpoint;
 pub mod crypto;
 mod entry;
 pub mod error;
 pub mod event;
 pub mod format;
-mod log;
+pub mod inspect;
+pub(crate) mod log;
 pub mod segment;
 pub mod time;
+pub mod verify;
 pub mod workload;
 
 pub use crypto::{Hash, Key, KeyError, KeyId, KeyProvider, Keyring, RotationPolicy};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditlog::workload::{Workload, WorkloadConfig};
+use auditlog::checkpoint::Checkpoint;
 use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -67,6 +68,38 @@ enum Command {
         /// First event time (RFC 3339 or YYYY-MM-DD).
         #[arg(long, default_value = "2026-01-01")]
         start: Timestamp,
+    },
+    /// Verify every record, index, link (and checkpoint) of a log. Exit 0 intact, 1 findings.
+    Verify {
+        /// Only this org.
+        #[arg(long)]
+        org: Option<String>,
+        /// Checkpoint file (JSON lines from `auditlog checkpoint`) the log must still contain.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a signed checkpoint (every segment's chain head) per org, to store elsewhere.
+    Checkpoint {
+        /// Only this org.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Show one segment or index file record by record, offline; damaged ranges are skipped.
+    Inspect {
+        /// The file.
+        file: PathBuf,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Start at this byte offset (resynchronising to the next record).
+        #[arg(long)]
+        from_offset: Option<u64>,
+        /// Show at most this many records.
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Append, read back and verify a generated workload in a scratch directory.
     Demo {
@@ -213,6 +246,145 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { events } => demo(cli.dir.as_deref(), events),
+        Command::Verify {
+            ref org,
+            ref checkpoint,
+            json,
+        } => verify_cmd(&cli, org.clone(), checkpoint.clone(), json),
+        Command::Checkpoint { org } => {
+            let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
+            let keyring = need(&cli.keyring, "keyring", "AUDITLOG_KEYRING")?;
+            let keys = Keyring::open(keyring)?;
+            let orgs = match org {
+                Some(o) => vec![OrgId::new(&o)?],
+                None => Log::open_read_only(dir, Options::new(Arc::new(Keyring::in_memory())))?.orgs()?,
+            };
+            let mut out = BufWriter::new(io::stdout().lock());
+            for org in orgs {
+                let cp = auditlog::verify::make_checkpoint(dir, &org, &keys)?;
+                writeln!(out, "{}", serde_json::to_string(&cp)?)?;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect {
+            ref file,
+            json,
+            from_offset,
+            limit,
+        } => inspect_cmd(&cli, file, json, from_offset, limit),
+    }
+}
+
+fn verify_cmd(cli: &Cli, org: Option<String>, checkpoint: Option<PathBuf>, json: bool) -> Result<ExitCode, Failure> {
+    use std::io::IsTerminal;
+    let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
+    let keys = match &cli.keyring {
+        Some(k) => Some(Keyring::open(k)?),
+        None => None,
+    };
+    let org = org.map(|o| OrgId::new(&o)).transpose()?;
+    let checkpoints = match checkpoint {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).map_err(|e| Failure(format!("{}: {e}", p.display())))?;
+            Checkpoint::parse_lines(&text).map_err(|e| Failure(format!("{}: {e}", p.display())))?
+        }
+        None => Vec::new(),
+    };
+    let bar = (!json && io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(auditlog::verify::total_bytes(dir, org.as_ref()));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let progress: Option<auditlog::verify::Progress> = bar.clone().map(|b| {
+        let f: auditlog::verify::Progress = Arc::new(move |n| b.inc(n));
+        f
+    });
+    let opts = auditlog::verify::VerifyOptions {
+        org,
+        checkpoints,
+        progress,
+    };
+    let report = auditlog::verify::verify(dir, keys.as_ref().map(|k| k as &dyn auditlog::KeyProvider), &opts)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut out = BufWriter::new(io::stdout().lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        for f in &report.findings {
+            writeln!(out, "{f}")?;
+        }
+        for l in &report.live {
+            writeln!(out, "live: {} verified up to byte {} ({} records)", l.file.display(), l.verified_to, l.records)?;
+        }
+        writeln!(out, "{}", report.summary())?;
+    }
+    out.flush()?;
+    Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn inspect_cmd(cli: &Cli, file: &Path, json: bool, from_offset: Option<u64>, limit: Option<u64>) -> Result<ExitCode, Failure> {
+    use auditlog::inspect::{InspectOptions, Item};
+    let keys = match &cli.keyring {
+        Some(k) => Some(Keyring::open(k)?),
+        None => None,
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut damaged = false;
+    let shown = auditlog::inspect::inspect(
+        file,
+        keys.as_ref().map(|k| k as &dyn auditlog::KeyProvider),
+        InspectOptions { from_offset, limit },
+        |item| {
+            damaged |= matches!(item, Item::Damage { .. });
+            let r = if json {
+                serde_json::to_writer(&mut out, &item).map_err(io::Error::other).and_then(|()| writeln!(out))
+            } else {
+                write_item(&mut out, &item)
+            };
+            r.map_err(|e| auditlog::Error::Io { op: "write", path: "stdout".into(), source: e })
+        },
+    )?;
+    if !json {
+        writeln!(out, "{shown} records shown{}", if damaged { "; damaged ranges were skipped" } else { "" })?;
+    }
+    out.flush()?;
+    Ok(if damaged { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Result<()> {
+    use auditlog::inspect::Item;
+    match item {
+        Item::SegmentHeader { org_id, segment, ordinal, first_seq, created_at, prev, continues, genesis } => {
+            writeln!(out, "segment org={org_id} {segment} ordinal={ordinal} first_seq={first_seq} created={created_at} genesis={genesis}")?;
+            writeln!(out, "  prev={} continues={}", prev.as_deref().unwrap_or("-"), continues.as_deref().unwrap_or("-"))
+        }
+        Item::Index { org_id, segment, covered_len, record_count, head, entries, tag } => writeln!(
+            out,
+            "index org={org_id} {segment} covers {covered_len} bytes, {record_count} records, head={head}, {entries} entries, tag {tag:?}"
+        ),
+        Item::Record { offset, len, seq, occurred_at, key_id, prev_hash, hash, linked, tag, event, body_error } => {
+            let link = match linked {
+                Some(true) => "linked",
+                Some(false) => "CHAIN BREAK",
+                None => "-",
+            };
+            writeln!(out, "@{offset}+{len} seq={seq} t={occurred_at} key={key_id} tag={tag:?} {link} prev={prev_hash} hash={hash}")?;
+            match (event, body_error) {
+                (Some(e), _) => writeln!(out, "  {}", serde_json::to_string(e).unwrap_or_default()),
+                (None, Some(err)) => writeln!(out, "  body: {err}"),
+                (None, None) => Ok(()),
+            }
+        }
+        Item::Damage { start, end, reason } => {
+            writeln!(out, "DAMAGED bytes {start}..{end} ({} bytes): {reason}", end - start)
+        }
     }
 }
 

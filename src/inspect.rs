@@ -1,0 +1,280 @@
+//! Forensic inspection of a single file, offline, without the rest of the log.
+//!
+//! Works on partial and damaged copies: a damaged range is reported with its offsets and
+//! skipped (the scanner resynchronises on the next valid frame), never fatal. Reads with
+//! positioned reads only; never maps the file.
+
+use std::fs::File;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer};
+use crate::entry;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::format::header::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
+use crate::format::index::{INDEX_MAGIC, Index};
+use crate::format::record::FrameError;
+use crate::segment::scan::{self, FileWindow};
+use crate::time::Timestamp;
+
+/// Where to start and how much to show.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InspectOptions {
+    /// Start scanning at this byte offset (resynchronising to the next valid record).
+    pub from_offset: Option<u64>,
+    /// Show at most this many records.
+    pub limit: Option<u64>,
+}
+
+/// Whether a record's tag was checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagStatus {
+    /// Verified with the key it names.
+    Valid,
+    /// Does not verify.
+    Invalid,
+    /// The keyring lacks the key id.
+    UnknownKey,
+    /// No keyring given, or the org is unknown (damaged header).
+    NotChecked,
+}
+
+/// One thing found in the file, in file order.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "item", rename_all = "snake_case")]
+pub enum Item {
+    /// A segment header.
+    SegmentHeader {
+        /// Decoded header fields.
+        org_id: String,
+        /// Month and part.
+        segment: String,
+        /// Creation ordinal.
+        ordinal: u32,
+        /// First seq.
+        first_seq: u64,
+        /// Creation time.
+        created_at: Timestamp,
+        /// Link to the previous segment, as `segment@count:hash`.
+        prev: Option<String>,
+        /// Continuation link.
+        continues: Option<String>,
+        /// SHA-256 of the header: the chain's genesis.
+        genesis: Hash,
+    },
+    /// An index file summary.
+    Index {
+        /// Org.
+        org_id: String,
+        /// Segment described.
+        segment: String,
+        /// Bytes of segment covered.
+        covered_len: u64,
+        /// Records covered.
+        record_count: u64,
+        /// Chain head at `covered_len`.
+        head: Hash,
+        /// Sparse entries.
+        entries: usize,
+        /// Tag check.
+        tag: TagStatus,
+    },
+    /// A record.
+    Record {
+        /// Byte offset of the frame.
+        offset: u64,
+        /// Frame length.
+        len: u64,
+        /// Seq.
+        seq: u64,
+        /// Time.
+        occurred_at: Timestamp,
+        /// Key id.
+        key_id: u32,
+        /// Stored prev hash.
+        prev_hash: Hash,
+        /// Computed chain hash.
+        hash: Hash,
+        /// Whether `prev_hash` is the chain hash of the record before it in this scan
+        /// (`None` for the first record shown after a start offset or damage).
+        linked: Option<bool>,
+        /// Tag check.
+        tag: TagStatus,
+        /// The decoded event, if its body decodes and its openings match.
+        event: Option<Event>,
+        /// Why the body did not decode, if it did not.
+        body_error: Option<String>,
+    },
+    /// Bytes that are not a valid record; scanning resumed after them.
+    Damage {
+        /// First damaged byte.
+        start: u64,
+        /// One past the last.
+        end: u64,
+        /// What was wrong at `start`.
+        reason: String,
+    },
+}
+
+/// Inspects `path` (segment or index file), calling `visit` for each item found.
+/// Returns the number of records shown.
+pub fn inspect(
+    path: &Path,
+    keys: Option<&dyn KeyProvider>,
+    opts: InspectOptions,
+    mut visit: impl FnMut(Item) -> Result<()>,
+) -> Result<u64> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let mut win = FileWindow::new(file, len);
+    let io = |e| Error::io("read", path, e);
+    let magic = win.get(0, 8).map_err(io)?.to_vec();
+    if magic == INDEX_MAGIC {
+        let bytes = win.get(0, len as usize).map_err(io)?.to_vec();
+        return match Index::decode(&bytes) {
+            Ok((ix, tag, signed)) => {
+                let status = match keys {
+                    None => TagStatus::NotChecked,
+                    Some(k) => match k.key(&ix.org, ix.key_id).ok().flatten() {
+                        None => TagStatus::UnknownKey,
+                        Some(key) if Signer::new(ix.key_id, &key).verify_index(signed, &tag) => TagStatus::Valid,
+                        Some(_) => TagStatus::Invalid,
+                    },
+                };
+                visit(Item::Index {
+                    org_id: ix.org.to_string(),
+                    segment: ix.segment.to_string(),
+                    covered_len: ix.covered_len,
+                    record_count: ix.record_count,
+                    head: ix.head,
+                    entries: ix.entries.len(),
+                    tag: status,
+                })?;
+                Ok(0)
+            }
+            Err(e) => {
+                visit(Item::Damage {
+                    start: e.offset,
+                    end: len,
+                    reason: e.to_string(),
+                })?;
+                Ok(0)
+            }
+        };
+    }
+    let head_bytes = win.get(0, SEGMENT_HEADER_LEN).map_err(io)?.to_vec();
+    let header = SegmentHeader::decode(&head_bytes);
+    let mut head: Option<Hash> = None;
+    match &header {
+        Ok(h) => {
+            let link = |l: &crate::format::header::SegmentLink| format!("{}@{}:{}", l.segment, l.count, l.head);
+            let genesis = crypto::sha256(&head_bytes);
+            head = Some(genesis);
+            visit(Item::SegmentHeader {
+                org_id: h.org.to_string(),
+                segment: h.id.to_string(),
+                ordinal: h.ordinal,
+                first_seq: h.first_seq,
+                created_at: h.created_at,
+                prev: h.prev.as_ref().map(link),
+                continues: h.continues.as_ref().map(link),
+                genesis,
+            })?;
+        }
+        Err(e) => {
+            let reason = if magic == SEGMENT_MAGIC {
+                format!("damaged segment header: {e}")
+            } else {
+                format!("not a segment or index header: {e}")
+            };
+            visit(Item::Damage {
+                start: 0,
+                end: SEGMENT_HEADER_LEN.min(len as usize) as u64,
+                reason,
+            })?;
+        }
+    }
+    let org = header.as_ref().ok().map(|h| h.org.clone());
+    let segment = header.as_ref().ok().map(|h| h.id);
+    let mut signers: std::collections::HashMap<KeyId, Option<Signer>> = std::collections::HashMap::new();
+    let mut off = SEGMENT_HEADER_LEN as u64;
+    if let Some(from) = opts.from_offset.filter(|f| *f > off) {
+        // Start at the first valid record at or after `from`, silently.
+        head = None;
+        off = if matches!(win.frame(from).map_err(io)?, Ok(_)) {
+            from
+        } else {
+            scan::resync(&mut win, from + 1, None).map_err(io)?.unwrap_or(len)
+        };
+    }
+    let mut shown = 0u64;
+    let mut max_seq = None;
+    while off < len {
+        if opts.limit.is_some_and(|l| shown >= l) {
+            break;
+        }
+        let frame = win.frame(off).map_err(io)?;
+        let rec = match frame {
+            Ok(rec) => rec,
+            Err(err) => {
+                let reason = match err {
+                    FrameError::Incomplete { needed, available } => {
+                        format!("incomplete frame: needs {needed} bytes, {available} left")
+                    }
+                    FrameError::Corrupt(d) => d.to_string(),
+                };
+                let next = scan::resync(&mut win, off + 1, max_seq).map_err(io)?;
+                let end = next.unwrap_or(len);
+                visit(Item::Damage { start: off, end, reason })?;
+                head = None;
+                off = end;
+                continue;
+            }
+        };
+        let hash = crypto::chain_hash(rec.chained_bytes());
+        let fields = rec.fields;
+        let tag = match (keys, &org) {
+            (Some(k), Some(o)) => match signers
+                .entry(fields.key_id)
+                .or_insert_with(|| k.key(o, fields.key_id).ok().flatten().map(|key| Signer::new(fields.key_id, &key)))
+            {
+                None => TagStatus::UnknownKey,
+                Some(s) if s.verify_record(o, &hash, &rec.tag) => TagStatus::Valid,
+                Some(_) => TagStatus::Invalid,
+            },
+            _ => TagStatus::NotChecked,
+        };
+        let (event, body_error) = match (&org, segment) {
+            (Some(o), Some(id)) => match entry::open(o, id.month, id.part, &rec, hash) {
+                Ok(v) => (Some(v.event), None),
+                Err(entry::OpenError::Commitment) => {
+                    (None, Some("personal-data openings do not match their commitments".to_string()))
+                }
+                Err(entry::OpenError::Decode(d)) => (None, Some(d.to_string())),
+            },
+            _ => (None, Some("org unknown (damaged header): body not decoded".to_string())),
+        };
+        let len_rec = rec.len();
+        visit(Item::Record {
+            offset: off,
+            len: len_rec,
+            seq: fields.seq,
+            occurred_at: fields.occurred_at,
+            key_id: fields.key_id.0,
+            prev_hash: fields.prev,
+            hash,
+            linked: head.map(|h| h == fields.prev),
+            tag,
+            event,
+            body_error,
+        })?;
+        shown += 1;
+        max_seq = Some(max_seq.map_or(fields.seq, |m: u64| m.max(fields.seq)));
+        head = Some(hash);
+        off += len_rec;
+    }
+    Ok(shown)
+}

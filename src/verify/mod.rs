@@ -1,0 +1,511 @@
+//! Full verification of a log directory: every record, index, link and checkpoint.
+//!
+//! Verification fails closed. With keys, every tag is checked and a record signed by a key
+//! the keyring lacks is a finding, never a pass. Without keys it still checks structure,
+//! checksums, seqs, the hash chain, indexes and links, and the report says plainly that
+//! authenticity was not checked. It continues after damage (resynchronising on the next
+//! valid record) so that every finding is listed, and tells crash damage (a torn tail) apart
+//! from corruption and tampering. Beside a live writer it verifies a consistent prefix of
+//! the segments being written and reports how far it got.
+
+pub mod report;
+mod segment;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use report::{Class, Finding, FindingKind, LiveProgress, Report, Severity};
+
+use crate::checkpoint::Checkpoint;
+use crate::crypto::KeyProvider;
+use crate::error::{Error, Result};
+use crate::event::OrgId;
+use crate::format::header::SegmentId;
+use crate::log::LOCK_FILE;
+use crate::segment::recover::QUARANTINE_DIR;
+use crate::segment::{parse_segment_file_name, segment_file_name};
+use crate::time::Timestamp;
+use segment::{SegmentCheck, SegmentOutcome, verify_segment};
+
+/// Called with the number of bytes just verified (for progress bars).
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// What to verify.
+#[derive(Clone, Default)]
+pub struct VerifyOptions {
+    /// Only this org (default: every org in the directory).
+    pub org: Option<OrgId>,
+    /// Checkpoints the log must still contain.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Progress callback.
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for VerifyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("org", &self.org)
+            .field("checkpoints", &self.checkpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Total bytes of segment files to verify (for sizing a progress bar).
+pub fn total_bytes(dir: &Path, org: Option<&OrgId>) -> u64 {
+    let orgs = match org {
+        Some(o) => vec![o.clone()],
+        None => crate::log::list_orgs(dir).unwrap_or_default(),
+    };
+    orgs.iter()
+        .flat_map(|o| {
+            let d = dir.join(o.as_str());
+            crate::log::list_segments(&d)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |id| fs::metadata(d.join(segment_file_name(id))).map_or(0, |m| m.len()))
+        })
+        .sum()
+}
+
+/// Whether a writer holds the directory lock right now.
+fn writer_is_live(dir: &Path) -> bool {
+    match File::open(dir.join(LOCK_FILE)) {
+        Ok(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+/// Verifies a log directory. `keys: None` checks structure and chain only.
+pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) -> Result<Report> {
+    if !dir.is_dir() {
+        return Err(Error::io(
+            "open log directory",
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        ));
+    }
+    let mut report = Report {
+        authenticity_checked: keys.is_some(),
+        live_writer: writer_is_live(dir),
+        ..Report::default()
+    };
+    let mut orgs: BTreeSet<OrgId> = BTreeSet::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list log directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        match OrgId::new(&name) {
+            Ok(org) if is_dir => {
+                orgs.insert(org);
+            }
+            _ if name == LOCK_FILE => {}
+            _ => report.findings.push(Finding::new(
+                FindingKind::UnexpectedFile,
+                entry.path(),
+                "not part of an auditlog directory",
+            )),
+        }
+    }
+    if let Some(org) = &opts.org {
+        if !orgs.contains(org) && !opts.checkpoints.iter().any(|c| c.org_id == org.as_str()) {
+            return Err(Error::UnknownOrg { org: org.to_string() });
+        }
+        orgs.retain(|o| o == org);
+    }
+    for c in &opts.checkpoints {
+        if let Ok(org) = OrgId::new(&c.org_id) {
+            if opts.org.as_ref().is_none_or(|o| *o == org) {
+                orgs.insert(org);
+            }
+        }
+    }
+    let now = Timestamp::now();
+    for org in orgs {
+        let cps: Vec<&Checkpoint> = opts.checkpoints.iter().filter(|c| c.org_id == org.as_str()).collect();
+        verify_org(dir, &org, keys, &cps, opts, now, &mut report);
+    }
+    Ok(report)
+}
+
+struct OrgFiles {
+    segments: Vec<SegmentId>,
+    orphan_indexes: Vec<(SegmentId, PathBuf)>,
+}
+
+fn list_org(dir: &Path, report: &mut Report) -> OrgFiles {
+    let mut segments = Vec::new();
+    let mut indexes = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return OrgFiles {
+            segments,
+            orphan_indexes: Vec::new(),
+        };
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == QUARANTINE_DIR && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            for q in fs::read_dir(&path).into_iter().flatten().flatten() {
+                let len = q.metadata().map_or(0, |m| m.len());
+                report.findings.push(
+                    Finding::new(
+                        FindingKind::QuarantinedData,
+                        q.path(),
+                        "recovery moved these bytes aside (torn tail or damage report): inspect them",
+                    )
+                    .at(0, len),
+                );
+            }
+        } else if let Some(id) = parse_segment_file_name(&name) {
+            segments.push(id);
+        } else if let Some(id) = name
+            .strip_suffix(".idx")
+            .and_then(|stem| parse_segment_file_name(&format!("{stem}.seg")))
+        {
+            indexes.push((id, path));
+        } else if name.ends_with(".tmp") || name.ends_with(".cold") {
+            // Leftover of an interrupted atomic rewrite / an archived month.
+        } else {
+            report.findings.push(Finding::new(
+                FindingKind::UnexpectedFile,
+                path,
+                "not part of an auditlog directory",
+            ));
+        }
+    }
+    segments.sort();
+    let orphan_indexes = indexes
+        .into_iter()
+        .filter(|(id, _)| segments.binary_search(id).is_err())
+        .collect();
+    OrgFiles {
+        segments,
+        orphan_indexes,
+    }
+}
+
+fn verify_org(
+    dir: &Path,
+    org: &OrgId,
+    keys: Option<&dyn KeyProvider>,
+    cps: &[&Checkpoint],
+    opts: &VerifyOptions,
+    now: Timestamp,
+    report: &mut Report,
+) {
+    let org_dir = dir.join(org.as_str());
+    let files = list_org(&org_dir, report);
+    for (id, path) in &files.orphan_indexes {
+        report.findings.push(Finding::new(
+            FindingKind::MissingSegment,
+            path,
+            format!("index of segment {id} exists but the segment does not: it was deleted"),
+        ));
+    }
+    // First pass: headers, to learn which chain positions links point at.
+    let mut headers = HashMap::new();
+    for id in &files.segments {
+        let path = org_dir.join(segment_file_name(*id));
+        if let Some(h) = read_header(&path) {
+            headers.insert(*id, h);
+        }
+    }
+    let mut wanted: HashMap<SegmentId, BTreeSet<u64>> = HashMap::new();
+    for h in headers.values() {
+        for link in [h.prev, h.continues].into_iter().flatten() {
+            wanted.entry(link.segment).or_default().insert(link.count);
+        }
+    }
+    for c in cps {
+        for s in &c.segments {
+            if let Some(id) = s.id() {
+                wanted.entry(id).or_default().insert(s.count);
+            }
+        }
+    }
+    let latest: HashMap<crate::time::Month, u16> = files.segments.iter().fold(HashMap::new(), |mut m, id| {
+        let p = m.entry(id.month).or_insert(id.part);
+        *p = (*p).max(id.part);
+        m
+    });
+    let empty = BTreeSet::new();
+    let mut outcomes: BTreeMap<SegmentId, SegmentOutcome> = BTreeMap::new();
+    for id in &files.segments {
+        let path = org_dir.join(segment_file_name(*id));
+        let is_latest = latest.get(&id.month) == Some(&id.part);
+        let check = SegmentCheck {
+            org,
+            id: *id,
+            path: &path,
+            keys,
+            live: report.live_writer,
+            latest: is_latest,
+            wanted: wanted.get(id).unwrap_or(&empty),
+            now,
+        };
+        let out = verify_segment(&check);
+        report.files += 1;
+        report.records += out.records;
+        report.bytes += out.bytes;
+        if report.live_writer && is_latest {
+            report.live.push(LiveProgress {
+                file: path.clone(),
+                verified_to: out.verified_to,
+                records: out.records,
+            });
+        }
+        if let Some(p) = &opts.progress {
+            p(out.bytes);
+        }
+        report.findings.extend(out.findings.iter().cloned());
+        outcomes.insert(*id, out);
+    }
+    check_links(&org_dir, &outcomes, report);
+    for c in cps {
+        check_checkpoint(&org_dir, org, c, keys, &outcomes, report);
+    }
+}
+
+fn read_header(path: &Path) -> Option<crate::format::header::SegmentHeader> {
+    let mut buf = [0u8; crate::format::header::SEGMENT_HEADER_LEN];
+    let f = File::open(path).ok()?;
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 0).ok()?;
+    crate::format::header::SegmentHeader::decode(&buf).ok()
+}
+
+/// Checks the creation-order and continuation links between an org's segments.
+fn check_links(org_dir: &Path, outcomes: &BTreeMap<SegmentId, SegmentOutcome>, report: &mut Report) {
+    let path_of = |id: SegmentId| org_dir.join(segment_file_name(id));
+    let mut by_ordinal: BTreeMap<u32, SegmentId> = BTreeMap::new();
+    for (id, o) in outcomes {
+        let Some(h) = &o.header else { continue };
+        if let Some(other) = by_ordinal.insert(h.ordinal, *id) {
+            report.findings.push(
+                Finding::new(
+                    FindingKind::LinkMismatch,
+                    path_of(*id),
+                    format!("segment {id} has ordinal {} like segment {other}", h.ordinal),
+                )
+                .at(96, 4),
+            );
+        }
+    }
+    // Ordinals run 0..n without holes: a hole is a deleted segment.
+    let max = by_ordinal.keys().next_back().copied();
+    if let Some(max) = max {
+        for ord in 0..max {
+            if !by_ordinal.contains_key(&ord) {
+                let successor = by_ordinal.range(ord + 1..).next().map(|(_, id)| *id);
+                report.findings.push(Finding::new(
+                    FindingKind::MissingSegment,
+                    successor.map_or_else(|| org_dir.to_path_buf(), path_of),
+                    format!("no segment with creation ordinal {ord}: a segment was deleted"),
+                ));
+            }
+        }
+    }
+    for (id, o) in outcomes {
+        let Some(h) = &o.header else { continue };
+        let path = path_of(*id);
+        match (&h.prev, h.ordinal) {
+            (None, 0) => {}
+            (None, _) => report.findings.push(
+                Finding::new(
+                    FindingKind::LinkMismatch,
+                    &path,
+                    format!("ordinal {} but no link to a previous segment", h.ordinal),
+                )
+                .at(120, 48),
+            ),
+            (Some(_), 0) => report.findings.push(
+                Finding::new(FindingKind::LinkMismatch, &path, "ordinal 0 but links to a previous segment").at(120, 48),
+            ),
+            (Some(link), _) => {
+                check_link(link, &path, 120, outcomes, org_dir, report);
+                let expected_prev = by_ordinal.get(&(h.ordinal - 1));
+                if expected_prev.is_some_and(|p| *p != link.segment) {
+                    report.findings.push(
+                        Finding::new(
+                            FindingKind::LinkMismatch,
+                            &path,
+                            format!(
+                                "links to {} as its predecessor, but ordinal {} is {}",
+                                link.segment,
+                                h.ordinal - 1,
+                                expected_prev.map(|p| p.to_string()).unwrap_or_default()
+                            ),
+                        )
+                        .at(120, 48),
+                    );
+                }
+            }
+        }
+        if let Some(link) = &h.continues {
+            check_link(link, &path, 168, outcomes, org_dir, report);
+        }
+    }
+}
+
+fn check_link(
+    link: &crate::format::header::SegmentLink,
+    path: &Path,
+    field_at: u64,
+    outcomes: &BTreeMap<SegmentId, SegmentOutcome>,
+    org_dir: &Path,
+    report: &mut Report,
+) {
+    let target_path = org_dir.join(segment_file_name(link.segment));
+    match outcomes.get(&link.segment) {
+        None => report.findings.push(
+            Finding::new(
+                FindingKind::MissingSegment,
+                &target_path,
+                format!("{} links to segment {} (held {} records then), which is missing", path.display(), link.segment, link.count),
+            ),
+        ),
+        Some(t) => match t.heads.get(&link.count) {
+            Some(h) if *h == link.head => {}
+            Some(h) => report.findings.push(
+                Finding::new(
+                    FindingKind::LinkMismatch,
+                    path,
+                    format!(
+                        "links to segment {} at {} records with chain hash {}, but that segment's chain there is {h}: it was swapped or rewritten",
+                        link.segment, link.count, link.head
+                    ),
+                )
+                .at(field_at, 48),
+            ),
+            None if t.run_count < link.count => report.findings.push(
+                Finding::new(
+                    FindingKind::LinkMismatch,
+                    &target_path,
+                    format!(
+                        "{} proves this segment held {} records, but only {} verify from its start: records were removed or damaged",
+                        path.display(),
+                        link.count,
+                        t.run_count
+                    ),
+                ),
+            ),
+            None => {}
+        },
+    }
+}
+
+fn check_checkpoint(
+    org_dir: &Path,
+    org: &OrgId,
+    c: &Checkpoint,
+    keys: Option<&dyn KeyProvider>,
+    outcomes: &BTreeMap<SegmentId, SegmentOutcome>,
+    report: &mut Report,
+) {
+    if let Some(keys) = keys {
+        match c.verify_tag(keys) {
+            Ok(true) => {}
+            Ok(false) => report.findings.push(Finding::new(
+                FindingKind::CheckpointMismatch,
+                org_dir,
+                format!("checkpoint of {} for org {org} fails its tag: it is not authentic", c.created_at),
+            )),
+            Err(why) => report.findings.push(Finding::new(
+                FindingKind::UnknownKey,
+                org_dir,
+                format!("checkpoint of {} cannot be authenticated: {why}", c.created_at),
+            )),
+        }
+    }
+    for s in &c.segments {
+        let Some(id) = s.id() else {
+            report.findings.push(Finding::new(
+                FindingKind::CheckpointMismatch,
+                org_dir,
+                format!("checkpoint names an invalid segment {:?}", s.segment),
+            ));
+            continue;
+        };
+        let path = org_dir.join(segment_file_name(id));
+        match outcomes.get(&id) {
+            None => report.findings.push(Finding::new(
+                FindingKind::MissingSegment,
+                &path,
+                format!("the checkpoint of {} pinned {} records in segment {id}; the segment is gone", c.created_at, s.count),
+            )),
+            Some(o) => match o.heads.get(&s.count) {
+                Some(h) if *h == s.head => {}
+                Some(h) => report.findings.push(Finding::new(
+                    FindingKind::CheckpointMismatch,
+                    &path,
+                    format!(
+                        "after {} records the chain is {h}, but the checkpoint of {} pinned {}: history was rewritten",
+                        s.count, c.created_at, s.head
+                    ),
+                )),
+                None if o.run_count < s.count => report.findings.push(Finding::new(
+                    FindingKind::TruncatedAgainstCheckpoint,
+                    &path,
+                    format!(
+                        "the checkpoint of {} pinned {} records; only {} verify from the start of the segment: truncated or rolled back",
+                        c.created_at, s.count, o.run_count
+                    ),
+                )),
+                None => {}
+            },
+        }
+    }
+}
+
+/// Computes an org's checkpoint (all segments' heads) from the files and signs it.
+///
+/// Refuses (with `Error::Integrity`/`Error::Corrupt`) if any segment does not verify from its
+/// start to its end: a checkpoint must never bless damage.
+pub fn make_checkpoint(dir: &Path, org: &OrgId, keys: &dyn KeyProvider) -> Result<Checkpoint> {
+    let org_dir = dir.join(org.as_str());
+    if !org_dir.is_dir() {
+        return Err(Error::UnknownOrg { org: org.to_string() });
+    }
+    let mut scratch = Report::default();
+    let files = list_org(&org_dir, &mut scratch);
+    let mut segments = Vec::new();
+    let live = writer_is_live(dir);
+    let empty = BTreeSet::new();
+    for id in files.segments {
+        let path = org_dir.join(segment_file_name(id));
+        let out = verify_segment(&SegmentCheck {
+            org,
+            id,
+            path: &path,
+            keys: Some(keys),
+            live,
+            latest: true,
+            wanted: &empty,
+            now: Timestamp::now(),
+        });
+        if let Some(f) = out.findings.iter().find(|f| f.severity == Severity::Error) {
+            return Err(Error::Integrity {
+                file: path,
+                offset: f.offset.unwrap_or(0),
+                seq: f.seq,
+                kind: crate::error::IntegrityKind::Misfiled {
+                    what: format!("refusing to checkpoint a log that does not verify: {f}"),
+                },
+            });
+        }
+        let head = match out.run_last {
+            Some((_, _, h)) => h,
+            None => out.heads.get(&0).copied().unwrap_or_default(),
+        };
+        segments.push(crate::checkpoint::CheckpointSegment {
+            segment: id.to_string(),
+            count: out.run_count,
+            last_seq: out.run_last.map(|(s, _, _)| s),
+            last_time: out.run_last.map(|(_, t, _)| t),
+            head,
+        });
+    }
+    Checkpoint::sign(org, segments, keys)
+}

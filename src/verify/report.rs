@@ -1,0 +1,255 @@
+//! The findings report of a verification.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// What kind of problem a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FindingKind {
+    /// A cut-off or garbled end of a segment: what a crash leaves behind.
+    TornTail,
+    /// Bytes that fail their CRC or structure (bit rot, or editing without fixing the CRC).
+    ChecksumCorruption,
+    /// A record's `prev_hash` is not the chain hash of the record before it.
+    ChainBreak,
+    /// An HMAC tag does not verify with the key it names.
+    TagMismatch,
+    /// A record or index names a key id the keyring does not have.
+    UnknownKey,
+    /// Sequence numbers jump forward: records are missing.
+    SeqGap,
+    /// A sequence number appears again.
+    SeqDuplicate,
+    /// A sequence number appears out of order.
+    SeqReorder,
+    /// A well-formed record whose body does not decode, or whose personal-data openings do
+    /// not match their commitments.
+    MalformedRecord,
+    /// A record dated outside its segment's month, or a segment or index naming another
+    /// org, month or part than its file.
+    Misfiled,
+    /// `occurred_at` far out of order or in the future (a warning).
+    TimestampAnomaly,
+    /// The sidecar index disagrees with its segment, or fails its own checks.
+    IndexMismatch,
+    /// A segment that other files prove existed is gone.
+    MissingSegment,
+    /// A segment's link to another does not match that segment's chain.
+    LinkMismatch,
+    /// A file that is not part of a log.
+    UnexpectedFile,
+    /// Recovery moved bytes into `quarantine/` (a warning: look at them).
+    QuarantinedData,
+    /// The log holds fewer records than a checkpoint pinned: truncation or rollback.
+    TruncatedAgainstCheckpoint,
+    /// The log's chain at a checkpointed position differs from the checkpoint: rewritten
+    /// history, or a checkpoint that fails its own tag.
+    CheckpointMismatch,
+}
+
+/// What a finding suggests happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// What a crash leaves: a torn tail.
+    CrashDamage,
+    /// Bytes that fail a checksum: bit rot, or an edit that did not fix the CRC.
+    Corruption,
+    /// Well-formed bytes that fail the chain, a tag, a link or a checkpoint: deliberate
+    /// alteration, or verification with the wrong key.
+    Tampering,
+    /// Worth a look, not proof of anything.
+    Anomaly,
+}
+
+/// Whether a finding fails verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Verification fails.
+    Error,
+    /// Reported, but verification can still pass.
+    Warning,
+}
+
+impl FindingKind {
+    /// The class of this kind.
+    pub fn class(self) -> Class {
+        use FindingKind::*;
+        match self {
+            TornTail => Class::CrashDamage,
+            ChecksumCorruption => Class::Corruption,
+            TimestampAnomaly | UnexpectedFile | QuarantinedData => Class::Anomaly,
+            _ => Class::Tampering,
+        }
+    }
+
+    /// The severity of this kind.
+    pub fn severity(self) -> Severity {
+        match self.class() {
+            Class::Anomaly => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+
+    /// snake_case name, as in JSON.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What kind.
+    pub kind: FindingKind,
+    /// What it suggests.
+    pub class: Class,
+    /// Whether it fails verification.
+    pub severity: Severity,
+    /// The file concerned.
+    pub file: PathBuf,
+    /// First byte concerned, when known.
+    pub offset: Option<u64>,
+    /// How many bytes, when known (`offset..offset+len` covers the problem).
+    pub len: Option<u64>,
+    /// The record's sequence number, when known.
+    pub seq: Option<u64>,
+    /// What exactly is wrong.
+    pub message: String,
+}
+
+impl Finding {
+    /// A finding of `kind`.
+    pub fn new(kind: FindingKind, file: impl Into<PathBuf>, message: impl Into<String>) -> Finding {
+        Finding {
+            kind,
+            class: kind.class(),
+            severity: kind.severity(),
+            file: file.into(),
+            offset: None,
+            len: None,
+            seq: None,
+            message: message.into(),
+        }
+    }
+
+    /// With a byte range.
+    pub fn at(mut self, offset: u64, len: u64) -> Finding {
+        self.offset = Some(offset);
+        self.len = Some(len);
+        self
+    }
+
+    /// With a seq.
+    pub fn seq(mut self, seq: u64) -> Finding {
+        self.seq = Some(seq);
+        self
+    }
+
+    /// Whether the finding's byte range covers `offset`.
+    pub fn covers(&self, offset: u64) -> bool {
+        match (self.offset, self.len) {
+            (Some(o), Some(l)) => (o..o.saturating_add(l.max(1))).contains(&offset),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "ERROR",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{sev} {} {}", self.kind.name(), self.file.display())?;
+        if let Some(o) = self.offset {
+            write!(f, " @{o}")?;
+            if let Some(l) = self.len {
+                write!(f, "+{l}")?;
+            }
+        }
+        if let Some(s) = self.seq {
+            write!(f, " seq {s}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// How far verification got in a segment that a live writer is still appending to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveProgress {
+    /// The segment.
+    pub file: PathBuf,
+    /// Bytes verified (a consistent prefix).
+    pub verified_to: u64,
+    /// Records in that prefix.
+    pub records: u64,
+}
+
+/// The result of verifying a log or a file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Every problem found, in the order found.
+    pub findings: Vec<Finding>,
+    /// Files examined.
+    pub files: u64,
+    /// Records examined.
+    pub records: u64,
+    /// Bytes examined.
+    pub bytes: u64,
+    /// Whether tags were checked with keys. Without keys only structure and chain are checked,
+    /// and nothing proves who wrote the records.
+    pub authenticity_checked: bool,
+    /// Whether a writer held the log's lock during verification.
+    pub live_writer: bool,
+    /// For segments a live writer is appending to: how far verification got.
+    pub live: Vec<LiveProgress>,
+}
+
+impl Report {
+    /// No error-severity findings.
+    pub fn is_intact(&self) -> bool {
+        !self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+
+    /// Findings that fail verification.
+    pub fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
+    }
+
+    /// The one-line summary the CLI ends with.
+    pub fn summary(&self) -> String {
+        let warnings = self.findings.len() - self.errors();
+        format!(
+            "{}: {} files, {} records, {} bytes verified; {} findings ({} errors, {} warnings); {}{}",
+            if self.is_intact() { "INTACT" } else { "FAILED" },
+            self.files,
+            self.records,
+            self.bytes,
+            self.findings.len(),
+            self.errors(),
+            warnings,
+            if self.authenticity_checked {
+                "authenticity checked (HMAC tags)"
+            } else {
+                "authenticity NOT checked (no keyring): structure and hash chain only"
+            },
+            if self.live_writer {
+                "; a writer was live: its segments were verified up to a consistent prefix"
+            } else {
+                ""
+            }
+        )
+    }
+}

@@ -1,0 +1,506 @@
+//! Verifying one segment file (and its index) record by record, collecting findings.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use super::report::{Finding, FindingKind as K};
+use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer};
+use crate::entry;
+use crate::event::OrgId;
+use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
+use crate::format::index::Index;
+use crate::format::record::{FrameError, MIN_FRAME_LEN};
+use crate::segment::scan::{self, FileWindow};
+use crate::time::Timestamp;
+
+/// Findings of one kind listed per file before the rest are summarised in one finding.
+const PER_KIND_LIMIT: usize = 50;
+
+/// Out-of-order distance that earns a timestamp warning.
+const REORDER_WARNING_US: i64 = 24 * 3600 * 1_000_000;
+
+/// What the verification of one segment produced.
+pub(crate) struct SegmentOutcome {
+    pub header: Option<SegmentHeader>,
+    pub findings: Vec<Finding>,
+    pub records: u64,
+    pub bytes: u64,
+    /// Chain hash after `count` records, for each requested count that was reached
+    /// (0 = genesis). Only records in an unbroken run from the start count.
+    pub heads: HashMap<u64, Hash>,
+    /// Records in the unbroken run from the start.
+    pub run_count: u64,
+    /// Largest seq, last time and chain head of the unbroken run.
+    pub run_last: Option<(u64, Timestamp, Hash)>,
+    /// Where verification stopped in a live segment.
+    pub verified_to: u64,
+}
+
+/// How to check a segment.
+pub(crate) struct SegmentCheck<'a> {
+    pub org: &'a OrgId,
+    pub id: SegmentId,
+    pub path: &'a Path,
+    pub keys: Option<&'a dyn KeyProvider>,
+    /// A live writer may be appending to this file: an incomplete last frame is not damage.
+    pub live: bool,
+    /// Whether this is the latest part of its month (the only file a crash can tear).
+    pub latest: bool,
+    /// Counts at which the chain head is wanted (links, checkpoints).
+    pub wanted: &'a BTreeSet<u64>,
+    pub now: Timestamp,
+}
+
+struct Findings {
+    list: Vec<Finding>,
+    per_kind: HashMap<K, usize>,
+    file: PathBuf,
+}
+
+impl Findings {
+    fn push(&mut self, f: Finding) {
+        let n = self.per_kind.entry(f.kind).or_insert(0);
+        *n += 1;
+        if *n <= PER_KIND_LIMIT {
+            self.list.push(f);
+        }
+    }
+
+    fn finish(mut self) -> Vec<Finding> {
+        let mut extra: Vec<(K, usize)> = self
+            .per_kind
+            .iter()
+            .filter(|(_, n)| **n > PER_KIND_LIMIT)
+            .map(|(k, n)| (*k, *n - PER_KIND_LIMIT))
+            .collect();
+        extra.sort_by_key(|(k, _)| k.name());
+        for (k, n) in extra {
+            self.list.push(Finding::new(
+                k,
+                &self.file,
+                format!("{n} more findings of this kind in this file (first {PER_KIND_LIMIT} listed)"),
+            ));
+        }
+        self.list
+    }
+}
+
+/// Facts about the segment at offsets the index names, for comparing with the index.
+#[derive(Clone, Copy)]
+struct AtOffset {
+    seq: u64,
+    max_ts_before: Timestamp,
+    count_before: u64,
+    head_before: Hash,
+}
+
+pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
+    let mut f = Findings {
+        list: Vec::new(),
+        per_kind: HashMap::new(),
+        file: c.path.to_path_buf(),
+    };
+    let mut out = SegmentOutcome {
+        header: None,
+        findings: Vec::new(),
+        records: 0,
+        bytes: 0,
+        heads: HashMap::new(),
+        run_count: 0,
+        run_last: None,
+        verified_to: 0,
+    };
+    let file = match File::open(c.path) {
+        Ok(file) => file,
+        Err(e) => {
+            f.push(Finding::new(K::MissingSegment, c.path, format!("cannot open: {e}")));
+            out.findings = f.finish();
+            return out;
+        }
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    out.bytes = len;
+    let mut win = FileWindow::new(file, len);
+    let head_bytes = win.get(0, SEGMENT_HEADER_LEN).map(<[u8]>::to_vec).unwrap_or_default();
+    let header = match SegmentHeader::decode(&head_bytes) {
+        Ok(h) => Some(h),
+        Err(e) if len < SEGMENT_HEADER_LEN as u64 && c.latest && !c.live => {
+            f.push(
+                Finding::new(K::TornTail, c.path, format!("incomplete segment header ({len} bytes): {e}"))
+                    .at(0, len),
+            );
+            None
+        }
+        Err(_) if len < SEGMENT_HEADER_LEN as u64 && c.live => None,
+        Err(e) => {
+            f.push(
+                Finding::new(K::ChecksumCorruption, c.path, format!("segment header: {e}"))
+                    .at(0, SEGMENT_HEADER_LEN as u64),
+            );
+            None
+        }
+    };
+    if let Some(h) = &header {
+        if &h.org != c.org || h.id != c.id {
+            f.push(
+                Finding::new(
+                    K::Misfiled,
+                    c.path,
+                    format!("header says org {} segment {}, file says org {} segment {}", h.org, h.id, c.org, c.id),
+                )
+                .at(0, SEGMENT_HEADER_LEN as u64),
+            );
+        }
+    }
+    let genesis = header.as_ref().map(|_| crypto::sha256(&head_bytes));
+    if let Some(g) = genesis {
+        out.heads.insert(0, g);
+    }
+
+    // The index, checked on its own first; its claims are compared with the segment below.
+    let index = load_index(c, header.as_ref(), genesis, &mut f);
+    let mut wanted_offsets: BTreeMap<u64, Option<AtOffset>> = BTreeMap::new();
+    if let Some((ix, _)) = &index {
+        for e in &ix.entries {
+            wanted_offsets.insert(e.offset, None);
+        }
+        wanted_offsets.insert(ix.covered_len, None);
+    }
+
+    let mut head = genesis;
+    let mut expected = header.as_ref().map(|h| h.first_seq);
+    let first_seq = header.as_ref().map_or(0, |h| h.first_seq);
+    let seq_bound = len / u64::from(MIN_FRAME_LEN) + 1;
+    let mut seen = SeqSet::new(first_seq, seq_bound);
+    let mut run_intact = header.is_some();
+    let mut count: u64 = 0;
+    let mut max_ts = Timestamp(i64::MIN);
+    let mut max_seq: Option<u64> = None;
+    let mut signers: HashMap<KeyId, Option<Signer>> = HashMap::new();
+    let mut off = SEGMENT_HEADER_LEN as u64;
+    out.verified_to = off.min(len);
+    while off < len {
+        if let Some(slot) = wanted_offsets.get_mut(&off) {
+            *slot = Some(AtOffset {
+                seq: expected.unwrap_or(0),
+                max_ts_before: max_ts,
+                count_before: count,
+                head_before: head.unwrap_or(Hash::ZERO),
+            });
+        }
+        let frame = match win.frame(off) {
+            Ok(Ok(rec)) => Ok((rec.fields, rec.len(), crypto::chain_hash(rec.chained_bytes()), rec.tag)),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_) => Err(None),
+        };
+        let (fields, flen, hash, tag) = match frame {
+            Ok(x) => x,
+            Err(e) => {
+                let next = scan::resync(&mut win, off + 1, max_seq).ok().flatten();
+                let incomplete = matches!(e, Some(FrameError::Incomplete { .. }));
+                match next {
+                    None if c.live && c.latest && incomplete => {
+                        // A record being written right now: stop at the consistent prefix.
+                        break;
+                    }
+                    None if c.latest => f.push(
+                        Finding::new(
+                            K::TornTail,
+                            c.path,
+                            format!(
+                                "{} bytes at the end do not form a complete record (crash damage; recovery moves them to quarantine)",
+                                len - off
+                            ),
+                        )
+                        .at(off, len - off),
+                    ),
+                    _ => {
+                        let end = next.unwrap_or(len);
+                        let why = match e {
+                            Some(FrameError::Corrupt(d)) => d.to_string(),
+                            Some(FrameError::Incomplete { needed, .. }) => {
+                                format!("frame claims {needed} bytes, more than the file holds")
+                            }
+                            None => "unreadable".to_string(),
+                        };
+                        f.push(
+                            Finding::new(K::ChecksumCorruption, c.path, format!("{} damaged bytes: {why}", end - off))
+                                .at(off, end - off),
+                        );
+                    }
+                }
+                run_intact = false;
+                match next {
+                    Some(n) => {
+                        // Records after damage chain to a record we could not read.
+                        if let Ok(Ok(rec)) = win.frame(n) {
+                            head = Some(rec.fields.prev);
+                            expected = Some(rec.fields.seq);
+                        }
+                        off = n;
+                        continue;
+                    }
+                    None => {
+                        off = len;
+                        break;
+                    }
+                }
+            }
+        };
+        let seq = fields.seq;
+        let finding = |k: K, msg: String| Finding::new(k, c.path, msg).at(off, flen).seq(seq);
+        let mut linked = true;
+        match expected {
+            Some(exp) if seq > exp => {
+                linked = false;
+                f.push(finding(
+                    K::SeqGap,
+                    format!("seq jumps from {} to {seq}: {} records missing", exp.saturating_sub(1), seq - exp),
+                ));
+            }
+            Some(exp) if seq < exp => {
+                linked = false;
+                let kind = if seen.contains(seq) { K::SeqDuplicate } else { K::SeqReorder };
+                f.push(finding(kind, format!("seq {seq} where {exp} was expected")));
+            }
+            _ => {}
+        }
+        if linked {
+            if let Some(h) = head {
+                if fields.prev != h {
+                    linked = false;
+                    f.push(finding(
+                        K::ChainBreak,
+                        format!(
+                            "prev_hash {} is not the chain hash {h} of the record before: this record or its predecessor was altered",
+                            fields.prev
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(h) = &header {
+            if fields.occurred_at.month() != Some(h.id.month) {
+                f.push(finding(
+                    K::Misfiled,
+                    format!("occurred_at {} is outside the segment's month {}", fields.occurred_at, h.id.month),
+                ));
+            }
+        }
+        if let Some(keys) = c.keys {
+            let signer = signers.entry(fields.key_id).or_insert_with(|| {
+                keys.key(c.org, fields.key_id)
+                    .ok()
+                    .flatten()
+                    .map(|k| Signer::new(fields.key_id, &k))
+            });
+            match signer {
+                None => f.push(finding(
+                    K::UnknownKey,
+                    format!("tag made with key {} of org {}, which the keyring does not have", fields.key_id, c.org),
+                )),
+                Some(s) if !s.verify_record(c.org, &hash, &tag) => f.push(finding(
+                    K::TagMismatch,
+                    format!("HMAC tag does not verify with key {} of org {}", fields.key_id, c.org),
+                )),
+                Some(_) => {}
+            }
+        }
+        if let (Some(h), Ok(Ok(rec))) = (&header, win.frame(off)) {
+            if let Err(e) = entry::open(c.org, h.id.month, h.id.part, &rec, hash) {
+                let msg = match e {
+                    entry::OpenError::Commitment => {
+                        "personal-data openings do not match their sealed commitments".to_string()
+                    }
+                    entry::OpenError::Decode(d) => format!("CRC-valid record whose body does not decode: {d}"),
+                };
+                f.push(finding(K::MalformedRecord, msg));
+            }
+        }
+        if fields.occurred_at.0 < max_ts.0.saturating_sub(REORDER_WARNING_US) {
+            f.push(finding(
+                K::TimestampAnomaly,
+                format!("occurred_at {} is more than a day before an earlier record's {max_ts}", fields.occurred_at),
+            ));
+        } else if fields.occurred_at.0 > c.now.0.saturating_add(REORDER_WARNING_US) {
+            f.push(finding(K::TimestampAnomaly, format!("occurred_at {} is in the future", fields.occurred_at)));
+        }
+        seen.insert(seq);
+        max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+        max_ts = max_ts.max(fields.occurred_at);
+        head = Some(hash);
+        expected = Some(seq.saturating_add(1));
+        count += 1;
+        out.records += 1;
+        run_intact &= linked;
+        if run_intact {
+            out.run_count = count;
+            out.run_last = Some((seq, fields.occurred_at, hash));
+            if c.wanted.contains(&count) {
+                out.heads.insert(count, hash);
+            }
+        }
+        off += flen;
+        out.verified_to = off;
+    }
+    if let Some(slot) = wanted_offsets.get_mut(&off) {
+        if slot.is_none() {
+            *slot = Some(AtOffset {
+                seq: expected.unwrap_or(0),
+                max_ts_before: max_ts,
+                count_before: count,
+                head_before: head.unwrap_or(Hash::ZERO),
+            });
+        }
+    }
+    if let Some((ix, ipath)) = index {
+        compare_index(c, &ix, &ipath, len, &wanted_offsets, &mut f);
+    }
+    out.header = header;
+    out.findings = f.finish();
+    out
+}
+
+fn load_index(
+    c: &SegmentCheck<'_>,
+    header: Option<&SegmentHeader>,
+    genesis: Option<Hash>,
+    f: &mut Findings,
+) -> Option<(Index, PathBuf)> {
+    let ipath = c.path.with_extension("idx");
+    let bytes = fs::read(&ipath).ok()?;
+    let ilen = bytes.len() as u64;
+    let (ix, tag, signed) = match Index::decode(&bytes) {
+        Ok(x) => x,
+        Err(e) => {
+            f.push(Finding::new(K::IndexMismatch, &ipath, format!("index does not decode: {e}")).at(0, ilen));
+            return None;
+        }
+    };
+    if let Some(keys) = c.keys {
+        match keys.key(c.org, ix.key_id).ok().flatten() {
+            None => f.push(
+                Finding::new(K::UnknownKey, &ipath, format!("index signed with key {} the keyring does not have", ix.key_id))
+                    .at(ilen - 32, 32),
+            ),
+            Some(k) if !Signer::new(ix.key_id, &k).verify_index(signed, &tag) => f.push(
+                Finding::new(K::TagMismatch, &ipath, format!("index tag does not verify with key {}", ix.key_id))
+                    .at(0, ilen),
+            ),
+            Some(_) => {}
+        }
+    }
+    let mut problems = Vec::new();
+    if &ix.org != c.org || ix.segment != c.id {
+        problems.push(format!("describes org {} segment {}", ix.org, ix.segment));
+    }
+    if let (Some(h), Some(g)) = (header, genesis) {
+        if ix.segment_hash != g {
+            problems.push("its segment_hash is not the hash of the segment header".to_string());
+        }
+        if ix.first_seq != h.first_seq {
+            problems.push(format!("first_seq {} but the segment starts at {}", ix.first_seq, h.first_seq));
+        }
+    }
+    if !problems.is_empty() {
+        f.push(Finding::new(K::IndexMismatch, &ipath, problems.join("; ")).at(0, ilen));
+    }
+    Some((ix, ipath))
+}
+
+fn compare_index(
+    c: &SegmentCheck<'_>,
+    ix: &Index,
+    ipath: &Path,
+    seg_len: u64,
+    at: &BTreeMap<u64, Option<AtOffset>>,
+    f: &mut Findings,
+) {
+    let ilen = fs::metadata(ipath).map_or(0, |m| m.len());
+    if ix.covered_len > seg_len {
+        f.push(
+            Finding::new(
+                K::IndexMismatch,
+                c.path,
+                format!(
+                    "the index covers {} bytes but the segment has only {seg_len}: the segment was truncated after the index was written",
+                    ix.covered_len
+                ),
+            )
+            .at(seg_len, ix.covered_len - seg_len),
+        );
+        return;
+    }
+    match at.get(&ix.covered_len).copied().flatten() {
+        None => f.push(
+            Finding::new(K::IndexMismatch, ipath, format!("covered_len {} is not a record boundary of the segment", ix.covered_len))
+                .at(0, ilen),
+        ),
+        Some(a) => {
+            if a.count_before != ix.record_count || a.head_before != ix.head {
+                f.push(
+                    Finding::new(
+                        K::IndexMismatch,
+                        c.path,
+                        format!(
+                            "the index says {} records ending in chain hash {} before byte {}; the segment has {} ending in {}",
+                            ix.record_count, ix.head, ix.covered_len, a.count_before, a.head_before
+                        ),
+                    )
+                    .at(SEGMENT_HEADER_LEN as u64, ix.covered_len.saturating_sub(SEGMENT_HEADER_LEN as u64)),
+                );
+            }
+        }
+    }
+    let bad = ix.entries.iter().filter(|e| match at.get(&e.offset).copied().flatten() {
+        Some(a) => a.seq != e.seq || a.max_ts_before != e.max_ts_before,
+        None => true,
+    });
+    let n = bad.count();
+    if n > 0 {
+        f.push(
+            Finding::new(K::IndexMismatch, ipath, format!("{n} sparse entries do not match the segment's records"))
+                .at(0, ilen),
+        );
+    }
+}
+
+/// Which seqs were seen, for telling a duplicate from a reorder; bounded by the file size.
+struct SeqSet {
+    base: u64,
+    bound: u64,
+    bits: Vec<u64>,
+}
+
+impl SeqSet {
+    fn new(base: u64, bound: u64) -> Self {
+        SeqSet {
+            base,
+            bound,
+            bits: Vec::new(),
+        }
+    }
+
+    fn slot(&self, seq: u64) -> Option<(usize, u64)> {
+        let i = seq.checked_sub(self.base)?;
+        (i < self.bound).then(|| ((i / 64) as usize, 1u64 << (i % 64)))
+    }
+
+    fn insert(&mut self, seq: u64) {
+        if let Some((w, b)) = self.slot(seq) {
+            if self.bits.len() <= w {
+                self.bits.resize(w + 1, 0);
+            }
+            if let Some(word) = self.bits.get_mut(w) {
+                *word |= b;
+            }
+        }
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        self.slot(seq)
+            .and_then(|(w, b)| self.bits.get(w).map(|word| word & b != 0))
+            .unwrap_or(false)
+    }
+}
