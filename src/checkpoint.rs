@@ -56,7 +56,7 @@ pub struct Checkpoint {
 const FORMAT: &str = "auditlog-checkpoint";
 
 impl Checkpoint {
-    /// The exact bytes the tag covers (FORMAT.md §9).
+    /// The exact bytes the tag covers (FORMAT.md §8).
     pub fn statement(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let org = self.org_id.as_bytes();
