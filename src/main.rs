@@ -453,6 +453,37 @@ fn append_stdin(log: &Log, print_receipts: bool) -> Result<(), Failure> {
     flush(&mut batch, &mut out)
 }
 
+/// Copies a log directory (files and one level of org directories).
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Flips one byte in the body of the `n`-th record of a segment image and recomputes that
+/// record's CRC. Returns (byte offset changed, record offset).
+fn tamper_record(bytes: &mut [u8], n: usize) -> Option<(usize, usize)> {
+    let mut off = 256usize;
+    for _ in 0..n {
+        let len = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?) as usize;
+        off += len;
+    }
+    let len = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?) as usize;
+    let at = off + 64 + 3; // inside the sealed body
+    *bytes.get_mut(at)? ^= 0x20;
+    let crc = crc32fast::hash(bytes.get(off + 8..off + len)?);
+    bytes.get_mut(off + 4..off + 8)?.copy_from_slice(&crc.to_le_bytes());
+    Some((at, off))
+}
+
 fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
     let scratch;
     let dir = match dir {
@@ -523,29 +554,41 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
             s.org_id, s.month, s.events, s.bytes
         );
     }
-    // Show tamper evidence on a copy: change one byte inside a record's body.
-    let segs = log.segments(&org)?;
-    if let Some(first) = segs.first() {
-        let src = log.segment_path(&org, *first);
-        let copy_dir = dir.join("tampered");
-        let copy_org = copy_dir.join(org.as_str());
-        std::fs::create_dir_all(&copy_org)?;
-        let dst = copy_org.join(src.file_name().unwrap_or_default());
-        let mut bytes = std::fs::read(&src)?;
-        let at = 256 + 64 + 10;
-        if let Some(b) = bytes.get_mut(at) {
-            *b ^= 0x01;
-        }
-        std::fs::write(&dst, &bytes)?;
-        let copy = Log::open_read_only(&copy_dir, Options::new(keys))?;
-        let finding = copy.scan(&org)?.find_map(Result::err);
-        match finding {
-            Some(e) => println!(
-                "flipped one bit at byte {at} of a copy of {}: {e}",
-                src.display()
-            ),
-            None => return Err(Failure("tampering went undetected".into())),
-        }
+    // Verify the whole log, and pin it with a signed checkpoint.
+    let opts = auditlog::verify::VerifyOptions::default();
+    let report = auditlog::verify::verify(&log_dir, Some(&*keys), &opts)?;
+    println!("verify: {}", report.summary());
+    let checkpoint = auditlog::verify::make_checkpoint(&log_dir, &org, &*keys)?;
+    println!(
+        "checkpoint of {org}: {} segments, signed with key {}",
+        checkpoint.segments.len(),
+        checkpoint.key_id
+    );
+
+    // Tamper with a copy the way an intruder without the key would: change one byte of a
+    // record's body and fix its CRC so the file still looks well formed.
+    let copy_dir = dir.join("tampered");
+    copy_tree(&log_dir, &copy_dir)?;
+    let seg = log
+        .segments(&org)?
+        .first()
+        .map(|id| copy_dir.join(org.as_str()).join(format!("{id}.seg")))
+        .ok_or_else(|| Failure("no segment to tamper with".into()))?;
+    let mut bytes = std::fs::read(&seg)?;
+    let (at, frame) = tamper_record(&mut bytes, 10).ok_or_else(|| Failure("segment too short to tamper with".into()))?;
+    std::fs::write(&seg, &bytes)?;
+    println!("changed byte {at} of the record at offset {frame} in a copy of {} and fixed its CRC:", seg.display());
+    let opts = auditlog::verify::VerifyOptions {
+        checkpoints: vec![checkpoint],
+        ..Default::default()
+    };
+    let tampered = auditlog::verify::verify(&copy_dir, Some(&*keys), &opts)?;
+    for f in &tampered.findings {
+        println!("  {f}");
+    }
+    println!("verify: {}", tampered.summary());
+    if tampered.is_intact() || !report.is_intact() {
+        return Err(Failure("the demo expected the original to verify and the copy to fail".into()));
     }
     if failures > 0 {
         return Ok(ExitCode::from(1));

@@ -384,9 +384,10 @@ fn check_link(
                     FindingKind::LinkMismatch,
                     &target_path,
                     format!(
-                        "{} proves this segment held {} records, but only {} verify from its start: records were removed or damaged",
+                        "{} proves this segment held {} records; it holds {}, and its chain verifies from the start for only {}: records were removed, altered or damaged",
                         path.display(),
                         link.count,
+                        t.records,
                         t.run_count
                     ),
                 ),
@@ -445,12 +446,20 @@ fn check_checkpoint(
                         s.count, c.created_at, s.head
                     ),
                 )),
+                None if o.run_count < s.count && o.records >= s.count => report.findings.push(Finding::new(
+                    FindingKind::CheckpointMismatch,
+                    &path,
+                    format!(
+                        "the checkpoint of {} pinned {} records; the chain breaks after {}: history before the pinned position was altered",
+                        c.created_at, s.count, o.run_count
+                    ),
+                )),
                 None if o.run_count < s.count => report.findings.push(Finding::new(
                     FindingKind::TruncatedAgainstCheckpoint,
                     &path,
                     format!(
-                        "the checkpoint of {} pinned {} records; only {} verify from the start of the segment: truncated or rolled back",
-                        c.created_at, s.count, o.run_count
+                        "the checkpoint of {} pinned {} records; the segment holds {} ({} verifying from its start): truncated or rolled back",
+                        c.created_at, s.count, o.records, o.run_count
                     ),
                 )),
                 None => {}
