@@ -27,7 +27,7 @@
 //!    208    4 entry_count (u32)
 //!    212    4 section_count (u32)
 //!    216  24n entries: seq u64, max_ts_before i64, offset u64
-//!      …    … sections: u32 type, u32 len, len bytes (reserved for the query layer)
+//!      …    … sections: u32 type, u32 len, len bytes; unknown types are skipped
 //!      …    4 crc32 of every preceding byte
 //!      …   32 tag: HMAC-SHA256(key, "auditlog.index.v1" || every preceding byte)
 //! ```
@@ -35,6 +35,22 @@
 //! `interval`; `max_ts_before` is the largest `occurred_at` of all records before `offset`
 //! (i64::MIN if none), so a reader looking for times ≥ t may start at the last entry whose
 //! `max_ts_before` < t without missing out-of-order records.
+//!
+//! Block `i` is the records from entry `i`'s offset up to entry `i+1`'s (the last block ends
+//! at `covered_len`). Two section types describe blocks, one item per entry, for the query
+//! layer (FORMAT.md §3.1, §3.2):
+//! ```text
+//! type 1 block_times:   entry_count × (min_ts i64, max_ts i64)    occurred_at bounds of the block
+//! type 2 block_filters: u8 hash_scheme (1), u8 k (1..=16), u16 reserved (0),
+//!                       entry_count × (varint n, n bytes)         Bloom filter of the block's terms
+//! ```
+//! A filter of 0 bytes means "no filter": every term may be present. Terms are a field code
+//! byte followed by the value's bytes: 1 user_id, 2 action, 3 each proper dot-prefix of the
+//! action (`channel_sync` and `channel_sync.booking` for `channel_sync.booking.imported`),
+//! 4 resource_type, 5 resource_id, 6 trace_id. A term's 64-bit hash is FNV-1a; probe `j` of
+//! `k` sets bit `((h1 + j·h2) mod 2^64) · m >> 64` of the `m = 8n` bits (bit `b` is bit `b % 8`
+//! of byte `b / 8`), with `h1 = mix(h)`, `h2 = mix(h ^ 0x9E3779B97F4A7C15) | 1` and `mix` the
+//! SplitMix64 finaliser.
 
 use super::codec::Reader;
 use super::header::SegmentId;
@@ -42,6 +58,19 @@ use super::{DecodeError, DecodeErrorKind, FORMAT_VERSION, crc32};
 use crate::crypto::{Hash, KeyId, Tag};
 use crate::event::OrgId;
 use crate::time::{Month, Timestamp};
+
+/// Section type of the per-block time bounds (FORMAT.md §3.1).
+pub const SECTION_BLOCK_TIMES: u32 = 1;
+/// Section type of the per-block term filters (FORMAT.md §3.2).
+pub const SECTION_BLOCK_FILTERS: u32 = 2;
+/// Hash scheme of the block filters: FNV-1a 64, SplitMix64 finaliser, double hashing.
+pub const FILTER_HASH_SCHEME: u8 = 1;
+/// Probes per term the writer uses.
+pub const FILTER_K: u8 = 7;
+/// Filter bits per distinct term the writer allots (≈ 0.3 % false positives with k = 7).
+pub const FILTER_BITS_PER_TERM: usize = 12;
+/// Bytes of the block-filter section header.
+pub const FILTER_HEADER_LEN: usize = 4;
 
 /// Magic bytes of an index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"AUDLOGIX";
@@ -312,6 +341,7 @@ impl Index {
             });
         }
         r.finish("end of sections")?;
+        check_sections(&sections, &entries, min_ts, max_ts, r.offset())?;
         Ok((
             Index {
                 compat_flags,
@@ -332,6 +362,372 @@ impl Index {
             tag,
             signed,
         ))
+    }
+}
+
+impl Index {
+    /// The block time bounds (section type 1), one `(min, max)` per entry, if present.
+    /// [`Index::decode`] has checked it; an index built in memory is checked here.
+    pub fn block_times(&self) -> Result<Option<Vec<(Timestamp, Timestamp)>>, DecodeError> {
+        match self.sections.iter().find(|s| s.kind == SECTION_BLOCK_TIMES) {
+            None => Ok(None),
+            Some(s) => decode_block_times(&s.bytes, self.entries.len(), 0).map(Some),
+        }
+    }
+
+    /// The block filters (section type 2), if present.
+    pub fn block_filters(&self) -> Result<Option<BlockFilters>, DecodeError> {
+        match self
+            .sections
+            .iter()
+            .find(|s| s.kind == SECTION_BLOCK_FILTERS)
+        {
+            None => Ok(None),
+            Some(s) => BlockFilters::decode(&s.bytes, self.entries.len(), 0).map(Some),
+        }
+    }
+}
+
+/// Checks the sections this build understands; unknown types are skipped.
+fn check_sections(
+    sections: &[Section],
+    entries: &[IndexEntry],
+    min_ts: Timestamp,
+    max_ts: Timestamp,
+    at: u64,
+) -> Result<(), DecodeError> {
+    let err = |field, why| DecodeError {
+        structure: STRUCTURE,
+        field,
+        offset: at,
+        kind: DecodeErrorKind::Invalid(why),
+    };
+    for kind in [SECTION_BLOCK_TIMES, SECTION_BLOCK_FILTERS] {
+        if sections.iter().filter(|s| s.kind == kind).count() > 1 {
+            return Err(err("section.type", "a section type appears twice"));
+        }
+    }
+    for s in sections {
+        match s.kind {
+            SECTION_BLOCK_TIMES => {
+                let times = decode_block_times(&s.bytes, entries.len(), at)?;
+                // The bounds must agree with the entries' running maximum and the totals.
+                let mut running = Timestamp(i64::MIN);
+                let (mut lo, mut hi) = (Timestamp(i64::MAX), Timestamp(i64::MIN));
+                for (e, (bmin, bmax)) in entries.iter().zip(&times) {
+                    if e.max_ts_before != running {
+                        return Err(err(
+                            "block_times",
+                            "block bounds disagree with the entries' max_ts_before",
+                        ));
+                    }
+                    running = running.max(*bmax);
+                    lo = lo.min(*bmin);
+                    hi = hi.max(*bmax);
+                }
+                if !entries.is_empty() && (lo != min_ts || hi != max_ts) {
+                    return Err(err(
+                        "block_times",
+                        "block bounds disagree with min_ts/max_ts",
+                    ));
+                }
+            }
+            SECTION_BLOCK_FILTERS => {
+                BlockFilters::decode(&s.bytes, entries.len(), at)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Encodes the block-times section.
+pub fn encode_block_times(times: &[(Timestamp, Timestamp)]) -> Section {
+    let mut bytes = Vec::with_capacity(times.len() * 16);
+    for (lo, hi) in times {
+        bytes.extend_from_slice(&lo.0.to_le_bytes());
+        bytes.extend_from_slice(&hi.0.to_le_bytes());
+    }
+    Section {
+        kind: SECTION_BLOCK_TIMES,
+        bytes,
+    }
+}
+
+/// Decodes a block-times section for `n` entries.
+pub fn decode_block_times(
+    bytes: &[u8],
+    n: usize,
+    at: u64,
+) -> Result<Vec<(Timestamp, Timestamp)>, DecodeError> {
+    if Some(bytes.len()) != n.checked_mul(16) {
+        return Err(DecodeError {
+            structure: STRUCTURE,
+            field: "block_times",
+            offset: at,
+            kind: DecodeErrorKind::BadLength {
+                found: bytes.len() as u64,
+                min: (n * 16) as u64,
+                max: (n * 16) as u64,
+            },
+        });
+    }
+    let mut r = Reader::new(bytes, at, STRUCTURE);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let lo = Timestamp(r.i64("block_times.min_ts")?);
+        let hi = Timestamp(r.i64("block_times.max_ts")?);
+        if lo > hi {
+            return Err(r.error(
+                "block_times",
+                DecodeErrorKind::Invalid("block min_ts above max_ts"),
+            ));
+        }
+        out.push((lo, hi));
+    }
+    Ok(out)
+}
+
+/// The decoded block filters: one Bloom filter per entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockFilters {
+    /// Probes per term.
+    pub k: u8,
+    /// Every filter's bits, back to back.
+    pub bits: Vec<u8>,
+    /// Filter `i` is `bits[ends[i-1]..ends[i]]` (`ends[-1]` = 0).
+    pub ends: Vec<u32>,
+}
+
+impl BlockFilters {
+    /// Decodes a block-filters section for `n` entries.
+    pub fn decode(bytes: &[u8], n: usize, at: u64) -> Result<BlockFilters, DecodeError> {
+        let mut r = Reader::new(bytes, at, STRUCTURE);
+        if r.u8("block_filters.hash_scheme")? != FILTER_HASH_SCHEME {
+            return Err(r.error(
+                "block_filters.hash_scheme",
+                DecodeErrorKind::Invalid("unknown filter hash scheme"),
+            ));
+        }
+        let k = r.u8("block_filters.k")?;
+        if !(1..=16).contains(&k) {
+            return Err(r.error(
+                "block_filters.k",
+                DecodeErrorKind::BadLength {
+                    found: u64::from(k),
+                    min: 1,
+                    max: 16,
+                },
+            ));
+        }
+        if r.u16("block_filters.reserved")? != 0 {
+            return Err(r.error(
+                "block_filters.reserved",
+                DecodeErrorKind::Invalid("reserved bytes must be zero"),
+            ));
+        }
+        if n > r.remaining() {
+            return Err(r.error(
+                "block_filters",
+                DecodeErrorKind::BadLength {
+                    found: n as u64,
+                    min: 0,
+                    max: r.remaining() as u64,
+                },
+            ));
+        }
+        let mut bits = Vec::with_capacity(r.remaining().saturating_sub(n));
+        let mut ends = Vec::with_capacity(n);
+        for _ in 0..n {
+            let f = r.bytes("block_filters.filter")?;
+            bits.extend_from_slice(f);
+            ends.push(u32::try_from(bits.len()).map_err(|_| {
+                r.error(
+                    "block_filters",
+                    DecodeErrorKind::Invalid("filters exceed 4 GiB"),
+                )
+            })?);
+        }
+        r.finish("end of block_filters")?;
+        Ok(BlockFilters { k, bits, ends })
+    }
+
+    /// The filter bits of block `i` (empty: no filter).
+    pub fn filter(&self, i: usize) -> &[u8] {
+        let start = match i.checked_sub(1) {
+            Some(p) => self.ends.get(p).copied().unwrap_or(0),
+            None => 0,
+        };
+        let end = self.ends.get(i).copied().unwrap_or(start);
+        self.bits
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    /// Whether block `i` may hold every one of `terms`.
+    pub fn may_contain_all(&self, i: usize, terms: &[TermProbe]) -> bool {
+        let f = self.filter(i);
+        terms.iter().all(|t| t.may_be_in(f, self.k))
+    }
+}
+
+/// Field codes of filter terms (FORMAT.md §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TermField {
+    /// `user_id`.
+    User = 1,
+    /// The whole `action`.
+    Action = 2,
+    /// A proper dot-prefix of the action (`booking` of `booking.created`).
+    ActionPrefix = 3,
+    /// `resource_type`.
+    ResourceType = 4,
+    /// `resource_id`.
+    ResourceId = 5,
+    /// `trace_id`.
+    Trace = 6,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The 64-bit hash of a term: FNV-1a over the field code and the value's bytes.
+pub fn term_hash(field: TermField, value: &[u8]) -> u64 {
+    let mut h = (FNV_OFFSET ^ u64::from(field as u8)).wrapping_mul(FNV_PRIME);
+    for &b in value {
+        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// A term's probe positions, computed once per query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TermProbe {
+    h1: u64,
+    h2: u64,
+}
+
+impl TermProbe {
+    /// Probe of a term hash.
+    pub fn new(hash: u64) -> TermProbe {
+        TermProbe {
+            h1: mix64(hash),
+            h2: mix64(hash ^ GOLDEN) | 1,
+        }
+    }
+
+    fn bits(self, m: u64, k: u8) -> impl Iterator<Item = u64> {
+        (0..u64::from(k)).map(move |j| {
+            let x = self.h1.wrapping_add(j.wrapping_mul(self.h2));
+            ((u128::from(x) * u128::from(m)) >> 64) as u64
+        })
+    }
+
+    /// Whether the term may be in `filter` (always true for an empty filter).
+    pub fn may_be_in(self, filter: &[u8], k: u8) -> bool {
+        if filter.is_empty() {
+            return true;
+        }
+        let m = filter.len() as u64 * 8;
+        self.bits(m, k).all(|b| {
+            filter
+                .get((b / 8) as usize)
+                .is_some_and(|byte| byte & (1 << (b % 8)) != 0)
+        })
+    }
+}
+
+/// Appends one block's filter (varint length, bits) for the term hashes in `terms`
+/// (deduplicated here), sized at [`FILTER_BITS_PER_TERM`] bits per distinct term.
+pub fn encode_filter(terms: &mut Vec<u64>, out: &mut Vec<u8>) {
+    terms.sort_unstable();
+    terms.dedup();
+    let n = (terms.len() * FILTER_BITS_PER_TERM).div_ceil(8).max(1);
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    super::codec::put_varint(out, n);
+    let start = out.len();
+    out.resize(start + n as usize, 0);
+    let Some(bits) = out.get_mut(start..) else {
+        return;
+    };
+    let m = u64::from(n) * 8;
+    for &t in terms.iter() {
+        for b in TermProbe::new(t).bits(m, FILTER_K) {
+            if let Some(byte) = bits.get_mut((b / 8) as usize) {
+                *byte |= 1 << (b % 8);
+            }
+        }
+    }
+}
+
+/// The indexed fields of a sealed event body, as raw bytes (not checked for UTF-8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyFields<'a> {
+    /// `user_id`, if present.
+    pub user_id: Option<&'a [u8]>,
+    /// `action`.
+    pub action: &'a [u8],
+    /// `resource_type`.
+    pub resource_type: &'a [u8],
+    /// `resource_id`.
+    pub resource_id: &'a [u8],
+    /// `trace_id`, if present.
+    pub trace_id: Option<&'a [u8]>,
+}
+
+impl<'a> KeyFields<'a> {
+    /// Reads the leading fields of a sealed body (FORMAT.md §2.3) without decoding the rest.
+    pub fn parse(sealed: &'a [u8]) -> Result<KeyFields<'a>, DecodeError> {
+        let mut r = Reader::new(sealed, 0, "event body");
+        let flags = r.u8("flags")?;
+        let user_id = if flags & 1 != 0 {
+            Some(r.bytes("user_id")?)
+        } else {
+            None
+        };
+        let action = r.bytes("action")?;
+        let resource_type = r.bytes("resource_type")?;
+        let resource_id = r.bytes("resource_id")?;
+        let trace_id = if flags & 2 != 0 {
+            Some(r.bytes("trace_id")?)
+        } else {
+            None
+        };
+        Ok(KeyFields {
+            user_id,
+            action,
+            resource_type,
+            resource_id,
+            trace_id,
+        })
+    }
+
+    /// Appends the hashes of this record's filter terms.
+    pub fn terms(&self, out: &mut Vec<u64>) {
+        if let Some(u) = self.user_id {
+            out.push(term_hash(TermField::User, u));
+        }
+        out.push(term_hash(TermField::Action, self.action));
+        for (i, &b) in self.action.iter().enumerate() {
+            if b == b'.'
+                && let Some(p) = self.action.get(..i)
+            {
+                out.push(term_hash(TermField::ActionPrefix, p));
+            }
+        }
+        out.push(term_hash(TermField::ResourceType, self.resource_type));
+        out.push(term_hash(TermField::ResourceId, self.resource_id));
+        if let Some(t) = self.trace_id {
+            out.push(term_hash(TermField::Trace, t));
+        }
     }
 }
 
@@ -405,6 +801,132 @@ mod tests {
             decoded.map(|d| (d.1, d.2.len())),
             Some((Tag([0xEE; 32]), bytes.len() - 32))
         );
+    }
+
+    /// Golden bytes of one block filter, computed by an independent implementation of the
+    /// FORMAT.md §3.2 text (Python, in the commit that added the sections).
+    #[test]
+    fn filter_golden_bytes() {
+        let k = KeyFields {
+            user_id: Some(b"user-1"),
+            action: b"channel_sync.booking.imported",
+            resource_type: b"booking",
+            resource_id: b"bk_1",
+            trace_id: Some(b"t1"),
+        };
+        assert_eq!(term_hash(TermField::User, b"user-1"), 0xcbf4_bcc6_5ebe_ae95);
+        let mut terms = Vec::new();
+        k.terms(&mut terms);
+        assert_eq!(terms.len(), 7, "user, action, 2 prefixes, type, id, trace");
+        let mut out = Vec::new();
+        encode_filter(&mut terms, &mut out);
+        assert_eq!(crate::crypto::hex(&out), "0bd8c899a3aa1de88c990acb");
+        let f = &out[1..];
+        for (field, v) in [
+            (TermField::User, &b"user-1"[..]),
+            (TermField::ActionPrefix, b"channel_sync"),
+            (TermField::ActionPrefix, b"channel_sync.booking"),
+            (TermField::Trace, b"t1"),
+        ] {
+            assert!(TermProbe::new(term_hash(field, v)).may_be_in(f, FILTER_K));
+        }
+        assert!(
+            TermProbe::new(0).may_be_in(&[], FILTER_K),
+            "empty filter = no filter"
+        );
+    }
+
+    fn with_sections(i: &mut Index) {
+        let times = vec![
+            (Timestamp(50), Timestamp(90)),
+            (Timestamp(5), Timestamp(500)),
+        ];
+        i.sections = vec![encode_block_times(&times)];
+        let mut f = vec![FILTER_HASH_SCHEME, FILTER_K, 0, 0];
+        encode_filter(&mut vec![1, 2, 3], &mut f);
+        super::super::codec::put_varint(&mut f, 0);
+        i.sections.push(Section {
+            kind: SECTION_BLOCK_FILTERS,
+            bytes: f,
+        });
+        i.sections.push(Section {
+            kind: 77,
+            bytes: vec![9; 5],
+        });
+    }
+
+    #[test]
+    fn query_sections_round_trip() {
+        let mut i = sample().unwrap();
+        with_sections(&mut i);
+        let bytes = encode(&i);
+        let (d, _, _) = Index::decode(&bytes).unwrap();
+        assert_eq!(d, i);
+        assert_eq!(
+            d.block_times().unwrap().unwrap(),
+            vec![
+                (Timestamp(50), Timestamp(90)),
+                (Timestamp(5), Timestamp(500))
+            ]
+        );
+        let f = d.block_filters().unwrap().unwrap();
+        assert_eq!(f.ends.len(), 2);
+        assert_eq!(f.filter(1), &[] as &[u8]);
+        assert!(f.may_contain_all(0, &[TermProbe::new(2)]));
+        assert!(f.may_contain_all(1, &[TermProbe::new(12345)]));
+    }
+
+    #[test]
+    fn bad_query_sections_are_rejected() {
+        type Mutation = Box<dyn Fn(&mut Index)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "times length",
+                Box::new(|i| i.sections[0].bytes.pop().map(drop).unwrap_or(())),
+            ),
+            (
+                "min above max",
+                Box::new(|i| {
+                    i.sections[0] = encode_block_times(&[
+                        (Timestamp(91), Timestamp(90)),
+                        (Timestamp(5), Timestamp(500)),
+                    ])
+                }),
+            ),
+            (
+                "disagrees with max_ts_before",
+                Box::new(|i| {
+                    i.sections[0] = encode_block_times(&[
+                        (Timestamp(50), Timestamp(91)),
+                        (Timestamp(5), Timestamp(500)),
+                    ])
+                }),
+            ),
+            (
+                "disagrees with min_ts",
+                Box::new(|i| {
+                    i.sections[0] = encode_block_times(&[
+                        (Timestamp(50), Timestamp(90)),
+                        (Timestamp(6), Timestamp(500)),
+                    ])
+                }),
+            ),
+            (
+                "duplicate",
+                Box::new(|i| i.sections.push(i.sections[0].clone())),
+            ),
+            ("bad k", Box::new(|i| i.sections[1].bytes[1] = 0)),
+            ("bad scheme", Box::new(|i| i.sections[1].bytes[0] = 2)),
+            ("reserved", Box::new(|i| i.sections[1].bytes[2] = 1)),
+            ("trailing", Box::new(|i| i.sections[1].bytes.push(0))),
+            ("short", Box::new(|i| i.sections[1].bytes.truncate(5))),
+        ];
+        for (what, mutate) in cases {
+            let mut i = sample().unwrap();
+            with_sections(&mut i);
+            mutate(&mut i);
+            assert!(Index::decode(&encode(&i)).is_err(), "{what}");
+        }
     }
 
     proptest! {

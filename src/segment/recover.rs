@@ -187,9 +187,13 @@ pub(crate) fn recover(
         Ok(index) => {
             let walked = crc_walk(&mut win, SEGMENT_HEADER_LEN as u64, index.covered_len)
                 .map_err(|e| Error::io("read segment", &path, e))?;
-            if walked == Some(index.record_count) {
-                let i = u64::from(index.interval.max(1));
-                let next_boundary = index.entries.last().map_or(0, |e| (e.offset / i + 1) * i);
+            let resumed = if walked == Some(index.record_count) {
+                IndexBuilder::resume(&index, &mut win)
+                    .map_err(|e| Error::io("read segment", &path, e))?
+            } else {
+                None
+            };
+            if let Some(builder) = resumed {
                 let tally = Tally {
                     head: index.head,
                     next_seq: header.first_seq + index.record_count,
@@ -199,22 +203,17 @@ pub(crate) fn recover(
                         .record_count
                         .checked_sub(1)
                         .map(|n| header.first_seq + n),
-                    index: IndexBuilder {
-                        interval: index.interval,
-                        entries: index.entries,
-                        next_boundary,
-                        min_ts: index.min_ts,
-                        max_ts: index.max_ts,
-                    },
+                    index: builder,
                 };
                 let stale = (index.covered_len < len).then(|| "index lags the segment".to_string());
                 (index.covered_len, tally, stale)
             } else {
-                (
-                    SEGMENT_HEADER_LEN as u64,
-                    fresh,
-                    Some("segment bytes fail their CRC inside the indexed range".into()),
-                )
+                let why = if walked == Some(index.record_count) {
+                    "index lacks the query sections (older writer)"
+                } else {
+                    "segment bytes fail their CRC inside the indexed range"
+                };
+                (SEGMENT_HEADER_LEN as u64, fresh, Some(why.into()))
             }
         }
         Err(why) => (

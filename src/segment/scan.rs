@@ -7,7 +7,11 @@ use std::os::unix::fs::FileExt;
 use crate::crypto::{self, Hash};
 use crate::error::IntegrityKind;
 use crate::format::DecodeError;
-use crate::format::index::IndexEntry;
+use crate::format::codec::put_varint;
+use crate::format::index::{
+    FILTER_HASH_SCHEME, FILTER_HEADER_LEN, FILTER_K, Index, IndexEntry, KeyFields,
+    SECTION_BLOCK_FILTERS, Section, encode_block_times, encode_filter,
+};
 use crate::format::record::{self, FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN, RawRecord};
 use crate::time::Timestamp;
 
@@ -110,7 +114,8 @@ pub(crate) struct Tally {
     pub index: IndexBuilder,
 }
 
-/// Sparse index entries as records go by.
+/// Sparse index entries, and the per-block time bounds and term filters of the index's
+/// query sections (FORMAT.md §3.1, §3.2), as records go by.
 #[derive(Clone, Debug)]
 pub(crate) struct IndexBuilder {
     pub interval: u32,
@@ -118,6 +123,15 @@ pub(crate) struct IndexBuilder {
     pub next_boundary: u64,
     pub min_ts: Timestamp,
     pub max_ts: Timestamp,
+    /// `(min, max)` occurred_at of each entry's block; the last is the open block.
+    pub times: Vec<(Timestamp, Timestamp)>,
+    /// Encoded filters (varint length, bits) of every block but the open one.
+    pub filters: Vec<u8>,
+    /// Term hashes of the open block.
+    pub open_terms: Vec<u64>,
+    /// The open block holds a record whose body did not parse: it gets no filter.
+    pub open_unfiltered: bool,
+    scratch: Vec<u64>,
 }
 
 impl IndexBuilder {
@@ -128,22 +142,135 @@ impl IndexBuilder {
             next_boundary: 0,
             min_ts: Timestamp(i64::MAX),
             max_ts: Timestamp(i64::MIN),
+            times: Vec::new(),
+            filters: Vec::new(),
+            open_terms: Vec::new(),
+            open_unfiltered: false,
+            scratch: Vec::new(),
         }
     }
 
-    /// Notes a record starting at `offset`.
-    pub fn observe(&mut self, offset: u64, seq: u64, ts: Timestamp) {
+    /// Notes a record starting at `offset` whose sealed body is `sealed`.
+    pub fn observe(&mut self, offset: u64, seq: u64, ts: Timestamp, sealed: &[u8]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let parsed = KeyFields::parse(sealed).map(|k| k.terms(&mut scratch));
+        self.observe_terms(
+            offset,
+            seq,
+            ts,
+            parsed.is_ok().then_some(scratch.as_slice()),
+        );
+        self.scratch = scratch;
+    }
+
+    /// Notes a record whose filter term hashes are `terms` (`None`: its body did not parse).
+    pub fn observe_terms(&mut self, offset: u64, seq: u64, ts: Timestamp, terms: Option<&[u64]>) {
         if offset >= self.next_boundary {
+            if !self.entries.is_empty() {
+                self.close_block();
+            }
             self.entries.push(IndexEntry {
                 seq,
                 max_ts_before: self.max_ts,
                 offset,
             });
+            self.times.push((ts, ts));
             let i = u64::from(self.interval.max(1));
             self.next_boundary = (offset / i + 1) * i;
         }
         self.min_ts = self.min_ts.min(ts);
         self.max_ts = self.max_ts.max(ts);
+        if let Some((lo, hi)) = self.times.last_mut() {
+            *lo = (*lo).min(ts);
+            *hi = (*hi).max(ts);
+        }
+        match terms {
+            Some(t) => self.open_terms.extend_from_slice(t),
+            None => self.open_unfiltered = true,
+        }
+    }
+
+    fn close_block(&mut self) {
+        encode_open_filter(
+            &mut self.open_terms,
+            self.open_unfiltered,
+            &mut self.filters,
+        );
+        self.open_terms.clear();
+        self.open_unfiltered = false;
+    }
+
+    /// The query sections for the records seen so far.
+    pub fn sections(&self) -> Vec<Section> {
+        let mut filters = Vec::with_capacity(FILTER_HEADER_LEN + self.filters.len() + 64);
+        filters.extend_from_slice(&[FILTER_HASH_SCHEME, FILTER_K, 0, 0]);
+        filters.extend_from_slice(&self.filters);
+        if !self.entries.is_empty() {
+            let mut open = self.open_terms.clone();
+            encode_open_filter(&mut open, self.open_unfiltered, &mut filters);
+        }
+        vec![
+            encode_block_times(&self.times),
+            Section {
+                kind: SECTION_BLOCK_FILTERS,
+                bytes: filters,
+            },
+        ]
+    }
+
+    /// Resumes from a checked index whose covered records `win` holds: closed blocks come
+    /// from its sections, the open (last) block's terms are read back from its records.
+    /// `None` if the index has no query sections (an older writer) or the records of the
+    /// open block do not read back: the caller then rebuilds from the records.
+    pub fn resume(index: &Index, win: &mut FileWindow) -> io::Result<Option<IndexBuilder>> {
+        let (Ok(Some(times)), Ok(Some(filters))) = (index.block_times(), index.block_filters())
+        else {
+            return Ok(None);
+        };
+        let i = u64::from(index.interval.max(1));
+        let mut b = IndexBuilder {
+            interval: index.interval,
+            entries: index.entries.clone(),
+            next_boundary: index.entries.last().map_or(0, |e| (e.offset / i + 1) * i),
+            min_ts: index.min_ts,
+            max_ts: index.max_ts,
+            times,
+            filters: Vec::new(),
+            open_terms: Vec::new(),
+            open_unfiltered: false,
+            scratch: Vec::new(),
+        };
+        let Some(last) = index.entries.last() else {
+            return Ok(Some(b));
+        };
+        for block in 0..index.entries.len() - 1 {
+            let f = filters.filter(block);
+            put_varint(&mut b.filters, u32::try_from(f.len()).unwrap_or(u32::MAX));
+            b.filters.extend_from_slice(f);
+        }
+        let mut off = last.offset;
+        while off < index.covered_len {
+            match win.frame(off)? {
+                Ok(rec) => {
+                    match KeyFields::parse(rec.sealed) {
+                        Ok(k) => k.terms(&mut b.open_terms),
+                        Err(_) => b.open_unfiltered = true,
+                    }
+                    off += rec.len();
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok((off == index.covered_len).then_some(b))
+    }
+}
+
+fn encode_open_filter(terms: &mut Vec<u64>, unfiltered: bool, out: &mut Vec<u8>) {
+    if unfiltered {
+        put_varint(out, 0);
+    } else {
+        encode_filter(terms, out);
     }
 }
 
@@ -176,20 +303,26 @@ impl ScanOutcome {
 /// every valid record is counted and every damaged stretch is reported.
 pub(crate) fn scan(win: &mut FileWindow, start: u64, mut tally: Tally) -> io::Result<ScanOutcome> {
     let mut damage = Vec::new();
+    let mut terms = Vec::new();
     let mut off = start;
     let end = win.end();
     while off < end {
         let outcome = match win.frame(off)? {
-            Ok(rec) => Ok((
-                rec.fields,
-                rec.len(),
-                crypto::chain_hash(rec.chained_bytes()),
-            )),
+            Ok(rec) => {
+                terms.clear();
+                let parsed = KeyFields::parse(rec.sealed).map(|k| k.terms(&mut terms));
+                Ok((
+                    rec.fields,
+                    rec.len(),
+                    crypto::chain_hash(rec.chained_bytes()),
+                    parsed.is_ok(),
+                ))
+            }
             Err(FrameError::Incomplete { .. }) => Err(DamageCause::Incomplete),
             Err(FrameError::Corrupt(e)) => Err(DamageCause::Corrupt(e)),
         };
         match outcome {
-            Ok((fields, len, hash)) => {
+            Ok((fields, len, hash, parsed)) => {
                 let mut problem = None;
                 if fields.seq != tally.next_seq {
                     problem = Some(IntegrityKind::SeqMismatch {
@@ -212,7 +345,12 @@ pub(crate) fn scan(win: &mut FileWindow, start: u64, mut tally: Tally) -> io::Re
                         },
                     });
                 }
-                tally.index.observe(off, fields.seq, fields.occurred_at);
+                tally.index.observe_terms(
+                    off,
+                    fields.seq,
+                    fields.occurred_at,
+                    parsed.then_some(terms.as_slice()),
+                );
                 tally.head = hash;
                 tally.next_seq = fields.seq.saturating_add(1);
                 tally.count += 1;

@@ -253,7 +253,7 @@ impl SegmentWriter {
                 let t: Tag = signer.record_tag(org, &hash);
                 t
             }) as u64;
-            st.tally.index.observe(st.end, fields.seq, *ts);
+            st.tally.index.observe(st.end, fields.seq, *ts, sealed);
             st.tally.head = hash;
             st.tally.next_seq += 1;
             st.tally.count += 1;
@@ -416,7 +416,7 @@ impl SegmentWriter {
                 max_ts: st.tally.index.max_ts,
                 head: st.tally.head,
                 entries: st.tally.index.entries.clone(),
-                sections: Vec::new(),
+                sections: st.tally.index.sections(),
             }
         };
         // Anything appended after the snapshot is written too, which is harmless: the index
