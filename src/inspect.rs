@@ -45,6 +45,8 @@ pub enum TagStatus {
 /// One thing found in the file, in file order.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "item", rename_all = "snake_case")]
+// Items are produced and consumed one at a time: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Item {
     /// A segment header.
     SegmentHeader {
@@ -128,7 +130,10 @@ pub fn inspect(
     mut visit: impl FnMut(Item) -> Result<()>,
 ) -> Result<u64> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
     let mut win = FileWindow::new(file, len);
     let io = |e| Error::io("read", path, e);
     let magic = win.get(0, 8).map_err(io)?.to_vec();
@@ -140,7 +145,9 @@ pub fn inspect(
                     None => TagStatus::NotChecked,
                     Some(k) => match k.key(&ix.org, ix.key_id).ok().flatten() {
                         None => TagStatus::UnknownKey,
-                        Some(key) if Signer::new(ix.key_id, &key).verify_index(signed, &tag) => TagStatus::Valid,
+                        Some(key) if Signer::new(ix.key_id, &key).verify_index(signed, &tag) => {
+                            TagStatus::Valid
+                        }
                         Some(_) => TagStatus::Invalid,
                     },
                 };
@@ -170,7 +177,9 @@ pub fn inspect(
     let mut head: Option<Hash> = None;
     match &header {
         Ok(h) => {
-            let link = |l: &crate::format::header::SegmentLink| format!("{}@{}:{}", l.segment, l.count, l.head);
+            let link = |l: &crate::format::header::SegmentLink| {
+                format!("{}@{}:{}", l.segment, l.count, l.head)
+            };
             let genesis = crypto::sha256(&head_bytes);
             head = Some(genesis);
             visit(Item::SegmentHeader {
@@ -199,15 +208,18 @@ pub fn inspect(
     }
     let org = header.as_ref().ok().map(|h| h.org.clone());
     let segment = header.as_ref().ok().map(|h| h.id);
-    let mut signers: std::collections::HashMap<KeyId, Option<Signer>> = std::collections::HashMap::new();
+    let mut signers: std::collections::HashMap<KeyId, Option<Signer>> =
+        std::collections::HashMap::new();
     let mut off = SEGMENT_HEADER_LEN as u64;
     if let Some(from) = opts.from_offset.filter(|f| *f > off) {
         // Start at the first valid record at or after `from`, silently.
         head = None;
-        off = if matches!(win.frame(from).map_err(io)?, Ok(_)) {
+        off = if win.frame(from).map_err(io)?.is_ok() {
             from
         } else {
-            scan::resync(&mut win, from + 1, None).map_err(io)?.unwrap_or(len)
+            scan::resync(&mut win, from + 1, None)
+                .map_err(io)?
+                .unwrap_or(len)
         };
     }
     let mut shown = 0u64;
@@ -228,7 +240,11 @@ pub fn inspect(
                 };
                 let next = scan::resync(&mut win, off + 1, max_seq).map_err(io)?;
                 let end = next.unwrap_or(len);
-                visit(Item::Damage { start: off, end, reason })?;
+                visit(Item::Damage {
+                    start: off,
+                    end,
+                    reason,
+                })?;
                 head = None;
                 off = end;
                 continue;
@@ -237,10 +253,12 @@ pub fn inspect(
         let hash = crypto::chain_hash(rec.chained_bytes());
         let fields = rec.fields;
         let tag = match (keys, &org) {
-            (Some(k), Some(o)) => match signers
-                .entry(fields.key_id)
-                .or_insert_with(|| k.key(o, fields.key_id).ok().flatten().map(|key| Signer::new(fields.key_id, &key)))
-            {
+            (Some(k), Some(o)) => match signers.entry(fields.key_id).or_insert_with(|| {
+                k.key(o, fields.key_id)
+                    .ok()
+                    .flatten()
+                    .map(|key| Signer::new(fields.key_id, &key))
+            }) {
                 None => TagStatus::UnknownKey,
                 Some(s) if s.verify_record(o, &hash, &rec.tag) => TagStatus::Valid,
                 Some(_) => TagStatus::Invalid,
@@ -250,12 +268,16 @@ pub fn inspect(
         let (event, body_error) = match (&org, segment) {
             (Some(o), Some(id)) => match entry::open(o, id.month, id.part, &rec, hash) {
                 Ok(v) => (Some(v.event), None),
-                Err(entry::OpenError::Commitment) => {
-                    (None, Some("personal-data openings do not match their commitments".to_string()))
-                }
+                Err(entry::OpenError::Commitment) => (
+                    None,
+                    Some("personal-data openings do not match their commitments".to_string()),
+                ),
                 Err(entry::OpenError::Decode(d)) => (None, Some(d.to_string())),
             },
-            _ => (None, Some("org unknown (damaged header): body not decoded".to_string())),
+            _ => (
+                None,
+                Some("org unknown (damaged header): body not decoded".to_string()),
+            ),
         };
         let len_rec = rec.len();
         visit(Item::Record {

@@ -22,7 +22,7 @@ use crate::checkpoint::Checkpoint;
 use crate::crypto::KeyProvider;
 use crate::error::{Error, Result};
 use crate::event::OrgId;
-use crate::format::header::SegmentId;
+use crate::format::header::{SEGMENT_HEADER_LEN, SegmentId};
 use crate::log::LOCK_FILE;
 use crate::segment::recover::QUARANTINE_DIR;
 use crate::segment::{parse_segment_file_name, segment_file_name};
@@ -111,20 +111,26 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
     }
     if let Some(org) = &opts.org {
         if !orgs.contains(org) && !opts.checkpoints.iter().any(|c| c.org_id == org.as_str()) {
-            return Err(Error::UnknownOrg { org: org.to_string() });
+            return Err(Error::UnknownOrg {
+                org: org.to_string(),
+            });
         }
         orgs.retain(|o| o == org);
     }
     for c in &opts.checkpoints {
-        if let Ok(org) = OrgId::new(&c.org_id) {
-            if opts.org.as_ref().is_none_or(|o| *o == org) {
-                orgs.insert(org);
-            }
+        if let Ok(org) = OrgId::new(&c.org_id)
+            && opts.org.as_ref().is_none_or(|o| *o == org)
+        {
+            orgs.insert(org);
         }
     }
     let now = Timestamp::now();
     for org in orgs {
-        let cps: Vec<&Checkpoint> = opts.checkpoints.iter().filter(|c| c.org_id == org.as_str()).collect();
+        let cps: Vec<&Checkpoint> = opts
+            .checkpoints
+            .iter()
+            .filter(|c| c.org_id == org.as_str())
+            .collect();
         verify_org(dir, &org, keys, &cps, opts, now, &mut report);
     }
     Ok(report)
@@ -226,11 +232,12 @@ fn verify_org(
             }
         }
     }
-    let latest: HashMap<crate::time::Month, u16> = files.segments.iter().fold(HashMap::new(), |mut m, id| {
-        let p = m.entry(id.month).or_insert(id.part);
-        *p = (*p).max(id.part);
-        m
-    });
+    let latest: HashMap<crate::time::Month, u16> =
+        files.segments.iter().fold(HashMap::new(), |mut m, id| {
+            let p = m.entry(id.month).or_insert(id.part);
+            *p = (*p).max(id.part);
+            m
+        });
     let empty = BTreeSet::new();
     let mut outcomes: BTreeMap<SegmentId, SegmentOutcome> = BTreeMap::new();
     for id in &files.segments {
@@ -277,7 +284,11 @@ fn read_header(path: &Path) -> Option<crate::format::header::SegmentHeader> {
 }
 
 /// Checks the creation-order and continuation links between an org's segments.
-fn check_links(org_dir: &Path, outcomes: &BTreeMap<SegmentId, SegmentOutcome>, report: &mut Report) {
+fn check_links(
+    org_dir: &Path,
+    outcomes: &BTreeMap<SegmentId, SegmentOutcome>,
+    report: &mut Report,
+) {
     let path_of = |id: SegmentId| org_dir.join(segment_file_name(id));
     let mut by_ordinal: BTreeMap<u32, SegmentId> = BTreeMap::new();
     for (id, o) in outcomes {
@@ -287,7 +298,10 @@ fn check_links(org_dir: &Path, outcomes: &BTreeMap<SegmentId, SegmentOutcome>, r
                 Finding::new(
                     FindingKind::LinkMismatch,
                     path_of(*id),
-                    format!("segment {id} has ordinal {} like segment {other}", h.ordinal),
+                    format!(
+                        "segment {id} has ordinal {} like segment {other}",
+                        h.ordinal
+                    ),
                 )
                 .at(96, 4),
             );
@@ -321,7 +335,12 @@ fn check_links(org_dir: &Path, outcomes: &BTreeMap<SegmentId, SegmentOutcome>, r
                 .at(120, 48),
             ),
             (Some(_), 0) => report.findings.push(
-                Finding::new(FindingKind::LinkMismatch, &path, "ordinal 0 but links to a previous segment").at(120, 48),
+                Finding::new(
+                    FindingKind::LinkMismatch,
+                    &path,
+                    "ordinal 0 but links to a previous segment",
+                )
+                .at(120, 48),
             ),
             (Some(link), _) => {
                 check_link(link, &path, 120, outcomes, org_dir, report);
@@ -390,7 +409,8 @@ fn check_link(
                         t.records,
                         t.run_count
                     ),
-                ),
+                )
+                .at(t.run_end, t.bytes.saturating_sub(t.run_end)),
             ),
             None => {}
         },
@@ -411,12 +431,18 @@ fn check_checkpoint(
             Ok(false) => report.findings.push(Finding::new(
                 FindingKind::CheckpointMismatch,
                 org_dir,
-                format!("checkpoint of {} for org {org} fails its tag: it is not authentic", c.created_at),
+                format!(
+                    "checkpoint of {} for org {org} fails its tag: it is not authentic",
+                    c.created_at
+                ),
             )),
             Err(why) => report.findings.push(Finding::new(
                 FindingKind::UnknownKey,
                 org_dir,
-                format!("checkpoint of {} cannot be authenticated: {why}", c.created_at),
+                format!(
+                    "checkpoint of {} cannot be authenticated: {why}",
+                    c.created_at
+                ),
             )),
         }
     }
@@ -445,6 +471,11 @@ fn check_checkpoint(
                         "after {} records the chain is {h}, but the checkpoint of {} pinned {}: history was rewritten",
                         s.count, c.created_at, s.head
                     ),
+                )
+                // The rewrite lies somewhere in the records the checkpoint pinned.
+                .at(
+                    SEGMENT_HEADER_LEN as u64,
+                    o.head_ends.get(&s.count).map_or(0, |e| e.saturating_sub(SEGMENT_HEADER_LEN as u64)),
                 )),
                 None if o.run_count < s.count && o.records >= s.count => report.findings.push(Finding::new(
                     FindingKind::CheckpointMismatch,
@@ -453,7 +484,8 @@ fn check_checkpoint(
                         "the checkpoint of {} pinned {} records; the chain breaks after {}: history before the pinned position was altered",
                         c.created_at, s.count, o.run_count
                     ),
-                )),
+                )
+                .at(o.run_end, o.bytes.saturating_sub(o.run_end))),
                 None if o.run_count < s.count => report.findings.push(Finding::new(
                     FindingKind::TruncatedAgainstCheckpoint,
                     &path,
@@ -461,7 +493,9 @@ fn check_checkpoint(
                         "the checkpoint of {} pinned {} records; the segment holds {} ({} verifying from its start): truncated or rolled back",
                         c.created_at, s.count, o.records, o.run_count
                     ),
-                )),
+                )
+                // Where the verified run ends: the missing records would follow.
+                .at(o.run_end, o.bytes.saturating_sub(o.run_end))),
                 None => {}
             },
         }
@@ -475,7 +509,9 @@ fn check_checkpoint(
 pub fn make_checkpoint(dir: &Path, org: &OrgId, keys: &dyn KeyProvider) -> Result<Checkpoint> {
     let org_dir = dir.join(org.as_str());
     if !org_dir.is_dir() {
-        return Err(Error::UnknownOrg { org: org.to_string() });
+        return Err(Error::UnknownOrg {
+            org: org.to_string(),
+        });
     }
     let mut scratch = Report::default();
     let files = list_org(&org_dir, &mut scratch);

@@ -17,6 +17,9 @@ use crate::time::Timestamp;
 /// Findings of one kind listed per file before the rest are summarised in one finding.
 const PER_KIND_LIMIT: usize = 50;
 
+/// Longest run of earlier-seen seqs a forward jump may skip without being a gap.
+const SEQ_LOOKBACK: u64 = 1024;
+
 /// Out-of-order distance that earns a timestamp warning.
 const REORDER_WARNING_US: i64 = 24 * 3600 * 1_000_000;
 
@@ -31,6 +34,10 @@ pub(crate) struct SegmentOutcome {
     pub heads: HashMap<u64, Hash>,
     /// Records in the unbroken run from the start.
     pub run_count: u64,
+    /// Where the unbroken run from the start ends: the first byte not covered by it.
+    pub run_end: u64,
+    /// For each count in `heads`, the byte offset where that many records end.
+    pub head_ends: HashMap<u64, u64>,
     /// Largest seq, last time and chain head of the unbroken run.
     pub run_last: Option<(u64, Timestamp, Hash)>,
     /// Where verification stopped in a live segment.
@@ -52,15 +59,15 @@ pub(crate) struct SegmentCheck<'a> {
     pub now: Timestamp,
 }
 
+/// Findings of one segment and its index, capped per (kind, file).
 struct Findings {
     list: Vec<Finding>,
-    per_kind: HashMap<K, usize>,
-    file: PathBuf,
+    per_kind: HashMap<(K, PathBuf), usize>,
 }
 
 impl Findings {
     fn push(&mut self, f: Finding) {
-        let n = self.per_kind.entry(f.kind).or_insert(0);
+        let n = self.per_kind.entry((f.kind, f.file.clone())).or_insert(0);
         *n += 1;
         if *n <= PER_KIND_LIMIT {
             self.list.push(f);
@@ -68,18 +75,20 @@ impl Findings {
     }
 
     fn finish(mut self) -> Vec<Finding> {
-        let mut extra: Vec<(K, usize)> = self
+        let mut extra: Vec<(K, PathBuf, usize)> = self
             .per_kind
-            .iter()
-            .filter(|(_, n)| **n > PER_KIND_LIMIT)
-            .map(|(k, n)| (*k, *n - PER_KIND_LIMIT))
+            .into_iter()
+            .filter(|(_, n)| *n > PER_KIND_LIMIT)
+            .map(|((k, file), n)| (k, file, n - PER_KIND_LIMIT))
             .collect();
-        extra.sort_by_key(|(k, _)| k.name());
-        for (k, n) in extra {
+        extra.sort_by_key(|(k, file, _)| (k.name(), file.clone()));
+        for (k, file, n) in extra {
             self.list.push(Finding::new(
                 k,
-                &self.file,
-                format!("{n} more findings of this kind in this file (first {PER_KIND_LIMIT} listed)"),
+                file,
+                format!(
+                    "{n} more findings of this kind in this file (first {PER_KIND_LIMIT} listed)"
+                ),
             ));
         }
         self.list
@@ -99,7 +108,6 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     let mut f = Findings {
         list: Vec::new(),
         per_kind: HashMap::new(),
-        file: c.path.to_path_buf(),
     };
     let mut out = SegmentOutcome {
         header: None,
@@ -108,13 +116,19 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         bytes: 0,
         heads: HashMap::new(),
         run_count: 0,
+        run_end: 0,
+        head_ends: HashMap::new(),
         run_last: None,
         verified_to: 0,
     };
     let file = match File::open(c.path) {
         Ok(file) => file,
         Err(e) => {
-            f.push(Finding::new(K::MissingSegment, c.path, format!("cannot open: {e}")));
+            f.push(Finding::new(
+                K::MissingSegment,
+                c.path,
+                format!("cannot open: {e}"),
+            ));
             out.findings = f.finish();
             return out;
         }
@@ -122,40 +136,56 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     out.bytes = len;
     let mut win = FileWindow::new(file, len);
-    let head_bytes = win.get(0, SEGMENT_HEADER_LEN).map(<[u8]>::to_vec).unwrap_or_default();
+    let head_bytes = win
+        .get(0, SEGMENT_HEADER_LEN)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
     let header = match SegmentHeader::decode(&head_bytes) {
         Ok(h) => Some(h),
         Err(e) if len < SEGMENT_HEADER_LEN as u64 && c.latest && !c.live => {
             f.push(
-                Finding::new(K::TornTail, c.path, format!("incomplete segment header ({len} bytes): {e}"))
-                    .at(0, len),
+                Finding::new(
+                    K::TornTail,
+                    c.path,
+                    format!("incomplete segment header ({len} bytes): {e}"),
+                )
+                .at(0, len),
             );
             None
         }
         Err(_) if len < SEGMENT_HEADER_LEN as u64 && c.live => None,
         Err(e) => {
             f.push(
-                Finding::new(K::ChecksumCorruption, c.path, format!("segment header: {e}"))
-                    .at(0, SEGMENT_HEADER_LEN as u64),
+                Finding::new(
+                    K::ChecksumCorruption,
+                    c.path,
+                    format!("segment header: {e}"),
+                )
+                .at(0, SEGMENT_HEADER_LEN as u64),
             );
             None
         }
     };
-    if let Some(h) = &header {
-        if &h.org != c.org || h.id != c.id {
-            f.push(
-                Finding::new(
-                    K::Misfiled,
-                    c.path,
-                    format!("header says org {} segment {}, file says org {} segment {}", h.org, h.id, c.org, c.id),
-                )
-                .at(0, SEGMENT_HEADER_LEN as u64),
-            );
-        }
+    if let Some(h) = &header
+        && (&h.org != c.org || h.id != c.id)
+    {
+        f.push(
+            Finding::new(
+                K::Misfiled,
+                c.path,
+                format!(
+                    "header says org {} segment {}, file says org {} segment {}",
+                    h.org, h.id, c.org, c.id
+                ),
+            )
+            .at(0, SEGMENT_HEADER_LEN as u64),
+        );
     }
     let genesis = header.as_ref().map(|_| crypto::sha256(&head_bytes));
     if let Some(g) = genesis {
         out.heads.insert(0, g);
+        out.head_ends.insert(0, SEGMENT_HEADER_LEN as u64);
+        out.run_end = SEGMENT_HEADER_LEN as u64;
     }
 
     // The index, checked on its own first; its claims are compared with the segment below.
@@ -168,6 +198,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         wanted_offsets.insert(ix.covered_len, None);
     }
 
+    let indexed_len = index.as_ref().map_or(0, |(ix, _)| ix.covered_len);
+    // Unreadable stretches reported as corruption: the index cannot be compared across them.
+    let mut damaged: Vec<(u64, u64)> = Vec::new();
     let mut head = genesis;
     let mut expected = header.as_ref().map(|h| h.first_seq);
     let first_seq = header.as_ref().map_or(0, |h| h.first_seq);
@@ -190,7 +223,12 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             });
         }
         let frame = match win.frame(off) {
-            Ok(Ok(rec)) => Ok((rec.fields, rec.len(), crypto::chain_hash(rec.chained_bytes()), rec.tag)),
+            Ok(Ok(rec)) => Ok((
+                rec.fields,
+                rec.len(),
+                crypto::chain_hash(rec.chained_bytes()),
+                rec.tag,
+            )),
             Ok(Err(e)) => Err(Some(e)),
             Err(_) => Err(None),
         };
@@ -204,7 +242,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                         // A record being written right now: stop at the consistent prefix.
                         break;
                     }
-                    None if c.latest => f.push(
+                    // Bytes a (decodable) index covers were durable: damage there is not a
+                    // torn tail, whatever follows it (recovery draws the same line).
+                    None if c.latest && off >= indexed_len => f.push(
                         Finding::new(
                             K::TornTail,
                             c.path,
@@ -228,6 +268,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                             Finding::new(K::ChecksumCorruption, c.path, format!("{} damaged bytes: {why}", end - off))
                                 .at(off, end - off),
                         );
+                        damaged.push((off, end));
                     }
                 }
                 run_intact = false;
@@ -252,41 +293,53 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         let finding = |k: K, msg: String| Finding::new(k, c.path, msg).at(off, flen).seq(seq);
         let mut linked = true;
         match expected {
-            Some(exp) if seq > exp => {
+            // A jump past seqs that all appeared earlier (out of order) is not a gap: the
+            // sequence resumes after a reordered record, and the chain check below decides.
+            Some(exp) if seq > exp && !seen.contains_all(exp, seq) => {
                 linked = false;
                 f.push(finding(
                     K::SeqGap,
-                    format!("seq jumps from {} to {seq}: {} records missing", exp.saturating_sub(1), seq - exp),
+                    format!(
+                        "seq jumps from {} to {seq}: {} records missing",
+                        exp.saturating_sub(1),
+                        seq - exp
+                    ),
                 ));
             }
             Some(exp) if seq < exp => {
                 linked = false;
-                let kind = if seen.contains(seq) { K::SeqDuplicate } else { K::SeqReorder };
+                let kind = if seen.contains(seq) {
+                    K::SeqDuplicate
+                } else {
+                    K::SeqReorder
+                };
                 f.push(finding(kind, format!("seq {seq} where {exp} was expected")));
             }
             _ => {}
         }
-        if linked {
-            if let Some(h) = head {
-                if fields.prev != h {
-                    linked = false;
-                    f.push(finding(
-                        K::ChainBreak,
-                        format!(
-                            "prev_hash {} is not the chain hash {h} of the record before: this record or its predecessor was altered",
-                            fields.prev
-                        ),
-                    ));
-                }
-            }
+        if linked
+            && let Some(h) = head
+            && fields.prev != h
+        {
+            linked = false;
+            f.push(finding(
+                K::ChainBreak,
+                format!(
+                    "prev_hash {} is not the chain hash {h} of the record before: this record or its predecessor was altered",
+                    fields.prev
+                ),
+            ));
         }
-        if let Some(h) = &header {
-            if fields.occurred_at.month() != Some(h.id.month) {
-                f.push(finding(
-                    K::Misfiled,
-                    format!("occurred_at {} is outside the segment's month {}", fields.occurred_at, h.id.month),
-                ));
-            }
+        if let Some(h) = &header
+            && fields.occurred_at.month() != Some(h.id.month)
+        {
+            f.push(finding(
+                K::Misfiled,
+                format!(
+                    "occurred_at {} is outside the segment's month {}",
+                    fields.occurred_at, h.id.month
+                ),
+            ));
         }
         if let Some(keys) = c.keys {
             let signer = signers.entry(fields.key_id).or_insert_with(|| {
@@ -298,33 +351,47 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             match signer {
                 None => f.push(finding(
                     K::UnknownKey,
-                    format!("tag made with key {} of org {}, which the keyring does not have", fields.key_id, c.org),
+                    format!(
+                        "tag made with key {} of org {}, which the keyring does not have",
+                        fields.key_id, c.org
+                    ),
                 )),
                 Some(s) if !s.verify_record(c.org, &hash, &tag) => f.push(finding(
                     K::TagMismatch,
-                    format!("HMAC tag does not verify with key {} of org {}", fields.key_id, c.org),
+                    format!(
+                        "HMAC tag does not verify with key {} of org {}",
+                        fields.key_id, c.org
+                    ),
                 )),
                 Some(_) => {}
             }
         }
-        if let (Some(h), Ok(Ok(rec))) = (&header, win.frame(off)) {
-            if let Err(e) = entry::open(c.org, h.id.month, h.id.part, &rec, hash) {
-                let msg = match e {
-                    entry::OpenError::Commitment => {
-                        "personal-data openings do not match their sealed commitments".to_string()
-                    }
-                    entry::OpenError::Decode(d) => format!("CRC-valid record whose body does not decode: {d}"),
-                };
-                f.push(finding(K::MalformedRecord, msg));
-            }
+        if let (Some(h), Ok(Ok(rec))) = (&header, win.frame(off))
+            && let Err(e) = entry::open(c.org, h.id.month, h.id.part, &rec, hash)
+        {
+            let msg = match e {
+                entry::OpenError::Commitment => {
+                    "personal-data openings do not match their sealed commitments".to_string()
+                }
+                entry::OpenError::Decode(d) => {
+                    format!("CRC-valid record whose body does not decode: {d}")
+                }
+            };
+            f.push(finding(K::MalformedRecord, msg));
         }
         if fields.occurred_at.0 < max_ts.0.saturating_sub(REORDER_WARNING_US) {
             f.push(finding(
                 K::TimestampAnomaly,
-                format!("occurred_at {} is more than a day before an earlier record's {max_ts}", fields.occurred_at),
+                format!(
+                    "occurred_at {} is more than a day before an earlier record's {max_ts}",
+                    fields.occurred_at
+                ),
             ));
         } else if fields.occurred_at.0 > c.now.0.saturating_add(REORDER_WARNING_US) {
-            f.push(finding(K::TimestampAnomaly, format!("occurred_at {} is in the future", fields.occurred_at)));
+            f.push(finding(
+                K::TimestampAnomaly,
+                format!("occurred_at {} is in the future", fields.occurred_at),
+            ));
         }
         seen.insert(seq);
         max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
@@ -336,26 +403,28 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         run_intact &= linked;
         if run_intact {
             out.run_count = count;
+            out.run_end = off + flen;
             out.run_last = Some((seq, fields.occurred_at, hash));
             if c.wanted.contains(&count) {
                 out.heads.insert(count, hash);
+                out.head_ends.insert(count, off + flen);
             }
         }
         off += flen;
         out.verified_to = off;
     }
-    if let Some(slot) = wanted_offsets.get_mut(&off) {
-        if slot.is_none() {
-            *slot = Some(AtOffset {
-                seq: expected.unwrap_or(0),
-                max_ts_before: max_ts,
-                count_before: count,
-                head_before: head.unwrap_or(Hash::ZERO),
-            });
-        }
+    if let Some(slot) = wanted_offsets.get_mut(&off)
+        && slot.is_none()
+    {
+        *slot = Some(AtOffset {
+            seq: expected.unwrap_or(0),
+            max_ts_before: max_ts,
+            count_before: count,
+            head_before: head.unwrap_or(Hash::ZERO),
+        });
     }
     if let Some((ix, ipath)) = index {
-        compare_index(c, &ix, &ipath, len, &wanted_offsets, &mut f);
+        compare_index(c, &ix, &ipath, len, &wanted_offsets, &damaged, &mut f);
     }
     out.header = header;
     out.findings = f.finish();
@@ -374,19 +443,37 @@ fn load_index(
     let (ix, tag, signed) = match Index::decode(&bytes) {
         Ok(x) => x,
         Err(e) => {
-            f.push(Finding::new(K::IndexMismatch, &ipath, format!("index does not decode: {e}")).at(0, ilen));
+            f.push(
+                Finding::new(
+                    K::IndexMismatch,
+                    &ipath,
+                    format!("index does not decode: {e}"),
+                )
+                .at(0, ilen),
+            );
             return None;
         }
     };
     if let Some(keys) = c.keys {
         match keys.key(c.org, ix.key_id).ok().flatten() {
             None => f.push(
-                Finding::new(K::UnknownKey, &ipath, format!("index signed with key {} the keyring does not have", ix.key_id))
-                    .at(ilen - 32, 32),
+                Finding::new(
+                    K::UnknownKey,
+                    &ipath,
+                    format!(
+                        "index signed with key {} the keyring does not have",
+                        ix.key_id
+                    ),
+                )
+                .at(ilen - 32, 32),
             ),
             Some(k) if !Signer::new(ix.key_id, &k).verify_index(signed, &tag) => f.push(
-                Finding::new(K::TagMismatch, &ipath, format!("index tag does not verify with key {}", ix.key_id))
-                    .at(0, ilen),
+                Finding::new(
+                    K::TagMismatch,
+                    &ipath,
+                    format!("index tag does not verify with key {}", ix.key_id),
+                )
+                .at(0, ilen),
             ),
             Some(_) => {}
         }
@@ -400,7 +487,10 @@ fn load_index(
             problems.push("its segment_hash is not the hash of the segment header".to_string());
         }
         if ix.first_seq != h.first_seq {
-            problems.push(format!("first_seq {} but the segment starts at {}", ix.first_seq, h.first_seq));
+            problems.push(format!(
+                "first_seq {} but the segment starts at {}",
+                ix.first_seq, h.first_seq
+            ));
         }
     }
     if !problems.is_empty() {
@@ -415,9 +505,14 @@ fn compare_index(
     ipath: &Path,
     seg_len: u64,
     at: &BTreeMap<u64, Option<AtOffset>>,
+    damaged: &[(u64, u64)],
     f: &mut Findings,
 ) {
     let ilen = fs::metadata(ipath).map_or(0, |m| m.len());
+    // Past the first damaged stretch (already reported), counts, chain heads and timestamps
+    // are those of the readable records only and cannot be compared with the index's.
+    let first_damage = damaged.first().map_or(u64::MAX, |d| d.0);
+    let in_damage = |o: u64| damaged.iter().any(|&(s, e)| (s..e).contains(&o));
     if ix.covered_len > seg_len {
         f.push(
             Finding::new(
@@ -433,9 +528,17 @@ fn compare_index(
         return;
     }
     match at.get(&ix.covered_len).copied().flatten() {
+        _ if first_damage < ix.covered_len => {}
         None => f.push(
-            Finding::new(K::IndexMismatch, ipath, format!("covered_len {} is not a record boundary of the segment", ix.covered_len))
-                .at(0, ilen),
+            Finding::new(
+                K::IndexMismatch,
+                ipath,
+                format!(
+                    "covered_len {} is not a record boundary of the segment",
+                    ix.covered_len
+                ),
+            )
+            .at(0, ilen),
         ),
         Some(a) => {
             if a.count_before != ix.record_count || a.head_before != ix.head {
@@ -453,15 +556,24 @@ fn compare_index(
             }
         }
     }
-    let bad = ix.entries.iter().filter(|e| match at.get(&e.offset).copied().flatten() {
-        Some(a) => a.seq != e.seq || a.max_ts_before != e.max_ts_before,
-        None => true,
-    });
+    let bad = ix
+        .entries
+        .iter()
+        .filter(|e| match at.get(&e.offset).copied().flatten() {
+            _ if in_damage(e.offset) => false,
+            Some(a) if e.offset > first_damage => a.seq != e.seq,
+            Some(a) => a.seq != e.seq || a.max_ts_before != e.max_ts_before,
+            None => true,
+        });
     let n = bad.count();
     if n > 0 {
         f.push(
-            Finding::new(K::IndexMismatch, ipath, format!("{n} sparse entries do not match the segment's records"))
-                .at(0, ilen),
+            Finding::new(
+                K::IndexMismatch,
+                ipath,
+                format!("{n} sparse entries do not match the segment's records"),
+            )
+            .at(0, ilen),
         );
     }
 }
@@ -502,5 +614,11 @@ impl SeqSet {
         self.slot(seq)
             .and_then(|(w, b)| self.bits.get(w).map(|word| word & b != 0))
             .unwrap_or(false)
+    }
+
+    /// Whether every seq in `from..to` was seen. Looks at most `SEQ_LOOKBACK` seqs (hostile
+    /// input must not make this quadratic); a longer range counts as not all seen.
+    fn contains_all(&self, from: u64, to: u64) -> bool {
+        to.saturating_sub(from) <= SEQ_LOOKBACK && (from..to).all(|s| self.contains(s))
     }
 }
