@@ -64,6 +64,7 @@ pub mod event;
 pub mod format;
 pub mod inspect;
 pub(crate) mod log;
+pub mod query;
 pub mod segment;
 pub mod time;
 pub mod verify;
@@ -73,6 +74,7 @@ pub use crypto::{Hash, Key, KeyError, KeyId, KeyProvider, Keyring, RotationPolic
 pub use error::{Error, IntegrityKind, Result};
 pub use event::{Event, InvalidField, OrgId, REDACTED, VerifiedEvent};
 pub use log::{Durability, LOCK_FILE, Log, MonthStats, Options, RecoveryAction, Scan};
+pub use query::{Cursor, EventRef, Matches, Query, QueryStats};
 pub use segment::read::SegmentReader;
 pub use segment::writer::Receipt;
 pub use time::{Month, Timestamp};

@@ -216,6 +216,7 @@ struct Inner {
     orgs: RwLock<HashMap<OrgId, Arc<Org>>>,
     closed: AtomicBool,
     report: Mutex<Vec<RecoveryAction>>,
+    query_cache: Arc<crate::query::IndexCache>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -295,6 +296,9 @@ impl Log {
                 orgs: RwLock::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 report: Mutex::new(Vec::new()),
+                query_cache: Arc::new(crate::query::IndexCache::new(
+                    crate::query::INDEX_CACHE_BYTES,
+                )),
                 stop: Mutex::new(false),
                 stop_cv: Condvar::new(),
             }),
@@ -305,6 +309,28 @@ impl Log {
     /// The log directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// For the query layer: the key provider and the cache of checked indexes.
+    pub(crate) fn query_parts(&self) -> (Arc<dyn KeyProvider>, Arc<crate::query::IndexCache>) {
+        (
+            Arc::clone(&self.inner.opts.keys),
+            Arc::clone(&self.inner.query_cache),
+        )
+    }
+
+    /// For the query layer: hands records of `org` still buffered in this process to the
+    /// OS, so a query sees every append that returned (errors poison the writer and are
+    /// reported by the next append).
+    pub(crate) fn hand_buffers_to_os(&self, org: &OrgId) {
+        let org = self.inner.orgs.read().get(org).cloned();
+        if let Some(org) = org {
+            let writers: Vec<Arc<SegmentWriter>> =
+                org.segs.lock().writers.values().cloned().collect();
+            for w in writers {
+                let _ = w.flush(u64::MAX, false);
+            }
+        }
     }
 
     /// What recovery has done since this log was opened.

@@ -62,7 +62,13 @@ pub fn build_log(dir: &Path) -> Arc<Keyring> {
 }
 
 pub fn build_log_with(dir: &Path, keys: Arc<Keyring>) {
-    let all = events();
+    build_log_n(dir, keys, EVENTS);
+}
+
+/// [`build_log_with`] with only the first `n` events of the workload.
+pub fn build_log_n(dir: &Path, keys: Arc<Keyring>, n: u64) {
+    let mut all = events();
+    all.truncate(n as usize);
     let (first, second) = all.split_at(all.len() / 2);
     let mut opts = Options::new(keys.clone()).durability(Durability::Never);
     opts.index_interval = 1024;

@@ -1,0 +1,562 @@
+//! Reading and verifying planned blocks, on the calling thread and on helper threads.
+//!
+//! A batch (a run of blocks contiguous in one file, at most 1 MiB) is read with one
+//! positioned read and walked frame by frame. Every record read is checked — whether or not
+//! it matches — so that a damaged or forged record inside a block the query reads is always
+//! reported:
+//!
+//! - record checks (a failure replaces the record by an error item): CRC and framing, the
+//!   record's month, its time inside the block's bounds, the HMAC tag (verified mode), and,
+//!   when the event is decoded, its personal-data commitments;
+//! - link checks (a failure adds an error item; the record itself is still authentic and is
+//!   returned): consecutive seqs and `prev_hash` = chain hash of the record before, inside a
+//!   block; across blocks the consumer checks the seams (see `Cursor`), and a block after a
+//!   skipped stretch must start with the seq the signed index gives its first record.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::plan::{Block, Ctx, MonthPlan, Source};
+use crate::crypto::{self, Hash, KeyId, Signer};
+use crate::entry;
+use crate::error::{Error, IntegrityKind};
+use crate::event::VerifiedEvent;
+use crate::format::index::KeyFields;
+use crate::format::record::{FRAME_HEADER_LEN, FrameError, MIN_FRAME_LEN, TAG_LEN, decode_frame};
+use crate::format::{DecodeError, DecodeErrorKind};
+use crate::time::Timestamp;
+
+/// Bytes of a batch's buffer, counted while any match still refers to it.
+pub(crate) struct Buf {
+    pub bytes: Vec<u8>,
+    held: Arc<AtomicUsize>,
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+    }
+}
+
+/// Where a match's bytes are.
+pub(crate) enum Payload {
+    /// Decoded by the worker.
+    Event(Box<VerifiedEvent>),
+    /// In a batch buffer, at `at`.
+    Raw(Arc<Buf>, u32),
+    /// Given up to bound memory: read again from the file when released.
+    Spilled,
+}
+
+/// A record that passed its checks and matches the query.
+pub(crate) struct Match {
+    pub ts: Timestamp,
+    pub seq: u64,
+    pub key_id: KeyId,
+    pub src: u16,
+    pub offset: u64,
+    pub frame_len: u32,
+    pub sealed_len: u32,
+    /// Chain hash (verified mode; computed on demand otherwise).
+    pub hash: Option<Hash>,
+    pub payload: Payload,
+}
+
+impl Match {
+    /// Bytes this match keeps alive by itself (decoded events; buffers are counted apart).
+    pub fn own_bytes(&self) -> usize {
+        match &self.payload {
+            Payload::Event(_) => 3 * self.frame_len as usize + 256,
+            _ => 0,
+        }
+    }
+}
+
+/// One item of a block, in file order.
+pub(crate) enum Item {
+    Err(Error),
+    Match(Match),
+}
+
+/// What reading one block found.
+pub(crate) struct BlockOut {
+    /// Seq and prev_hash of its first readable record.
+    pub first: Option<(u64, Hash)>,
+    /// Seq after its last readable record and that record's chain hash (verified mode).
+    pub last: Option<(u64, Option<Hash>)>,
+    /// The block had unreadable bytes, so `last` does not continue from `first`.
+    pub broken: bool,
+    pub items: Vec<Item>,
+    pub records: u64,
+}
+
+/// What reading one batch found.
+pub(crate) struct BatchOut {
+    pub blocks: Vec<BlockOut>,
+    pub bytes: u64,
+}
+
+/// Per-thread verification state: signers by key id.
+pub(crate) struct Verifier {
+    signers: Vec<(KeyId, Option<Signer>)>,
+}
+
+impl Verifier {
+    pub fn new() -> Verifier {
+        Verifier {
+            signers: Vec::new(),
+        }
+    }
+
+    fn signer(&mut self, ctx: &Ctx, id: KeyId) -> Result<Option<&Signer>, Error> {
+        if !self.signers.iter().any(|(k, _)| *k == id) {
+            let key = ctx.keys.key(&ctx.org, id).map_err(|source| Error::Key {
+                org: ctx.org.to_string(),
+                source,
+            })?;
+            self.signers.push((id, key.map(|k| Signer::new(id, &k))));
+        }
+        Ok(self
+            .signers
+            .iter()
+            .find(|(k, _)| *k == id)
+            .and_then(|(_, s)| s.as_ref()))
+    }
+}
+
+fn invalid(offset: u64, why: &'static str) -> DecodeError {
+    DecodeError {
+        structure: "record",
+        field: "frame",
+        offset,
+        kind: DecodeErrorKind::Invalid(why),
+    }
+}
+
+/// Reads and checks batch `i` of `plan`.
+pub(crate) fn run_batch(
+    ctx: &Ctx,
+    plan: &MonthPlan,
+    i: usize,
+    v: &mut Verifier,
+    held: &Arc<AtomicUsize>,
+) -> BatchOut {
+    let (a, b) = plan.batches.get(i).copied().unwrap_or((0, 0));
+    let blocks = plan.blocks.get(a..b).unwrap_or_default();
+    let mut out = BatchOut {
+        blocks: Vec::with_capacity(blocks.len()),
+        bytes: 0,
+    };
+    let (Some(first), Some(src)) = (
+        blocks.first(),
+        blocks.first().and_then(|b| plan.sources.get(b.src)),
+    ) else {
+        return out;
+    };
+    if let Some(e) = &first.damage {
+        out.blocks.push(BlockOut {
+            first: None,
+            last: None,
+            broken: true,
+            items: vec![Item::Err(Error::Corrupt {
+                file: src.path.clone(),
+                offset: first.start,
+                seq: None,
+                source: e.clone(),
+            })],
+            records: 0,
+        });
+        return out;
+    }
+    let start = blocks.iter().map(|b| b.start).min().unwrap_or(0);
+    let end = blocks.iter().map(|b| b.end).max().unwrap_or(0);
+    let mut bytes = vec![0u8; (end - start) as usize];
+    if let Err(e) = src.file.read_exact_at(&mut bytes, start) {
+        out.blocks.push(BlockOut {
+            first: None,
+            last: None,
+            broken: true,
+            items: vec![Item::Err(Error::io("read segment", &src.path, e))],
+            records: 0,
+        });
+        return out;
+    }
+    out.bytes = bytes.len() as u64;
+    held.fetch_add(bytes.len(), Ordering::Relaxed);
+    let buf = Arc::new(Buf {
+        bytes,
+        held: Arc::clone(held),
+    });
+    for block in blocks {
+        out.blocks.push(run_block(ctx, src, block, &buf, start, v));
+    }
+    out
+}
+
+/// Walks one block's frames inside `buf` (which starts at file offset `base`).
+fn run_block(
+    ctx: &Ctx,
+    src: &Source,
+    block: &Block,
+    buf: &Arc<Buf>,
+    base: u64,
+    v: &mut Verifier,
+) -> BlockOut {
+    let mut out = BlockOut {
+        first: None,
+        last: None,
+        broken: false,
+        items: Vec::new(),
+        records: 0,
+    };
+    let path = &src.path;
+    let f = &ctx.filter;
+    let mut off = block.start;
+    let mut head: Option<Hash> = None;
+    let mut next_seq: Option<u64> = None;
+    let rel = |o: u64| (o - base) as usize;
+    while off < block.end {
+        let slice = buf.bytes.get(rel(off)..rel(block.end)).unwrap_or_default();
+        let rec = match decode_frame(slice, off) {
+            Ok(rec) => rec,
+            Err(e) => {
+                let source = match e {
+                    FrameError::Corrupt(e) => e,
+                    FrameError::Incomplete { .. } => {
+                        invalid(off, "frame runs past the end of its index block")
+                    }
+                };
+                out.items.push(Item::Err(Error::Corrupt {
+                    file: path.clone(),
+                    offset: off,
+                    seq: None,
+                    source,
+                }));
+                out.broken = true;
+                head = None;
+                next_seq = None;
+                match resync(slice, off, next_seq) {
+                    Some(next) => {
+                        off = next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+        };
+        let fields = rec.fields;
+        let (seq, ts) = (fields.seq, fields.occurred_at);
+        let len = rec.len();
+        out.records += 1;
+        if out.first.is_none() {
+            out.first = Some((seq, fields.prev));
+        }
+        let integrity = |kind| {
+            Item::Err(Error::Integrity {
+                file: path.clone(),
+                offset: off,
+                seq: Some(seq),
+                kind,
+            })
+        };
+        // Link checks: reported, the record stays.
+        if let Some(expected) = next_seq
+            && expected != seq
+        {
+            out.items.push(integrity(IntegrityKind::SeqMismatch {
+                expected,
+                found: seq,
+            }));
+        } else if let Some(expected) = head
+            && expected != fields.prev
+        {
+            out.items.push(integrity(IntegrityKind::ChainBreak {
+                expected,
+                found: fields.prev,
+            }));
+        }
+        let hash = ctx.verify.then(|| crypto::chain_hash(rec.chained_bytes()));
+        // Record checks: a failure replaces the record.
+        let mut problem = None;
+        if ts.month() != Some(src.month) {
+            problem = Some(integrity(IntegrityKind::WrongMonth));
+        } else if ts < block.lo || ts > block.hi {
+            problem = Some(integrity(IntegrityKind::Misfiled {
+                what: format!(
+                    "occurred_at {ts} is outside the bounds {}..={} of its index block",
+                    block.lo, block.hi
+                ),
+            }));
+        } else if let Some(h) = &hash {
+            problem = match v.signer(ctx, fields.key_id) {
+                Err(e) => Some(Item::Err(e)),
+                Ok(None) => Some(integrity(IntegrityKind::UnknownKey {
+                    key_id: fields.key_id,
+                })),
+                Ok(Some(s)) if !s.verify_record(&ctx.org, h, &rec.tag) => {
+                    Some(integrity(IntegrityKind::TagMismatch {
+                        key_id: fields.key_id,
+                    }))
+                }
+                Ok(Some(_)) => None,
+            };
+        }
+        head = hash;
+        next_seq = Some(seq.saturating_add(1));
+        if let Some(p) = problem {
+            out.items.push(p);
+            off += len;
+            continue;
+        }
+        if f.in_range(ts) {
+            let keys = KeyFields::parse(rec.sealed);
+            let keys = match keys {
+                Ok(k) if key_fields_are_text(&k) => k,
+                Ok(_) | Err(_) => {
+                    let source = keys.err().unwrap_or_else(|| {
+                        invalid(off + FRAME_HEADER_LEN as u64, "indexed field is not UTF-8")
+                    });
+                    out.items.push(Item::Err(Error::Corrupt {
+                        file: path.clone(),
+                        offset: off,
+                        seq: Some(seq),
+                        source,
+                    }));
+                    off += len;
+                    continue;
+                }
+            };
+            if f.fields_match(&keys) {
+                let payload = if ctx.decode {
+                    let h = match hash {
+                        Some(h) => h,
+                        None => crypto::chain_hash(rec.chained_bytes()),
+                    };
+                    match entry::open(&ctx.org, src.month, src.part, &rec, h) {
+                        Ok(ev) => Payload::Event(Box::new(ev)),
+                        Err(e) => {
+                            out.items.push(Item::Err(e.into_error(path, off, seq)));
+                            off += len;
+                            continue;
+                        }
+                    }
+                } else {
+                    Payload::Raw(Arc::clone(buf), rel(off) as u32)
+                };
+                out.items.push(Item::Match(Match {
+                    ts,
+                    seq,
+                    key_id: fields.key_id,
+                    src: block.src as u16,
+                    offset: off,
+                    frame_len: len as u32,
+                    sealed_len: rec.sealed.len() as u32,
+                    hash,
+                    payload,
+                }));
+            }
+        }
+        off += len;
+    }
+    if !out.broken && off != block.end {
+        out.items.push(Item::Err(Error::Corrupt {
+            file: path.clone(),
+            offset: off,
+            seq: None,
+            source: invalid(off, "last frame does not end at its index block's end"),
+        }));
+    }
+    if let Some(n) = block.records
+        && !out.broken
+        && n != out.records
+    {
+        out.items.push(Item::Err(Error::Integrity {
+            file: path.clone(),
+            offset: block.start,
+            seq: out.first.map(|(s, _)| s),
+            kind: IntegrityKind::Misfiled {
+                what: format!(
+                    "its signed index block holds {n} records, the segment {}",
+                    out.records
+                ),
+            },
+        }));
+    }
+    out.last = next_seq.map(|n| (n, head));
+    out
+}
+
+fn key_fields_are_text(k: &KeyFields<'_>) -> bool {
+    let ok = |b: &[u8]| std::str::from_utf8(b).is_ok();
+    k.user_id.is_none_or(ok)
+        && ok(k.action)
+        && ok(k.resource_type)
+        && ok(k.resource_id)
+        && k.trace_id.is_none_or(ok)
+}
+
+/// Next offset after `at` inside `slice` (which starts at `at`) holding a valid frame whose
+/// seq is plausible after `after`.
+fn resync(slice: &[u8], at: u64, after: Option<u64>) -> Option<u64> {
+    let min = MIN_FRAME_LEN as usize;
+    (1..slice.len().saturating_sub(min - 1))
+        .find(|&p| {
+            slice.get(p..).is_some_and(|s| {
+                matches!(decode_frame(s, at + p as u64), Ok(r) if after.is_none_or(|a| r.fields.seq >= a))
+            })
+        })
+        .map(|p| at + p as u64)
+}
+
+/// The frame bytes of a match inside its payload buffer.
+pub(crate) fn frame_of<'a>(m: &Match, buf: &'a [u8], at: usize) -> Option<&'a [u8]> {
+    buf.get(at..at + m.frame_len as usize)
+        .filter(|f| f.len() >= FRAME_HEADER_LEN + TAG_LEN)
+}
+
+// ---------------------------------------------------------------------------------------
+// Helper threads
+// ---------------------------------------------------------------------------------------
+
+/// Batches read ahead of the consumer at most (memory bound: this many × BATCH_BYTES).
+pub(crate) const WINDOW: usize = 6;
+
+struct PoolState {
+    results: BTreeMap<usize, BatchOut>,
+    /// The consumer has taken every batch below this.
+    taken: usize,
+}
+
+struct Shared {
+    ctx: Arc<Ctx>,
+    plan: Arc<MonthPlan>,
+    held: Arc<AtomicUsize>,
+    next: AtomicUsize,
+    cancel: AtomicBool,
+    state: Mutex<PoolState>,
+    cv: Condvar,
+}
+
+/// Reads a month's batches in order: the consumer takes them one by one; helper threads
+/// (and the consumer, while it waits) read ahead, at most [`WINDOW`] batches.
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    verifier: Verifier,
+}
+
+impl Pool {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        plan: Arc<MonthPlan>,
+        held: Arc<AtomicUsize>,
+        helpers: usize,
+    ) -> Pool {
+        let shared = Arc::new(Shared {
+            ctx,
+            plan,
+            held,
+            next: AtomicUsize::new(0),
+            cancel: AtomicBool::new(false),
+            state: Mutex::new(PoolState {
+                results: BTreeMap::new(),
+                taken: 0,
+            }),
+            cv: Condvar::new(),
+        });
+        let mut handles = Vec::new();
+        for n in 0..helpers {
+            let s = Arc::clone(&shared);
+            let h = std::thread::Builder::new()
+                .name(format!("auditlog-query-{n}"))
+                .spawn(move || helper(&s));
+            // Without the thread the consumer reads every batch itself.
+            if let Ok(h) = h {
+                handles.push(h);
+            }
+        }
+        Pool {
+            shared,
+            handles,
+            verifier: Verifier::new(),
+        }
+    }
+
+    /// Batch `i` (the consumer asks for 0, 1, 2, … in order).
+    pub fn take(&mut self, i: usize) -> BatchOut {
+        let s = &*self.shared;
+        let n = s.plan.batches.len();
+        loop {
+            {
+                let mut st = s.state.lock();
+                if let Some(r) = st.results.remove(&i) {
+                    st.taken = i + 1;
+                    s.cv.notify_all();
+                    return r;
+                }
+                // Someone is reading it: wait unless there is work to do meanwhile.
+                let j = s.next.load(Ordering::Acquire);
+                if j > i && (j >= n || j >= i + WINDOW || self.handles.is_empty()) {
+                    s.cv.wait(&mut st);
+                    continue;
+                }
+            }
+            let j = s.next.fetch_add(1, Ordering::AcqRel);
+            if j >= n {
+                continue;
+            }
+            let r = run_batch(&s.ctx, &s.plan, j, &mut self.verifier, &s.held);
+            if j == i {
+                let mut st = s.state.lock();
+                st.taken = i + 1;
+                s.cv.notify_all();
+                return r;
+            }
+            s.state.lock().results.insert(j, r);
+            s.cv.notify_all();
+        }
+    }
+}
+
+fn helper(s: &Shared) {
+    let mut v = Verifier::new();
+    let n = s.plan.batches.len();
+    loop {
+        {
+            let mut st = s.state.lock();
+            while !s.cancel.load(Ordering::Acquire)
+                && s.next.load(Ordering::Acquire) >= st.taken + WINDOW
+            {
+                s.cv.wait(&mut st);
+            }
+        }
+        if s.cancel.load(Ordering::Acquire) {
+            return;
+        }
+        let j = s.next.fetch_add(1, Ordering::AcqRel);
+        if j >= n {
+            return;
+        }
+        let r = run_batch(&s.ctx, &s.plan, j, &mut v, &s.held);
+        s.state.lock().results.insert(j, r);
+        s.cv.notify_all();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.cancel.store(true, Ordering::Release);
+        {
+            let _st = self.shared.state.lock();
+            self.shared.cv.notify_all();
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}

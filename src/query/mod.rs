@@ -1,0 +1,912 @@
+//! Queries: one org's events in a time range, filtered, in time order, verified on read.
+//!
+//! ```no_run
+//! # use auditlog::{Log, OrgId, Timestamp};
+//! # fn f(log: &Log) -> auditlog::Result<()> {
+//! let org = OrgId::new("acme")?;
+//! for ev in log
+//!     .query(&org)
+//!     .since(Timestamp::parse("2026-03-01")?)
+//!     .until(Timestamp::parse("2026-06-01")?)
+//!     .user("user-42")
+//!     .action("booking.*")
+//!     .run()?
+//! {
+//!     let ev = ev?; // an error names file, offset and seq; later items still come
+//!     println!("{} {} {}", ev.event.occurred_at, ev.event.action, ev.seq);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! **Semantics.** Results are the events of the org with `since <= occurred_at < until`
+//! (half-open; either end may be left open) that match every filter, ordered by
+//! `(occurred_at, seq)` ascending (descending with [`Query::reverse`]), including events that
+//! arrived out of order and across months; [`Query::limit`] keeps the first `n` of that
+//! order. Exactly what a filter over all records would return.
+//!
+//! **Verification** (default): every record in every block the query reads is checked:
+//! CRC, month, its time inside the signed block bounds, the HMAC tag with the org's key, the
+//! seq and chain link to the record before it, and, for returned events, the personal-data
+//! commitments. A record that fails yields an `Err` item naming file, offset and seq instead
+//! of the event; a broken link between two authentic records (deleted, inserted or
+//! reordered records) yields an `Err` item in addition. Reading continues after either.
+//! [`Query::unverified`] skips the chain hash and tag (CRC, seq, month and bounds are still
+//! checked, so crash damage is reported, tampering is not).
+//!
+//! **Pruning.** Months outside the range are not opened. Inside a segment, the signed index
+//! (checked once per process and cached) gives every 4 KiB block its time bounds and a
+//! Bloom filter of its user, action, action prefixes, resource type, resource id and trace
+//! id; only blocks that can hold a match are read. An index that fails its check is
+//! bypassed: the segment is read whole. Bytes past the index's `covered_len` (a live
+//! writer's unindexed tail) are always read.
+//!
+//! **Ordering and memory.** Blocks are read in file order; the index says, before each
+//! block, the earliest time any unread block can hold (the *frontier*), and a match is
+//! released once it is below the frontier. Matches waiting for the frontier are the only
+//! buffering: about one out-of-order span's worth (an event stamped an hour early holds back
+//! an hour of matches). Beyond [`Query::buffer_limit`] (64 MiB default) waiting matches are
+//! spilled to 40-byte keys and read again when released. See ARCHITECTURE.md, "Queries".
+
+mod exec;
+mod filter;
+mod order;
+mod plan;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use exec::{Item, Match, Payload, Pool, Verifier, run_batch};
+use filter::{ActionPattern, Filter};
+use order::Pending;
+use plan::{Ctx, Expect, MonthPlan, month_end, plan_month};
+pub(crate) use plan::{INDEX_CACHE_BYTES, IndexCache};
+
+use crate::crypto::{self, Hash, KeyId};
+use crate::entry;
+use crate::error::{Error, IntegrityKind, Result};
+use crate::event::{OrgId, VerifiedEvent};
+use crate::format::DecodeError;
+use crate::format::index::KeyFields;
+use crate::format::record::{FRAME_HEADER_LEN, RawRecord, decode_frame};
+use crate::log::{Log, list_segments};
+use crate::time::{Month, Timestamp};
+
+/// Months at least this large (bytes to read) are read with helper threads.
+const PARALLEL_BYTES: u64 = 4 << 20;
+/// Default bound on bytes held by matches waiting for their turn.
+const DEFAULT_BUFFER: usize = 64 << 20;
+
+impl Log {
+    /// Starts a query over the events of `org` (and only `org`). See [`crate::query`].
+    pub fn query(&self, org: &OrgId) -> Query<'_> {
+        Query {
+            log: self,
+            org: org.clone(),
+            filter: Filter::new(),
+            limit: None,
+            reverse: false,
+            verify: true,
+            threads: None,
+            buffer: DEFAULT_BUFFER,
+            batch_bytes: plan::BATCH_BYTES,
+            bad: None,
+        }
+    }
+}
+
+/// A query being built; see [`crate::query`] for what it returns.
+#[derive(Clone)]
+pub struct Query<'a> {
+    log: &'a Log,
+    org: OrgId,
+    filter: Filter,
+    limit: Option<u64>,
+    reverse: bool,
+    verify: bool,
+    threads: Option<usize>,
+    buffer: usize,
+    batch_bytes: u64,
+    bad: Option<(&'static str, String)>,
+}
+
+impl fmt::Debug for Query<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Query")
+            .field("org", &self.org)
+            .field("filter", &self.filter)
+            .field("limit", &self.limit)
+            .field("reverse", &self.reverse)
+            .field("verify", &self.verify)
+            .finish_non_exhaustive()
+    }
+}
+
+fn field(v: &str, name: &'static str, bad: &mut Option<(&'static str, String)>) -> Box<[u8]> {
+    if v.is_empty() && bad.is_none() {
+        *bad = Some((name, "must not be empty".into()));
+    }
+    v.as_bytes().into()
+}
+
+impl<'a> Query<'a> {
+    /// Events at or after `t` (inclusive).
+    pub fn since(mut self, t: Timestamp) -> Self {
+        self.filter.since = t;
+        self
+    }
+
+    /// Events before `t` (exclusive): the range is `[since, until)`.
+    pub fn until(mut self, t: Timestamp) -> Self {
+        self.filter.until = t;
+        self
+    }
+
+    /// Events of this user (system events, which have none, never match).
+    pub fn user(mut self, id: &str) -> Self {
+        self.filter.user = Some(field(id, "user", &mut self.bad));
+        self
+    }
+
+    /// Events with this action (`booking.created`), or under a prefix (`booking.*`,
+    /// `channel_sync.booking.*`: actions that start with the part before `*`).
+    pub fn action(mut self, pattern: &str) -> Self {
+        match ActionPattern::parse(pattern) {
+            Ok(p) => self.filter.action = Some(p),
+            Err(Error::InvalidOption { reason, .. }) => {
+                self.bad.get_or_insert(("action", reason));
+            }
+            Err(e) => {
+                self.bad.get_or_insert(("action", e.to_string()));
+            }
+        }
+        self
+    }
+
+    /// Events on resources of this type.
+    pub fn resource_type(mut self, t: &str) -> Self {
+        self.filter.resource_type = Some(field(t, "resource_type", &mut self.bad));
+        self
+    }
+
+    /// Events on resources with this id (of any type).
+    pub fn resource_id(mut self, id: &str) -> Self {
+        self.filter.resource_id = Some(field(id, "resource_id", &mut self.bad));
+        self
+    }
+
+    /// Events on this one resource.
+    pub fn resource(self, resource_type: &str, id: &str) -> Self {
+        self.resource_type(resource_type).resource_id(id)
+    }
+
+    /// Events of this trace.
+    pub fn trace(mut self, id: &str) -> Self {
+        self.filter.trace = Some(field(id, "trace", &mut self.bad));
+        self
+    }
+
+    /// At most `n` events (errors are not counted).
+    pub fn limit(mut self, n: u64) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Newest first: descending `(occurred_at, seq)`.
+    pub fn reverse(mut self) -> Self {
+        self.reverse = true;
+        self
+    }
+
+    /// Skips the chain hash and HMAC tag checks (for speed, explicitly): crash damage is
+    /// still reported, tampering is not.
+    pub fn unverified(mut self) -> Self {
+        self.verify = false;
+        self
+    }
+
+    /// Threads reading blocks (the caller's included). Default: the available parallelism,
+    /// at most 4, for months with at least 4 MiB to read (smaller reads stay on the calling
+    /// thread); an explicit `n > 1` uses helpers whenever a month has more than one batch.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Bound on bytes held by matches waiting for their turn (default 64 MiB); beyond it
+    /// they are spilled to small keys and read again when released.
+    pub fn buffer_limit(mut self, bytes: usize) -> Self {
+        self.buffer = bytes;
+        self
+    }
+
+    /// Largest single read (default 1 MiB). For tests and tuning.
+    #[doc(hidden)]
+    pub fn batch_bytes(mut self, bytes: u64) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Runs the query; the iterator decodes each match into a [`VerifiedEvent`] (on the
+    /// reading threads).
+    ///
+    /// Errors: [`Error::InvalidOption`] for a bad argument (`until` before `since`, an empty
+    /// value, a malformed action pattern); [`Error::Io`] if the org's directory cannot be
+    /// listed. An org without a directory has no events.
+    pub fn run(self) -> Result<Matches> {
+        Ok(Matches {
+            inner: MatchesInner::Running(Box::new(self.start(true)?)),
+        })
+    }
+
+    /// Runs the query and returns a cursor over borrowed, lazily decoded matches
+    /// ([`EventRef`]): the fast path, without building a `VerifiedEvent` per match.
+    pub fn cursor(self) -> Result<Cursor> {
+        self.start(false)
+    }
+
+    fn start(self, decode: bool) -> Result<Cursor> {
+        if let Some((option, reason)) = self.bad {
+            return Err(Error::InvalidOption { option, reason });
+        }
+        let mut filter = self.filter;
+        if filter.until < filter.since {
+            return Err(Error::InvalidOption {
+                option: "until",
+                reason: format!("{} is before since {}", filter.until, filter.since),
+            });
+        }
+        filter.finish();
+        self.log.hand_buffers_to_os(&self.org);
+        let dir = self.log.dir().join(self.org.as_str());
+        let mut months: Vec<(Month, Vec<crate::format::header::SegmentId>)> = Vec::new();
+        for id in list_segments(&dir)? {
+            if id.month.start() >= filter.until || month_end(id.month) <= filter.since {
+                continue;
+            }
+            match months.last_mut() {
+                Some((m, parts)) if *m == id.month => parts.push(id),
+                _ => months.push((id.month, vec![id])),
+            }
+        }
+        if self.reverse {
+            months.reverse();
+        }
+        let (threads, min_parallel) = match self.threads {
+            Some(n) => (n, 0),
+            None => (
+                std::thread::available_parallelism()
+                    .map(std::num::NonZeroUsize::get)
+                    .unwrap_or(1)
+                    .min(4),
+                PARALLEL_BYTES,
+            ),
+        };
+        let (keys, cache) = self.log.query_parts();
+        let ctx = Arc::new(Ctx {
+            dir,
+            org: self.org,
+            keys,
+            cache,
+            filter,
+            verify: self.verify,
+            reverse: self.reverse,
+            decode,
+            batch_bytes: self.batch_bytes,
+        });
+        Ok(Cursor {
+            ctx,
+            months: months.into(),
+            run: None,
+            pending: Pending::new(self.reverse),
+            errors: VecDeque::new(),
+            emitted: 0,
+            limit: self.limit,
+            held: Arc::new(AtomicUsize::new(0)),
+            budget: self.buffer,
+            threads,
+            min_parallel,
+            stats: QueryStats::default(),
+            current: None,
+            done: false,
+        })
+    }
+}
+
+impl<'a> IntoIterator for Query<'a> {
+    type Item = Result<VerifiedEvent>;
+    type IntoIter = Matches;
+
+    /// Runs the query; a bad argument becomes the only item.
+    fn into_iter(self) -> Matches {
+        match self.run() {
+            Ok(m) => m,
+            Err(e) => Matches {
+                inner: MatchesInner::Failed(Box::new((Some(e), QueryStats::default()))),
+            },
+        }
+    }
+}
+
+/// What a query did, for tests, tuning and the docs' memory figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueryStats {
+    /// Months opened.
+    pub months: u64,
+    /// Segment files opened.
+    pub segments: u64,
+    /// Blocks (index blocks and hint-pass blocks) considered, and skipped by time or filter.
+    pub blocks_considered: u64,
+    /// Blocks not read.
+    pub blocks_skipped: u64,
+    /// Blocks read.
+    pub blocks_read: u64,
+    /// Records read and checked.
+    pub records_read: u64,
+    /// Bytes read from segments by the reading threads.
+    pub bytes_read: u64,
+    /// Events returned.
+    pub returned: u64,
+    /// Error items returned.
+    pub errors: u64,
+    /// Segments whose index was not used, and why (missing, failed its check, …).
+    pub indexes_bypassed: Vec<(std::path::PathBuf, String)>,
+    /// Most matches waiting for their turn at once.
+    pub peak_waiting: u64,
+    /// Most bytes held at once by waiting matches and the batch buffers they refer to.
+    pub peak_waiting_bytes: u64,
+    /// Matches spilled (given up and read again) to stay within the buffer limit.
+    pub spilled: u64,
+}
+
+/// Where the reading of one side of a block boundary left off, per segment.
+#[derive(Clone, Copy)]
+struct Seam {
+    /// File offset of the boundary.
+    at: u64,
+    /// Forward: the seq the next record must have; reverse: the seq of the record after.
+    seq: u64,
+    /// Forward: the chain hash it must link to; reverse: the prev_hash of the record after.
+    hash: Option<Hash>,
+}
+
+struct MonthRun {
+    plan: Arc<MonthPlan>,
+    pool: Option<Pool>,
+    verifier: Verifier,
+    next: usize,
+    frontier: Timestamp,
+    seams: Vec<Option<Seam>>,
+}
+
+/// The match last released, kept so an [`EventRef`] can borrow it.
+enum Current {
+    Buffer(Arc<exec::Buf>, usize, Match),
+    Bytes(Vec<u8>, Match),
+}
+
+/// A running query over borrowed matches; see [`Query::cursor`].
+pub struct Cursor {
+    ctx: Arc<Ctx>,
+    months: VecDeque<(Month, Vec<crate::format::header::SegmentId>)>,
+    run: Option<MonthRun>,
+    pending: Pending,
+    errors: VecDeque<Error>,
+    emitted: u64,
+    limit: Option<u64>,
+    held: Arc<AtomicUsize>,
+    budget: usize,
+    threads: usize,
+    /// Months reading fewer bytes stay on the calling thread.
+    min_parallel: u64,
+    stats: QueryStats,
+    current: Option<Current>,
+    done: bool,
+}
+
+impl fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cursor")
+            .field("org", &self.ctx.org)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cursor {
+    /// What the query has done so far.
+    pub fn stats(&self) -> &QueryStats {
+        &self.stats
+    }
+
+    /// The next match (borrowing the cursor) or error item; `None` at the end.
+    pub fn next_ref(&mut self) -> Option<Result<EventRef<'_>>> {
+        self.current = None;
+        let m = match self.advance()? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        let cur = match m.payload {
+            Payload::Raw(ref buf, at) => Current::Buffer(Arc::clone(buf), at as usize, m),
+            Payload::Spilled | Payload::Event(_) => match self.reread(&m) {
+                Ok(bytes) => Current::Bytes(bytes, m),
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        let (bytes, at, m): (&[u8], usize, &Match) = match self.current.insert(cur) {
+            Current::Buffer(b, at, m) => (&b.bytes, *at, m),
+            Current::Bytes(b, m) => (b, 0, m),
+        };
+        let run = self.run.as_ref()?;
+        let src = run.plan.sources.get(usize::from(m.src))?;
+        Some(EventRef::new(m, bytes, at, &self.ctx.org, src))
+    }
+
+    /// Reads a spilled match again, checking it is the record that was verified.
+    fn reread(&self, m: &Match) -> Result<Vec<u8>> {
+        let src = self
+            .run
+            .as_ref()
+            .and_then(|r| r.plan.sources.get(usize::from(m.src)))
+            .ok_or_else(|| Error::InvalidOption {
+                option: "query",
+                reason: "match outlived its month".into(),
+            })?;
+        let mut bytes = vec![0u8; m.frame_len as usize];
+        src.file
+            .read_exact_at(&mut bytes, m.offset)
+            .map_err(|e| Error::io("read segment", &src.path, e))?;
+        let changed = |kind| Error::Integrity {
+            file: src.path.clone(),
+            offset: m.offset,
+            seq: Some(m.seq),
+            kind,
+        };
+        let rec = decode_frame(&bytes, m.offset).map_err(|e| match e {
+            crate::format::record::FrameError::Corrupt(source) => Error::Corrupt {
+                file: src.path.clone(),
+                offset: m.offset,
+                seq: Some(m.seq),
+                source,
+            },
+            crate::format::record::FrameError::Incomplete { .. } => {
+                changed(IntegrityKind::Misfiled {
+                    what: "record changed after it was verified".into(),
+                })
+            }
+        })?;
+        let same = rec.fields.seq == m.seq
+            && rec.fields.occurred_at == m.ts
+            && m.hash
+                .is_none_or(|h| crypto::chain_hash(rec.chained_bytes()) == h);
+        if !same {
+            return Err(changed(IntegrityKind::Misfiled {
+                what: "record changed after it was verified".into(),
+            }));
+        }
+        Ok(bytes)
+    }
+
+    /// The next released match or error.
+    fn advance(&mut self) -> Option<Result<Match>> {
+        loop {
+            if let Some(e) = self.errors.pop_front() {
+                self.stats.errors += 1;
+                return Some(Err(e));
+            }
+            if self.done || self.limit.is_some_and(|l| self.emitted >= l) {
+                self.finish();
+                return None;
+            }
+            if let Some(run) = &self.run
+                && let Some(m) = self.pending.pop_ready(run.frontier)
+            {
+                self.emitted += 1;
+                self.stats.returned += 1;
+                return Some(Ok(m));
+            }
+            if self.run.is_none() {
+                let parts = match self.months.pop_front() {
+                    Some((_, parts)) => parts,
+                    None => {
+                        self.finish();
+                        continue;
+                    }
+                };
+                self.start_month(&parts);
+                continue;
+            }
+            if !self.step() {
+                // Month read: release everything, then move on.
+                if self.pending.is_empty() {
+                    self.run = None;
+                } else if let Some(run) = &mut self.run {
+                    run.frontier = Timestamp(if self.ctx.reverse { i64::MIN } else { i64::MAX });
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.run = None;
+        self.pending.clear();
+        self.months.clear();
+    }
+
+    fn start_month(&mut self, parts: &[crate::format::header::SegmentId]) {
+        let mut plan = plan_month(&self.ctx, parts);
+        self.stats.months += 1;
+        self.stats.segments += plan.sources.len() as u64;
+        self.stats.blocks_considered += plan.blocks_considered;
+        self.stats.blocks_skipped += plan.blocks_skipped;
+        self.stats.indexes_bypassed.append(&mut plan.bypassed);
+        self.errors.extend(plan.errors.drain(..));
+        let n = plan.sources.len();
+        let plan = Arc::new(plan);
+        let helpers = self.threads.saturating_sub(1);
+        let pool =
+            (helpers > 0 && plan.batches.len() > 1 && plan.bytes >= self.min_parallel).then(|| {
+                Pool::new(
+                    Arc::clone(&self.ctx),
+                    Arc::clone(&plan),
+                    Arc::clone(&self.held),
+                    helpers,
+                )
+            });
+        self.run = Some(MonthRun {
+            plan,
+            pool,
+            verifier: Verifier::new(),
+            next: 0,
+            frontier: Timestamp(if self.ctx.reverse { i64::MAX } else { i64::MIN }),
+            seams: vec![None; n],
+        });
+    }
+
+    /// Reads the next batch of the month; false when there is none.
+    fn step(&mut self) -> bool {
+        let Some(run) = &mut self.run else {
+            return false;
+        };
+        let i = run.next;
+        let Some(&(a, b)) = run.plan.batches.get(i) else {
+            return false;
+        };
+        run.next += 1;
+        let out = match &mut run.pool {
+            Some(p) => p.take(i),
+            None => run_batch(&self.ctx, &run.plan, i, &mut run.verifier, &self.held),
+        };
+        self.stats.bytes_read += out.bytes;
+        let mut matches = Vec::new();
+        let reverse = self.ctx.reverse;
+        for (bi, bo) in (a..b).zip(out.blocks) {
+            let Some(block) = run.plan.blocks.get(bi) else {
+                continue;
+            };
+            let Some(src) = run.plan.sources.get(block.src) else {
+                continue;
+            };
+            self.stats.blocks_read += 1;
+            self.stats.records_read += bo.records;
+            let seam = run.seams.get(block.src).copied().flatten();
+            let link_err = |offset: u64, seq: u64, kind| Error::Integrity {
+                file: src.path.clone(),
+                offset,
+                seq: Some(seq),
+                kind,
+            };
+            // The block's first record against what comes before it.
+            if let Some((seq, prev)) = bo.first {
+                let expect: Option<(u64, Option<Hash>)> = match seam {
+                    Some(s) if !reverse && s.at == block.start => Some((s.seq, s.hash)),
+                    _ => match block.expect {
+                        Expect::Nothing => None,
+                        Expect::Seq(n) => Some((n, None)),
+                        Expect::SeqPrev(n, h) => Some((n, Some(h))),
+                    },
+                };
+                if let Some((n, h)) = expect {
+                    if n != seq {
+                        self.errors.push_back(link_err(
+                            block.start,
+                            seq,
+                            IntegrityKind::SeqMismatch {
+                                expected: n,
+                                found: seq,
+                            },
+                        ));
+                    } else if let Some(h) = h
+                        && h != prev
+                    {
+                        self.errors.push_back(link_err(
+                            block.start,
+                            seq,
+                            IntegrityKind::ChainBreak {
+                                expected: h,
+                                found: prev,
+                            },
+                        ));
+                    }
+                }
+            }
+            // Reverse: the block's last record against the first of the block after it.
+            if reverse
+                && let (Some(s), Some((next_seq, hash))) = (seam, bo.last)
+                && s.at == block.end
+            {
+                if next_seq != s.seq {
+                    self.errors.push_back(link_err(
+                        s.at,
+                        s.seq,
+                        IntegrityKind::SeqMismatch {
+                            expected: next_seq,
+                            found: s.seq,
+                        },
+                    ));
+                } else if let (Some(h), Some(p)) = (hash, s.hash)
+                    && h != p
+                {
+                    self.errors.push_back(link_err(
+                        s.at,
+                        s.seq,
+                        IntegrityKind::ChainBreak {
+                            expected: h,
+                            found: p,
+                        },
+                    ));
+                }
+            }
+            if let Some(slot) = run.seams.get_mut(block.src) {
+                *slot = if block.damage.is_some() {
+                    None
+                } else if reverse {
+                    bo.first.map(|(seq, prev)| Seam {
+                        at: block.start,
+                        seq,
+                        hash: Some(prev),
+                    })
+                } else {
+                    bo.last.map(|(seq, hash)| Seam {
+                        at: block.end,
+                        seq,
+                        hash,
+                    })
+                };
+            }
+            for item in bo.items {
+                match item {
+                    Item::Err(e) => self.errors.push_back(e),
+                    Item::Match(m) => matches.push(m),
+                }
+            }
+        }
+        self.pending.push(matches);
+        run.frontier = run
+            .plan
+            .frontier
+            .get(b.saturating_sub(1))
+            .copied()
+            .unwrap_or(run.frontier);
+        let held = || self.held.load(Ordering::Relaxed);
+        let total = self.pending.own + held();
+        self.stats.peak_waiting = self.stats.peak_waiting.max(self.pending.count as u64);
+        self.stats.peak_waiting_bytes = self.stats.peak_waiting_bytes.max(total as u64);
+        if total > self.budget {
+            self.stats.spilled += self.pending.spill(held, self.budget / 2);
+        }
+        true
+    }
+}
+
+impl Iterator for Matches {
+    type Item = Result<VerifiedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let c = match &mut self.inner {
+            MatchesInner::Running(c) => c,
+            MatchesInner::Failed(f) => return f.0.take().map(Err),
+        };
+        let m = match c.advance()? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        match m.payload {
+            Payload::Event(ev) => Some(Ok(*ev)),
+            Payload::Raw(..) | Payload::Spilled => {
+                let bytes = match c.reread(&m) {
+                    Ok(b) => b,
+                    Err(e) => return Some(Err(e)),
+                };
+                let run = c.run.as_ref()?;
+                let src = run.plan.sources.get(usize::from(m.src))?;
+                Some(EventRef::new(&m, &bytes, 0, &c.ctx.org, src).and_then(|r| r.to_event()))
+            }
+        }
+    }
+}
+
+/// A running query yielding [`VerifiedEvent`]s; see [`Query::run`].
+#[derive(Debug)]
+pub struct Matches {
+    inner: MatchesInner,
+}
+
+#[derive(Debug)]
+enum MatchesInner {
+    Running(Box<Cursor>),
+    Failed(Box<(Option<Error>, QueryStats)>),
+}
+
+impl Matches {
+    /// What the query has done so far.
+    pub fn stats(&self) -> &QueryStats {
+        match &self.inner {
+            MatchesInner::Running(c) => c.stats(),
+            MatchesInner::Failed(f) => &f.1,
+        }
+    }
+}
+
+/// A match borrowed from a [`Cursor`]: the record has passed the query's checks; its fields
+/// are read on demand. Personal data and `before`/`after`/`metadata` as JSON values come
+/// with [`EventRef::to_event`], which also checks the personal-data commitments.
+pub struct EventRef<'a> {
+    rec: RawRecord<'a>,
+    keys: KeyFields<'a>,
+    org: &'a OrgId,
+    month: Month,
+    part: u16,
+    hash: Option<Hash>,
+    path: &'a Path,
+}
+
+impl fmt::Debug for EventRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventRef")
+            .field("month", &self.month)
+            .field("seq", &self.rec.fields.seq)
+            .field("occurred_at", &self.rec.fields.occurred_at)
+            .field("action", &self.action())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> EventRef<'a> {
+    fn new(
+        m: &Match,
+        bytes: &'a [u8],
+        at: usize,
+        org: &'a OrgId,
+        src: &'a plan::Source,
+    ) -> Result<EventRef<'a>> {
+        let bad = |source: DecodeError| Error::Corrupt {
+            file: src.path.clone(),
+            offset: m.offset,
+            seq: Some(m.seq),
+            source,
+        };
+        let frame = exec::frame_of(m, bytes, at).ok_or_else(|| {
+            bad(DecodeError {
+                structure: "record",
+                field: "frame",
+                offset: m.offset,
+                kind: crate::format::DecodeErrorKind::Invalid("frame does not fit its buffer"),
+            })
+        })?;
+        // The frame passed its CRC when it was read: rebuild its view without a second pass.
+        let sealed_end = FRAME_HEADER_LEN + m.sealed_len as usize;
+        let tag_at = frame.len() - crate::format::record::TAG_LEN;
+        let prev = frame
+            .get(28..60)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Hash)
+            .unwrap_or(Hash::ZERO);
+        let rec = RawRecord {
+            offset: m.offset,
+            frame,
+            fields: crate::format::record::FrameFields {
+                seq: m.seq,
+                occurred_at: m.ts,
+                key_id: m.key_id,
+                prev,
+            },
+            sealed: frame.get(FRAME_HEADER_LEN..sealed_end).unwrap_or_default(),
+            openings: frame.get(sealed_end..tag_at).unwrap_or_default(),
+            tag: crate::crypto::Tag(
+                frame
+                    .get(tag_at..)
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .unwrap_or([0; 32]),
+            ),
+        };
+        let keys = KeyFields::parse(rec.sealed).map_err(bad)?;
+        Ok(EventRef {
+            rec,
+            keys,
+            org,
+            month: src.month,
+            part: src.part,
+            hash: m.hash,
+            path: &src.path,
+        })
+    }
+
+    /// Sequence number within (org, month).
+    pub fn seq(&self) -> u64 {
+        self.rec.fields.seq
+    }
+
+    /// When the event happened.
+    pub fn occurred_at(&self) -> Timestamp {
+        self.rec.fields.occurred_at
+    }
+
+    /// Month of its segment.
+    pub fn month(&self) -> Month {
+        self.month
+    }
+
+    /// Part of its segment.
+    pub fn part(&self) -> u16 {
+        self.part
+    }
+
+    /// Byte offset of its record in the segment file.
+    pub fn offset(&self) -> u64 {
+        self.rec.offset
+    }
+
+    /// Key id of its tag.
+    pub fn key_id(&self) -> KeyId {
+        self.rec.fields.key_id
+    }
+
+    /// Its chain hash (computed now for an unverified query).
+    pub fn hash(&self) -> Hash {
+        self.hash
+            .unwrap_or_else(|| crypto::chain_hash(self.rec.chained_bytes()))
+    }
+
+    fn text(b: &'a [u8]) -> &'a str {
+        // Checked when the record was read (exec::key_fields_are_text).
+        std::str::from_utf8(b).unwrap_or_default()
+    }
+
+    /// Acting user; `None` for system actions.
+    pub fn user_id(&self) -> Option<&'a str> {
+        self.keys.user_id.map(Self::text)
+    }
+
+    /// `domain.action`.
+    pub fn action(&self) -> &'a str {
+        Self::text(self.keys.action)
+    }
+
+    /// Resource type.
+    pub fn resource_type(&self) -> &'a str {
+        Self::text(self.keys.resource_type)
+    }
+
+    /// Resource id.
+    pub fn resource_id(&self) -> &'a str {
+        Self::text(self.keys.resource_id)
+    }
+
+    /// Trace id.
+    pub fn trace_id(&self) -> Option<&'a str> {
+        self.keys.trace_id.map(Self::text)
+    }
+
+    /// The whole event, personal data restored (and its commitments checked).
+    pub fn to_event(&self) -> Result<VerifiedEvent> {
+        let hash = self.hash();
+        entry::open(self.org, self.month, self.part, &self.rec, hash)
+            .map_err(|e| e.into_error(self.path, self.rec.offset, self.rec.fields.seq))
+    }
+}

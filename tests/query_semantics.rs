@@ -1,0 +1,473 @@
+//! The query layer's promises, one scenario each: the half-open range, argument errors,
+//! org isolation, tamper evidence in verified (and not unverified) queries, bypass of a
+//! damaged index, a truncated segment, a live writer's unindexed tail and a frame cut off
+//! at the end, pruning, reverse order, and bounded buffering of out-of-order events.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod query_support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use auditlog::{
+    Durability, Error, Event, IntegrityKind, Keyring, Log, Options, SegmentReader, Timestamp,
+    VerifiedEvent,
+};
+use query_support::{event, keys_for, org, segment_files, ts, workload};
+
+fn opts(keys: &Arc<Keyring>) -> Options {
+    Options::new(keys.clone()).durability(Durability::Never)
+}
+
+fn write(dir: &Path, keys: &Arc<Keyring>, events: &[Event]) {
+    let log = Log::open(dir, opts(keys)).unwrap();
+    for c in events.chunks(500) {
+        log.append_batch(c).unwrap();
+    }
+    log.close().unwrap();
+}
+
+fn all(q: auditlog::Query<'_>) -> (Vec<VerifiedEvent>, Vec<Error>, auditlog::QueryStats) {
+    let mut m = q.run().unwrap();
+    let (mut ok, mut errs) = (Vec::new(), Vec::new());
+    for item in m.by_ref() {
+        match item {
+            Ok(v) => ok.push(v),
+            Err(e) => errs.push(e),
+        }
+    }
+    (ok, errs, m.stats().clone())
+}
+
+fn key(v: &[VerifiedEvent]) -> Vec<(Timestamp, u64)> {
+    v.iter().map(|e| (e.event.occurred_at, e.seq)).collect()
+}
+
+#[test]
+fn range_is_half_open_and_arguments_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let t0 = ts("2026-03-01T00:00:00Z");
+    let events: Vec<Event> = (0..10)
+        .map(|i| {
+            event(
+                "acme",
+                Timestamp(t0.0 + i * 1_000_000),
+                Some("u"),
+                "booking.created",
+                "b",
+            )
+        })
+        .collect();
+    write(dir.path(), &keys, &events);
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let o = org("acme");
+    let at = |i: i64| Timestamp(t0.0 + i * 1_000_000);
+    let (v, e, _) = all(log.query(&o).since(at(2)).until(at(5)));
+    assert!(e.is_empty());
+    assert_eq!(
+        v.iter().map(|x| x.event.occurred_at).collect::<Vec<_>>(),
+        vec![at(2), at(3), at(4)],
+        "since inclusive, until exclusive"
+    );
+    assert!(all(log.query(&o).since(at(3)).until(at(3))).0.is_empty());
+
+    let bad = |q: auditlog::Query<'_>, option: &str| match q.run() {
+        Err(Error::InvalidOption { option: o, .. }) => assert_eq!(o, option),
+        other => panic!("expected InvalidOption {option}, got {other:?}"),
+    };
+    bad(log.query(&o).since(at(5)).until(at(4)), "until");
+    bad(log.query(&o).user(""), "user");
+    bad(log.query(&o).action("Booking.Created"), "action");
+    bad(log.query(&o).action("booking"), "action");
+    bad(log.query(&o).action("*"), "action");
+    // As an iterator, the error is the only item.
+    let items: Vec<_> = log
+        .query(&o)
+        .since(at(5))
+        .until(at(4))
+        .into_iter()
+        .collect();
+    assert_eq!(items.len(), 1);
+    assert!(items[0].is_err());
+    // An org that never wrote has no events (the CLI reports it as unknown).
+    assert!(all(log.query(&org("nobody"))).0.is_empty());
+}
+
+#[test]
+fn orgs_are_isolated_even_from_copied_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["a", "b"]);
+    let t = ts("2026-03-10");
+    let mut events = Vec::new();
+    for i in 0..50 {
+        events.push(event(
+            "a",
+            Timestamp(t.0 + i),
+            Some("shared"),
+            "booking.created",
+            "x",
+        ));
+        events.push(event(
+            "b",
+            Timestamp(t.0 + i),
+            Some("shared"),
+            "booking.created",
+            "x",
+        ));
+    }
+    write(dir.path(), &keys, &events);
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let (v, e, _) = all(log.query(&org("a")).user("shared"));
+    assert!(e.is_empty());
+    assert_eq!(v.len(), 50);
+    assert!(v.iter().all(|x| x.event.org_id == "a"));
+
+    // Put b's April segment into a's directory: its header names org b, so it is refused.
+    let b_seg = segment_files(dir.path(), "b").remove(0);
+    std::fs::copy(&b_seg, dir.path().join("a/2026-04.seg")).unwrap();
+    let (v, e, _) = all(log.query(&org("a")));
+    assert_eq!(v.len(), 50);
+    assert!(v.iter().all(|x| x.event.org_id == "a"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(matches!(
+        &e[0],
+        Error::Integrity {
+            kind: IntegrityKind::Misfiled { .. },
+            ..
+        }
+    ));
+}
+
+/// Rewrites one record's byte at `at` (relative to the record) and fixes its CRC, as an
+/// attacker without the key would: only the tag (and the chain) can tell.
+fn tamper(seg: &Path, rec_offset: u64, at: usize) {
+    let mut bytes = std::fs::read(seg).unwrap();
+    let o = rec_offset as usize;
+    let len = u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+    bytes[o + at] ^= 0x01;
+    let crc = crc32fast::hash(&bytes[o + 8..o + len]);
+    bytes[o + 4..o + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(seg, bytes).unwrap();
+}
+
+#[test]
+fn a_tampered_record_in_range_is_reported_by_verified_queries_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    let events = workload(3000, 1, 20, 3, "2026-03-03");
+    write(dir.path(), &keys, &events);
+    let seg = segment_files(dir.path(), "org-000").remove(0);
+    let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let victim = &recs[1500];
+    // Flip a byte of its resource_id inside the sealed body (FORMAT.md §2.3: flags, then
+    // varint-prefixed user_id, action, resource_type, resource_id; all short here).
+    let e = &victim.event;
+    let rid = 64
+        + 1
+        + e.user_id.as_ref().map_or(0, |u| u.len() + 1)
+        + (e.action.len() + 1)
+        + (e.resource_type.len() + 1)
+        + 1;
+    tamper(&seg, victim.offset, rid + 3);
+
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let o = org("org-000");
+    let t = victim.event.occurred_at;
+    fn range(q: auditlog::Query<'_>, t: Timestamp) -> auditlog::Query<'_> {
+        q.since(Timestamp(t.0 - 3_600_000_000))
+            .until(Timestamp(t.0 + 3_600_000_000))
+    }
+    let (v, e, _) = all(range(log.query(&o), t));
+    assert!(
+        !v.iter().any(|x| x.seq == victim.seq),
+        "the tampered record is not returned"
+    );
+    let tag = e.iter().find(|e| {
+        matches!(
+            e,
+            Error::Integrity {
+                kind: IntegrityKind::TagMismatch { .. },
+                ..
+            }
+        )
+    });
+    match tag {
+        Some(Error::Integrity {
+            file, offset, seq, ..
+        }) => {
+            assert_eq!(file, &seg);
+            assert_eq!(*offset, victim.offset);
+            assert_eq!(*seq, Some(victim.seq));
+        }
+        _ => panic!("no TagMismatch for the tampered record: {e:?}"),
+    }
+    // Every other record of the range is still returned, in order.
+    let expect: Vec<(Timestamp, u64)> = {
+        let mut k: Vec<_> = recs
+            .iter()
+            .filter(|r| r.seq != victim.seq)
+            .filter(|r| {
+                r.event.occurred_at.0 >= t.0 - 3_600_000_000
+                    && r.event.occurred_at.0 < t.0 + 3_600_000_000
+            })
+            .map(|r| (r.event.occurred_at, r.seq))
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(key(&v), expect);
+
+    // A filtered query whose blocks include the victim reports it too, even though the
+    // altered record no longer matches the filter.
+    let (_, e2, _) = all(log.query(&o).resource_id(&victim.event.resource_id));
+    assert!(e2.iter().any(|e| e.is_integrity()), "{e2:?}");
+
+    // Unverified: the CRC is valid, so the altered record comes back, without an error.
+    let (v, e, _) = all(range(log.query(&o), t).unverified());
+    assert!(e.is_empty(), "{e:?}");
+    let altered = v.iter().find(|x| x.seq == victim.seq).unwrap();
+    assert_ne!(altered.event.resource_id, victim.event.resource_id);
+}
+
+#[test]
+fn a_damaged_or_missing_index_is_bypassed_with_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    write(dir.path(), &keys, &workload(4000, 1, 50, 5, "2026-01-20"));
+    let o = org("org-000");
+    let queries = |log: &Log| {
+        vec![
+            all(log.query(&o)),
+            all(log
+                .query(&o)
+                .since(ts("2026-02-03"))
+                .until(ts("2026-02-04"))),
+            all(log.query(&o).user("user-00003")),
+            all(log.query(&o).action("payment.*").reverse().limit(25)),
+        ]
+    };
+    let good = queries(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    for (v, e, s) in &good {
+        assert!(e.is_empty());
+        assert!(s.indexes_bypassed.is_empty());
+        assert!(!v.is_empty());
+    }
+    let segs = segment_files(dir.path(), "org-000");
+    assert_eq!(segs.len(), 3, "January to March");
+    let idx = segs[1].with_extension("idx");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    // A byte inside the block filters: caught by the CRC.
+    let n = bytes.len();
+    bytes[n - 100] ^= 0xff;
+    std::fs::write(&idx, &bytes).unwrap();
+    let damaged = queries(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    // The CRC fixed too: caught by the tag.
+    let n = bytes.len();
+    let crc = crc32fast::hash(&bytes[..n - 36]);
+    bytes[n - 36..n - 32].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&idx, &bytes).unwrap();
+    let forged = queries(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    std::fs::remove_file(&idx).unwrap();
+    let missing = queries(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    for other in [&damaged, &forged, &missing] {
+        for (i, ((gv, _, _), (v, e, s))) in good.iter().zip(other).enumerate() {
+            assert!(e.is_empty(), "{e:?}");
+            assert_eq!(key(gv), key(v));
+            // The last query (newest 25) never reaches February.
+            let reaches_february = i < 3;
+            assert_eq!(
+                s.indexes_bypassed.len(),
+                usize::from(reaches_february),
+                "{:?}",
+                s.indexes_bypassed
+            );
+        }
+    }
+    assert!(
+        forged[0].2.indexes_bypassed[0].1.contains("tag"),
+        "{:?}",
+        forged[0].2.indexes_bypassed
+    );
+}
+
+#[test]
+fn a_segment_cut_inside_its_indexed_range_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    write(dir.path(), &keys, &workload(1000, 1, 10, 5, "2026-03-03"));
+    let seg = segment_files(dir.path(), "org-000").remove(0);
+    let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // Cut cleanly at a record boundary: nothing but the signed index can tell.
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(recs[900].offset).unwrap();
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let (v, e, _) = all(log.query(&org("org-000")));
+    assert_eq!(v.len(), 900);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].to_string().contains("records were removed"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn readers_beside_a_live_writer_see_a_consistent_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    let events = workload(3000, 1, 5, 8, "2026-03-03");
+    let writer = Log::open(dir.path(), opts(&keys)).unwrap();
+    writer.append_batch(&events[..1000]).unwrap();
+    writer.sync().unwrap();
+    // An index covering the first 1000 (as the flusher writes every 64 MiB)...
+    drop(writer);
+    let writer = Log::open(dir.path(), opts(&keys)).unwrap();
+    // ...and 2000 more past it, not indexed yet.
+    writer.append_batch(&events[1000..]).unwrap();
+    writer.sync().unwrap();
+    let o = org("org-000");
+    let reader = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let (v, e, s) = all(reader.query(&o));
+    assert!(e.is_empty(), "{e:?}");
+    assert_eq!(v.len(), 3000);
+    assert!(s.indexes_bypassed.is_empty());
+    let mut sorted = key(&v);
+    sorted.sort();
+    assert_eq!(sorted, key(&v));
+
+    // A frame cut off at the end of the file (a write in progress) ends the scan there.
+    let seg = segment_files(dir.path(), "org-000").remove(0);
+    let mut tail = std::fs::read(&seg).unwrap();
+    let last = v.iter().max_by_key(|x| x.offset).unwrap().offset as usize;
+    let partial = tail[last..last + 100].to_vec();
+    tail.extend_from_slice(&partial);
+    std::fs::write(&seg, &tail).unwrap();
+    let (v2, e2, _) = all(reader.query(&o).since(ts("2026-03-04")));
+    assert!(e2.is_empty(), "{e2:?}");
+    assert_eq!(
+        v2.len(),
+        v.iter()
+            .filter(|x| x.event.occurred_at >= ts("2026-03-04"))
+            .count()
+    );
+    drop(writer);
+}
+
+#[test]
+fn indexes_prune_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    let events = workload(20_000, 1, 60, 11, "2026-01-01");
+    write(dir.path(), &keys, &events);
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let o = org("org-000");
+    let (full, _, fs) = all(log.query(&o));
+    assert_eq!(full.len(), 20_000);
+    assert_eq!(fs.blocks_skipped, 0);
+
+    // One day of 60: about 1/60 of the blocks (plus a margin for out-of-order events).
+    let (day, e, ds) = all(log
+        .query(&o)
+        .since(ts("2026-02-10"))
+        .until(ts("2026-02-11")));
+    assert!(e.is_empty());
+    assert!(!day.is_empty());
+    assert!(ds.blocks_read * 20 < fs.blocks_read, "{ds:?}");
+    assert_eq!(ds.months, 1);
+
+    // A rare user: blocks without the user are skipped through the filters.
+    let mut counts = std::collections::HashMap::new();
+    for e in &events {
+        if let Some(u) = &e.user_id {
+            *counts.entry(u.clone()).or_insert(0usize) += 1;
+        }
+    }
+    let (user, n) = counts
+        .iter()
+        .find(|(_, n)| **n == 5)
+        .map(|(u, n)| (u.clone(), *n))
+        .unwrap();
+    let (hits, e, us) = all(log.query(&o).user(&user));
+    assert!(e.is_empty());
+    assert_eq!(hits.len(), n);
+    assert!(us.blocks_read < 5 + fs.blocks_read / 50, "{us:?}");
+    assert!(
+        hits.iter()
+            .all(|h| h.event.user_id.as_deref() == Some(user.as_str()))
+    );
+
+    // Reverse + limit: the newest events, newest first.
+    let (last, _, _) = all(log.query(&o).reverse().limit(10));
+    let mut want = key(&full);
+    want.reverse();
+    want.truncate(10);
+    assert_eq!(key(&last), want);
+}
+
+#[test]
+fn out_of_order_events_are_ordered_within_the_buffer_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let t0 = ts("2026-05-01");
+    // Every 10th event is stamped at the start of the month: every block holds the month's
+    // earliest time, so nothing can be released before the last block is read.
+    let events: Vec<Event> = (0..5000i64)
+        .map(|i| {
+            let t = if i % 10 == 0 {
+                t0.0
+            } else {
+                t0.0 + i * 300_000_000
+            };
+            event("acme", Timestamp(t), Some("u"), "booking.created", "b")
+        })
+        .collect();
+    write(dir.path(), &keys, &events);
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let o = org("acme");
+    let (v, e, s) = all(log.query(&o));
+    assert!(e.is_empty());
+    let mut want = key(&v);
+    want.sort();
+    assert_eq!(key(&v), want);
+    assert_eq!(s.peak_waiting, 5000, "the whole month waits: {s:?}");
+    assert_eq!(s.spilled, 0);
+    // With a 64 KiB limit the waiting matches are spilled to keys and read again.
+    let (v2, e2, s2) = all(log.query(&o).buffer_limit(64 << 10).batch_bytes(64 << 10));
+    assert!(e2.is_empty(), "{e2:?}");
+    assert_eq!(key(&v2), want);
+    assert!(s2.spilled > 0, "{s2:?}");
+    // Bound: the limit, plus one batch (here 64 KiB, decoded ~3×), plus a key per spilled
+    // match (~100 bytes each).
+    assert!(
+        s2.peak_waiting_bytes < (64 << 10) + 3 * (64 << 10) + 5000 * 128,
+        "{s2:?}"
+    );
+    assert!(
+        s.peak_waiting_bytes > 4 * s2.peak_waiting_bytes,
+        "{s:?} {s2:?}"
+    );
+    // The same through the cursor.
+    let mut c = log.query(&o).buffer_limit(64 << 10).cursor().unwrap();
+    let mut n = 0;
+    let mut prev = (Timestamp(i64::MIN), 0);
+    while let Some(r) = c.next_ref() {
+        let r = r.unwrap();
+        assert!((r.occurred_at(), r.seq()) > prev);
+        prev = (r.occurred_at(), r.seq());
+        n += 1;
+    }
+    assert_eq!(n, 5000);
+}
