@@ -183,8 +183,12 @@ pub(crate) fn recover(
         index: IndexBuilder::new(interval),
     };
     // Fast path: trust a valid index for the prefix it covers after a CRC walk of it.
+    // A valid index also vouches, whatever the walk finds, that its `record_count` records
+    // in `covered_len` bytes were complete and durable: `indexed` keeps that evidence.
+    let mut indexed: Option<(u64, u64)> = None;
     let (start, tally, index_rebuilt) = match load_index(dir, org, &header, &genesis, len, keys) {
         Ok(index) => {
+            indexed = Some((index.covered_len, index.record_count));
             let walked = crc_walk(&mut win, SEGMENT_HEADER_LEN as u64, index.covered_len)
                 .map_err(|e| Error::io("read segment", &path, e))?;
             let resumed = if walked == Some(index.record_count) {
@@ -235,7 +239,13 @@ pub(crate) fn recover(
             index_rebuilt,
         });
     }
-    if let Some(torn) = outcome.torn_tail().cloned() {
+    // Damage inside the indexed range is not a torn tail: those bytes were durable.
+    let indexed_len = indexed.map_or(0, |(covered, _)| covered);
+    if let Some(torn) = outcome
+        .torn_tail()
+        .filter(|t| t.start >= indexed_len)
+        .cloned()
+    {
         let moved_to = quarantine_tail(dir, &path, &file, torn.start, torn.end)?;
         return Ok(Recovered::Ready {
             header,
@@ -249,6 +259,13 @@ pub(crate) fn recover(
             }),
             index_rebuilt,
         });
+    }
+    // Seqs the index vouches for were issued even if their records are now unreadable
+    // (damage at the end of the file leaves no later record to tell): never reissue them.
+    let mut outcome = outcome;
+    if let Some(last) = indexed.and_then(|(_, n)| n.checked_sub(1)) {
+        let last = header.first_seq.saturating_add(last);
+        outcome.tally.max_seq = Some(outcome.tally.max_seq.map_or(last, |m| m.max(last)));
     }
     Ok(Recovered::Damaged {
         header: Some(header),

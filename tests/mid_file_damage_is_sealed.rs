@@ -1,0 +1,274 @@
+//! Guards against "repairing" corruption by truncation (fjall issue 311, Kafka's deletion of
+//! later segments): a byte flipped inside a complete record of a segment must never cause
+//! the records after it, or the damaged record itself, to be cut or deleted. The engine must
+//! seal the damaged file unchanged, report the damaged range, write a damage report to
+//! `quarantine/`, and continue the month in `YYYY-MM.1.seg` with seqs after the largest seq of
+//! the damaged file, so that no seq is ever issued twice.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use auditlog::verify::{FindingKind, Severity, VerifyOptions, verify};
+use auditlog::{
+    Durability, Error, Event, Keyring, Log, Options, OrgId, Receipt, RecoveryAction, VerifiedEvent,
+};
+use common::{keys_for, month, org, scan, workload};
+
+const ORG: &str = "acme";
+
+fn opts(keys: &Arc<Keyring>) -> Options {
+    Options::new(keys.clone())
+        .durability(Durability::Never)
+        .personal_data(["/after/email"])
+}
+
+/// `n` realistic events of `ORG`, all in January 2026.
+fn january(n: u64, seed: u64) -> Vec<Event> {
+    workload(n, 1, 28, seed)
+        .into_iter()
+        .map(|mut e| {
+            e.org_id = ORG.into();
+            e
+        })
+        .collect()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    keys: Arc<Keyring>,
+    receipts: Vec<Receipt>,
+    records: Vec<VerifiedEvent>,
+    seg: PathBuf,
+}
+
+/// A cleanly closed log with 30 records in January and 5 in February.
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let receipts = log.append_batch(&january(30, 5)).unwrap();
+    let feb: Vec<Event> = january(5, 6)
+        .into_iter()
+        .map(|mut e| {
+            e.occurred_at.0 += 31 * 86_400_000_000;
+            e
+        })
+        .collect();
+    log.append_batch(&feb).unwrap();
+    log.close().unwrap();
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let (read, errs) = scan(&log, &org(ORG));
+    assert!(errs.is_empty());
+    let records: Vec<VerifiedEvent> = read
+        .into_iter()
+        .filter(|v| v.month == month("2026-01"))
+        .collect();
+    assert_eq!(records.len(), 30);
+    let seg = dir.path().join(ORG).join("2026-01.seg");
+    Setup {
+        dir,
+        keys,
+        receipts,
+        records,
+        seg,
+    }
+}
+
+fn flip(path: &Path, at: u64) -> Vec<u8> {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x20;
+    fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// The sealing recorded in `report` (exactly one).
+fn sealed(report: &[RecoveryAction]) -> (PathBuf, Vec<(u64, u64, String)>, PathBuf) {
+    let s: Vec<_> = report
+        .iter()
+        .filter_map(|a| match a {
+            RecoveryAction::SegmentSealed {
+                file,
+                damage,
+                continuation,
+            } => Some((file.clone(), damage.clone(), continuation.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(s.len(), 1, "exactly one segment sealed: {report:?}");
+    assert!(
+        !report
+            .iter()
+            .any(|a| matches!(a, RecoveryAction::TornTailQuarantined { .. })),
+        "damage inside the file is not a torn tail: {report:?}"
+    );
+    s.into_iter().next().unwrap()
+}
+
+/// Everything the brief requires after the damaged segment was sealed and the month
+/// continued: `flipped` is the damaged byte, `damaged` the damaged file's bytes and
+/// `victim` the damaged record.
+fn check_sealed(s: &Setup, log: Log, flipped: u64, damaged: &[u8], victim: usize) {
+    let o: OrgId = org(ORG);
+    // The first append to the month recovers its segment (if open did not already).
+    let more = january(3, 77);
+    let rs = log.append_batch(&more).unwrap();
+    let (file, damage, continuation) = sealed(&log.recovery_report());
+    assert_eq!(file, s.seg);
+    assert!(
+        damage
+            .iter()
+            .any(|(start, end, _)| (*start..*end).contains(&flipped)),
+        "damage {damage:?} does not cover byte {flipped}"
+    );
+    let cont = s.dir.path().join(ORG).join("2026-01.1.seg");
+    assert_eq!(continuation, cont);
+
+    // Nothing cut, nothing deleted, nothing rewritten.
+    assert_eq!(fs::read(&s.seg).unwrap(), damaged);
+
+    // The damage report is on disk.
+    let report_path = s
+        .dir
+        .path()
+        .join(ORG)
+        .join("quarantine")
+        .join("2026-01.seg.damage.json");
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(json["action"], "segment_sealed");
+    assert_eq!(json["file"], s.seg.to_string_lossy().as_ref());
+
+    // The continuation takes the month's appends, after the damaged file's largest seq.
+    let seqs: Vec<u64> = rs.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![30, 31, 32]);
+    // Other months are untouched.
+    let feb = Event {
+        occurred_at: common::ts("2026-02-20"),
+        ..more[0].clone()
+    };
+    assert_eq!(log.append(&feb).unwrap().seq, 5);
+    log.close().unwrap();
+    assert_eq!(fs::read(&s.seg).unwrap(), damaged, "sealed file unchanged");
+    assert!(
+        fs::metadata(&cont).unwrap().len() > 256,
+        "records in the continuation"
+    );
+
+    // Reading: the damaged record is the only finding; every other record verifies, those
+    // in the continuation included.
+    let log = Log::open_read_only(s.dir.path(), opts(&s.keys)).unwrap();
+    let (read, errs) = scan(&log, &o);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    match &errs[0] {
+        Error::Corrupt { file, offset, .. } | Error::Integrity { file, offset, .. } => {
+            assert_eq!(file, &s.seg);
+            assert_eq!(*offset, s.records[victim].offset);
+        }
+        other => panic!("unexpected finding {other}"),
+    }
+    let jan: Vec<&VerifiedEvent> = read
+        .iter()
+        .filter(|v| v.month == month("2026-01"))
+        .collect();
+    assert_eq!(jan.len(), 30 - 1 + 3);
+    for v in &jan {
+        if v.seq < 30 {
+            let r = &s.receipts[v.seq as usize];
+            assert_eq!((v.part, v.hash), (0, r.hash));
+        } else {
+            let r = &rs[(v.seq - 30) as usize];
+            assert_eq!((v.part, v.hash), (1, r.hash));
+        }
+    }
+    assert!(!jan.iter().any(|v| v.seq == victim as u64));
+    drop(log);
+
+    // Full verification: the flipped byte is reported as corruption where it is, and every
+    // error concerns the damaged file (the continuation itself verifies). Links into the
+    // damaged file may be reported as not matching it: they do not, since it is damaged.
+    let report = verify(s.dir.path(), Some(&*s.keys), &VerifyOptions::default()).unwrap();
+    assert!(!report.is_intact());
+    let errors: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    let corrupt: Vec<_> = errors
+        .iter()
+        .filter(|f| f.kind == FindingKind::ChecksumCorruption)
+        .collect();
+    assert_eq!(corrupt.len(), 1, "{:#?}", report.findings);
+    assert_eq!(corrupt[0].file, s.seg);
+    assert!(corrupt[0].covers(flipped), "{:#?}", corrupt[0]);
+    for f in &errors {
+        assert_eq!(f.file, s.seg, "{f:#?}");
+        assert!(
+            matches!(
+                f.kind,
+                FindingKind::ChecksumCorruption | FindingKind::LinkMismatch
+            ),
+            "{f:#?}"
+        );
+    }
+
+    // A second reopen needs no recovery and keeps appending to the continuation.
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    let r = log.append(&more[0]).unwrap();
+    assert_eq!(r.seq, 33);
+    assert!(
+        log.recovery_report().is_empty(),
+        "{:?}",
+        log.recovery_report()
+    );
+    log.close().unwrap();
+    assert_eq!(fs::read(&s.seg).unwrap(), damaged);
+}
+
+/// The segment was closed cleanly (its index covers it), so open does not rescan it; the
+/// first append to the month checks it and must find the damage.
+#[test]
+fn flip_in_a_cleanly_closed_segment_is_found_at_first_append() {
+    let s = setup();
+    let victim = 15;
+    let at = s.records[victim].offset + 64 + 7;
+    let damaged = flip(&s.seg, at);
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    check_sealed(&s, log, at, &damaged, victim);
+}
+
+/// Without a usable index, open rescans the segment and seals it right away.
+#[test]
+fn flip_in_a_segment_without_index_is_found_at_open() {
+    let s = setup();
+    fs::remove_file(s.dir.path().join(ORG).join("2026-01.idx")).unwrap();
+    let victim = 10;
+    let at = s.records[victim].offset + 200;
+    let damaged = flip(&s.seg, at);
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    let (file, _, _) = sealed(&log.recovery_report());
+    assert_eq!(file, s.seg);
+    check_sealed(&s, log, at, &damaged, victim);
+}
+
+/// The last record of a cleanly closed segment is covered by the signed index: it was
+/// complete and durable, so a flipped byte in it is damage, not a torn tail. Cutting it
+/// would also hand its seq to the next append, so that a receipt already given out would
+/// name a different record.
+#[test]
+fn flip_in_the_last_indexed_record_is_not_a_torn_tail() {
+    let s = setup();
+    let victim = 29;
+    let at = s.records[victim].offset + 64 + 3;
+    let damaged = flip(&s.seg, at);
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    check_sealed(&s, log, at, &damaged, victim);
+}
