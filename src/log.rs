@@ -28,7 +28,7 @@ use crate::event::{Event, OrgId, VerifiedEvent};
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentLink};
 use crate::segment::read::SegmentReader;
 use crate::segment::recover::{self, QUARANTINE_DIR, Recovered};
-use crate::segment::scan::DamageCause;
+use crate::segment::scan::{self, DamageCause, FileWindow, IndexBuilder, Tally};
 use crate::segment::writer::{Receipt, SegmentWriter, write_atomically};
 use crate::segment::{cold_file_name, fsync_dir, parse_segment_file_name, segment_file_name};
 use crate::time::{Month, Timestamp};
@@ -136,9 +136,10 @@ impl Options {
             );
         }
         if let Durability::Interval(d) = self.durability
-            && (d.is_zero() || d > Duration::from_secs(3600)) {
-                return bad("durability", format!("interval {d:?} is outside (0, 1h]"));
-            }
+            && (d.is_zero() || d > Duration::from_secs(3600))
+        {
+            return bad("durability", format!("interval {d:?} is outside (0, 1h]"));
+        }
         for p in &self.personal_data {
             if let Err(reason) = entry::validate_pointer(p) {
                 return bad("personal_data", reason);
@@ -363,6 +364,11 @@ impl Log {
             let months: Vec<(Month, SegmentId)> =
                 segs.latest.iter().map(|(m, id)| (*m, *id)).collect();
             for (month, id) in months {
+                // A frozen month takes no appends: nothing to make writable, and its refusal
+                // must not stop the whole log from opening.
+                if org.dir.join(cold_file_name(month)).exists() {
+                    continue;
+                }
                 let path = org.dir.join(segment_file_name(id));
                 let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 let clean = read_header(&path)
@@ -412,8 +418,9 @@ impl Log {
         let opts = &self.inner.opts;
         let sealed = entry::seal(event, &org_id, &opts.personal_data, opts.max_event_size)?;
         let org = self.inner.org(&org_id);
-        let writer = self.inner.writer(&org, month)?;
+        // The key first: an org that cannot sign must not get a segment.
         let signer = org.signer(&*opts.keys)?;
+        let writer = self.inner.writer(&org, month)?;
         let (mut receipts, end, buffered) = {
             let signer = signer.read();
             let signer = signer.as_ref().ok_or_else(|| no_signer(&org_id))?;
@@ -442,11 +449,18 @@ impl Log {
         for (i, (org, month, _, _)) in sealed.iter().enumerate() {
             groups.entry((org.clone(), *month)).or_default().push(i);
         }
-        let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
-        let mut pending = Vec::with_capacity(groups.len());
+        // Every group's key and writer before framing anything: a missing key or a frozen
+        // month fails the whole batch with nothing written (the caller gets no receipts).
+        let mut prepared = Vec::with_capacity(groups.len());
         for ((org_id, month), idx) in groups {
             let org = self.inner.org(&org_id);
+            org.signer(&*opts.keys)?;
             let writer = self.inner.writer(&org, month)?;
+            prepared.push((org_id, org, writer, idx));
+        }
+        let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
+        let mut pending = Vec::with_capacity(prepared.len());
+        for (org_id, org, writer, idx) in prepared {
             let signer = org.signer(&*opts.keys)?;
             let items: Vec<(&SealedEvent, Timestamp)> = idx
                 .iter()
@@ -713,9 +727,10 @@ impl Inner {
                     };
                     if w.unindexed_bytes() >= self.opts.index_flush_bytes
                         && let Ok(s) = org.signer(&*self.opts.keys)
-                            && let Some(signer) = s.read().as_ref() {
-                                let _ = w.write_index(signer);
-                            }
+                        && let Some(signer) = s.read().as_ref()
+                    {
+                        let _ = w.write_index(signer);
+                    }
                 }
             }
             stop = self.stop.lock();
@@ -762,9 +777,10 @@ impl Inner {
                     if let Some(reason) = index_rebuilt {
                         drop(report);
                         if let Ok(s) = org.signer(keys)
-                            && let Some(signer) = s.read().as_ref() {
-                                w.write_index(signer)?;
-                            }
+                            && let Some(signer) = s.read().as_ref()
+                        {
+                            w.write_index(signer)?;
+                        }
                         self.report
                             .lock()
                             .push(RecoveryAction::IndexRebuilt { file: path, reason });
@@ -901,6 +917,12 @@ impl Inner {
         };
         let writer = match segs.writers.get(&tail.month) {
             Some(w) if w.id() == tail => Arc::clone(w),
+            // A frozen month gets no writer (and must not block new months): its segment
+            // will never change, so read its state from the file.
+            _ if org.dir.join(cold_file_name(tail.month)).exists() => {
+                let path = org.dir.join(segment_file_name(tail));
+                return frozen_link(&path, tail, self.opts.index_interval).map(Some);
+            }
             _ => self.open_writer(org, segs, tail.month)?,
         };
         let snap = writer.snapshot();
@@ -960,6 +982,32 @@ fn read_header(path: &Path) -> Result<(SegmentHeader, crate::crypto::Hash)> {
     Ok((h, crate::crypto::sha256(&buf)))
 }
 
+/// The link to a segment that takes no more appends: its valid records and chain head.
+fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink> {
+    let (header, genesis) = read_header(path)?;
+    let file = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", path, e))?
+        .len();
+    let start = SEGMENT_HEADER_LEN as u64;
+    let tally = Tally {
+        head: genesis,
+        next_seq: header.first_seq,
+        count: 0,
+        valid_end: start,
+        max_seq: None,
+        index: IndexBuilder::new(interval),
+    };
+    let outcome = scan::scan(&mut FileWindow::new(file, len), start, tally)
+        .map_err(|e| Error::io("read segment", path, e))?;
+    Ok(SegmentLink {
+        segment: id,
+        count: outcome.tally.count,
+        head: outcome.tally.head,
+    })
+}
+
 fn load_catalog(dir: &Path) -> OrgSegments {
     let mut segs = OrgSegments {
         dir_exists: dir.is_dir(),
@@ -971,9 +1019,10 @@ fn load_catalog(dir: &Path) -> OrgSegments {
             *latest = id;
         }
         if let Ok((h, _)) = read_header(&dir.join(segment_file_name(id)))
-            && segs.tail.is_none_or(|(o, _)| h.ordinal >= o) {
-                segs.tail = Some((h.ordinal, id));
-            }
+            && segs.tail.is_none_or(|(o, _)| h.ordinal >= o)
+        {
+            segs.tail = Some((h.ordinal, id));
+        }
     }
     segs
 }
@@ -985,9 +1034,10 @@ pub(crate) fn list_orgs(dir: &Path) -> Result<Vec<OrgId>> {
     for e in entries {
         let e = e.map_err(|e| Error::io("list log directory", dir, e))?;
         if e.file_type().is_ok_and(|t| t.is_dir())
-            && let Some(org) = e.file_name().to_str().and_then(|n| OrgId::new(n).ok()) {
-                out.push(org);
-            }
+            && let Some(org) = e.file_name().to_str().and_then(|n| OrgId::new(n).ok())
+        {
+            out.push(org);
+        }
     }
     out.sort();
     Ok(out)

@@ -1,0 +1,498 @@
+//! Guards against bad input doing damage or failing vaguely: an org id that escapes the log
+//! directory, a malformed action, an oversized event, a malformed line fed to the CLI, an
+//! org without a key, a keyring others can read, a directory another writer holds. Each
+//! must be refused with its own typed error (or CLI exit code 2 naming the problem), must
+//! write nothing of the refused input, and must leave every event appended before it in a
+//! log that still verifies.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use auditlog::{
+    Durability, Error, Event, InvalidField, KeyError, KeyProvider, Keyring, Log, Options, Receipt,
+};
+use common::{assert_verifies, file_names, keys_for, org, scan_clean, workload};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_auditlog");
+
+fn good(n: u64, seed: u64) -> Vec<Event> {
+    workload(n, 1, 40, seed)
+        .into_iter()
+        .map(|mut e| {
+            e.org_id = "acme".into();
+            e
+        })
+        .collect()
+}
+
+/// A log holding `n` good events of `acme`; returns the log and what it acknowledged.
+fn seeded(dir: &Path, opts: Options, n: u64) -> (Log, Vec<(Event, Receipt)>) {
+    let log = Log::open(dir, opts).unwrap();
+    let events = good(n, 1);
+    let receipts = log.append_batch(&events).unwrap();
+    (log, events.into_iter().zip(receipts).collect())
+}
+
+/// The log at `dir` verifies and holds exactly `expected` for `acme` (and no other org
+/// directory than `acme`).
+fn assert_intact(dir: &Path, keys: Arc<dyn KeyProvider>, expected: &[(Event, Receipt)]) {
+    let log = Log::open_read_only(dir, Options::new(keys.clone())).unwrap();
+    assert_eq!(log.orgs().unwrap(), vec![org("acme")]);
+    let read = scan_clean(&log, &org("acme"));
+    let mut want: Vec<&(Event, Receipt)> = expected.iter().collect();
+    want.sort_by_key(|(_, r)| (r.month, r.seq));
+    assert_eq!(read.len(), want.len(), "records in the log");
+    for (v, (e, r)) in read.iter().zip(want) {
+        assert_eq!((v.month, v.seq, v.hash), (r.month, r.seq, r.hash));
+        assert_eq!(&v.event, e);
+    }
+    assert_verifies(dir, &*keys);
+}
+
+fn invalid_field(r: Result<Receipt, Error>) -> InvalidField {
+    match r {
+        Err(Error::InvalidEvent(f)) => f,
+        other => panic!("expected InvalidEvent, got {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_fields_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let keys = keys_for(&["acme"]);
+    let (log, sent) = seeded(&dir, Options::new(keys.clone()), 20);
+    let base = sent[0].0.clone();
+    let before_tmp = file_names(tmp.path());
+
+    let cases: Vec<(&str, Event)> = vec![
+        (
+            "org_id",
+            Event {
+                org_id: "../x".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "org_id",
+            Event {
+                org_id: "../../etc".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "org_id",
+            Event {
+                org_id: "a/b".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "org_id",
+            Event {
+                org_id: "..".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "org_id",
+            Event {
+                org_id: String::new(),
+                ..base.clone()
+            },
+        ),
+        (
+            "org_id",
+            Event {
+                org_id: "x".repeat(65),
+                ..base.clone()
+            },
+        ),
+        (
+            "action",
+            Event {
+                action: "Booking.Created".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "action",
+            Event {
+                action: "booking".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "action",
+            Event {
+                action: "booking..created".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "action",
+            Event {
+                action: "booking.créé".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "action",
+            Event {
+                action: String::new(),
+                ..base.clone()
+            },
+        ),
+        (
+            "resource_id",
+            Event {
+                resource_id: String::new(),
+                ..base.clone()
+            },
+        ),
+        (
+            "resource_type",
+            Event {
+                resource_type: "a\u{0}b".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "user_id",
+            Event {
+                user_id: Some("line\nbreak".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "ip",
+            Event {
+                ip: Some("999.1.1.1".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "occurred_at",
+            Event {
+                occurred_at: auditlog::Timestamp(-1),
+                ..base.clone()
+            },
+        ),
+        (
+            "occurred_at",
+            Event {
+                occurred_at: auditlog::Timestamp(i64::MIN),
+                ..base.clone()
+            },
+        ),
+        (
+            "occurred_at",
+            Event {
+                occurred_at: auditlog::Timestamp(i64::MAX),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (field, e) in &cases {
+        let f = invalid_field(log.append(e));
+        assert_eq!(&f.field, field, "{e:?}");
+        // The same event inside a batch fails the whole batch.
+        let batch = vec![base.clone(), e.clone(), base.clone()];
+        match log.append_batch(&batch) {
+            Err(Error::InvalidEvent(f)) => assert_eq!(&f.field, field),
+            other => panic!("expected InvalidEvent for a batch, got {other:?}"),
+        }
+    }
+    // Path traversal created nothing outside (or inside) the log directory.
+    assert_eq!(file_names(tmp.path()), before_tmp);
+    assert_eq!(
+        file_names(&dir),
+        vec!["LOCK".to_string(), "acme".to_string()]
+    );
+
+    // The next good append takes the next seq: nothing of the refused batches was framed.
+    let last = log.append(&base).unwrap();
+    let prior = sent.iter().filter(|(_, r)| r.month == last.month).count() as u64;
+    assert_eq!(last.seq, prior);
+    log.close().unwrap();
+    let mut expected = sent;
+    expected.push((base, last));
+    assert_intact(&dir, keys, &expected);
+}
+
+#[test]
+fn oversized_event_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let opts = Options::new(keys.clone()).max_event_size(4096);
+    let (log, mut sent) = seeded(tmp.path(), opts, 10);
+    let mut big = sent[0].0.clone();
+    big.after = json!({"notes": "x".repeat(5000)});
+    match log.append(&big) {
+        Err(Error::EventTooLarge { org, size, max }) => {
+            assert_eq!(org, "acme");
+            assert_eq!(max, 4096);
+            assert!(size > 5000, "{size}");
+        }
+        other => panic!("expected EventTooLarge, got {other:?}"),
+    }
+    // Personal data counts too: the limit is on the whole encoded event.
+    let mut big_pii = sent[0].0.clone();
+    big_pii.user_agent = Some("y".repeat(4000));
+    big_pii.after = json!({"notes": "z".repeat(500)});
+    assert!(matches!(
+        log.append(&big_pii),
+        Err(Error::EventTooLarge { max: 4096, .. })
+    ));
+    assert!(matches!(
+        log.append_batch(&[sent[1].0.clone(), big.clone()]),
+        Err(Error::EventTooLarge { .. })
+    ));
+    // Just under the limit is fine.
+    let mut fits = sent[0].0.clone();
+    fits.after = json!({"notes": "x".repeat(3000)});
+    let r = log.append(&fits).unwrap();
+    sent.push((fits, r));
+    log.close().unwrap();
+    assert_intact(tmp.path(), keys, &sent);
+    // A limit out of range is an option error, not a crash.
+    assert!(matches!(
+        Log::open(tmp.path(), Options::new(keys_for(&[])).max_event_size(0)),
+        Err(Error::InvalidOption {
+            option: "max_event_size",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn org_without_a_key_is_refused_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let opts = Options::new(keys.clone()).durability(Durability::Always);
+    let (log, sent) = seeded(tmp.path(), opts, 10);
+    let nokey = Event {
+        org_id: "nokey".into(),
+        ..sent[0].0.clone()
+    };
+    match log.append(&nokey) {
+        Err(Error::Key {
+            org,
+            source: KeyError::NoSigningKey { .. },
+        }) => assert_eq!(org, "nokey"),
+        other => panic!("expected Error::Key, got {other:?}"),
+    }
+    // A batch mixing a keyed and a keyless org fails as a whole: the keyed org's events
+    // must not be written behind the caller's back (it got no receipts for them).
+    let mixed = vec![sent[1].0.clone(), nokey.clone(), sent[2].0.clone()];
+    assert!(matches!(log.append_batch(&mixed), Err(Error::Key { .. })));
+    assert!(
+        log.segments(&org("nokey")).unwrap().is_empty(),
+        "no segment for an org that cannot sign"
+    );
+    // Closing flushes and indexes what was appended; the refused org is no reason to fail.
+    log.close().unwrap();
+    assert_intact(tmp.path(), keys, &sent);
+}
+
+#[test]
+fn second_writer_is_locked_out_while_readers_still_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let (log, mut sent) = seeded(tmp.path(), Options::new(keys.clone()), 10);
+    match Log::open(tmp.path(), Options::new(keys.clone())) {
+        Err(Error::Locked { dir }) => assert_eq!(dir, tmp.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // A reader beside the live writer sees every durable append, and cannot write.
+    let reader = Log::open_read_only(tmp.path(), Options::new(keys.clone())).unwrap();
+    assert_eq!(scan_clean(&reader, &org("acme")).len(), sent.len());
+    assert!(matches!(reader.append(&sent[0].0), Err(Error::ReadOnly)));
+    // The writer is unaffected by the refused open.
+    let r = log.append(&sent[0].0).unwrap();
+    sent.push((sent[0].0.clone(), r));
+    assert_eq!(scan_clean(&reader, &org("acme")).len(), sent.len());
+    log.close().unwrap();
+    // Once the writer is gone, the lock is free.
+    Log::open(tmp.path(), Options::new(keys.clone()))
+        .unwrap()
+        .close()
+        .unwrap();
+    assert_intact(tmp.path(), keys, &sent);
+}
+
+fn cli(args: &[&str], dir: &Path, keyring: &Path, stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--keyring")
+        .arg(keyring)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The CLI may exit before reading its input (a refused keyring): a broken pipe is fine.
+    if let Err(e) = input.write_all(stdin) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn lines(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect()
+}
+
+fn receipts(out: &Output) -> Vec<Receipt> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Receipt {
+                org_id: v["org_id"].as_str().unwrap().into(),
+                month: v["month"].as_str().unwrap().parse().unwrap(),
+                seq: v["seq"].as_u64().unwrap(),
+                hash: auditlog::Hash::from_hex(v["hash"].as_str().unwrap()).unwrap(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn cli_stops_at_a_bad_line_after_appending_the_lines_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let keyring = tmp.path().join("keys.json");
+    let status = Command::new(BIN)
+        .arg("--keyring")
+        .arg(&keyring)
+        .args(["keys", "new", "--org", "acme"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let keys: Arc<dyn KeyProvider> = Arc::new(Keyring::open(&keyring).unwrap());
+    let events = good(12, 9);
+    let text = lines(&events);
+    let mut expected: Vec<(Event, Receipt)> = Vec::new();
+
+    // Lines 1-3 good, 4 blank, 5 malformed JSON, 6 good: exit 2 naming line 5; lines 1-3
+    // appended and receipted; line 6 not.
+    let input = format!(
+        "{}\n{}\n{}\n\n{{\"org_id\": \"acme\",\n{}\n",
+        text[0], text[1], text[2], text[3]
+    );
+    let out = cli(&["append", "--receipts"], &dir, &keyring, input.as_bytes());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 5"), "{stderr}");
+    assert!(stderr.contains("malformed JSON"), "{stderr}");
+    let rs = receipts(&out);
+    assert_eq!(rs.len(), 3);
+    expected.extend(events[..3].iter().cloned().zip(rs));
+    assert_intact(&dir, keys.clone(), &expected);
+
+    // Well-formed JSON that is not a valid event (bad action, unknown field, bad org id).
+    let mut bad_action = events[5].clone();
+    bad_action.action = "Not.An.Action".into();
+    let unknown_field = text[5].replacen('{', "{\"color\":\"red\",", 1);
+    let mut traversal = events[5].clone();
+    traversal.org_id = "../x".into();
+    for (bad, what) in [
+        (serde_json::to_string(&bad_action).unwrap(), "action"),
+        (unknown_field, "color"),
+        (serde_json::to_string(&traversal).unwrap(), "org_id"),
+    ] {
+        let input = format!("{}\n{}\n{}\n", text[4], bad, text[6]);
+        let out = cli(&["append", "--receipts"], &dir, &keyring, input.as_bytes());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("line 2"), "{stderr}");
+        assert!(stderr.contains(what), "{stderr}");
+        let rs = receipts(&out);
+        assert_eq!(rs.len(), 1);
+        expected.push((events[4].clone(), rs[0].clone()));
+        assert_intact(&dir, keys.clone(), &expected);
+    }
+    assert!(!tmp.path().join("x").exists());
+
+    // An org without a key: exit 2, the good line before it kept.
+    let mut keyless = events[7].clone();
+    keyless.org_id = "nokey".into();
+    let input = format!(
+        "{}\n{}\n",
+        text[8],
+        serde_json::to_string(&keyless).unwrap()
+    );
+    let out = cli(&["append", "--receipts"], &dir, &keyring, input.as_bytes());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no signing key"), "{stderr}");
+    let rs = receipts(&out);
+    assert!(rs.len() <= 1);
+    expected.extend(events[8..9].iter().cloned().zip(rs));
+    assert_intact(&dir, keys.clone(), &expected);
+
+    // A clean run afterwards appends normally.
+    let input = format!("{}\n{}\n", text[10], text[11]);
+    let out = cli(&["append", "--receipts"], &dir, &keyring, input.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    expected.extend(events[10..12].iter().cloned().zip(receipts(&out)));
+    assert_intact(&dir, keys, &expected);
+}
+
+#[test]
+fn world_readable_keyring_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let keyring = tmp.path().join("keys.json");
+    let ring = Keyring::open_or_create(&keyring).unwrap();
+    ring.rotate(&org("acme")).unwrap();
+    let keys: Arc<dyn KeyProvider> = Arc::new(ring);
+    let (log, sent) = seeded(&dir, Options::new(keys.clone()), 5);
+    log.close().unwrap();
+
+    for mode in [0o644, 0o640, 0o604, 0o666] {
+        fs::set_permissions(&keyring, fs::Permissions::from_mode(mode)).unwrap();
+        match Keyring::open(&keyring) {
+            Err(KeyError::InsecurePermissions { mode: m, path }) => {
+                assert_eq!(m, mode);
+                assert_eq!(Path::new(&path), keyring);
+            }
+            other => panic!("expected InsecurePermissions for {mode:o}, got {other:?}"),
+        }
+        let input = format!("{}\n", lines(&good(1, 3))[0]);
+        let out = cli(&["append", "--receipts"], &dir, &keyring, input.as_bytes());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("chmod 600"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    fs::set_permissions(&keyring, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(Keyring::open(&keyring).is_ok());
+    assert_intact(&dir, keys, &sent);
+}
