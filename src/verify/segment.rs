@@ -121,6 +121,11 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         run_last: None,
         verified_to: 0,
     };
+    // The index before the segment's length: an index never covers bytes not yet written, so
+    // a length taken after reading it is at least what it covers, even while a live writer
+    // appends and replaces the index.
+    let ipath = c.path.with_extension("idx");
+    let index_bytes = fs::read(&ipath).ok();
     let file = match File::open(c.path) {
         Ok(file) => file,
         Err(e) => {
@@ -189,16 +194,17 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     }
 
     // The index, checked on its own first; its claims are compared with the segment below.
-    let index = load_index(c, header.as_ref(), genesis, &mut f);
+    let index =
+        index_bytes.and_then(|b| load_index(c, ipath, &b, header.as_ref(), genesis, &mut f));
     let mut wanted_offsets: BTreeMap<u64, Option<AtOffset>> = BTreeMap::new();
-    if let Some((ix, _)) = &index {
+    if let Some((ix, _, _)) = &index {
         for e in &ix.entries {
             wanted_offsets.insert(e.offset, None);
         }
         wanted_offsets.insert(ix.covered_len, None);
     }
 
-    let indexed_len = index.as_ref().map_or(0, |(ix, _)| ix.covered_len);
+    let indexed_len = index.as_ref().map_or(0, |(ix, _, _)| ix.covered_len);
     // Unreadable stretches reported as corruption: the index cannot be compared across them.
     let mut damaged: Vec<(u64, u64)> = Vec::new();
     let mut head = genesis;
@@ -423,8 +429,16 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             head_before: head.unwrap_or(Hash::ZERO),
         });
     }
-    if let Some((ix, ipath)) = index {
-        compare_index(c, &ix, &ipath, len, &wanted_offsets, &damaged, &mut f);
+    if let Some((ix, ipath, ilen)) = index {
+        compare_index(
+            c,
+            &ix,
+            (&ipath, ilen),
+            len,
+            &wanted_offsets,
+            &damaged,
+            &mut f,
+        );
     }
     out.header = header;
     out.findings = f.finish();
@@ -433,14 +447,14 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
 
 fn load_index(
     c: &SegmentCheck<'_>,
+    ipath: PathBuf,
+    bytes: &[u8],
     header: Option<&SegmentHeader>,
     genesis: Option<Hash>,
     f: &mut Findings,
-) -> Option<(Index, PathBuf)> {
-    let ipath = c.path.with_extension("idx");
-    let bytes = fs::read(&ipath).ok()?;
+) -> Option<(Index, PathBuf, u64)> {
     let ilen = bytes.len() as u64;
-    let (ix, tag, signed) = match Index::decode(&bytes) {
+    let (ix, tag, signed) = match Index::decode(bytes) {
         Ok(x) => x,
         Err(e) => {
             f.push(
@@ -496,19 +510,18 @@ fn load_index(
     if !problems.is_empty() {
         f.push(Finding::new(K::IndexMismatch, &ipath, problems.join("; ")).at(0, ilen));
     }
-    Some((ix, ipath))
+    Some((ix, ipath, ilen))
 }
 
 fn compare_index(
     c: &SegmentCheck<'_>,
     ix: &Index,
-    ipath: &Path,
+    (ipath, ilen): (&Path, u64),
     seg_len: u64,
     at: &BTreeMap<u64, Option<AtOffset>>,
     damaged: &[(u64, u64)],
     f: &mut Findings,
 ) {
-    let ilen = fs::metadata(ipath).map_or(0, |m| m.len());
     // Past the first damaged stretch (already reported), counts, chain heads and timestamps
     // are those of the readable records only and cannot be compared with the index's.
     let first_damage = damaged.first().map_or(u64::MAX, |d| d.0);
