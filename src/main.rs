@@ -107,6 +107,9 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         events: u64,
     },
+    /// Events of one org in a time range, filtered, oldest first, each record verified on
+    /// read. Exit 0, or 1 if a record failed a check (reported on stderr).
+    Query(QueryArgs),
 }
 
 #[derive(Subcommand)]
@@ -273,6 +276,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             from_offset,
             limit,
         } => inspect_cmd(&cli, file, json, from_offset, limit),
+        Command::Query(ref args) => query_cmd(&cli, args),
     }
 }
 
@@ -594,5 +598,178 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::from(1));
     }
     println!("demo ok");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `auditlog query`.
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// The org.
+    #[arg(long)]
+    org: String,
+    /// Events at or after this time (RFC 3339, or a date: midnight UTC).
+    #[arg(long)]
+    since: Option<Timestamp>,
+    /// Events before this time (exclusive).
+    #[arg(long)]
+    until: Option<Timestamp>,
+    /// Events of this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// `domain.action`, or `domain.*` for every action under a prefix.
+    #[arg(long)]
+    action: Option<String>,
+    /// Events on resources of this type.
+    #[arg(long)]
+    resource_type: Option<String>,
+    /// Events on the resource with this id.
+    #[arg(long)]
+    resource_id: Option<String>,
+    /// Events of this trace.
+    #[arg(long)]
+    trace_id: Option<String>,
+    /// At most this many events.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Newest first.
+    #[arg(long)]
+    reverse: bool,
+    /// Skip the chain and tag checks (faster; crash damage is still reported, tampering
+    /// is not). Works without --keyring.
+    #[arg(long)]
+    unverified: bool,
+    /// Output: JSON lines (each event plus month, seq and hash) or a table.
+    #[arg(long, value_enum, default_value_t = QueryFormat::Jsonl)]
+    format: QueryFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QueryFormat {
+    Jsonl,
+    Table,
+}
+
+/// One line of `query --format jsonl`.
+#[derive(serde::Serialize)]
+struct QueryLine<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    month: auditlog::Month,
+    seq: u64,
+    hash: auditlog::Hash,
+}
+
+fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
+    let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
+    let keys = match (&cli.keyring, a.unverified) {
+        (Some(k), _) => Keyring::open(k)?,
+        (None, true) => Keyring::in_memory(),
+        (None, false) => {
+            return Err(Failure(
+                "keyring is required to verify (--keyring or AUDITLOG_KEYRING), or pass --unverified"
+                    .into(),
+            ));
+        }
+    };
+    let org = OrgId::new(&a.org)?;
+    let log = Log::open_read_only(dir, Options::new(Arc::new(keys)))?;
+    let orgs = log.orgs()?;
+    if !orgs.contains(&org) {
+        let known: Vec<String> = orgs.iter().map(ToString::to_string).collect();
+        return Err(Failure(format!(
+            "unknown org {org}: {} has no directory for it (orgs: {})",
+            dir.display(),
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )));
+    }
+    let mut q = log.query(&org);
+    if let Some(t) = a.since {
+        q = q.since(t);
+    }
+    if let Some(t) = a.until {
+        q = q.until(t);
+    }
+    if let Some(u) = &a.user {
+        q = q.user(u);
+    }
+    if let Some(x) = &a.action {
+        q = q.action(x);
+    }
+    if let Some(x) = &a.resource_type {
+        q = q.resource_type(x);
+    }
+    if let Some(x) = &a.resource_id {
+        q = q.resource_id(x);
+    }
+    if let Some(x) = &a.trace_id {
+        q = q.trace(x);
+    }
+    if let Some(n) = a.limit {
+        q = q.limit(n);
+    }
+    if a.reverse {
+        q = q.reverse();
+    }
+    if a.unverified {
+        q = q.unverified();
+    }
+    let matches = q.run()?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut findings = 0u64;
+    let written = (|| -> io::Result<()> {
+        if let QueryFormat::Table = a.format {
+            writeln!(
+                out,
+                "{:<27} {:<7} {:>8}  {:<14} {:<32} {:<10} {}",
+                "occurred_at", "month", "seq", "user", "action", "type", "resource_id"
+            )?;
+        }
+        for item in matches {
+            match item {
+                Ok(v) => match a.format {
+                    QueryFormat::Jsonl => {
+                        let line = QueryLine {
+                            event: &v.event,
+                            month: v.month,
+                            seq: v.seq,
+                            hash: v.hash,
+                        };
+                        serde_json::to_writer(&mut out, &line)?;
+                        out.write_all(b"\n")?;
+                    }
+                    QueryFormat::Table => {
+                        let e = &v.event;
+                        writeln!(
+                            out,
+                            "{:<27} {:<7} {:>8}  {:<14} {:<32} {:<10} {}",
+                            e.occurred_at.to_string(),
+                            v.month.to_string(),
+                            v.seq,
+                            e.user_id.as_deref().unwrap_or("-"),
+                            e.action,
+                            e.resource_type,
+                            e.resource_id
+                        )?;
+                    }
+                },
+                Err(e) => {
+                    findings += 1;
+                    out.flush()?;
+                    eprintln!("auditlog: finding: {e}");
+                }
+            }
+        }
+        out.flush()
+    })();
+    match written {
+        Ok(()) => {}
+        // `| head`: the reader left; not a failure of the query.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(Failure(format!("writing results: {e}"))),
+    }
+    if findings > 0 {
+        eprintln!("auditlog: {findings} record(s) failed verification");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
