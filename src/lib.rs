@@ -62,6 +62,8 @@ mod entry;
 pub mod error;
 pub mod event;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub(crate) mod log;
 pub mod query;
