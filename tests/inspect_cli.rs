@@ -1,0 +1,330 @@
+//! Guards against the forensic `inspect` command giving up on damaged or partial copies:
+//! a lone segment file (no log around it) with a garbled middle, a garbled header or a cut
+//! tail must still show every readable record — those after the damage included — with the
+//! damaged byte ranges; `--from-offset` and `--limit` must select exactly the records asked
+//! for; an index file must be summarised with its tag checked.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod verify_support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use auditlog::Keyring;
+use serde_json::Value;
+use verify_support::*;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    keyring: PathBuf,
+    /// A copy of org-000's April segment, alone in a directory.
+    seg: PathBuf,
+    bytes: Vec<u8>,
+    idx: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let key_file = root.join("keys.json");
+    let dir = root.join("log");
+    build_log_with(&dir, keyring(Keyring::open_or_create(&key_file).unwrap()));
+    let lone = root.join("evidence");
+    fs::create_dir(&lone).unwrap();
+    let seg = lone.join("copy.seg");
+    fs::copy(seg_path(&dir, "org-000", "2026-04"), &seg).unwrap();
+    let idx = lone.join("copy.idx");
+    fs::copy(idx_path(&dir, "org-000", "2026-04"), &idx).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    let bytes = fs::read(&seg).unwrap();
+    Fixture {
+        _tmp: tmp,
+        root,
+        keyring: key_file,
+        seg,
+        bytes,
+        idx,
+    }
+}
+
+fn inspect(keyring: Option<&Path>, file: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_auditlog"));
+    if let Some(k) = keyring {
+        c.arg("--keyring").arg(k);
+    }
+    c.arg("inspect")
+        .arg(file)
+        .args(args)
+        .env_remove("AUDITLOG_DIR")
+        .env_remove("AUDITLOG_KEYRING")
+        .output()
+        .unwrap()
+}
+
+fn items(o: &Output) -> Vec<Value> {
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn seqs(items: &[Value]) -> Vec<u64> {
+    items
+        .iter()
+        .filter(|i| i["item"] == "record")
+        .map(|i| i["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn intact_segment_shows_header_and_every_record() {
+    let fx = fixture();
+    let o = inspect(Some(&fx.keyring), &fx.seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let it = items(&o);
+    let recs = records(&fx.bytes);
+    assert_eq!(it[0]["item"], "segment_header");
+    assert_eq!(it[0]["org_id"], "org-000");
+    assert_eq!(it[0]["segment"], "2026-04");
+    assert_eq!(it[0]["ordinal"], 3);
+    assert!(it[0]["prev"].as_str().unwrap().starts_with("2026-03@"));
+    assert_eq!(seqs(&it), (0..recs.len() as u64).collect::<Vec<_>>());
+    for (i, r) in it[1..].iter().zip(&recs) {
+        assert_eq!(i["offset"].as_u64(), Some(r.off as u64));
+        assert_eq!(i["len"].as_u64(), Some(r.len as u64));
+        assert_eq!(i["tag"], "valid");
+        assert_eq!(
+            i["hash"].as_str().unwrap(),
+            record_hash(&fx.bytes, r.off).to_hex()
+        );
+        assert_eq!(i["event"]["org_id"], "org-000");
+        assert!(i["body_error"].is_null());
+    }
+    assert_eq!(it[1]["linked"], true);
+    assert!(it[1..].iter().all(|i| i["linked"] == true));
+    // Without keys the tags are not checked, and the tool says so per record.
+    let it = items(&inspect(None, &fx.seg, &["--json"]));
+    assert!(it[1..].iter().all(|i| i["tag"] == "not_checked"));
+}
+
+#[test]
+fn damaged_middle_is_skipped_and_later_records_still_shown() {
+    let fx = fixture();
+    let recs = records(&fx.bytes);
+    // Garble from the middle of record 20 to the middle of record 22.
+    let (start, end) = (recs[20].off + recs[20].len / 2, recs[22].off + 10);
+    let mut b = fx.bytes.clone();
+    for x in &mut b[start..end] {
+        *x = 0xAB;
+    }
+    fs::write(&fx.seg, &b).unwrap();
+    let o = inspect(Some(&fx.keyring), &fx.seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(1), "damage makes the exit code 1");
+    let it = items(&o);
+    let mut want: Vec<u64> = (0..20).collect();
+    want.extend(23..recs.len() as u64);
+    assert_eq!(seqs(&it), want);
+    let dmg: Vec<&Value> = it.iter().filter(|i| i["item"] == "damage").collect();
+    assert_eq!(dmg.len(), 1);
+    assert_eq!(dmg[0]["start"].as_u64(), Some(recs[20].off as u64));
+    assert_eq!(dmg[0]["end"].as_u64(), Some(recs[23].off as u64));
+    assert!(
+        dmg[0]["reason"].as_str().unwrap().contains("crc32"),
+        "{}",
+        dmg[0]
+    );
+    // The first record after the damage cannot be linked to a record it did not see; the
+    // next ones link again, and all still authenticate and decode.
+    let after: Vec<&Value> = it
+        .iter()
+        .filter(|i| i["item"] == "record" && i["seq"].as_u64() >= Some(23))
+        .collect();
+    assert!(after[0]["linked"].is_null());
+    assert!(after[1..].iter().all(|i| i["linked"] == true));
+    assert!(
+        after
+            .iter()
+            .all(|i| i["tag"] == "valid" && i["event"].is_object())
+    );
+
+    // The text form says the same.
+    let o = inspect(Some(&fx.keyring), &fx.seg, &[]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "DAMAGED bytes {}..{} ({} bytes): ",
+            recs[20].off,
+            recs[23].off,
+            recs[23].off - recs[20].off
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("@{}+{} seq=23 ", recs[23].off, recs[23].len)),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with(&format!(
+            "{} records shown; damaged ranges were skipped",
+            want.len()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn garbled_header_and_cut_tail_still_show_the_records() {
+    let fx = fixture();
+    let recs = records(&fx.bytes);
+    let mut b = fx.bytes.clone();
+    b[..256].fill(0);
+    let cut = recs.last().unwrap().off + 100;
+    b.truncate(cut);
+    fs::write(&fx.seg, &b).unwrap();
+    let o = inspect(Some(&fx.keyring), &fx.seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let it = items(&o);
+    assert_eq!(it[0]["item"], "damage");
+    assert_eq!(
+        (it[0]["start"].as_u64(), it[0]["end"].as_u64()),
+        (Some(0), Some(256))
+    );
+    // Every complete record, though the org (and so the key and body) is unknown.
+    assert_eq!(seqs(&it), (0..recs.len() as u64 - 1).collect::<Vec<_>>());
+    let r = it.iter().find(|i| i["item"] == "record").unwrap();
+    assert_eq!(r["tag"], "not_checked");
+    assert!(r["body_error"].as_str().unwrap().contains("org unknown"));
+    let last = it.last().unwrap();
+    assert_eq!(last["item"], "damage");
+    assert_eq!(
+        last["start"].as_u64(),
+        Some(recs.last().unwrap().off as u64)
+    );
+    assert_eq!(last["end"].as_u64(), Some(cut as u64));
+    assert!(
+        last["reason"].as_str().unwrap().contains("incomplete"),
+        "{last}"
+    );
+}
+
+#[test]
+fn from_offset_and_limit_select_records() {
+    let fx = fixture();
+    let recs = records(&fx.bytes);
+    let args = |from: usize, limit: Option<u64>| {
+        let mut a = vec![
+            "--json".to_string(),
+            "--from-offset".into(),
+            from.to_string(),
+        ];
+        if let Some(l) = limit {
+            a.extend(["--limit".into(), l.to_string()]);
+        }
+        a
+    };
+    let run = |from: usize, limit: Option<u64>| {
+        let a = args(from, limit);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = inspect(Some(&fx.keyring), &fx.seg, &a);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        items(&o)
+    };
+    // At a record start: from that record.
+    let it = run(recs[40].off, None);
+    assert_eq!(it[0]["item"], "segment_header");
+    assert_eq!(seqs(&it), (40..recs.len() as u64).collect::<Vec<_>>());
+    // The first shown cannot be linked (its predecessor was skipped); the rest are.
+    assert!(it[1]["linked"].is_null());
+    assert_eq!(it[2]["linked"], true);
+    // Inside a record: resynchronises to the next one, silently (no damage item).
+    let it = run(recs[40].off + 1, None);
+    assert_eq!(seqs(&it)[0], 41);
+    assert!(!it.iter().any(|i| i["item"] == "damage"));
+    // With a limit.
+    let it = run(recs[40].off + 1, Some(5));
+    assert_eq!(seqs(&it), vec![41, 42, 43, 44, 45]);
+    let it = run(0, Some(3));
+    assert_eq!(seqs(&it), vec![0, 1, 2]);
+    // Past the last record: nothing.
+    let it = run(fx.bytes.len() - 5, None);
+    assert!(seqs(&it).is_empty());
+    // The text form counts what it showed.
+    let o = inspect(None, &fx.seg, &["--limit", "7"]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.trim_end().ends_with("7 records shown"), "{text}");
+}
+
+#[test]
+fn index_file_is_summarised_with_its_tag_checked() {
+    let fx = fixture();
+    let o = inspect(Some(&fx.keyring), &fx.idx, &["--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let it = items(&o);
+    assert_eq!(it.len(), 1);
+    let ix = read_index(&fx.idx);
+    assert_eq!(it[0]["item"], "index");
+    assert_eq!(it[0]["org_id"], "org-000");
+    assert_eq!(it[0]["segment"], "2026-04");
+    assert_eq!(it[0]["covered_len"].as_u64(), Some(fx.bytes.len() as u64));
+    assert_eq!(
+        it[0]["record_count"].as_u64(),
+        Some(records(&fx.bytes).len() as u64)
+    );
+    assert_eq!(it[0]["entries"].as_u64(), Some(ix.entries.len() as u64));
+    assert_eq!(it[0]["head"].as_str().unwrap(), ix.head.to_hex());
+    assert_eq!(it[0]["tag"], "valid");
+    assert_eq!(
+        items(&inspect(None, &fx.idx, &["--json"]))[0]["tag"],
+        "not_checked"
+    );
+    // Another keyring: same key ids, other secrets.
+    let other = fx.root.join("other.json");
+    keyring(Keyring::open_or_create(&other).unwrap());
+    let ring = Keyring::open(&other).unwrap();
+    ring.rotate(&org("org-000")).unwrap();
+    assert_eq!(
+        items(&inspect(Some(&other), &fx.idx, &["--json"]))[0]["tag"],
+        "invalid"
+    );
+    // Text form.
+    let o = inspect(Some(&fx.keyring), &fx.idx, &[]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "index org=org-000 2026-04 covers {} bytes, {} records, head={}, {} entries, tag Valid",
+            fx.bytes.len(),
+            records(&fx.bytes).len(),
+            ix.head,
+            ix.entries.len()
+        )),
+        "{text}"
+    );
+    // A damaged index: reported, not fatal.
+    let mut b = fs::read(&fx.idx).unwrap();
+    b[150] ^= 0x10;
+    fs::write(&fx.idx, &b).unwrap();
+    let o = inspect(Some(&fx.keyring), &fx.idx, &["--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let it = items(&o);
+    assert_eq!(it.len(), 1);
+    assert_eq!(it[0]["item"], "damage");
+    assert!(
+        it[0]["reason"].as_str().unwrap().contains("crc32"),
+        "{}",
+        it[0]
+    );
+}

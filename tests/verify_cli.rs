@@ -1,0 +1,311 @@
+//! Guards against the `verify` and `checkpoint` commands misreporting: exit 0 only for an
+//! intact log, 1 for findings, 2 for usage and I/O errors (missing directory, a key file
+//! readable by others); `--json` is a parseable report naming each finding; the human output
+//! ends with the summary line and says when authenticity was not checked; a checkpoint
+//! printed by `checkpoint` round-trips through `verify --checkpoint` and catches a rollback.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod verify_support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use auditlog::Keyring;
+use serde_json::Value;
+use verify_support::*;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    dir: PathBuf,
+    keyring: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let dir = root.join("log");
+    let key_file = root.join("keys.json");
+    build_log_with(&dir, keyring(Keyring::open_or_create(&key_file).unwrap()));
+    Fixture {
+        _tmp: tmp,
+        root,
+        dir,
+        keyring: key_file,
+    }
+}
+
+fn run(dir: &Path, keyring: Option<&Path>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_auditlog"));
+    c.arg("--dir").arg(dir);
+    if let Some(k) = keyring {
+        c.arg("--keyring").arg(k);
+    }
+    c.args(args)
+        .env_remove("AUDITLOG_DIR")
+        .env_remove("AUDITLOG_KEYRING");
+    c.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+#[test]
+fn intact_log_exits_0_with_a_summary_line() {
+    let fx = fixture();
+    let o = run(&fx.dir, Some(&fx.keyring), &["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!("INTACT: 12 files, {EVENTS} records, ")),
+        "{last}"
+    );
+    assert!(last.contains("0 findings (0 errors, 0 warnings)"), "{last}");
+    assert!(last.contains("authenticity checked (HMAC tags)"), "{last}");
+    // No progress bar when not on a terminal.
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+
+    // Without a keyring it still passes, and says what it did not check.
+    let o = run(&fx.dir, None, &["verify"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o)
+            .trim_end()
+            .ends_with("authenticity NOT checked (no keyring): structure and hash chain only"),
+        "{}",
+        stdout(&o)
+    );
+
+    // --org limits the scope.
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["verify", "--org", "org-001", "--json"],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["files"], 4);
+    let want: u64 = (0..4)
+        .map(|i| {
+            let seg = ["2026-01", "2026-02", "2026-03", "2026-04"][i];
+            records(&fs::read(seg_path(&fx.dir, "org-001", seg)).unwrap()).len() as u64
+        })
+        .sum();
+    assert_eq!(v["records"].as_u64(), Some(want));
+    // An org that is not there is a usage error.
+    let o = run(&fx.dir, Some(&fx.keyring), &["verify", "--org", "nobody"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn findings_exit_1_and_json_names_them() {
+    let fx = fixture();
+    let p = seg_path(&fx.dir, "org-002", "2026-04"); // no segment links to it
+    let mut b = fs::read(&p).unwrap();
+    let rec = records(&b)[5];
+    let at = resource_id_byte(&b, rec);
+    change_ascii(&mut b[at]);
+    fix_crc(&mut b, rec.off);
+    fs::write(&p, &b).unwrap();
+    let next = records(&b)[6];
+
+    let o = run(&fx.dir, Some(&fx.keyring), &["verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let file = p.display().to_string();
+    assert!(
+        lines[0].starts_with(&format!(
+            "ERROR tag_mismatch {file} @{}+{} seq 5: ",
+            rec.off, rec.len
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "ERROR chain_break {file} @{}+{} seq 6: ",
+            next.off, next.len
+        )),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("FAILED: 12 files")
+            && lines[2].contains("2 findings (2 errors, 0 warnings)"),
+        "{}",
+        lines[2]
+    );
+
+    let o = run(&fx.dir, Some(&fx.keyring), &["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    let f = v["findings"].as_array().unwrap();
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0]["kind"], "tag_mismatch");
+    assert_eq!(f[0]["class"], "tampering");
+    assert_eq!(f[0]["severity"], "error");
+    assert_eq!(f[0]["file"], file.as_str());
+    assert_eq!(f[0]["offset"].as_u64(), Some(rec.off as u64));
+    assert_eq!(f[0]["len"].as_u64(), Some(rec.len as u64));
+    assert_eq!(f[0]["seq"], 5);
+    assert!(f[0]["message"].as_str().unwrap().contains("HMAC"));
+    assert_eq!(f[1]["kind"], "chain_break");
+    assert_eq!(f[1]["seq"], 6);
+    assert_eq!(v["authenticity_checked"], true);
+    assert_eq!(v["live_writer"], false);
+    assert_eq!(v["records"].as_u64(), Some(EVENTS));
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let fx = fixture();
+    // No such directory.
+    let o = run(&fx.root.join("nope"), Some(&fx.keyring), &["verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    // A key file others can read is refused.
+    fs::set_permissions(&fx.keyring, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run(&fx.dir, Some(&fx.keyring), &["verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    fs::set_permissions(&fx.keyring, fs::Permissions::from_mode(0o600)).unwrap();
+    // A key file that does not exist.
+    let o = run(&fx.dir, Some(&fx.root.join("missing.json")), &["verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    // A checkpoint file that is not one.
+    let bad = fx.root.join("bad.jsonl");
+    fs::write(&bad, "{not json\n").unwrap();
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["verify", "--checkpoint", bad.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
+    // Missing --dir.
+    let o = Command::new(env!("CARGO_BIN_EXE_auditlog"))
+        .arg("verify")
+        .env_remove("AUDITLOG_DIR")
+        .env_remove("AUDITLOG_KEYRING")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn checkpoint_round_trips_and_catches_rollback() {
+    let fx = fixture();
+    let o = run(&fx.dir, Some(&fx.keyring), &["checkpoint"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), ORGS as usize);
+    for (i, cp) in lines.iter().enumerate() {
+        assert_eq!(cp["format"], "auditlog-checkpoint");
+        assert_eq!(cp["org_id"], format!("org-{i:03}"));
+        let segs = cp["segments"].as_array().unwrap();
+        let names: Vec<&str> = segs
+            .iter()
+            .map(|s| s["segment"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["2026-01", "2026-02", "2026-03", "2026-04"]);
+        for s in segs {
+            let b = fs::read(seg_path(
+                &fx.dir,
+                &format!("org-{i:03}"),
+                s["segment"].as_str().unwrap(),
+            ))
+            .unwrap();
+            let recs = records(&b);
+            assert_eq!(s["count"].as_u64(), Some(recs.len() as u64));
+            assert_eq!(s["last_seq"].as_u64(), Some(recs.last().unwrap().seq));
+            assert_eq!(
+                s["head"].as_str().unwrap(),
+                record_hash(&b, recs.last().unwrap().off).to_hex()
+            );
+        }
+    }
+    let cp = fx.root.join("checkpoint.jsonl");
+    fs::write(&cp, &text).unwrap();
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["verify", "--checkpoint", cp.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    // One org only.
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["checkpoint", "--org", "org-002"],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).lines().count(), 1);
+
+    // Roll org-001's April back by 3 records, index and all.
+    let p = seg_path(&fx.dir, "org-001", "2026-04");
+    let b = fs::read(&p).unwrap();
+    let recs = records(&b);
+    let cut = recs[recs.len() - 3].off;
+    fs::write(&p, &b[..cut]).unwrap();
+    fs::remove_file(idx_path(&fx.dir, "org-001", "2026-04")).unwrap();
+    // Undetectable without the checkpoint...
+    let o = run(&fx.dir, Some(&fx.keyring), &["verify"]);
+    assert_eq!(o.status.code(), Some(0));
+    // ...caught with it.
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["verify", "--checkpoint", cp.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    let f = v["findings"].as_array().unwrap();
+    assert_eq!(f.len(), 1, "{v}");
+    assert_eq!(f[0]["kind"], "truncated_against_checkpoint");
+    assert_eq!(f[0]["file"], p.display().to_string());
+    assert_eq!(f[0]["offset"].as_u64(), Some(cut as u64));
+
+    // A checkpoint of a damaged log is refused (exit 2): it must never bless damage.
+    let mut b = fs::read(&p).unwrap();
+    b[300] ^= 1;
+    fs::write(&p, &b).unwrap();
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["checkpoint", "--org", "org-001"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stdout(&o).is_empty());
+    assert!(
+        stderr(&o).contains("refusing to checkpoint"),
+        "{}",
+        stderr(&o)
+    );
+}
