@@ -210,11 +210,11 @@ fn cut_at_every_byte(orig: &Original) {
     let first_cut = orig.bounds[n - CUT_RECORDS];
     let end = orig.bounds[n];
     // Without tmpfs every cut costs a dozen real fsyncs: then cut at every byte near a
-    // record boundary (where the interesting cases are) and at every 11th byte elsewhere.
+    // record boundary (where the interesting cases are) and at every 23rd byte elsewhere.
     let exhaustive = scratch().1;
-    let near_boundary = |cut: u64| orig.bounds.iter().any(|&b| b.abs_diff(cut) <= 80);
+    let near_boundary = |cut: u64| orig.bounds.iter().any(|&b| b.abs_diff(cut) <= 32);
     let mut boundaries = 0;
-    for cut in (first_cut..end).filter(|&c| exhaustive || near_boundary(c) || c % 11 == 0) {
+    for cut in (first_cut..end).filter(|&c| exhaustive || near_boundary(c) || c % 23 == 0) {
         // Records that end at or before the cut survive.
         let kept = orig.bounds[1..].iter().filter(|&&end| end <= cut).count();
         let keep_end = orig.bounds[kept];
