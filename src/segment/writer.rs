@@ -10,7 +10,7 @@
 //!   on a condition variable and are all woken together when it is done, and the next leader
 //!   covers everything they appended. Before taking the buffer a leader briefly gathers: it
 //!   waits until as many records are buffered as there were waiters at the last fsync, for at
-//!   most half the last fsync's duration (capped at 2 ms). A lone appender never waits; with
+//!   most the last fsync's duration (capped at 4 ms). A lone appender never waits; with
 //!   N concurrent appenders, one fsync covers about N records instead of alternating halves.
 //!
 //! After a failed write or fsync the writer is poisoned: every later append fails with
@@ -82,7 +82,7 @@ struct Commit {
 }
 
 /// Longest a commit leader waits for more records.
-const MAX_GATHER: Duration = Duration::from_millis(2);
+const MAX_GATHER: Duration = Duration::from_millis(4);
 
 /// The append side of one segment file.
 pub(crate) struct SegmentWriter {
@@ -304,7 +304,7 @@ impl SegmentWriter {
                 continue;
             }
             c.leader = true;
-            let (target, budget) = (c.last_waiters, (c.last_fsync / 2).min(MAX_GATHER));
+            let (target, budget) = (c.last_waiters, c.last_fsync.min(MAX_GATHER));
             drop(c);
             let led = self.lead(target, budget);
             c = self.commit.lock();
