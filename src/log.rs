@@ -925,7 +925,11 @@ impl Inner {
             }
             _ => self.open_writer(org, segs, tail.month)?,
         };
+        // A link must only name records that are on disk: under `Never` or `Interval` the
+        // tail may hold buffered records a crash would lose, and a link to them would later
+        // read as evidence of removed records. Make the linked prefix durable first.
         let snap = writer.snapshot();
+        writer.flush(snap.end, true)?;
         Ok(Some(SegmentLink {
             segment: writer.id(),
             count: snap.count,

@@ -114,6 +114,8 @@ impl std::fmt::Debug for SegmentWriter {
 pub(crate) struct Snapshot {
     pub count: u64,
     pub head: Hash,
+    /// Logical end offset after the last counted record.
+    pub end: u64,
 }
 
 impl SegmentWriter {
@@ -380,6 +382,7 @@ impl SegmentWriter {
         Snapshot {
             count: st.tally.count,
             head: st.tally.head,
+            end: st.end,
         }
     }
 
