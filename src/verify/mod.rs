@@ -398,6 +398,11 @@ fn check_link(
                 )
                 .at(field_at, 48),
             ),
+            // A continuation links past damage, to the last readable record.
+            None if t.records == link.count && t.last_hash == Some(link.head) => {}
+            // Unreadable bytes (already a finding of their own) cut the chain before the
+            // linked position: the link cannot be followed, which is not evidence of more.
+            None if t.run_count < link.count && t.damaged => {}
             None if t.run_count < link.count => report.findings.push(
                 Finding::new(
                     FindingKind::LinkMismatch,
@@ -477,6 +482,8 @@ fn check_checkpoint(
                     SEGMENT_HEADER_LEN as u64,
                     o.head_ends.get(&s.count).map_or(0, |e| e.saturating_sub(SEGMENT_HEADER_LEN as u64)),
                 )),
+                // Damage (its own finding) cuts the chain before the pinned position.
+                None if o.run_count < s.count && o.damaged && o.records >= s.count => {}
                 None if o.run_count < s.count && o.records >= s.count => report.findings.push(Finding::new(
                     FindingKind::CheckpointMismatch,
                     &path,

@@ -42,6 +42,11 @@ pub(crate) struct SegmentOutcome {
     pub run_last: Option<(u64, Timestamp, Hash)>,
     /// Where verification stopped in a live segment.
     pub verified_to: u64,
+    /// Chain hash of the last readable record (after any damage).
+    pub last_hash: Option<Hash>,
+    /// Whether unreadable bytes (crash damage or corruption) were found: links and
+    /// checkpoints cannot be followed through them, and the damage is its own finding.
+    pub damaged: bool,
 }
 
 /// How to check a segment.
@@ -120,6 +125,8 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         head_ends: HashMap::new(),
         run_last: None,
         verified_to: 0,
+        last_hash: None,
+        damaged: false,
     };
     // The index before the segment's length: an index never covers bytes not yet written, so
     // a length taken after reading it is at least what it covers, even while a live writer
@@ -228,17 +235,19 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 head_before: head.unwrap_or(Hash::ZERO),
             });
         }
+        // Decoded once: the body is checked here, while the frame is at hand.
         let frame = match win.frame(off) {
-            Ok(Ok(rec)) => Ok((
-                rec.fields,
-                rec.len(),
-                crypto::chain_hash(rec.chained_bytes()),
-                rec.tag,
-            )),
+            Ok(Ok(rec)) => {
+                let hash = crypto::chain_hash(rec.chained_bytes());
+                let body = header
+                    .as_ref()
+                    .map_or(Ok(()), |h| entry::check(c.org, h.id.month, h.id.part, &rec, hash));
+                Ok((rec.fields, rec.len(), hash, rec.tag, body))
+            }
             Ok(Err(e)) => Err(Some(e)),
             Err(_) => Err(None),
         };
-        let (fields, flen, hash, tag) = match frame {
+        let (fields, flen, hash, tag, body) = match frame {
             Ok(x) => x,
             Err(e) => {
                 let next = scan::resync(&mut win, off + 1, max_seq).ok().flatten();
@@ -372,9 +381,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 Some(_) => {}
             }
         }
-        if let (Some(h), Ok(Ok(rec))) = (&header, win.frame(off))
-            && let Err(e) = entry::open(c.org, h.id.month, h.id.part, &rec, hash)
-        {
+        if let Err(e) = body {
             let msg = match e {
                 entry::OpenError::Commitment => {
                     "personal-data openings do not match their sealed commitments".to_string()
@@ -403,6 +410,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
         max_ts = max_ts.max(fields.occurred_at);
         head = Some(hash);
+        out.last_hash = Some(hash);
         expected = Some(seq.saturating_add(1));
         count += 1;
         out.records += 1;
@@ -442,6 +450,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     }
     out.header = header;
     out.findings = f.finish();
+    out.damaged = out.findings.iter().any(|f| {
+        matches!(f.class, super::report::Class::CrashDamage | super::report::Class::Corruption)
+    });
     out
 }
 
