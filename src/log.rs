@@ -478,8 +478,37 @@ impl Log {
             }
             pending.push((writer, end, buffered));
         }
-        for (writer, end, buffered) in pending {
-            self.inner.settle(&writer, end, buffered)?;
+        if pending.len() > 1 && self.inner.opts.durability == Durability::Always {
+            // Several segments: fsync them at the same time rather than one after another
+            // (each fsync waits on the disk, not the CPU).
+            let inner = &self.inner;
+            let results: Vec<Result<()>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = pending
+                    .iter()
+                    .map(|(writer, end, buffered)| {
+                        scope.spawn(move || inner.settle(writer, *end, *buffered))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Io {
+                                op: "fsync (worker thread panicked)",
+                                path: inner.dir.clone(),
+                                source: std::io::Error::other("panic"),
+                            })
+                        })
+                    })
+                    .collect()
+            });
+            for r in results {
+                r?;
+            }
+        } else {
+            for (writer, end, buffered) in pending {
+                self.inner.settle(&writer, end, buffered)?;
+            }
         }
         Ok(receipts.into_iter().flatten().collect())
     }
