@@ -76,7 +76,7 @@ pub use crypto::{Hash, Key, KeyError, KeyId, KeyProvider, Keyring, RotationPolic
 pub use error::{Error, IntegrityKind, Result};
 pub use event::{Event, InvalidField, OrgId, REDACTED, VerifiedEvent};
 pub use log::{Durability, LOCK_FILE, Log, MonthStats, Options, RecoveryAction, Scan};
-pub use query::{Cursor, EventRef, Matches, Query, QueryStats};
+pub use query::{Cursor, EventFields, EventRef, Matches, Query, QueryStats};
 pub use segment::read::SegmentReader;
 pub use segment::writer::Receipt;
 pub use time::{Month, Timestamp};

@@ -261,8 +261,12 @@ fn run(
             let r = item.unwrap_or_else(|e| panic!("error item: {e}"));
             let ev = r.to_event().unwrap();
             assert_eq!(ev.seq, r.seq());
-            assert_eq!(ev.event.action, r.action());
-            assert_eq!(ev.event.user_id.as_deref(), r.user_id());
+            let f = r.fields().unwrap();
+            assert_eq!(ev.event.action, f.action);
+            assert_eq!(ev.event.user_id.as_deref(), f.user_id);
+            assert_eq!(ev.event.resource_type, f.resource_type);
+            assert_eq!(ev.event.resource_id, f.resource_id);
+            assert_eq!(ev.event.trace_id.as_deref(), f.trace_id);
             assert_eq!(ev.hash, r.hash());
             out.push((r.occurred_at(), r.month(), r.seq(), ev.event));
         }

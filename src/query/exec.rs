@@ -31,15 +31,45 @@ use crate::format::record::{FRAME_HEADER_LEN, FrameError, MIN_FRAME_LEN, TAG_LEN
 use crate::format::{DecodeError, DecodeErrorKind};
 use crate::time::Timestamp;
 
-/// Bytes of a batch's buffer, counted while any match still refers to it.
+/// Bytes of a batch's buffer, counted while any match still refers to it; returned to
+/// the pool when the last one lets go.
 pub(crate) struct Buf {
     pub bytes: Vec<u8>,
-    held: Arc<AtomicUsize>,
+    pool: Arc<BufPool>,
 }
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        self.held.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+        self.pool
+            .held
+            .fetch_sub(self.bytes.len(), Ordering::Relaxed);
+        let mut free = self.pool.free.lock();
+        if free.len() < POOLED_BUFFERS {
+            free.push(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+/// Spare buffers kept for reuse (saves zeroing and page faults per batch).
+const POOLED_BUFFERS: usize = 2 * WINDOW;
+
+/// Batch buffers of one query: bytes held, and spares.
+#[derive(Default)]
+pub(crate) struct BufPool {
+    /// Bytes of buffers some match still refers to.
+    pub held: AtomicUsize,
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufPool {
+    /// A buffer of exactly `n` bytes (contents unspecified).
+    fn take(&self, n: usize) -> Vec<u8> {
+        let mut v = self.free.lock().pop().unwrap_or_default();
+        if v.len() < n {
+            v.resize(n, 0);
+        }
+        v.truncate(n);
+        v
     }
 }
 
@@ -144,7 +174,7 @@ pub(crate) fn run_batch(
     plan: &MonthPlan,
     i: usize,
     v: &mut Verifier,
-    held: &Arc<AtomicUsize>,
+    pool: &Arc<BufPool>,
 ) -> BatchOut {
     let (a, b) = plan.batches.get(i).copied().unwrap_or((0, 0));
     let blocks = plan.blocks.get(a..b).unwrap_or_default();
@@ -175,7 +205,7 @@ pub(crate) fn run_batch(
     }
     let start = blocks.iter().map(|b| b.start).min().unwrap_or(0);
     let end = blocks.iter().map(|b| b.end).max().unwrap_or(0);
-    let mut bytes = vec![0u8; (end - start) as usize];
+    let mut bytes = pool.take((end - start) as usize);
     if let Err(e) = src.file.read_exact_at(&mut bytes, start) {
         out.blocks.push(BlockOut {
             first: None,
@@ -187,10 +217,10 @@ pub(crate) fn run_batch(
         return out;
     }
     out.bytes = bytes.len() as u64;
-    held.fetch_add(bytes.len(), Ordering::Relaxed);
+    pool.held.fetch_add(bytes.len(), Ordering::Relaxed);
     let buf = Arc::new(Buf {
         bytes,
-        held: Arc::clone(held),
+        pool: Arc::clone(pool),
     });
     for block in blocks {
         out.blocks.push(run_block(ctx, src, block, &buf, start, v));
@@ -283,7 +313,7 @@ fn run_block(
         let hash = ctx.verify.then(|| crypto::chain_hash(rec.chained_bytes()));
         // Record checks: a failure replaces the record.
         let mut problem = None;
-        if ts.month() != Some(src.month) {
+        if ts < src.month_start || ts >= src.month_end {
             problem = Some(integrity(IntegrityKind::WrongMonth));
         } else if ts < block.lo || ts > block.hi {
             problem = Some(integrity(IntegrityKind::Misfiled {
@@ -314,24 +344,24 @@ fn run_block(
             continue;
         }
         if f.in_range(ts) {
-            let keys = KeyFields::parse(rec.sealed);
-            let keys = match keys {
-                Ok(k) if key_fields_are_text(&k) => k,
-                Ok(_) | Err(_) => {
-                    let source = keys.err().unwrap_or_else(|| {
-                        invalid(off + FRAME_HEADER_LEN as u64, "indexed field is not UTF-8")
-                    });
-                    out.items.push(Item::Err(Error::Corrupt {
-                        file: path.clone(),
-                        offset: off,
-                        seq: Some(seq),
-                        source,
-                    }));
-                    off += len;
-                    continue;
+            let matched = if f.has_fields() {
+                match KeyFields::parse(rec.sealed) {
+                    Ok(k) => f.fields_match(&k),
+                    Err(source) => {
+                        out.items.push(Item::Err(Error::Corrupt {
+                            file: path.clone(),
+                            offset: off,
+                            seq: Some(seq),
+                            source,
+                        }));
+                        off += len;
+                        continue;
+                    }
                 }
+            } else {
+                true
             };
-            if f.fields_match(&keys) {
+            if matched {
                 let payload = if ctx.decode {
                     let h = match hash {
                         Some(h) => h,
@@ -391,15 +421,6 @@ fn run_block(
     out
 }
 
-fn key_fields_are_text(k: &KeyFields<'_>) -> bool {
-    let ok = |b: &[u8]| std::str::from_utf8(b).is_ok();
-    k.user_id.is_none_or(ok)
-        && ok(k.action)
-        && ok(k.resource_type)
-        && ok(k.resource_id)
-        && k.trace_id.is_none_or(ok)
-}
-
 /// Next offset after `at` inside `slice` (which starts at `at`) holding a valid frame whose
 /// seq is plausible after `after`.
 fn resync(slice: &[u8], at: u64, after: Option<u64>) -> Option<u64> {
@@ -435,7 +456,7 @@ struct PoolState {
 struct Shared {
     ctx: Arc<Ctx>,
     plan: Arc<MonthPlan>,
-    held: Arc<AtomicUsize>,
+    bufs: Arc<BufPool>,
     next: AtomicUsize,
     cancel: AtomicBool,
     state: Mutex<PoolState>,
@@ -451,16 +472,11 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(
-        ctx: Arc<Ctx>,
-        plan: Arc<MonthPlan>,
-        held: Arc<AtomicUsize>,
-        helpers: usize,
-    ) -> Pool {
+    pub fn new(ctx: Arc<Ctx>, plan: Arc<MonthPlan>, bufs: Arc<BufPool>, helpers: usize) -> Pool {
         let shared = Arc::new(Shared {
             ctx,
             plan,
-            held,
+            bufs,
             next: AtomicUsize::new(0),
             cancel: AtomicBool::new(false),
             state: Mutex::new(PoolState {
@@ -510,7 +526,7 @@ impl Pool {
             if j >= n {
                 continue;
             }
-            let r = run_batch(&s.ctx, &s.plan, j, &mut self.verifier, &s.held);
+            let r = run_batch(&s.ctx, &s.plan, j, &mut self.verifier, &s.bufs);
             if j == i {
                 let mut st = s.state.lock();
                 st.taken = i + 1;
@@ -542,7 +558,7 @@ fn helper(s: &Shared) {
         if j >= n {
             return;
         }
-        let r = run_batch(&s.ctx, &s.plan, j, &mut v, &s.held);
+        let r = run_batch(&s.ctx, &s.plan, j, &mut v, &s.bufs);
         s.state.lock().results.insert(j, r);
         s.cv.notify_all();
     }

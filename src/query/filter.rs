@@ -118,6 +118,11 @@ impl Filter {
         ts >= self.since && ts < self.until
     }
 
+    /// Whether any field filter is set.
+    pub fn has_fields(&self) -> bool {
+        !self.probes.is_empty()
+    }
+
     /// Whether the fields match (the time is checked separately).
     pub fn fields_match(&self, k: &KeyFields<'_>) -> bool {
         let eq = |want: &Option<Box<[u8]>>, have: Option<&[u8]>| match want {

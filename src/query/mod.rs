@@ -55,11 +55,10 @@ mod plan;
 use std::collections::VecDeque;
 use std::fmt;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use exec::{Item, Match, Payload, Pool, Verifier, run_batch};
+use exec::{BufPool, Item, Match, Payload, Pool, Verifier, run_batch};
 use filter::{ActionPattern, Filter};
 use order::Pending;
 use plan::{Ctx, Expect, MonthPlan, month_end, plan_month};
@@ -305,7 +304,7 @@ impl<'a> Query<'a> {
             errors: VecDeque::new(),
             emitted: 0,
             limit: self.limit,
-            held: Arc::new(AtomicUsize::new(0)),
+            bufs: Arc::new(BufPool::default()),
             budget: self.buffer,
             threads,
             min_parallel,
@@ -398,7 +397,7 @@ pub struct Cursor {
     errors: VecDeque<Error>,
     emitted: u64,
     limit: Option<u64>,
-    held: Arc<AtomicUsize>,
+    bufs: Arc<BufPool>,
     budget: usize,
     threads: usize,
     /// Months reading fewer bytes stay on the calling thread.
@@ -554,7 +553,7 @@ impl Cursor {
                 Pool::new(
                     Arc::clone(&self.ctx),
                     Arc::clone(&plan),
-                    Arc::clone(&self.held),
+                    Arc::clone(&self.bufs),
                     helpers,
                 )
             });
@@ -580,7 +579,7 @@ impl Cursor {
         run.next += 1;
         let out = match &mut run.pool {
             Some(p) => p.take(i),
-            None => run_batch(&self.ctx, &run.plan, i, &mut run.verifier, &self.held),
+            None => run_batch(&self.ctx, &run.plan, i, &mut run.verifier, &self.bufs),
         };
         self.stats.bytes_read += out.bytes;
         let mut matches = Vec::new();
@@ -693,7 +692,7 @@ impl Cursor {
             .get(b.saturating_sub(1))
             .copied()
             .unwrap_or(run.frontier);
-        let held = || self.held.load(Ordering::Relaxed);
+        let held = || self.bufs.held.load(Ordering::Relaxed);
         let total = self.pending.own + held();
         self.stats.peak_waiting = self.stats.peak_waiting.max(self.pending.count as u64);
         self.stats.peak_waiting_bytes = self.stats.peak_waiting_bytes.max(total as u64);
@@ -753,60 +752,136 @@ impl Matches {
     }
 }
 
-/// A match borrowed from a [`Cursor`]: the record has passed the query's checks; its fields
-/// are read on demand. Personal data and `before`/`after`/`metadata` as JSON values come
-/// with [`EventRef::to_event`], which also checks the personal-data commitments.
+/// A match borrowed from a [`Cursor`]: the record has passed the query's checks; its
+/// fields are decoded on demand. [`EventRef::fields`] reads the indexed fields;
+/// [`EventRef::to_event`] decodes the whole event (personal data restored and its
+/// commitments checked, `before`/`after`/`metadata` parsed).
 pub struct EventRef<'a> {
-    rec: RawRecord<'a>,
-    keys: KeyFields<'a>,
+    frame: &'a [u8],
+    m: &'a Match,
     org: &'a OrgId,
-    month: Month,
-    part: u16,
-    hash: Option<Hash>,
-    path: &'a Path,
+    src: &'a plan::Source,
+}
+
+/// The indexed fields of an [`EventRef`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventFields<'a> {
+    /// Acting user; `None` for system actions.
+    pub user_id: Option<&'a str>,
+    /// `domain.action`.
+    pub action: &'a str,
+    /// Resource type.
+    pub resource_type: &'a str,
+    /// Resource id.
+    pub resource_id: &'a str,
+    /// Trace id.
+    pub trace_id: Option<&'a str>,
 }
 
 impl fmt::Debug for EventRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventRef")
-            .field("month", &self.month)
-            .field("seq", &self.rec.fields.seq)
-            .field("occurred_at", &self.rec.fields.occurred_at)
-            .field("action", &self.action())
+            .field("month", &self.src.month)
+            .field("seq", &self.m.seq)
+            .field("occurred_at", &self.m.ts)
+            .field("fields", &self.fields().ok())
             .finish_non_exhaustive()
     }
 }
 
 impl<'a> EventRef<'a> {
     fn new(
-        m: &Match,
+        m: &'a Match,
         bytes: &'a [u8],
         at: usize,
         org: &'a OrgId,
         src: &'a plan::Source,
     ) -> Result<EventRef<'a>> {
-        let bad = |source: DecodeError| Error::Corrupt {
-            file: src.path.clone(),
-            offset: m.offset,
-            seq: Some(m.seq),
-            source,
-        };
-        let frame = exec::frame_of(m, bytes, at).ok_or_else(|| {
-            bad(DecodeError {
-                structure: "record",
-                field: "frame",
-                offset: m.offset,
-                kind: crate::format::DecodeErrorKind::Invalid("frame does not fit its buffer"),
-            })
+        let frame = exec::frame_of(m, bytes, at)
+            .ok_or_else(|| corrupt_at(m, src, "frame does not fit its buffer"))?;
+        Ok(EventRef { frame, m, org, src })
+    }
+
+    /// Sequence number within (org, month).
+    pub fn seq(&self) -> u64 {
+        self.m.seq
+    }
+
+    /// When the event happened.
+    pub fn occurred_at(&self) -> Timestamp {
+        self.m.ts
+    }
+
+    /// Month of its segment.
+    pub fn month(&self) -> Month {
+        self.src.month
+    }
+
+    /// Part of its segment.
+    pub fn part(&self) -> u16 {
+        self.src.part
+    }
+
+    /// Byte offset of its record in the segment file.
+    pub fn offset(&self) -> u64 {
+        self.m.offset
+    }
+
+    /// Key id of its tag.
+    pub fn key_id(&self) -> KeyId {
+        self.m.key_id
+    }
+
+    fn sealed(&self) -> &'a [u8] {
+        let end = FRAME_HEADER_LEN + self.m.sealed_len as usize;
+        self.frame.get(FRAME_HEADER_LEN..end).unwrap_or_default()
+    }
+
+    /// Its chain hash (computed now for an unverified query).
+    pub fn hash(&self) -> Hash {
+        self.m.hash.unwrap_or_else(|| {
+            let end = FRAME_HEADER_LEN + self.m.sealed_len as usize;
+            crypto::chain_hash(self.frame.get(8..end).unwrap_or_default())
+        })
+    }
+
+    /// The indexed fields (user, action, resource type and id, trace), borrowed.
+    pub fn fields(&self) -> Result<EventFields<'a>> {
+        let k = KeyFields::parse(self.sealed()).map_err(|mut source| {
+            source.offset += self.m.offset + FRAME_HEADER_LEN as u64;
+            Error::Corrupt {
+                file: self.src.path.clone(),
+                offset: self.m.offset,
+                seq: Some(self.m.seq),
+                source,
+            }
         })?;
-        // The frame passed its CRC when it was read: rebuild its view without a second pass.
+        let text = |b: &'a [u8]| {
+            std::str::from_utf8(b)
+                .map_err(|_| corrupt_at(self.m, self.src, "indexed field is not UTF-8"))
+        };
+        Ok(EventFields {
+            user_id: k.user_id.map(text).transpose()?,
+            action: text(k.action)?,
+            resource_type: text(k.resource_type)?,
+            resource_id: text(k.resource_id)?,
+            trace_id: k.trace_id.map(text).transpose()?,
+        })
+    }
+
+    /// The whole event, personal data restored (and its commitments checked).
+    pub fn to_event(&self) -> Result<VerifiedEvent> {
+        let m = self.m;
+        let frame = self.frame;
         let sealed_end = FRAME_HEADER_LEN + m.sealed_len as usize;
-        let tag_at = frame.len() - crate::format::record::TAG_LEN;
-        let prev = frame
-            .get(28..60)
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .map(Hash)
-            .unwrap_or(Hash::ZERO);
+        let tag_at = frame.len().saturating_sub(crate::format::record::TAG_LEN);
+        let bytes32 = |r: std::ops::Range<usize>| {
+            frame
+                .get(r)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .unwrap_or([0; 32])
+        };
+        // The frame passed its CRC when it was read: rebuild its view without a second pass.
         let rec = RawRecord {
             offset: m.offset,
             frame,
@@ -814,99 +889,27 @@ impl<'a> EventRef<'a> {
                 seq: m.seq,
                 occurred_at: m.ts,
                 key_id: m.key_id,
-                prev,
+                prev: Hash(bytes32(28..60)),
             },
             sealed: frame.get(FRAME_HEADER_LEN..sealed_end).unwrap_or_default(),
             openings: frame.get(sealed_end..tag_at).unwrap_or_default(),
-            tag: crate::crypto::Tag(
-                frame
-                    .get(tag_at..)
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .unwrap_or([0; 32]),
-            ),
+            tag: crate::crypto::Tag(bytes32(tag_at..frame.len())),
         };
-        let keys = KeyFields::parse(rec.sealed).map_err(bad)?;
-        Ok(EventRef {
-            rec,
-            keys,
-            org,
-            month: src.month,
-            part: src.part,
-            hash: m.hash,
-            path: &src.path,
-        })
+        entry::open(self.org, self.src.month, self.src.part, &rec, self.hash())
+            .map_err(|e| e.into_error(&self.src.path, m.offset, m.seq))
     }
+}
 
-    /// Sequence number within (org, month).
-    pub fn seq(&self) -> u64 {
-        self.rec.fields.seq
-    }
-
-    /// When the event happened.
-    pub fn occurred_at(&self) -> Timestamp {
-        self.rec.fields.occurred_at
-    }
-
-    /// Month of its segment.
-    pub fn month(&self) -> Month {
-        self.month
-    }
-
-    /// Part of its segment.
-    pub fn part(&self) -> u16 {
-        self.part
-    }
-
-    /// Byte offset of its record in the segment file.
-    pub fn offset(&self) -> u64 {
-        self.rec.offset
-    }
-
-    /// Key id of its tag.
-    pub fn key_id(&self) -> KeyId {
-        self.rec.fields.key_id
-    }
-
-    /// Its chain hash (computed now for an unverified query).
-    pub fn hash(&self) -> Hash {
-        self.hash
-            .unwrap_or_else(|| crypto::chain_hash(self.rec.chained_bytes()))
-    }
-
-    fn text(b: &'a [u8]) -> &'a str {
-        // Checked when the record was read (exec::key_fields_are_text).
-        std::str::from_utf8(b).unwrap_or_default()
-    }
-
-    /// Acting user; `None` for system actions.
-    pub fn user_id(&self) -> Option<&'a str> {
-        self.keys.user_id.map(Self::text)
-    }
-
-    /// `domain.action`.
-    pub fn action(&self) -> &'a str {
-        Self::text(self.keys.action)
-    }
-
-    /// Resource type.
-    pub fn resource_type(&self) -> &'a str {
-        Self::text(self.keys.resource_type)
-    }
-
-    /// Resource id.
-    pub fn resource_id(&self) -> &'a str {
-        Self::text(self.keys.resource_id)
-    }
-
-    /// Trace id.
-    pub fn trace_id(&self) -> Option<&'a str> {
-        self.keys.trace_id.map(Self::text)
-    }
-
-    /// The whole event, personal data restored (and its commitments checked).
-    pub fn to_event(&self) -> Result<VerifiedEvent> {
-        let hash = self.hash();
-        entry::open(self.org, self.month, self.part, &self.rec, hash)
-            .map_err(|e| e.into_error(self.path, self.rec.offset, self.rec.fields.seq))
+fn corrupt_at(m: &Match, src: &plan::Source, why: &'static str) -> Error {
+    Error::Corrupt {
+        file: src.path.clone(),
+        offset: m.offset,
+        seq: Some(m.seq),
+        source: DecodeError {
+            structure: "record",
+            field: "frame",
+            offset: m.offset,
+            kind: crate::format::DecodeErrorKind::Invalid(why),
+        },
     }
 }

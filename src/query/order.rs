@@ -45,10 +45,12 @@ impl Pending {
         if v.is_empty() {
             return;
         }
+        // Nearly sorted (a few out-of-order events): the stable sort merges the runs it
+        // finds in linear time.
         if self.reverse {
-            v.sort_unstable_by_key(|m| std::cmp::Reverse(key(m)));
+            v.sort_by_key(|m| std::cmp::Reverse(key(m)));
         } else {
-            v.sort_unstable_by_key(key);
+            v.sort_by_key(key);
         }
         self.count += v.len();
         self.own += v.iter().map(Match::own_bytes).sum::<usize>();
@@ -67,6 +69,26 @@ impl Pending {
     /// The next match in order if no unread block can hold an earlier one: its time is
     /// below `frontier` (forward) or above it (reverse).
     pub fn pop_ready(&mut self, frontier: Timestamp) -> Option<Match> {
+        if self.runs.len() == 1 {
+            let run = self.runs.front_mut()?;
+            let ts = run.front()?.ts;
+            let ready = if self.reverse {
+                ts > frontier
+            } else {
+                ts < frontier
+            };
+            if !ready {
+                return None;
+            }
+            let m = run.pop_front()?;
+            if run.is_empty() {
+                self.runs.clear();
+            }
+            self.count -= 1;
+            self.own -=
+                m.own_bytes() + usize::from(matches!(m.payload, Payload::Spilled)) * SPILLED_BYTES;
+            return Some(m);
+        }
         let mut best: Option<(usize, (Timestamp, u64))> = None;
         for (i, r) in self.runs.iter().enumerate() {
             if let Some(m) = r.front() {

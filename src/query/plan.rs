@@ -56,6 +56,9 @@ pub(crate) struct Source {
     pub file: File,
     pub month: Month,
     pub part: u16,
+    /// `[month_start, month_end)`: the times its records may have.
+    pub month_start: Timestamp,
+    pub month_end: Timestamp,
 }
 
 /// What the first record of a block must be, as far as the plan knows.
@@ -507,6 +510,8 @@ fn open_source(
         file,
         month: id.month,
         part: id.part,
+        month_start: id.month.start(),
+        month_end: month_end(id.month),
     };
     Ok(Some((source, blocks)))
 }
