@@ -239,9 +239,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         let frame = match win.frame(off) {
             Ok(Ok(rec)) => {
                 let hash = crypto::chain_hash(rec.chained_bytes());
-                let body = header
-                    .as_ref()
-                    .map_or(Ok(()), |h| entry::check(c.org, h.id.month, h.id.part, &rec, hash));
+                let body = header.as_ref().map_or(Ok(()), |h| {
+                    entry::check(c.org, h.id.month, h.id.part, &rec, hash)
+                });
                 Ok((rec.fields, rec.len(), hash, rec.tag, body))
             }
             Ok(Err(e)) => Err(Some(e)),
@@ -451,7 +451,10 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     out.header = header;
     out.findings = f.finish();
     out.damaged = out.findings.iter().any(|f| {
-        matches!(f.class, super::report::Class::CrashDamage | super::report::Class::Corruption)
+        matches!(
+            f.class,
+            super::report::Class::CrashDamage | super::report::Class::Corruption
+        )
     });
     out
 }
