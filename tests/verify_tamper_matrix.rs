@@ -576,6 +576,24 @@ fn deleted_month_is_a_missing_segment() {
 }
 
 #[test]
+fn no_checkpoint_of_a_log_missing_a_month() {
+    // A checkpoint must never bless damage: a deleted month is found through the links, and
+    // `make_checkpoint` checks them as `verify` does.
+    let (d, keys) = fresh();
+    fs::remove_file(seg_path(d.path(), A, MID)).unwrap();
+    fs::remove_file(idx_path(d.path(), A, MID)).unwrap();
+    let e = make_checkpoint(d.path(), &org(A), &*keys)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refusing to checkpoint") && e.contains("missing_segment"),
+        "{e}"
+    );
+    // The other orgs are fine.
+    make_checkpoint(d.path(), &org(B), &*keys).unwrap();
+}
+
+#[test]
 fn deleted_last_month_needs_a_checkpoint() {
     let (d, keys) = fresh();
     let cp = make_checkpoint(d.path(), &org(A), &*keys).unwrap();

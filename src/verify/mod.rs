@@ -201,7 +201,7 @@ fn verify_org(
     opts: &VerifyOptions,
     now: Timestamp,
     report: &mut Report,
-) {
+) -> BTreeMap<SegmentId, SegmentOutcome> {
     let org_dir = dir.join(org.as_str());
     let files = list_org(&org_dir, report);
     for (id, path) in &files.orphan_indexes {
@@ -274,6 +274,7 @@ fn verify_org(
     for c in cps {
         check_checkpoint(&org_dir, org, c, keys, &outcomes, report);
     }
+    outcomes
 }
 
 fn read_header(path: &Path) -> Option<crate::format::header::SegmentHeader> {
@@ -520,33 +521,38 @@ pub fn make_checkpoint(dir: &Path, org: &OrgId, keys: &dyn KeyProvider) -> Resul
             org: org.to_string(),
         });
     }
-    let mut scratch = Report::default();
-    let files = list_org(&org_dir, &mut scratch);
-    let mut segments = Vec::new();
-    let live = writer_is_live(dir);
-    let empty = BTreeSet::new();
-    for id in files.segments {
-        let path = org_dir.join(segment_file_name(id));
-        let out = verify_segment(&SegmentCheck {
-            org,
-            id,
-            path: &path,
-            keys: Some(keys),
-            live,
-            latest: true,
-            wanted: &empty,
-            now: Timestamp::now(),
+    // The org verified as `verify` would (segments, indexes, links between segments): a
+    // deleted or swapped month fails here too, not only damage inside a segment.
+    let mut scratch = Report {
+        authenticity_checked: true,
+        live_writer: writer_is_live(dir),
+        ..Report::default()
+    };
+    let outcomes = verify_org(
+        dir,
+        org,
+        Some(keys),
+        &[],
+        &VerifyOptions::default(),
+        Timestamp::now(),
+        &mut scratch,
+    );
+    if let Some(f) = scratch
+        .findings
+        .iter()
+        .find(|f| f.severity == Severity::Error)
+    {
+        return Err(Error::Integrity {
+            file: f.file.clone(),
+            offset: f.offset.unwrap_or(0),
+            seq: f.seq,
+            kind: crate::error::IntegrityKind::Misfiled {
+                what: format!("refusing to checkpoint a log that does not verify: {f}"),
+            },
         });
-        if let Some(f) = out.findings.iter().find(|f| f.severity == Severity::Error) {
-            return Err(Error::Integrity {
-                file: path,
-                offset: f.offset.unwrap_or(0),
-                seq: f.seq,
-                kind: crate::error::IntegrityKind::Misfiled {
-                    what: format!("refusing to checkpoint a log that does not verify: {f}"),
-                },
-            });
-        }
+    }
+    let mut segments = Vec::new();
+    for (id, out) in outcomes {
         let head = match out.run_last {
             Some((_, _, h)) => h,
             None => out.heads.get(&0).copied().unwrap_or_default(),
