@@ -200,7 +200,8 @@ pub fn fuzz_inspect(data: &[u8]) {
     let path = format!("/proc/self/fd/{}", file.as_raw_fd());
     let from = data
         .get(..2)
-        .map(|b| u64::from(u16::from_le_bytes([b[0], b[1]])) % (data.len() as u64 + 1));
+        .and_then(|b| <[u8; 2]>::try_from(b).ok())
+        .map(|b| u64::from(u16::from_le_bytes(b)) % (data.len() as u64 + 1));
     for (keys, opts) in [
         (None, InspectOptions::default()),
         (
