@@ -122,13 +122,15 @@ pub enum Item {
 }
 
 /// Inspects `path` (segment or index file), calling `visit` for each item found.
-/// Returns the number of records shown.
+/// Returns the number of records shown. An error from `visit` (e.g. writing the item out)
+/// stops the walk and is returned as [`Error::Io`].
 pub fn inspect(
     path: &Path,
     keys: Option<&dyn KeyProvider>,
     opts: InspectOptions,
-    mut visit: impl FnMut(Item) -> Result<()>,
+    mut visit: impl FnMut(Item) -> std::io::Result<()>,
 ) -> Result<u64> {
+    let mut visit = |item| visit(item).map_err(|e| Error::io("write inspected item", "<output>", e));
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file
         .metadata()

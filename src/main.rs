@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::checkpoint::Checkpoint;
+use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -260,7 +260,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let keys = Keyring::open(keyring)?;
             let orgs = match org {
                 Some(o) => vec![OrgId::new(&o)?],
-                None => Log::open_read_only(dir, Options::new(Arc::new(Keyring::in_memory())))?.orgs()?,
+                None => Log::open_read_only(dir, Options::new(Arc::new(Keyring::in_memory())))?
+                    .orgs()?,
             };
             let mut out = BufWriter::new(io::stdout().lock());
             for org in orgs {
@@ -280,7 +281,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-fn verify_cmd(cli: &Cli, org: Option<String>, checkpoint: Option<PathBuf>, json: bool) -> Result<ExitCode, Failure> {
+fn verify_cmd(
+    cli: &Cli,
+    org: Option<String>,
+    checkpoint: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
     use std::io::IsTerminal;
     let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
     let keys = match &cli.keyring {
@@ -290,7 +296,8 @@ fn verify_cmd(cli: &Cli, org: Option<String>, checkpoint: Option<PathBuf>, json:
     let org = org.map(|o| OrgId::new(&o)).transpose()?;
     let checkpoints = match checkpoint {
         Some(p) => {
-            let text = std::fs::read_to_string(&p).map_err(|e| Failure(format!("{}: {e}", p.display())))?;
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| Failure(format!("{}: {e}", p.display())))?;
             Checkpoint::parse_lines(&text).map_err(|e| Failure(format!("{}: {e}", p.display())))?
         }
         None => Vec::new(),
@@ -298,8 +305,10 @@ fn verify_cmd(cli: &Cli, org: Option<String>, checkpoint: Option<PathBuf>, json:
     let bar = (!json && io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(auditlog::verify::total_bytes(dir, org.as_ref()));
         bar.set_style(
-            indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
@@ -312,7 +321,11 @@ fn verify_cmd(cli: &Cli, org: Option<String>, checkpoint: Option<PathBuf>, json:
         checkpoints,
         progress,
     };
-    let report = auditlog::verify::verify(dir, keys.as_ref().map(|k| k as &dyn auditlog::KeyProvider), &opts)?;
+    let report = auditlog::verify::verify(
+        dir,
+        keys.as_ref().map(|k| k as &dyn auditlog::KeyProvider),
+        &opts,
+    )?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -325,15 +338,31 @@ fn verify_cmd(cli: &Cli, org: Option<String>, checkpoint: Option<PathBuf>, json:
             writeln!(out, "{f}")?;
         }
         for l in &report.live {
-            writeln!(out, "live: {} verified up to byte {} ({} records)", l.file.display(), l.verified_to, l.records)?;
+            writeln!(
+                out,
+                "live: {} verified up to byte {} ({} records)",
+                l.file.display(),
+                l.verified_to,
+                l.records
+            )?;
         }
         writeln!(out, "{}", report.summary())?;
     }
     out.flush()?;
-    Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-fn inspect_cmd(cli: &Cli, file: &Path, json: bool, from_offset: Option<u64>, limit: Option<u64>) -> Result<ExitCode, Failure> {
+fn inspect_cmd(
+    cli: &Cli,
+    file: &Path,
+    json: bool,
+    from_offset: Option<u64>,
+    limit: Option<u64>,
+) -> Result<ExitCode, Failure> {
     use auditlog::inspect::{InspectOptions, Item};
     let keys = match &cli.keyring {
         Some(k) => Some(Keyring::open(k)?),
@@ -347,39 +376,92 @@ fn inspect_cmd(cli: &Cli, file: &Path, json: bool, from_offset: Option<u64>, lim
         InspectOptions { from_offset, limit },
         |item| {
             damaged |= matches!(item, Item::Damage { .. });
-            let r = if json {
-                serde_json::to_writer(&mut out, &item).map_err(io::Error::other).and_then(|()| writeln!(out))
+            if json {
+                serde_json::to_writer(&mut out, &item)
+                    .map_err(io::Error::other)
+                    .and_then(|()| writeln!(out))
             } else {
                 write_item(&mut out, &item)
-            };
-            r.map_err(|e| auditlog::Error::Io { op: "write", path: "stdout".into(), source: e })
+            }
         },
     )?;
     if !json {
-        writeln!(out, "{shown} records shown{}", if damaged { "; damaged ranges were skipped" } else { "" })?;
+        writeln!(
+            out,
+            "{shown} records shown{}",
+            if damaged {
+                "; damaged ranges were skipped"
+            } else {
+                ""
+            }
+        )?;
     }
     out.flush()?;
-    Ok(if damaged { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if damaged {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Result<()> {
     use auditlog::inspect::Item;
     match item {
-        Item::SegmentHeader { org_id, segment, ordinal, first_seq, created_at, prev, continues, genesis } => {
-            writeln!(out, "segment org={org_id} {segment} ordinal={ordinal} first_seq={first_seq} created={created_at} genesis={genesis}")?;
-            writeln!(out, "  prev={} continues={}", prev.as_deref().unwrap_or("-"), continues.as_deref().unwrap_or("-"))
+        Item::SegmentHeader {
+            org_id,
+            segment,
+            ordinal,
+            first_seq,
+            created_at,
+            prev,
+            continues,
+            genesis,
+        } => {
+            writeln!(
+                out,
+                "segment org={org_id} {segment} ordinal={ordinal} first_seq={first_seq} created={created_at} genesis={genesis}"
+            )?;
+            writeln!(
+                out,
+                "  prev={} continues={}",
+                prev.as_deref().unwrap_or("-"),
+                continues.as_deref().unwrap_or("-")
+            )
         }
-        Item::Index { org_id, segment, covered_len, record_count, head, entries, tag } => writeln!(
+        Item::Index {
+            org_id,
+            segment,
+            covered_len,
+            record_count,
+            head,
+            entries,
+            tag,
+        } => writeln!(
             out,
             "index org={org_id} {segment} covers {covered_len} bytes, {record_count} records, head={head}, {entries} entries, tag {tag:?}"
         ),
-        Item::Record { offset, len, seq, occurred_at, key_id, prev_hash, hash, linked, tag, event, body_error } => {
+        Item::Record {
+            offset,
+            len,
+            seq,
+            occurred_at,
+            key_id,
+            prev_hash,
+            hash,
+            linked,
+            tag,
+            event,
+            body_error,
+        } => {
             let link = match linked {
                 Some(true) => "linked",
                 Some(false) => "CHAIN BREAK",
                 None => "-",
             };
-            writeln!(out, "@{offset}+{len} seq={seq} t={occurred_at} key={key_id} tag={tag:?} {link} prev={prev_hash} hash={hash}")?;
+            writeln!(
+                out,
+                "@{offset}+{len} seq={seq} t={occurred_at} key={key_id} tag={tag:?} {link} prev={prev_hash} hash={hash}"
+            )?;
             match (event, body_error) {
                 (Some(e), _) => writeln!(out, "  {}", serde_json::to_string(e).unwrap_or_default()),
                 (None, Some(err)) => writeln!(out, "  body: {err}"),
@@ -387,7 +469,11 @@ fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Resul
             }
         }
         Item::Damage { start, end, reason } => {
-            writeln!(out, "DAMAGED bytes {start}..{end} ({} bytes): {reason}", end - start)
+            writeln!(
+                out,
+                "DAMAGED bytes {start}..{end} ({} bytes): {reason}",
+                end - start
+            )
         }
     }
 }
@@ -484,7 +570,9 @@ fn tamper_record(bytes: &mut [u8], n: usize) -> Option<(usize, usize)> {
     let at = off + 64 + 3; // inside the sealed body
     *bytes.get_mut(at)? ^= 0x20;
     let crc = crc32fast::hash(bytes.get(off + 8..off + len)?);
-    bytes.get_mut(off + 4..off + 8)?.copy_from_slice(&crc.to_le_bytes());
+    bytes
+        .get_mut(off + 4..off + 8)?
+        .copy_from_slice(&crc.to_le_bytes());
     Some((at, off))
 }
 
@@ -579,9 +667,13 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
         .map(|id| copy_dir.join(org.as_str()).join(format!("{id}.seg")))
         .ok_or_else(|| Failure("no segment to tamper with".into()))?;
     let mut bytes = std::fs::read(&seg)?;
-    let (at, frame) = tamper_record(&mut bytes, 10).ok_or_else(|| Failure("segment too short to tamper with".into()))?;
+    let (at, frame) = tamper_record(&mut bytes, 10)
+        .ok_or_else(|| Failure("segment too short to tamper with".into()))?;
     std::fs::write(&seg, &bytes)?;
-    println!("changed byte {at} of the record at offset {frame} in a copy of {} and fixed its CRC:", seg.display());
+    println!(
+        "changed byte {at} of the record at offset {frame} in a copy of {} and fixed its CRC:",
+        seg.display()
+    );
     let opts = auditlog::verify::VerifyOptions {
         checkpoints: vec![checkpoint],
         ..Default::default()
@@ -592,7 +684,9 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
     }
     println!("verify: {}", tampered.summary());
     if tampered.is_intact() || !report.is_intact() {
-        return Err(Failure("the demo expected the original to verify and the copy to fail".into()));
+        return Err(Failure(
+            "the demo expected the original to verify and the copy to fail".into(),
+        ));
     }
     if failures > 0 {
         return Ok(ExitCode::from(1));
@@ -679,7 +773,11 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
         return Err(Failure(format!(
             "unknown org {org}: {} has no directory for it (orgs: {})",
             dir.display(),
-            if known.is_empty() { "none".into() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
         )));
     }
     let mut q = log.query(&org);
