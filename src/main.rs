@@ -818,8 +818,8 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
         if let QueryFormat::Table = a.format {
             writeln!(
                 out,
-                "{:<27} {:<7} {:>8}  {:<14} {:<32} {:<10} {}",
-                "occurred_at", "month", "seq", "user", "action", "type", "resource_id"
+                "{:<27} {:<7} {:>8}  {:<14} {:<32} {:<10} resource_id",
+                "occurred_at", "month", "seq", "user", "action", "type"
             )?;
         }
         for item in matches {
