@@ -77,7 +77,11 @@ impl Checkpoint {
     }
 
     /// Builds and signs a checkpoint with the org's current signing key.
-    pub fn sign(org: &OrgId, segments: Vec<CheckpointSegment>, keys: &dyn KeyProvider) -> Result<Checkpoint> {
+    pub fn sign(
+        org: &OrgId,
+        segments: Vec<CheckpointSegment>,
+        keys: &dyn KeyProvider,
+    ) -> Result<Checkpoint> {
         let (id, key) = keys.signing_key(org).map_err(|source| Error::Key {
             org: org.to_string(),
             source,

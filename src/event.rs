@@ -189,12 +189,13 @@ impl Event {
             check_text("user_id", u, 256)?;
         }
         if let Some(ip) = &self.ip
-            && ip.parse::<IpAddr>().is_err() {
-                return Err(invalid(
-                    "ip",
-                    format!("{ip:?} is not an IPv4 or IPv6 address"),
-                ));
-            }
+            && ip.parse::<IpAddr>().is_err()
+        {
+            return Err(invalid(
+                "ip",
+                format!("{ip:?} is not an IPv4 or IPv6 address"),
+            ));
+        }
         if let Some(ua) = &self.user_agent {
             check_text("user_agent", ua, 4096)?;
         }

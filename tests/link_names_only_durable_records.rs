@@ -38,7 +38,11 @@ fn a_crash_after_a_month_rollover_under_never_leaves_no_link_finding() {
         .partition(|e| e.occurred_at < Timestamp::parse("2026-02-01").unwrap());
     assert!(!jan.is_empty() && !feb.is_empty());
 
-    let log = Log::open(&dir, Options::new(keys.clone()).durability(Durability::Never)).unwrap();
+    let log = Log::open(
+        &dir,
+        Options::new(keys.clone()).durability(Durability::Never),
+    )
+    .unwrap();
     for e in &jan {
         log.append(e).unwrap(); // buffered in the process
     }
@@ -55,5 +59,8 @@ fn a_crash_after_a_month_rollover_under_never_leaves_no_link_finding() {
     // January's records named by the link are all on disk.
     let reopened = Log::open_read_only(&dir, Options::new(keys)).unwrap();
     let read = reopened.scan(&org).unwrap().filter(|r| r.is_ok()).count();
-    assert!(read >= jan.len(), "expected every January record on disk, read {read}");
+    assert!(
+        read >= jan.len(),
+        "expected every January record on disk, read {read}"
+    );
 }

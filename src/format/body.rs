@@ -269,9 +269,10 @@ impl<'a> Openings<'a> {
                             commitment: Hash(r.array("commitment")?),
                         },
                         _ => {
-                            return Err(
-                                r.error("state", DecodeErrorKind::Invalid("unknown opening state"))
-                            );
+                            return Err(r.error(
+                                "state",
+                                DecodeErrorKind::Invalid("unknown opening state"),
+                            ));
                         }
                     });
                 }
