@@ -177,7 +177,7 @@ fn build(dir: &Path, events: u64, sqlite: bool) {
             tx.commit().unwrap();
         }
         n += chunk.len() as u64;
-        if n % 1_000_000 == 0 {
+        if n.is_multiple_of(1_000_000) {
             eprintln!("  {n} events");
         }
     }
@@ -219,8 +219,10 @@ fn big_log() -> Option<&'static Fixture> {
 // Samples: (events returned, elapsed) per iteration, for the summary.
 // ---------------------------------------------------------------------------------------
 
-fn samples() -> &'static Mutex<BTreeMap<String, Vec<(u64, Duration)>>> {
-    static S: OnceLock<Mutex<BTreeMap<String, Vec<(u64, Duration)>>>> = OnceLock::new();
+type Samples = Mutex<BTreeMap<String, Vec<(u64, Duration)>>>;
+
+fn samples() -> &'static Samples {
+    static S: OnceLock<Samples> = OnceLock::new();
     S.get_or_init(Default::default)
 }
 
@@ -331,6 +333,18 @@ fn ours(c: &mut Criterion) {
     timed(&mut g, "full/unverified/cursor", big.events, || {
         count_cursor(log.query(&o).unverified())
     });
+    timed(
+        &mut g,
+        "full/verified/cursor/1 thread (1M log)",
+        small.events,
+        || count_cursor(log1.query(&o).threads(1)),
+    );
+    timed(
+        &mut g,
+        "full/unverified/cursor/1 thread (1M log)",
+        small.events,
+        || count_cursor(log1.query(&o).threads(1).unverified()),
+    );
     timed(
         &mut g,
         "full/verified/events (1M log)",
@@ -506,6 +520,12 @@ fn peak_rss_kib() -> u64 {
 fn summary(_c: &mut Criterion) {
     let line = |name: &str| -> Option<(f64, u64)> { median(name) };
     println!("\n=== query summary (medians of 10 samples; 2-core machine) ===");
+    println!(
+        "load average at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     println!(
         "{:<44} {:>10} {:>12} {:>14}",
         "benchmark", "events", "ms", "events/s"

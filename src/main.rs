@@ -729,7 +729,8 @@ struct QueryArgs {
     #[arg(long)]
     reverse: bool,
     /// Skip the chain and tag checks (faster; crash damage is still reported, tampering
-    /// is not). Works without --keyring.
+    /// is not). Works without --keyring, but then no index can be checked and whole
+    /// segments are read.
     #[arg(long)]
     unverified: bool,
     /// Output: JSON lines (each event plus month, seq and hash) or a table.

@@ -203,18 +203,49 @@ pub(crate) fn run_batch(
         });
         return out;
     }
-    let start = blocks.iter().map(|b| b.start).min().unwrap_or(0);
-    let end = blocks.iter().map(|b| b.end).max().unwrap_or(0);
-    let mut bytes = pool.take((end - start) as usize);
-    if let Err(e) = src.file.read_exact_at(&mut bytes, start) {
-        out.blocks.push(BlockOut {
-            first: None,
-            last: None,
-            broken: true,
-            items: vec![Item::Err(Error::io("read segment", &src.path, e))],
-            records: 0,
-        });
-        return out;
+    // Lay the blocks out back to back; blocks adjacent in the file form runs read at once.
+    let mut runs: Vec<(u64, u64, usize)> = Vec::new(); // (file start, file end, buffer pos)
+    let mut at: Vec<usize> = Vec::with_capacity(blocks.len());
+    let mut total = 0usize;
+    for b in blocks {
+        match runs.last_mut() {
+            Some(r) if r.1 == b.start => {
+                at.push(r.2 + (b.start - r.0) as usize);
+                total += (b.end - b.start) as usize;
+                r.1 = b.end;
+            }
+            Some(r) if b.end == r.0 => {
+                // Reverse order: the block sits just before the run; shift the run's blocks.
+                let len = (b.end - b.start) as usize;
+                for p in at.iter_mut().rev().take_while(|p| **p >= r.2) {
+                    *p += len;
+                }
+                at.push(r.2);
+                total += len;
+                r.0 = b.start;
+            }
+            _ => {
+                at.push(total);
+                runs.push((b.start, b.end, total));
+                total += (b.end - b.start) as usize;
+            }
+        }
+    }
+    let mut bytes = pool.take(total);
+    for &(start, end, pos) in &runs {
+        let Some(dst) = bytes.get_mut(pos..pos + (end - start) as usize) else {
+            continue;
+        };
+        if let Err(e) = src.file.read_exact_at(dst, start) {
+            out.blocks.push(BlockOut {
+                first: None,
+                last: None,
+                broken: true,
+                items: vec![Item::Err(Error::io("read segment", &src.path, e))],
+                records: 0,
+            });
+            return out;
+        }
     }
     out.bytes = bytes.len() as u64;
     pool.held.fetch_add(bytes.len(), Ordering::Relaxed);
@@ -222,19 +253,19 @@ pub(crate) fn run_batch(
         bytes,
         pool: Arc::clone(pool),
     });
-    for block in blocks {
-        out.blocks.push(run_block(ctx, src, block, &buf, start, v));
+    for (block, pos) in blocks.iter().zip(at) {
+        out.blocks.push(run_block(ctx, src, block, &buf, pos, v));
     }
     out
 }
 
-/// Walks one block's frames inside `buf` (which starts at file offset `base`).
+/// Walks one block's frames inside `buf`, where the block starts at `pos`.
 fn run_block(
     ctx: &Ctx,
     src: &Source,
     block: &Block,
     buf: &Arc<Buf>,
-    base: u64,
+    pos: usize,
     v: &mut Verifier,
 ) -> BlockOut {
     let mut out = BlockOut {
@@ -249,7 +280,7 @@ fn run_block(
     let mut off = block.start;
     let mut head: Option<Hash> = None;
     let mut next_seq: Option<u64> = None;
-    let rel = |o: u64| (o - base) as usize;
+    let rel = |o: u64| pos + (o - block.start) as usize;
     while off < block.end {
         let slice = buf.bytes.get(rel(off)..rel(block.end)).unwrap_or_default();
         let rec = match decode_frame(slice, off) {

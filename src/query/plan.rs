@@ -31,6 +31,8 @@ use crate::time::{Month, Timestamp};
 
 /// Bytes read per batch (one positioned read) at most, unless one block is larger.
 pub(crate) const BATCH_BYTES: u64 = 1 << 20;
+/// Blocks per batch at most (so a selective query's scattered blocks share few tasks).
+const MAX_BATCH_BLOCKS: usize = 256;
 /// Interval of hint-pass blocks.
 const HINT_INTERVAL: u64 = 4096;
 
@@ -660,23 +662,17 @@ fn order_blocks(plan: &mut MonthPlan, mut lists: Vec<Vec<Block>>, reverse: bool,
             f.min().unwrap_or(Timestamp(i64::MAX))
         });
     }
-    // Batches: runs of blocks that are contiguous in one file (in reading order), up to
-    // `batch` bytes; damage blocks stand alone.
+    // Batches: consecutive blocks (in reading order) of one file, up to `batch` bytes and
+    // MAX_BATCH_BLOCKS blocks; damage blocks stand alone. A batch is one task for a thread;
+    // its blocks that are adjacent in the file are read with one pread.
     let mut i = 0;
     let n = plan.blocks.len();
     while i < n {
         let mut j = i + 1;
         let mut bytes = plan.blocks.get(i).map_or(0, |b| b.end - b.start);
         while let (Some(a), Some(b)) = (plan.blocks.get(j - 1), plan.blocks.get(j)) {
-            let contiguous = a.src == b.src
-                && a.damage.is_none()
-                && b.damage.is_none()
-                && if reverse {
-                    b.end == a.start
-                } else {
-                    a.end == b.start
-                };
-            if !contiguous || bytes + (b.end - b.start) > batch {
+            let joinable = a.src == b.src && a.damage.is_none() && b.damage.is_none();
+            if !joinable || bytes + (b.end - b.start) > batch || j - i >= MAX_BATCH_BLOCKS {
                 break;
             }
             bytes += b.end - b.start;
