@@ -222,7 +222,10 @@ pub fn fuzz_inspect(data: &[u8]) {
                 Item::Damage { start, end, .. } => (*start, *end),
                 Item::SegmentHeader { .. } | Item::Index { .. } => (0, 0),
             };
-            assert!(start >= last_end || end == 0, "items overlap or go backwards");
+            assert!(
+                start >= last_end || end == 0,
+                "items overlap or go backwards"
+            );
             assert!(end <= data.len() as u64, "item past the end of the file");
             last_end = last_end.max(end);
             Ok(())

@@ -130,7 +130,8 @@ pub fn inspect(
     opts: InspectOptions,
     mut visit: impl FnMut(Item) -> std::io::Result<()>,
 ) -> Result<u64> {
-    let mut visit = |item| visit(item).map_err(|e| Error::io("write inspected item", "<output>", e));
+    let mut visit =
+        |item| visit(item).map_err(|e| Error::io("write inspected item", "<output>", e));
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file
         .metadata()

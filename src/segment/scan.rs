@@ -590,7 +590,11 @@ mod tests {
                 let a = base + rng.below(5000 - base);
                 let b = a + rng.below(5000 - a + 1);
                 let want = crc32fast::hash(&bytes[a as usize..b as usize]);
-                assert_eq!(p.crc_of(&win, a, b).unwrap(), want, "base {base} range {a}..{b}");
+                assert_eq!(
+                    p.crc_of(&win, a, b).unwrap(),
+                    want,
+                    "base {base} range {a}..{b}"
+                );
             }
         }
     }
