@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! # use auditlog::{Log, OrgId, Timestamp};
-//! # fn f(log: &Log) -> auditlog::Result<()> {
+//! # fn f(log: &Log) -> Result<(), Box<dyn std::error::Error>> {
 //! let org = OrgId::new("acme")?;
 //! for ev in log
 //!     .query(&org)
