@@ -246,7 +246,8 @@ fn verify_org(
         .min(files.segments.len())
         .max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: parking_lot::Mutex<Vec<(usize, SegmentOutcome)>> = parking_lot::Mutex::new(Vec::new());
+    let done: parking_lot::Mutex<Vec<(usize, SegmentOutcome)>> =
+        parking_lot::Mutex::new(Vec::new());
     let live = report.live_writer;
     std::thread::scope(|scope| {
         for _ in 0..workers {
