@@ -23,9 +23,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::plan::{Block, Ctx, MonthPlan, Source};
 use crate::crypto::{self, Hash, KeyId, Signer};
-use crate::entry;
 use crate::error::{Error, IntegrityKind};
-use crate::event::VerifiedEvent;
 use crate::format::index::KeyFields;
 use crate::format::record::{FRAME_HEADER_LEN, FrameError, MIN_FRAME_LEN, TAG_LEN, decode_frame};
 use crate::format::{DecodeError, DecodeErrorKind};
@@ -75,8 +73,6 @@ impl BufPool {
 
 /// Where a match's bytes are.
 pub(crate) enum Payload {
-    /// Decoded by the worker.
-    Event(Box<VerifiedEvent>),
     /// In a batch buffer, at `at`.
     Raw(Arc<Buf>, u32),
     /// Given up to bound memory: read again from the file when released.
@@ -95,16 +91,6 @@ pub(crate) struct Match {
     /// Chain hash (verified mode; computed on demand otherwise).
     pub hash: Option<Hash>,
     pub payload: Payload,
-}
-
-impl Match {
-    /// Bytes this match keeps alive by itself (decoded events; buffers are counted apart).
-    pub fn own_bytes(&self) -> usize {
-        match &self.payload {
-            Payload::Event(_) => 3 * self.frame_len as usize + 256,
-            _ => 0,
-        }
-    }
 }
 
 /// One item of a block, in file order.
@@ -393,22 +379,7 @@ fn run_block(
                 true
             };
             if matched {
-                let payload = if ctx.decode {
-                    let h = match hash {
-                        Some(h) => h,
-                        None => crypto::chain_hash(rec.chained_bytes()),
-                    };
-                    match entry::open(&ctx.org, src.month, src.part, &rec, h) {
-                        Ok(ev) => Payload::Event(Box::new(ev)),
-                        Err(e) => {
-                            out.items.push(Item::Err(e.into_error(path, off, seq)));
-                            off += len;
-                            continue;
-                        }
-                    }
-                } else {
-                    Payload::Raw(Arc::clone(buf), rel(off) as u32)
-                };
+                let payload = Payload::Raw(Arc::clone(buf), rel(off) as u32);
                 out.items.push(Item::Match(Match {
                     ts,
                     seq,

@@ -45,7 +45,7 @@
 //! released once it is below the frontier. Matches waiting for the frontier are the only
 //! buffering: about one out-of-order span's worth (an event stamped an hour early holds back
 //! an hour of matches). Beyond [`Query::buffer_limit`] (64 MiB default) waiting matches are
-//! spilled to 40-byte keys and read again when released. See ARCHITECTURE.md, "Queries".
+//! spilled to ~100-byte keys and read again when released. See ARCHITECTURE.md, "Queries".
 
 mod exec;
 mod filter;
@@ -240,17 +240,17 @@ impl<'a> Query<'a> {
         // them on this one made the allocator the bottleneck (measured: slower than one
         // thread). The helpers still do the reading and the hashing.
         Ok(Matches {
-            inner: MatchesInner::Running(Box::new(self.start(false)?)),
+            inner: MatchesInner::Running(Box::new(self.start()?)),
         })
     }
 
     /// Runs the query and returns a cursor over borrowed, lazily decoded matches
     /// ([`EventRef`]): the fast path, without building a `VerifiedEvent` per match.
     pub fn cursor(self) -> Result<Cursor> {
-        self.start(false)
+        self.start()
     }
 
-    fn start(self, decode: bool) -> Result<Cursor> {
+    fn start(self) -> Result<Cursor> {
         if let Some((option, reason)) = self.bad {
             return Err(Error::InvalidOption { option, reason });
         }
@@ -296,7 +296,6 @@ impl<'a> Query<'a> {
             filter,
             verify: self.verify,
             reverse: self.reverse,
-            decode,
             batch_bytes: self.batch_bytes,
         });
         Ok(Cursor {
@@ -434,7 +433,7 @@ impl Cursor {
         };
         let cur = match m.payload {
             Payload::Raw(ref buf, at) => Current::Buffer(Arc::clone(buf), at as usize, m),
-            Payload::Spilled | Payload::Event(_) => match self.reread(&m) {
+            Payload::Spilled => match self.reread(&m) {
                 Ok(bytes) => Current::Bytes(bytes, m),
                 Err(e) => return Some(Err(e)),
             },
@@ -719,7 +718,6 @@ impl Iterator for Matches {
             Err(e) => return Some(Err(e)),
         };
         match m.payload {
-            Payload::Event(ev) => Some(Ok(*ev)),
             Payload::Raw(ref buf, at) => {
                 let run = c.run.as_ref()?;
                 let src = run.plan.sources.get(usize::from(m.src))?;

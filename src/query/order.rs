@@ -15,7 +15,7 @@ const MAX_RUNS: usize = 16;
 pub(crate) struct Pending {
     runs: VecDeque<VecDeque<Match>>,
     reverse: bool,
-    /// Bytes held by decoded events and spilled keys (buffers are counted apart).
+    /// Bytes held by spilled keys (batch buffers are counted apart).
     pub own: usize,
     pub count: usize,
     pub spilled: u64,
@@ -53,7 +53,6 @@ impl Pending {
             v.sort_by_key(key);
         }
         self.count += v.len();
-        self.own += v.iter().map(Match::own_bytes).sum::<usize>();
         self.runs.push_back(v.into());
         if self.runs.len() > MAX_RUNS {
             let mut all: Vec<Match> = self.runs.drain(..).flatten().collect();
@@ -85,8 +84,7 @@ impl Pending {
                 self.runs.clear();
             }
             self.count -= 1;
-            self.own -=
-                m.own_bytes() + usize::from(matches!(m.payload, Payload::Spilled)) * SPILLED_BYTES;
+            self.own -= usize::from(matches!(m.payload, Payload::Spilled)) * SPILLED_BYTES;
             return Some(m);
         }
         let mut best: Option<(usize, (Timestamp, u64))> = None;
@@ -123,8 +121,7 @@ impl Pending {
             self.runs.remove(i);
         }
         self.count -= 1;
-        self.own -=
-            m.own_bytes() + usize::from(matches!(m.payload, Payload::Spilled)) * SPILLED_BYTES;
+        self.own -= usize::from(matches!(m.payload, Payload::Spilled)) * SPILLED_BYTES;
         Some(m)
     }
 
@@ -139,7 +136,6 @@ impl Pending {
             }
             for m in run.iter_mut() {
                 if !matches!(m.payload, Payload::Spilled) {
-                    self.own -= m.own_bytes();
                     m.payload = Payload::Spilled;
                     self.own += SPILLED_BYTES;
                     n += 1;

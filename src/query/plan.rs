@@ -46,8 +46,6 @@ pub(crate) struct Ctx {
     pub filter: Filter,
     pub verify: bool,
     pub reverse: bool,
-    /// Decode matches into `VerifiedEvent`s in the workers.
-    pub decode: bool,
     /// Largest batch (one positioned read).
     pub batch_bytes: u64,
 }
