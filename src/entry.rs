@@ -335,27 +335,7 @@ pub(crate) fn open(
     let open_at = body_at + rec.sealed.len() as u64;
     let openings =
         Openings::decode(rec.openings, open_at, body.pii.len()).map_err(OpenError::Decode)?;
-    // Each slot's value, or None when erased; and the commitments they open.
-    let values: Vec<(Option<&[u8]>, Hash)> = match &openings {
-        Openings::None => Vec::new(),
-        Openings::Seeded { seed, values } => values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                (
-                    Some(*v),
-                    crypto::commitment(&crypto::derive_salt(seed, i as u8), v),
-                )
-            })
-            .collect(),
-        Openings::Explicit(slots) => slots
-            .iter()
-            .map(|s| match s {
-                Opening::Open { salt, value } => (Some(*value), crypto::commitment(salt, value)),
-                Opening::Erased { commitment } => (None, *commitment),
-            })
-            .collect(),
-    };
+    let values = opened_values(&openings);
     if let Some(root) = body.pii_root {
         let commitments: Vec<Hash> = values.iter().map(|(_, c)| *c).collect();
         if crypto::pii_root(&commitments) != root {
