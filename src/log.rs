@@ -461,7 +461,8 @@ impl Log {
         let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
         let mut pending = Vec::with_capacity(prepared.len());
         for (org_id, org, writer, idx) in prepared {
-            let signer = org.signer(&*opts.keys)?;
+            // The prepare loop just refreshed this org's signer from the key provider.
+            let signer = &org.signer;
             let items: Vec<(&SealedEvent, Timestamp)> = idx
                 .iter()
                 .filter_map(|&i| sealed.get(i).map(|(_, _, s, t)| (s, *t)))
