@@ -20,6 +20,9 @@
 //!
 //! Run: `cargo bench --bench append` (about two minutes on the 2-core dev machine).
 
+#[path = "common/sqlite.rs"]
+mod sqlite;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::hint::black_box;
@@ -32,11 +35,9 @@ use std::time::{Duration, Instant};
 use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use hmac::{KeyInit, Mac};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
-
-type HmacSha256 = hmac::Hmac<Sha256>;
+use sqlite::{Row, SqlSync, sql_commit, sql_create, sql_mac, sql_open, sql_row};
 
 /// Distinct events generated once and cycled through by every benchmark.
 const POOL: usize = 20_000;
@@ -675,192 +676,8 @@ fn auditlog_benches(c: &mut Criterion) {
 // SQLite peer: one table, four indexes, WAL, application hash chain + HMAC column
 // ---------------------------------------------------------------------------------------
 
-const SQL_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    id            INTEGER PRIMARY KEY,
-    org_id        TEXT NOT NULL,
-    occurred_at   INTEGER NOT NULL,
-    user_id       TEXT,
-    action        TEXT NOT NULL,
-    resource_type TEXT NOT NULL,
-    resource_id   TEXT NOT NULL,
-    before        TEXT,
-    after         TEXT,
-    ip            TEXT,
-    user_agent    TEXT,
-    session_id    TEXT,
-    trace_id      TEXT,
-    metadata      TEXT,
-    hash          BLOB NOT NULL,
-    hmac          BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_org_time ON events (org_id, occurred_at);
-CREATE INDEX IF NOT EXISTS events_resource ON events (resource_type, resource_id);
-CREATE INDEX IF NOT EXISTS events_user_time ON events (user_id, occurred_at);
-CREATE INDEX IF NOT EXISTS events_action_time ON events (action, occurred_at);
-";
-
-const SQL_INSERT: &str = "INSERT INTO events (org_id, occurred_at, user_id, action, \
-    resource_type, resource_id, before, after, ip, user_agent, session_id, trace_id, metadata, \
-    hash, hmac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
-
-/// `PRAGMA cache_size`: 256 MiB per connection (default is 2 MiB). Measured on this
-/// machine: OFF, 1 thread, 1,000-row transactions go from ~21k to ~24k rows/s with it; the
-/// random-key index makes every transaction dirty about one page per row anyway.
-const SQL_CACHE_SIZE: i64 = -262_144;
-
-const SQL_HMAC_KEY: &[u8; 32] = b"bench-only hmac key, 32 bytes!!!";
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SqlSync {
-    Full,
-    Off,
-}
-
-fn sql_open(path: &Path, sync: SqlSync) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    conn.busy_timeout(Duration::from_secs(60)).unwrap();
-    conn.pragma_update(None, "cache_size", SQL_CACHE_SIZE)
-        .unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match sync {
-            SqlSync::Full => "FULL",
-            SqlSync::Off => "OFF",
-        },
-    )
-    .unwrap();
-    conn
-}
-
-fn sql_create(path: &Path) {
-    let conn = sql_open(path, SqlSync::Full);
-    conn.execute_batch(SQL_SCHEMA).unwrap();
-}
-
-/// An event turned into column values, plus the row bytes the chain hash covers (each
-/// column length-prefixed, NULL marked): what the application computes before it writes.
-struct Row {
-    org_id: String,
-    occurred_at: i64,
-    user_id: Option<String>,
-    action: String,
-    resource_type: String,
-    resource_id: String,
-    before: Option<String>,
-    after: Option<String>,
-    ip: Option<String>,
-    user_agent: Option<String>,
-    session_id: Option<String>,
-    trace_id: Option<String>,
-    metadata: Option<String>,
-    bytes: Vec<u8>,
-}
-
-fn json_col(v: &serde_json::Value) -> Option<String> {
-    (!v.is_null()).then(|| v.to_string())
-}
-
-fn sql_row(e: &Event) -> Row {
-    let mut row = Row {
-        org_id: e.org_id.clone(),
-        occurred_at: e.occurred_at.0,
-        user_id: e.user_id.clone(),
-        action: e.action.clone(),
-        resource_type: e.resource_type.clone(),
-        resource_id: e.resource_id.clone(),
-        before: json_col(&e.before),
-        after: json_col(&e.after),
-        ip: e.ip.clone(),
-        user_agent: e.user_agent.clone(),
-        session_id: e.session_id.clone(),
-        trace_id: e.trace_id.clone(),
-        metadata: json_col(&e.metadata),
-        bytes: Vec::new(),
-    };
-    let mut b = Vec::with_capacity(1024);
-    let mut put = |s: Option<&str>| match s {
-        Some(s) => {
-            b.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            b.extend_from_slice(s.as_bytes());
-        }
-        None => b.extend_from_slice(&u32::MAX.to_le_bytes()),
-    };
-    put(Some(&row.org_id));
-    put(Some(&row.occurred_at.to_string()));
-    put(row.user_id.as_deref());
-    put(Some(&row.action));
-    put(Some(&row.resource_type));
-    put(Some(&row.resource_id));
-    put(row.before.as_deref());
-    put(row.after.as_deref());
-    put(row.ip.as_deref());
-    put(row.user_agent.as_deref());
-    put(row.session_id.as_deref());
-    put(row.trace_id.as_deref());
-    put(row.metadata.as_deref());
-    row.bytes = b;
-    row
-}
-
-/// One transaction: take the write lock, read the chain head, chain + sign + insert `rows`,
-/// commit.
-fn sql_commit(conn: &mut Connection, rows: &[Row], mac: &HmacSha256) {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .unwrap();
-    {
-        let mut prev: [u8; 32] = tx
-            .query_row(
-                "SELECT hash FROM events ORDER BY id DESC LIMIT 1",
-                [],
-                |r| r.get::<_, Vec<u8>>(0),
-            )
-            .optional()
-            .unwrap()
-            .map_or([0; 32], |h| h.try_into().unwrap());
-        let mut stmt = tx.prepare_cached(SQL_INSERT).unwrap();
-        for r in rows {
-            let hash: [u8; 32] = Sha256::new()
-                .chain_update(prev)
-                .chain_update(&r.bytes)
-                .finalize()
-                .into();
-            let mut m = mac.clone();
-            m.update(&hash);
-            let tag: [u8; 32] = m.finalize().into_bytes().into();
-            stmt.execute(params![
-                r.org_id,
-                r.occurred_at,
-                r.user_id,
-                r.action,
-                r.resource_type,
-                r.resource_id,
-                r.before,
-                r.after,
-                r.ip,
-                r.user_agent,
-                r.session_id,
-                r.trace_id,
-                r.metadata,
-                &hash[..],
-                &tag[..],
-            ])
-            .unwrap();
-            prev = hash;
-        }
-    }
-    tx.commit().unwrap();
-}
-
-fn sql_mac() -> HmacSha256 {
-    <HmacSha256 as KeyInit>::new_from_slice(SQL_HMAC_KEY).unwrap()
-}
+// The table, row encoding and transaction are in `common/sqlite.rs` (shared with the verify
+// bench).
 
 /// How the threads of a SQLite benchmark reach the database.
 #[derive(Clone, Copy, PartialEq, Eq)]
