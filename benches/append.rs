@@ -18,8 +18,12 @@
 //! as ratios to their physical bounds and to SQLite, and the issue #2 targets. See
 //! `docs/BENCHMARKS.md`.
 //!
-//! Run: `cargo bench --bench append` (about two minutes on the 2-core dev machine).
+//! Run: `cargo bench --bench append` (short profile, about 1.5 minutes on the 2-core dev
+//! machine) or `AUDITLOG_BENCH=long cargo bench --bench append` (the recorded figures'
+//! sampling, about 2.5 minutes); see `common/profile.rs`.
 
+#[path = "common/profile.rs"]
+mod profile;
 #[path = "common/sqlite.rs"]
 mod sqlite;
 
@@ -43,9 +47,6 @@ use sqlite::{Row, SqlSync, sql_commit, sql_create, sql_mac, sql_open, sql_row};
 const POOL: usize = 20_000;
 /// Events per `append_batch` call and per SQLite transaction.
 const BATCH: usize = 1_000;
-const SAMPLES: usize = 10;
-const WARM_UP: Duration = Duration::from_secs(1);
-const MEASURE: Duration = Duration::from_secs(4);
 /// The single-thread `Never` log is replaced by a fresh one after this many events, so the
 /// run does not fill the disk.
 const NEVER_REOPEN_EVENTS: u64 = 400_000;
@@ -142,12 +143,12 @@ fn record(name: &str, s: Sample) {
         .push(s);
 }
 
-/// The measurement samples of a benchmark: the last `SAMPLES` calls (earlier ones were
-/// criterion's warm-up).
+/// The measurement samples of a benchmark: the last `samples` calls of the profile (earlier
+/// ones were criterion's warm-up).
 fn measured(name: &str) -> Option<Vec<Sample>> {
     let r = results().lock().unwrap();
     let all = r.get(name)?;
-    Some(all[all.len().saturating_sub(SAMPLES)..].to_vec())
+    Some(all[all.len().saturating_sub(profile::append().samples)..].to_vec())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -336,9 +337,10 @@ fn configure<'a>(
     group: &str,
 ) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
     let mut g = c.benchmark_group(group);
-    g.sample_size(SAMPLES)
-        .warm_up_time(WARM_UP)
-        .measurement_time(MEASURE)
+    let t = profile::append();
+    g.sample_size(t.samples)
+        .warm_up_time(t.warm_up)
+        .measurement_time(t.measure)
         .sampling_mode(SamplingMode::Flat)
         .nresamples(10_000);
     g
@@ -912,6 +914,14 @@ fn summary(_c: &mut Criterion) {
 
     println!();
     println!("==================== append bench summary ====================");
+    let t = profile::append();
+    println!(
+        "profile: {} ({} samples, {:?} warm-up, {:?} measurement per benchmark)",
+        profile::Profile::get().name(),
+        t.samples,
+        t.warm_up,
+        t.measure
+    );
     println!(
         "dir: {} (one filesystem for every figure)",
         bench_root().display()

@@ -9,11 +9,14 @@
 //!
 //! Data: the reference workload (`auditlog::workload`, seed 1, 1 % of events up to an hour
 //! out of order), one org, at 5M events per 90 days (~55,600 a day). Logs are built once
-//! (Durability::Never, `append_batch`) and cached under `target/query-bench/`:
-//! `log-5m` (5M events, 90 days: the main log, plus `sqlite-5m.db` with the same events),
-//! `log-1m` (1M, 18 days) and, only when `QUERY_BENCH_20M=1` is set or it was built before,
-//! `log-20m` (20M, 360 days). Building takes minutes (the workload generator runs at ~100k
-//! events/s); later runs reuse it.
+//! (Durability::Never, `append_batch`) and cached under `target/query-bench/`. Which logs
+//! depends on the profile (`common/profile.rs`):
+//! - long (`AUDITLOG_BENCH=long`): `log-5m` (5M events, 90 days: the main log, plus
+//!   `sqlite.db` with the same events), `log-1m` (1M, 18 days) and, only when
+//!   `QUERY_BENCH_20M=1` is set or it was built before, `log-20m` (20M, 360 days). Building
+//!   takes minutes (the workload generator runs at ~100k events/s); later runs reuse them.
+//! - short (the default): `short-1m` (1M events, 18 days, plus SQLite: the main log) and
+//!   `short-222k` (4 days), built in about a minute on the first run.
 //!
 //! SQLite: one table, the indexed fields as columns, the event's JSON as text and an
 //! application-computed HMAC-SHA256 of it, indexes on (org, ts), (org, user_id, ts),
@@ -24,14 +27,19 @@
 //! - `full/…`: every event of the org, oldest first. `cursor` = borrowed matches
 //!   ([`auditlog::Cursor`]), `events` = a decoded `VerifiedEvent` per match (on the 1M log:
 //!   it is ~4× slower per event and criterion needs 10 samples).
-//! - `day/…`: 2026-02-10, one day of 90 (~55,600 events); `cold` opens the log anew per
-//!   iteration, so the month's index is read and its tag checked each time.
+//! - `day/…`: one day (long: 2026-02-10 of 90; short: 2026-01-12 of 18; ~55,600 events);
+//!   `cold` opens the log anew per iteration, so the month's index is read and its tag
+//!   checked each time.
 //! - `user/…`: `user-00107`, ~0.1 % of events.
-//! - `flat/…`: one day (2026-01-10) on logs of 1M, 5M (and 20M) events at the same daily rate.
+//! - `flat/…`: one day (long: 2026-01-10; short: 2026-01-03) on every log, all written at the
+//!   same daily rate.
 //!
 //! The last group prints a summary against the issue #4 targets. Run:
-//! `cargo bench --bench query` (about 6 minutes on the 2-core dev machine once the logs are
-//! cached).
+//! `cargo bench --bench query` (short profile, about 2 minutes on the 2-core dev machine once
+//! the logs are cached) or `AUDITLOG_BENCH=long cargo bench --bench query` (about 7).
+
+#[path = "common/profile.rs"]
+mod profile;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,8 +56,6 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 const ORG: &str = "org-000";
 const PER_DAY: u64 = 5_000_000 / 90;
-const DAY: &str = "2026-02-10";
-const FLAT_DAY: &str = "2026-01-10";
 const USER: &str = "user-00107";
 const SQLITE_KEY: &[u8; 32] = b"bench-sqlite-hmac-key-0123456789";
 
@@ -197,22 +203,45 @@ fn build(dir: &Path, events: u64, sqlite: bool) {
 
 fn main_log() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| fixture("log-5m", 5_000_000, true))
+    let l = profile::query().main;
+    F.get_or_init(|| fixture(l.dir, l.events, true))
 }
 
 fn small_log() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| fixture("log-1m", 1_000_000, false))
+    let l = profile::query().small;
+    F.get_or_init(|| fixture(l.dir, l.events, false))
 }
 
 fn big_log() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
         let wanted = std::env::var("QUERY_BENCH_20M").is_ok_and(|v| v == "1");
-        let built = root().join("log-20m/READY").exists();
-        (wanted || built).then(|| fixture("log-20m", 20_000_000, false))
+        let Some(l) = profile::query().big else {
+            if wanted {
+                eprintln!(
+                    "QUERY_BENCH_20M=1 is ignored by the short profile (set AUDITLOG_BENCH=long)"
+                );
+            }
+            return None;
+        };
+        let built = root().join(l.dir).join("READY").exists();
+        (wanted || built).then(|| fixture(l.dir, l.events, false))
     })
     .as_ref()
+}
+
+/// A criterion group with the profile's sampling; its name carries the profile's suffix.
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    t: profile::Timing,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(format!("{name}{}", profile::query().group_suffix));
+    g.sample_size(t.samples)
+        .warm_up_time(t.warm_up)
+        .measurement_time(t.measure);
+    g
 }
 
 // ---------------------------------------------------------------------------------------
@@ -314,19 +343,18 @@ fn count_events(q: auditlog::Query<'_>) -> u64 {
 }
 
 fn ours(c: &mut Criterion) {
+    let p = profile::query();
     let big = main_log();
     let small = small_log();
     let log = big.open();
     let log1 = small.open();
     let o = org();
-    let (day_from, day_to) = (ts(DAY), Timestamp(ts(DAY).0 + 86_400_000_000));
+    let (day_from, day_to) = (ts(p.day), Timestamp(ts(p.day).0 + 86_400_000_000));
     let day_n = count_cursor(log.query(&o).since(day_from).until(day_to));
     let user_n = count_cursor(log.query(&o).user(USER));
+    let s = p.small.label;
 
-    let mut g = c.benchmark_group("query");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+    let mut g = group(c, "query", p.timing);
     timed(&mut g, "full/verified/cursor", big.events, || {
         count_cursor(log.query(&o))
     });
@@ -335,25 +363,25 @@ fn ours(c: &mut Criterion) {
     });
     timed(
         &mut g,
-        "full/verified/cursor/1 thread (1M log)",
+        &format!("full/verified/cursor/1 thread ({s} log)"),
         small.events,
         || count_cursor(log1.query(&o).threads(1)),
     );
     timed(
         &mut g,
-        "full/unverified/cursor/1 thread (1M log)",
+        &format!("full/unverified/cursor/1 thread ({s} log)"),
         small.events,
         || count_cursor(log1.query(&o).threads(1).unverified()),
     );
     timed(
         &mut g,
-        "full/verified/events (1M log)",
+        &format!("full/verified/events ({s} log)"),
         small.events,
         || count_events(log1.query(&o)),
     );
     timed(
         &mut g,
-        "full/unverified/events (1M log)",
+        &format!("full/unverified/events ({s} log)"),
         small.events,
         || count_events(log1.query(&o).unverified()),
     );
@@ -378,14 +406,11 @@ fn ours(c: &mut Criterion) {
     });
     g.finish();
 
-    let mut g = c.benchmark_group("query-flat");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    let (f_from, f_to) = (ts(FLAT_DAY), Timestamp(ts(FLAT_DAY).0 + 86_400_000_000));
-    let mut logs = vec![("1M", small), ("5M", big)];
-    if let Some(b) = big_log() {
-        logs.push(("20M", b));
+    let mut g = group(c, "query-flat", p.flat_timing);
+    let (f_from, f_to) = (ts(p.flat_day), Timestamp(ts(p.flat_day).0 + 86_400_000_000));
+    let mut logs = vec![(p.small.label, small), (p.main.label, big)];
+    if let (Some(b), Some(l)) = (big_log(), p.big) {
+        logs.push((l.label, b));
     }
     for (label, fx) in logs {
         let l = fx.open();
@@ -452,7 +477,8 @@ fn sqlite(c: &mut Criterion) {
     .unwrap();
     db.execute_batch("PRAGMA cache_size=-262144; PRAGMA mmap_size=0;")
         .unwrap();
-    let (from, to) = (ts(DAY).0, ts(DAY).0 + 86_400_000_000);
+    let p = profile::query();
+    let (from, to) = (ts(p.day).0, ts(p.day).0 + 86_400_000_000);
     const ALL: &str = "SELECT ts, body, mac FROM events WHERE org = ?1 ORDER BY ts, id";
     const RANGE: &str =
         "SELECT ts, body, mac FROM events WHERE org = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts, id";
@@ -460,10 +486,7 @@ fn sqlite(c: &mut Criterion) {
         "SELECT ts, body, mac FROM events WHERE org = ?1 AND user_id = ?2 ORDER BY ts, id";
     let day_n = sqlite_rows(&db, RANGE, &[&ORG, &from, &to], true, false);
     let user_n = sqlite_rows(&db, USER_Q, &[&ORG, &USER], true, false);
-    let mut g = c.benchmark_group("sqlite");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+    let mut g = group(c, "sqlite", p.timing);
     timed(&mut g, "sqlite/full/hmac", fx.events, || {
         sqlite_rows(&db, ALL, &[&ORG], true, false)
     });
@@ -519,7 +542,14 @@ fn peak_rss_kib() -> u64 {
 
 fn summary(_c: &mut Criterion) {
     let line = |name: &str| -> Option<(f64, u64)> { median(name) };
-    println!("\n=== query summary (medians of 10 samples; 2-core machine) ===");
+    let p = profile::query();
+    println!(
+        "\n=== query summary (profile {}: main log {} events, small {}; medians of {} samples; 2-core machine) ===",
+        profile::Profile::get().name(),
+        p.main.label,
+        p.small.label,
+        p.timing.samples
+    );
     println!(
         "load average at the end: {}",
         std::fs::read_to_string("/proc/loadavg")
@@ -589,7 +619,7 @@ fn summary(_c: &mut Criterion) {
     let db_bytes = std::fs::metadata(fx.dir.join("sqlite.db"))
         .map(|m| m.len())
         .unwrap_or(0);
-    println!("\n--- sizes (5M events) ---");
+    println!("\n--- sizes ({} events) ---", p.main.label);
     println!(
         "auditlog segments + indexes {:>8.1} MB ({:.0} B/event)",
         log_bytes as f64 / 1e6,

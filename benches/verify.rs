@@ -22,8 +22,12 @@
 //! - `verify_no_keys`: the same without keys (no tags).
 //!
 //! Then prints MB/s, records/s and the ratio of verification to the bound (target ≥ 0.7).
-//! Size: `AUDITLOG_VERIFY_BENCH_MB` (default 300). Run: `cargo bench --bench verify`
-//! (about three minutes on the 2-core dev machine).
+//! Size: `AUDITLOG_VERIFY_BENCH_MB` (default: 100 in the short profile, 300 in the long one;
+//! see `common/profile.rs`). Run: `cargo bench --bench verify` or
+//! `AUDITLOG_BENCH=long cargo bench --bench verify`.
+
+#[path = "common/profile.rs"]
+mod profile;
 
 use std::fs;
 use std::hint::black_box;
@@ -178,10 +182,11 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
+    let settings = profile::verify();
     let mb: u64 = std::env::var("AUDITLOG_VERIFY_BENCH_MB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(settings.mb);
     let tmp_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp");
     fs::create_dir_all(&tmp_root).unwrap();
     let tmp = tempfile::Builder::new()
@@ -273,10 +278,11 @@ fn main() {
         black_box(verify(&dir, None, &VerifyOptions::default()).unwrap());
     };
 
+    let t = settings.timing;
     let mut c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(8))
+        .sample_size(t.samples)
+        .warm_up_time(t.warm_up)
+        .measurement_time(t.measure)
         .configure_from_args();
     {
         // The size in the name: criterion compares a run only with runs of the same size.
@@ -292,7 +298,7 @@ fn main() {
     c.final_summary();
 
     // The figures, from medians measured here in the same run.
-    let runs = 5;
+    let runs = settings.summary_runs;
     let bound = median(runs, sha_bound);
     let per_record = median(runs, sha_records);
     let floor = median(runs, crypto_floor);
@@ -302,10 +308,11 @@ fn main() {
     let rps = |d: Duration| built.records as f64 / d.as_secs_f64();
     println!();
     println!(
-        "verification summary: {:.1} MB of segments, {} records (avg {:.0} B/record)",
+        "verification summary: {:.1} MB of segments, {} records (avg {:.0} B/record); profile {}, medians of {runs} calls",
         built.bytes as f64 / 1e6,
         built.records,
-        built.bytes as f64 / built.records as f64
+        built.bytes as f64 / built.records as f64,
+        profile::Profile::get().name()
     );
     println!("  SHA-256 bound (whole files):   {:>8.1} MB/s", mbps(bound));
     println!(
