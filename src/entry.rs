@@ -5,6 +5,8 @@
 //! commitment, so a later erasure can delete the plaintext and salt without touching a
 //! hashed byte.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::crypto::{self, Hash};
@@ -22,12 +24,17 @@ pub(crate) struct SealedEvent {
     pub sealed_len: usize,
 }
 
-fn json_bytes(v: &Value) -> Vec<u8> {
-    if v.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(v).unwrap_or_default()
+/// Appends the stored JSON text of `v` to `out`: nothing for null, else compact JSON.
+fn put_json(v: &Value, out: &mut Vec<u8>) {
+    if !v.is_null() {
+        crate::json::write_compact(v, out);
     }
+}
+
+fn json_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_json(v, &mut out);
+    out
 }
 
 /// Splits a personal-data pointer into its root field and the pointer inside it.
@@ -55,24 +62,42 @@ pub(crate) fn validate_pointer(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Encodes `event` (already validated). `pii_paths` are checked pointers.
+/// Encodes `event` (already validated) of org `org`. `pii_paths` are checked pointers.
 pub(crate) fn seal(
     event: &Event,
-    org: &OrgId,
+    org: &str,
     pii_paths: &[String],
     max: usize,
+) -> Result<SealedEvent, Error> {
+    // The JSON texts of before, after and metadata, one after another in a buffer this
+    // thread reuses: no allocation per event once it has grown.
+    thread_local! {
+        static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    JSON.with(|json| match json.try_borrow_mut() {
+        Ok(mut json) => seal_with(event, org, pii_paths, max, &mut json),
+        Err(_) => seal_with(event, org, pii_paths, max, &mut Vec::new()),
+    })
+}
+
+fn seal_with(
+    event: &Event,
+    org: &str,
+    pii_paths: &[String],
+    max: usize,
+    json: &mut Vec<u8>,
 ) -> Result<SealedEvent, Error> {
     let mut before = None::<Value>;
     let mut after = None::<Value>;
     let mut metadata = None::<Value>;
-    let mut slots: Vec<(PiiField<&str>, Vec<u8>)> = Vec::new();
+    let mut slots: Vec<(PiiField<&str>, Cow<'_, [u8]>)> = Vec::new();
     for (field, v) in [
         (PiiField::Ip, &event.ip),
         (PiiField::UserAgent, &event.user_agent),
         (PiiField::SessionId, &event.session_id),
     ] {
         if let Some(v) = v {
-            slots.push((field, v.as_bytes().to_vec()));
+            slots.push((field, Cow::Borrowed(v.as_bytes())));
         }
     }
     for p in pii_paths {
@@ -89,7 +114,7 @@ pub(crate) fn seal(
             && !slot.is_null()
         {
             let taken = std::mem::take(slot);
-            slots.push((PiiField::Json(p.as_str()), json_bytes(&taken)));
+            slots.push((PiiField::Json(p.as_str()), Cow::Owned(json_bytes(&taken))));
         }
     }
     if slots.len() > crate::format::body::MAX_PII_SLOTS {
@@ -98,9 +123,14 @@ pub(crate) fn seal(
             reason: format!("{} personal-data values; at most 32 allowed", slots.len()),
         }));
     }
-    let before_b = json_bytes(before.as_ref().unwrap_or(&event.before));
-    let after_b = json_bytes(after.as_ref().unwrap_or(&event.after));
-    let metadata_b = json_bytes(metadata.as_ref().unwrap_or(&event.metadata));
+    json.clear();
+    put_json(before.as_ref().unwrap_or(&event.before), json);
+    let after_at = json.len();
+    put_json(after.as_ref().unwrap_or(&event.after), json);
+    let metadata_at = json.len();
+    put_json(metadata.as_ref().unwrap_or(&event.metadata), json);
+    let (before_b, rest) = json.split_at(after_at);
+    let (after_b, metadata_b) = rest.split_at(metadata_at - after_at);
 
     let (openings, root) = if slots.is_empty() {
         (Openings::None, None)
@@ -117,7 +147,7 @@ pub(crate) fn seal(
         (
             Openings::Seeded {
                 seed,
-                values: slots.iter().map(|(_, v)| v.as_slice()).collect(),
+                values: slots.iter().map(|(_, v)| v.as_ref()).collect(),
             },
             Some(crypto::pii_root(&commitments)),
         )
@@ -128,14 +158,20 @@ pub(crate) fn seal(
         resource_type: &event.resource_type,
         resource_id: &event.resource_id,
         trace_id: event.trace_id.as_deref(),
-        before: &before_b,
-        after: &after_b,
-        metadata: &metadata_b,
+        before: before_b,
+        after: after_b,
+        metadata: metadata_b,
         pii: slots.iter().map(|(f, _)| f.clone()).collect(),
         pii_root: root,
     };
-    let mut bytes =
-        Vec::with_capacity(64 + before_b.len() + after_b.len() + metadata_b.len() + 128);
+    let mut bytes = Vec::with_capacity(
+        json.len()
+            + event.action.len()
+            + event.resource_type.len()
+            + event.resource_id.len()
+            + slots.iter().map(|(_, v)| v.len() + 1).sum::<usize>()
+            + 160,
+    );
     body.encode(&mut bytes);
     let sealed_len = bytes.len();
     openings.encode(&mut bytes);

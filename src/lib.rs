@@ -65,6 +65,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inspect;
+mod json;
 pub(crate) mod log;
 pub mod query;
 pub mod segment;

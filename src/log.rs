@@ -414,20 +414,26 @@ impl Log {
     /// [`Error::WriterFailed`] (the record may or may not be on disk; reopen the log).
     pub fn append(&self, event: &Event) -> Result<Receipt> {
         self.inner.check_writable()?;
-        let (org_id, month) = event.validate()?;
+        let month = event.check()?;
+        let org = self.inner.org_named(&event.org_id)?;
+        let org_id = &org.id;
         let opts = &self.inner.opts;
-        let sealed = entry::seal(event, &org_id, &opts.personal_data, opts.max_event_size)?;
-        let org = self.inner.org(&org_id);
+        let sealed = entry::seal(
+            event,
+            &event.org_id,
+            &opts.personal_data,
+            opts.max_event_size,
+        )?;
         // The key first: an org that cannot sign must not get a segment.
         let signer = org.signer(&*opts.keys)?;
         let writer = self.inner.writer(&org, month)?;
         let (mut receipts, end, buffered) = {
             let signer = signer.read();
-            let signer = signer.as_ref().ok_or_else(|| no_signer(&org_id))?;
+            let signer = signer.as_ref().ok_or_else(|| no_signer(org_id))?;
             writer.append(&[(&sealed, event.occurred_at)], signer)?
         };
         self.inner.settle(&writer, end, buffered)?;
-        receipts.pop().ok_or_else(|| no_signer(&org_id))
+        receipts.pop().ok_or_else(|| no_signer(org_id))
     }
 
     /// Appends events in order; returns one receipt per event, in order.
@@ -441,26 +447,27 @@ impl Log {
         let opts = &self.inner.opts;
         let mut sealed = Vec::with_capacity(events.len());
         for e in events {
-            let (org, month) = e.validate()?;
-            let s = entry::seal(e, &org, &opts.personal_data, opts.max_event_size)?;
-            sealed.push((org, month, s, e.occurred_at));
+            let month = e.check()?;
+            let s = entry::seal(e, &e.org_id, &opts.personal_data, opts.max_event_size)?;
+            sealed.push((e.org_id.as_str(), month, s, e.occurred_at));
         }
-        let mut groups: BTreeMap<(OrgId, Month), Vec<usize>> = BTreeMap::new();
+        let mut groups: BTreeMap<(&str, Month), Vec<usize>> = BTreeMap::new();
         for (i, (org, month, _, _)) in sealed.iter().enumerate() {
-            groups.entry((org.clone(), *month)).or_default().push(i);
+            groups.entry((org, *month)).or_default().push(i);
         }
         // Every group's key and writer before framing anything: a missing key or a frozen
         // month fails the whole batch with nothing written (the caller gets no receipts).
         let mut prepared = Vec::with_capacity(groups.len());
-        for ((org_id, month), idx) in groups {
-            let org = self.inner.org(&org_id);
+        for ((org_name, month), idx) in groups {
+            let org = self.inner.org_named(org_name)?;
             org.signer(&*opts.keys)?;
             let writer = self.inner.writer(&org, month)?;
-            prepared.push((org_id, org, writer, idx));
+            prepared.push((org, writer, idx));
         }
         let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
         let mut pending = Vec::with_capacity(prepared.len());
-        for (org_id, org, writer, idx) in prepared {
+        for (org, writer, idx) in prepared {
+            let org_id = &org.id;
             // The prepare loop just refreshed this org's signer from the key provider.
             let signer = &org.signer;
             let items: Vec<(&SealedEvent, Timestamp)> = idx
@@ -469,7 +476,7 @@ impl Log {
                 .collect();
             let (rs, end, buffered) = {
                 let signer = signer.read();
-                let signer = signer.as_ref().ok_or_else(|| no_signer(&org_id))?;
+                let signer = signer.as_ref().ok_or_else(|| no_signer(org_id))?;
                 writer.append(&items, signer)?
             };
             for (i, r) in idx.into_iter().zip(rs) {
@@ -690,6 +697,15 @@ impl Inner {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+
+    /// [`Inner::org`] by name: no allocation for an org already open. `id` must have
+    /// passed [`Event::check`] (it is validated again only when first seen).
+    fn org_named(&self, id: &str) -> Result<Arc<Org>> {
+        if let Some(o) = self.orgs.read().get(id) {
+            return Ok(Arc::clone(o));
+        }
+        Ok(self.org(&OrgId::new(id)?))
     }
 
     fn org(&self, id: &OrgId) -> Arc<Org> {

@@ -293,28 +293,32 @@ pub fn pii_root(commitments: &[Hash]) -> Hash {
 
 /// A fresh, unpredictable 128-bit seed for personal-data salts.
 ///
-/// HMAC-SHA256 as a PRF in counter mode: `HMAC(k, pid ‖ counter)`, truncated to 16 bytes,
-/// where `k` is 32 bytes from the operating system drawn once per process. This avoids a
-/// `getrandom` system call per event (measured: ~4% of an append) while keeping salts
-/// unpredictable to anyone without `k`, which never leaves memory. The pid keeps a forked
-/// child from repeating its parent's salts.
+/// SHA-256 as a PRF in counter mode: `SHA-256(k ‖ pid ‖ counter)`, truncated to 16 bytes,
+/// where `k` is 64 bytes from the operating system drawn once per process. `k` fills exactly
+/// one SHA-256 block, so each seed costs one compression from the saved state after `k`
+/// (HMAC cost two). Inputs after `k` have one fixed length (12 bytes), so length extension
+/// cannot produce another valid input: knowing other records' seeds (they are stored in the
+/// openings) does not help predict an erased one without `k`, which never leaves memory.
+/// This avoids a `getrandom` system call per event (measured: ~4% of an append). The pid
+/// keeps a forked child from repeating its parent's salts.
 pub fn random_seed() -> Result<[u8; 16], KeyError> {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PRF: OnceLock<std::result::Result<HmacSha256, String>> = OnceLock::new();
+    static PRF: OnceLock<std::result::Result<Sha256, String>> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prf = PRF.get_or_init(|| {
-        let mut k = [0u8; 32];
+        let mut k = [0u8; 64];
         getrandom::fill(&mut k).map_err(|e| e.to_string())?;
-        <HmacSha256 as KeyInit>::new_from_slice(&k).map_err(|e| e.to_string())
+        Ok(Sha256::new().chain_update(k))
     });
     let prf = prf
         .as_ref()
         .map_err(|e| KeyError::Provider(format!("no randomness: {e}")))?;
-    let mut m = prf.clone();
-    m.update(&std::process::id().to_le_bytes());
-    m.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    let out = m.finalize().into_bytes();
+    let out = prf
+        .clone()
+        .chain_update(std::process::id().to_le_bytes())
+        .chain_update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
+        .finalize();
     let mut seed = [0u8; 16];
     for (d, s) in seed.iter_mut().zip(out.iter()) {
         *d = *s;
