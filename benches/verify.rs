@@ -19,15 +19,25 @@
 //!   derivation and commitment and the commitment root (FORMAT.md §2.4);
 //! - `verify_keys`: `auditlog::verify::verify` with keys (CRC, chain, seq, HMAC tags, body
 //!   decoding, personal-data commitments, indexes, links);
-//! - `verify_no_keys`: the same without keys (no tags).
+//! - `verify_no_keys`: the same without keys (no tags);
+//! - `sqlite_verify`: the SQLite peer (`common/sqlite.rs`, the table the append bench
+//!   measures) holding the same events, re-verified the way an application holding the HMAC
+//!   key must: every row in chain order, row bytes rebuilt from the columns, chain hash and
+//!   HMAC recomputed and compared (issue #5);
+//! - `sqlite_verify_<n>t`: the same walk split into one id range per core, each from the
+//!   stored hash before it (auditlog's `verify` also uses every core).
 //!
-//! Then prints MB/s, records/s and the ratio of verification to the bound (target ≥ 0.7).
+//! Then prints MB/s, records/s and the ratio of verification to the bound (target ≥ 0.7),
+//! and auditlog's `verify` ÷ SQLite's re-verification (target ≥ 5), from calls of every
+//! routine taken in turn after criterion's samples.
 //! Size: `AUDITLOG_VERIFY_BENCH_MB` (default: 100 in the short profile, 300 in the long one;
-//! see `common/profile.rs`). Run: `cargo bench --bench verify` or
-//! `AUDITLOG_BENCH=long cargo bench --bench verify`.
+//! see `common/profile.rs`). Run: `cargo bench --bench verify` (about 1.5 minutes on the
+//! 2-core dev machine) or `AUDITLOG_BENCH=long cargo bench --bench verify` (about 4).
 
 #[path = "common/profile.rs"]
 mod profile;
+#[path = "common/sqlite.rs"]
+mod sqlite;
 
 use std::fs;
 use std::hint::black_box;
@@ -42,6 +52,7 @@ use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Durability, KeyProvider, Keyring, Log, Options, OrgId};
 use criterion::{Criterion, Throughput};
 use sha2::{Digest, Sha256};
+use sqlite::{Row, SqlSync, sql_commit, sql_create, sql_mac, sql_open, sql_row, sql_verify};
 
 const ORGS: u32 = 4;
 /// Bytes per event on disk, roughly, to size the workload.
@@ -53,9 +64,17 @@ struct Built {
     segments: Vec<(PathBuf, Vec<u8>)>,
     records: u64,
     bytes: u64,
+    /// Seconds spent appending to the log, and inserting into SQLite.
+    log_secs: f64,
+    sqlite_secs: f64,
+    /// Bytes of the SQLite database (table and indexes, after a WAL checkpoint).
+    sqlite_bytes: u64,
 }
 
-fn build(dir: &Path, target_bytes: u64) -> Built {
+/// Appends the reference workload to a log in `dir` and, batch by batch, the same events to
+/// the SQLite peer at `db` (synchronous=OFF, 1,000 rows per transaction, as the append bench
+/// and its bytes-on-disk figure write it).
+fn build(dir: &Path, db: &Path, target_bytes: u64) -> Built {
     let keys = Keyring::in_memory();
     for o in 0..ORGS {
         keys.rotate(&OrgId::new(&format!("org-{o:03}")).unwrap())
@@ -68,6 +87,19 @@ fn build(dir: &Path, target_bytes: u64) -> Built {
         Options::new(keys.clone()).durability(Durability::Never),
     )
     .unwrap();
+    sql_create(db);
+    let mut conn = sql_open(db, SqlSync::Off);
+    let mac = sql_mac();
+    let (mut log_secs, mut sqlite_secs) = (0.0, 0.0);
+    let mut append = |batch: &[auditlog::Event]| {
+        let t = Instant::now();
+        log.append_batch(batch).unwrap();
+        log_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let rows: Vec<Row> = batch.iter().map(sql_row).collect();
+        sql_commit(&mut conn, &rows, &mac);
+        sqlite_secs += t.elapsed().as_secs_f64();
+    };
     let mut batch = Vec::with_capacity(1000);
     for e in Workload::new(WorkloadConfig {
         events,
@@ -78,12 +110,25 @@ fn build(dir: &Path, target_bytes: u64) -> Built {
     }) {
         batch.push(e);
         if batch.len() == 1000 {
-            log.append_batch(&batch).unwrap();
+            append(&batch);
             batch.clear();
         }
     }
-    log.append_batch(&batch).unwrap();
+    if !batch.is_empty() {
+        append(&batch);
+    }
     log.close().unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    drop(conn);
+    let sqlite_bytes = ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(s);
+            fs::metadata(p).map_or(0, |m| m.len())
+        })
+        .sum();
     let mut segments = Vec::new();
     for org in fs::read_dir(dir).unwrap() {
         let org = org.unwrap().path();
@@ -105,7 +150,58 @@ fn build(dir: &Path, target_bytes: u64) -> Built {
         segments,
         records: events,
         bytes,
+        log_secs,
+        sqlite_secs,
+        sqlite_bytes,
     }
+}
+
+/// The SQLite re-verification finds what it must: an intact table passes, an altered row and
+/// a deleted row are one finding each, with one thread or several.
+fn check_sqlite_verifier(dir: &Path) {
+    let db = dir.join("tamper.db");
+    sql_create(&db);
+    let mut conn = sql_open(&db, SqlSync::Off);
+    let mac = sql_mac();
+    let events: Vec<auditlog::Event> = Workload::new(WorkloadConfig {
+        events: 2_000,
+        orgs: ORGS,
+        days: 90,
+        seed: 3,
+        ..WorkloadConfig::default()
+    })
+    .collect();
+    for chunk in events.chunks(1000) {
+        let rows: Vec<Row> = chunk.iter().map(sql_row).collect();
+        sql_commit(&mut conn, &rows, &mac);
+    }
+    for threads in [1, 2, 3] {
+        let v = sql_verify(&db, threads);
+        assert_eq!(
+            (v.rows, v.bad.as_slice()),
+            (2_000, &[][..]),
+            "{threads} threads"
+        );
+    }
+    conn.execute("UPDATE events SET after = '{\"x\":1}' WHERE id = 1000", [])
+        .unwrap();
+    conn.execute("DELETE FROM events WHERE id = 1500", [])
+        .unwrap();
+    for threads in [1, 2, 3] {
+        let v = sql_verify(&db, threads);
+        assert_eq!(
+            (v.rows, v.bad.as_slice()),
+            (1_999, &[1000, 1501][..]),
+            "{threads} threads"
+        );
+    }
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// The chained bytes of each record (seq through the sealed body), walking frames.
@@ -168,17 +264,21 @@ fn parse(b: &[u8]) -> Vec<Parsed> {
     out
 }
 
-/// Median wall time of `runs` calls.
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut t: Vec<Duration> = (0..runs)
-        .map(|_| {
+/// Median wall time of each routine over `runs` rounds; each round calls every routine once,
+/// in turn, so a change of load on the machine falls on all of them alike.
+fn medians<const N: usize>(runs: usize, fs: [&dyn Fn(); N]) -> [Duration; N] {
+    let mut t: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(runs));
+    for _ in 0..runs {
+        for (f, t) in fs.iter().zip(&mut t) {
             let s = Instant::now();
             f();
-            s.elapsed()
-        })
-        .collect();
-    t.sort();
-    t[runs / 2]
+            t.push(s.elapsed());
+        }
+    }
+    t.map(|mut t| {
+        t.sort();
+        t[runs / 2]
+    })
 }
 
 fn main() {
@@ -194,14 +294,18 @@ fn main() {
         .tempdir_in(&tmp_root)
         .unwrap();
     let dir = tmp.path().join("log");
-    let t = Instant::now();
-    let built = build(&dir, mb * 1_000_000);
+    let db = tmp.path().join("audit.db");
+    check_sqlite_verifier(tmp.path());
+    eprintln!("load average before the build: {}", loadavg());
+    let built = build(&dir, &db, mb * 1_000_000);
     eprintln!(
-        "built {} records, {:.1} MB of segments in {} files, in {:.1} s",
+        "built {} records, {:.1} MB of segments in {} files, in {:.1} s; SQLite: {:.1} MB in {:.1} s",
         built.records,
         built.bytes as f64 / 1e6,
         built.segments.len(),
-        t.elapsed().as_secs_f64()
+        built.log_secs,
+        built.sqlite_bytes as f64 / 1e6,
+        built.sqlite_secs
     );
     let keys: &dyn KeyProvider = &*built.keys;
     // Sanity: the log is intact, and verification covers every byte and record.
@@ -217,6 +321,16 @@ fn main() {
         ranges.iter().map(Vec::len).sum::<usize>() as u64,
         built.records
     );
+    // Verification uses every core (one segment per worker), as auditlog's `verify` does.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, cores] {
+        let v = sql_verify(&db, threads);
+        assert_eq!(
+            (v.rows, v.bad.len()),
+            (built.records, 0),
+            "{threads} threads"
+        );
+    }
 
     let parsed: Vec<(OrgId, Vec<Parsed>)> = built
         .segments
@@ -277,6 +391,17 @@ fn main() {
     let verify_no_keys = || {
         black_box(verify(&dir, None, &VerifyOptions::default()).unwrap());
     };
+    let sqlite_1t = || {
+        let v = sql_verify(&db, 1);
+        assert!(v.bad.is_empty());
+        black_box(v);
+    };
+    let sqlite_par = || {
+        let v = sql_verify(&db, cores);
+        assert!(v.bad.is_empty());
+        black_box(v);
+    };
+    let sqlite_par_name = format!("sqlite_verify_{cores}t");
 
     let t = settings.timing;
     let mut c = Criterion::default()
@@ -284,6 +409,7 @@ fn main() {
         .warm_up_time(t.warm_up)
         .measurement_time(t.measure)
         .configure_from_args();
+    eprintln!("load average before the benchmarks: {}", loadavg());
     {
         // The size in the name: criterion compares a run only with runs of the same size.
         let mut g = c.benchmark_group(format!("verify_{mb}MB"));
@@ -293,22 +419,44 @@ fn main() {
         g.bench_function("crypto_floor", |b| b.iter(crypto_floor));
         g.bench_function("verify_keys", |b| b.iter(verify_keys));
         g.bench_function("verify_no_keys", |b| b.iter(verify_no_keys));
+        // SQLite: same events, throughput in rows (its bytes are not auditlog's).
+        g.throughput(Throughput::Elements(built.records));
+        g.bench_function("sqlite_verify", |b| b.iter(sqlite_1t));
+        if cores > 1 {
+            g.bench_function(sqlite_par_name.as_str(), |b| b.iter(sqlite_par));
+        }
         g.finish();
     }
     c.final_summary();
+    let load_after_criterion = loadavg();
 
-    // The figures, from medians measured here in the same run.
+    // The figures, from medians measured here in the same run, every routine in turn.
     let runs = settings.summary_runs;
-    let bound = median(runs, sha_bound);
-    let per_record = median(runs, sha_records);
-    let floor = median(runs, crypto_floor);
-    let with_keys = median(runs, verify_keys);
-    let without = median(runs, verify_no_keys);
+    let [
+        bound,
+        per_record,
+        floor,
+        with_keys,
+        without,
+        sql_1t,
+        sql_par,
+    ] = medians(
+        runs,
+        [
+            &sha_bound,
+            &sha_records,
+            &crypto_floor,
+            &verify_keys,
+            &verify_no_keys,
+            &sqlite_1t,
+            &sqlite_par,
+        ],
+    );
     let mbps = |d: Duration| built.bytes as f64 / 1e6 / d.as_secs_f64();
     let rps = |d: Duration| built.records as f64 / d.as_secs_f64();
     println!();
     println!(
-        "verification summary: {:.1} MB of segments, {} records (avg {:.0} B/record); profile {}, medians of {runs} calls",
+        "verification summary: {:.1} MB of segments, {} records (avg {:.0} B/record); profile {}, medians of {runs} calls each, taken in turn",
         built.bytes as f64 / 1e6,
         built.records,
         built.bytes as f64 / built.records as f64,
@@ -351,6 +499,28 @@ fn main() {
     println!(
         "  verify with keys / crypto floor: {:.2} (share of verification time spent on unavoidable hashing)",
         floor.as_secs_f64() / with_keys.as_secs_f64()
+    );
+    println!(
+        "  SQLite peer, same events: {:.1} MB (table + 4 indexes, {:.0} B/row)",
+        built.sqlite_bytes as f64 / 1e6,
+        built.sqlite_bytes as f64 / built.records as f64
+    );
+    for (name, d) in [
+        ("SQLite re-verify, 1 thread".to_string(), sql_1t),
+        (format!("SQLite re-verify, {cores} threads"), sql_par),
+    ] {
+        let ratio = d.as_secs_f64() / with_keys.as_secs_f64();
+        println!(
+            "  {name:<30} {:>10.0} rows/s  {:.2} us/row  {:.1} MB/s of database   verify with keys / it: {ratio:.2}x (target >= 5: {})",
+            rps(d),
+            d.as_secs_f64() * 1e6 / built.records as f64,
+            built.sqlite_bytes as f64 / 1e6 / d.as_secs_f64(),
+            if ratio >= 5.0 { "met" } else { "MISSED" }
+        );
+    }
+    println!(
+        "  load average: after criterion {load_after_criterion}; at the end {}",
+        loadavg()
     );
     drop(tmp);
 }

@@ -1,15 +1,17 @@
-//! The SQLite peer of the append bench (included with `#[path]`): one table
+//! The SQLite peer of the append and verify benches (included with `#[path]`): one table
 //! with a column for every event field, the four indexes of issue #5, WAL, and a hash chain
 //! plus an HMAC-SHA256 column computed by the application for each row. `docs/BENCHMARKS.md`
 //! ("The SQLite peer") describes it. `benches/query.rs` has its own, read-side table.
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use auditlog::Event;
 use hmac::{KeyInit, Mac};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, Row as SqlRow, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 pub type HmacSha256 = hmac::Hmac<Sha256>;
@@ -207,4 +209,148 @@ pub fn sql_commit(conn: &mut Connection, rows: &[Row], mac: &HmacSha256) {
 
 pub fn sql_mac() -> HmacSha256 {
     <HmacSha256 as KeyInit>::new_from_slice(SQL_HMAC_KEY).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Re-verification of the whole table
+// ---------------------------------------------------------------------------------------
+
+/// What a re-verification of the table found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SqlVerified {
+    pub rows: u64,
+    /// Ids of the rows whose recomputed chain hash or HMAC does not match, ascending.
+    pub bad: Vec<i64>,
+}
+
+const SQL_VERIFY_COLS: &str = "SELECT id, org_id, occurred_at, user_id, action, resource_type, \
+    resource_id, before, after, ip, user_agent, session_id, trace_id, metadata, hash, hmac \
+    FROM events";
+
+/// A connection as a verification job would open it: the same page cache as the writers
+/// (`SQL_CACHE_SIZE`), nothing else changed.
+pub fn sql_open_reader(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(60)).unwrap();
+    conn.pragma_update(None, "cache_size", SQL_CACHE_SIZE)
+        .unwrap();
+    conn
+}
+
+/// Re-verifies the whole table as an application holding the HMAC key must: reads every
+/// row in chain order (`ORDER BY id`, the rowid), rebuilds the row bytes from the columns
+/// exactly as [`sql_row`] did, recomputes `hash = SHA-256(previous hash ‖ row bytes)` (the
+/// first row's previous hash is 32 zero bytes) and `HMAC-SHA256(key, hash)`, and compares
+/// both with the stored columns. A mismatch is noted and the walk continues from the stored
+/// hash, so one altered or deleted row is one finding.
+///
+/// `threads` > 1 splits the id range into that many equal parts, each walked by its own
+/// connection on its own thread from the stored hash of the row before it; the links at the
+/// boundaries are still checked (each part's first row chains from that stored hash, whose
+/// own row is checked by the part before). One thread is the plain sequential walk.
+pub fn sql_verify(path: &Path, threads: usize) -> SqlVerified {
+    let mac = sql_mac();
+    if threads <= 1 {
+        let conn = sql_open_reader(path);
+        let mut stmt = conn
+            .prepare(&format!("{SQL_VERIFY_COLS} ORDER BY id"))
+            .unwrap();
+        return verify_rows(stmt.query([]).unwrap(), [0; 32], &mac);
+    }
+    let max_id: i64 = {
+        let conn = sql_open_reader(path);
+        conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
+            .unwrap()
+    };
+    let per = ((max_id + threads as i64 - 1) / threads as i64).max(1);
+    let parts: Vec<SqlVerified> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads as i64)
+            .map(|t| {
+                let (lo, hi) = (t * per, (t + 1) * per);
+                let mac = &mac;
+                s.spawn(move || {
+                    let conn = sql_open_reader(path);
+                    let prev: [u8; 32] = conn
+                        .query_row(
+                            "SELECT hash FROM events WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
+                            [lo],
+                            |r| r.get::<_, Vec<u8>>(0),
+                        )
+                        .optional()
+                        .unwrap()
+                        .and_then(|h| h.try_into().ok())
+                        .unwrap_or([0; 32]);
+                    let mut stmt = conn
+                        .prepare(&format!(
+                            "{SQL_VERIFY_COLS} WHERE id > ?1 AND id <= ?2 ORDER BY id"
+                        ))
+                        .unwrap();
+                    verify_rows(stmt.query([lo, hi]).unwrap(), prev, mac)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut out = SqlVerified::default();
+    for p in parts {
+        out.rows += p.rows;
+        out.bad.extend(p.bad);
+    }
+    out
+}
+
+/// A text column's bytes; `Err` for a value the writer never stores there.
+fn text<'a>(r: &'a SqlRow<'_>, i: usize) -> Result<Option<&'a [u8]>, ()> {
+    match r.get_ref_unwrap(i) {
+        ValueRef::Text(b) => Ok(Some(b)),
+        ValueRef::Null => Ok(None),
+        _ => Err(()),
+    }
+}
+
+fn verify_rows(mut rows: rusqlite::Rows<'_>, mut prev: [u8; 32], mac: &HmacSha256) -> SqlVerified {
+    let mut out = SqlVerified::default();
+    let mut bytes = Vec::with_capacity(4096);
+    let mut ts = String::with_capacity(24);
+    while let Some(r) = rows.next().unwrap() {
+        out.rows += 1;
+        let id: i64 = r.get_unwrap(0);
+        bytes.clear();
+        let mut well_typed = true;
+        for i in 1..=13 {
+            if i == 2 {
+                // occurred_at: an INTEGER column, chained as its decimal text.
+                match r.get_ref_unwrap(i) {
+                    ValueRef::Integer(v) => {
+                        ts.clear();
+                        write!(ts, "{v}").unwrap();
+                        put_col(&mut bytes, Some(ts.as_bytes()));
+                    }
+                    _ => well_typed = false,
+                }
+                continue;
+            }
+            match text(r, i) {
+                Ok(v) => put_col(&mut bytes, v),
+                Err(()) => well_typed = false,
+            }
+        }
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(prev)
+            .chain_update(&bytes)
+            .finalize()
+            .into();
+        let stored = r.get_ref_unwrap(14).as_blob().ok();
+        let tag = r.get_ref_unwrap(15).as_blob().ok();
+        let mut m = mac.clone();
+        m.update(&hash);
+        let ok = well_typed
+            && stored == Some(&hash[..])
+            && tag.is_some_and(|t| m.verify_slice(t).is_ok());
+        if !ok {
+            out.bad.push(id);
+        }
+        prev = stored.and_then(|s| s.try_into().ok()).unwrap_or(hash);
+    }
+    out
 }
