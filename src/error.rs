@@ -55,6 +55,30 @@ pub enum IntegrityKind {
     },
     /// The record's time is outside the month of its segment.
     WrongMonth,
+    /// The segment is shorter than its authentic index says it was: records were removed
+    /// (truncation or rollback of the segment file).
+    Truncated {
+        /// The segment's length now.
+        length: u64,
+        /// Bytes the signed index covers.
+        covered_len: u64,
+        /// Records the signed index covers.
+        records: u64,
+    },
+    /// The segment disagrees with what its signed index says about it (a block's record
+    /// count or time bounds).
+    IndexMismatch {
+        /// What disagrees.
+        what: String,
+    },
+    /// A record's bytes changed between its verification and its delivery (the file was
+    /// modified while being read).
+    ChangedWhileReading,
+    /// An operation that needs a log that verifies found a finding of severity error.
+    FailsVerification {
+        /// The finding.
+        finding: String,
+    },
 }
 
 impl std::fmt::Display for IntegrityKind {
@@ -77,6 +101,23 @@ impl std::fmt::Display for IntegrityKind {
             }
             IntegrityKind::Misfiled { what } => write!(f, "misfiled: {what}"),
             IntegrityKind::WrongMonth => f.write_str("occurred_at is outside the segment's month"),
+            IntegrityKind::Truncated {
+                length,
+                covered_len,
+                records,
+            } => write!(
+                f,
+                "segment is {length} bytes but its signed index covers {covered_len} bytes ({records} records): records were removed"
+            ),
+            IntegrityKind::IndexMismatch { what } => {
+                write!(f, "segment disagrees with its signed index: {what}")
+            }
+            IntegrityKind::ChangedWhileReading => {
+                f.write_str("record changed after it was verified (file modified while read)")
+            }
+            IntegrityKind::FailsVerification { finding } => {
+                write!(f, "the log does not verify: {finding}")
+            }
         }
     }
 }

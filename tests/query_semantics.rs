@@ -322,6 +322,17 @@ fn a_segment_cut_inside_its_indexed_range_is_reported() {
         "{}",
         e[0]
     );
+    assert!(
+        matches!(
+            &e[0],
+            Error::Integrity {
+                kind: IntegrityKind::Truncated { length, records: 1000, .. },
+                ..
+            } if *length == recs[900].offset
+        ),
+        "{:?}",
+        e[0]
+    );
 }
 
 #[test]

@@ -333,7 +333,7 @@ fn run_block(
         if ts < src.month_start || ts >= src.month_end {
             problem = Some(integrity(IntegrityKind::WrongMonth));
         } else if ts < block.lo || ts > block.hi {
-            problem = Some(integrity(IntegrityKind::Misfiled {
+            problem = Some(integrity(IntegrityKind::IndexMismatch {
                 what: format!(
                     "occurred_at {ts} is outside the bounds {}..={} of its index block",
                     block.lo, block.hi
@@ -411,7 +411,7 @@ fn run_block(
             file: path.clone(),
             offset: block.start,
             seq: out.first.map(|(s, _)| s),
-            kind: IntegrityKind::Misfiled {
+            kind: IntegrityKind::IndexMismatch {
                 what: format!(
                     "its signed index block holds {n} records, the segment {}",
                     out.records

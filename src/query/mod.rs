@@ -475,9 +475,7 @@ impl Cursor {
                 source,
             },
             crate::format::record::FrameError::Incomplete { .. } => {
-                changed(IntegrityKind::Misfiled {
-                    what: "record changed after it was verified".into(),
-                })
+                changed(IntegrityKind::ChangedWhileReading)
             }
         })?;
         let same = rec.fields.seq == m.seq
@@ -485,9 +483,7 @@ impl Cursor {
             && m.hash
                 .is_none_or(|h| crypto::chain_hash(rec.chained_bytes()) == h);
         if !same {
-            return Err(changed(IntegrityKind::Misfiled {
-                what: "record changed after it was verified".into(),
-            }));
+            return Err(changed(IntegrityKind::ChangedWhileReading));
         }
         Ok(bytes)
     }

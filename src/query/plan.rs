@@ -408,11 +408,10 @@ fn open_source(
                 file: path.to_path_buf(),
                 offset: end,
                 seq: Some(ix.first_seq + ix.record_count),
-                kind: IntegrityKind::Misfiled {
-                    what: format!(
-                        "segment is {end} bytes but its signed index covers {} bytes ({} records): records were removed",
-                        ix.covered_len, ix.record_count
-                    ),
+                kind: IntegrityKind::Truncated {
+                    length: end,
+                    covered_len: ix.covered_len,
+                    records: ix.record_count,
                 },
             });
             plan.bypassed

@@ -574,8 +574,8 @@ pub fn make_checkpoint(dir: &Path, org: &OrgId, keys: &dyn KeyProvider) -> Resul
             file: f.file.clone(),
             offset: f.offset.unwrap_or(0),
             seq: f.seq,
-            kind: crate::error::IntegrityKind::Misfiled {
-                what: format!("refusing to checkpoint a log that does not verify: {f}"),
+            kind: crate::error::IntegrityKind::FailsVerification {
+                finding: format!("refusing to checkpoint: {f}"),
             },
         });
     }
