@@ -136,12 +136,71 @@ pub struct Index {
     pub sections: Vec<Section>,
 }
 
-impl Index {
-    /// Encodes everything but the tag; append the tag computed over `body` to finish.
-    pub fn encode_unsigned(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            INDEX_HEADER_LEN + self.entries.len() * ENTRY_LEN + INDEX_TRAILER_LEN,
-        );
+impl IndexEntry {
+    /// The entry's 24 bytes: `seq u64, max_ts_before i64, offset u64`.
+    pub fn encode(&self) -> [u8; ENTRY_LEN] {
+        let mut out = [0u8; ENTRY_LEN];
+        let fields = [
+            self.seq.to_le_bytes(),
+            self.max_ts_before.0.to_le_bytes(),
+            self.offset.to_le_bytes(),
+        ];
+        for (chunk, field) in out.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&field);
+        }
+        out
+    }
+
+    /// Reads one entry.
+    pub fn decode(r: &mut Reader<'_>) -> Result<IndexEntry, DecodeError> {
+        Ok(IndexEntry {
+            seq: r.u64("entry.seq")?,
+            max_ts_before: Timestamp(r.i64("entry.max_ts_before")?),
+            offset: r.u64("entry.offset")?,
+        })
+    }
+}
+
+/// The fixed fields of an index: its first [`INDEX_HEADER_LEN`] bytes, up to the entries.
+///
+/// Separate from [`Index`] so that a writer can encode an index piece by piece (header,
+/// then entries and sections streamed from elsewhere) into exactly the bytes
+/// [`Index::encode_unsigned`] produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexHead {
+    /// Compatible flags.
+    pub compat_flags: u32,
+    /// Key id of the tag.
+    pub key_id: KeyId,
+    /// Org.
+    pub org: OrgId,
+    /// Segment described.
+    pub segment: SegmentId,
+    /// Entry interval in bytes.
+    pub interval: u32,
+    /// SHA-256 of the segment header.
+    pub segment_hash: Hash,
+    /// Segment bytes covered.
+    pub covered_len: u64,
+    /// Records in the covered bytes.
+    pub record_count: u64,
+    /// Seq of the first record.
+    pub first_seq: u64,
+    /// Smallest `occurred_at` covered.
+    pub min_ts: Timestamp,
+    /// Largest `occurred_at` covered.
+    pub max_ts: Timestamp,
+    /// Chain hash after the last covered record.
+    pub head: Hash,
+    /// Number of sparse entries that follow.
+    pub entry_count: u32,
+    /// Number of sections after the entries.
+    pub section_count: u32,
+}
+
+impl IndexHead {
+    /// Appends the [`INDEX_HEADER_LEN`] header bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&INDEX_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&[0, 0]);
@@ -169,16 +228,145 @@ impl Index {
         out.extend_from_slice(&self.min_ts.0.to_le_bytes());
         out.extend_from_slice(&self.max_ts.0.to_le_bytes());
         out.extend_from_slice(&self.head.0);
-        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.entry_count.to_le_bytes());
+        out.extend_from_slice(&self.section_count.to_le_bytes());
+    }
+
+    /// Reads and checks the header fields (magic, version, reserved bytes, flags, org,
+    /// month, interval) from the start of an index. Says nothing about the CRC, the tag or
+    /// whether the counts fit the bytes that follow.
+    pub fn decode(r: &mut Reader<'_>) -> Result<IndexHead, DecodeError> {
+        let magic_at = r.offset();
+        let magic: [u8; 8] = r.array("magic")?;
+        if magic != INDEX_MAGIC {
+            return Err(DecodeError {
+                structure: STRUCTURE,
+                field: "magic",
+                offset: magic_at,
+                kind: DecodeErrorKind::BadMagic { found: magic },
+            });
+        }
+        let version = r.u16("format_version")?;
+        if version != FORMAT_VERSION {
+            return Err(r.error(
+                "format_version",
+                DecodeErrorKind::UnsupportedVersion {
+                    found: version,
+                    supported: FORMAT_VERSION,
+                },
+            ));
+        }
+        zero(r, 2)?;
+        let compat_flags = r.u32("compat_flags")?;
+        let incompat = r.u32("incompat_flags")?;
+        if incompat != 0 {
+            return Err(r.error(
+                "incompat_flags",
+                DecodeErrorKind::UnknownIncompatibleFlags { flags: incompat },
+            ));
+        }
+        let key_id = KeyId(r.u32("key_id")?);
+        let org_len = usize::from(r.u8("org_len")?);
+        zero(r, 3)?;
+        let org_at = r.offset();
+        let org_field = r.take(64, "org_id")?;
+        let bad_org = DecodeError {
+            structure: STRUCTURE,
+            field: "org_id",
+            offset: org_at,
+            kind: DecodeErrorKind::Invalid("not a valid org id"),
+        };
+        let (org, pad) = org_field.split_at_checked(org_len).ok_or(bad_org.clone())?;
+        if pad.iter().any(|&b| b != 0) {
+            return Err(bad_org);
+        }
+        let org = std::str::from_utf8(org)
+            .ok()
+            .and_then(|s| OrgId::new(s).ok())
+            .ok_or(bad_org)?;
+        let year = r.u16("year")?;
+        let month = r.u8("month")?;
+        let month = Month::new(year, month)
+            .ok_or(r.error("month", DecodeErrorKind::Invalid("invalid year or month")))?;
+        zero(r, 1)?;
+        let part = r.u16("part")?;
+        zero(r, 2)?;
+        let interval = r.u32("interval")?;
+        if interval == 0 {
+            return Err(r.error(
+                "interval",
+                DecodeErrorKind::Invalid("interval must be positive"),
+            ));
+        }
+        Ok(IndexHead {
+            compat_flags,
+            key_id,
+            org,
+            segment: SegmentId { month, part },
+            interval,
+            segment_hash: Hash(r.array("segment_hash")?),
+            covered_len: r.u64("covered_len")?,
+            record_count: r.u64("record_count")?,
+            first_seq: r.u64("first_seq")?,
+            min_ts: Timestamp(r.i64("min_ts")?),
+            max_ts: Timestamp(r.i64("max_ts")?),
+            head: Hash(r.array("head")?),
+            entry_count: r.u32("entry_count")?,
+            section_count: r.u32("section_count")?,
+        })
+    }
+}
+
+/// The 8 bytes that open a section: `u32 type, u32 len`.
+pub fn section_header(kind: u32, len: u32) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    let (a, b) = out.split_at_mut(4);
+    a.copy_from_slice(&kind.to_le_bytes());
+    b.copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// One block's item of the block-times section: `min_ts i64, max_ts i64`.
+pub fn encode_block_time(min: Timestamp, max: Timestamp) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let (a, b) = out.split_at_mut(8);
+    a.copy_from_slice(&min.0.to_le_bytes());
+    b.copy_from_slice(&max.0.to_le_bytes());
+    out
+}
+
+impl Index {
+    /// The fixed fields, with the counts of this index's entries and sections.
+    pub fn head(&self) -> IndexHead {
+        IndexHead {
+            compat_flags: self.compat_flags,
+            key_id: self.key_id,
+            org: self.org.clone(),
+            segment: self.segment,
+            interval: self.interval,
+            segment_hash: self.segment_hash,
+            covered_len: self.covered_len,
+            record_count: self.record_count,
+            first_seq: self.first_seq,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            head: self.head,
+            entry_count: self.entries.len() as u32,
+            section_count: self.sections.len() as u32,
+        }
+    }
+
+    /// Encodes everything but the tag; append the tag computed over `body` to finish.
+    pub fn encode_unsigned(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            INDEX_HEADER_LEN + self.entries.len() * ENTRY_LEN + INDEX_TRAILER_LEN,
+        );
+        self.head().encode(&mut out);
         for e in &self.entries {
-            out.extend_from_slice(&e.seq.to_le_bytes());
-            out.extend_from_slice(&e.max_ts_before.0.to_le_bytes());
-            out.extend_from_slice(&e.offset.to_le_bytes());
+            out.extend_from_slice(&e.encode());
         }
         for s in &self.sections {
-            out.extend_from_slice(&s.kind.to_le_bytes());
-            out.extend_from_slice(&(s.bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&section_header(s.kind, s.bytes.len() as u32));
             out.extend_from_slice(&s.bytes);
         }
         let crc = crc32(&out);
@@ -241,58 +429,23 @@ impl Index {
             });
         }
         let mut r = Reader::new(crc_body, 0, STRUCTURE);
-        r.take(10, "magic")?;
-        zero(&mut r, 2)?;
-        let compat_flags = r.u32("compat_flags")?;
-        let incompat = r.u32("incompat_flags")?;
-        if incompat != 0 {
-            return Err(r.error(
-                "incompat_flags",
-                DecodeErrorKind::UnknownIncompatibleFlags { flags: incompat },
-            ));
-        }
-        let key_id = KeyId(r.u32("key_id")?);
-        let org_len = usize::from(r.u8("org_len")?);
-        zero(&mut r, 3)?;
-        let org_at = r.offset();
-        let org_field = r.take(64, "org_id")?;
-        let bad_org = DecodeError {
-            structure: STRUCTURE,
-            field: "org_id",
-            offset: org_at,
-            kind: DecodeErrorKind::Invalid("not a valid org id"),
-        };
-        let (org, pad) = org_field.split_at_checked(org_len).ok_or(bad_org.clone())?;
-        if pad.iter().any(|&b| b != 0) {
-            return Err(bad_org);
-        }
-        let org = std::str::from_utf8(org)
-            .ok()
-            .and_then(|s| OrgId::new(s).ok())
-            .ok_or(bad_org)?;
-        let year = r.u16("year")?;
-        let month = r.u8("month")?;
-        let month = Month::new(year, month)
-            .ok_or(r.error("month", DecodeErrorKind::Invalid("invalid year or month")))?;
-        zero(&mut r, 1)?;
-        let part = r.u16("part")?;
-        zero(&mut r, 2)?;
-        let interval = r.u32("interval")?;
-        if interval == 0 {
-            return Err(r.error(
-                "interval",
-                DecodeErrorKind::Invalid("interval must be positive"),
-            ));
-        }
-        let segment_hash = Hash(r.array("segment_hash")?);
-        let covered_len = r.u64("covered_len")?;
-        let record_count = r.u64("record_count")?;
-        let first_seq = r.u64("first_seq")?;
-        let min_ts = Timestamp(r.i64("min_ts")?);
-        let max_ts = Timestamp(r.i64("max_ts")?);
-        let head = Hash(r.array("head")?);
-        let entry_count = r.u32("entry_count")? as usize;
-        let section_count = r.u32("section_count")? as usize;
+        let IndexHead {
+            compat_flags,
+            key_id,
+            org,
+            segment,
+            interval,
+            segment_hash,
+            covered_len,
+            record_count,
+            first_seq,
+            min_ts,
+            max_ts,
+            head,
+            entry_count,
+            section_count,
+        } = IndexHead::decode(&mut r)?;
+        let (entry_count, section_count) = (entry_count as usize, section_count as usize);
         // Bound allocations by the bytes actually present.
         if entry_count > r.remaining() / ENTRY_LEN {
             return Err(r.error(
@@ -307,11 +460,7 @@ impl Index {
         let mut entries = Vec::with_capacity(entry_count);
         let mut last_offset = None;
         for _ in 0..entry_count {
-            let e = IndexEntry {
-                seq: r.u64("entry.seq")?,
-                max_ts_before: Timestamp(r.i64("entry.max_ts_before")?),
-                offset: r.u64("entry.offset")?,
-            };
+            let e = IndexEntry::decode(&mut r)?;
             if last_offset.is_some_and(|o| e.offset <= o) || e.offset >= covered_len {
                 return Err(r.error(
                     "entry.offset",
@@ -347,7 +496,7 @@ impl Index {
                 compat_flags,
                 key_id,
                 org,
-                segment: SegmentId { month, part },
+                segment,
                 interval,
                 segment_hash,
                 covered_len,
@@ -445,8 +594,7 @@ fn check_sections(
 pub fn encode_block_times(times: &[(Timestamp, Timestamp)]) -> Section {
     let mut bytes = Vec::with_capacity(times.len() * 16);
     for (lo, hi) in times {
-        bytes.extend_from_slice(&lo.0.to_le_bytes());
-        bytes.extend_from_slice(&hi.0.to_le_bytes());
+        bytes.extend_from_slice(&encode_block_time(*lo, *hi));
     }
     Section {
         kind: SECTION_BLOCK_TIMES,
