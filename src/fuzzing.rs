@@ -29,10 +29,11 @@ use crate::format::crc32;
 use crate::format::header::SegmentId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::format::index::{
-    FILTER_HASH_SCHEME, INDEX_TRAILER_LEN, Index, KeyFields, SECTION_BLOCK_FILTERS,
+    FILTER_HASH_SCHEME, INDEX_TRAILER_LEN, Index, IndexHead, KeyFields, SECTION_BLOCK_FILTERS,
     SECTION_BLOCK_TIMES, TermField, TermProbe, encode_block_times, term_hash,
 };
 use crate::format::record::{self, FRAME_HEADER_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN, RawRecord};
+use crate::segment::index_file;
 use crate::segment::read::SegmentReader;
 use crate::segment::scan::{self, FileWindow, IndexBuilder, Tally};
 use crate::time::Month;
@@ -286,14 +287,14 @@ fn segment_walk(data: &[u8]) -> SegmentWalk {
             count: 0,
             valid_end: start,
             max_seq: None,
-            index: IndexBuilder::new(4096),
+            index: IndexBuilder::new(4096, &std::env::temp_dir()),
         };
         let mut win = FileWindow::new(file, len);
         if let Ok(outcome) = scan::scan(&mut win, start, tally) {
             walk.scanned = outcome.tally.count;
             walk.damage = outcome.damage.len();
             check_scan(&outcome, start, len);
-            check_rebuilt_index(&outcome.tally, header.as_ref());
+            check_rebuilt_index(&outcome.tally, header.as_ref(), len);
         }
     }
 
@@ -351,27 +352,22 @@ fn check_scan(outcome: &scan::ScanOutcome, start: u64, len: u64) {
         );
         prev_end = d.end;
     }
-    // Entries of the rebuilt index are in offset order, inside the scanned range.
-    let mut last = None;
-    for e in &t.index.entries {
-        assert!(
-            last.is_none_or(|o| e.offset > o) && e.offset < len,
-            "rebuilt index entries out of order: {:?}",
-            t.index.entries
-        );
-        last = Some(e.offset);
-    }
     let _ = outcome.torn_tail();
 }
 
-/// The index a writer would write after this scan (as `SegmentWriter::write_index` builds
-/// it from the tally) must decode again to the same index: the engine never writes an index
-/// its own reader rejects, whatever records it scanned.
-fn check_rebuilt_index(t: &Tally, header: Option<&SegmentHeader>) {
-    let (Ok(fallback_org), Some(fallback_month)) = (OrgId::new("fuzz"), Month::new(2026, 1)) else {
+/// The index a writer would write after this scan (streamed by `index_file`, as
+/// `SegmentWriter::write_index` writes it from the tally) must decode again, with its entries
+/// in offset order inside the scanned bytes, and must be exactly the bytes the in-memory
+/// encoder gives for what it decodes to: the engine never writes an index its own reader
+/// rejects, whatever records it scanned.
+fn check_rebuilt_index(t: &Tally, header: Option<&SegmentHeader>, len: u64) {
+    let (Ok(fallback_org), Some(fallback_month), Ok(key)) =
+        (OrgId::new("fuzz"), Month::new(2026, 1), FuzzKeys::the_key())
+    else {
         return;
     };
-    let index = Index {
+    let signer = Signer::new(KeyId(1), &key);
+    let head = IndexHead {
         compat_flags: 0,
         key_id: KeyId(1),
         org: header.map_or(fallback_org, |h| h.org.clone()),
@@ -390,16 +386,39 @@ fn check_rebuilt_index(t: &Tally, header: Option<&SegmentHeader>) {
         min_ts: t.index.min_ts,
         max_ts: t.index.max_ts,
         head: t.head,
-        entries: t.index.entries.clone(),
-        sections: t.index.sections(),
+        entry_count: 0,
+        section_count: 0,
     };
-    let mut bytes = index.encode_unsigned();
-    bytes.extend_from_slice(&[0; 32]);
-    let decoded = Index::decode(&bytes).map(|(i, _, _)| i);
+    // Spill files (if any) of a fuzz input are the machine's trouble, not the input's.
+    let Ok(bytes) = index_file::encode(&head, &t.index.image(), &signer) else {
+        return;
+    };
+    let decoded = Index::decode(&bytes);
+    assert!(
+        decoded.is_ok(),
+        "an index rebuilt by the scan does not decode: {decoded:?}"
+    );
+    let Ok((index, tag, signed)) = decoded else {
+        return;
+    };
+    let mut last = None;
+    for e in &index.entries {
+        assert!(
+            last.is_none_or(|o| e.offset > o) && e.offset < len,
+            "rebuilt index entries out of order: {:?}",
+            index.entries
+        );
+        last = Some(e.offset);
+    }
+    assert!(
+        signer.verify_index(signed, &tag),
+        "the streamed tag differs from Signer::index_tag"
+    );
+    let mut again = index.encode_unsigned();
+    again.extend_from_slice(&signer.index_tag(&again).0);
     assert_eq!(
-        decoded.as_ref(),
-        Ok(&index),
-        "an index rebuilt by the scan does not decode"
+        again, bytes,
+        "the streamed index differs from the in-memory encoding"
     );
 }
 
@@ -411,10 +430,12 @@ fn check_rebuilt_index(t: &Tally, header: Option<&SegmentHeader>) {
 /// tag) and checks the bytes are identical, and checks the tag under [`FuzzKeys`].
 pub fn fuzz_index(data: &[u8]) {
     check_index(data);
+    check_streamed_index(data);
     if let Some(crc_at) = data.len().checked_sub(INDEX_TRAILER_LEN)
         && let Some(fixed) = with_crc(data, crc_at, 0..crc_at)
     {
         check_index(&fixed);
+        check_streamed_index(&fixed);
     }
 }
 
@@ -431,6 +452,46 @@ fn check_index(data: &[u8]) -> bool {
     }
     check_query_sections(&index);
     true
+}
+
+/// The streaming reader a resuming writer uses accepts exactly what [`Index::decode`] plus
+/// a tag check under [`FuzzKeys`] accept, and collects one block per entry when it does.
+fn check_streamed_index(data: &[u8]) {
+    let Some(file) = scratch_file(data) else {
+        return;
+    };
+    let Ok(org) = OrgId::new("fuzz") else {
+        return;
+    };
+    let streamed = index_file::read(file, &org, &FuzzKeys, Some(&std::env::temp_dir()));
+    let decoded = Index::decode(data).ok().filter(|(index, tag, signed)| {
+        FuzzKeys
+            .key(&org, index.key_id)
+            .ok()
+            .flatten()
+            .is_some_and(|key| Signer::new(index.key_id, &key).verify_index(signed, tag))
+    });
+    match (&streamed, &decoded) {
+        (Ok(checked), Some((index, _, _))) => {
+            assert_eq!(checked.head, index.head(), "streamed header differs");
+            let sections = index.block_times().is_ok_and(|t| t.is_some())
+                && index.block_filters().is_ok_and(|f| f.is_some());
+            assert_eq!(
+                checked.has_sections, sections,
+                "query sections seen differently"
+            );
+            if let Some(b) = &checked.builder {
+                assert_eq!(b.entry_count(), index.entries.len() as u64);
+            }
+        }
+        // A file that could not be read back is the machine's trouble.
+        (Err(index_file::Rejected::Io(_)), _) => {}
+        (s, d) => assert_eq!(
+            s.is_ok(),
+            d.is_some(),
+            "streaming index check disagrees with decode: {s:?}"
+        ),
+    }
 }
 
 /// The query sections of a decoded index re-encode to their bytes, and probing the

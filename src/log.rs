@@ -374,7 +374,7 @@ impl Log {
                 let clean = read_header(&path)
                     .ok()
                     .and_then(|(h, genesis)| {
-                        recover::load_index(
+                        recover::check_index(
                             &org.dir,
                             &org.id,
                             &h,
@@ -1047,7 +1047,7 @@ fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink>
         count: 0,
         valid_end: start,
         max_seq: None,
-        index: IndexBuilder::new(interval),
+        index: IndexBuilder::new(interval, path.parent().unwrap_or(Path::new("."))),
     };
     let outcome = scan::scan(&mut FileWindow::new(file, len), start, tally)
         .map_err(|e| Error::io("read segment", path, e))?;

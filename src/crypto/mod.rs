@@ -240,6 +240,36 @@ impl Signer {
         m.update(signed);
         m.verify_slice(&tag.0).is_ok()
     }
+
+    /// An index tag computed piece by piece, for an index too large to hold in memory: after
+    /// [`IndexTagger::update`] with consecutive pieces, [`IndexTagger::finish`] equals
+    /// [`Signer::index_tag`] of their concatenation.
+    pub(crate) fn index_tagger(&self) -> IndexTagger {
+        let mut m = self.mac.clone();
+        m.update(INDEX_TAG_DOMAIN);
+        IndexTagger(m)
+    }
+}
+
+/// The running state of an index tag (see [`Signer::index_tagger`]).
+#[derive(Clone)]
+pub(crate) struct IndexTagger(HmacSha256);
+
+impl IndexTagger {
+    /// Absorbs the next index bytes.
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The tag of every byte absorbed.
+    pub(crate) fn finish(self) -> Tag {
+        Tag(self.0.finalize().into_bytes().into())
+    }
+
+    /// Constant-time check that `tag` is the tag of every byte absorbed.
+    pub(crate) fn verify(self, tag: &Tag) -> bool {
+        self.0.verify_slice(&tag.0).is_ok()
+    }
 }
 
 /// SHA-256 of `bytes`.

@@ -3,9 +3,11 @@
 //! Reads use positioned reads (`pread`), never memory maps: a segment can be truncated by
 //! recovery in another process, and a mapped file that shrinks kills its reader with SIGBUS.
 
+pub(crate) mod index_file;
 pub mod read;
 pub(crate) mod recover;
 pub(crate) mod scan;
+pub(crate) mod spill;
 pub(crate) mod stats;
 pub mod writer;
 

@@ -13,12 +13,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::scan::{self, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
-use super::{fsync_dir, index_file_name, segment_file_name};
+use super::{fsync_dir, index_file, index_file_name, segment_file_name};
 use crate::crypto::{self, Hash, KeyProvider, Signer};
 use crate::error::{Error, Result};
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
-use crate::format::index::Index;
+use crate::format::index::{Index, IndexHead};
 use crate::format::record::FrameError;
 
 /// Name of the per-org directory that receives quarantined bytes.
@@ -91,6 +91,54 @@ pub(crate) fn load_index(
     Ok(index)
 }
 
+/// Checks a segment's index as [`load_index`] does (every check of FORMAT.md §3), but in one
+/// streaming pass whose memory does not depend on the index's size. With `build` (the
+/// directory for spill files), also collects its blocks for a resuming writer.
+pub(crate) fn read_index(
+    dir: &Path,
+    org: &OrgId,
+    header: &SegmentHeader,
+    genesis: &Hash,
+    file_len: u64,
+    keys: &dyn KeyProvider,
+    build: Option<&Path>,
+) -> std::result::Result<index_file::Checked, String> {
+    let path = dir.join(index_file_name(header.id));
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
+        Err(e) => return Err(format!("unreadable: {e}")),
+    };
+    let checked = index_file::read(file, org, keys, build).map_err(|e| e.to_string())?;
+    let index = &checked.head;
+    if &index.org != org || index.segment != header.id {
+        return Err("describes another segment".into());
+    }
+    if index.segment_hash != *genesis || index.first_seq != header.first_seq {
+        return Err("does not match the segment header".into());
+    }
+    if index.covered_len > file_len || index.covered_len < SEGMENT_HEADER_LEN as u64 {
+        return Err(format!(
+            "covers {} bytes but the segment has {file_len}",
+            index.covered_len
+        ));
+    }
+    Ok(checked)
+}
+
+/// The header of a segment's index if it passes every check ([`read_index`] without
+/// collecting blocks).
+pub(crate) fn check_index(
+    dir: &Path,
+    org: &OrgId,
+    header: &SegmentHeader,
+    genesis: &Hash,
+    file_len: u64,
+    keys: &dyn KeyProvider,
+) -> std::result::Result<IndexHead, String> {
+    read_index(dir, org, header, genesis, file_len, keys, None).map(|c| c.head)
+}
+
 /// Walks `[start, end)` checking only framing and CRCs; returns the record count if every
 /// frame is valid and the last one ends exactly at `end`.
 fn crc_walk(win: &mut FileWindow, start: u64, end: u64) -> std::io::Result<Option<u64>> {
@@ -146,7 +194,7 @@ pub(crate) fn recover(
             count: 0,
             valid_end: SEGMENT_HEADER_LEN as u64,
             max_seq: None,
-            index: IndexBuilder::new(interval),
+            index: IndexBuilder::new(interval, dir),
         };
         let mut outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally)
             .map_err(|e| Error::io("read segment", &path, e))?;
@@ -180,52 +228,60 @@ pub(crate) fn recover(
         count: 0,
         valid_end: SEGMENT_HEADER_LEN as u64,
         max_seq: None,
-        index: IndexBuilder::new(interval),
+        index: IndexBuilder::new(interval, dir),
     };
     // Fast path: trust a valid index for the prefix it covers after a CRC walk of it.
     // A valid index also vouches, whatever the walk finds, that its `record_count` records
     // in `covered_len` bytes were complete and durable: `indexed` keeps that evidence.
     let mut indexed: Option<(u64, u64)> = None;
-    let (start, tally, index_rebuilt) = match load_index(dir, org, &header, &genesis, len, keys) {
-        Ok(index) => {
-            indexed = Some((index.covered_len, index.record_count));
-            let walked = crc_walk(&mut win, SEGMENT_HEADER_LEN as u64, index.covered_len)
-                .map_err(|e| Error::io("read segment", &path, e))?;
-            let resumed = if walked == Some(index.record_count) {
-                IndexBuilder::resume(&index, &mut win)
-                    .map_err(|e| Error::io("read segment", &path, e))?
-            } else {
-                None
-            };
-            if let Some(builder) = resumed {
-                let tally = Tally {
-                    head: index.head,
-                    next_seq: header.first_seq + index.record_count,
-                    count: index.record_count,
-                    valid_end: index.covered_len,
-                    max_seq: index
-                        .record_count
-                        .checked_sub(1)
-                        .map(|n| header.first_seq + n),
-                    index: builder,
-                };
-                let stale = (index.covered_len < len).then(|| "index lags the segment".to_string());
-                (index.covered_len, tally, stale)
-            } else {
-                let why = if walked == Some(index.record_count) {
-                    "index lacks the query sections (older writer)"
+    let (start, tally, index_rebuilt) =
+        match read_index(dir, org, &header, &genesis, len, keys, Some(dir)) {
+            Ok(checked) => {
+                let index = checked.head;
+                indexed = Some((index.covered_len, index.record_count));
+                let walked = crc_walk(&mut win, SEGMENT_HEADER_LEN as u64, index.covered_len)
+                    .map_err(|e| Error::io("read segment", &path, e))?;
+                let mut resumed = None;
+                if walked == Some(index.record_count)
+                    && let Some(mut builder) = checked.builder
+                    && builder
+                        .resume_open_block(&mut win, index.covered_len)
+                        .map_err(|e| Error::io("read segment", &path, e))?
+                {
+                    resumed = Some(builder);
+                }
+                if let Some(builder) = resumed {
+                    let tally = Tally {
+                        head: index.head,
+                        next_seq: header.first_seq + index.record_count,
+                        count: index.record_count,
+                        valid_end: index.covered_len,
+                        max_seq: index
+                            .record_count
+                            .checked_sub(1)
+                            .map(|n| header.first_seq + n),
+                        index: builder,
+                    };
+                    let stale =
+                        (index.covered_len < len).then(|| "index lags the segment".to_string());
+                    (index.covered_len, tally, stale)
                 } else {
-                    "segment bytes fail their CRC inside the indexed range"
-                };
-                (SEGMENT_HEADER_LEN as u64, fresh, Some(why.into()))
+                    let why = if walked != Some(index.record_count) {
+                        "segment bytes fail their CRC inside the indexed range"
+                    } else if !checked.has_sections {
+                        "index lacks the query sections (older writer)"
+                    } else {
+                        "the records of the index's last block do not read back"
+                    };
+                    (SEGMENT_HEADER_LEN as u64, fresh, Some(why.into()))
+                }
             }
-        }
-        Err(why) => (
-            SEGMENT_HEADER_LEN as u64,
-            fresh,
-            Some(format!("index {why}")),
-        ),
-    };
+            Err(why) => (
+                SEGMENT_HEADER_LEN as u64,
+                fresh,
+                Some(format!("index {why}")),
+            ),
+        };
     let outcome =
         scan::scan(&mut win, start, tally).map_err(|e| Error::io("read segment", &path, e))?;
     let file = win.into_file();

@@ -3,14 +3,16 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
+use super::spill::{Spool, SpoolView};
 use crate::crypto::{self, Hash};
-use crate::error::IntegrityKind;
+use crate::error::{Error, IntegrityKind, Result};
 use crate::format::DecodeError;
 use crate::format::codec::put_varint;
 use crate::format::index::{
-    FILTER_HASH_SCHEME, FILTER_HEADER_LEN, FILTER_K, Index, IndexEntry, KeyFields,
-    SECTION_BLOCK_FILTERS, Section, encode_block_times, encode_filter,
+    ENTRY_LEN, FILTER_HASH_SCHEME, FILTER_HEADER_LEN, FILTER_K, IndexEntry, KeyFields,
+    SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES, encode_block_time, encode_filter, section_header,
 };
 use crate::format::record::{self, FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN, RawRecord};
 use crate::time::Timestamp;
@@ -103,7 +105,7 @@ pub(crate) enum DamageCause {
 }
 
 /// Running state of a scan, also what the writer continues from.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Tally {
     /// Chain hash after the last valid record (genesis if none).
     pub head: Hash,
@@ -119,40 +121,110 @@ pub(crate) struct Tally {
     pub index: IndexBuilder,
 }
 
-/// Sparse index entries, and the per-block time bounds and term filters of the index's
-/// query sections (FORMAT.md §3.1, §3.2), as records go by.
-#[derive(Clone, Debug)]
-pub(crate) struct IndexBuilder {
-    pub interval: u32,
-    pub entries: Vec<IndexEntry>,
-    pub next_boundary: u64,
+/// Bytes of closed blocks an [`IndexBuilder`] keeps in memory before it moves them to its
+/// spill files: ~2,900 blocks (~17,000 events of the reference workload).
+pub(crate) const INDEX_SPILL_LIMIT: usize = 256 * 1024;
+
+#[cfg(test)]
+thread_local! {
+    /// Spill limit of the builders a test thread creates (see [`IndexBuilder::new`]).
+    pub(crate) static TEST_SPILL_LIMIT: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The open (last) block: its entry and the time bounds of its records so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OpenBlock {
+    pub entry: IndexEntry,
     pub min_ts: Timestamp,
     pub max_ts: Timestamp,
-    /// `(min, max)` occurred_at of each entry's block; the last is the open block.
-    pub times: Vec<(Timestamp, Timestamp)>,
-    /// Encoded filters (varint length, bits) of every block but the open one.
-    pub filters: Vec<u8>,
+}
+
+/// Sparse index entries, and the per-block time bounds and term filters of the index's
+/// query sections (FORMAT.md §3.1, §3.2), as records go by.
+///
+/// Memory is bounded whatever the size of the segment: closed blocks are kept as the bytes
+/// they take in the index file, in three [`Spool`]s (entries, block times, block filters),
+/// and once those hold more than the spill limit in memory they are moved to unnamed
+/// temporary files in the segment's directory. The index is then written by streaming
+/// ([`IndexBuilder::image`], `index_file::write`), never assembled in memory.
+///
+/// A failed spill loses nothing: the bytes stay in memory, the next spill is tried when
+/// twice as much is held, and the first failure is kept for [`IndexBuilder::take_spill_error`].
+#[derive(Debug)]
+pub(crate) struct IndexBuilder {
+    pub interval: u32,
+    next_boundary: u64,
+    pub min_ts: Timestamp,
+    pub max_ts: Timestamp,
+    /// Entries of the closed blocks, 24 bytes each as in the index file.
+    entries: Spool,
+    /// `(min, max)` occurred_at of the closed blocks, 16 bytes each as in section 1.
+    times: Spool,
+    /// Encoded filters (varint length, bits) of the closed blocks, as in section 2.
+    filters: Spool,
+    /// Closed blocks.
+    closed: u64,
+    /// The open block, once there is a record.
+    open: Option<OpenBlock>,
     /// Term hashes of the open block.
-    pub open_terms: Vec<u64>,
+    open_terms: Vec<u64>,
     /// The open block holds a record whose body did not parse: it gets no filter.
-    pub open_unfiltered: bool,
+    open_unfiltered: bool,
     scratch: Vec<u64>,
+    /// Reused for encoding a closed block's filter.
+    filter_buf: Vec<u8>,
+    /// Where spill files go (the segment's directory).
+    dir: PathBuf,
+    spill_limit: usize,
+    /// Bytes in memory at which the next spill is tried.
+    spill_at: usize,
+    spill_error: Option<Error>,
 }
 
 impl IndexBuilder {
-    pub fn new(interval: u32) -> Self {
+    /// An empty builder whose spill files go to `dir`, with the default spill limit.
+    pub fn new(interval: u32, dir: &Path) -> Self {
+        #[cfg(test)]
+        if let Some(limit) = TEST_SPILL_LIMIT.with(std::cell::Cell::get) {
+            return Self::with_spill_limit(interval, dir, limit);
+        }
+        Self::with_spill_limit(interval, dir, INDEX_SPILL_LIMIT)
+    }
+
+    /// An empty builder that keeps at most about `limit` bytes of closed blocks in memory
+    /// (`usize::MAX`: everything).
+    pub fn with_spill_limit(interval: u32, dir: &Path, limit: usize) -> Self {
         IndexBuilder {
             interval,
-            entries: Vec::new(),
             next_boundary: 0,
             min_ts: Timestamp(i64::MAX),
             max_ts: Timestamp(i64::MIN),
-            times: Vec::new(),
-            filters: Vec::new(),
+            entries: Spool::default(),
+            times: Spool::default(),
+            filters: Spool::default(),
+            closed: 0,
+            open: None,
             open_terms: Vec::new(),
             open_unfiltered: false,
             scratch: Vec::new(),
+            filter_buf: Vec::new(),
+            dir: dir.to_path_buf(),
+            spill_limit: limit,
+            spill_at: limit,
+            spill_error: None,
         }
+    }
+
+    /// Entries (blocks) so far, the open one included.
+    pub fn entry_count(&self) -> u64 {
+        self.closed + u64::from(self.open.is_some())
+    }
+
+    /// The first spill failure since the last call, if any. The builder lost nothing by it,
+    /// but its memory is no longer bounded until a later spill succeeds.
+    pub fn take_spill_error(&mut self) -> Option<Error> {
+        self.spill_error.take()
     }
 
     /// Notes a record starting at `offset` whose sealed body is `sealed`.
@@ -171,103 +243,234 @@ impl IndexBuilder {
 
     /// Notes a record whose filter term hashes are `terms` (`None`: its body did not parse).
     pub fn observe_terms(&mut self, offset: u64, seq: u64, ts: Timestamp, terms: Option<&[u64]>) {
-        if offset >= self.next_boundary {
-            if !self.entries.is_empty() {
+        let open = match self.open.as_mut() {
+            Some(open) if offset < self.next_boundary => open,
+            _ => {
                 self.close_block();
+                let i = u64::from(self.interval.max(1));
+                self.next_boundary = (offset / i + 1) * i;
+                self.open.insert(OpenBlock {
+                    entry: IndexEntry {
+                        seq,
+                        max_ts_before: self.max_ts,
+                        offset,
+                    },
+                    min_ts: ts,
+                    max_ts: ts,
+                })
             }
-            self.entries.push(IndexEntry {
-                seq,
-                max_ts_before: self.max_ts,
-                offset,
-            });
-            self.times.push((ts, ts));
-            let i = u64::from(self.interval.max(1));
-            self.next_boundary = (offset / i + 1) * i;
-        }
+        };
+        open.min_ts = open.min_ts.min(ts);
+        open.max_ts = open.max_ts.max(ts);
         self.min_ts = self.min_ts.min(ts);
         self.max_ts = self.max_ts.max(ts);
-        if let Some((lo, hi)) = self.times.last_mut() {
-            *lo = (*lo).min(ts);
-            *hi = (*hi).max(ts);
-        }
         match terms {
             Some(t) => self.open_terms.extend_from_slice(t),
             None => self.open_unfiltered = true,
         }
     }
 
+    /// Moves the open block, if any, to the closed ones.
     fn close_block(&mut self) {
-        encode_open_filter(
-            &mut self.open_terms,
-            self.open_unfiltered,
-            &mut self.filters,
-        );
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let mut filter = std::mem::take(&mut self.filter_buf);
+        filter.clear();
+        encode_open_filter(&mut self.open_terms, self.open_unfiltered, &mut filter);
+        self.push_closed(&open.entry, open.min_ts, open.max_ts, &filter);
+        self.filter_buf = filter;
         self.open_terms.clear();
         self.open_unfiltered = false;
     }
 
-    /// The query sections for the records seen so far.
-    pub fn sections(&self) -> Vec<Section> {
-        let mut filters = Vec::with_capacity(FILTER_HEADER_LEN + self.filters.len() + 64);
-        filters.extend_from_slice(&[FILTER_HASH_SCHEME, FILTER_K, 0, 0]);
-        filters.extend_from_slice(&self.filters);
-        if !self.entries.is_empty() {
-            let mut open = self.open_terms.clone();
-            encode_open_filter(&mut open, self.open_unfiltered, &mut filters);
-        }
-        vec![
-            encode_block_times(&self.times),
-            Section {
-                kind: SECTION_BLOCK_FILTERS,
-                bytes: filters,
-            },
-        ]
+    /// Appends one closed block (its encoded filter included).
+    fn push_closed(&mut self, entry: &IndexEntry, min: Timestamp, max: Timestamp, filter: &[u8]) {
+        self.entries.push(&entry.encode());
+        self.times.push(&encode_block_time(min, max));
+        self.filters.push(filter);
+        self.closed += 1;
+        self.maybe_spill();
     }
 
-    /// Resumes from a checked index whose covered records `win` holds: closed blocks come
-    /// from its sections, the open (last) block's terms are read back from its records.
-    /// `None` if the index has no query sections (an older writer) or the records of the
-    /// open block do not read back: the caller then rebuilds from the records.
-    pub fn resume(index: &Index, win: &mut FileWindow) -> io::Result<Option<IndexBuilder>> {
-        let (Ok(Some(times)), Ok(Some(filters))) = (index.block_times(), index.block_filters())
-        else {
-            return Ok(None);
-        };
-        let i = u64::from(index.interval.max(1));
-        let mut b = IndexBuilder {
-            interval: index.interval,
-            entries: index.entries.clone(),
-            next_boundary: index.entries.last().map_or(0, |e| (e.offset / i + 1) * i),
-            min_ts: index.min_ts,
-            max_ts: index.max_ts,
-            times,
-            filters: Vec::new(),
-            open_terms: Vec::new(),
-            open_unfiltered: false,
-            scratch: Vec::new(),
-        };
-        let Some(last) = index.entries.last() else {
-            return Ok(Some(b));
-        };
-        for block in 0..index.entries.len() - 1 {
-            let f = filters.filter(block);
-            put_varint(&mut b.filters, u32::try_from(f.len()).unwrap_or(u32::MAX));
-            b.filters.extend_from_slice(f);
+    /// Spills the closed blocks held in memory once they pass the limit.
+    fn maybe_spill(&mut self) {
+        let held = self.entries.mem_len() + self.times.mem_len() + self.filters.mem_len();
+        if held < self.spill_at {
+            return;
         }
-        let mut off = last.offset;
-        while off < index.covered_len {
+        let dir = &self.dir;
+        let spilled = self
+            .entries
+            .spill(dir)
+            .and_then(|()| self.times.spill(dir))
+            .and_then(|()| self.filters.spill(dir));
+        match spilled {
+            Ok(()) => self.spill_at = self.spill_limit,
+            Err(e) => {
+                self.spill_error.get_or_insert(e);
+                self.spill_at = held.saturating_mul(2);
+            }
+        }
+    }
+
+    /// The index as of now, to be written out after the caller's lock is released: the
+    /// spilled bytes are shared, the few in memory copied (bounded by the spill limit), and
+    /// the open block's filter encoded.
+    pub fn image(&self) -> IndexImage {
+        let mut open_filter = Vec::new();
+        if self.open.is_some() {
+            let mut terms = self.open_terms.clone();
+            encode_open_filter(&mut terms, self.open_unfiltered, &mut open_filter);
+        }
+        IndexImage {
+            entries: self.entries.view(),
+            times: self.times.view(),
+            filters: self.filters.view(),
+            closed: self.closed,
+            open: self.open,
+            open_filter,
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Starts a builder that an index file being read will fill: [`IndexBuilder::resume_entry`],
+    /// [`IndexBuilder::resume_time`] and [`IndexBuilder::resume_filter`] for each block in
+    /// order (the three streams independently), then [`IndexBuilder::resume_open_block`].
+    pub fn resuming(interval: u32, dir: &Path, min_ts: Timestamp, max_ts: Timestamp) -> Self {
+        let mut b = Self::new(interval, dir);
+        b.min_ts = min_ts;
+        b.max_ts = max_ts;
+        b
+    }
+
+    /// Resuming: the entry of the next block; `last` for the open block.
+    pub fn resume_entry(&mut self, e: &IndexEntry, last: bool) {
+        if last {
+            let i = u64::from(self.interval.max(1));
+            self.next_boundary = (e.offset / i + 1) * i;
+            self.open = Some(OpenBlock {
+                entry: *e,
+                min_ts: Timestamp(i64::MAX),
+                max_ts: Timestamp(i64::MIN),
+            });
+        } else {
+            self.entries.push(&e.encode());
+            self.closed += 1;
+            self.maybe_spill();
+        }
+    }
+
+    /// Resuming: the time bounds of the next block; `last` for the open block.
+    pub fn resume_time(&mut self, min: Timestamp, max: Timestamp, last: bool) {
+        if last {
+            if let Some(open) = self.open.as_mut() {
+                open.min_ts = min;
+                open.max_ts = max;
+            }
+        } else {
+            self.times.push(&encode_block_time(min, max));
+            self.maybe_spill();
+        }
+    }
+
+    /// Resuming: the next bytes of the closed blocks' encoded filters (varint length, bits;
+    /// in any pieces). The open block's filter is not given: it is rebuilt from its records.
+    pub fn resume_filter(&mut self, bytes: &[u8]) {
+        self.filters.push(bytes);
+        self.maybe_spill();
+    }
+
+    /// Resuming: reads back the terms of the open block's records, from its entry to
+    /// `covered_len`. False if they do not read back as whole frames (the caller then
+    /// rebuilds from the records), or if the streams given do not agree on the blocks.
+    pub fn resume_open_block(
+        &mut self,
+        win: &mut FileWindow,
+        covered_len: u64,
+    ) -> io::Result<bool> {
+        let Some(open) = self.open else {
+            return Ok(self.closed == 0);
+        };
+        let consistent = open.min_ts <= open.max_ts
+            && self.entries.len() == self.closed * ENTRY_LEN as u64
+            && self.times.len() == self.closed * 16;
+        if !consistent {
+            return Ok(false);
+        }
+        let mut off = open.entry.offset;
+        while off < covered_len {
             match win.frame(off)? {
                 Ok(rec) => {
                     match KeyFields::parse(rec.sealed) {
-                        Ok(k) => k.terms(&mut b.open_terms),
-                        Err(_) => b.open_unfiltered = true,
+                        Ok(k) => k.terms(&mut self.open_terms),
+                        Err(_) => self.open_unfiltered = true,
                     }
                     off += rec.len();
                 }
-                Err(_) => return Ok(None),
+                Err(_) => return Ok(false),
             }
         }
-        Ok((off == index.covered_len).then_some(b))
+        Ok(off == covered_len)
+    }
+}
+
+/// An [`IndexBuilder`]'s index as of one moment, in bounded memory (see
+/// [`IndexBuilder::image`]); written out by `index_file`.
+#[derive(Clone, Debug)]
+pub(crate) struct IndexImage {
+    entries: SpoolView,
+    times: SpoolView,
+    filters: SpoolView,
+    closed: u64,
+    open: Option<OpenBlock>,
+    /// The open block's encoded filter (empty if there is no open block).
+    open_filter: Vec<u8>,
+    /// Directory of the spill files, for error messages.
+    dir: PathBuf,
+}
+
+impl IndexImage {
+    /// Entries of the index.
+    pub fn entry_count(&self) -> u64 {
+        self.closed + u64::from(self.open.is_some())
+    }
+
+    /// Entries of the index, as the header's `u32`.
+    pub fn entry_count_u32(&self) -> Result<u32> {
+        u32::try_from(self.entry_count()).map_err(|_| self.too_large())
+    }
+
+    fn too_large(&self) -> Error {
+        Error::io(
+            "encode the index of a segment in",
+            &self.dir,
+            io::Error::other("the index exceeds the format's 32-bit counts"),
+        )
+    }
+
+    /// Hands `sink` every index byte after the header and before the CRC: the entries, then
+    /// section 1 (block times) and section 2 (block filters), exactly as
+    /// [`crate::format::index::Index::encode_unsigned`] lays them out.
+    pub fn write_body(&self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let too_large = || self.too_large();
+        self.entries.copy_to(&self.dir, sink)?;
+        if let Some(open) = &self.open {
+            sink(&open.entry.encode())?;
+        }
+        let times_len = u32::try_from(self.entry_count() * 16).map_err(|_| too_large())?;
+        sink(&section_header(SECTION_BLOCK_TIMES, times_len))?;
+        self.times.copy_to(&self.dir, sink)?;
+        if let Some(open) = &self.open {
+            sink(&encode_block_time(open.min_ts, open.max_ts))?;
+        }
+        let filters_len =
+            FILTER_HEADER_LEN as u64 + self.filters.len() + self.open_filter.len() as u64;
+        let filters_len = u32::try_from(filters_len).map_err(|_| too_large())?;
+        sink(&section_header(SECTION_BLOCK_FILTERS, filters_len))?;
+        sink(&[FILTER_HASH_SCHEME, FILTER_K, 0, 0])?;
+        self.filters.copy_to(&self.dir, sink)?;
+        sink(&self.open_filter)
     }
 }
 

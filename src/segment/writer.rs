@@ -1,7 +1,8 @@
 //! Appending records to one segment: framing, chaining, signing, group commit.
 //!
 //! Three locks, taken in the order `commit` → `io` → `state` when more than one is needed
-//! (`commit` is never held across I/O):
+//! (`commit` is never held across I/O), plus `index_lock`, which serialises index writes and is
+//! taken before `io`:
 //! - `state` guards the chain head, the next seq and the in-memory buffer of framed records
 //!   not yet handed to the OS. Appenders hold it only to frame one record (or one batch).
 //! - `io` guards the file. Whoever holds it writes out everything buffered so far.
@@ -18,7 +19,7 @@
 //! disk what survived. It never retries an fsync and assumes success.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,13 +28,13 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::scan::{IndexBuilder, Tally};
-use super::{fsync_dir, index_file_name};
+use super::{fsync_dir, index_file, index_file_name};
 use crate::crypto::{self, Hash, Signer, Tag};
 use crate::entry::SealedEvent;
 use crate::error::{Error, Result};
 use crate::event::OrgId;
 use crate::format::header::{SegmentHeader, SegmentId};
-use crate::format::index::Index;
+use crate::format::index::IndexHead;
 use crate::format::record::{FrameFields, encode_frame};
 use crate::time::Timestamp;
 
@@ -101,6 +102,8 @@ pub(crate) struct SegmentWriter {
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
     index_written_at: AtomicU64,
+    /// Held for a whole index write, so that two never interleave (taken before `io`).
+    index_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for SegmentWriter {
@@ -141,7 +144,7 @@ impl SegmentWriter {
             count: 0,
             valid_end: bytes.len() as u64,
             max_seq: None,
-            index: IndexBuilder::new(interval),
+            index: IndexBuilder::new(interval, dir),
         };
         Ok(Self::assemble(dir, header, genesis, path, file, tally))
     }
@@ -198,6 +201,7 @@ impl SegmentWriter {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             index_written_at: AtomicU64::new(0),
+            index_lock: Mutex::new(()),
         }
     }
 
@@ -396,57 +400,87 @@ impl SegmentWriter {
 
     /// Makes everything durable, then writes the signed sidecar index for exactly the
     /// durable bytes (temporary file, fsync, rename, directory fsync).
+    ///
+    /// The index is captured under the state lock as an [`IndexImage`] (the blocks already
+    /// spilled are shared, the few in memory copied) and streamed to the file after every
+    /// lock but `index` is released, so appenders wait only for the capture and memory does
+    /// not grow with the index. Index writes of one segment are serialised by `index_lock`.
+    ///
+    /// A failure here never poisons the writer: the index is derived data. If the builder
+    /// could not spill (it then keeps the blocks in memory and loses nothing), the index is
+    /// still written and that first spill failure is returned afterwards.
+    ///
+    /// [`IndexImage`]: super::scan::IndexImage
     pub fn write_index(&self, signer: &Signer) -> Result<()> {
+        let _serial = self.index_lock.lock();
         let mut io = self.io.lock();
         if self.failed.load(Ordering::Acquire) {
             return Err(self.failed_error());
         }
         // Take the snapshot and the buffer under one state lock so they describe the same
         // bytes; then write and fsync them.
-        let index = {
+        let (head, image) = {
             let st = self.state.lock();
-            Index {
+            let b = &st.tally.index;
+            let head = IndexHead {
                 compat_flags: 0,
                 key_id: signer.key_id(),
                 org: self.org.clone(),
                 segment: self.header.id,
-                interval: st.tally.index.interval,
+                interval: b.interval,
                 segment_hash: self.genesis,
                 covered_len: st.end,
                 record_count: st.tally.count,
                 first_seq: self.header.first_seq,
-                min_ts: st.tally.index.min_ts,
-                max_ts: st.tally.index.max_ts,
+                min_ts: b.min_ts,
+                max_ts: b.max_ts,
                 head: st.tally.head,
-                entries: st.tally.index.entries.clone(),
-                sections: st.tally.index.sections(),
-            }
+                // Set from the image when it is written.
+                entry_count: 0,
+                section_count: 0,
+            };
+            (head, b.image())
         };
         // Anything appended after the snapshot is written too, which is harmless: the index
         // simply covers a prefix of the durable bytes.
         self.write_out(&mut io, true)?;
         drop(io);
-        let mut bytes = index.encode_unsigned();
-        let tag = signer.index_tag(&bytes);
-        bytes.extend_from_slice(&tag.0);
-        write_atomically(&self.index_path, &bytes)?;
+        index_file::write(&self.index_path, &head, &image, signer)?;
         self.index_written_at
-            .store(index.covered_len, Ordering::Release);
-        Ok(())
+            .store(head.covered_len, Ordering::Release);
+        match self.state.lock().tally.index.take_spill_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
 /// Writes `bytes` to `path` via a temporary file, fsync and rename, then fsyncs the directory.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |sink| sink(bytes))
+}
+
+/// Like [`write_atomically`], with the bytes handed piece by piece by `fill` to the sink it
+/// is given (buffered writes to the temporary file).
+pub(crate) fn write_atomically_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
+    let mut out = BufWriter::with_capacity(64 * 1024, f);
+    {
+        let mut sink = |b: &[u8]| out.write_all(b).map_err(|e| Error::io("write", &tmp, e));
+        fill(&mut sink)?;
+    }
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     if let Some(dir) = path.parent() {

@@ -1,0 +1,1221 @@
+//! Writing and reading a segment's sidecar index (FORMAT.md §3) piece by piece, in memory
+//! bounded independently of the index's size.
+//!
+//! - [`write`] streams an [`IndexImage`] to the index file (temporary file, fsync, rename,
+//!   directory fsync), computing the CRC and the tag as the bytes go out. The bytes are those
+//!   [`Index::encode_unsigned`] followed by [`crate::crypto::Signer::index_tag`] would give.
+//! - [`read`] checks an index file in one pass (structure, sections, CRC, tag: what
+//!   [`Index::decode`] and a tag check accept, nothing else) and can fill an
+//!   [`IndexBuilder`] with its blocks as it goes, for a writer resuming the segment. The
+//!   builder is only handed out if every check passed, the tag last: bytes that failed are
+//!   never trusted, and no check is made on bytes other than those the builder got.
+//!
+//! [`Index`]: crate::format::index::Index
+//! [`Index::encode_unsigned`]: crate::format::index::Index::encode_unsigned
+//! [`Index::decode`]: crate::format::index::Index::decode
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use super::scan::{FileWindow, IndexBuilder, IndexImage};
+use super::writer::write_atomically_with;
+use crate::crypto::{IndexTagger, KeyProvider, Signer, Tag};
+use crate::error::Result;
+use crate::event::OrgId;
+use crate::format::codec::{Reader, varint_len};
+use crate::format::index::{
+    ENTRY_LEN, FILTER_HASH_SCHEME, FILTER_HEADER_LEN, INDEX_HEADER_LEN, INDEX_TRAILER_LEN,
+    IndexEntry, IndexHead, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
+};
+use crate::format::{DecodeError, DecodeErrorKind};
+use crate::time::Timestamp;
+
+/// Sections the writer emits: block times and block filters.
+const SECTIONS_WRITTEN: u32 = 2;
+
+/// Bytes handed on at a time when copying a long field (a filter, an unknown section).
+const COPY_CHUNK: u64 = 64 * 1024;
+
+/// Streams the index `head` + `image` into `sink`, CRC and tag included. `head`'s
+/// `entry_count` and `section_count` are taken from the image.
+pub(crate) fn stream(
+    head: &IndexHead,
+    image: &IndexImage,
+    signer: &Signer,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut head = head.clone();
+    head.entry_count = image.entry_count_u32()?;
+    head.section_count = SECTIONS_WRITTEN;
+    let mut crc = crc32fast::Hasher::new();
+    let mut tagger = signer.index_tagger();
+    let mut tee = |bytes: &[u8]| -> Result<()> {
+        crc.update(bytes);
+        tagger.update(bytes);
+        sink(bytes)
+    };
+    let mut header = Vec::with_capacity(INDEX_HEADER_LEN);
+    head.encode(&mut header);
+    tee(&header)?;
+    image.write_body(&mut tee)?;
+    let crc = crc.finalize().to_le_bytes();
+    tagger.update(&crc);
+    sink(&crc)?;
+    sink(&tagger.finish().0)
+}
+
+/// Writes the index `head` + `image` to `path` (temporary file, fsync, rename, directory
+/// fsync), streaming: memory use does not depend on the index's size.
+pub(crate) fn write(
+    path: &Path,
+    head: &IndexHead,
+    image: &IndexImage,
+    signer: &Signer,
+) -> Result<()> {
+    write_atomically_with(path, |sink| stream(head, image, signer, sink))
+}
+
+/// The index bytes [`write`] would write, in memory (tests, fuzzing).
+pub(crate) fn encode(head: &IndexHead, image: &IndexImage, signer: &Signer) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    stream(head, image, signer, &mut |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// What [`read`] found.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The header.
+    pub head: IndexHead,
+    /// Both query sections were present.
+    pub has_sections: bool,
+    /// The blocks, if asked for and both query sections were present: every closed block,
+    /// and the open block's entry and times (its terms still to be read back from its
+    /// records with [`IndexBuilder::resume_open_block`]).
+    pub builder: Option<IndexBuilder>,
+}
+
+/// Why an index was not accepted.
+#[derive(Debug)]
+pub(crate) enum Rejected {
+    /// The file could not be read.
+    Io(io::Error),
+    /// Structure, sections or CRC.
+    Decode(DecodeError),
+    /// No key to check the tag with.
+    Key(String),
+    /// The tag does not verify.
+    Tag,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Io(e) => write!(f, "unreadable: {e}"),
+            Rejected::Decode(e) => write!(f, "{e}"),
+            Rejected::Key(why) => f.write_str(why),
+            Rejected::Tag => f.write_str("tag does not verify"),
+        }
+    }
+}
+
+impl From<io::Error> for Rejected {
+    fn from(e: io::Error) -> Self {
+        Rejected::Io(e)
+    }
+}
+
+impl From<DecodeError> for Rejected {
+    fn from(e: DecodeError) -> Self {
+        Rejected::Decode(e)
+    }
+}
+
+/// Sequential reads through the CRC-covered bytes of an index file, fed to the CRC and
+/// (once the key is known) the tag as they are consumed.
+struct Feed {
+    win: FileWindow,
+    pos: u64,
+    /// End of the CRC-covered bytes.
+    end: u64,
+    crc: crc32fast::Hasher,
+    tagger: Option<IndexTagger>,
+}
+
+impl Feed {
+    fn truncated(&self, field: &'static str, needed: u64) -> DecodeError {
+        DecodeError {
+            structure: "index",
+            field,
+            offset: self.pos,
+            kind: DecodeErrorKind::Truncated {
+                needed,
+                available: self.end.saturating_sub(self.pos),
+            },
+        }
+    }
+
+    /// The next `n` bytes, which must lie before `limit` (≤ the covered end).
+    fn take(&mut self, n: u64, limit: u64, field: &'static str) -> Result<&[u8], Rejected> {
+        if n > limit.saturating_sub(self.pos) {
+            return Err(self.truncated(field, n).into());
+        }
+        let bytes = self.win.get(self.pos, n as usize)?;
+        if bytes.len() as u64 != n {
+            return Err(Rejected::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        self.crc.update(bytes);
+        if let Some(t) = self.tagger.as_mut() {
+            t.update(bytes);
+        }
+        self.pos += n;
+        Ok(bytes)
+    }
+
+    /// A fixed-size field.
+    fn array<const N: usize>(
+        &mut self,
+        limit: u64,
+        field: &'static str,
+    ) -> Result<[u8; N], Rejected> {
+        let at = self.pos;
+        let bytes = self.take(N as u64, limit, field)?;
+        <[u8; N]>::try_from(bytes).map_err(|_| {
+            Rejected::Decode(DecodeError {
+                structure: "index",
+                field,
+                offset: at,
+                kind: DecodeErrorKind::Truncated {
+                    needed: N as u64,
+                    available: 0,
+                },
+            })
+        })
+    }
+
+    /// `n` bytes, in pieces of at most 64 KiB, each handed to `each`.
+    fn copy(
+        &mut self,
+        mut n: u64,
+        limit: u64,
+        field: &'static str,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), Rejected> {
+        if n > limit.saturating_sub(self.pos) {
+            return Err(self.truncated(field, n).into());
+        }
+        while n > 0 {
+            let piece = n.min(COPY_CHUNK);
+            each(self.take(piece, limit, field)?);
+            n -= piece;
+        }
+        Ok(())
+    }
+
+    /// A minimal LEB128 value of at most 5 bytes (as [`Reader::varint`]), before `limit`.
+    fn varint(&mut self, limit: u64, field: &'static str) -> Result<(u32, [u8; 5]), Rejected> {
+        let at = self.pos;
+        let invalid = |why| {
+            Rejected::Decode(DecodeError {
+                structure: "index",
+                field,
+                offset: at,
+                kind: DecodeErrorKind::Invalid(why),
+            })
+        };
+        let mut raw = [0u8; 5];
+        let mut value: u64 = 0;
+        for (i, slot) in raw.iter_mut().enumerate() {
+            let [byte] = self.array::<1>(limit, field)?;
+            *slot = byte;
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                let v = u32::try_from(value).map_err(|_| invalid("varint exceeds u32"))?;
+                if i + 1 != varint_len(v) {
+                    return Err(invalid("non-minimal varint"));
+                }
+                return Ok((v, raw));
+            }
+        }
+        Err(invalid("varint longer than 5 bytes"))
+    }
+
+    fn error(&self, field: &'static str, kind: DecodeErrorKind) -> Rejected {
+        Rejected::Decode(DecodeError {
+            structure: "index",
+            field,
+            offset: self.pos,
+            kind,
+        })
+    }
+}
+
+/// Reads and checks the index file `file` in one pass, in bounded memory: what
+/// [`Index::decode`](crate::format::index::Index::decode) accepts and whose tag verifies
+/// with the key of `org` it names, and nothing else. Whether the index describes a given
+/// segment is the caller's check. With `build` (a directory for spill files), also collects
+/// the blocks for a resuming writer (see [`Checked::builder`]).
+pub(crate) fn read(
+    file: File,
+    org: &OrgId,
+    keys: &dyn KeyProvider,
+    build: Option<&Path>,
+) -> Result<Checked, Rejected> {
+    let len = file.metadata()?.len();
+    let entries_file = file.try_clone()?;
+    let body_end = len
+        .checked_sub(INDEX_TRAILER_LEN as u64)
+        .ok_or(DecodeError {
+            structure: "index",
+            field: "tag",
+            offset: 0,
+            kind: DecodeErrorKind::Truncated {
+                needed: (INDEX_HEADER_LEN + INDEX_TRAILER_LEN) as u64,
+                available: len,
+            },
+        })?;
+    let mut feed = Feed {
+        win: FileWindow::new(file, len),
+        pos: 0,
+        end: body_end,
+        crc: crc32fast::Hasher::new(),
+        tagger: None,
+    };
+
+    // The header, then the key its tag was made with.
+    let header = feed.array::<INDEX_HEADER_LEN>(body_end, "header")?;
+    let head = IndexHead::decode(&mut Reader::new(&header, 0, "index"))?;
+    let key = keys
+        .key(org, head.key_id)
+        .map_err(|e| Rejected::Key(e.to_string()))?
+        .ok_or_else(|| Rejected::Key(format!("signed with unknown key {}", head.key_id)))?;
+    let mut tagger = Signer::new(head.key_id, &key).index_tagger();
+    tagger.update(&header);
+    feed.tagger = Some(tagger);
+
+    // Entries.
+    let n = u64::from(head.entry_count);
+    let room = (body_end - feed.pos) / ENTRY_LEN as u64;
+    if n > room {
+        return Err(feed.error(
+            "entry_count",
+            DecodeErrorKind::BadLength {
+                found: n,
+                min: 0,
+                max: room,
+            },
+        ));
+    }
+    let mut builder =
+        build.map(|dir| IndexBuilder::resuming(head.interval, dir, head.min_ts, head.max_ts));
+    let entries_at = feed.pos;
+    let mut last_offset = None;
+    for i in 0..n {
+        let at = feed.pos;
+        let bytes = feed.array::<ENTRY_LEN>(body_end, "entry")?;
+        let e = IndexEntry::decode(&mut Reader::new(&bytes, at, "index"))?;
+        if last_offset.is_some_and(|o| e.offset <= o) || e.offset >= head.covered_len {
+            return Err(feed.error(
+                "entry.offset",
+                DecodeErrorKind::Invalid("entries out of order or past covered_len"),
+            ));
+        }
+        last_offset = Some(e.offset);
+        if let Some(b) = builder.as_mut() {
+            b.resume_entry(&e, i + 1 == n);
+        }
+    }
+
+    // Sections.
+    let count = u64::from(head.section_count);
+    let room = (body_end - feed.pos) / 8;
+    if count > room {
+        return Err(feed.error(
+            "section_count",
+            DecodeErrorKind::BadLength {
+                found: count,
+                min: 0,
+                max: room,
+            },
+        ));
+    }
+    let mut entries = FileWindow::new(entries_file, entries_at + n * ENTRY_LEN as u64);
+    let (mut seen_times, mut seen_filters) = (false, false);
+    for _ in 0..count {
+        let kind = u32::from_le_bytes(feed.array(body_end, "section.type")?);
+        let slen = u64::from(u32::from_le_bytes(feed.array(body_end, "section.len")?));
+        if slen > body_end - feed.pos {
+            return Err(feed.truncated("section.bytes", slen).into());
+        }
+        let seen = match kind {
+            SECTION_BLOCK_TIMES => Some(&mut seen_times),
+            SECTION_BLOCK_FILTERS => Some(&mut seen_filters),
+            _ => None,
+        };
+        if let Some(seen) = seen {
+            if *seen {
+                return Err(feed.error(
+                    "section.type",
+                    DecodeErrorKind::Invalid("a section type appears twice"),
+                ));
+            }
+            *seen = true;
+        }
+        let section_end = feed.pos + slen;
+        match kind {
+            SECTION_BLOCK_TIMES => read_times(
+                &mut feed,
+                section_end,
+                &head,
+                &mut entries,
+                entries_at,
+                builder.as_mut(),
+            )?,
+            SECTION_BLOCK_FILTERS => read_filters(&mut feed, section_end, n, builder.as_mut())?,
+            _ => feed.copy(slen, section_end, "section.bytes", &mut |_| {})?,
+        }
+    }
+    if feed.pos != body_end {
+        return Err(feed.error(
+            "end of sections",
+            DecodeErrorKind::TrailingBytes {
+                count: body_end - feed.pos,
+            },
+        ));
+    }
+
+    // CRC, then tag.
+    let computed = feed.crc.clone().finalize();
+    let crc_at = feed.pos;
+    let stored = feed.win.get(crc_at, 4)?;
+    let stored = <[u8; 4]>::try_from(stored).map_err(|_| feed.truncated("crc32", 4))?;
+    let mut tagger = feed.tagger.take().ok_or(Rejected::Tag)?;
+    tagger.update(&stored);
+    let stored = u32::from_le_bytes(stored);
+    if stored != computed {
+        return Err(Rejected::Decode(DecodeError {
+            structure: "index",
+            field: "crc32",
+            offset: crc_at,
+            kind: DecodeErrorKind::ChecksumMismatch { stored, computed },
+        }));
+    }
+    let tag = feed.win.get(crc_at + 4, 32)?;
+    let tag = Tag(<[u8; 32]>::try_from(tag).map_err(|_| feed.truncated("tag", 32))?);
+    if !tagger.verify(&tag) {
+        return Err(Rejected::Tag);
+    }
+    let has_sections = seen_times && seen_filters;
+    Ok(Checked {
+        head,
+        has_sections,
+        builder: builder.filter(|_| has_sections),
+    })
+}
+
+/// Section 1 (FORMAT.md §3.1), as [`Index::decode`](crate::format::index::Index::decode)
+/// checks it: one `(min, max)` per entry with `min ≤ max`, agreeing with the entries'
+/// `max_ts_before` (read again through `entries`) and with the header's bounds.
+fn read_times(
+    feed: &mut Feed,
+    end: u64,
+    head: &IndexHead,
+    entries: &mut FileWindow,
+    entries_at: u64,
+    mut builder: Option<&mut IndexBuilder>,
+) -> Result<(), Rejected> {
+    let n = u64::from(head.entry_count);
+    if end - feed.pos != n * 16 {
+        return Err(feed.error(
+            "block_times",
+            DecodeErrorKind::BadLength {
+                found: end - feed.pos,
+                min: n * 16,
+                max: n * 16,
+            },
+        ));
+    }
+    let mut running = Timestamp(i64::MIN);
+    let (mut lo, mut hi) = (Timestamp(i64::MAX), Timestamp(i64::MIN));
+    for i in 0..n {
+        let item = feed.array::<16>(end, "block_times")?;
+        let mut r = Reader::new(&item, feed.pos - 16, "index");
+        let bmin = Timestamp(r.i64("block_times.min_ts")?);
+        let bmax = Timestamp(r.i64("block_times.max_ts")?);
+        if bmin > bmax {
+            return Err(feed.error(
+                "block_times",
+                DecodeErrorKind::Invalid("block min_ts above max_ts"),
+            ));
+        }
+        let at = entries_at + i * ENTRY_LEN as u64;
+        let e = entries.get(at, ENTRY_LEN)?;
+        let e = IndexEntry::decode(&mut Reader::new(e, at, "index"))?;
+        if e.max_ts_before != running {
+            return Err(feed.error(
+                "block_times",
+                DecodeErrorKind::Invalid("block bounds disagree with the entries' max_ts_before"),
+            ));
+        }
+        running = running.max(bmax);
+        lo = lo.min(bmin);
+        hi = hi.max(bmax);
+        if let Some(b) = builder.as_deref_mut() {
+            b.resume_time(bmin, bmax, i + 1 == n);
+        }
+    }
+    if n > 0 && (lo != head.min_ts || hi != head.max_ts) {
+        return Err(feed.error(
+            "block_times",
+            DecodeErrorKind::Invalid("block bounds disagree with min_ts/max_ts"),
+        ));
+    }
+    Ok(())
+}
+
+/// Section 2 (FORMAT.md §3.2), as [`crate::format::index::BlockFilters::decode`] checks it:
+/// scheme 1, `k` in 1..=16, reserved 0, then exactly `n` filters (minimal varint length,
+/// bits) filling the section. The builder gets every filter but the last, re-encoded as the
+/// writer encodes them.
+fn read_filters(
+    feed: &mut Feed,
+    end: u64,
+    n: u64,
+    mut builder: Option<&mut IndexBuilder>,
+) -> Result<(), Rejected> {
+    let [scheme, k, r0, r1] = feed.array::<FILTER_HEADER_LEN>(end, "block_filters")?;
+    if scheme != FILTER_HASH_SCHEME {
+        return Err(feed.error(
+            "block_filters.hash_scheme",
+            DecodeErrorKind::Invalid("unknown filter hash scheme"),
+        ));
+    }
+    if !(1..=16).contains(&k) {
+        return Err(feed.error(
+            "block_filters.k",
+            DecodeErrorKind::BadLength {
+                found: u64::from(k),
+                min: 1,
+                max: 16,
+            },
+        ));
+    }
+    if [r0, r1] != [0, 0] {
+        return Err(feed.error(
+            "block_filters.reserved",
+            DecodeErrorKind::Invalid("reserved bytes must be zero"),
+        ));
+    }
+    if n > end - feed.pos {
+        return Err(feed.error(
+            "block_filters",
+            DecodeErrorKind::BadLength {
+                found: n,
+                min: 0,
+                max: end - feed.pos,
+            },
+        ));
+    }
+    for i in 0..n {
+        let (len, raw) = feed.varint(end, "block_filters.filter")?;
+        let keep = i + 1 < n;
+        let mut sink = |bytes: &[u8]| {
+            if keep && let Some(b) = builder.as_deref_mut() {
+                b.resume_filter(bytes);
+            }
+        };
+        sink(raw.get(..varint_len(len)).unwrap_or_default());
+        feed.copy(u64::from(len), end, "block_filters.filter", &mut sink)?;
+    }
+    if feed.pos != end {
+        return Err(feed.error(
+            "end of block_filters",
+            DecodeErrorKind::TrailingBytes {
+                count: end - feed.pos,
+            },
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+
+    use std::fs;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::crypto::{self, Hash, Keyring};
+    use crate::format::codec::put_varint;
+    use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
+    use crate::format::index::{
+        FILTER_K, Index, KeyFields, SECTION_BLOCK_FILTERS, Section, encode_block_times,
+        encode_filter,
+    };
+    use crate::format::record;
+    use crate::log::{Durability, Log, Options, RecoveryAction};
+    use crate::segment::recover::{self, load_index};
+    use crate::segment::scan::{self, TEST_SPILL_LIMIT, Tally};
+    use crate::time::Month;
+    use crate::workload::{Workload, WorkloadConfig};
+
+    /// The sidecar index builder as it was before spilling: everything in memory, the index
+    /// assembled whole by `Index::encode_unsigned` and tagged by `Signer::index_tag`. The
+    /// byte-identity tests compare the streamed index against it.
+    struct Legacy {
+        interval: u32,
+        entries: Vec<IndexEntry>,
+        next_boundary: u64,
+        min_ts: Timestamp,
+        max_ts: Timestamp,
+        times: Vec<(Timestamp, Timestamp)>,
+        filters: Vec<u8>,
+        open_terms: Vec<u64>,
+        open_unfiltered: bool,
+    }
+
+    impl Legacy {
+        fn new(interval: u32) -> Self {
+            Legacy {
+                interval,
+                entries: Vec::new(),
+                next_boundary: 0,
+                min_ts: Timestamp(i64::MAX),
+                max_ts: Timestamp(i64::MIN),
+                times: Vec::new(),
+                filters: Vec::new(),
+                open_terms: Vec::new(),
+                open_unfiltered: false,
+            }
+        }
+
+        fn observe(&mut self, offset: u64, seq: u64, ts: Timestamp, sealed: &[u8]) {
+            if offset >= self.next_boundary {
+                if !self.entries.is_empty() {
+                    legacy_filter(
+                        &mut self.open_terms,
+                        self.open_unfiltered,
+                        &mut self.filters,
+                    );
+                    self.open_terms.clear();
+                    self.open_unfiltered = false;
+                }
+                self.entries.push(IndexEntry {
+                    seq,
+                    max_ts_before: self.max_ts,
+                    offset,
+                });
+                self.times.push((ts, ts));
+                let i = u64::from(self.interval.max(1));
+                self.next_boundary = (offset / i + 1) * i;
+            }
+            self.min_ts = self.min_ts.min(ts);
+            self.max_ts = self.max_ts.max(ts);
+            if let Some((lo, hi)) = self.times.last_mut() {
+                *lo = (*lo).min(ts);
+                *hi = (*hi).max(ts);
+            }
+            match KeyFields::parse(sealed) {
+                Ok(k) => k.terms(&mut self.open_terms),
+                Err(_) => self.open_unfiltered = true,
+            }
+        }
+
+        fn sections(&self) -> Vec<Section> {
+            let mut filters = vec![FILTER_HASH_SCHEME, FILTER_K, 0, 0];
+            filters.extend_from_slice(&self.filters);
+            if !self.entries.is_empty() {
+                let mut open = self.open_terms.clone();
+                legacy_filter(&mut open, self.open_unfiltered, &mut filters);
+            }
+            vec![
+                encode_block_times(&self.times),
+                Section {
+                    kind: SECTION_BLOCK_FILTERS,
+                    bytes: filters,
+                },
+            ]
+        }
+    }
+
+    fn legacy_filter(terms: &mut Vec<u64>, unfiltered: bool, out: &mut Vec<u8>) {
+        if unfiltered {
+            put_varint(out, 0);
+        } else {
+            encode_filter(terms, out);
+        }
+    }
+
+    /// The index the pre-spill writer wrote for every record of the segment file at `seg`.
+    fn legacy_index(seg: &Path, signer: &Signer, interval: u32) -> Vec<u8> {
+        let bytes = fs::read(seg).unwrap();
+        let header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN]).unwrap();
+        let genesis = crypto::sha256(&bytes[..SEGMENT_HEADER_LEN]);
+        let mut b = Legacy::new(interval);
+        let (mut off, mut head, mut count) = (SEGMENT_HEADER_LEN, genesis, 0u64);
+        while off < bytes.len() {
+            let rec = record::decode_frame(&bytes[off..], off as u64).unwrap();
+            b.observe(
+                off as u64,
+                rec.fields.seq,
+                rec.fields.occurred_at,
+                rec.sealed,
+            );
+            head = crypto::chain_hash(rec.chained_bytes());
+            count += 1;
+            off += rec.len() as usize;
+        }
+        let index = Index {
+            compat_flags: 0,
+            key_id: signer.key_id(),
+            org: header.org.clone(),
+            segment: header.id,
+            interval,
+            segment_hash: genesis,
+            covered_len: off as u64,
+            record_count: count,
+            first_seq: header.first_seq,
+            min_ts: b.min_ts,
+            max_ts: b.max_ts,
+            head,
+            sections: b.sections(),
+            entries: b.entries,
+        };
+        let mut out = index.encode_unsigned();
+        let tag = signer.index_tag(&out);
+        out.extend_from_slice(&tag.0);
+        out
+    }
+
+    /// Asserts equal bytes, naming the first difference rather than printing both.
+    #[track_caller]
+    fn assert_same(got: &[u8], want: &[u8], what: &str) {
+        if got != want {
+            let at = got.iter().zip(want).position(|(a, b)| a != b);
+            panic!(
+                "{what}: {} bytes where {} were expected; first difference at {at:?}",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+
+    const ORG: &str = "org-000";
+
+    fn org() -> OrgId {
+        OrgId::new(ORG).unwrap()
+    }
+
+    fn january() -> SegmentId {
+        SegmentId {
+            month: Month::new(2026, 1).unwrap(),
+            part: 0,
+        }
+    }
+
+    /// Events of one org, all in January 2026 (`skip` first events of the stream left out).
+    fn events(n: u64, skip: usize) -> Vec<crate::event::Event> {
+        Workload::new(WorkloadConfig {
+            events: n + skip as u64,
+            orgs: 1,
+            days: 20,
+            seed: 11,
+            start: Timestamp(1_767_312_000_000_000), // 2026-01-02
+            out_of_order: 0.05,
+        })
+        .skip(skip)
+        .collect()
+    }
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+        keys: Arc<Keyring>,
+        interval: u32,
+    }
+
+    impl Fixture {
+        fn new(interval: u32) -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("log");
+            let keys = Arc::new(Keyring::in_memory());
+            keys.rotate(&org()).unwrap();
+            Fixture {
+                _tmp: tmp,
+                dir,
+                keys,
+                interval,
+            }
+        }
+
+        /// Opens the log with builders created on this thread spilling beyond `limit`.
+        fn open(&self, limit: usize) -> Log {
+            TEST_SPILL_LIMIT.with(|l| l.set(Some(limit)));
+            let mut opts = Options::new(self.keys.clone()).durability(Durability::Never);
+            opts.index_interval = self.interval;
+            Log::open(&self.dir, opts).unwrap()
+        }
+
+        fn seg(&self) -> PathBuf {
+            self.dir.join(ORG).join("2026-01.seg")
+        }
+
+        fn idx(&self) -> PathBuf {
+            self.dir.join(ORG).join("2026-01.idx")
+        }
+
+        fn signer(&self) -> Signer {
+            let (id, key) = self.keys.signing_key(&org()).unwrap();
+            Signer::new(id, &key)
+        }
+
+        /// The legacy index of the segment as it is on disk now.
+        fn reference(&self) -> Vec<u8> {
+            legacy_index(&self.seg(), &self.signer(), self.interval)
+        }
+
+        fn append(&self, limit: usize, evs: &[crate::event::Event]) -> Vec<RecoveryAction> {
+            let log = self.open(limit);
+            let report = log.recovery_report();
+            log.append_batch(evs).unwrap();
+            log.close().unwrap();
+            report
+        }
+    }
+
+    /// Limits from "spill every block" to "never spill".
+    const LIMITS: [usize; 4] = [1, 700, 64 * 1024, usize::MAX];
+
+    fn rebuilt(report: &[RecoveryAction]) -> Vec<&str> {
+        report
+            .iter()
+            .filter_map(|a| match a {
+                RecoveryAction::IndexRebuilt { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_tag_computed_in_pieces_is_the_tag_of_the_whole() {
+        let key = crypto::Key::new(&[7; 32]).unwrap();
+        let signer = Signer::new(crypto::KeyId(3), &key);
+        let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 31) as u8).collect();
+        for cut in [0, 1, 17, 2500, 4999, 5000] {
+            let mut t = signer.index_tagger();
+            t.update(&bytes[..cut]);
+            t.update(&bytes[cut..]);
+            assert_eq!(t.clone().finish(), signer.index_tag(&bytes));
+            assert!(t.verify(&signer.index_tag(&bytes)));
+        }
+    }
+
+    /// A segment of many blocks: the index a writer streams while appending, with any spill
+    /// limit, is the legacy in-memory index byte for byte; and so is the index recovery
+    /// rebuilds from the records alone with any limit.
+    #[test]
+    fn streamed_index_is_byte_identical_to_the_in_memory_index() {
+        for interval in [256, 4096] {
+            for &limit in &LIMITS {
+                let f = Fixture::new(interval);
+                f.append(limit, &events(1500, 0));
+                let want = f.reference();
+                assert!(
+                    want.len() > 20_000,
+                    "the index should span many blocks: {} bytes",
+                    want.len()
+                );
+                assert_same(
+                    &fs::read(f.idx()).unwrap(),
+                    &want,
+                    &format!("append, limit {limit}"),
+                );
+
+                // Rebuilt by recovery from the records.
+                for &rebuild_limit in &LIMITS {
+                    fs::remove_file(f.idx()).unwrap();
+                    let report = f.open(rebuild_limit).recovery_report();
+                    assert_eq!(rebuilt(&report), ["index missing"]);
+                    assert_same(
+                        &fs::read(f.idx()).unwrap(),
+                        &want,
+                        &format!("rebuild, interval {interval}, limit {rebuild_limit}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A writer resumes from a lagging index (its blocks read back through the streaming
+    /// check, spilled as they come), appends more records, some of them into the block the
+    /// old index left open, and writes an index identical to the legacy one.
+    #[test]
+    fn index_after_resume_is_byte_identical() {
+        for &limit in &LIMITS {
+            let f = Fixture::new(256);
+            let evs = events(2000, 0);
+            f.append(limit, &evs[..1200]);
+            let old_idx = fs::read(f.idx()).unwrap();
+            f.append(limit, &evs[1200..1700]);
+            // The index lags the segment: the next open resumes from it.
+            fs::write(f.idx(), &old_idx).unwrap();
+            let report = f.append(limit, &evs[1700..]);
+            assert_eq!(
+                rebuilt(&report),
+                ["index lags the segment"],
+                "limit {limit}"
+            );
+            assert_same(
+                &fs::read(f.idx()).unwrap(),
+                &f.reference(),
+                &format!("limit {limit}"),
+            );
+        }
+        // An index whose last block is still open takes the next records into that block.
+        let f = Fixture::new(1 << 20);
+        let evs = events(600, 0);
+        f.append(1, &evs[..300]);
+        let report = f.append(1, &evs[300..]);
+        assert!(rebuilt(&report).is_empty(), "{report:?}");
+        assert_same(&fs::read(f.idx()).unwrap(), &f.reference(), "open block");
+    }
+
+    /// Recovery of a torn tail: the writer resumes from a lagging index, the torn record is
+    /// quarantined, and the index written over what is left is the legacy one.
+    #[test]
+    fn index_after_torn_tail_recovery_is_byte_identical() {
+        for &limit in &LIMITS {
+            let f = Fixture::new(256);
+            let evs = events(1600, 0);
+            f.append(limit, &evs[..1000]);
+            let old_idx = fs::read(f.idx()).unwrap();
+            f.append(limit, &evs[1000..1500]);
+            let len = fs::metadata(f.seg()).unwrap().len();
+            let file = fs::OpenOptions::new().write(true).open(f.seg()).unwrap();
+            file.set_len(len - 100).unwrap();
+            drop(file);
+            fs::write(f.idx(), &old_idx).unwrap();
+            let log = f.open(limit);
+            let report = log.recovery_report();
+            assert!(
+                report
+                    .iter()
+                    .any(|a| matches!(a, RecoveryAction::TornTailQuarantined { .. })),
+                "{report:?}"
+            );
+            assert_eq!(rebuilt(&report), ["index lags the segment"]);
+            drop(log);
+            assert_same(
+                &fs::read(f.idx()).unwrap(),
+                &f.reference(),
+                &format!("limit {limit}"),
+            );
+            // And appending after the cut keeps it identical.
+            f.append(limit, &evs[1500..]);
+            assert_same(
+                &fs::read(f.idx()).unwrap(),
+                &f.reference(),
+                &format!("limit {limit}"),
+            );
+        }
+    }
+
+    /// Recovery with a torn tail and no usable index scans everything; same bytes.
+    #[test]
+    fn index_after_torn_tail_full_scan_is_byte_identical() {
+        let f = Fixture::new(256);
+        f.append(1, &events(900, 0));
+        let len = fs::metadata(f.seg()).unwrap().len();
+        let file = fs::OpenOptions::new().write(true).open(f.seg()).unwrap();
+        file.set_len(len - 10).unwrap();
+        drop(file);
+        let report = f.open(1).recovery_report();
+        assert_eq!(rebuilt(&report).len(), 1, "{report:?}");
+        assert!(rebuilt(&report)[0].contains("covers"), "{report:?}");
+        assert_same(&fs::read(f.idx()).unwrap(), &f.reference(), "open block");
+    }
+
+    /// Spill files that cannot be created lose nothing: the blocks stay in memory, the index
+    /// is still exact, and the failure comes back once as a typed I/O error naming the
+    /// directory.
+    #[test]
+    fn a_failed_spill_keeps_the_index_exact_and_reports_a_typed_error() {
+        let f = Fixture::new(256);
+        f.append(usize::MAX, &events(400, 0));
+        let (header, genesis, seg_len) = segment_header(&f);
+        let missing = f.dir.join("no-such-dir");
+        let tally = Tally {
+            head: genesis,
+            next_seq: header.first_seq,
+            count: 0,
+            valid_end: SEGMENT_HEADER_LEN as u64,
+            max_seq: None,
+            index: IndexBuilder::with_spill_limit(256, &missing, 1),
+        };
+        let mut win = FileWindow::new(File::open(f.seg()).unwrap(), seg_len);
+        let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally).unwrap();
+        assert!(outcome.damage.is_empty());
+        let mut t = outcome.tally;
+        let signer = f.signer();
+        let head = IndexHead {
+            compat_flags: 0,
+            key_id: signer.key_id(),
+            org: org(),
+            segment: january(),
+            interval: 256,
+            segment_hash: genesis,
+            covered_len: t.valid_end,
+            record_count: t.count,
+            first_seq: header.first_seq,
+            min_ts: t.index.min_ts,
+            max_ts: t.index.max_ts,
+            head: t.head,
+            entry_count: 0,
+            section_count: 0,
+        };
+        let bytes = encode(&head, &t.index.image(), &signer).unwrap();
+        assert_same(&bytes, &f.reference(), "index after failed spills");
+        match t.index.take_spill_error() {
+            Some(crate::error::Error::Io { path, .. }) => assert_eq!(path, missing),
+            other => panic!("expected the spill failure, got {other:?}"),
+        }
+        assert!(t.index.take_spill_error().is_none(), "reported once");
+    }
+
+    fn segment_header(f: &Fixture) -> (SegmentHeader, Hash, u64) {
+        let bytes = fs::read(f.seg()).unwrap();
+        let h = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN]).unwrap();
+        (
+            h,
+            crypto::sha256(&bytes[..SEGMENT_HEADER_LEN]),
+            bytes.len() as u64,
+        )
+    }
+
+    /// The streaming check accepts exactly what `load_index` (decode, tag, segment checks)
+    /// accepts: for every single-byte change of a real index, truncations, trailing bytes,
+    /// and re-signed indexes whose structure or sections are wrong. When it accepts, the
+    /// blocks it collected give back the original index.
+    #[test]
+    fn streaming_check_accepts_exactly_what_load_index_accepts() {
+        let f = Fixture::new(1024);
+        f.append(usize::MAX, &events(150, 0));
+        let (header, genesis, seg_len) = segment_header(&f);
+        let dir = f.dir.join(ORG);
+        let good = fs::read(f.idx()).unwrap();
+        let signer = f.signer();
+        let check = |bytes: &[u8], what: &str| {
+            fs::write(f.idx(), bytes).unwrap();
+            let slow = load_index(&dir, &org(), &header, &genesis, seg_len, &*f.keys);
+            TEST_SPILL_LIMIT.with(|l| l.set(Some(64)));
+            let fast = recover::read_index(
+                &dir,
+                &org(),
+                &header,
+                &genesis,
+                seg_len,
+                &*f.keys,
+                Some(&dir),
+            );
+            assert_eq!(
+                fast.is_ok(),
+                slow.is_ok(),
+                "{what}: streamed {:?}, load_index {:?}",
+                fast.as_ref().err(),
+                slow.as_ref().err()
+            );
+            let (Ok(fast), Ok(slow)) = (fast, slow) else {
+                return;
+            };
+            assert_eq!(fast.head, slow.head(), "{what}");
+            let sections =
+                slow.block_times().unwrap().is_some() && slow.block_filters().unwrap().is_some();
+            assert_eq!(fast.has_sections, sections, "{what}");
+            let Some(mut b) = fast.builder else {
+                assert!(!sections, "{what}");
+                return;
+            };
+            let file = File::open(f.seg()).unwrap();
+            let mut win = FileWindow::new(file, seg_len);
+            assert!(b.resume_open_block(&mut win, slow.covered_len).unwrap());
+            let mut again = slow.clone();
+            again
+                .sections
+                .retain(|s| s.kind == SECTION_BLOCK_TIMES || s.kind == SECTION_BLOCK_FILTERS);
+            again.sections.sort_by_key(|s| s.kind);
+            let mut want = again.encode_unsigned();
+            want.extend_from_slice(&signer.index_tag(&want).0);
+            let got = encode(&slow.head(), &b.image(), &signer).unwrap();
+            assert_same(&got, &want, &format!("{what}: resumed blocks"));
+        };
+        check(&good, "as written");
+        for at in 0..good.len() {
+            for flip in [0x01u8, 0x80] {
+                let mut b = good.clone();
+                b[at] ^= flip;
+                check(&b, &format!("byte {at} ^ {flip:#x}"));
+            }
+        }
+        for cut in [
+            0,
+            10,
+            35,
+            36,
+            216,
+            252,
+            good.len() / 2,
+            good.len() - 33,
+            good.len() - 1,
+        ] {
+            check(&good[..cut], &format!("cut at {cut}"));
+        }
+        let mut longer = good.clone();
+        longer.extend_from_slice(&[0; 40]);
+        check(&longer, "trailing bytes");
+
+        // Re-signed: valid CRC and tag, the structure itself changed.
+        let (index, _, _) = Index::decode(&good).unwrap();
+        let resign = |i: &Index| {
+            let mut b = i.encode_unsigned();
+            let tag = signer.index_tag(&b);
+            b.extend_from_slice(&tag.0);
+            b
+        };
+        type Edit<'a> = Box<dyn Fn(&mut Index) + 'a>;
+        let edits: Vec<(&str, Edit)> = vec![
+            ("unchanged", Box::new(|_| {})),
+            ("sections swapped", Box::new(|i| i.sections.reverse())),
+            (
+                "unknown section first",
+                Box::new(|i| {
+                    i.sections.insert(
+                        0,
+                        Section {
+                            kind: 77,
+                            bytes: vec![5; 300_000],
+                        },
+                    )
+                }),
+            ),
+            (
+                "unknown section last",
+                Box::new(|i| {
+                    i.sections.push(Section {
+                        kind: 9,
+                        bytes: vec![],
+                    })
+                }),
+            ),
+            ("no filters", Box::new(|i| i.sections.truncate(1))),
+            ("no sections", Box::new(|i| i.sections.clear())),
+            (
+                "times twice",
+                Box::new(|i| i.sections.push(i.sections[0].clone())),
+            ),
+            (
+                "filters twice",
+                Box::new(|i| i.sections.push(i.sections[1].clone())),
+            ),
+            ("entries out of order", Box::new(|i| i.entries.swap(1, 2))),
+            (
+                "entry past covered_len",
+                Box::new(|i| i.entries.last_mut().unwrap().offset = i.covered_len),
+            ),
+            (
+                "entry's max_ts_before",
+                Box::new(|i| i.entries[3].max_ts_before.0 += 1),
+            ),
+            ("min_ts", Box::new(|i| i.min_ts.0 -= 1)),
+            ("max_ts", Box::new(|i| i.max_ts.0 += 1)),
+            (
+                "times short",
+                Box::new(|i| {
+                    i.sections[0].bytes.pop();
+                }),
+            ),
+            (
+                "time min above max",
+                Box::new(|i| {
+                    let mut t = i.block_times().unwrap().unwrap();
+                    t[2].0 = Timestamp(t[2].1.0 + 1);
+                    i.sections[0] = encode_block_times(&t);
+                }),
+            ),
+            ("filter k 0", Box::new(|i| i.sections[1].bytes[1] = 0)),
+            ("filter k 17", Box::new(|i| i.sections[1].bytes[1] = 17)),
+            ("filter scheme", Box::new(|i| i.sections[1].bytes[0] = 2)),
+            ("filter reserved", Box::new(|i| i.sections[1].bytes[3] = 1)),
+            (
+                "filters trailing",
+                Box::new(|i| i.sections[1].bytes.push(0)),
+            ),
+            (
+                "filters short",
+                Box::new(|i| {
+                    i.sections[1].bytes.pop();
+                }),
+            ),
+            (
+                "filter length not minimal",
+                Box::new(|i| {
+                    let f = i.block_filters().unwrap().unwrap();
+                    let mut b = vec![FILTER_HASH_SCHEME, f.k, 0, 0];
+                    for n in 0..f.ends.len() {
+                        let bits = f.filter(n);
+                        if n == 0 {
+                            b.extend_from_slice(&[bits.len() as u8 | 0x80, 0]);
+                        } else {
+                            put_varint(&mut b, bits.len() as u32);
+                        }
+                        b.extend_from_slice(bits);
+                    }
+                    i.sections[1].bytes = b;
+                }),
+            ),
+            (
+                "no entries",
+                Box::new(|i| {
+                    i.entries.clear();
+                    i.sections[0].bytes.clear();
+                    i.sections[1].bytes.truncate(FILTER_HEADER_LEN);
+                }),
+            ),
+            (
+                "other org",
+                Box::new(|i| i.org = OrgId::new("org-001").unwrap()),
+            ),
+            ("other part", Box::new(|i| i.segment.part = 1)),
+            (
+                "other genesis",
+                Box::new(|i| i.segment_hash = Hash([9; 32])),
+            ),
+            ("other first seq", Box::new(|i| i.first_seq = 1)),
+            (
+                "covers too much",
+                Box::new(move |i| i.covered_len = seg_len + 1),
+            ),
+            ("covers too little", Box::new(|i| i.covered_len = 10)),
+            ("unknown key", Box::new(|i| i.key_id = crypto::KeyId(99))),
+            ("incompatible flag", Box::new(|i| i.compat_flags = 1)),
+        ];
+        for (what, edit) in &edits {
+            let mut i = index.clone();
+            edit(&mut i);
+            check(&resign(&i), what);
+        }
+        // Checked with the real index back in place, the log still opens cleanly.
+        fs::write(f.idx(), &good).unwrap();
+        assert!(rebuilt(&f.open(64).recovery_report()).is_empty());
+    }
+}
