@@ -227,13 +227,13 @@ const SQL_VERIFY_COLS: &str = "SELECT id, org_id, occurred_at, user_id, action, 
     resource_id, before, after, ip, user_agent, session_id, trace_id, metadata, hash, hmac \
     FROM events";
 
-/// A connection as a verification job would open it: the same page cache as the writers
-/// (`SQL_CACHE_SIZE`), nothing else changed.
+/// A connection as a verification job would open it: SQLite's defaults. Not the writers'
+/// 256 MiB `cache_size`: a single pass reuses nothing, and with the default 2 MiB cache page
+/// buffers are recycled instead of allocated and faulted in (measured: the same speed on one
+/// thread, faster on two).
 pub fn sql_open_reader(path: &Path) -> Connection {
     let conn = Connection::open(path).unwrap();
     conn.busy_timeout(Duration::from_secs(60)).unwrap();
-    conn.pragma_update(None, "cache_size", SQL_CACHE_SIZE)
-        .unwrap();
     conn
 }
 
