@@ -122,7 +122,7 @@ pub(crate) struct Tally {
 }
 
 /// Bytes of closed blocks an [`IndexBuilder`] keeps in memory before it moves them to its
-/// spill files: ~2,900 blocks (~17,000 events of the reference workload).
+/// spill files: ~2,900 blocks (~19,500 events of the reference workload, measured).
 pub(crate) const INDEX_SPILL_LIMIT: usize = 256 * 1024;
 
 #[cfg(test)]
