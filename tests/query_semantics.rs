@@ -19,7 +19,7 @@ use auditlog::{
     Durability, Error, Event, IntegrityKind, Keyring, Log, Options, SegmentReader, Timestamp,
     VerifiedEvent,
 };
-use query_support::{event, keys_for, org, segment_files, ts, workload};
+use query_support::{event, index_of, keys_for, org, segment_files, ts, workload};
 
 fn opts(keys: &Arc<Keyring>) -> Options {
     Options::new(keys.clone()).durability(Durability::Never)
@@ -482,4 +482,48 @@ fn out_of_order_events_are_ordered_within_the_buffer_limit() {
         n += 1;
     }
     assert_eq!(n, 5000);
+}
+
+#[test]
+fn a_corrupt_record_costs_that_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    write(dir.path(), &keys, &workload(600, 1, 10, 7, "2026-03-03"));
+    let seg = segment_files(dir.path(), "org-000").remove(0);
+    let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let entries = index_of(&seg).entries;
+    // One record that starts an index block and one in the middle of another: flip a byte
+    // inside each body, so their CRCs fail and the frames around them stay intact.
+    let first_of_block = recs
+        .iter()
+        .position(|r| r.offset == entries[20].offset)
+        .unwrap();
+    let mid_block = recs
+        .iter()
+        .position(|r| r.offset > entries[40].offset && r.offset < entries[41].offset)
+        .unwrap();
+    let victims = [&recs[first_of_block], &recs[mid_block]];
+    let mut bytes = std::fs::read(&seg).unwrap();
+    for v in victims {
+        bytes[v.offset as usize + 100] ^= 0x40;
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    for verified in [true, false] {
+        let q = log.query(&org("org-000"));
+        let (v, e, _) = all(if verified { q } else { q.unverified() });
+        assert_eq!(v.len(), 598, "verify={verified}");
+        assert!(v.iter().all(|x| victims.iter().all(|d| d.seq != x.seq)));
+        assert_eq!(e.len(), 2, "verify={verified}: {e:?}");
+        for (err, victim) in e.iter().zip(victims) {
+            assert!(
+                matches!(err, Error::Corrupt { offset, .. } if *offset == victim.offset),
+                "{err:?}"
+            );
+        }
+    }
 }

@@ -25,8 +25,9 @@ use super::plan::{Block, Ctx, MonthPlan, Source};
 use crate::crypto::{self, Hash, KeyId, Signer};
 use crate::error::{Error, IntegrityKind};
 use crate::format::index::KeyFields;
-use crate::format::record::{FRAME_HEADER_LEN, FrameError, MIN_FRAME_LEN, TAG_LEN, decode_frame};
+use crate::format::record::{FRAME_HEADER_LEN, FrameError, TAG_LEN, decode_frame};
 use crate::format::{DecodeError, DecodeErrorKind};
+use crate::segment::scan::{self, MemWindow};
 use crate::time::Timestamp;
 
 /// Bytes of a batch's buffer, counted while any match still refers to it; returned to
@@ -287,12 +288,16 @@ fn run_block(
                 out.broken = true;
                 head = None;
                 next_seq = None;
-                match resync(slice, off, next_seq) {
-                    Some(next) => {
+                let mut win = MemWindow {
+                    base: off,
+                    bytes: slice,
+                };
+                match scan::resync(&mut win, off + 1, None) {
+                    Ok(Some(next)) => {
                         off = next;
                         continue;
                     }
-                    None => break,
+                    _ => break,
                 }
             }
         };
@@ -300,7 +305,9 @@ fn run_block(
         let (seq, ts) = (fields.seq, fields.occurred_at);
         let len = rec.len();
         out.records += 1;
-        if out.first.is_none() {
+        // The block's link to what precedes it is its first frame's; after damage at its
+        // start there is nothing to check it against (the damage is the finding).
+        if out.first.is_none() && !out.broken {
             out.first = Some((seq, fields.prev));
         }
         let integrity = |kind| {
@@ -421,19 +428,6 @@ fn run_block(
     }
     out.last = next_seq.map(|n| (n, head));
     out
-}
-
-/// Next offset after `at` inside `slice` (which starts at `at`) holding a valid frame whose
-/// seq is plausible after `after`.
-fn resync(slice: &[u8], at: u64, after: Option<u64>) -> Option<u64> {
-    let min = MIN_FRAME_LEN as usize;
-    (1..slice.len().saturating_sub(min - 1))
-        .find(|&p| {
-            slice.get(p..).is_some_and(|s| {
-                matches!(decode_frame(s, at + p as u64), Ok(r) if after.is_none_or(|a| r.fields.seq >= a))
-            })
-        })
-        .map(|p| at + p as u64)
 }
 
 /// The frame bytes of a match inside its payload buffer.

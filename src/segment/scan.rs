@@ -19,6 +19,80 @@ use crate::time::Timestamp;
 
 const CHUNK: usize = 1 << 20;
 
+/// Random access to a stretch of segment bytes by file offset: a [`FileWindow`] over a
+/// file, or a [`MemWindow`] over bytes already read (the query's batch buffers). What
+/// [`resync`] needs, so every reader searches for the next frame the same, linear way.
+pub(crate) trait Window {
+    /// One past the last readable offset.
+    fn end(&self) -> u64;
+    /// Up to `n` bytes at `off` (fewer only where the window ends).
+    fn get(&mut self, off: u64, n: usize) -> io::Result<&[u8]>;
+    /// Exactly `buf.len()` bytes at `off`.
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+
+    /// The frame at `off`.
+    fn frame(&mut self, off: u64) -> io::Result<Result<RawRecord<'_>, FrameError>> {
+        let head = self.get(off, 4)?;
+        let len = record::peek_frame_len(head).unwrap_or(0);
+        let n = if (MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
+            len as usize
+        } else {
+            4
+        };
+        let bytes = self.get(off, n)?;
+        Ok(record::decode_frame(bytes, off))
+    }
+}
+
+/// Segment bytes in memory: `bytes[0]` is file offset `base`.
+pub(crate) struct MemWindow<'a> {
+    /// File offset of the first byte.
+    pub base: u64,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
+impl Window for MemWindow<'_> {
+    fn end(&self) -> u64 {
+        self.base + self.bytes.len() as u64
+    }
+
+    fn get(&mut self, off: u64, n: usize) -> io::Result<&[u8]> {
+        let start = off.saturating_sub(self.base).min(self.bytes.len() as u64) as usize;
+        let stop = start.saturating_add(n).min(self.bytes.len());
+        Ok(self.bytes.get(start..stop).unwrap_or_default())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        let start = off.checked_sub(self.base).map(|s| s as usize);
+        match start.and_then(|s| self.bytes.get(s..s.checked_add(buf.len())?)) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        }
+    }
+}
+
+impl Window for FileWindow {
+    fn end(&self) -> u64 {
+        FileWindow::end(self)
+    }
+
+    fn get(&mut self, off: u64, n: usize) -> io::Result<&[u8]> {
+        FileWindow::get(self, off, n)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        FileWindow::read_exact_at(self, buf, off)
+    }
+
+    fn frame(&mut self, off: u64) -> io::Result<Result<RawRecord<'_>, FrameError>> {
+        FileWindow::frame(self, off)
+    }
+}
+
 /// A read window over a file: positioned reads into a reusable buffer.
 pub(crate) struct FileWindow {
     file: File,
@@ -597,8 +671,8 @@ pub(crate) fn scan(win: &mut FileWindow, start: u64, mut tally: Tally) -> io::Re
 /// region ([`PrefixCrc`]), never by re-reading their whole claimed length, so the search is
 /// linear in the bytes searched even on garbage crafted so that every offset claims a long
 /// frame (which made a naive search quadratic: 2 MiB took ~54 s).
-pub(crate) fn resync(
-    win: &mut FileWindow,
+pub(crate) fn resync<W: Window>(
+    win: &mut W,
     from: u64,
     max_seq: Option<u64>,
 ) -> io::Result<Option<u64>> {
@@ -669,14 +743,14 @@ impl PrefixCrc {
     }
 
     /// CRC-32 of file bytes `a..b` (`base ≤ a ≤ b ≤ end`).
-    fn crc_of(&mut self, win: &FileWindow, a: u64, b: u64) -> io::Result<u32> {
+    fn crc_of<W: Window>(&mut self, win: &W, a: u64, b: u64) -> io::Result<u32> {
         let pa = self.prefix(win, a)?;
         let pb = self.prefix(win, b)?;
         Ok(pb ^ self.shift(pa, b - a))
     }
 
     /// crc(base..x).
-    fn prefix(&mut self, win: &FileWindow, x: u64) -> io::Result<u32> {
+    fn prefix<W: Window>(&mut self, win: &W, x: u64) -> io::Result<u32> {
         let rel = x - self.base;
         let mark = rel / Self::STEP;
         // Extend the checkpoints in 1 MiB reads until `mark` exists.
@@ -828,5 +902,38 @@ mod tests {
         assert_eq!(resync(&mut win, 1, None).unwrap(), Some(at));
         assert_eq!(resync(&mut win, 1, Some(3)).unwrap(), Some(at));
         assert_eq!(resync(&mut win, at + 1, None).unwrap(), None);
+        // The same search over the bytes in memory, as the query layer runs it, from a
+        // window that starts mid-file.
+        let base = 1000;
+        let mut mem = MemWindow {
+            base,
+            bytes: &bytes[base as usize..],
+        };
+        assert_eq!(resync(&mut mem, base + 1, None).unwrap(), Some(at));
+        assert_eq!(resync(&mut mem, base + 1, Some(3)).unwrap(), Some(at));
+        assert_eq!(resync(&mut mem, at + 1, None).unwrap(), None);
+    }
+
+    #[test]
+    fn mem_window_reads_like_a_file_window() {
+        let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut file = window(&bytes[100..]);
+        let mut mem = MemWindow {
+            base: 0,
+            bytes: &bytes[100..],
+        };
+        for (off, n) in [(0, 10), (4890, 20), (4899, 5), (4900, 3), (17, 4000)] {
+            assert_eq!(
+                Window::get(&mut mem, off, n).unwrap(),
+                FileWindow::get(&mut file, off, n).unwrap(),
+                "{off} {n}"
+            );
+        }
+        let mut a = [0u8; 16];
+        let mut b = [0u8; 16];
+        Window::read_exact_at(&mem, &mut a, 4884).unwrap();
+        FileWindow::read_exact_at(&file, &mut b, 4884).unwrap();
+        assert_eq!(a, b);
+        assert!(Window::read_exact_at(&mem, &mut a, 4885).is_err());
     }
 }
