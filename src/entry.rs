@@ -13,15 +13,54 @@ use crate::crypto::{self, Hash};
 use crate::error::{Error, IntegrityKind};
 use crate::event::{Event, OrgId, REDACTED, VerifiedEvent};
 use crate::format::body::{Opening, Openings, PiiField, SealedBody};
+use crate::format::index::KeyFields;
 use crate::format::record::RawRecord;
 use crate::format::{DecodeError, DecodeErrorKind};
 use crate::time::Month;
 
 /// An event encoded for the writer: `bytes[..sealed_len]` is the sealed body, the rest the
-/// openings.
+/// openings; `terms` are its index filter terms, hashed here, outside the writer's lock.
 pub(crate) struct SealedEvent {
     pub bytes: Vec<u8>,
     pub sealed_len: usize,
+    pub terms: Terms,
+}
+
+/// The filter term hashes of one record (FORMAT.md §3.2): at most 12 (user, action, up to
+/// seven action prefixes, resource type and id, trace).
+pub(crate) struct Terms {
+    hashes: [u64; 12],
+    len: usize,
+    /// More terms than fit (impossible for a validated event): the record gets no filter.
+    overflow: bool,
+}
+
+impl Terms {
+    fn of(fields: &KeyFields<'_>) -> Terms {
+        let mut t = Terms {
+            hashes: [0; 12],
+            len: 0,
+            overflow: false,
+        };
+        fields.each_term(|h| match t.hashes.get_mut(t.len) {
+            Some(slot) => {
+                *slot = h;
+                t.len += 1;
+            }
+            None => t.overflow = true,
+        });
+        t
+    }
+
+    /// The hashes, or `None` if they did not all fit (then the block must be unfiltered,
+    /// never filtered without some of its terms).
+    pub(crate) fn get(&self) -> Option<&[u64]> {
+        if self.overflow {
+            None
+        } else {
+            self.hashes.get(..self.len)
+        }
+    }
 }
 
 /// Appends the stored JSON text of `v` to `out`: nothing for null, else compact JSON.
@@ -182,7 +221,18 @@ fn seal_with(
             max,
         });
     }
-    Ok(SealedEvent { bytes, sealed_len })
+    let terms = Terms::of(&KeyFields {
+        user_id: event.user_id.as_deref().map(str::as_bytes),
+        action: event.action.as_bytes(),
+        resource_type: event.resource_type.as_bytes(),
+        resource_id: event.resource_id.as_bytes(),
+        trace_id: event.trace_id.as_deref().map(str::as_bytes),
+    });
+    Ok(SealedEvent {
+        bytes,
+        sealed_len,
+        terms,
+    })
 }
 
 /// Why a record's body could not be turned back into an event.
@@ -444,6 +494,43 @@ pub(crate) fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The terms hashed while sealing are the terms the index would parse back out of the
+    /// sealed body.
+    #[test]
+    fn sealed_terms_are_the_parsed_terms() {
+        let cfg = crate::workload::WorkloadConfig {
+            events: 300,
+            ..Default::default()
+        };
+        let mut events: Vec<Event> = crate::workload::Workload::new(cfg).collect();
+        let mut deep = events[0].clone();
+        deep.action = "a.b.c.d.e.f.g.h".into();
+        deep.user_id = None;
+        deep.trace_id = Some("t".into());
+        events.push(deep);
+        for e in &events {
+            let s = seal(e, &e.org_id, &[], 1 << 20).unwrap();
+            let mut parsed = Vec::new();
+            KeyFields::parse(&s.bytes[..s.sealed_len])
+                .unwrap()
+                .terms(&mut parsed);
+            assert_eq!(s.terms.get(), Some(parsed.as_slice()), "{}", e.action);
+        }
+        let nine = "a.b.c.d.e.f.g.h.i";
+        let t = Terms::of(&KeyFields {
+            user_id: Some(b"u"),
+            action: nine.as_bytes(),
+            resource_type: b"r",
+            resource_id: b"i",
+            trace_id: Some(b"t"),
+        });
+        assert_eq!(
+            t.get(),
+            None,
+            "13 terms do not fit: no filter rather than a partial one"
+        );
+    }
 
     /// Verification's allocation-free JSON check accepts exactly what reading accepts.
     #[test]

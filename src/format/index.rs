@@ -860,21 +860,27 @@ impl<'a> KeyFields<'a> {
 
     /// Appends the hashes of this record's filter terms.
     pub fn terms(&self, out: &mut Vec<u64>) {
+        self.each_term(|h| out.push(h));
+    }
+
+    /// Hands the hashes of this record's filter terms to `push`, in [`KeyFields::terms`]
+    /// order.
+    pub fn each_term(&self, mut push: impl FnMut(u64)) {
         if let Some(u) = self.user_id {
-            out.push(term_hash(TermField::User, u));
+            push(term_hash(TermField::User, u));
         }
-        out.push(term_hash(TermField::Action, self.action));
+        push(term_hash(TermField::Action, self.action));
         for (i, &b) in self.action.iter().enumerate() {
             if b == b'.'
                 && let Some(p) = self.action.get(..i)
             {
-                out.push(term_hash(TermField::ActionPrefix, p));
+                push(term_hash(TermField::ActionPrefix, p));
             }
         }
-        out.push(term_hash(TermField::ResourceType, self.resource_type));
-        out.push(term_hash(TermField::ResourceId, self.resource_id));
+        push(term_hash(TermField::ResourceType, self.resource_type));
+        push(term_hash(TermField::ResourceId, self.resource_id));
         if let Some(t) = self.trace_id {
-            out.push(term_hash(TermField::Trace, t));
+            push(term_hash(TermField::Trace, t));
         }
     }
 }

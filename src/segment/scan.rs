@@ -245,7 +245,6 @@ pub(crate) struct IndexBuilder {
     open_terms: Vec<u64>,
     /// The open block holds a record whose body did not parse: it gets no filter.
     open_unfiltered: bool,
-    scratch: Vec<u64>,
     /// Reused for encoding a closed block's filter.
     filter_buf: Vec<u8>,
     /// Where spill files go (the segment's directory).
@@ -281,7 +280,6 @@ impl IndexBuilder {
             open: None,
             open_terms: Vec::new(),
             open_unfiltered: false,
-            scratch: Vec::new(),
             filter_buf: Vec::new(),
             dir: dir.to_path_buf(),
             spill_limit: limit,
@@ -299,20 +297,6 @@ impl IndexBuilder {
     /// but its memory is no longer bounded until a later spill succeeds.
     pub fn take_spill_error(&mut self) -> Option<Error> {
         self.spill_error.take()
-    }
-
-    /// Notes a record starting at `offset` whose sealed body is `sealed`.
-    pub fn observe(&mut self, offset: u64, seq: u64, ts: Timestamp, sealed: &[u8]) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let parsed = KeyFields::parse(sealed).map(|k| k.terms(&mut scratch));
-        self.observe_terms(
-            offset,
-            seq,
-            ts,
-            parsed.is_ok().then_some(scratch.as_slice()),
-        );
-        self.scratch = scratch;
     }
 
     /// Notes a record whose filter term hashes are `terms` (`None`: its body did not parse).

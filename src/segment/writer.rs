@@ -259,7 +259,9 @@ impl SegmentWriter {
                 let t: Tag = signer.record_tag(org, &hash);
                 t
             }) as u64;
-            st.tally.index.observe(st.end, fields.seq, *ts, sealed);
+            st.tally
+                .index
+                .observe_terms(st.end, fields.seq, *ts, ev.terms.get());
             st.tally.head = hash;
             st.tally.next_seq += 1;
             st.tally.count += 1;
