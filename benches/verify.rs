@@ -31,8 +31,8 @@
 //! and auditlog's `verify` ÷ SQLite's re-verification (target ≥ 5), from calls of every
 //! routine taken in turn after criterion's samples.
 //! Size: `AUDITLOG_VERIFY_BENCH_MB` (default: 100 in the short profile, 300 in the long one;
-//! see `common/profile.rs`). Run: `cargo bench --bench verify` (about 1.5 minutes on the
-//! 2-core dev machine) or `AUDITLOG_BENCH=long cargo bench --bench verify` (about 4).
+//! see `common/profile.rs`). Run: `cargo bench --bench verify` (about 45 s on the 2-core dev
+//! machine) or `AUDITLOG_BENCH=long cargo bench --bench verify` (about 2 minutes).
 
 #[path = "common/profile.rs"]
 mod profile;
