@@ -870,12 +870,14 @@ impl<'a> KeyFields<'a> {
             push(term_hash(TermField::User, u));
         }
         push(term_hash(TermField::Action, self.action));
-        for (i, &b) in self.action.iter().enumerate() {
-            if b == b'.'
-                && let Some(p) = self.action.get(..i)
-            {
-                push(term_hash(TermField::ActionPrefix, p));
+        // Every proper dot-prefix in one pass: FNV-1a is a running state, so the hash of a
+        // prefix is the state reached at its dot.
+        let mut prefix = term_hash(TermField::ActionPrefix, b"");
+        for &b in self.action {
+            if b == b'.' {
+                push(prefix);
             }
+            prefix = (prefix ^ u64::from(b)).wrapping_mul(FNV_PRIME);
         }
         push(term_hash(TermField::ResourceType, self.resource_type));
         push(term_hash(TermField::ResourceId, self.resource_id));
@@ -901,6 +903,32 @@ fn zero(r: &mut Reader<'_>, n: usize) -> Result<(), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The terms of FORMAT.md §3.2, spelled out one `term_hash` each.
+    #[test]
+    fn terms_are_the_specified_ones() {
+        let k = KeyFields {
+            user_id: Some(b"user-1"),
+            action: b"channel_sync.booking.imported",
+            resource_type: b"booking",
+            resource_id: b"bk_1",
+            trace_id: Some(b"abc"),
+        };
+        let mut got = Vec::new();
+        k.terms(&mut got);
+        assert_eq!(
+            got,
+            vec![
+                term_hash(TermField::User, b"user-1"),
+                term_hash(TermField::Action, b"channel_sync.booking.imported"),
+                term_hash(TermField::ActionPrefix, b"channel_sync"),
+                term_hash(TermField::ActionPrefix, b"channel_sync.booking"),
+                term_hash(TermField::ResourceType, b"booking"),
+                term_hash(TermField::ResourceId, b"bk_1"),
+                term_hash(TermField::Trace, b"abc"),
+            ]
+        );
+    }
     use proptest::prelude::*;
 
     fn sample() -> Option<Index> {
