@@ -1,7 +1,8 @@
 //! The SQLite peer of the append and verify benches (included with `#[path]`): one table
 //! with a column for every event field, the four indexes of issue #5, WAL, and a hash chain
 //! plus an HMAC-SHA256 column computed by the application for each row. `docs/BENCHMARKS.md`
-//! ("The SQLite peer") describes it. `benches/query.rs` has its own, read-side table.
+//! ("The SQLite peer") describes it. `benches/query.rs` loads the same table and reads it
+//! back with [`sql_select`], [`sql_check_read`] and [`sql_event`].
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -308,6 +309,34 @@ fn text<'a>(r: &'a SqlRow<'_>, i: usize) -> Result<Option<&'a [u8]>, ()> {
     }
 }
 
+/// Rebuilds into `bytes` the row bytes the chain hash covers, from columns 1..=13 of `r`
+/// (`org_id` … `metadata` in table order, as [`SQL_VERIFY_COLS`] and [`SQL_ROW_COLS`] select
+/// them), exactly as [`sql_row`] built them. `false` if a column holds a type the writer never
+/// stores there.
+fn row_bytes(r: &SqlRow<'_>, bytes: &mut Vec<u8>, ts: &mut String) -> bool {
+    bytes.clear();
+    let mut well_typed = true;
+    for i in 1..=13 {
+        if i == 2 {
+            // occurred_at: an INTEGER column, chained as its decimal text.
+            match r.get_ref_unwrap(i) {
+                ValueRef::Integer(v) => {
+                    ts.clear();
+                    write!(ts, "{v}").unwrap();
+                    put_col(bytes, Some(ts.as_bytes()));
+                }
+                _ => well_typed = false,
+            }
+            continue;
+        }
+        match text(r, i) {
+            Ok(v) => put_col(bytes, v),
+            Err(()) => well_typed = false,
+        }
+    }
+    well_typed
+}
+
 fn verify_rows(mut rows: rusqlite::Rows<'_>, mut prev: [u8; 32], mac: &HmacSha256) -> SqlVerified {
     let mut out = SqlVerified::default();
     let mut bytes = Vec::with_capacity(4096);
@@ -315,26 +344,7 @@ fn verify_rows(mut rows: rusqlite::Rows<'_>, mut prev: [u8; 32], mac: &HmacSha25
     while let Some(r) = rows.next().unwrap() {
         out.rows += 1;
         let id: i64 = r.get_unwrap(0);
-        bytes.clear();
-        let mut well_typed = true;
-        for i in 1..=13 {
-            if i == 2 {
-                // occurred_at: an INTEGER column, chained as its decimal text.
-                match r.get_ref_unwrap(i) {
-                    ValueRef::Integer(v) => {
-                        ts.clear();
-                        write!(ts, "{v}").unwrap();
-                        put_col(&mut bytes, Some(ts.as_bytes()));
-                    }
-                    _ => well_typed = false,
-                }
-                continue;
-            }
-            match text(r, i) {
-                Ok(v) => put_col(&mut bytes, v),
-                Err(()) => well_typed = false,
-            }
-        }
+        let well_typed = row_bytes(r, &mut bytes, &mut ts);
         let hash: [u8; 32] = Sha256::new()
             .chain_update(prev)
             .chain_update(&bytes)
@@ -353,4 +363,103 @@ fn verify_rows(mut rows: rusqlite::Rows<'_>, mut prev: [u8; 32], mac: &HmacSha25
         prev = stored.and_then(|s| s.try_into().ok()).unwrap_or(hash);
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading rows back (the query bench)
+// ---------------------------------------------------------------------------------------
+
+/// The row's id and its columns in table order (`org_id` … `metadata`, indexes 1..=13), as
+/// [`row_bytes`] and [`sql_event`] expect them; the table is aliased `e`.
+pub const SQL_ROW_COLS: &str = "e.id, e.org_id, e.occurred_at, e.user_id, e.action, \
+    e.resource_type, e.resource_id, e.before, e.after, e.ip, e.user_agent, e.session_id, \
+    e.trace_id, e.metadata";
+
+/// The query an application would write for the rows of `events AS e` matching `filter`,
+/// oldest first (`ORDER BY e.occurred_at, e.id`: the order of the `(…, occurred_at)` indexes,
+/// whose entries end with the rowid, so no sort is needed).
+///
+/// With `checked`, each row also brings its `hash` and `hmac` (columns 14, 15) and the stored
+/// `hash` of the row before it in the chain (column 16, NULL for the first row): `LEFT JOIN
+/// events AS p ON p.id = e.id - 1`, one rowid lookup per row. That is what re-checking a row
+/// read out of range needs: its chain hash is SHA-256(previous hash ‖ row bytes). A deleted
+/// row leaves a gap in the ids, so the row after it gets NULL and fails the check.
+pub fn sql_select(filter: &str, checked: bool) -> String {
+    if checked {
+        format!(
+            "SELECT {SQL_ROW_COLS}, e.hash, e.hmac, p.hash FROM events AS e \
+             LEFT JOIN events AS p ON p.id = e.id - 1 \
+             WHERE {filter} ORDER BY e.occurred_at, e.id"
+        )
+    } else {
+        format!(
+            "SELECT {SQL_ROW_COLS} FROM events AS e WHERE {filter} ORDER BY e.occurred_at, e.id"
+        )
+    }
+}
+
+/// Checks one row of a `checked` [`sql_select`] as [`sql_verify`] checks it in its walk:
+/// rebuilds the row bytes from the columns, recomputes `hash = SHA-256(previous row's stored
+/// hash ‖ row bytes)` and `HMAC-SHA256(key, hash)`, and compares both with the stored
+/// columns. `bytes` and `ts` are scratch buffers reused across rows.
+pub fn sql_check_read(
+    r: &SqlRow<'_>,
+    mac: &HmacSha256,
+    bytes: &mut Vec<u8>,
+    ts: &mut String,
+) -> bool {
+    let well_typed = row_bytes(r, bytes, ts);
+    let prev: [u8; 32] = match r.get_ref_unwrap(16) {
+        ValueRef::Blob(b) => match b.try_into() {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+        // No row before: only the table's first row chains from 32 zero bytes.
+        ValueRef::Null if r.get_unwrap::<_, i64>(0) == 1 => [0; 32],
+        _ => return false,
+    };
+    let hash: [u8; 32] = Sha256::new()
+        .chain_update(prev)
+        .chain_update(&bytes[..])
+        .finalize()
+        .into();
+    let stored = r.get_ref_unwrap(14).as_blob().ok();
+    let tag = r.get_ref_unwrap(15).as_blob().ok();
+    let mut m = mac.clone();
+    m.update(&hash);
+    well_typed && stored == Some(&hash[..]) && tag.is_some_and(|t| m.verify_slice(t).is_ok())
+}
+
+/// The [`Event`] a row of [`sql_select`] holds: its text columns copied, `before`, `after`
+/// and `metadata` parsed from their JSON (what a caller gets from `Query::run()`).
+pub fn sql_event(r: &SqlRow<'_>) -> Event {
+    let text = |i: usize| -> Option<String> {
+        r.get_ref_unwrap(i)
+            .as_str_or_null()
+            .unwrap()
+            .map(str::to_owned)
+    };
+    let json = |i: usize| -> serde_json::Value {
+        r.get_ref_unwrap(i)
+            .as_str_or_null()
+            .unwrap()
+            .map_or(serde_json::Value::Null, |s| {
+                serde_json::from_str(s).unwrap()
+            })
+    };
+    Event {
+        org_id: text(1).unwrap(),
+        occurred_at: auditlog::Timestamp(r.get_unwrap(2)),
+        user_id: text(3),
+        action: text(4).unwrap(),
+        resource_type: text(5).unwrap(),
+        resource_id: text(6).unwrap(),
+        before: json(7),
+        after: json(8),
+        ip: text(9),
+        user_agent: text(10),
+        session_id: text(11),
+        trace_id: text(12),
+        metadata: json(13),
+    }
 }
