@@ -64,6 +64,34 @@ impl<'a> Reader<'a> {
         self.base + self.pos as u64
     }
 
+    /// Reads the 8-byte magic and the u16 format version that open every file of the
+    /// format, and checks both: `magic` exactly, the version against [`FORMAT_VERSION`].
+    ///
+    /// [`FORMAT_VERSION`]: super::FORMAT_VERSION
+    pub fn magic_and_version(&mut self, magic: [u8; 8]) -> Result<(), DecodeError> {
+        let at = self.offset();
+        let found: [u8; 8] = self.array("magic")?;
+        if found != magic {
+            return Err(DecodeError {
+                structure: self.structure,
+                field: "magic",
+                offset: at,
+                kind: DecodeErrorKind::BadMagic { found },
+            });
+        }
+        let version = self.u16("format_version")?;
+        if version != super::FORMAT_VERSION {
+            return Err(self.error(
+                "format_version",
+                DecodeErrorKind::UnsupportedVersion {
+                    found: version,
+                    supported: super::FORMAT_VERSION,
+                },
+            ));
+        }
+        Ok(())
+    }
+
     /// Bytes not yet consumed.
     pub fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)

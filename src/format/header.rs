@@ -207,25 +207,7 @@ impl SegmentHeader {
     /// Decodes a header from the first 256 bytes of `buf` (a segment file's start).
     pub fn decode(buf: &[u8]) -> Result<SegmentHeader, DecodeError> {
         let mut r = Reader::new(buf, 0, STRUCTURE);
-        let magic: [u8; 8] = r.array("magic")?;
-        if magic != SEGMENT_MAGIC {
-            return Err(DecodeError {
-                structure: STRUCTURE,
-                field: "magic",
-                offset: 0,
-                kind: DecodeErrorKind::BadMagic { found: magic },
-            });
-        }
-        let version = r.u16("format_version")?;
-        if version != FORMAT_VERSION {
-            return Err(r.error(
-                "format_version",
-                DecodeErrorKind::UnsupportedVersion {
-                    found: version,
-                    supported: FORMAT_VERSION,
-                },
-            ));
-        }
+        r.magic_and_version(SEGMENT_MAGIC)?;
         let header_len = r.u16("header_len")?;
         if usize::from(header_len) != SEGMENT_HEADER_LEN {
             return Err(r.error(

@@ -236,26 +236,7 @@ impl IndexHead {
     /// month, interval) from the start of an index. Says nothing about the CRC, the tag or
     /// whether the counts fit the bytes that follow.
     pub fn decode(r: &mut Reader<'_>) -> Result<IndexHead, DecodeError> {
-        let magic_at = r.offset();
-        let magic: [u8; 8] = r.array("magic")?;
-        if magic != INDEX_MAGIC {
-            return Err(DecodeError {
-                structure: STRUCTURE,
-                field: "magic",
-                offset: magic_at,
-                kind: DecodeErrorKind::BadMagic { found: magic },
-            });
-        }
-        let version = r.u16("format_version")?;
-        if version != FORMAT_VERSION {
-            return Err(r.error(
-                "format_version",
-                DecodeErrorKind::UnsupportedVersion {
-                    found: version,
-                    supported: FORMAT_VERSION,
-                },
-            ));
-        }
+        r.magic_and_version(INDEX_MAGIC)?;
         zero(r, 2)?;
         let compat_flags = r.u32("compat_flags")?;
         let incompat = r.u32("incompat_flags")?;

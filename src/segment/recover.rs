@@ -76,6 +76,19 @@ pub(crate) fn load_index(
     if !Signer::new(index.key_id, &key).verify_index(signed, &tag) {
         return Err("tag does not verify".into());
     }
+    check_describes(&index.head(), org, header, genesis, file_len)?;
+    Ok(index)
+}
+
+/// An authentic index header describes this segment: its org and id, its header hash and
+/// first seq, and no more bytes than the segment has.
+fn check_describes(
+    index: &IndexHead,
+    org: &OrgId,
+    header: &SegmentHeader,
+    genesis: &Hash,
+    file_len: u64,
+) -> std::result::Result<(), String> {
     if &index.org != org || index.segment != header.id {
         return Err("describes another segment".into());
     }
@@ -88,7 +101,7 @@ pub(crate) fn load_index(
             index.covered_len
         ));
     }
-    Ok(index)
+    Ok(())
 }
 
 /// Checks a segment's index as [`load_index`] does (every check of FORMAT.md §3), but in one
@@ -110,19 +123,7 @@ pub(crate) fn read_index(
         Err(e) => return Err(format!("unreadable: {e}")),
     };
     let checked = index_file::read(file, org, keys, build).map_err(|e| e.to_string())?;
-    let index = &checked.head;
-    if &index.org != org || index.segment != header.id {
-        return Err("describes another segment".into());
-    }
-    if index.segment_hash != *genesis || index.first_seq != header.first_seq {
-        return Err("does not match the segment header".into());
-    }
-    if index.covered_len > file_len || index.covered_len < SEGMENT_HEADER_LEN as u64 {
-        return Err(format!(
-            "covers {} bytes but the segment has {file_len}",
-            index.covered_len
-        ));
-    }
+    check_describes(&checked.head, org, header, genesis, file_len)?;
     Ok(checked)
 }
 

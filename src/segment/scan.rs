@@ -87,10 +87,6 @@ impl Window for FileWindow {
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         FileWindow::read_exact_at(self, buf, off)
     }
-
-    fn frame(&mut self, off: u64) -> io::Result<Result<RawRecord<'_>, FrameError>> {
-        FileWindow::frame(self, off)
-    }
 }
 
 /// A read window over a file: positioned reads into a reusable buffer.
@@ -142,17 +138,9 @@ impl FileWindow {
         Ok(self.buf.get(start..stop).unwrap_or_default())
     }
 
-    /// The frame at `off`.
+    /// The frame at `off` ([`Window::frame`], callable without the trait in scope).
     pub fn frame(&mut self, off: u64) -> io::Result<Result<RawRecord<'_>, FrameError>> {
-        let head = self.get(off, 4)?;
-        let len = record::peek_frame_len(head).unwrap_or(0);
-        let n = if (MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
-            len as usize
-        } else {
-            4
-        };
-        let bytes = self.get(off, n)?;
-        Ok(record::decode_frame(bytes, off))
+        <Self as Window>::frame(self, off)
     }
 }
 
