@@ -260,6 +260,19 @@ fn record(name: &str, n: u64, d: Duration) {
         .push((n, d));
 }
 
+/// The 1-minute load average (`/proc/loadavg`) when each benchmark finished, for the summary.
+fn loads() -> &'static Mutex<BTreeMap<String, String>> {
+    static L: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+fn load1() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Median seconds per iteration and events per iteration, over the last 10 samples.
 fn median(name: &str) -> Option<(f64, u64)> {
     let s = samples().lock().unwrap();
@@ -292,6 +305,7 @@ fn timed(
             total
         })
     });
+    loads().lock().unwrap().insert(name.into(), load1());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -672,15 +686,21 @@ fn summary(_c: &mut Criterion) {
             .trim()
     );
     println!(
-        "{:<44} {:>10} {:>12} {:>14}",
-        "benchmark", "events", "ms", "events/s"
+        "{:<44} {:>10} {:>12} {:>14} {:>6}",
+        "benchmark", "events", "ms", "events/s", "load¹"
     );
     let names: Vec<String> = samples().lock().unwrap().keys().cloned().collect();
     for n in &names {
         if let Some((s, e)) = line(n) {
-            println!("{n:<44} {e:>10} {:>12.1} {:>14.0}", s * 1e3, e as f64 / s);
+            let l = loads().lock().unwrap().get(n).cloned().unwrap_or_default();
+            println!(
+                "{n:<44} {e:>10} {:>12.1} {:>14.0} {l:>6}",
+                s * 1e3,
+                e as f64 / s
+            );
         }
     }
+    println!("¹ 1-minute load average (/proc/loadavg) when the benchmark finished");
     let rate = |n: &str| line(n).map(|(s, e)| e as f64 / s).unwrap_or(f64::NAN);
     let ms = |n: &str| line(n).map(|(s, _)| s * 1e3).unwrap_or(f64::NAN);
     println!("\n--- issue #4 targets ---");
