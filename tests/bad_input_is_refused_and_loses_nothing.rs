@@ -12,7 +12,7 @@
     missing_docs
 )]
 
-mod common;
+mod support;
 
 use std::fs;
 use std::io::Write;
@@ -24,8 +24,8 @@ use std::sync::Arc;
 use auditlog::{
     Durability, Error, Event, InvalidField, KeyError, KeyProvider, Keyring, Log, Options, Receipt,
 };
-use common::{assert_verifies, file_names, keys_for, org, scan_clean, workload};
 use serde_json::json;
+use support::{assert_verifies, file_names, keys_for, org, scan_clean, workload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_auditlog");
 

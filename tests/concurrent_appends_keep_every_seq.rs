@@ -12,7 +12,7 @@
     missing_docs
 )]
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash as _, Hasher};
@@ -20,7 +20,7 @@ use std::sync::{Arc, Barrier};
 
 use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Durability, Event, Hash, Log, Month, Options, Timestamp};
-use common::{assert_verifies, keys_for, org, ts};
+use support::{assert_verifies, keys_for, org, ts};
 
 const ORG: &str = "acme";
 const MONTHS: [&str; 4] = ["2026-01", "2026-02", "2026-03", "2026-04"];

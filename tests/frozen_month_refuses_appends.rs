@@ -10,12 +10,12 @@
     missing_docs
 )]
 
-mod common;
+mod support;
 
 use std::fs;
 
 use auditlog::{Error, Event, Log, Options, Receipt};
-use common::{assert_verifies, keys_for, month, org, scan_clean, ts, workload};
+use support::{assert_verifies, keys_for, month, org, scan_clean, ts, workload};
 
 fn in_month(e: &Event, day: &str) -> Event {
     Event {

@@ -10,7 +10,7 @@
     missing_docs
 )]
 
-mod common;
+mod support;
 
 use std::fs;
 use std::io::Write;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use auditlog::verify::{FindingKind, VerifyOptions, verify};
 use auditlog::{Error, Event, IntegrityKind, KeyId, Keyring, Log, Options, Receipt};
-use common::{assert_verifies, org, scan, scan_clean, ts, workload};
+use support::{assert_verifies, org, scan, scan_clean, ts, workload};
 
 fn acme(n: u64, seed: u64, day: &str) -> Vec<Event> {
     workload(n, 1, 5, seed)

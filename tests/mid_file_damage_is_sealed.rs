@@ -12,7 +12,7 @@
     missing_docs
 )]
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use auditlog::verify::{FindingKind, Severity, VerifyOptions, verify};
 use auditlog::{
     Durability, Error, Event, Keyring, Log, Options, OrgId, Receipt, RecoveryAction, VerifiedEvent,
 };
-use common::{keys_for, month, org, scan, workload};
+use support::{keys_for, month, org, scan, workload};
 
 const ORG: &str = "acme";
 
@@ -152,7 +152,7 @@ fn check_sealed(s: &Setup, log: Log, flipped: u64, damaged: &[u8], victim: usize
     assert_eq!(seqs, vec![30, 31, 32]);
     // Other months are untouched.
     let feb = Event {
-        occurred_at: common::ts("2026-02-20"),
+        occurred_at: support::ts("2026-02-20"),
         ..more[0].clone()
     };
     assert_eq!(log.append(&feb).unwrap().seq, 5);

@@ -9,14 +9,14 @@
     missing_docs
 )]
 
-mod query_support;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use auditlog::{Durability, Keyring, Log, Options, OrgId, SegmentReader};
-use query_support::{org, segment_files, ts, workload};
+use support::{org, segment_files, ts, workload_from};
 
 fn cli(dir: &Path, keys: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_auditlog"))
@@ -48,7 +48,7 @@ fn setup() -> (
         Options::new(keys.clone()).durability(Durability::Never),
     )
     .unwrap();
-    for c in workload(2000, 2, 30, 4, "2026-03-03").chunks(500) {
+    for c in workload_from(2000, 2, 30, 4, "2026-03-03").chunks(500) {
         log.append_batch(c).unwrap();
     }
     log.close().unwrap();

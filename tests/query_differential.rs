@@ -12,13 +12,13 @@
     missing_docs
 )]
 
-mod query_support;
+mod support;
 
 use std::sync::Arc;
 
 use auditlog::{Durability, Event, Keyring, Log, Month, Options, OrgId, Timestamp};
 use proptest::prelude::*;
-use query_support::{event, keys_for, org, ts};
+use support::{event, keys_for, org, ts};
 
 const ORGS: &[&str] = &["a", "b", "c"];
 const USERS: &[&str] = &["u0", "u1", "u2", "u3"];

@@ -9,17 +9,17 @@
     missing_docs
 )]
 
-mod query_support;
+mod support;
 
 use auditlog::format::index::{KeyFields, TermProbe};
 use auditlog::{Durability, Log, Options, SegmentReader, Timestamp};
-use query_support::{index_of, keys_for, org, segment_files, workload};
+use support::{index_of, keys_for, org, segment_files, workload_from};
 
 #[test]
 fn sections_describe_every_block() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
-    let events = workload(4000, 1, 40, 7, "2026-01-10");
+    let events = workload_from(4000, 1, 40, 7, "2026-01-10");
     let log = Log::open(
         dir.path(),
         Options::new(keys.clone()).durability(Durability::Never),
@@ -90,7 +90,7 @@ fn sections_describe_every_block() {
 #[test]
 fn resumed_writer_writes_the_same_index_as_a_rebuild() {
     let keys = keys_for(&["org-000"]);
-    let events = workload(3000, 1, 20, 9, "2026-03-01");
+    let events = workload_from(3000, 1, 20, 9, "2026-03-01");
     let a = tempfile::tempdir().unwrap();
     let opts = || Options::new(keys.clone()).durability(Durability::Never);
     // Written in three sessions: each reopen resumes the segment from its index.

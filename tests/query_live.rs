@@ -10,7 +10,7 @@
     missing_docs
 )]
 
-mod query_support;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auditlog::{Durability, Event, Log, Month, Options, Timestamp};
-use query_support::{keys_for, org, workload};
+use support::{keys_for, org, workload_from};
 
 #[test]
 fn queries_beside_a_live_writer_see_consistent_prefixes() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
-    let events = workload(6000, 1, 20, 21, "2026-03-05");
+    let events = workload_from(6000, 1, 20, 21, "2026-03-05");
     let mut wopts =
         Options::new(keys.clone()).durability(Durability::Interval(Duration::from_millis(5)));
     wopts.index_flush_bytes = 64 * 1024;

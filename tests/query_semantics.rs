@@ -10,7 +10,7 @@
     missing_docs
 )]
 
-mod query_support;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use auditlog::{
     Durability, Error, Event, IntegrityKind, Keyring, Log, Options, SegmentReader, Timestamp,
     VerifiedEvent,
 };
-use query_support::{event, index_of, keys_for, org, segment_files, ts, workload};
+use support::{event, index_of, keys_for, org, segment_files, ts, workload_from};
 
 fn opts(keys: &Arc<Keyring>) -> Options {
     Options::new(keys.clone()).durability(Durability::Never)
@@ -161,7 +161,7 @@ fn tamper(seg: &Path, rec_offset: u64, at: usize) {
 fn a_tampered_record_in_range_is_reported_by_verified_queries_only() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
-    let events = workload(3000, 1, 20, 3, "2026-03-03");
+    let events = workload_from(3000, 1, 20, 3, "2026-03-03");
     write(dir.path(), &keys, &events);
     let seg = segment_files(dir.path(), "org-000").remove(0);
     let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
@@ -243,7 +243,11 @@ fn a_tampered_record_in_range_is_reported_by_verified_queries_only() {
 fn a_damaged_or_missing_index_is_bypassed_with_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
-    write(dir.path(), &keys, &workload(4000, 1, 50, 5, "2026-01-20"));
+    write(
+        dir.path(),
+        &keys,
+        &workload_from(4000, 1, 50, 5, "2026-01-20"),
+    );
     let o = org("org-000");
     let queries = |log: &Log| {
         vec![
@@ -304,7 +308,11 @@ fn a_damaged_or_missing_index_is_bypassed_with_the_same_results() {
 fn a_segment_cut_inside_its_indexed_range_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
-    write(dir.path(), &keys, &workload(1000, 1, 10, 5, "2026-03-03"));
+    write(
+        dir.path(),
+        &keys,
+        &workload_from(1000, 1, 10, 5, "2026-03-03"),
+    );
     let seg = segment_files(dir.path(), "org-000").remove(0);
     let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
         .unwrap()
@@ -339,7 +347,7 @@ fn a_segment_cut_inside_its_indexed_range_is_reported() {
 fn readers_beside_a_live_writer_see_a_consistent_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
-    let events = workload(3000, 1, 5, 8, "2026-03-03");
+    let events = workload_from(3000, 1, 5, 8, "2026-03-03");
     let writer = Log::open(dir.path(), opts(&keys)).unwrap();
     writer.append_batch(&events[..1000]).unwrap();
     writer.sync().unwrap();
@@ -381,7 +389,7 @@ fn readers_beside_a_live_writer_see_a_consistent_prefix() {
 fn indexes_prune_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
-    let events = workload(20_000, 1, 60, 11, "2026-01-01");
+    let events = workload_from(20_000, 1, 60, 11, "2026-01-01");
     write(dir.path(), &keys, &events);
     let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
     let o = org("org-000");
@@ -488,7 +496,11 @@ fn out_of_order_events_are_ordered_within_the_buffer_limit() {
 fn a_corrupt_record_costs_that_record_only() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
-    write(dir.path(), &keys, &workload(600, 1, 10, 7, "2026-03-03"));
+    write(
+        dir.path(),
+        &keys,
+        &workload_from(600, 1, 10, 7, "2026-03-03"),
+    );
     let seg = segment_files(dir.path(), "org-000").remove(0);
     let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
         .unwrap()

@@ -12,13 +12,13 @@
     missing_docs
 )]
 
-mod common;
+mod support;
 
 use std::collections::BTreeSet;
 
 use auditlog::{Durability, Event, Keyring, Log, Options, Receipt, VerifiedEvent};
-use common::{assert_verifies, keys_for, month, org, scan_clean, ts, workload};
 use serde_json::{Value, json};
+use support::{assert_verifies, keys_for, month, org, scan_clean, ts, workload};
 
 /// Personal-data pointers, including nested ones in both orders, escaped keys, array
 /// elements, a whole root field, and pointers that name nothing in some events.

@@ -12,7 +12,7 @@
     missing_docs
 )]
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Event, Hash, Keyring, Log, Month, Options, RecoveryAction};
-use common::{org, ts};
+use support::{org, ts};
 
 const ORGS: [&str; 2] = ["org-000", "org-001"];
 const BIN: &str = env!("CARGO_BIN_EXE_auditlog");
@@ -236,5 +236,5 @@ fn sigkill_in_a_loop_keeps_every_printed_receipt() {
         assert_eq!(hash, &p.hash, "{p:?}");
         assert_eq!(event, e, "{p:?}");
     }
-    common::assert_verifies(&dir, &*keys);
+    support::assert_verifies(&dir, &*keys);
 }

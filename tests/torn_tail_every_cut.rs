@@ -11,7 +11,7 @@
     missing_docs
 )]
 
-mod common;
+mod support;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use auditlog::workload::Rng;
 use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Receipt, RecoveryAction};
-use common::{assert_verifies, copy_dir, file_names, keys_for, org, scan_clean, workload};
+use support::{assert_verifies, copy_dir, file_names, keys_for, org, scan_clean, workload};
 
 const ORG: &str = "acme";
 /// How many trailing records are cut at every byte.

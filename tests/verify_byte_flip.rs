@@ -11,7 +11,7 @@
     missing_docs
 )]
 
-mod verify_support;
+mod support;
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -22,7 +22,7 @@ use auditlog::verify::{Report, VerifyOptions, verify};
 use auditlog::{KeyProvider, Keyring};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use verify_support::*;
+use support::*;
 
 /// A log with a key file, built once per test.
 struct Fixture {
@@ -87,7 +87,7 @@ fn verify_org(fx: &Fixture, path: &Path) -> Report {
         .to_str()
         .unwrap();
     let opts = VerifyOptions {
-        org: Some(verify_support::org(org)),
+        org: Some(support::org(org)),
         ..VerifyOptions::default()
     };
     verify(&fx.dir, Some(&fx.keys as &dyn KeyProvider), &opts).unwrap()

@@ -11,7 +11,7 @@
     missing_docs
 )]
 
-mod verify_support;
+mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +20,7 @@ use std::process::{Command, Output};
 
 use auditlog::Keyring;
 use serde_json::Value;
-use verify_support::*;
+use support::*;
 
 struct Fixture {
     _tmp: tempfile::TempDir,

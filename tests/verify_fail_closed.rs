@@ -11,7 +11,7 @@
     missing_docs
 )]
 
-mod verify_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,7 +19,7 @@ use std::path::Path;
 
 use auditlog::verify::{Class, FindingKind as K, Report, VerifyOptions, make_checkpoint, verify};
 use auditlog::{Key, KeyError, KeyId, KeyProvider, Keyring, OrgId, Timestamp};
-use verify_support::*;
+use support::*;
 
 /// Per segment file: how many records a finding kind was reported for, counting the
 /// "N more findings of this kind" summaries.

@@ -12,7 +12,7 @@
     missing_docs
 )]
 
-mod verify_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use auditlog::verify::{Severity, VerifyOptions, make_checkpoint, verify};
 use auditlog::{Durability, KeyProvider, Log, Options};
-use verify_support::*;
+use support::*;
 
 /// Verifications at least, whatever the writer's speed.
 const MIN_ROUNDS: usize = 20;

@@ -14,7 +14,7 @@
     missing_docs
 )]
 
-mod verify_support;
+mod support;
 
 use std::fs;
 use std::path::Path;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use auditlog::verify::{Class, FindingKind as K, VerifyOptions, make_checkpoint, verify};
 use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Durability, Keyring, Log, Options, Timestamp};
-use verify_support::*;
+use support::*;
 
 const A: &str = "org-000";
 const B: &str = "org-001";
