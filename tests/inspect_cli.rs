@@ -13,18 +13,17 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use auditlog::Keyring;
 use serde_json::Value;
 use support::*;
 
 struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    keyring: PathBuf,
+    log: KeyedLog,
     /// A copy of org-000's April segment, alone in a directory.
     seg: PathBuf,
     bytes: Vec<u8>,
@@ -32,23 +31,18 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    let key_file = root.join("keys.json");
-    let dir = root.join("log");
-    build_log_with(&dir, keyring(Keyring::open_or_create(&key_file).unwrap()));
-    let lone = root.join("evidence");
+    let log = KeyedLog::new(EVENTS);
+    let dir = &log.dir;
+    let lone = log.root.join("evidence");
     fs::create_dir(&lone).unwrap();
     let seg = lone.join("copy.seg");
-    fs::copy(seg_path(&dir, "org-000", "2026-04"), &seg).unwrap();
+    fs::copy(seg_path(dir, "org-000", "2026-04"), &seg).unwrap();
     let idx = lone.join("copy.idx");
-    fs::copy(idx_path(&dir, "org-000", "2026-04"), &idx).unwrap();
-    fs::remove_dir_all(&dir).unwrap();
+    fs::copy(idx_path(dir, "org-000", "2026-04"), &idx).unwrap();
+    fs::remove_dir_all(dir).unwrap();
     let bytes = fs::read(&seg).unwrap();
     Fixture {
-        _tmp: tmp,
-        root,
-        keyring: key_file,
+        log,
         seg,
         bytes,
         idx,
@@ -56,22 +50,13 @@ fn fixture() -> Fixture {
 }
 
 fn inspect(keyring: Option<&Path>, file: &Path, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_auditlog"));
-    if let Some(k) = keyring {
-        c.arg("--keyring").arg(k);
-    }
-    c.arg("inspect")
-        .arg(file)
-        .args(args)
-        .env_remove("AUDITLOG_DIR")
-        .env_remove("AUDITLOG_KEYRING")
-        .output()
-        .unwrap()
+    let mut all = vec![OsStr::new("inspect"), file.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    auditlog_cli(None, keyring, all)
 }
 
 fn items(o: &Output) -> Vec<Value> {
-    String::from_utf8(o.stdout.clone())
-        .unwrap()
+    stdout(o)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
@@ -88,7 +73,7 @@ fn seqs(items: &[Value]) -> Vec<u64> {
 #[test]
 fn intact_segment_shows_header_and_every_record() {
     let fx = fixture();
-    let o = inspect(Some(&fx.keyring), &fx.seg, &["--json"]);
+    let o = inspect(Some(&fx.log.keyring), &fx.seg, &["--json"]);
     assert_eq!(o.status.code(), Some(0));
     let it = items(&o);
     let recs = records(&fx.bytes);
@@ -127,7 +112,7 @@ fn damaged_middle_is_skipped_and_later_records_still_shown() {
         *x = 0xAB;
     }
     fs::write(&fx.seg, &b).unwrap();
-    let o = inspect(Some(&fx.keyring), &fx.seg, &["--json"]);
+    let o = inspect(Some(&fx.log.keyring), &fx.seg, &["--json"]);
     assert_eq!(o.status.code(), Some(1), "damage makes the exit code 1");
     let it = items(&o);
     let mut want: Vec<u64> = (0..20).collect();
@@ -157,7 +142,7 @@ fn damaged_middle_is_skipped_and_later_records_still_shown() {
     );
 
     // The text form says the same.
-    let o = inspect(Some(&fx.keyring), &fx.seg, &[]);
+    let o = inspect(Some(&fx.log.keyring), &fx.seg, &[]);
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(
         text.contains(&format!(
@@ -190,7 +175,7 @@ fn garbled_header_and_cut_tail_still_show_the_records() {
     let cut = recs.last().unwrap().off + 100;
     b.truncate(cut);
     fs::write(&fx.seg, &b).unwrap();
-    let o = inspect(Some(&fx.keyring), &fx.seg, &["--json"]);
+    let o = inspect(Some(&fx.log.keyring), &fx.seg, &["--json"]);
     assert_eq!(o.status.code(), Some(1));
     let it = items(&o);
     assert_eq!(it[0]["item"], "damage");
@@ -234,7 +219,7 @@ fn from_offset_and_limit_select_records() {
     let run = |from: usize, limit: Option<u64>| {
         let a = args(from, limit);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        let o = inspect(Some(&fx.keyring), &fx.seg, &a);
+        let o = inspect(Some(&fx.log.keyring), &fx.seg, &a);
         assert_eq!(
             o.status.code(),
             Some(0),
@@ -271,7 +256,7 @@ fn from_offset_and_limit_select_records() {
 #[test]
 fn index_file_is_summarised_with_its_tag_checked() {
     let fx = fixture();
-    let o = inspect(Some(&fx.keyring), &fx.idx, &["--json"]);
+    let o = inspect(Some(&fx.log.keyring), &fx.idx, &["--json"]);
     assert_eq!(o.status.code(), Some(0));
     let it = items(&o);
     assert_eq!(it.len(), 1);
@@ -292,7 +277,7 @@ fn index_file_is_summarised_with_its_tag_checked() {
         "not_checked"
     );
     // Another keyring: same key ids, other secrets.
-    let other = fx.root.join("other.json");
+    let other = fx.log.root.join("other.json");
     keyring(Keyring::open_or_create(&other).unwrap());
     let ring = Keyring::open(&other).unwrap();
     ring.rotate(&org("org-000")).unwrap();
@@ -301,7 +286,7 @@ fn index_file_is_summarised_with_its_tag_checked() {
         "invalid"
     );
     // Text form.
-    let o = inspect(Some(&fx.keyring), &fx.idx, &[]);
+    let o = inspect(Some(&fx.log.keyring), &fx.idx, &[]);
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(
         text.starts_with(&format!(
@@ -317,7 +302,7 @@ fn index_file_is_summarised_with_its_tag_checked() {
     let mut b = fs::read(&fx.idx).unwrap();
     b[150] ^= 0x10;
     fs::write(&fx.idx, &b).unwrap();
-    let o = inspect(Some(&fx.keyring), &fx.idx, &["--json"]);
+    let o = inspect(Some(&fx.log.keyring), &fx.idx, &["--json"]);
     assert_eq!(o.status.code(), Some(1));
     let it = items(&o);
     assert_eq!(it.len(), 1);

@@ -12,22 +12,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use auditlog::{Durability, Keyring, Log, Options, OrgId, SegmentReader};
-use support::{org, segment_files, ts, workload_from};
+use support::{auditlog_cli, org, resource_id_start, segment_files, ts, workload_from};
 
 fn cli(dir: &Path, keys: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_auditlog"))
-        .arg("--dir")
-        .arg(dir)
-        .arg("--keyring")
-        .arg(keys)
-        .arg("query")
-        .args(args)
-        .output()
-        .unwrap()
+    auditlog_cli(Some(dir), Some(keys), std::iter::once(&"query").chain(args))
 }
 
 fn setup() -> (
@@ -172,12 +164,7 @@ fn a_tampered_record_exits_1_unless_unverified() {
     let o = victim.offset as usize;
     let len = u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
     let e = &victim.event;
-    let rid = 64
-        + 1
-        + e.user_id.as_ref().map_or(0, |u| u.len() + 1)
-        + (e.action.len() + 1)
-        + (e.resource_type.len() + 1)
-        + 1;
+    let rid = resource_id_start(e);
     bytes[o + rid + 4] ^= 0x01;
     let crc = crc32fast::hash(&bytes[o + 8..o + len]);
     bytes[o + 4..o + 8].copy_from_slice(&crc.to_le_bytes());

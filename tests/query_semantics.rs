@@ -19,7 +19,9 @@ use auditlog::{
     Durability, Error, Event, IntegrityKind, Keyring, Log, Options, SegmentReader, Timestamp,
     VerifiedEvent,
 };
-use support::{event, index_of, keys_for, org, segment_files, ts, workload_from};
+use support::{
+    event, index_of, keys_for, org, resource_id_start, segment_files, ts, workload_from,
+};
 
 fn opts(keys: &Arc<Keyring>) -> Options {
     Options::new(keys.clone()).durability(Durability::Never)
@@ -169,15 +171,8 @@ fn a_tampered_record_in_range_is_reported_by_verified_queries_only() {
         .map(Result::unwrap)
         .collect();
     let victim = &recs[1500];
-    // Flip a byte of its resource_id inside the sealed body (FORMAT.md §2.3: flags, then
-    // varint-prefixed user_id, action, resource_type, resource_id; all short here).
-    let e = &victim.event;
-    let rid = 64
-        + 1
-        + e.user_id.as_ref().map_or(0, |u| u.len() + 1)
-        + (e.action.len() + 1)
-        + (e.resource_type.len() + 1)
-        + 1;
+    // Flip a byte of its resource_id inside the sealed body (all fields short here).
+    let rid = resource_id_start(&victim.event);
     tamper(&seg, victim.offset, rid + 3);
 
     let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();

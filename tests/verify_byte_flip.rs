@@ -16,7 +16,6 @@ mod support;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use auditlog::verify::{Report, VerifyOptions, verify};
 use auditlog::{KeyProvider, Keyring};
@@ -26,19 +25,15 @@ use support::*;
 
 /// A log with a key file, built once per test.
 struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    keyring: PathBuf,
+    log: KeyedLog,
     keys: Keyring,
     files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 /// A log of the first `events` events of the workload (all of January to April at 3,000).
 fn fixture(events: u64) -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    let keyring = tmp.path().join("keys.json");
-    build_log_n(&dir, keyring_file(&keyring), events);
+    let log = KeyedLog::new(events);
+    let dir = &log.dir;
     let mut files = Vec::new();
     for o in 0..ORGS {
         let od = dir.join(format!("org-{o:03}"));
@@ -52,18 +47,8 @@ fn fixture(events: u64) -> Fixture {
             files.push((p, b));
         }
     }
-    let keys = Keyring::open(&keyring).unwrap();
-    Fixture {
-        _tmp: tmp,
-        dir,
-        keyring,
-        keys,
-        files,
-    }
-}
-
-fn keyring_file(path: &Path) -> std::sync::Arc<Keyring> {
-    keyring(Keyring::open_or_create(path).unwrap())
+    let keys = Keyring::open(&log.keyring).unwrap();
+    Fixture { log, keys, files }
 }
 
 /// Flips `mask` into byte `pos` of file `i`, runs `check`, restores the file.
@@ -90,7 +75,7 @@ fn verify_org(fx: &Fixture, path: &Path) -> Report {
         org: Some(support::org(org)),
         ..VerifyOptions::default()
     };
-    verify(&fx.dir, Some(&fx.keys as &dyn KeyProvider), &opts).unwrap()
+    verify(&fx.log.dir, Some(&fx.keys as &dyn KeyProvider), &opts).unwrap()
 }
 
 /// The property: not intact, and a finding on `path` covering `pos`.
@@ -121,12 +106,15 @@ fn check_flip(fx: &Fixture, i: usize, pos: usize, mask: u8) -> Result<(), String
     })
 }
 
-#[test]
-fn any_flipped_byte_is_caught_where_it_is() {
-    let fx = fixture(EVENTS);
-    assert_eq!(fx.files.len(), 24);
+/// Runs `check(file index, byte position, mask)` on `cases` random single-byte flips (any
+/// file of the fixture, any byte of it, any non-zero mask); panics on the first failure.
+fn random_flips(
+    fx: &Fixture,
+    cases: u32,
+    check: impl Fn(usize, usize, u8) -> Result<(), TestCaseError>,
+) {
     let mut runner = TestRunner::new(Config {
-        cases: 400,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
@@ -134,10 +122,18 @@ fn any_flipped_byte_is_caught_where_it_is() {
     let strategy = (0..n, any::<prop::sample::Index>(), 1u8..=255);
     runner
         .run(&strategy, |(i, at, mask)| {
-            let pos = at.index(fx.files[i].1.len());
-            check_flip(&fx, i, pos, mask).map_err(TestCaseError::fail)
+            check(i, at.index(fx.files[i].1.len()), mask)
         })
         .unwrap();
+}
+
+#[test]
+fn any_flipped_byte_is_caught_where_it_is() {
+    let fx = fixture(EVENTS);
+    assert_eq!(fx.files.len(), 24);
+    random_flips(&fx, 400, |i, pos, mask| {
+        check_flip(&fx, i, pos, mask).map_err(TestCaseError::fail)
+    });
 }
 
 #[test]
@@ -185,47 +181,32 @@ fn every_header_frame_and_index_byte_is_caught() {
 #[test]
 fn cli_exits_1_on_flipped_bytes() {
     let fx = fixture(EVENTS);
-    let mut runner = TestRunner::new(Config {
-        cases: 24,
-        failure_persistence: None,
-        ..Config::default()
+    random_flips(&fx, 24, |i, pos, mask| {
+        let out = with_flip(&fx, i, pos, mask, |_| {
+            auditlog_cli(
+                Some(&fx.log.dir),
+                Some(&fx.log.keyring),
+                ["verify", "--json"],
+            )
+        });
+        prop_assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let path = fx.files[i].0.to_str().unwrap();
+        let covered = v["findings"].as_array().unwrap().iter().any(|x| {
+            let (o, l) = (x["offset"].as_u64(), x["len"].as_u64());
+            x["file"] == path
+                && matches!((o, l), (Some(o), Some(l)) if (o..o + l.max(1)).contains(&(pos as u64)))
+        });
+        prop_assert!(covered, "byte {} of {}: {}", pos, path, v);
+        Ok(())
     });
-    let n = fx.files.len();
-    let strategy = (0..n, any::<prop::sample::Index>(), 1u8..=255);
-    runner
-        .run(&strategy, |(i, at, mask)| {
-            let pos = at.index(fx.files[i].1.len());
-            let out = with_flip(&fx, i, pos, mask, |_| {
-                Command::new(env!("CARGO_BIN_EXE_auditlog"))
-                    .arg("--dir")
-                    .arg(&fx.dir)
-                    .arg("--keyring")
-                    .arg(&fx.keyring)
-                    .args(["verify", "--json"])
-                    .output()
-                    .unwrap()
-            });
-            prop_assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let path = fx.files[i].0.to_str().unwrap();
-            let covered = v["findings"].as_array().unwrap().iter().any(|x| {
-                let (o, l) = (x["offset"].as_u64(), x["len"].as_u64());
-                x["file"] == path
-                    && matches!((o, l), (Some(o), Some(l)) if (o..o + l.max(1)).contains(&(pos as u64)))
-            });
-            prop_assert!(covered, "byte {} of {}: {}", pos, path, v);
-            Ok(())
-        })
-        .unwrap();
     // Restored: the untouched log passes.
-    let out = Command::new(env!("CARGO_BIN_EXE_auditlog"))
-        .arg("--dir")
-        .arg(&fx.dir)
-        .arg("--keyring")
-        .arg(&fx.keyring)
-        .arg("verify")
-        .output()
-        .unwrap();
+    let out = auditlog_cli(Some(&fx.log.dir), Some(&fx.log.keyring), ["verify"]);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -15,52 +15,18 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use auditlog::Keyring;
 use serde_json::Value;
 use support::*;
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    dir: PathBuf,
-    keyring: PathBuf,
-}
-
-fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    let dir = root.join("log");
-    let key_file = root.join("keys.json");
-    build_log_with(&dir, keyring(Keyring::open_or_create(&key_file).unwrap()));
-    Fixture {
-        _tmp: tmp,
-        root,
-        dir,
-        keyring: key_file,
-    }
+fn fixture() -> KeyedLog {
+    KeyedLog::new(EVENTS)
 }
 
 fn run(dir: &Path, keyring: Option<&Path>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_auditlog"));
-    c.arg("--dir").arg(dir);
-    if let Some(k) = keyring {
-        c.arg("--keyring").arg(k);
-    }
-    c.args(args)
-        .env_remove("AUDITLOG_DIR")
-        .env_remove("AUDITLOG_KEYRING");
-    c.output().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
+    auditlog_cli(Some(dir), keyring, args)
 }
 
 fn json(o: &Output) -> Value {
@@ -205,12 +171,7 @@ fn usage_and_io_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
     // Missing --dir.
-    let o = Command::new(env!("CARGO_BIN_EXE_auditlog"))
-        .arg("verify")
-        .env_remove("AUDITLOG_DIR")
-        .env_remove("AUDITLOG_KEYRING")
-        .output()
-        .unwrap();
+    let o = auditlog_cli(None, None, ["verify"]);
     assert_eq!(o.status.code(), Some(2));
 }
 
