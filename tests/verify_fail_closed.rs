@@ -115,8 +115,7 @@ fn wrong_keys_fail_every_record_and_index() {
 
 #[test]
 fn one_orgs_wrong_key_fails_only_that_org() {
-    let d = tempfile::tempdir().unwrap();
-    let keys = build_log(d.path());
+    let (d, keys) = fresh_log();
     // org-001's key 1 replaced; its key 2 and the other orgs' keys are right.
     let ring = Keyring::in_memory();
     let t0 = Timestamp::parse("2026-01-01").unwrap();
@@ -149,8 +148,7 @@ fn one_orgs_wrong_key_fails_only_that_org() {
 
 #[test]
 fn missing_org_in_the_keyring_is_unknown_key_never_a_pass() {
-    let d = tempfile::tempdir().unwrap();
-    let keys = build_log(d.path());
+    let (d, keys) = fresh_log();
     // A keyring with org-000 and org-002 only.
     let ring = Keyring::in_memory();
     let t0 = Timestamp::parse("2026-01-01").unwrap();
@@ -198,8 +196,7 @@ fn missing_org_in_the_keyring_is_unknown_key_never_a_pass() {
 
 #[test]
 fn missing_key_id_is_unknown_key_for_exactly_its_records() {
-    let d = tempfile::tempdir().unwrap();
-    let keys = build_log(d.path());
+    let (d, keys) = fresh_log();
     // Only key 1 of each org: records (and indexes) signed after the rotation are unknown.
     let ring = Keyring::in_memory();
     let t0 = Timestamp::parse("2026-01-01").unwrap();
@@ -263,8 +260,7 @@ fn failing_key_provider_is_never_a_pass() {
 
 #[test]
 fn unsigned_records_fail_their_tags() {
-    let d = tempfile::tempdir().unwrap();
-    let keys = build_log(d.path());
+    let (d, keys) = fresh_log();
     let (a, seg) = ("org-000", "2026-03");
     let p = seg_path(d.path(), a, seg);
     let mut b = fs::read(&p).unwrap();
@@ -278,12 +274,7 @@ fn unsigned_records_fail_their_tags() {
     assert_findings(
         d.path(),
         &r,
-        vec![f(
-            K::TagMismatch,
-            &format!("{a}/{seg}.seg"),
-            Some((x.off, x.len)),
-            Some(x.seq),
-        )],
+        vec![at_rec(K::TagMismatch, &format!("{a}/{seg}.seg"), x)],
     );
     // A wholly unsigned file: every tag zero.
     for x in &recs {
@@ -312,8 +303,7 @@ fn unsigned_records_fail_their_tags() {
 
 #[test]
 fn checkpoint_under_a_wrong_or_missing_key_is_a_finding() {
-    let d = tempfile::tempdir().unwrap();
-    let keys = build_log(d.path());
+    let (d, keys) = fresh_log();
     let a = org("org-000");
     let cp = make_checkpoint(d.path(), &a, &*keys).unwrap();
     let opts = VerifyOptions {

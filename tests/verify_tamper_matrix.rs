@@ -38,15 +38,18 @@ fn rel(org: &str, seg: &str, ext: &str) -> String {
     format!("{org}/{seg}.{ext}")
 }
 
-/// A log in a fresh temporary directory.
-fn fresh() -> (tempfile::TempDir, Arc<Keyring>) {
-    let d = tempfile::tempdir().unwrap();
-    let keys = build_log(d.path());
-    (d, keys)
-}
-
 fn read(p: &Path) -> Vec<u8> {
     fs::read(p).unwrap()
+}
+
+/// The bytes of segment `p` with one ASCII byte of record K10's `resource_id` changed (CRC,
+/// chain and tags untouched; nothing written), its records and the changed byte's offset.
+fn edit_k10(p: &Path) -> (Vec<u8>, Vec<Rec>, usize) {
+    let mut b = read(p);
+    let recs = records(&b);
+    let at = resource_id_byte(&b, recs[K10]);
+    change_ascii(&mut b[at]);
+    (b, recs, at)
 }
 
 /// More April events of org-000, appended to an existing log.
@@ -78,7 +81,7 @@ fn bad_entries(bytes: &[u8], idx: &Path) -> usize {
 
 #[test]
 fn untouched_log_verifies_clean_with_and_without_keys() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let r = verify_keys(d.path(), &*keys);
     assert!(r.is_intact(), "{}", dump(&r));
     assert!(r.findings.is_empty(), "{}", dump(&r));
@@ -98,12 +101,10 @@ fn untouched_log_verifies_clean_with_and_without_keys() {
 
 #[test]
 fn changed_byte_without_crc_is_checksum_corruption() {
-    let (d, _) = fresh();
+    let (d, _) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
-    let mut b = read(&p);
-    let rec = records(&b)[K10];
-    let at = resource_id_byte(&b, rec);
-    change_ascii(&mut b[at]);
+    let (b, recs, at) = edit_k10(&p);
+    let rec = recs[K10];
     fs::write(&p, &b).unwrap();
     let r = verify_nokeys(d.path());
     assert_findings(
@@ -123,13 +124,10 @@ fn changed_byte_without_crc_is_checksum_corruption() {
 
 #[test]
 fn edited_record_with_fixed_crc_fails_its_tag_and_breaks_the_chain_at_the_next() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
-    let mut b = read(&p);
-    let recs = records(&b);
+    let (mut b, recs, at) = edit_k10(&p);
     let (rec, next) = (recs[K10], recs[K10 + 1]);
-    let at = resource_id_byte(&b, rec);
-    change_ascii(&mut b[at]);
     fix_crc(&mut b, rec.off);
     fs::write(&p, &b).unwrap();
     let file = rel(A, TAIL, "seg");
@@ -138,18 +136,8 @@ fn edited_record_with_fixed_crc_fails_its_tag_and_breaks_the_chain_at_the_next()
         d.path(),
         &r,
         vec![
-            f(
-                K::TagMismatch,
-                &file,
-                Some((rec.off, rec.len)),
-                Some(rec.seq),
-            ),
-            f(
-                K::ChainBreak,
-                &file,
-                Some((next.off, next.len)),
-                Some(next.seq),
-            ),
+            at_rec(K::TagMismatch, &file, rec),
+            at_rec(K::ChainBreak, &file, next),
         ],
     );
     assert!(
@@ -159,27 +147,15 @@ fn edited_record_with_fixed_crc_fails_its_tag_and_breaks_the_chain_at_the_next()
     );
     // Without keys the chain still catches it, one record later.
     let r = verify_nokeys(d.path());
-    assert_findings(
-        d.path(),
-        &r,
-        vec![f(
-            K::ChainBreak,
-            &file,
-            Some((next.off, next.len)),
-            Some(next.seq),
-        )],
-    );
+    assert_findings(d.path(), &r, vec![at_rec(K::ChainBreak, &file, next)]);
 }
 
 #[test]
 fn edited_record_in_a_linked_month_also_fails_the_successors_link() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let p = seg_path(d.path(), A, MID);
-    let mut b = read(&p);
-    let recs = records(&b);
+    let (mut b, recs, _) = edit_k10(&p);
     let (rec, next) = (recs[K10], recs[K10 + 1]);
-    let at = resource_id_byte(&b, rec);
-    change_ascii(&mut b[at]);
     fix_crc(&mut b, rec.off);
     fs::write(&p, &b).unwrap();
     let file = rel(A, MID, "seg");
@@ -194,18 +170,8 @@ fn edited_record_in_a_linked_month_also_fails_the_successors_link() {
         d.path(),
         &r,
         vec![
-            f(
-                K::TagMismatch,
-                &file,
-                Some((rec.off, rec.len)),
-                Some(rec.seq),
-            ),
-            f(
-                K::ChainBreak,
-                &file,
-                Some((next.off, next.len)),
-                Some(next.seq),
-            ),
+            at_rec(K::TagMismatch, &file, rec),
+            at_rec(K::ChainBreak, &file, next),
             f(
                 K::LinkMismatch,
                 &file,
@@ -218,12 +184,9 @@ fn edited_record_in_a_linked_month_also_fails_the_successors_link() {
 
 #[test]
 fn edited_and_rechained_record_fails_every_tag_from_there() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
-    let mut b = read(&p);
-    let recs = records(&b);
-    let at = resource_id_byte(&b, recs[K10]);
-    change_ascii(&mut b[at]);
+    let (mut b, recs, at) = edit_k10(&p);
     rechain(&mut b, K10);
     fs::write(&p, &b).unwrap();
     let file = rel(A, TAIL, "seg");
@@ -231,7 +194,7 @@ fn edited_and_rechained_record_fails_every_tag_from_there() {
     // Tags of records 10.. fail (their chain hashes changed); 50 are listed, the rest counted.
     let mut want: Vec<F> = recs[K10..K10 + 50]
         .iter()
-        .map(|x| f(K::TagMismatch, &file, Some((x.off, x.len)), Some(x.seq)))
+        .map(|x| at_rec(K::TagMismatch, &file, *x))
         .collect();
     want.push(f(K::TagMismatch, &file, None, None));
     // The signed index pins the old chain head.
@@ -260,13 +223,10 @@ fn edited_and_rechained_record_fails_every_tag_from_there() {
 
 #[test]
 fn history_rewritten_and_resigned_without_the_key_fails_every_tag() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
     let ip = idx_path(d.path(), A, TAIL);
-    let mut b = read(&p);
-    let recs = records(&b);
-    let at = resource_id_byte(&b, recs[K10]);
-    change_ascii(&mut b[at]);
+    let (mut b, recs, _) = edit_k10(&p);
     rechain(&mut b, K10);
     // The attacker signs with a key of their own under the same key id.
     let forged = auditlog::crypto::Signer::new(auditlog::KeyId(2), &forged_key());
@@ -278,7 +238,7 @@ fn history_rewritten_and_resigned_without_the_key_fails_every_tag() {
     let r = verify_keys(d.path(), &*keys);
     let mut want: Vec<F> = recs[..50]
         .iter()
-        .map(|x| f(K::TagMismatch, &file, Some((x.off, x.len)), Some(x.seq)))
+        .map(|x| at_rec(K::TagMismatch, &file, *x))
         .collect();
     want.push(f(K::TagMismatch, &file, None, None));
     let ilen = fs::metadata(&ip).unwrap().len() as usize;
@@ -303,7 +263,7 @@ fn history_rewritten_and_resigned_without_the_key_fails_every_tag() {
 
 #[test]
 fn deleted_record_is_a_seq_gap() {
-    let (d, _) = fresh();
+    let (d, _) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
     let b = read(&p);
     let recs = records(&b);
@@ -341,7 +301,7 @@ fn deleted_record_is_a_seq_gap() {
 
 #[test]
 fn duplicated_record_is_a_seq_duplicate() {
-    let (d, _) = fresh();
+    let (d, _) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
     let ip = idx_path(d.path(), A, TAIL);
     let b = read(&p);
@@ -379,7 +339,7 @@ fn duplicated_record_is_a_seq_duplicate() {
 
 #[test]
 fn swapped_records_are_a_reorder_and_a_chain_break() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
     let ip = idx_path(d.path(), A, TAIL);
     let b = read(&p);
@@ -403,7 +363,7 @@ fn swapped_records_are_a_reorder_and_a_chain_break() {
             Some(x.seq),
         ),
         // ...then 12, whose prev_hash is record 11's, not record 10's (not a gap: 11 was seen).
-        f(K::ChainBreak, &file, Some((z.off, z.len)), Some(z.seq)),
+        at_rec(K::ChainBreak, &file, z),
     ];
     if bad_entries(&t, &ip) > 0 {
         let ilen = fs::metadata(&ip).unwrap().len() as usize;
@@ -419,7 +379,7 @@ fn swapped_records_are_a_reorder_and_a_chain_break() {
 
 #[test]
 fn truncation_at_a_record_boundary() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let cp = make_checkpoint(d.path(), &org(A), &*keys).unwrap();
     let p = seg_path(d.path(), A, TAIL);
     let b = read(&p);
@@ -477,7 +437,7 @@ fn truncation_at_a_record_boundary() {
 
 #[test]
 fn rollback_to_an_older_copy_is_caught_by_a_newer_checkpoint() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
     let ip = idx_path(d.path(), A, TAIL);
     let (old_seg, old_idx) = (read(&p), read(&ip));
@@ -511,14 +471,11 @@ fn rollback_to_an_older_copy_is_caught_by_a_newer_checkpoint() {
 fn rewritten_history_is_caught_by_a_checkpoint_even_when_resigned_with_the_key() {
     // An attacker holding the HMAC key can rewrite everything consistently; only a
     // checkpoint kept elsewhere shows it.
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let cp = make_checkpoint(d.path(), &org(A), &*keys).unwrap();
     let p = seg_path(d.path(), A, TAIL);
     let ip = idx_path(d.path(), A, TAIL);
-    let mut b = read(&p);
-    let recs = records(&b);
-    let at = resource_id_byte(&b, recs[K10]);
-    change_ascii(&mut b[at]);
+    let (mut b, recs, at) = edit_k10(&p);
     rechain(&mut b, K10);
     let s = signer(&*keys, &org(A), 2);
     resign(&mut b, &org(A), &s);
@@ -546,7 +503,7 @@ fn rewritten_history_is_caught_by_a_checkpoint_even_when_resigned_with_the_key()
 
 #[test]
 fn deleted_month_is_a_missing_segment() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     // Segment deleted, index left behind.
     fs::remove_file(seg_path(d.path(), A, MID)).unwrap();
     let r = verify_keys(d.path(), &*keys);
@@ -579,7 +536,7 @@ fn deleted_month_is_a_missing_segment() {
 fn no_checkpoint_of_a_log_missing_a_month() {
     // A checkpoint must never bless damage: a deleted month is found through the links, and
     // `make_checkpoint` checks them as `verify` does.
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     fs::remove_file(seg_path(d.path(), A, MID)).unwrap();
     fs::remove_file(idx_path(d.path(), A, MID)).unwrap();
     let e = make_checkpoint(d.path(), &org(A), &*keys)
@@ -595,7 +552,7 @@ fn no_checkpoint_of_a_log_missing_a_month() {
 
 #[test]
 fn deleted_last_month_needs_a_checkpoint() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let cp = make_checkpoint(d.path(), &org(A), &*keys).unwrap();
     fs::remove_file(seg_path(d.path(), A, TAIL)).unwrap();
     fs::remove_file(idx_path(d.path(), A, TAIL)).unwrap();
@@ -615,7 +572,7 @@ fn deleted_last_month_needs_a_checkpoint() {
 
 #[test]
 fn swapped_months_are_misfiled_and_break_the_links() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let o = d.path().join(A);
     for ext in ["seg", "idx"] {
         fs::rename(o.join(format!("2026-01.{ext}")), o.join(format!("x.{ext}"))).unwrap();
@@ -680,7 +637,7 @@ fn swapped_months_are_misfiled_and_break_the_links() {
 
 #[test]
 fn tampered_index_is_caught() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let ip = idx_path(d.path(), A, TAIL);
     let orig = read(&ip);
     let ilen = orig.len();
@@ -791,7 +748,7 @@ fn record_replayed_into_another_org_fails_its_tag_even_with_a_shared_key() {
 
 #[test]
 fn stray_and_quarantined_files_are_warnings() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     fs::write(d.path().join("notes.txt"), b"hello").unwrap();
     fs::write(d.path().join(A).join("2026-01.seg.bak"), b"x").unwrap();
     let q = d.path().join(A).join("quarantine");
@@ -824,7 +781,7 @@ fn stray_and_quarantined_files_are_warnings() {
 
 #[test]
 fn torn_tail_is_crash_damage_not_tampering() {
-    let (d, keys) = fresh();
+    let (d, keys) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
     let ip = idx_path(d.path(), A, TAIL);
     let old_idx = read(&ip);
@@ -884,7 +841,7 @@ fn torn_tail_is_crash_damage_not_tampering() {
 fn damage_inside_the_indexed_range_is_corruption_not_a_torn_tail() {
     // The index never covers bytes that were not durable, so a bad last record it covers was
     // altered or rotted after the fact: not crash damage.
-    let (d, _) = fresh();
+    let (d, _) = fresh_log();
     let p = seg_path(d.path(), A, TAIL);
     let mut b = read(&p);
     let last = *records(&b).last().unwrap();

@@ -574,6 +574,11 @@ pub fn f(kind: FindingKind, file: &str, at: Option<(usize, usize)>, seq: Option<
     }
 }
 
+/// A finding of `kind` on `file` at record `r` (its byte range and seq).
+pub fn at_rec(kind: FindingKind, file: &str, r: Rec) -> F {
+    f(kind, file, Some((r.off, r.len)), Some(r.seq))
+}
+
 pub fn reduce(dir: &Path, fi: &Finding) -> F {
     F {
         kind: fi.kind.name(),
