@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -64,6 +64,12 @@ pub struct Options {
     /// The index of a segment being written is rewritten after this many new bytes, so that
     /// recovery after a crash rescans at most this much. Default 64 MiB.
     pub index_flush_bytes: u64,
+    /// Segment writers kept open at most. Each open writer holds up to ~0.5 MiB (its
+    /// buffers and the part of its index not yet spilled) and up to four file descriptors;
+    /// past this many, the least recently used idle writers are closed (buffer written,
+    /// fsynced, index written) and reopened from disk if their month is appended to again.
+    /// Default 256; at least 1.
+    pub max_open_writers: usize,
     keys: Arc<dyn KeyProvider>,
 }
 
@@ -75,6 +81,7 @@ impl std::fmt::Debug for Options {
             .field("personal_data", &self.personal_data)
             .field("index_interval", &self.index_interval)
             .field("index_flush_bytes", &self.index_flush_bytes)
+            .field("max_open_writers", &self.max_open_writers)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +98,7 @@ impl Options {
             personal_data: Vec::new(),
             index_interval: 4096,
             index_flush_bytes: 64 * 1024 * 1024,
+            max_open_writers: 256,
             keys,
         }
     }
@@ -98,6 +106,12 @@ impl Options {
     /// Sets the durability.
     pub fn durability(mut self, d: Durability) -> Options {
         self.durability = d;
+        self
+    }
+
+    /// Sets how many segment writers may stay open (see [`Options::max_open_writers`]).
+    pub fn max_open_writers(mut self, n: usize) -> Options {
+        self.max_open_writers = n;
         self
     }
 
@@ -128,6 +142,9 @@ impl Options {
                 "max_event_size",
                 format!("{} is outside 1..=64 MiB", self.max_event_size),
             );
+        }
+        if self.max_open_writers == 0 {
+            return bad("max_open_writers", "must be at least 1".into());
         }
         if !(256..=1 << 24).contains(&self.index_interval) {
             return bad(
@@ -220,6 +237,12 @@ struct Inner {
     query_cache: Arc<crate::query::IndexCache>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
+    /// Writers in every org's map.
+    open_writers: AtomicUsize,
+    /// Ticks of writer use, for least-recently-used retirement.
+    clock: AtomicU64,
+    /// Held by the one thread retiring writers at a time.
+    retiring: Mutex<()>,
 }
 
 /// An open log directory. `Send + Sync`: share it between threads (e.g. in an `Arc`).
@@ -302,6 +325,9 @@ impl Log {
                 )),
                 stop: Mutex::new(false),
                 stop_cv: Condvar::new(),
+                open_writers: AtomicUsize::new(0),
+                clock: AtomicU64::new(0),
+                retiring: Mutex::new(()),
             }),
             flusher: Mutex::new(None),
         })
@@ -332,6 +358,13 @@ impl Log {
                 let _ = w.flush(u64::MAX, false);
             }
         }
+    }
+
+    /// Segment writers open now. Appends close the least recently used idle ones beyond
+    /// [`Options::max_open_writers`]; writers in use by other appenders, or whose close
+    /// failed (they are poisoned and report it on their next append), stay open.
+    pub fn open_writers(&self) -> usize {
+        self.inner.open_writers.load(Ordering::Relaxed)
     }
 
     /// What recovery has done since this log was opened.
@@ -433,6 +466,8 @@ impl Log {
             writer.append(&[(&sealed, event.occurred_at)], signer)?
         };
         self.inner.settle(&writer, end, buffered)?;
+        drop(writer);
+        self.inner.retire_idle();
         receipts.pop().ok_or_else(|| no_signer(org_id))
     }
 
@@ -518,6 +553,7 @@ impl Log {
                 self.inner.settle(&writer, end, buffered)?;
             }
         }
+        self.inner.retire_idle();
         Ok(receipts.into_iter().flatten().collect())
     }
 
@@ -739,6 +775,7 @@ impl Inner {
     fn writer(&self, org: &Org, month: Month) -> Result<Arc<SegmentWriter>> {
         let mut segs = org.segs.lock();
         if let Some(w) = segs.writers.get(&month) {
+            w.touch(self.clock.fetch_add(1, Ordering::Relaxed));
             return Ok(Arc::clone(w));
         }
         self.open_writer(org, &mut segs, month)
@@ -924,8 +961,63 @@ impl Inner {
             }
         };
         let w = Arc::new(writer);
-        segs.writers.insert(month, Arc::clone(&w));
+        w.touch(self.clock.fetch_add(1, Ordering::Relaxed));
+        if segs.writers.insert(month, Arc::clone(&w)).is_none() {
+            self.open_writers.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(w)
+    }
+
+    /// Closes least recently used idle writers until at most `max_open_writers` are open.
+    ///
+    /// A writer is idle when the org's map holds the only reference to it. Every other
+    /// reference is cloned from the map under the org's `segs` lock, so a writer found idle
+    /// under that lock stays idle while the lock is held; it is closed (buffer written,
+    /// fsynced, index written) and removed while the lock is still held, so no appender can
+    /// reopen its segment before the close is complete. A writer whose close fails stays in
+    /// the map, poisoned: its next append reports the failure (an unrelated appender, who
+    /// triggered the retirement, does not).
+    fn retire_idle(&self) {
+        let max = self.opts.max_open_writers;
+        if self.open_writers.load(Ordering::Relaxed) <= max {
+            return;
+        }
+        let Some(_one_at_a_time) = self.retiring.try_lock() else {
+            return;
+        };
+        let mut idle: Vec<(u64, Arc<Org>, Month)> = Vec::new();
+        for org in self.all_orgs() {
+            let segs = org.segs.lock();
+            for (m, w) in &segs.writers {
+                if Arc::strong_count(w) == 1 {
+                    idle.push((w.last_used(), Arc::clone(&org), *m));
+                }
+            }
+        }
+        idle.sort_unstable_by_key(|(t, _, _)| *t);
+        for (used, org, month) in idle {
+            if self.open_writers.load(Ordering::Relaxed) <= max {
+                break;
+            }
+            let mut segs = org.segs.lock();
+            let Some(w) = segs.writers.get(&month) else {
+                continue;
+            };
+            if Arc::strong_count(w) != 1 || w.last_used() != used {
+                continue;
+            }
+            let closed = match org.signer(&*self.opts.keys) {
+                Ok(s) => match s.read().as_ref() {
+                    Some(signer) => w.write_index(signer),
+                    None => w.sync(),
+                },
+                Err(_) => w.sync(),
+            };
+            if closed.is_ok() {
+                segs.writers.remove(&month);
+                self.open_writers.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Builds the header of a new segment, linking it to the org's most recently created

@@ -104,6 +104,8 @@ pub(crate) struct SegmentWriter {
     index_written_at: AtomicU64,
     /// Held for a whole index write, so that two never interleave (taken before `io`).
     index_lock: Mutex<()>,
+    /// The log's use clock when this writer was last handed to an appender.
+    last_used: AtomicU64,
 }
 
 impl std::fmt::Debug for SegmentWriter {
@@ -202,6 +204,7 @@ impl SegmentWriter {
             failure: Mutex::new(None),
             index_written_at: AtomicU64::new(0),
             index_lock: Mutex::new(()),
+            last_used: AtomicU64::new(0),
         }
     }
 
@@ -380,6 +383,16 @@ impl SegmentWriter {
     pub fn sync(&self) -> Result<()> {
         let end = self.state.lock().end;
         self.flush(end, true)
+    }
+
+    /// Notes that the writer was handed out at tick `t` of the log's use clock.
+    pub fn touch(&self, t: u64) {
+        self.last_used.store(t, Ordering::Relaxed);
+    }
+
+    /// The tick of the last [`SegmentWriter::touch`].
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
     }
 
     /// The chain state as of now (including buffered records).
