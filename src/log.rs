@@ -30,7 +30,9 @@ use crate::segment::read::SegmentReader;
 use crate::segment::recover::{self, QUARANTINE_DIR, Recovered};
 use crate::segment::scan::{self, DamageCause, FileWindow, IndexBuilder, Tally};
 use crate::segment::writer::{Receipt, SegmentWriter, write_atomically};
-use crate::segment::{cold_file_name, fsync_dir, parse_segment_file_name, segment_file_name};
+use crate::segment::{
+    FileStamp, cold_file_name, fsync_dir, parse_segment_file_name, segment_file_name,
+};
 use crate::time::{Month, Timestamp};
 
 /// How durable an append is when it returns.
@@ -220,6 +222,9 @@ struct OrgSegments {
     latest: BTreeMap<Month, SegmentId>,
     /// Open writers, one per month.
     writers: HashMap<Month, Arc<SegmentWriter>>,
+    /// Segments whose writer this process retired cleanly, as their files were then: an
+    /// unchanged one reopens without a CRC walk (`recover::recover`).
+    closed: HashMap<SegmentId, FileStamp>,
     /// Most recently created segment (highest ordinal).
     tail: Option<(u32, SegmentId)>,
     /// Whether the org directory exists.
@@ -479,6 +484,8 @@ impl Log {
     /// after an I/O error, a prefix of each (org, month) group may be on disk.
     pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
         self.inner.check_writable()?;
+        // Also here, not only after a success: a failed call may have opened writers.
+        self.inner.retire_idle();
         let opts = &self.inner.opts;
         let mut sealed = Vec::with_capacity(events.len());
         for e in events {
@@ -837,7 +844,14 @@ impl Inner {
         let interval = self.opts.index_interval;
         let keys = &*self.opts.keys;
         let writer = match segs.latest.get(&month).copied() {
-            Some(id) => match recover::recover(&org.dir, &org.id, id, keys, interval)? {
+            Some(id) => match recover::recover(
+                &org.dir,
+                &org.id,
+                id,
+                keys,
+                interval,
+                segs.closed.remove(&id),
+            )? {
                 Recovered::Ready {
                     header,
                     genesis,
@@ -848,6 +862,10 @@ impl Inner {
                 } => {
                     let path = org.dir.join(segment_file_name(id));
                     let w = SegmentWriter::resume(&org.dir, header, genesis, file, tally);
+                    if index_rebuilt.is_none() {
+                        // The index on disk is valid and covers the whole segment.
+                        w.index_is_current();
+                    }
                     let mut report = self.report.lock();
                     if let Some(t) = torn {
                         report.push(RecoveryAction::TornTailQuarantined {
@@ -1006,16 +1024,26 @@ impl Inner {
             if Arc::strong_count(w) != 1 || w.last_used() != used {
                 continue;
             }
-            let closed = match org.signer(&*self.opts.keys) {
-                Ok(s) => match s.read().as_ref() {
-                    Some(signer) => w.write_index(signer),
-                    None => w.sync(),
-                },
-                Err(_) => w.sync(),
+            // Nothing appended since its index was written: that index covers every byte and
+            // was written after they were fsynced, so there is nothing to do.
+            let closed = if w.unindexed_bytes() == 0 {
+                w.sync()
+            } else {
+                match org.signer(&*self.opts.keys) {
+                    Ok(s) => match s.read().as_ref() {
+                        Some(signer) => w.write_index(signer),
+                        None => w.sync(),
+                    },
+                    Err(_) => w.sync(),
+                }
             };
             if closed.is_ok() {
+                let id = w.id();
                 segs.writers.remove(&month);
                 self.open_writers.fetch_sub(1, Ordering::Relaxed);
+                if let Ok(meta) = fs::metadata(org.dir.join(segment_file_name(id))) {
+                    segs.closed.insert(id, FileStamp::of(&meta));
+                }
             }
         }
     }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::index::{BlockFilters, IndexEntry};
 use crate::format::record::FrameError;
 use crate::segment::scan::{self, FileWindow};
-use crate::segment::{index_file_name, recover, segment_file_name};
+use crate::segment::{FileStamp, index_file_name, recover, segment_file_name};
 use crate::time::{Month, Timestamp};
 
 /// Bytes read per batch (one positioned read) at most, unless one block is larger.
@@ -154,18 +154,9 @@ impl BlockTimes {
     }
 }
 
-/// Identity of an index file as last loaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: i64,
-    mtime_ns: i64,
-}
-
 struct CacheEntry {
-    stamp: Stamp,
+    /// The index file as last loaded.
+    stamp: FileStamp,
     genesis: Hash,
     loaded: Result<Arc<LoadedIndex>, String>,
     used: u64,
@@ -217,13 +208,7 @@ impl IndexCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
             Err(e) => return Err(format!("unreadable: {e}")),
         };
-        let stamp = Stamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: meta.mtime(),
-            mtime_ns: meta.mtime_nsec(),
-        };
+        let stamp = FileStamp::of(&meta);
         {
             let mut c = self.inner.lock();
             c.tick += 1;

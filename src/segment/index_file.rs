@@ -25,8 +25,8 @@ use crate::error::Result;
 use crate::event::OrgId;
 use crate::format::codec::{Reader, varint_len};
 use crate::format::index::{
-    ENTRY_LEN, FILTER_HASH_SCHEME, FILTER_HEADER_LEN, INDEX_HEADER_LEN, INDEX_TRAILER_LEN,
-    IndexEntry, IndexHead, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
+    ENTRY_LEN, FILTER_HASH_SCHEME, FILTER_HEADER_LEN, FILTER_K, INDEX_HEADER_LEN,
+    INDEX_TRAILER_LEN, IndexEntry, IndexHead, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
 };
 use crate::format::{DecodeError, DecodeErrorKind};
 use crate::time::Timestamp;
@@ -345,6 +345,7 @@ pub(crate) fn read(
     }
     let mut entries = FileWindow::new(entries_file, entries_at + n * ENTRY_LEN as u64);
     let (mut seen_times, mut seen_filters) = (false, false);
+    let mut own_k = true;
     for _ in 0..count {
         let kind = u32::from_le_bytes(feed.array(body_end, "section.type")?);
         let slen = u64::from(u32::from_le_bytes(feed.array(body_end, "section.len")?));
@@ -375,7 +376,9 @@ pub(crate) fn read(
                 entries_at,
                 builder.as_mut(),
             )?,
-            SECTION_BLOCK_FILTERS => read_filters(&mut feed, section_end, n, builder.as_mut())?,
+            SECTION_BLOCK_FILTERS => {
+                own_k = read_filters(&mut feed, section_end, n, builder.as_mut())?;
+            }
             _ => feed.copy(slen, section_end, "section.bytes", &mut |_| {})?,
         }
     }
@@ -413,7 +416,10 @@ pub(crate) fn read(
     Ok(Checked {
         head,
         has_sections,
-        builder: builder.filter(|_| has_sections),
+        // A writer extends filters with its own probe count: an index probed with another
+        // `k` (valid, FORMAT.md §3.2) is rebuilt, never continued under a header saying
+        // FILTER_K, which would make queries probe the old filters wrongly.
+        builder: builder.filter(|_| has_sections && own_k),
     })
 }
 
@@ -481,12 +487,14 @@ fn read_times(
 /// scheme 1, `k` in 1..=16, reserved 0, then exactly `n` filters (minimal varint length,
 /// bits) filling the section. The builder gets every filter but the last, re-encoded as the
 /// writer encodes them.
+/// Reads and checks section 2, handing its filters to `builder`; `Ok(true)` if they were
+/// probed with the writer's own `k` ([`FILTER_K`]) and can be continued.
 fn read_filters(
     feed: &mut Feed,
     end: u64,
     n: u64,
     mut builder: Option<&mut IndexBuilder>,
-) -> Result<(), Rejected> {
+) -> Result<bool, Rejected> {
     let [scheme, k, r0, r1] = feed.array::<FILTER_HEADER_LEN>(end, "block_filters")?;
     if scheme != FILTER_HASH_SCHEME {
         return Err(feed.error(
@@ -539,7 +547,7 @@ fn read_filters(
             },
         ));
     }
-    Ok(())
+    Ok(k == FILTER_K)
 }
 
 #[cfg(test)]
@@ -1042,10 +1050,15 @@ mod tests {
             let sections =
                 slow.block_times().unwrap().is_some() && slow.block_filters().unwrap().is_some();
             assert_eq!(fast.has_sections, sections, "{what}");
+            let own_k = slow
+                .block_filters()
+                .unwrap()
+                .is_some_and(|f| f.k == FILTER_K);
             let Some(mut b) = fast.builder else {
-                assert!(!sections, "{what}");
+                assert!(!(sections && own_k), "{what}");
                 return;
             };
+            assert!(own_k, "{what}: continued filters probed with another k");
             let file = File::open(f.seg()).unwrap();
             let mut win = FileWindow::new(file, seg_len);
             assert!(b.resume_open_block(&mut win, slow.covered_len).unwrap());
@@ -1153,6 +1166,10 @@ mod tests {
                 }),
             ),
             ("filter k 0", Box::new(|i| i.sections[1].bytes[1] = 0)),
+            (
+                "filter k 5 (valid, not ours)",
+                Box::new(|i| i.sections[1].bytes[1] = 5),
+            ),
             ("filter k 17", Box::new(|i| i.sections[1].bytes[1] = 17)),
             ("filter scheme", Box::new(|i| i.sections[1].bytes[0] = 2)),
             ("filter reserved", Box::new(|i| i.sections[1].bytes[3] = 1)),

@@ -83,3 +83,28 @@ mod tests {
         }
     }
 }
+
+/// Identity of a file's contents as the filesystem reports it: device, inode, length and
+/// modification time. Equal stamps at two moments mean the file was (almost certainly) not
+/// written in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_ns: i64,
+}
+
+impl FileStamp {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_ns: meta.mtime_nsec(),
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::scan::{self, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
-use super::{fsync_dir, index_file, index_file_name, segment_file_name};
+use super::{FileStamp, fsync_dir, index_file, index_file_name, segment_file_name};
 use crate::crypto::{self, Hash, KeyProvider, Signer};
 use crate::error::{Error, Result};
 use crate::event::OrgId;
@@ -158,12 +158,18 @@ fn crc_walk(win: &mut FileWindow, start: u64, end: u64) -> std::io::Result<Optio
 }
 
 /// Recovers the segment at `path`.
+///
+/// `closed_as`: the stamp of the file when this process last closed a writer on it cleanly
+/// (fsynced, index written over all of it). If the file still has that stamp, the CRC walk
+/// of the indexed range is skipped: this process wrote and fsynced those bytes and nothing
+/// has written the file since, so reopening costs the index read, not a segment read.
 pub(crate) fn recover(
     dir: &Path,
     org: &OrgId,
     id: SegmentId,
     keys: &dyn KeyProvider,
     interval: u32,
+    closed_as: Option<FileStamp>,
 ) -> Result<Recovered> {
     let path = dir.join(segment_file_name(id));
     let file = OpenOptions::new()
@@ -171,10 +177,11 @@ pub(crate) fn recover(
         .write(true)
         .open(&path)
         .map_err(|e| Error::io("open segment", &path, e))?;
-    let len = file
+    let meta = file
         .metadata()
-        .map_err(|e| Error::io("stat segment", &path, e))?
-        .len();
+        .map_err(|e| Error::io("stat segment", &path, e))?;
+    let len = meta.len();
+    let unchanged = closed_as.is_some_and(|s| s == FileStamp::of(&meta));
     let mut win = FileWindow::new(file, len);
     let head_bytes = win
         .get(0, SEGMENT_HEADER_LEN)
@@ -240,10 +247,17 @@ pub(crate) fn recover(
             Ok(checked) => {
                 let index = checked.head;
                 indexed = Some((index.covered_len, index.record_count));
-                let walked = crc_walk(&mut win, SEGMENT_HEADER_LEN as u64, index.covered_len)
-                    .map_err(|e| Error::io("read segment", &path, e))?;
+                let walked = if unchanged && index.covered_len == len {
+                    Some(index.record_count)
+                } else {
+                    crc_walk(&mut win, SEGMENT_HEADER_LEN as u64, index.covered_len)
+                        .map_err(|e| Error::io("read segment", &path, e))?
+                };
+                let own_filters = checked.builder.is_some();
+                let next_seq = header.first_seq.checked_add(index.record_count);
                 let mut resumed = None;
                 if walked == Some(index.record_count)
+                    && next_seq.is_some()
                     && let Some(mut builder) = checked.builder
                     && builder
                         .resume_open_block(&mut win, index.covered_len)
@@ -254,7 +268,7 @@ pub(crate) fn recover(
                 if let Some(builder) = resumed {
                     let tally = Tally {
                         head: index.head,
-                        next_seq: header.first_seq + index.record_count,
+                        next_seq: next_seq.unwrap_or(u64::MAX),
                         count: index.record_count,
                         valid_end: index.covered_len,
                         max_seq: index
@@ -269,8 +283,12 @@ pub(crate) fn recover(
                 } else {
                     let why = if walked != Some(index.record_count) {
                         "segment bytes fail their CRC inside the indexed range"
+                    } else if next_seq.is_none() {
+                        "index counts more records than seqs remain"
                     } else if !checked.has_sections {
                         "index lacks the query sections (older writer)"
+                    } else if !own_filters {
+                        "index filters use another probe count than this writer"
                     } else {
                         "the records of the index's last block do not read back"
                     };
@@ -287,6 +305,11 @@ pub(crate) fn recover(
         scan::scan(&mut win, start, tally).map_err(|e| Error::io("read segment", &path, e))?;
     let file = win.into_file();
     if outcome.damage.is_empty() {
+        // The writer counts every byte found here as durable (its next index and any link
+        // to it may name them), but a crash under `Never` or `Interval` can leave records
+        // that reached the page cache and not the disk. Make them durable first.
+        file.sync_data()
+            .map_err(|e| Error::io("fsync segment", &path, e))?;
         return Ok(Recovered::Ready {
             header,
             genesis,

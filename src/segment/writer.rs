@@ -385,6 +385,14 @@ impl SegmentWriter {
         self.flush(end, true)
     }
 
+    /// Notes that the index on disk covers everything appended so far (a writer resumed
+    /// from a segment whose valid index covers all of it), so that an index write is not
+    /// due until more is appended.
+    pub fn index_is_current(&self) {
+        let end = self.state.lock().end;
+        self.index_written_at.store(end, Ordering::Release);
+    }
+
     /// Notes that the writer was handed out at tick `t` of the log's use clock.
     pub fn touch(&self, t: u64) {
         self.last_used.store(t, Ordering::Relaxed);
