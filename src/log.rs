@@ -72,6 +72,11 @@ pub struct Options {
     /// fsynced, index written) and reopened from disk if their month is appended to again.
     /// Default 256; at least 1.
     pub max_open_writers: usize,
+    /// Bytes of checked, decoded segment indexes that queries keep for later queries.
+    /// A month's index is read and checked (tag included) once, then served from here
+    /// until evicted (least recently used). Default 64 MiB (~4M events of index); 0
+    /// disables the cache. A query still holds the index of the month it is reading.
+    pub query_index_cache: usize,
     keys: Arc<dyn KeyProvider>,
 }
 
@@ -84,6 +89,7 @@ impl std::fmt::Debug for Options {
             .field("index_interval", &self.index_interval)
             .field("index_flush_bytes", &self.index_flush_bytes)
             .field("max_open_writers", &self.max_open_writers)
+            .field("query_index_cache", &self.query_index_cache)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +107,7 @@ impl Options {
             index_interval: 4096,
             index_flush_bytes: 64 * 1024 * 1024,
             max_open_writers: 256,
+            query_index_cache: 64 << 20,
             keys,
         }
     }
@@ -108,6 +115,12 @@ impl Options {
     /// Sets the durability.
     pub fn durability(mut self, d: Durability) -> Options {
         self.durability = d;
+        self
+    }
+
+    /// Sets the query index cache's size in bytes (see [`Options::query_index_cache`]).
+    pub fn query_index_cache(mut self, bytes: usize) -> Options {
+        self.query_index_cache = bytes;
         self
     }
 
@@ -316,6 +329,7 @@ impl Log {
     }
 
     fn assemble(dir: PathBuf, opts: Options, read_only: bool, lock: Option<File>) -> Result<Log> {
+        let cache_bytes = opts.query_index_cache;
         Ok(Log {
             inner: Arc::new(Inner {
                 dir,
@@ -325,9 +339,7 @@ impl Log {
                 orgs: RwLock::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 report: Mutex::new(Vec::new()),
-                query_cache: Arc::new(crate::query::IndexCache::new(
-                    crate::query::INDEX_CACHE_BYTES,
-                )),
+                query_cache: Arc::new(crate::query::IndexCache::new(cache_bytes)),
                 stop: Mutex::new(false),
                 stop_cv: Condvar::new(),
                 open_writers: AtomicUsize::new(0),

@@ -534,3 +534,26 @@ fn a_corrupt_record_costs_that_record_only() {
         }
     }
 }
+
+#[test]
+fn queries_answer_the_same_without_an_index_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    write(
+        dir.path(),
+        &keys,
+        &workload_from(2000, 1, 60, 3, "2026-03-03"),
+    );
+    let cached = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let uncached = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(0)).unwrap();
+    for _ in 0..2 {
+        let (a, ea, sa) = all(cached.query(&org("org-000")).user("user-00001"));
+        let (b, eb, sb) = all(uncached.query(&org("org-000")).user("user-00001"));
+        assert!(ea.is_empty() && eb.is_empty(), "{ea:?} {eb:?}");
+        assert!(!a.is_empty());
+        assert_eq!(key(&a), key(&b));
+        // Both pruned with the index (none bypassed): the uncached log checked it again.
+        assert!(sa.indexes_bypassed.is_empty() && sb.indexes_bypassed.is_empty());
+        assert_eq!(sa.blocks_read, sb.blocks_read);
+    }
+}

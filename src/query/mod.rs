@@ -61,8 +61,8 @@ use std::sync::atomic::Ordering;
 use exec::{BufPool, Item, Match, Payload, Pool, Verifier, run_batch};
 use filter::{ActionPattern, Filter};
 use order::Pending;
+pub(crate) use plan::IndexCache;
 use plan::{Ctx, Expect, MonthPlan, month_end, plan_month};
-pub(crate) use plan::{INDEX_CACHE_BYTES, IndexCache};
 
 use crate::crypto::{self, Hash, KeyId};
 use crate::entry;

@@ -178,9 +178,6 @@ struct CacheInner {
     tick: u64,
 }
 
-/// Default capacity of the index cache.
-pub(crate) const INDEX_CACHE_BYTES: usize = 256 << 20;
-
 impl IndexCache {
     pub fn new(capacity: usize) -> IndexCache {
         IndexCache {
