@@ -66,11 +66,13 @@ pub struct Options {
     /// The index of a segment being written is rewritten after this many new bytes, so that
     /// recovery after a crash rescans at most this much. Default 64 MiB.
     pub index_flush_bytes: u64,
-    /// Segment writers kept open at most. Each open writer holds up to ~0.5 MiB (its
-    /// buffers and the part of its index not yet spilled) and up to four file descriptors;
-    /// past this many, the least recently used idle writers are closed (buffer written,
-    /// fsynced, index written) and reopened from disk if their month is appended to again.
-    /// Default 256; at least 1.
+    /// Segment writers kept open. Each open writer holds up to ~0.5 MiB (its buffers and
+    /// the part of its index not yet spilled) and up to four file descriptors. Past this
+    /// many, the background flusher (every second, or every `Interval`) and [`Log::sync`]
+    /// close the least recently used idle writers (buffer written, fsynced, index written);
+    /// they reopen from disk if their month is appended to again. Appends close writers
+    /// themselves only beyond twice this many, so they rarely pay for a close. Default 256;
+    /// at least 1.
     pub max_open_writers: usize,
     /// Bytes of checked, decoded segment indexes that queries keep for later queries.
     /// A month's index is read and checked (tag included) once, then served from here
@@ -484,7 +486,7 @@ impl Log {
         };
         self.inner.settle(&writer, end, buffered)?;
         drop(writer);
-        self.inner.retire_idle();
+        self.inner.retire_idle(self.inner.append_writer_limit());
         receipts.pop().ok_or_else(|| no_signer(org_id))
     }
 
@@ -497,7 +499,7 @@ impl Log {
     pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
         self.inner.check_writable()?;
         // Also here, not only after a success: a failed call may have opened writers.
-        self.inner.retire_idle();
+        self.inner.retire_idle(self.inner.append_writer_limit());
         let opts = &self.inner.opts;
         let mut sealed = Vec::with_capacity(events.len());
         for e in events {
@@ -572,15 +574,17 @@ impl Log {
                 self.inner.settle(&writer, end, buffered)?;
             }
         }
-        self.inner.retire_idle();
+        self.inner.retire_idle(self.inner.append_writer_limit());
         Ok(receipts.into_iter().flatten().collect())
     }
 
-    /// Writes out and fsyncs everything appended so far, whatever the durability mode.
+    /// Writes out and fsyncs everything appended so far, whatever the durability mode; then
+    /// closes idle writers beyond [`Options::max_open_writers`].
     pub fn sync(&self) -> Result<()> {
         for w in self.inner.all_writers() {
             w.sync()?;
         }
+        self.inner.retire_idle(self.inner.opts.max_open_writers);
         Ok(())
     }
 
@@ -835,6 +839,8 @@ impl Inner {
                     }
                 }
             }
+            // The writers cloned above are dropped: idle ones can be closed.
+            self.retire_idle(self.opts.max_open_writers);
             stop = self.stop.lock();
         }
     }
@@ -998,7 +1004,13 @@ impl Inner {
         Ok(w)
     }
 
-    /// Closes least recently used idle writers until at most `max_open_writers` are open.
+    /// Open writers beyond which an append closes idle ones itself (the flusher and `sync`
+    /// close down to `max_open_writers`).
+    fn append_writer_limit(&self) -> usize {
+        self.opts.max_open_writers.saturating_mul(2)
+    }
+
+    /// Closes least recently used idle writers until at most `max` are open.
     ///
     /// A writer is idle when the org's map holds the only reference to it. Every other
     /// reference is cloned from the map under the org's `segs` lock, so a writer found idle
@@ -1007,8 +1019,7 @@ impl Inner {
     /// reopen its segment before the close is complete. A writer whose close fails stays in
     /// the map, poisoned: its next append reports the failure (an unrelated appender, who
     /// triggered the retirement, does not).
-    fn retire_idle(&self) {
-        let max = self.opts.max_open_writers;
+    fn retire_idle(&self, max: usize) {
         if self.open_writers.load(Ordering::Relaxed) <= max {
             return;
         }
