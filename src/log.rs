@@ -657,7 +657,9 @@ impl Log {
                         Some(signer) => w.write_index(signer),
                         None => w.sync(),
                     });
-                if let Err(e) = r {
+                // A spill failure lost nothing (the index above is complete), but the
+                // application should hear that the disk refused a write.
+                if let Some(e) = r.err().or_else(|| w.take_spill_error()) {
                     first_err.get_or_insert(e);
                 }
             }

@@ -429,9 +429,9 @@ impl SegmentWriter {
     /// lock but `index` is released, so appenders wait only for the capture and memory does
     /// not grow with the index. Index writes of one segment are serialised by `index_lock`.
     ///
-    /// A failure here never poisons the writer: the index is derived data. If the builder
-    /// could not spill (it then keeps the blocks in memory and loses nothing), the index is
-    /// still written and that first spill failure is returned afterwards.
+    /// A failure here never poisons the writer: the index is derived data. A failed spill is
+    /// not this call's failure: the builder then keeps the blocks in memory, loses nothing,
+    /// and the index is written all the same; [`SegmentWriter::take_spill_error`] reports it.
     ///
     /// [`IndexImage`]: super::scan::IndexImage
     pub fn write_index(&self, signer: &Signer) -> Result<()> {
@@ -471,10 +471,14 @@ impl SegmentWriter {
         index_file::write(&self.index_path, &head, &image, signer)?;
         self.index_written_at
             .store(head.covered_len, Ordering::Release);
-        match self.state.lock().tally.index.take_spill_error() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+
+    /// The first failure to move index blocks to their spill files since the last call, if
+    /// any. Nothing was lost by it, but the writer's memory was not bounded until a later
+    /// spill succeeded. `Log::close` reports it.
+    pub fn take_spill_error(&self) -> Option<Error> {
+        self.state.lock().tally.index.take_spill_error()
     }
 }
 
