@@ -337,6 +337,32 @@ fn row_bytes(r: &SqlRow<'_>, bytes: &mut Vec<u8>, ts: &mut String) -> bool {
     well_typed
 }
 
+/// The check both readers do: `hash = SHA-256(prev ‖ row bytes)` must equal the stored
+/// `hash` (column 14) and `HMAC-SHA256(key, hash)` the stored `hmac` (column 15). Returns
+/// whether it holds and the row's stored hash (the recomputed one if none is stored), which
+/// the next row chains from.
+fn check_row(
+    r: &SqlRow<'_>,
+    prev: &[u8; 32],
+    well_typed: bool,
+    bytes: &[u8],
+    mac: &HmacSha256,
+) -> (bool, [u8; 32]) {
+    let hash: [u8; 32] = Sha256::new()
+        .chain_update(prev)
+        .chain_update(bytes)
+        .finalize()
+        .into();
+    let stored = r.get_ref_unwrap(14).as_blob().ok();
+    let tag = r.get_ref_unwrap(15).as_blob().ok();
+    let mut m = mac.clone();
+    m.update(&hash);
+    let ok = well_typed
+        && stored == Some(&hash[..])
+        && tag.is_some_and(|t| m.verify_slice(t).is_ok());
+    (ok, stored.and_then(|s| s.try_into().ok()).unwrap_or(hash))
+}
+
 fn verify_rows(mut rows: rusqlite::Rows<'_>, mut prev: [u8; 32], mac: &HmacSha256) -> SqlVerified {
     let mut out = SqlVerified::default();
     let mut bytes = Vec::with_capacity(4096);
@@ -345,22 +371,11 @@ fn verify_rows(mut rows: rusqlite::Rows<'_>, mut prev: [u8; 32], mac: &HmacSha25
         out.rows += 1;
         let id: i64 = r.get_unwrap(0);
         let well_typed = row_bytes(r, &mut bytes, &mut ts);
-        let hash: [u8; 32] = Sha256::new()
-            .chain_update(prev)
-            .chain_update(&bytes)
-            .finalize()
-            .into();
-        let stored = r.get_ref_unwrap(14).as_blob().ok();
-        let tag = r.get_ref_unwrap(15).as_blob().ok();
-        let mut m = mac.clone();
-        m.update(&hash);
-        let ok = well_typed
-            && stored == Some(&hash[..])
-            && tag.is_some_and(|t| m.verify_slice(t).is_ok());
+        let (ok, next) = check_row(r, &prev, well_typed, &bytes, mac);
         if !ok {
             out.bad.push(id);
         }
-        prev = stored.and_then(|s| s.try_into().ok()).unwrap_or(hash);
+        prev = next;
     }
     out
 }
@@ -418,16 +433,7 @@ pub fn sql_check_read(
         ValueRef::Null if r.get_unwrap::<_, i64>(0) == 1 => [0; 32],
         _ => return false,
     };
-    let hash: [u8; 32] = Sha256::new()
-        .chain_update(prev)
-        .chain_update(&bytes[..])
-        .finalize()
-        .into();
-    let stored = r.get_ref_unwrap(14).as_blob().ok();
-    let tag = r.get_ref_unwrap(15).as_blob().ok();
-    let mut m = mac.clone();
-    m.update(&hash);
-    well_typed && stored == Some(&hash[..]) && tag.is_some_and(|t| m.verify_slice(t).is_ok())
+    check_row(r, &prev, well_typed, bytes, mac).0
 }
 
 /// The [`Event`] a row of [`sql_select`] holds: its text columns copied, `before`, `after`
