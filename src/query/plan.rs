@@ -200,11 +200,7 @@ impl IndexCache {
         keys: &dyn KeyProvider,
     ) -> Result<Arc<LoadedIndex>, String> {
         let path = org_dir.join(index_file_name(header.id));
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
-            Err(e) => return Err(format!("unreadable: {e}")),
-        };
+        let meta = std::fs::metadata(&path).map_err(|e| recover::unopened(&e))?;
         let stamp = FileStamp::of(&meta);
         {
             let mut c = self.inner.lock();

@@ -53,6 +53,15 @@ pub(crate) struct TornTail {
     pub moved_to: PathBuf,
 }
 
+/// Why an index file could not be opened, as the reason an index is not used.
+pub(crate) fn unopened(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        "missing".into()
+    } else {
+        format!("unreadable: {e}")
+    }
+}
+
 /// Loads and checks a segment's index; `Err` says why it cannot be used.
 pub(crate) fn load_index(
     dir: &Path,
@@ -63,11 +72,7 @@ pub(crate) fn load_index(
     keys: &dyn KeyProvider,
 ) -> std::result::Result<Index, String> {
     let path = dir.join(index_file_name(header.id));
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
-        Err(e) => return Err(format!("unreadable: {e}")),
-    };
+    let bytes = fs::read(&path).map_err(|e| unopened(&e))?;
     let (index, tag, signed) = Index::decode(&bytes).map_err(|e| e.to_string())?;
     let key = keys
         .key(org, index.key_id)
@@ -117,11 +122,7 @@ pub(crate) fn read_index(
     build: Option<&Path>,
 ) -> std::result::Result<index_file::Checked, String> {
     let path = dir.join(index_file_name(header.id));
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
-        Err(e) => return Err(format!("unreadable: {e}")),
-    };
+    let file = File::open(&path).map_err(|e| unopened(&e))?;
     let checked = index_file::read(file, org, keys, build).map_err(|e| e.to_string())?;
     check_describes(&checked.head, org, header, genesis, file_len)?;
     Ok(checked)
