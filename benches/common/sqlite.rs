@@ -357,9 +357,8 @@ fn check_row(
     let tag = r.get_ref_unwrap(15).as_blob().ok();
     let mut m = mac.clone();
     m.update(&hash);
-    let ok = well_typed
-        && stored == Some(&hash[..])
-        && tag.is_some_and(|t| m.verify_slice(t).is_ok());
+    let ok =
+        well_typed && stored == Some(&hash[..]) && tag.is_some_and(|t| m.verify_slice(t).is_ok());
     (ok, stored.and_then(|s| s.try_into().ok()).unwrap_or(hash))
 }
 
