@@ -483,6 +483,7 @@ fn check_streamed_index(data: &[u8]) {
             if let Some(b) = &checked.builder {
                 assert_eq!(b.entry_count(), index.entries.len() as u64);
             }
+            check_summary(data, &org, index);
         }
         // A file that could not be read back is the machine's trouble.
         (Err(index_file::Rejected::Io(_)), _) => {}
@@ -492,6 +493,70 @@ fn check_streamed_index(data: &[u8]) {
             "streaming index check disagrees with decode: {s:?}"
         ),
     }
+}
+
+/// The summary the query planner keeps of an accepted index ([`index_file::read_summary`],
+/// groups of 1 to 4 blocks chosen by the input) gives back, a group at a time, exactly the
+/// entries, block times and filters the whole decode gives.
+fn check_summary(data: &[u8], org: &OrgId, index: &Index) {
+    let per_group = 1 + u64::from(data.last().copied().unwrap_or(0) % 4);
+    let Some(file) = scratch_file(data) else {
+        return;
+    };
+    let Ok(reread) = file.try_clone() else {
+        return;
+    };
+    let summarised = index_file::read_summary(file, org, &FuzzKeys, per_group);
+    if matches!(summarised, Err(index_file::Rejected::Io(_))) {
+        return;
+    }
+    assert!(
+        summarised.is_ok(),
+        "summary refuses an accepted index: {:?}",
+        summarised.as_ref().err()
+    );
+    let Ok((checked, summary)) = summarised else {
+        return;
+    };
+    assert_eq!(checked.head, index.head(), "summarised header differs");
+    let times = index.block_times().ok().flatten();
+    let filters = index.block_filters().ok().flatten();
+    let mut at = 0usize;
+    for g in 0..summary.groups.len() {
+        let read = summary.group(&reread, g);
+        if matches!(read, Err(index_file::Rejected::Io(_))) {
+            return;
+        }
+        assert!(
+            read.is_ok(),
+            "group {g} of an unchanged index refused: {:?}",
+            read.as_ref().err()
+        );
+        let Ok(blocks) = read else {
+            return;
+        };
+        let n = blocks.entries.len();
+        assert_eq!(n as u64, summary.group_len(g), "group {g} length");
+        assert_eq!(
+            Some(blocks.entries.as_slice()),
+            index.entries.get(at..at + n),
+            "group {g} entries"
+        );
+        if let Some(t) = &times {
+            assert_eq!(
+                blocks.times.as_deref(),
+                t.get(at..at + n),
+                "group {g} times"
+            );
+        }
+        if let (Some(f), Some(gf)) = (&filters, &blocks.filters) {
+            for j in 0..n {
+                assert_eq!(gf.filter(j), f.filter(at + j), "group {g} filter {j}");
+            }
+        }
+        at += n;
+    }
+    assert_eq!(at, index.entries.len(), "groups cover every entry");
 }
 
 /// The query sections of a decoded index re-encode to their bytes, and probing the
@@ -567,6 +632,8 @@ mod tests {
         assert_eq!((walk.scanned, walk.damage), (12, 0));
         assert_eq!((walk.events, walk.errors), (12, 0));
         assert!(check_index(&idx));
+        let (index, _, _) = Index::decode(&idx).unwrap();
+        check_summary(&idx, &OrgId::new("fuzz").unwrap(), &index);
 
         let first = seg.get(SEGMENT_HEADER_LEN..).unwrap();
         let len = record::peek_frame_len(first).unwrap() as usize;

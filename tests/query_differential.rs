@@ -3,7 +3,8 @@
 //! and sometimes still being written) and random queries; every query returns exactly what
 //! a filter over all appended events returns, in `(occurred_at, seq)` order (or reversed),
 //! with no error items. Variants: verified and unverified, `run()` and `cursor()`, one or
-//! two reading threads, a tiny buffer limit (spilling), an index file damaged or removed.
+//! two reading threads, a tiny buffer limit (spilling), planning groups of 1–3 blocks (many
+//! groups and rounds per month) or the default, an index file damaged or removed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -113,6 +114,8 @@ struct Q {
     threads: usize,
     tiny_buffer: bool,
     batch: u64,
+    /// Blocks per planning group (rounds hold four groups' worth).
+    plan: u64,
 }
 
 fn query() -> impl Strategy<Value = Q> {
@@ -136,12 +139,13 @@ fn query() -> impl Strategy<Value = Q> {
             1usize..=3,
             proptest::bool::weighted(0.2),
             prop_oneof![Just(1u64), Just(700), Just(1 << 20)],
+            prop_oneof![Just(1u64), Just(2), Just(3), Just(4096)],
         ),
     )
         .prop_map(
             |(
                 (org, since, until, user, action, resource_type, id, trace),
-                (limit, reverse, verify, cursor, threads, tiny_buffer, batch),
+                (limit, reverse, verify, cursor, threads, tiny_buffer, batch, plan),
             )| {
                 // Until before since is an error case tested elsewhere.
                 let (since, until) = match (since, until) {
@@ -164,6 +168,7 @@ fn query() -> impl Strategy<Value = Q> {
                     threads,
                     tiny_buffer,
                     batch,
+                    plan,
                 }
             },
         )
@@ -220,7 +225,11 @@ fn run(
     pool: &[Timestamp],
 ) -> (Vec<(Timestamp, Month, u64, Event)>, auditlog::QueryStats) {
     let o = org(ORGS[q.org]);
-    let mut b = log.query(&o).threads(q.threads).batch_bytes(q.batch);
+    let mut b = log
+        .query(&o)
+        .threads(q.threads)
+        .batch_bytes(q.batch)
+        .plan_blocks(q.plan);
     if let Some(s) = q.since {
         b = b.since(pool[s]);
     }

@@ -557,3 +557,141 @@ fn queries_answer_the_same_without_an_index_cache() {
         assert_eq!(sa.blocks_read, sb.blocks_read);
     }
 }
+
+/// A month of two parts (a sealed damaged segment and its continuation, their times
+/// interleaved) is read in the same time order whatever the planning granularity: a group
+/// of one block, of five, or the default, forward and reverse, on one thread or two.
+#[test]
+fn a_month_of_several_parts_merges_the_same_a_group_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    let march = (ts("2026-03-01"), ts("2026-04-01"));
+    let first = workload_from(2000, 1, 28, 21, "2026-03-01");
+    let second = workload_from(1000, 1, 28, 22, "2026-03-01");
+    let in_march = |v: &[Event]| {
+        v.iter()
+            .filter(|e| e.occurred_at >= march.0 && e.occurred_at < march.1)
+            .count()
+    };
+    write(dir.path(), &keys, &first);
+    let seg = support::seg_path(dir.path(), "org-000", "2026-03");
+    let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[recs[1000].offset as usize + 100] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    // The writer seals the damaged part and continues the month in a second one.
+    write(dir.path(), &keys, &second);
+    assert!(support::seg_path(dir.path(), "org-000", "2026-03.1").exists());
+
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let o = org("org-000");
+    let (reference, errs, _) = all(log.query(&o).since(march.0).until(march.1).threads(1));
+    assert_eq!(reference.len(), in_march(&first) + in_march(&second) - 1);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let want = key(&reference);
+    assert!(want.windows(2).all(|w| w[0] <= w[1]));
+    let day = (ts("2026-03-10"), ts("2026-03-11"));
+    let want_day: Vec<_> = want
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t >= day.0 && *t < day.1)
+        .collect();
+    assert!(!want_day.is_empty());
+    for plan in [1, 5, 4096] {
+        for threads in [1, 2] {
+            for reverse in [false, true] {
+                let q = || {
+                    let q = log.query(&o).plan_blocks(plan).threads(threads);
+                    let q = q.since(march.0).until(march.1);
+                    if reverse { q.reverse() } else { q }
+                };
+                let what = format!("plan {plan}, threads {threads}, reverse {reverse}");
+                let (got, e, stats) = all(q());
+                let mut got = key(&got);
+                if reverse {
+                    got.reverse();
+                }
+                assert_eq!(got, want, "{what}");
+                assert_eq!(e.len(), 1, "{what}: {e:?}");
+                assert!(stats.indexes_bypassed.is_empty(), "{what}: {stats:?}");
+                let (got, e, _) = all(q().since(day.0).until(day.1));
+                let mut got = key(&got);
+                if reverse {
+                    got.reverse();
+                }
+                assert_eq!(got, want_day, "{what}, one day");
+                assert!(e.is_empty(), "{what}, one day: {e:?}");
+            }
+        }
+    }
+}
+
+/// The planner reads an index a group at a time after checking it whole. An index changed
+/// in place after the check (same file, length and mtime, so the cache still takes it for
+/// the one it checked) must not steer the query: the changed group is refused, the rest of
+/// the segment is read without the index, and nothing is lost.
+#[test]
+fn an_index_changed_after_its_check_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    write(
+        dir.path(),
+        &keys,
+        &workload_from(3000, 1, 20, 5, "2026-03-03"),
+    );
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let o = org("org-000");
+    let (before, e, stats) = all(log.query(&o).plan_blocks(64));
+    assert_eq!(before.len(), 3000);
+    assert!(e.is_empty() && stats.indexes_bypassed.is_empty());
+
+    // Every block's time bounds moved to 2100, in place, the tag left as it was.
+    let seg = segment_files(dir.path(), "org-000").remove(0);
+    let idx = seg.with_extension("idx");
+    let mtime = std::fs::metadata(&idx).unwrap().modified().unwrap();
+    support::rewrite_index(
+        &idx,
+        |ix| {
+            let far = ts("2100-01-01").0.to_le_bytes();
+            for s in ix.sections.iter_mut().filter(|s| s.kind == 1) {
+                for pair in s.bytes.chunks_mut(8) {
+                    pair.copy_from_slice(&far);
+                }
+            }
+        },
+        None,
+    );
+    std::fs::File::options()
+        .write(true)
+        .open(&idx)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    for reverse in [false, true] {
+        let q = log.query(&o).plan_blocks(64);
+        let (after, e, stats) = all(if reverse { q.reverse() } else { q });
+        let mut got = key(&after);
+        if reverse {
+            got.reverse();
+        }
+        assert_eq!(got, key(&before), "reverse {reverse}");
+        assert!(e.is_empty(), "{e:?}");
+        assert!(
+            stats
+                .indexes_bypassed
+                .iter()
+                .any(|(_, why)| why.contains("changed after it was checked")),
+            "{stats:?}"
+        );
+    }
+    // A new reader checks the index again and refuses it whole.
+    let fresh = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let (again, e, stats) = all(fresh.query(&o));
+    assert_eq!(key(&again), key(&before));
+    assert!(e.is_empty());
+    assert_eq!(stats.indexes_bypassed.len(), 1, "{stats:?}");
+}

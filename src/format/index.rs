@@ -655,6 +655,21 @@ impl BlockFilters {
                 DecodeErrorKind::Invalid("reserved bytes must be zero"),
             ));
         }
+        Self::filters(r, n, k)
+    }
+
+    /// Decodes `n` filters probed `k` times (a run of section 2 after its header), which
+    /// must fill `bytes` exactly; `at` is the file offset of `bytes`.
+    pub(crate) fn decode_filters(
+        bytes: &[u8],
+        n: usize,
+        k: u8,
+        at: u64,
+    ) -> Result<BlockFilters, DecodeError> {
+        Self::filters(Reader::new(bytes, at, STRUCTURE), n, k)
+    }
+
+    fn filters(mut r: Reader<'_>, n: usize, k: u8) -> Result<BlockFilters, DecodeError> {
         if n > r.remaining() {
             return Err(r.error(
                 "block_filters",

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::plan::{Block, Ctx, MonthPlan, Source};
+use super::plan::{Block, Ctx, Round, Source};
 use crate::crypto::{self, Hash, KeyId, Signer};
 use crate::error::{Error, IntegrityKind};
 use crate::format::index::KeyFields;
@@ -155,23 +155,24 @@ fn invalid(offset: u64, why: &'static str) -> DecodeError {
     }
 }
 
-/// Reads and checks batch `i` of `plan`.
+/// Reads and checks batch `i` of `round`.
 pub(crate) fn run_batch(
     ctx: &Ctx,
-    plan: &MonthPlan,
+    sources: &[Source],
+    round: &Round,
     i: usize,
     v: &mut Verifier,
     pool: &Arc<BufPool>,
 ) -> BatchOut {
-    let (a, b) = plan.batches.get(i).copied().unwrap_or((0, 0));
-    let blocks = plan.blocks.get(a..b).unwrap_or_default();
+    let (a, b) = round.batches.get(i).copied().unwrap_or((0, 0));
+    let blocks = round.blocks.get(a..b).unwrap_or_default();
     let mut out = BatchOut {
         blocks: Vec::with_capacity(blocks.len()),
         bytes: 0,
     };
     let (Some(first), Some(src)) = (
         blocks.first(),
-        blocks.first().and_then(|b| plan.sources.get(b.src)),
+        blocks.first().and_then(|b| sources.get(b.src)),
     ) else {
         return out;
     };
@@ -451,7 +452,8 @@ struct PoolState {
 
 struct Shared {
     ctx: Arc<Ctx>,
-    plan: Arc<MonthPlan>,
+    sources: Arc<Vec<Source>>,
+    round: Arc<Round>,
     bufs: Arc<BufPool>,
     next: AtomicUsize,
     cancel: AtomicBool,
@@ -459,7 +461,7 @@ struct Shared {
     cv: Condvar,
 }
 
-/// Reads a month's batches in order: the consumer takes them one by one; helper threads
+/// Reads a round's batches in order: the consumer takes them one by one; helper threads
 /// (and the consumer, while it waits) read ahead, at most [`WINDOW`] batches.
 pub(crate) struct Pool {
     shared: Arc<Shared>,
@@ -468,10 +470,17 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(ctx: Arc<Ctx>, plan: Arc<MonthPlan>, bufs: Arc<BufPool>, helpers: usize) -> Pool {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        sources: Arc<Vec<Source>>,
+        round: Arc<Round>,
+        bufs: Arc<BufPool>,
+        helpers: usize,
+    ) -> Pool {
         let shared = Arc::new(Shared {
             ctx,
-            plan,
+            sources,
+            round,
             bufs,
             next: AtomicUsize::new(0),
             cancel: AtomicBool::new(false),
@@ -502,7 +511,7 @@ impl Pool {
     /// Batch `i` (the consumer asks for 0, 1, 2, … in order).
     pub fn take(&mut self, i: usize) -> BatchOut {
         let s = &*self.shared;
-        let n = s.plan.batches.len();
+        let n = s.round.batches.len();
         loop {
             {
                 let mut st = s.state.lock();
@@ -522,7 +531,7 @@ impl Pool {
             if j >= n {
                 continue;
             }
-            let r = run_batch(&s.ctx, &s.plan, j, &mut self.verifier, &s.bufs);
+            let r = run_batch(&s.ctx, &s.sources, &s.round, j, &mut self.verifier, &s.bufs);
             if j == i {
                 let mut st = s.state.lock();
                 st.taken = i + 1;
@@ -537,7 +546,7 @@ impl Pool {
 
 fn helper(s: &Shared) {
     let mut v = Verifier::new();
-    let n = s.plan.batches.len();
+    let n = s.round.batches.len();
     loop {
         {
             let mut st = s.state.lock();
@@ -554,7 +563,7 @@ fn helper(s: &Shared) {
         if j >= n {
             return;
         }
-        let r = run_batch(&s.ctx, &s.plan, j, &mut v, &s.bufs);
+        let r = run_batch(&s.ctx, &s.sources, &s.round, j, &mut v, &s.bufs);
         s.state.lock().results.insert(j, r);
         s.cv.notify_all();
     }

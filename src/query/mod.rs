@@ -62,7 +62,7 @@ use exec::{BufPool, Item, Match, Payload, Pool, Verifier, run_batch};
 use filter::{ActionPattern, Filter};
 use order::Pending;
 pub(crate) use plan::IndexCache;
-use plan::{Ctx, Expect, MonthPlan, month_end, plan_month};
+use plan::{Ctx, Expect, MonthPlan, Round, month_end};
 
 use crate::crypto::{self, Hash, KeyId};
 use crate::entry;
@@ -92,6 +92,7 @@ impl Log {
             threads: None,
             buffer: DEFAULT_BUFFER,
             batch_bytes: plan::BATCH_BYTES,
+            plan_blocks: plan::PLAN_BLOCKS,
             bad: None,
         }
     }
@@ -109,6 +110,7 @@ pub struct Query<'a> {
     threads: Option<usize>,
     buffer: usize,
     batch_bytes: u64,
+    plan_blocks: u64,
     bad: Option<(&'static str, String)>,
 }
 
@@ -229,6 +231,14 @@ impl<'a> Query<'a> {
         self
     }
 
+    /// Blocks per group the planner holds of a segment at a time (default 4096); rounds
+    /// hold four groups' worth. For tests and tuning.
+    #[doc(hidden)]
+    pub fn plan_blocks(mut self, blocks: u64) -> Self {
+        self.plan_blocks = blocks.max(1);
+        self
+    }
+
     /// Runs the query; the iterator decodes each match into a [`VerifiedEvent`].
     ///
     /// Errors: [`Error::InvalidOption`] for a bad argument (`until` before `since`, an empty
@@ -297,6 +307,7 @@ impl<'a> Query<'a> {
             verify: self.verify,
             reverse: self.reverse,
             batch_bytes: self.batch_bytes,
+            plan_blocks: self.plan_blocks,
         });
         Ok(Cursor {
             ctx,
@@ -376,7 +387,9 @@ struct Seam {
 }
 
 struct MonthRun {
-    plan: Arc<MonthPlan>,
+    plan: MonthPlan,
+    /// The round being read, its batches from `next` on still to take.
+    round: Arc<Round>,
     pool: Option<Pool>,
     verifier: Verifier,
     next: usize,
@@ -536,28 +549,14 @@ impl Cursor {
     }
 
     fn start_month(&mut self, parts: &[crate::format::header::SegmentId]) {
-        let mut plan = plan_month(&self.ctx, parts);
+        let plan = MonthPlan::new(&self.ctx, parts);
         self.stats.months += 1;
         self.stats.segments += plan.sources.len() as u64;
-        self.stats.blocks_considered += plan.blocks_considered;
-        self.stats.blocks_skipped += plan.blocks_skipped;
-        self.stats.indexes_bypassed.append(&mut plan.bypassed);
-        self.errors.extend(plan.errors.drain(..));
         let n = plan.sources.len();
-        let plan = Arc::new(plan);
-        let helpers = self.threads.saturating_sub(1);
-        let pool =
-            (helpers > 0 && plan.batches.len() > 1 && plan.bytes >= self.min_parallel).then(|| {
-                Pool::new(
-                    Arc::clone(&self.ctx),
-                    Arc::clone(&plan),
-                    Arc::clone(&self.bufs),
-                    helpers,
-                )
-            });
         self.run = Some(MonthRun {
             plan,
-            pool,
+            round: Arc::new(Round::default()),
+            pool: None,
             verifier: Verifier::new(),
             next: 0,
             frontier: Timestamp(if self.ctx.reverse { i64::MAX } else { i64::MIN }),
@@ -565,25 +564,60 @@ impl Cursor {
         });
     }
 
-    /// Reads the next batch of the month; false when there is none.
+    /// Reads the next batch of the month (planning its next round first if need be); false
+    /// when there is none.
     fn step(&mut self) -> bool {
         let Some(run) = &mut self.run else {
             return false;
         };
+        if run.next >= run.round.batches.len() {
+            // Helpers of the round read are done: stop them before planning the next.
+            run.pool = None;
+            let round = run.plan.next_round(&self.ctx);
+            let found = std::mem::take(&mut run.plan.found);
+            self.stats.blocks_considered += found.blocks_considered;
+            self.stats.blocks_skipped += found.blocks_skipped;
+            self.stats.indexes_bypassed.extend(found.bypassed);
+            self.errors.extend(found.errors);
+            let Some(round) = round else {
+                return false;
+            };
+            run.round = Arc::new(round);
+            run.next = 0;
+            let helpers = self.threads.saturating_sub(1);
+            let parallel =
+                helpers > 0 && run.round.batches.len() > 1 && run.round.bytes >= self.min_parallel;
+            run.pool = parallel.then(|| {
+                Pool::new(
+                    Arc::clone(&self.ctx),
+                    Arc::clone(&run.plan.sources),
+                    Arc::clone(&run.round),
+                    Arc::clone(&self.bufs),
+                    helpers,
+                )
+            });
+        }
         let i = run.next;
-        let Some(&(a, b)) = run.plan.batches.get(i) else {
+        let Some(&(a, b)) = run.round.batches.get(i) else {
             return false;
         };
         run.next += 1;
         let out = match &mut run.pool {
             Some(p) => p.take(i),
-            None => run_batch(&self.ctx, &run.plan, i, &mut run.verifier, &self.bufs),
+            None => run_batch(
+                &self.ctx,
+                &run.plan.sources,
+                &run.round,
+                i,
+                &mut run.verifier,
+                &self.bufs,
+            ),
         };
         self.stats.bytes_read += out.bytes;
         let mut matches = Vec::new();
         let reverse = self.ctx.reverse;
         for (bi, bo) in (a..b).zip(out.blocks) {
-            let Some(block) = run.plan.blocks.get(bi) else {
+            let Some(block) = run.round.blocks.get(bi) else {
                 continue;
             };
             let Some(src) = run.plan.sources.get(block.src) else {
@@ -685,7 +719,7 @@ impl Cursor {
         }
         self.pending.push(matches);
         run.frontier = run
-            .plan
+            .round
             .frontier
             .get(b.saturating_sub(1))
             .copied()

@@ -8,8 +8,20 @@
 //! failed its check, an index written without query sections), a block found by a *hint
 //! pass*: a CRC walk of the frames that cuts them at the same interval and notes their time
 //! bounds (unsigned; checked again when the block is read).
+//!
+//! Memory does not grow with the month. A month is planned in *rounds* of at most
+//! `4 × plan_blocks` blocks, and each segment's blocks are produced a *group* of
+//! `plan_blocks` blocks at a time:
+//!
+//! - an index is checked once in a streaming pass that keeps, per group, its time envelope,
+//!   where its filters lie and a digest of its bytes ([`Summary`]); a group is read again
+//!   when its turn comes and must have the same digest;
+//! - a hint pass walks its range once to note the same per group (where it starts, the walk's
+//!   state there, its time envelope) and walks a group again when its turn comes.
+//!
+//! The group envelopes bound what the unread groups hold, which is all the ordering needs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -23,8 +35,8 @@ use crate::error::{Error, IntegrityKind};
 use crate::event::OrgId;
 use crate::format::DecodeError;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
-use crate::format::index::{BlockFilters, IndexEntry};
 use crate::format::record::FrameError;
+use crate::segment::index_file::Summary;
 use crate::segment::scan::{self, FileWindow};
 use crate::segment::{FileStamp, index_file_name, recover, segment_file_name};
 use crate::time::{Month, Timestamp};
@@ -35,6 +47,11 @@ pub(crate) const BATCH_BYTES: u64 = 1 << 20;
 const MAX_BATCH_BLOCKS: usize = 256;
 /// Interval of hint-pass blocks.
 const HINT_INTERVAL: u64 = 4096;
+/// Blocks per group (index and hint pass), and a quarter of the blocks per round, by
+/// default: a group of index blocks is ~360 KiB of index, a round ~16 MiB of segment.
+pub(crate) const PLAN_BLOCKS: u64 = 4096;
+/// Rounds hold this many groups' worth of blocks at most.
+const ROUND_GROUPS: u64 = 4;
 
 /// What every part of a query shares.
 pub(crate) struct Ctx {
@@ -48,6 +65,8 @@ pub(crate) struct Ctx {
     pub reverse: bool,
     /// Largest batch (one positioned read).
     pub batch_bytes: u64,
+    /// Blocks per group.
+    pub plan_blocks: u64,
 }
 
 /// One segment file open for the query.
@@ -88,18 +107,23 @@ pub(crate) struct Block {
     pub damage: Option<DecodeError>,
 }
 
-/// The blocks of one month in the order they are read, and where reading may stop.
-pub(crate) struct MonthPlan {
-    pub sources: Vec<Source>,
+/// The next blocks of a month in the order they are read, and where reading may stop.
+#[derive(Default)]
+pub(crate) struct Round {
     pub blocks: Vec<Block>,
-    /// After reading `blocks[..=i]`, no unread block holds a time below (forward) or above
-    /// (reverse) `frontier[i]`.
+    /// After reading `blocks[..=i]`, no unread block of the month holds a time below
+    /// (forward) or above (reverse) `frontier[i]`.
     pub frontier: Vec<Timestamp>,
     /// Ranges of `blocks` read together.
     pub batches: Vec<(usize, usize)>,
     /// Bytes the blocks span.
     pub bytes: u64,
-    /// Errors found while planning (damaged headers, truncated segments).
+}
+
+/// What planning found besides blocks; the cursor takes it after each round.
+#[derive(Default)]
+pub(crate) struct Findings {
+    /// Errors (damaged headers, truncated segments).
     pub errors: Vec<Error>,
     /// Indexes not used, and why.
     pub bypassed: Vec<(PathBuf, String)>,
@@ -108,56 +132,31 @@ pub(crate) struct MonthPlan {
     pub blocks_skipped: u64,
 }
 
-/// A checked index, in the form the planner uses.
+/// One month being planned: its segments, and each one's blocks still to come.
+pub(crate) struct MonthPlan {
+    pub sources: Arc<Vec<Source>>,
+    streams: Vec<Stream>,
+    pub found: Findings,
+    round_blocks: usize,
+}
+
+/// A checked index, in the form the planner keeps it: its header's figures and its summary.
 pub(crate) struct LoadedIndex {
     pub covered_len: u64,
     pub record_count: u64,
     pub first_seq: u64,
     pub head: Hash,
     pub segment_hash: Hash,
-    pub entries: Vec<IndexEntry>,
-    /// Block bounds, and their running maximum / suffix minimum (None: no query sections).
-    pub times: Option<BlockTimes>,
-    pub filters: Option<BlockFilters>,
+    pub summary: Summary,
     /// Approximate bytes held.
     pub mem: usize,
-}
-
-/// Per-block bounds with their monotonic envelopes.
-pub(crate) struct BlockTimes {
-    pub bounds: Vec<(Timestamp, Timestamp)>,
-    /// `prefix_max[i]` = largest `hi` of blocks `..=i`.
-    pub prefix_max: Vec<Timestamp>,
-    /// `suffix_min[i]` = smallest `lo` of blocks `i..`.
-    pub suffix_min: Vec<Timestamp>,
-}
-
-impl BlockTimes {
-    fn new(bounds: Vec<(Timestamp, Timestamp)>) -> BlockTimes {
-        let mut prefix_max = Vec::with_capacity(bounds.len());
-        let mut m = Timestamp(i64::MIN);
-        for (_, hi) in &bounds {
-            m = m.max(*hi);
-            prefix_max.push(m);
-        }
-        let mut suffix_min = vec![Timestamp(i64::MAX); bounds.len()];
-        let mut m = Timestamp(i64::MAX);
-        for (slot, (lo, _)) in suffix_min.iter_mut().zip(&bounds).rev() {
-            m = m.min(*lo);
-            *slot = m;
-        }
-        BlockTimes {
-            bounds,
-            prefix_max,
-            suffix_min,
-        }
-    }
 }
 
 struct CacheEntry {
     /// The index file as last loaded.
     stamp: FileStamp,
     genesis: Hash,
+    group_blocks: u64,
     loaded: Result<Arc<LoadedIndex>, String>,
     used: u64,
 }
@@ -178,6 +177,9 @@ struct CacheInner {
     tick: u64,
 }
 
+/// Bytes a cached failure is counted for.
+const FAILURE_BYTES: usize = 256;
+
 impl IndexCache {
     pub fn new(capacity: usize) -> IndexCache {
         IndexCache {
@@ -190,7 +192,9 @@ impl IndexCache {
         }
     }
 
-    /// The checked index of the segment with `header`, or why there is none.
+    /// The checked index of the segment with `header`, summarised in groups of
+    /// `group_blocks` blocks, with the file it was checked from (groups are read again from
+    /// that file, never from a newer index); or why there is none.
     fn get(
         &self,
         org_dir: &Path,
@@ -198,9 +202,11 @@ impl IndexCache {
         header: &SegmentHeader,
         genesis: &Hash,
         keys: &dyn KeyProvider,
-    ) -> Result<Arc<LoadedIndex>, String> {
+        group_blocks: u64,
+    ) -> Result<(Arc<LoadedIndex>, File), String> {
         let path = org_dir.join(index_file_name(header.id));
-        let meta = std::fs::metadata(&path).map_err(|e| recover::unopened(&e))?;
+        let file = File::open(&path).map_err(|e| recover::unopened(&e))?;
+        let meta = file.metadata().map_err(|e| recover::unopened(&e))?;
         let stamp = FileStamp::of(&meta);
         {
             let mut c = self.inner.lock();
@@ -209,13 +215,17 @@ impl IndexCache {
             if let Some(e) = c.map.get_mut(&path)
                 && e.stamp == stamp
                 && e.genesis == *genesis
+                && e.group_blocks == group_blocks
             {
                 e.used = tick;
-                return e.loaded.clone();
+                return e.loaded.clone().map(|l| (l, file));
             }
         }
-        let loaded = load(org_dir, org, header, genesis, keys).map(Arc::new);
-        let mem = loaded.as_ref().map_or(256, |l| l.mem);
+        let checked = file.try_clone().map_err(|e| recover::unopened(&e));
+        let loaded = checked
+            .and_then(|f| load(f, org, header, genesis, keys, group_blocks))
+            .map(Arc::new);
+        let mem = loaded.as_ref().map_or(FAILURE_BYTES, |l| l.mem);
         if mem <= self.capacity {
             let mut c = self.inner.lock();
             c.tick += 1;
@@ -225,11 +235,12 @@ impl IndexCache {
                 CacheEntry {
                     stamp,
                     genesis: *genesis,
+                    group_blocks,
                     loaded: loaded.clone(),
                     used,
                 },
             ) {
-                c.bytes -= old.loaded.as_ref().map_or(256, |l| l.mem);
+                c.bytes -= old.loaded.as_ref().map_or(FAILURE_BYTES, |l| l.mem);
             }
             c.bytes += mem;
             while c.bytes > self.capacity {
@@ -242,43 +253,36 @@ impl IndexCache {
                     break;
                 };
                 if let Some(e) = c.map.remove(&victim) {
-                    c.bytes -= e.loaded.as_ref().map_or(256, |l| l.mem);
+                    c.bytes -= e.loaded.as_ref().map_or(FAILURE_BYTES, |l| l.mem);
                 }
             }
         }
-        loaded
+        loaded.map(|l| (l, file))
     }
 }
 
-/// Reads and checks an index (CRC, structure and sections, tag, org/segment, header hash,
-/// first_seq). `covered_len` against the segment's length is checked by the caller.
+/// Checks an index in one streaming pass (CRC, structure and sections, tag, org/segment,
+/// header hash, first_seq) and summarises it. `covered_len` against the segment's length is
+/// checked by the caller.
 fn load(
-    org_dir: &Path,
+    file: File,
     org: &OrgId,
     header: &SegmentHeader,
     genesis: &Hash,
     keys: &dyn KeyProvider,
+    group_blocks: u64,
 ) -> Result<LoadedIndex, String> {
-    let index = recover::load_index(org_dir, org, header, genesis, u64::MAX, keys)?;
-    let times = index
-        .block_times()
-        .map_err(|e| e.to_string())?
-        .map(BlockTimes::new);
-    let filters = index.block_filters().map_err(|e| e.to_string())?;
-    let mem = index.entries.len() * (24 + 48)
-        + filters
-            .as_ref()
-            .map_or(0, |f| f.bits.len() + 4 * f.ends.len())
-        + 256;
+    let (head, summary) =
+        recover::read_index_summary(file, org, header, genesis, u64::MAX, keys, group_blocks)?;
+    let mem = std::mem::size_of::<LoadedIndex>()
+        + summary.groups.len() * std::mem::size_of::<crate::segment::index_file::Group>();
     Ok(LoadedIndex {
-        covered_len: index.covered_len,
-        record_count: index.record_count,
-        first_seq: index.first_seq,
-        head: index.head,
-        segment_hash: index.segment_hash,
-        entries: index.entries,
-        times,
-        filters,
+        covered_len: head.covered_len,
+        record_count: head.record_count,
+        first_seq: head.first_seq,
+        head: head.head,
+        segment_hash: head.segment_hash,
+        summary,
         mem,
     })
 }
@@ -302,44 +306,125 @@ fn corrupt(path: &Path, source: DecodeError) -> Error {
     }
 }
 
-/// Plans `month` over its segment parts (sorted by part).
-pub(crate) fn plan_month(ctx: &Ctx, parts: &[SegmentId]) -> MonthPlan {
-    let mut plan = MonthPlan {
-        sources: Vec::new(),
-        blocks: Vec::new(),
-        frontier: Vec::new(),
-        batches: Vec::new(),
-        bytes: 0,
-        errors: Vec::new(),
-        bypassed: Vec::new(),
-        blocks_considered: 0,
-        blocks_skipped: 0,
-    };
-    let mut lists: Vec<Vec<Block>> = Vec::new();
-    for id in parts {
-        let path = ctx.dir.join(segment_file_name(*id));
-        match open_source(ctx, &path, *id, plan.sources.len(), &mut plan) {
-            Ok(Some((src, blocks))) => {
-                plan.sources.push(src);
-                lists.push(blocks);
-            }
-            Ok(None) => {}
-            Err(e) => plan.errors.push(e),
-        }
-    }
-    order_blocks(&mut plan, lists, ctx.reverse, ctx.batch_bytes);
-    plan
+// ---------------------------------------------------------------------------------------
+// Envelopes: forward, the smallest lower bound; reverse, the largest upper bound.
+// ---------------------------------------------------------------------------------------
+
+/// The envelope of nothing.
+fn neutral(reverse: bool) -> Timestamp {
+    Timestamp(if reverse { i64::MIN } else { i64::MAX })
 }
 
-/// Opens one segment and lists its candidate blocks in file order. `Ok(None)`: the segment
-/// cannot be read at all (the reason is in `plan.errors`).
+/// The envelope of two envelopes.
+fn env(reverse: bool, a: Timestamp, b: Timestamp) -> Timestamp {
+    if reverse { a.max(b) } else { a.min(b) }
+}
+
+/// The envelope of one block or group bounded by `[lo, hi]`.
+fn edge(reverse: bool, lo: Timestamp, hi: Timestamp) -> Timestamp {
+    if reverse { hi } else { lo }
+}
+
+impl MonthPlan {
+    /// Opens `month`'s segment parts (sorted by part) and readies their first groups.
+    pub fn new(ctx: &Ctx, parts: &[SegmentId]) -> MonthPlan {
+        let mut found = Findings::default();
+        let mut sources = Vec::new();
+        let mut streams = Vec::new();
+        for id in parts {
+            let path = ctx.dir.join(segment_file_name(*id));
+            match open_source(ctx, &path, *id, sources.len(), &mut found) {
+                Ok(Some((src, stream))) => {
+                    sources.push(src);
+                    streams.push(stream);
+                }
+                Ok(None) => {}
+                Err(e) => found.errors.push(e),
+            }
+        }
+        MonthPlan {
+            sources: Arc::new(sources),
+            streams,
+            found,
+            round_blocks: usize::try_from(ctx.plan_blocks.saturating_mul(ROUND_GROUPS))
+                .unwrap_or(usize::MAX)
+                .max(1),
+        }
+    }
+
+    /// The next round of blocks in reading order, `None` when the month has no more.
+    ///
+    /// Forward: the next block comes from the segment whose unread blocks have the smallest
+    /// lower bound; the frontier is the smallest lower bound of all unread blocks. Reverse is
+    /// the mirror image (blocks from the end, largest upper bounds). With one segment this is
+    /// simply file order (reverse file order), which keeps reads sequential.
+    pub fn next_round(&mut self, ctx: &Ctx) -> Option<Round> {
+        let reverse = ctx.reverse;
+        let mut round = Round::default();
+        while round.blocks.len() < self.round_blocks {
+            for s in &mut self.streams {
+                s.fill(ctx, &mut self.found);
+            }
+            let key = |s: &Stream| {
+                let b = i128::from(s.bound(reverse).0);
+                if reverse { -b } else { b }
+            };
+            let pick = self
+                .streams
+                .iter_mut()
+                .filter(|s| s.pos < s.ready.len())
+                .min_by_key(|s| key(s));
+            let Some(block) = pick.and_then(Stream::take) else {
+                break;
+            };
+            round.bytes += block.end - block.start;
+            round.blocks.push(block);
+            let frontier = self
+                .streams
+                .iter()
+                .fold(neutral(reverse), |f, s| env(reverse, f, s.bound(reverse)));
+            round.frontier.push(frontier);
+        }
+        if round.blocks.is_empty() {
+            return None;
+        }
+        round.batches = batches(&round.blocks, ctx.batch_bytes);
+        Some(round)
+    }
+}
+
+/// Groups consecutive blocks (in reading order) of one file into batches of up to `batch`
+/// bytes and [`MAX_BATCH_BLOCKS`] blocks; damage blocks stand alone. A batch is one task
+/// for a thread; its blocks that are adjacent in the file are read with one pread.
+fn batches(blocks: &[Block], batch: u64) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let n = blocks.len();
+    while i < n {
+        let mut j = i + 1;
+        let mut bytes = blocks.get(i).map_or(0, |b| b.end - b.start);
+        while let (Some(a), Some(b)) = (blocks.get(j - 1), blocks.get(j)) {
+            let joinable = a.src == b.src && a.damage.is_none() && b.damage.is_none();
+            if !joinable || bytes + (b.end - b.start) > batch || j - i >= MAX_BATCH_BLOCKS {
+                break;
+            }
+            bytes += b.end - b.start;
+            j += 1;
+        }
+        out.push((i, j));
+        i = j;
+    }
+    out
+}
+
+/// Opens one segment and readies its blocks. `Ok(None)`: the segment has nothing to read.
 fn open_source(
     ctx: &Ctx,
     path: &Path,
     id: SegmentId,
     src: usize,
-    plan: &mut MonthPlan,
-) -> Result<Option<(Source, Vec<Block>)>, Error> {
+    found: &mut Findings,
+) -> Result<Option<(Source, Stream)>, Error> {
     let file = match File::open(path) {
         Ok(f) => f,
         // Renamed away between listing and opening (quarantine): nothing to read.
@@ -371,18 +456,23 @@ fn open_source(
     let genesis = crypto::sha256(&head);
     // The index first, then the length: a live writer only writes an index over bytes it
     // has already written, so the length read afterwards covers it.
-    let index = ctx
-        .cache
-        .get(&ctx.dir, &ctx.org, &header, &genesis, &*ctx.keys);
+    let index = ctx.cache.get(
+        &ctx.dir,
+        &ctx.org,
+        &header,
+        &genesis,
+        &*ctx.keys,
+        ctx.plan_blocks,
+    );
     let end = file
         .metadata()
         .map_err(|e| Error::io("stat segment", path, e))?
         .len();
     let index = match index {
-        Ok(ix) if ix.covered_len > end => {
+        Ok((ix, _)) if ix.covered_len > end => {
             // The index is authentic (its tag checked) and only ever covers durable bytes:
             // the segment lost records it once held.
-            plan.errors.push(Error::Integrity {
+            found.errors.push(Error::Integrity {
                 file: path.to_path_buf(),
                 offset: end,
                 seq: Some(ix.first_seq + ix.record_count),
@@ -392,95 +482,92 @@ fn open_source(
                     records: ix.record_count,
                 },
             });
-            plan.bypassed
+            found
+                .bypassed
                 .push((path.to_path_buf(), "covers more than the segment".into()));
             None
         }
-        Ok(ix) if ix.segment_hash == genesis => Some(ix),
+        Ok((ix, f)) if ix.segment_hash == genesis => Some((ix, f)),
         Ok(_) => None,
         Err(why) => {
-            plan.bypassed.push((path.to_path_buf(), why));
+            found.bypassed.push((path.to_path_buf(), why));
             None
         }
     };
-    let mut win = FileWindow::new(
-        file.try_clone()
-            .map_err(|e| Error::io("open segment", path, e))?,
+    let seg = file
+        .try_clone()
+        .map_err(|e| Error::io("open segment", path, e))?;
+    let mut stream = Stream {
+        src,
+        path: path.to_path_buf(),
+        seg,
         end,
-    );
-    let f = &ctx.filter;
-    let mut blocks = Vec::new();
+        pieces: VecDeque::new(),
+        ready: Vec::new(),
+        ready_env: Vec::new(),
+        pos: 0,
+    };
     let hdr = SEGMENT_HEADER_LEN as u64;
     let first = Expect::SeqPrev(header.first_seq, genesis);
     let io = |e| Error::io("read segment", path, e);
-    match &index {
-        Some(ix) if ix.times.is_some() => {
-            let (times, n) = match &ix.times {
-                Some(t) => (t, ix.entries.len()),
-                None => return Ok(None),
+    match index {
+        Some((ix, ixf)) if ix.summary.times_at.is_some() => {
+            let tail = (end > ix.covered_len).then(|| {
+                let from = Expect::SeqPrev(ix.first_seq + ix.record_count, ix.head);
+                (ix.covered_len, from)
+            });
+            let meta: Vec<GroupMeta> = (0..ix.summary.groups.len())
+                .filter_map(|g| {
+                    let gr = ix.summary.groups.get(g)?;
+                    Some(GroupMeta {
+                        lo: gr.lo,
+                        hi: gr.hi,
+                        always: false,
+                        blocks: ix.summary.group_len(g),
+                    })
+                })
+                .collect();
+            let kind = PieceKind::Index {
+                ix,
+                file: ixf,
+                first,
             };
-            // Blocks before `lo` end before `since`; blocks from `hi` start at or after `until`.
-            let lo = times.prefix_max.partition_point(|m| *m < f.since);
-            let hi = times.suffix_min.partition_point(|m| *m < f.until);
-            plan.blocks_considered += n as u64;
-            for i in lo..hi.max(lo) {
-                let (Some(e), Some((blo, bhi))) = (ix.entries.get(i), times.bounds.get(i)) else {
-                    continue;
-                };
-                if !f.overlaps(*blo, *bhi)
-                    || !ix
-                        .filters
-                        .as_ref()
-                        .is_none_or(|fl| fl.may_contain_all(i, &f.probes))
-                {
-                    continue;
-                }
-                let next = ix.entries.get(i + 1);
-                let last_seq = next.map_or(ix.first_seq + ix.record_count, |n| n.seq);
-                blocks.push(Block {
-                    src,
-                    start: e.offset,
-                    end: next.map_or(ix.covered_len, |n| n.offset),
-                    lo: *blo,
-                    hi: *bhi,
-                    expect: if i == 0 { first } else { Expect::Seq(e.seq) },
-                    records: Some(last_seq.saturating_sub(e.seq)),
-                    damage: None,
-                });
-            }
-            plan.blocks_skipped += n as u64 - blocks.len() as u64;
-            if end > ix.covered_len {
-                let tail_first = Expect::SeqPrev(ix.first_seq + ix.record_count, ix.head);
-                hint_blocks(
-                    &mut win,
-                    src,
-                    ix.covered_len,
-                    tail_first,
-                    f,
-                    &mut blocks,
-                    plan,
-                )
-                .map_err(io)?;
+            stream
+                .pieces
+                .push_back(Piece::new(kind, &meta, &ctx.filter, ctx.reverse, found));
+            if let Some((from, expect)) = tail {
+                let p = stream
+                    .hint_piece(ctx, from, end, expect, found)
+                    .map_err(io)?;
+                stream.pieces.push_back(p);
             }
         }
-        Some(ix) => {
-            // No query sections: seek through the entries, then read on to the end.
+        Some((ix, _)) => {
+            // No query sections: seek through the entries (a group at a time), then read
+            // on to the end.
+            let groups = &ix.summary.groups;
             let k = match ctx.reverse {
                 true => 0,
-                false => ix
-                    .entries
-                    .partition_point(|e| e.max_ts_before < f.since)
+                false => groups
+                    .partition_point(|g| g.first.max_ts_before < ctx.filter.since)
                     .saturating_sub(1),
             };
-            let (from, expect) = match ix.entries.get(k) {
-                Some(e) if k > 0 => (e.offset, Expect::Seq(e.seq)),
+            let (from, expect) = match groups.get(k) {
+                Some(g) if k > 0 => (g.first.offset, Expect::Seq(g.first.seq)),
                 _ => (hdr, first),
             };
-            hint_blocks(&mut win, src, from, expect, f, &mut blocks, plan).map_err(io)?;
+            let p = stream
+                .hint_piece(ctx, from, end, expect, found)
+                .map_err(io)?;
+            stream.pieces.push_back(p);
         }
         None => {
-            hint_blocks(&mut win, src, hdr, first, f, &mut blocks, plan).map_err(io)?;
+            let p = stream.hint_piece(ctx, hdr, end, first, found).map_err(io)?;
+            stream.pieces.push_back(p);
         }
+    }
+    if ctx.reverse {
+        stream.pieces = stream.pieces.into_iter().rev().collect();
     }
     let source = Source {
         path: path.to_path_buf(),
@@ -490,51 +577,401 @@ fn open_source(
         month_start: id.month.start(),
         month_end: month_end(id.month),
     };
-    Ok(Some((source, blocks)))
+    Ok(Some((source, stream)))
 }
 
-/// Cuts `[from, end)` into blocks by walking its frames (CRC-checked), keeps those whose
-/// times overlap the range, and turns unreadable stretches into damage blocks. Stops at a
-/// frame cut off at the end (a live writer's record in progress, or a torn tail).
-fn hint_blocks(
+/// One segment's blocks still to come, in reading order.
+struct Stream {
+    src: usize,
+    path: PathBuf,
+    /// The segment, and its length when the month was planned.
+    seg: File,
+    end: u64,
+    /// Pieces not yet exhausted, in reading order.
+    pieces: VecDeque<Piece>,
+    /// The candidate blocks of the group loaded last, in reading order; from `pos` on unread.
+    ready: Vec<Block>,
+    /// `ready_env[j]`: the envelope of `ready[j..]`.
+    ready_env: Vec<Timestamp>,
+    pos: usize,
+}
+
+/// A stretch of a segment read one way (through its index, or by a hint pass), a group of
+/// blocks at a time.
+struct Piece {
+    kind: PieceKind,
+    /// The groups that may hold a candidate, in reading order.
+    order: Vec<usize>,
+    /// Groups of `order` already loaded.
+    next: usize,
+    /// `rest[j]`: the envelope of groups `order[j..]`.
+    rest: Vec<Timestamp>,
+}
+
+enum PieceKind {
+    /// Blocks of a checked index; `first` is what its first block must start with.
+    Index {
+        ix: Arc<LoadedIndex>,
+        file: File,
+        first: Expect,
+    },
+    /// Blocks of a hint pass. `kept`: the blocks of the pass itself, when it found one
+    /// group only (then there is no need to walk it again).
+    Hint {
+        win: FileWindow,
+        groups: Vec<HintGroup>,
+        kept: Option<Vec<Block>>,
+    },
+}
+
+/// What a hint pass noted of one group: enough to walk it again.
+struct HintGroup {
+    start: u64,
+    stop: u64,
+    /// The walk's state at `start`.
+    expect: Expect,
+    max_seq: Option<u64>,
+    /// Blocks (damage blocks not counted) and their time envelope.
+    blocks: u64,
+    lo: Timestamp,
+    hi: Timestamp,
+    /// Blocks of all kinds.
+    count: u64,
+    damage: bool,
+}
+
+/// A group as [`Piece::new`] sees it.
+struct GroupMeta {
+    lo: Timestamp,
+    hi: Timestamp,
+    /// Read whatever the range (it holds damage to report).
+    always: bool,
+    blocks: u64,
+}
+
+impl Piece {
+    /// Keeps the groups that may hold a candidate, in reading order.
+    fn new(
+        kind: PieceKind,
+        meta: &[GroupMeta],
+        f: &Filter,
+        reverse: bool,
+        found: &mut Findings,
+    ) -> Piece {
+        let mut order = Vec::new();
+        let mut edges = Vec::new();
+        for (g, m) in meta.iter().enumerate() {
+            found.blocks_considered += m.blocks;
+            if m.always || (m.blocks > 0 && f.overlaps(m.lo, m.hi)) {
+                order.push(g);
+                edges.push(edge(reverse, m.lo, m.hi));
+            } else {
+                found.blocks_skipped += m.blocks;
+            }
+        }
+        if reverse {
+            order.reverse();
+            edges.reverse();
+        }
+        let mut rest = vec![neutral(reverse); order.len() + 1];
+        let mut e = neutral(reverse);
+        for (slot, x) in rest.iter_mut().zip(&edges).rev() {
+            e = env(reverse, e, *x);
+            *slot = e;
+        }
+        Piece {
+            kind,
+            order,
+            next: 0,
+            rest,
+        }
+    }
+
+    /// The envelope of the groups not yet loaded.
+    fn rest(&self, reverse: bool) -> Timestamp {
+        self.rest
+            .get(self.next)
+            .copied()
+            .unwrap_or(neutral(reverse))
+    }
+}
+
+impl Stream {
+    /// The envelope of every unread block.
+    fn bound(&self, reverse: bool) -> Timestamp {
+        let ready = self
+            .ready_env
+            .get(self.pos)
+            .copied()
+            .unwrap_or(neutral(reverse));
+        self.pieces
+            .iter()
+            .fold(ready, |b, p| env(reverse, b, p.rest(reverse)))
+    }
+
+    /// The next block.
+    fn take(&mut self) -> Option<Block> {
+        let b = self.ready.get(self.pos).cloned();
+        self.pos += 1;
+        b
+    }
+
+    /// Loads groups until a block is ready or nothing is left.
+    fn fill(&mut self, ctx: &Ctx, found: &mut Findings) {
+        let reverse = ctx.reverse;
+        while self.pos >= self.ready.len() {
+            let Some(piece) = self.pieces.front_mut() else {
+                return;
+            };
+            let Some(&g) = piece.order.get(piece.next) else {
+                self.pieces.pop_front();
+                continue;
+            };
+            piece.next += 1;
+            let mut blocks = Vec::new();
+            let loaded = load_group(
+                piece,
+                g,
+                self.src,
+                &self.path,
+                &ctx.filter,
+                &mut blocks,
+                found,
+            );
+            if let Err(why) = loaded {
+                self.index_failed(ctx, &why, found);
+                continue;
+            }
+            if reverse {
+                blocks.reverse();
+            }
+            let mut env_ = vec![neutral(reverse); blocks.len() + 1];
+            let mut e = neutral(reverse);
+            for (slot, b) in env_.iter_mut().zip(&blocks).rev() {
+                e = env(reverse, e, edge(reverse, b.lo, b.hi));
+                *slot = e;
+            }
+            self.ready = blocks;
+            self.ready_env = env_;
+            self.pos = 0;
+        }
+    }
+
+    /// The front piece's index could not be read again as it was checked: the rest of its
+    /// groups (the one that failed included) are read by a hint pass instead.
+    fn index_failed(&mut self, ctx: &Ctx, why: &str, found: &mut Findings) {
+        let Some(piece) = self.pieces.pop_front() else {
+            return;
+        };
+        let PieceKind::Index { ix, first, .. } = &piece.kind else {
+            return;
+        };
+        let left = piece
+            .order
+            .get(piece.next.saturating_sub(1)..)
+            .unwrap_or_default();
+        let (Some(&lo), Some(&hi)) = (left.iter().min(), left.iter().max()) else {
+            return;
+        };
+        let groups = &ix.summary.groups;
+        let (from, expect) = match groups.get(lo) {
+            Some(g) if lo > 0 => (g.first.offset, Expect::Seq(g.first.seq)),
+            _ => (SEGMENT_HEADER_LEN as u64, *first),
+        };
+        let to = groups
+            .get(hi + 1)
+            .map_or(ix.covered_len, |g| g.first.offset);
+        found.bypassed.push((
+            self.path.clone(),
+            format!("{why}; bytes {from}..{to} read without it"),
+        ));
+        match self.hint_piece(ctx, from, to, expect, found) {
+            Ok(p) => self.pieces.push_front(p),
+            Err(e) => found.errors.push(Error::io("read segment", &self.path, e)),
+        }
+    }
+
+    /// A hint pass over `[from, to)`: walks it once, noting its groups.
+    fn hint_piece(
+        &self,
+        ctx: &Ctx,
+        from: u64,
+        to: u64,
+        expect: Expect,
+        found: &mut Findings,
+    ) -> std::io::Result<Piece> {
+        let mut win = FileWindow::new(self.seg.try_clone()?, self.end);
+        let mut groups: Vec<HintGroup> = Vec::new();
+        let mut kept = Some(Vec::new());
+        let per_group = ctx.plan_blocks;
+        walk(
+            &mut win,
+            self.src,
+            from,
+            to,
+            expect,
+            None,
+            &mut |b, max_seq| {
+                if groups.last().is_none_or(|g| g.count >= per_group) {
+                    if !groups.is_empty() {
+                        kept = None;
+                    }
+                    groups.push(HintGroup {
+                        start: b.start,
+                        stop: b.start,
+                        expect: b.expect,
+                        max_seq,
+                        blocks: 0,
+                        lo: Timestamp(i64::MAX),
+                        hi: Timestamp(i64::MIN),
+                        count: 0,
+                        damage: false,
+                    });
+                }
+                if let Some(g) = groups.last_mut() {
+                    g.count += 1;
+                    g.stop = b.end;
+                    if b.damage.is_some() {
+                        g.damage = true;
+                    } else {
+                        g.blocks += 1;
+                        g.lo = g.lo.min(b.lo);
+                        g.hi = g.hi.max(b.hi);
+                    }
+                }
+                if let Some(k) = kept.as_mut() {
+                    k.push(b);
+                }
+            },
+        )?;
+        let meta: Vec<GroupMeta> = groups
+            .iter()
+            .map(|g| GroupMeta {
+                lo: g.lo,
+                hi: g.hi,
+                always: g.damage,
+                blocks: g.blocks,
+            })
+            .collect();
+        let kind = PieceKind::Hint { win, groups, kept };
+        Ok(Piece::new(kind, &meta, &ctx.filter, ctx.reverse, found))
+    }
+}
+
+/// Appends the candidate blocks of group `g` of `piece` to `out`, in file order. `Err`: the
+/// index group could not be read as it was checked.
+fn load_group(
+    piece: &mut Piece,
+    g: usize,
+    src: usize,
+    path: &Path,
+    f: &Filter,
+    out: &mut Vec<Block>,
+    found: &mut Findings,
+) -> Result<(), String> {
+    match &mut piece.kind {
+        PieceKind::Index { ix, file, first } => {
+            let blocks = ix.summary.group(file, g).map_err(|e| e.to_string())?;
+            let base = g as u64 * ix.summary.group_blocks;
+            let next_group = ix.summary.groups.get(g + 1).map(|n| n.first);
+            let times = blocks.times.unwrap_or_default();
+            for (j, (e, (blo, bhi))) in blocks.entries.iter().zip(times).enumerate() {
+                let candidate = f.overlaps(blo, bhi)
+                    && blocks
+                        .filters
+                        .as_ref()
+                        .is_none_or(|fl| fl.may_contain_all(j, &f.probes));
+                if !candidate {
+                    found.blocks_skipped += 1;
+                    continue;
+                }
+                let next = blocks.entries.get(j + 1).copied().or(next_group);
+                let last_seq = next.map_or(ix.first_seq + ix.record_count, |n| n.seq);
+                out.push(Block {
+                    src,
+                    start: e.offset,
+                    end: next.map_or(ix.covered_len, |n| n.offset),
+                    lo: blo,
+                    hi: bhi,
+                    expect: if base + j as u64 == 0 {
+                        *first
+                    } else {
+                        Expect::Seq(e.seq)
+                    },
+                    records: Some(last_seq.saturating_sub(e.seq)),
+                    damage: None,
+                });
+            }
+            Ok(())
+        }
+        PieceKind::Hint { win, groups, kept } => {
+            let mut keep = |b: Block| {
+                if b.damage.is_some() || f.overlaps(b.lo, b.hi) {
+                    out.push(b);
+                } else {
+                    found.blocks_skipped += 1;
+                }
+            };
+            if let Some(blocks) = kept.take() {
+                blocks.into_iter().for_each(&mut keep);
+                return Ok(());
+            }
+            let Some(hg) = groups.get(g) else {
+                return Ok(());
+            };
+            let walked = walk(
+                win,
+                src,
+                hg.start,
+                hg.stop,
+                hg.expect,
+                hg.max_seq,
+                &mut |b, _| keep(b),
+            );
+            if let Err(e) = walked {
+                found.errors.push(Error::io("read segment", path, e));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Walks the frames of `[from, to)` (CRC-checked), cuts them into blocks at
+/// [`HINT_INTERVAL`], and hands each block to `sink` with the highest seq seen before it.
+/// Bytes that do not read as frames become damage blocks. Stops at `to`, or at a frame cut
+/// off at the window's end (a live writer's record in progress, or a torn tail). Walking
+/// again from a block's start with the state noted there gives the same blocks.
+fn walk(
     win: &mut FileWindow,
     src: usize,
     from: u64,
+    to: u64,
     first: Expect,
-    f: &Filter,
-    out: &mut Vec<Block>,
-    plan: &mut MonthPlan,
+    max_seq: Option<u64>,
+    sink: &mut dyn FnMut(Block, Option<u64>),
 ) -> std::io::Result<()> {
     let end = win.end();
+    let stop = to.min(end);
     let mut off = from;
-    let mut cur: Option<Block> = None;
+    let mut cur: Option<(Block, Option<u64>)> = None;
     let mut expect = first;
-    let mut max_seq: Option<u64> = None;
+    let mut max_seq = max_seq;
     let mut next_boundary = 0u64;
-    let flush = |b: Option<Block>, out: &mut Vec<Block>, plan: &mut MonthPlan| {
-        if let Some(b) = b {
-            plan.blocks_considered += 1;
-            if f.overlaps(b.lo, b.hi) {
-                out.push(b);
-            } else {
-                plan.blocks_skipped += 1;
-            }
-        }
-    };
-    while off < end {
+    while off < stop {
         match win.frame(off)? {
             Ok(rec) => {
                 let (ts, seq, len) = (rec.fields.occurred_at, rec.fields.seq, rec.len());
-                max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
                 match &mut cur {
-                    Some(b) if off < next_boundary => {
+                    Some((b, _)) if off < next_boundary => {
                         b.end = off + len;
                         b.lo = b.lo.min(ts);
                         b.hi = b.hi.max(ts);
                     }
                     _ => {
-                        flush(cur.take(), out, plan);
-                        cur = Some(Block {
+                        if let Some((b, m)) = cur.take() {
+                            sink(b, m);
+                        }
+                        let b = Block {
                             src,
                             start: off,
                             end: off + len,
@@ -543,117 +980,40 @@ fn hint_blocks(
                             expect,
                             records: None,
                             damage: None,
-                        });
+                        };
+                        cur = Some((b, max_seq));
                         expect = Expect::Nothing;
                         next_boundary = (off / HINT_INTERVAL + 1) * HINT_INTERVAL;
                     }
                 }
+                max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
                 off += len;
             }
             Err(FrameError::Incomplete { .. }) => break,
             Err(FrameError::Corrupt(e)) => {
-                flush(cur.take(), out, plan);
+                if let Some((b, m)) = cur.take() {
+                    sink(b, m);
+                }
                 let next = scan::resync(win, off + 1, max_seq)?;
-                let stop = next.unwrap_or(end);
-                out.push(Block {
+                let resumed = next.unwrap_or(end);
+                let b = Block {
                     src,
                     start: off,
-                    end: stop,
+                    end: resumed,
                     lo: Timestamp(i64::MAX),
                     hi: Timestamp(i64::MIN),
                     expect: Expect::Nothing,
                     records: None,
                     damage: Some(e),
-                });
+                };
+                sink(b, max_seq);
                 expect = Expect::Nothing;
-                off = stop;
+                off = resumed;
             }
         }
     }
-    flush(cur.take(), out, plan);
+    if let Some((b, m)) = cur.take() {
+        sink(b, m);
+    }
     Ok(())
-}
-
-/// Merges the sources' block lists into one reading order, computes the frontier after
-/// each block, and groups blocks into batches.
-///
-/// Forward: the next block comes from the source whose unread blocks have the smallest
-/// lower bound; the frontier is the smallest lower bound of all unread blocks. Reverse is
-/// the mirror image (blocks from the end, largest upper bounds). With one source this is
-/// simply file order (reverse file order), which keeps reads sequential.
-fn order_blocks(plan: &mut MonthPlan, mut lists: Vec<Vec<Block>>, reverse: bool, batch: u64) {
-    // Per source, the bound of its unread blocks from position j on.
-    let mut bound: Vec<Vec<Timestamp>> = Vec::with_capacity(lists.len());
-    for list in &mut lists {
-        if reverse {
-            list.reverse();
-        }
-        let mut v = vec![Timestamp(0); list.len() + 1];
-        let mut m = Timestamp(if reverse { i64::MIN } else { i64::MAX });
-        if let Some(last) = v.last_mut() {
-            *last = m;
-        }
-        for (j, b) in list.iter().enumerate().rev() {
-            m = if reverse { m.max(b.hi) } else { m.min(b.lo) };
-            if let Some(slot) = v.get_mut(j) {
-                *slot = m;
-            }
-        }
-        bound.push(v);
-    }
-    let mut pos = vec![0usize; lists.len()];
-    let total: usize = lists.iter().map(Vec::len).sum();
-    let at = |s: usize, pos: &[usize]| -> Timestamp {
-        bound
-            .get(s)
-            .and_then(|v| v.get(pos.get(s).copied().unwrap_or(0)))
-            .copied()
-            .unwrap_or(Timestamp(if reverse { i64::MIN } else { i64::MAX }))
-    };
-    for _ in 0..total {
-        let pick = (0..lists.len())
-            .filter(|&s| pos.get(s).copied().unwrap_or(0) < lists.get(s).map_or(0, Vec::len))
-            .min_by_key(|&s| {
-                let b = at(s, &pos).0;
-                if reverse {
-                    -i128::from(b)
-                } else {
-                    i128::from(b)
-                }
-            });
-        let Some(s) = pick else { break };
-        let j = pos.get(s).copied().unwrap_or(0);
-        if let Some(b) = lists.get(s).and_then(|l| l.get(j)) {
-            plan.bytes += b.end - b.start;
-            plan.blocks.push(b.clone());
-        }
-        if let Some(p) = pos.get_mut(s) {
-            *p += 1;
-        }
-        let f = (0..lists.len()).map(|s| at(s, &pos));
-        plan.frontier.push(if reverse {
-            f.max().unwrap_or(Timestamp(i64::MIN))
-        } else {
-            f.min().unwrap_or(Timestamp(i64::MAX))
-        });
-    }
-    // Batches: consecutive blocks (in reading order) of one file, up to `batch` bytes and
-    // MAX_BATCH_BLOCKS blocks; damage blocks stand alone. A batch is one task for a thread;
-    // its blocks that are adjacent in the file are read with one pread.
-    let mut i = 0;
-    let n = plan.blocks.len();
-    while i < n {
-        let mut j = i + 1;
-        let mut bytes = plan.blocks.get(i).map_or(0, |b| b.end - b.start);
-        while let (Some(a), Some(b)) = (plan.blocks.get(j - 1), plan.blocks.get(j)) {
-            let joinable = a.src == b.src && a.damage.is_none() && b.damage.is_none();
-            if !joinable || bytes + (b.end - b.start) > batch || j - i >= MAX_BATCH_BLOCKS {
-                break;
-            }
-            bytes += b.end - b.start;
-            j += 1;
-        }
-        plan.batches.push((i, j));
-        i = j;
-    }
 }

@@ -16,16 +16,19 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 use super::scan::{FileWindow, IndexBuilder, IndexImage};
 use super::writer::write_atomically_with;
-use crate::crypto::{IndexTagger, KeyProvider, Signer, Tag};
+use crate::crypto::{Hash, IndexTagger, KeyProvider, Signer, Tag};
 use crate::error::Result;
 use crate::event::OrgId;
 use crate::format::codec::{Reader, varint_len};
 use crate::format::index::{
-    ENTRY_LEN, FILTER_HASH_SCHEME, FILTER_HEADER_LEN, FILTER_K, INDEX_HEADER_LEN,
+    BlockFilters, ENTRY_LEN, FILTER_HASH_SCHEME, FILTER_HEADER_LEN, FILTER_K, INDEX_HEADER_LEN,
     INDEX_TRAILER_LEN, IndexEntry, IndexHead, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
 };
 use crate::format::{DecodeError, DecodeErrorKind};
@@ -97,6 +100,8 @@ pub(crate) struct Checked {
     /// and the open block's entry and times (its terms still to be read back from its
     /// records with [`IndexBuilder::resume_open_block`]).
     pub builder: Option<IndexBuilder>,
+    /// The summary, if asked for ([`read_summary`]).
+    pub summary: Option<Summary>,
 }
 
 /// Why an index was not accepted.
@@ -110,6 +115,8 @@ pub(crate) enum Rejected {
     Key(String),
     /// The tag does not verify.
     Tag,
+    /// A group read again ([`Summary::group`]) is not the group that was checked.
+    Changed,
 }
 
 impl std::fmt::Display for Rejected {
@@ -119,6 +126,7 @@ impl std::fmt::Display for Rejected {
             Rejected::Decode(e) => write!(f, "{e}"),
             Rejected::Key(why) => f.write_str(why),
             Rejected::Tag => f.write_str("tag does not verify"),
+            Rejected::Changed => f.write_str("changed after it was checked"),
         }
     }
 }
@@ -135,6 +143,196 @@ impl From<DecodeError> for Rejected {
     }
 }
 
+/// A checked index as a reader going through it a group of blocks at a time keeps it
+/// (the query planner): one [`Group`] per `group_blocks` blocks, with the digest of the
+/// group's bytes, so that the group read again later is the group that was checked.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    /// Blocks per group (the last group may hold fewer).
+    pub group_blocks: u64,
+    /// Blocks (entries) in the index.
+    pub blocks: u64,
+    /// File offset of the first entry.
+    pub entries_at: u64,
+    /// File offset of the first block's times, if the index has section 1.
+    pub times_at: Option<u64>,
+    /// Probes per term of the filters, if the index has section 2.
+    pub filter_k: Option<u8>,
+    pub groups: Vec<Group>,
+}
+
+/// One group of a [`Summary`].
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    /// The group's first entry.
+    pub first: IndexEntry,
+    /// Smallest `min_ts` and largest `max_ts` of its blocks (section 1; without it
+    /// `i64::MAX`, `i64::MIN`).
+    pub lo: Timestamp,
+    pub hi: Timestamp,
+    /// File range of its filters (section 2; empty without it).
+    pub filters: (u64, u64),
+    /// SHA-256 over the SHA-256 of its entries', its times' and its filters' bytes.
+    pub digest: Hash,
+}
+
+/// The blocks of one group, read again and found to be those that were checked.
+#[derive(Debug)]
+pub(crate) struct GroupBlocks {
+    pub entries: Vec<IndexEntry>,
+    /// `(min_ts, max_ts)` per block, with section 1.
+    pub times: Option<Vec<(Timestamp, Timestamp)>>,
+    /// The blocks' filters (block `i` of the group is filter `i`), with section 2.
+    pub filters: Option<BlockFilters>,
+}
+
+impl Summary {
+    /// Blocks in group `g`.
+    pub fn group_len(&self, g: usize) -> u64 {
+        let first = g as u64 * self.group_blocks;
+        self.blocks.saturating_sub(first).min(self.group_blocks)
+    }
+
+    /// Reads group `g` from `file` (the file summarised) and checks it against its digest:
+    /// bytes changed since the check are refused ([`Rejected::Changed`]).
+    pub fn group(&self, file: &File, g: usize) -> Result<GroupBlocks, Rejected> {
+        let group = self.groups.get(g).ok_or(Rejected::Changed)?;
+        let n = self.group_len(g);
+        let first = g as u64 * self.group_blocks;
+        let read = |at: u64, len: u64| -> Result<Vec<u8>, Rejected> {
+            let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Rejected::Changed)?];
+            file.read_exact_at(&mut buf, at)?;
+            Ok(buf)
+        };
+        let entries = read(
+            self.entries_at + first * ENTRY_LEN as u64,
+            n * ENTRY_LEN as u64,
+        )?;
+        let times = match self.times_at {
+            Some(at) => read(at + first * 16, n * 16)?,
+            None => Vec::new(),
+        };
+        let (fa, fb) = group.filters;
+        let filters = read(fa, fb.saturating_sub(fa))?;
+        if group_digest(&entries, &times, &filters) != group.digest {
+            return Err(Rejected::Changed);
+        }
+        let at = self.entries_at + first * ENTRY_LEN as u64;
+        let mut r = Reader::new(&entries, at, "index");
+        let entries = (0..n)
+            .map(|_| IndexEntry::decode(&mut r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let times = match self.times_at {
+            Some(at) => {
+                let mut r = Reader::new(&times, at + first * 16, "index");
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let lo = Timestamp(r.i64("block_times.min_ts")?);
+                    let hi = Timestamp(r.i64("block_times.max_ts")?);
+                    v.push((lo, hi));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let filters = match self.filter_k {
+            Some(k) => Some(BlockFilters::decode_filters(&filters, n as usize, k, fa)?),
+            None => None,
+        };
+        Ok(GroupBlocks {
+            entries,
+            times,
+            filters,
+        })
+    }
+}
+
+/// The digest of a group's bytes, as [`Group::digest`].
+fn group_digest(entries: &[u8], times: &[u8], filters: &[u8]) -> Hash {
+    let mut all = Sha256::new();
+    for part in [entries, times, filters] {
+        all.update(Sha256::digest(part));
+    }
+    Hash(all.finalize().into())
+}
+
+/// Which bytes of a group a digest is of.
+#[derive(Clone, Copy)]
+enum Part {
+    Entries = 0,
+    Times = 1,
+    Filters = 2,
+}
+
+/// Collects a [`Summary`] while [`read_with`] checks the index.
+struct Summarizer {
+    group_blocks: u64,
+    blocks: u64,
+    entries_at: u64,
+    times_at: Option<u64>,
+    filter_k: Option<u8>,
+    groups: Vec<Group>,
+    /// Per group, the digests of its entries', times' and filters' bytes.
+    parts: Vec<[[u8; 32]; 3]>,
+}
+
+impl Summarizer {
+    fn new(group_blocks: u64, blocks: u64, entries_at: u64) -> Summarizer {
+        let empty: [u8; 32] = Sha256::digest([]).into();
+        let groups = blocks.div_ceil(group_blocks) as usize;
+        Summarizer {
+            group_blocks,
+            blocks,
+            entries_at,
+            times_at: None,
+            filter_k: None,
+            groups: Vec::with_capacity(groups),
+            parts: vec![[empty; 3]; groups],
+        }
+    }
+
+    fn group_of(&mut self, block: u64) -> Option<&mut Group> {
+        self.groups.get_mut((block / self.group_blocks) as usize)
+    }
+
+    /// Called before block `i`'s bytes of `part` are read, and with `i = n` after the last:
+    /// at a group's start, closes the previous group's digest and opens the next.
+    fn boundary(&mut self, feed: &mut Feed, part: Part, i: u64, n: u64) {
+        if !i.is_multiple_of(self.group_blocks) && i != n {
+            return;
+        }
+        if let Some(d) = feed.digest.take()
+            && let Some(slot) = i
+                .checked_sub(1)
+                .and_then(|last| self.parts.get_mut((last / self.group_blocks) as usize))
+                .and_then(|p| p.get_mut(part as usize))
+        {
+            *slot = d.finalize().into();
+        }
+        if i < n {
+            feed.digest = Some(Sha256::new());
+        }
+    }
+
+    fn finish(mut self) -> Summary {
+        for (g, p) in self.groups.iter_mut().zip(&self.parts) {
+            let mut all = Sha256::new();
+            for d in p {
+                all.update(d);
+            }
+            g.digest = Hash(all.finalize().into());
+        }
+        Summary {
+            group_blocks: self.group_blocks,
+            blocks: self.blocks,
+            entries_at: self.entries_at,
+            times_at: self.times_at,
+            filter_k: self.filter_k,
+            groups: self.groups,
+        }
+    }
+}
+
 /// Sequential reads through the CRC-covered bytes of an index file, fed to the CRC and
 /// (once the key is known) the tag as they are consumed.
 struct Feed {
@@ -144,6 +342,8 @@ struct Feed {
     end: u64,
     crc: crc32fast::Hasher,
     tagger: Option<IndexTagger>,
+    /// The digest of the current group's bytes of the current section, when summarising.
+    digest: Option<Sha256>,
 }
 
 impl Feed {
@@ -171,6 +371,9 @@ impl Feed {
         self.crc.update(bytes);
         if let Some(t) = self.tagger.as_mut() {
             t.update(bytes);
+        }
+        if let Some(d) = self.digest.as_mut() {
+            d.update(bytes);
         }
         self.pos += n;
         Ok(bytes)
@@ -265,6 +468,30 @@ pub(crate) fn read(
     keys: &dyn KeyProvider,
     build: Option<&Path>,
 ) -> Result<Checked, Rejected> {
+    read_with(file, org, keys, build, None)
+}
+
+/// Reads and checks the index file `file` as [`read`] does, and summarises it in groups of
+/// `group_blocks` blocks for a reader that goes through it a group at a time
+/// ([`Summary::group`]). Memory: one [`Group`] per group.
+pub(crate) fn read_summary(
+    file: File,
+    org: &OrgId,
+    keys: &dyn KeyProvider,
+    group_blocks: u64,
+) -> Result<(Checked, Summary), Rejected> {
+    let mut checked = read_with(file, org, keys, None, Some(group_blocks.max(1)))?;
+    let summary = checked.summary.take().ok_or(Rejected::Tag)?;
+    Ok((checked, summary))
+}
+
+fn read_with(
+    file: File,
+    org: &OrgId,
+    keys: &dyn KeyProvider,
+    build: Option<&Path>,
+    group_blocks: Option<u64>,
+) -> Result<Checked, Rejected> {
     let len = file.metadata()?.len();
     let entries_file = file.try_clone()?;
     let body_end = len
@@ -284,6 +511,7 @@ pub(crate) fn read(
         end: body_end,
         crc: crc32fast::Hasher::new(),
         tagger: None,
+        digest: None,
     };
 
     // The header, then the key its tag was made with.
@@ -313,11 +541,26 @@ pub(crate) fn read(
     let mut builder =
         build.map(|dir| IndexBuilder::resuming(head.interval, dir, head.min_ts, head.max_ts));
     let entries_at = feed.pos;
+    let mut sum = group_blocks.map(|g| Summarizer::new(g, n, entries_at));
     let mut last_offset = None;
     for i in 0..n {
+        if let Some(s) = sum.as_mut() {
+            s.boundary(&mut feed, Part::Entries, i, n);
+        }
         let at = feed.pos;
         let bytes = feed.array::<ENTRY_LEN>(body_end, "entry")?;
         let e = IndexEntry::decode(&mut Reader::new(&bytes, at, "index"))?;
+        if let Some(s) = sum.as_mut()
+            && i.is_multiple_of(s.group_blocks)
+        {
+            s.groups.push(Group {
+                first: e,
+                lo: Timestamp(i64::MAX),
+                hi: Timestamp(i64::MIN),
+                filters: (0, 0),
+                digest: Hash([0; 32]),
+            });
+        }
         if last_offset.is_some_and(|o| e.offset <= o) || e.offset >= head.covered_len {
             return Err(feed.error(
                 "entry.offset",
@@ -328,6 +571,9 @@ pub(crate) fn read(
         if let Some(b) = builder.as_mut() {
             b.resume_entry(&e, i + 1 == n);
         }
+    }
+    if let Some(s) = sum.as_mut() {
+        s.boundary(&mut feed, Part::Entries, n, n);
     }
 
     // Sections.
@@ -375,9 +621,10 @@ pub(crate) fn read(
                 &mut entries,
                 entries_at,
                 builder.as_mut(),
+                sum.as_mut(),
             )?,
             SECTION_BLOCK_FILTERS => {
-                own_k = read_filters(&mut feed, section_end, n, builder.as_mut())?;
+                own_k = read_filters(&mut feed, section_end, n, builder.as_mut(), sum.as_mut())?;
             }
             _ => feed.copy(slen, section_end, "section.bytes", &mut |_| {})?,
         }
@@ -414,6 +661,7 @@ pub(crate) fn read(
     }
     let has_sections = seen_times && seen_filters;
     Ok(Checked {
+        summary: sum.map(Summarizer::finish),
         head,
         has_sections,
         // A writer extends filters with its own probe count: an index probed with another
@@ -433,8 +681,12 @@ fn read_times(
     entries: &mut FileWindow,
     entries_at: u64,
     mut builder: Option<&mut IndexBuilder>,
+    mut sum: Option<&mut Summarizer>,
 ) -> Result<(), Rejected> {
     let n = u64::from(head.entry_count);
+    if let Some(s) = sum.as_deref_mut() {
+        s.times_at = Some(feed.pos);
+    }
     if end - feed.pos != n * 16 {
         return Err(feed.error(
             "block_times",
@@ -448,6 +700,9 @@ fn read_times(
     let mut running = Timestamp(i64::MIN);
     let (mut lo, mut hi) = (Timestamp(i64::MAX), Timestamp(i64::MIN));
     for i in 0..n {
+        if let Some(s) = sum.as_deref_mut() {
+            s.boundary(feed, Part::Times, i, n);
+        }
         let item = feed.array::<16>(end, "block_times")?;
         let mut r = Reader::new(&item, feed.pos - 16, "index");
         let bmin = Timestamp(r.i64("block_times.min_ts")?);
@@ -473,6 +728,13 @@ fn read_times(
         if let Some(b) = builder.as_deref_mut() {
             b.resume_time(bmin, bmax, i + 1 == n);
         }
+        if let Some(g) = sum.as_deref_mut().and_then(|s| s.group_of(i)) {
+            g.lo = g.lo.min(bmin);
+            g.hi = g.hi.max(bmax);
+        }
+    }
+    if let Some(s) = sum {
+        s.boundary(feed, Part::Times, n, n);
     }
     if n > 0 && (lo != head.min_ts || hi != head.max_ts) {
         return Err(feed.error(
@@ -494,6 +756,7 @@ fn read_filters(
     end: u64,
     n: u64,
     mut builder: Option<&mut IndexBuilder>,
+    mut sum: Option<&mut Summarizer>,
 ) -> Result<bool, Rejected> {
     let [scheme, k, r0, r1] = feed.array::<FILTER_HEADER_LEN>(end, "block_filters")?;
     if scheme != FILTER_HASH_SCHEME {
@@ -528,7 +791,20 @@ fn read_filters(
             },
         ));
     }
+    if let Some(s) = sum.as_deref_mut() {
+        s.filter_k = Some(k);
+    }
     for i in 0..n {
+        if let Some(s) = sum.as_deref_mut() {
+            let at = feed.pos;
+            s.boundary(feed, Part::Filters, i, n);
+            let first = i.is_multiple_of(s.group_blocks);
+            if let Some(g) = s.group_of(i)
+                && first
+            {
+                g.filters.0 = at;
+            }
+        }
         let (len, raw) = feed.varint(end, "block_filters.filter")?;
         let keep = i + 1 < n;
         let mut sink = |bytes: &[u8]| {
@@ -538,6 +814,12 @@ fn read_filters(
         };
         sink(raw.get(..varint_len(len)).unwrap_or_default());
         feed.copy(u64::from(len), end, "block_filters.filter", &mut sink)?;
+        if let Some(g) = sum.as_deref_mut().and_then(|s| s.group_of(i)) {
+            g.filters.1 = feed.pos;
+        }
+    }
+    if let Some(s) = sum {
+        s.boundary(feed, Part::Filters, n, n);
     }
     if feed.pos != end {
         return Err(feed.error(

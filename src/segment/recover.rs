@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 use super::scan::{self, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
 use super::{FileStamp, fsync_dir, index_file, index_file_name, segment_file_name};
-use crate::crypto::{self, Hash, KeyProvider, Signer};
+use crate::crypto::{self, Hash, KeyProvider};
 use crate::error::{Error, Result};
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
-use crate::format::index::{Index, IndexHead};
+use crate::format::index::IndexHead;
 use crate::format::record::FrameError;
 
 /// Name of the per-org directory that receives quarantined bytes.
@@ -62,7 +62,9 @@ pub(crate) fn unopened(e: &std::io::Error) -> String {
     }
 }
 
-/// Loads and checks a segment's index; `Err` says why it cannot be used.
+/// Loads and checks a segment's index whole; `Err` says why it cannot be used. The
+/// reference the streaming check ([`read_index`]) is tested against.
+#[cfg(test)]
 pub(crate) fn load_index(
     dir: &Path,
     org: &OrgId,
@@ -70,15 +72,16 @@ pub(crate) fn load_index(
     genesis: &Hash,
     file_len: u64,
     keys: &dyn KeyProvider,
-) -> std::result::Result<Index, String> {
+) -> std::result::Result<crate::format::index::Index, String> {
     let path = dir.join(index_file_name(header.id));
     let bytes = fs::read(&path).map_err(|e| unopened(&e))?;
-    let (index, tag, signed) = Index::decode(&bytes).map_err(|e| e.to_string())?;
+    let (index, tag, signed) =
+        crate::format::index::Index::decode(&bytes).map_err(|e| e.to_string())?;
     let key = keys
         .key(org, index.key_id)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("signed with unknown key {}", index.key_id))?;
-    if !Signer::new(index.key_id, &key).verify_index(signed, &tag) {
+    if !crate::crypto::Signer::new(index.key_id, &key).verify_index(signed, &tag) {
         return Err("tag does not verify".into());
     }
     check_describes(&index.head(), org, header, genesis, file_len)?;
@@ -109,8 +112,8 @@ fn check_describes(
     Ok(())
 }
 
-/// Checks a segment's index as [`load_index`] does (every check of FORMAT.md §3), but in one
-/// streaming pass whose memory does not depend on the index's size. With `build` (the
+/// Checks a segment's index (every check of FORMAT.md §3: what `Index::decode` and the tag
+/// check accept, and that it describes this segment) in one streaming pass whose memory does not depend on the index's size. With `build` (the
 /// directory for spill files), also collects its blocks for a resuming writer.
 pub(crate) fn read_index(
     dir: &Path,
@@ -126,6 +129,23 @@ pub(crate) fn read_index(
     let checked = index_file::read(file, org, keys, build).map_err(|e| e.to_string())?;
     check_describes(&checked.head, org, header, genesis, file_len)?;
     Ok(checked)
+}
+
+/// Checks the index file `file` of segment `header` as [`read_index`] does and summarises
+/// it in groups of `group_blocks` blocks ([`index_file::Summary`]), for the query planner.
+pub(crate) fn read_index_summary(
+    file: File,
+    org: &OrgId,
+    header: &SegmentHeader,
+    genesis: &Hash,
+    file_len: u64,
+    keys: &dyn KeyProvider,
+    group_blocks: u64,
+) -> std::result::Result<(IndexHead, index_file::Summary), String> {
+    let (checked, summary) =
+        index_file::read_summary(file, org, keys, group_blocks).map_err(|e| e.to_string())?;
+    check_describes(&checked.head, org, header, genesis, file_len)?;
+    Ok((checked.head, summary))
 }
 
 /// The header of a segment's index if it passes every check ([`read_index`] without
