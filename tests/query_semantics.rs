@@ -535,6 +535,30 @@ fn a_corrupt_record_costs_that_record_only() {
     }
 }
 
+/// Index groups are read and checked once per `Log` while they fit in the cache, and read
+/// again by every query without it.
+#[test]
+fn index_groups_are_read_once_while_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    write(
+        dir.path(),
+        &keys,
+        &workload_from(3000, 1, 20, 5, "2026-03-03"),
+    );
+    let cached = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let uncached = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(0)).unwrap();
+    let o = org("org-000");
+    let (_, _, first) = all(cached.query(&o).plan_blocks(64));
+    let (_, _, second) = all(cached.query(&o).plan_blocks(64));
+    assert!(first.index_groups_read > 1, "{first:?}");
+    assert_eq!(second.index_groups_read, 0, "{second:?}");
+    for _ in 0..2 {
+        let (_, _, s) = all(uncached.query(&o).plan_blocks(64));
+        assert_eq!(s.index_groups_read, first.index_groups_read, "{s:?}");
+    }
+}
+
 #[test]
 fn queries_answer_the_same_without_an_index_cache() {
     let dir = tempfile::tempdir().unwrap();
@@ -642,11 +666,14 @@ fn an_index_changed_after_its_check_is_not_trusted() {
         &keys,
         &workload_from(3000, 1, 20, 5, "2026-03-03"),
     );
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    // A cache that holds the index's summary (~1 KB here) but not its groups (≥ 2.5 KB
+    // each), so that the second query reads the groups again.
+    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(2048)).unwrap();
     let o = org("org-000");
     let (before, e, stats) = all(log.query(&o).plan_blocks(64));
     assert_eq!(before.len(), 3000);
     assert!(e.is_empty() && stats.indexes_bypassed.is_empty());
+    assert!(stats.index_groups_read > 1, "{stats:?}");
 
     // Every block's time bounds moved to 2100, in place, the tag left as it was.
     let seg = segment_files(dir.path(), "org-000").remove(0);

@@ -365,6 +365,9 @@ pub struct QueryStats {
     pub returned: u64,
     /// Error items returned.
     pub errors: u64,
+    /// Groups of index blocks read from index files and checked (the others came from the
+    /// `Log`'s cache of checked indexes).
+    pub index_groups_read: u64,
     /// Segments whose index was not used, and why (missing, failed its check, …).
     pub indexes_bypassed: Vec<(std::path::PathBuf, String)>,
     /// Most matches waiting for their turn at once.
@@ -577,6 +580,7 @@ impl Cursor {
             let found = std::mem::take(&mut run.plan.found);
             self.stats.blocks_considered += found.blocks_considered;
             self.stats.blocks_skipped += found.blocks_skipped;
+            self.stats.index_groups_read += found.index_groups_read;
             self.stats.indexes_bypassed.extend(found.bypassed);
             self.errors.extend(found.errors);
             let Some(round) = round else {

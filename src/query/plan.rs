@@ -36,7 +36,7 @@ use crate::event::OrgId;
 use crate::format::DecodeError;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::record::FrameError;
-use crate::segment::index_file::Summary;
+use crate::segment::index_file::{GroupBlocks, Rejected, Summary};
 use crate::segment::scan::{self, FileWindow};
 use crate::segment::{FileStamp, index_file_name, recover, segment_file_name};
 use crate::time::{Month, Timestamp};
@@ -130,6 +130,8 @@ pub(crate) struct Findings {
     /// Blocks considered and blocks skipped by time or filter.
     pub blocks_considered: u64,
     pub blocks_skipped: u64,
+    /// Index groups read from their files (not served by the cache).
+    pub index_groups_read: u64,
 }
 
 /// One month being planned: its segments, and each one's blocks still to come.
@@ -140,16 +142,19 @@ pub(crate) struct MonthPlan {
     round_blocks: usize,
 }
 
-/// A checked index, in the form the planner keeps it: its header's figures and its summary.
+/// A checked index, in the form the planner keeps it: its header's figures, its summary,
+/// and the groups read and checked while it is in the cache.
 pub(crate) struct LoadedIndex {
+    /// The index file.
+    pub path: PathBuf,
     pub covered_len: u64,
     pub record_count: u64,
     pub first_seq: u64,
     pub head: Hash,
     pub segment_hash: Hash,
     pub summary: Summary,
-    /// Approximate bytes held.
-    pub mem: usize,
+    /// Groups already read and checked (kept only while this index is cached).
+    groups: Mutex<HashMap<usize, Arc<GroupBlocks>>>,
 }
 
 struct CacheEntry {
@@ -158,14 +163,17 @@ struct CacheEntry {
     genesis: Hash,
     group_blocks: u64,
     loaded: Result<Arc<LoadedIndex>, String>,
+    /// Bytes held: the summary and the cached groups.
+    mem: usize,
     used: u64,
 }
 
 /// Checked indexes, kept across queries of one [`crate::Log`] so an index is read and its
-/// tag checked once, not per query. An entry is used only while the index file is the same
-/// file (device, inode, length, mtime) and the segment header hashes to the same genesis;
-/// a stale entry is still sound (the segment only grows past `covered_len`) and is simply
-/// reloaded. Bounded by bytes; least recently used entries go first.
+/// tag checked once, not per query, and its groups read, checked against their digests and
+/// decoded once. An entry is used only while the index file is the same file (device,
+/// inode, length, mtime) and the segment header hashes to the same genesis; a stale entry
+/// is still sound (the segment only grows past `covered_len`) and is simply reloaded.
+/// Bounded by bytes; least recently used indexes go first, with their groups.
 pub(crate) struct IndexCache {
     inner: Mutex<CacheInner>,
     capacity: usize,
@@ -223,9 +231,9 @@ impl IndexCache {
         }
         let checked = file.try_clone().map_err(|e| recover::unopened(&e));
         let loaded = checked
-            .and_then(|f| load(f, org, header, genesis, keys, group_blocks))
+            .and_then(|f| load(path.clone(), f, org, header, genesis, keys, group_blocks))
             .map(Arc::new);
-        let mem = loaded.as_ref().map_or(FAILURE_BYTES, |l| l.mem);
+        let mem = loaded.as_ref().map_or(FAILURE_BYTES, |l| l.summary_mem());
         if mem <= self.capacity {
             let mut c = self.inner.lock();
             c.tick += 1;
@@ -237,27 +245,80 @@ impl IndexCache {
                     genesis: *genesis,
                     group_blocks,
                     loaded: loaded.clone(),
+                    mem,
                     used,
                 },
             ) {
-                c.bytes -= old.loaded.as_ref().map_or(FAILURE_BYTES, |l| l.mem);
+                c.drop_entry(old);
             }
             c.bytes += mem;
-            while c.bytes > self.capacity {
-                let Some(victim) = c
-                    .map
-                    .iter()
-                    .min_by_key(|(_, e)| e.used)
-                    .map(|(p, _)| p.clone())
-                else {
-                    break;
-                };
-                if let Some(e) = c.map.remove(&victim) {
-                    c.bytes -= e.loaded.as_ref().map_or(FAILURE_BYTES, |l| l.mem);
-                }
-            }
+            c.shrink_to(self.capacity);
         }
         loaded.map(|l| (l, file))
+    }
+
+    /// Group `g` of `ix`, from the cache, or read from `file` (the index file `ix` was
+    /// checked from) and checked against its digest (then `true`).
+    fn group(
+        &self,
+        ix: &Arc<LoadedIndex>,
+        file: &File,
+        g: usize,
+    ) -> Result<(Arc<GroupBlocks>, bool), Rejected> {
+        if let Some(b) = ix.groups.lock().get(&g) {
+            return Ok((Arc::clone(b), false));
+        }
+        let blocks = Arc::new(ix.summary.group(file, g)?);
+        let mem = blocks.mem();
+        let mut c = self.inner.lock();
+        let room = self.capacity;
+        let entry = c
+            .map
+            .get_mut(&ix.path)
+            .filter(|e| e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, ix)) && e.mem + mem <= room);
+        if let Some(e) = entry {
+            e.mem += mem;
+            ix.groups.lock().insert(g, Arc::clone(&blocks));
+            c.bytes += mem;
+            c.shrink_to(self.capacity);
+        }
+        Ok((blocks, true))
+    }
+}
+
+impl CacheInner {
+    /// Forgets an entry, and the groups its index kept (a query still reading it holds the
+    /// index, not its groups).
+    fn drop_entry(&mut self, e: CacheEntry) {
+        self.bytes -= e.mem;
+        if let Ok(l) = &e.loaded {
+            l.groups.lock().clear();
+        }
+    }
+
+    /// Evicts least recently used entries until at most `capacity` bytes are held.
+    fn shrink_to(&mut self, capacity: usize) {
+        while self.bytes > capacity {
+            let Some(victim) = self
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(p, _)| p.clone())
+            else {
+                break;
+            };
+            if let Some(e) = self.map.remove(&victim) {
+                self.drop_entry(e);
+            }
+        }
+    }
+}
+
+impl LoadedIndex {
+    /// Bytes held by the summary.
+    fn summary_mem(&self) -> usize {
+        std::mem::size_of::<LoadedIndex>()
+            + self.summary.groups.len() * std::mem::size_of::<crate::segment::index_file::Group>()
     }
 }
 
@@ -265,6 +326,7 @@ impl IndexCache {
 /// header hash, first_seq) and summarises it. `covered_len` against the segment's length is
 /// checked by the caller.
 fn load(
+    path: PathBuf,
     file: File,
     org: &OrgId,
     header: &SegmentHeader,
@@ -274,16 +336,15 @@ fn load(
 ) -> Result<LoadedIndex, String> {
     let (head, summary) =
         recover::read_index_summary(file, org, header, genesis, u64::MAX, keys, group_blocks)?;
-    let mem = std::mem::size_of::<LoadedIndex>()
-        + summary.groups.len() * std::mem::size_of::<crate::segment::index_file::Group>();
     Ok(LoadedIndex {
+        path,
         covered_len: head.covered_len,
         record_count: head.record_count,
         first_seq: head.first_seq,
         head: head.head,
         segment_hash: head.segment_hash,
         summary,
-        mem,
+        groups: Mutex::new(HashMap::new()),
     })
 }
 
@@ -729,15 +790,7 @@ impl Stream {
             };
             piece.next += 1;
             let mut blocks = Vec::new();
-            let loaded = load_group(
-                piece,
-                g,
-                self.src,
-                &self.path,
-                &ctx.filter,
-                &mut blocks,
-                found,
-            );
+            let loaded = load_group(piece, g, self.src, &self.path, ctx, &mut blocks, found);
             if let Err(why) = loaded {
                 self.index_failed(ctx, &why, found);
                 continue;
@@ -865,17 +918,19 @@ fn load_group(
     g: usize,
     src: usize,
     path: &Path,
-    f: &Filter,
+    ctx: &Ctx,
     out: &mut Vec<Block>,
     found: &mut Findings,
 ) -> Result<(), String> {
+    let f = &ctx.filter;
     match &mut piece.kind {
         PieceKind::Index { ix, file, first } => {
-            let blocks = ix.summary.group(file, g).map_err(|e| e.to_string())?;
+            let (blocks, read) = ctx.cache.group(ix, file, g).map_err(|e| e.to_string())?;
+            found.index_groups_read += u64::from(read);
             let base = g as u64 * ix.summary.group_blocks;
             let next_group = ix.summary.groups.get(g + 1).map(|n| n.first);
-            let times = blocks.times.unwrap_or_default();
-            for (j, (e, (blo, bhi))) in blocks.entries.iter().zip(times).enumerate() {
+            let times = blocks.times.as_deref().unwrap_or_default();
+            for (j, (e, &(blo, bhi))) in blocks.entries.iter().zip(times).enumerate() {
                 let candidate = f.overlaps(blo, bhi)
                     && blocks
                         .filters

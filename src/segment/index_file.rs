@@ -186,6 +186,19 @@ pub(crate) struct GroupBlocks {
     pub filters: Option<BlockFilters>,
 }
 
+impl GroupBlocks {
+    /// Approximate bytes held.
+    pub fn mem(&self) -> usize {
+        std::mem::size_of::<GroupBlocks>()
+            + self.entries.len() * std::mem::size_of::<IndexEntry>()
+            + self.times.as_ref().map_or(0, |t| t.len() * 16)
+            + self
+                .filters
+                .as_ref()
+                .map_or(0, |f| f.bits.len() + 4 * f.ends.len())
+    }
+}
+
 impl Summary {
     /// Blocks in group `g`.
     pub fn group_len(&self, g: usize) -> u64 {
