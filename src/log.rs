@@ -438,6 +438,8 @@ impl Log {
                     })
                     .is_some_and(|i| i.covered_len == len);
                 if !clean {
+                    // Opening an earlier month may already have opened this one (for its prev
+                    // link): `open_writer` then returns it, never a second writer on the file.
                     self.inner.open_writer(&org, &mut segs, month)?;
                 }
             }
@@ -847,13 +849,18 @@ impl Inner {
         }
     }
 
-    /// Opens the writer for `month`, recovering or creating its segment. Holds `segs`.
+    /// The writer for `month`: the open one if there is one (a segment never gets a second
+    /// writer), else opened by recovering or creating its segment. Holds `segs` throughout.
     fn open_writer(
         &self,
         org: &Org,
         segs: &mut OrgSegments,
         month: Month,
     ) -> Result<Arc<SegmentWriter>> {
+        if let Some(w) = segs.writers.get(&month) {
+            w.touch(self.clock.fetch_add(1, Ordering::Relaxed));
+            return Ok(Arc::clone(w));
+        }
         let cold = org.dir.join(cold_file_name(month));
         if cold.exists() {
             return Err(Error::MonthFrozen {
@@ -1254,4 +1261,50 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentId>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::crypto::Keyring;
+    use crate::workload::{Workload, WorkloadConfig};
+
+    /// Issue #2: whatever asks for a month's writer (an append, recovery at open, the prev
+    /// link of a new segment) gets the one open writer; a second call must not recover the
+    /// file again and replace it with a second writer on the same file.
+    #[test]
+    fn open_writer_returns_the_open_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let org_id = OrgId::new("org-000").unwrap();
+        let ring = Keyring::in_memory();
+        ring.rotate(&org_id).unwrap();
+        let log = Log::open(dir.path(), Options::new(Arc::new(ring))).unwrap();
+        let event = Workload::new(WorkloadConfig {
+            events: 1,
+            orgs: 1,
+            ..WorkloadConfig::default()
+        })
+        .next()
+        .unwrap();
+        let month = event.occurred_at.month().unwrap();
+        log.append(&event).unwrap();
+        assert_eq!(log.open_writers(), 1);
+
+        let org = log.inner.org(&org_id);
+        let mut segs = org.segs.lock();
+        let open = segs.writers.get(&month).cloned().unwrap();
+        let again = log.inner.open_writer(&org, &mut segs, month).unwrap();
+        assert!(Arc::ptr_eq(&open, &again), "a second writer on {month}");
+        assert!(Arc::ptr_eq(&open, segs.writers.get(&month).unwrap()));
+        let linked = log.inner.tail_link(&org, &mut segs).unwrap().unwrap();
+        assert_eq!(linked.segment, open.id());
+        assert!(Arc::ptr_eq(&open, segs.writers.get(&month).unwrap()));
+        assert_eq!(segs.writers.len(), 1);
+        drop((segs, open, again));
+        assert_eq!(log.open_writers(), 1);
+        log.append(&event).unwrap();
+        log.close().unwrap();
+    }
 }
