@@ -228,6 +228,20 @@ pub enum Error {
         cause: String,
     },
 
+    /// A segment's writer was wanted while writer retirement was closing it. Appends wait
+    /// for such a close and then reopen the segment, so this reports an internal ordering
+    /// mistake, refused rather than opening a second writer on the file; nothing was
+    /// written, and retrying the append is safe.
+    #[error(
+        "segment {segment} of org {org} is being closed by writer retirement; nothing was written, retry"
+    )]
+    SegmentClosing {
+        /// The org.
+        org: String,
+        /// The segment (`YYYY-MM` or `YYYY-MM.part`).
+        segment: String,
+    },
+
     /// No such org in the log.
     #[error("unknown org {org}: the log has no directory for it")]
     UnknownOrg {

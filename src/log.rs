@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use serde::Serialize;
 
 use crate::crypto::{KeyProvider, Signer};
@@ -229,6 +229,9 @@ struct Org {
     dir: PathBuf,
     signer: RwLock<Option<Signer>>,
     segs: Mutex<OrgSegments>,
+    /// Signalled (with `segs`) when a retirement's close ends and its month leaves
+    /// `OrgSegments::closing`.
+    close_done: Condvar,
 }
 
 #[derive(Default)]
@@ -237,6 +240,11 @@ struct OrgSegments {
     latest: BTreeMap<Month, SegmentId>,
     /// Open writers, one per month.
     writers: HashMap<Month, Arc<SegmentWriter>>,
+    /// Writers taken out of `writers` by a retirement that is closing them now (with `segs`
+    /// released). A month is in at most one of the two maps; a writer for a month in this one
+    /// is neither handed to appenders nor opened a second time (`Inner::writer_in` waits on
+    /// `Org::close_done`), and a prev link to it reads the closing writer itself.
+    closing: HashMap<Month, Arc<SegmentWriter>>,
     /// Segments whose writer this process retired cleanly, as their files were then: an
     /// unchanged one reopens without a CRC walk (`recover::recover`).
     closed: HashMap<SegmentId, FileStamp>,
@@ -244,6 +252,13 @@ struct OrgSegments {
     tail: Option<(u32, SegmentId)>,
     /// Whether the org directory exists.
     dir_exists: bool,
+}
+
+impl OrgSegments {
+    /// Every writer of the org: open ones and those being closed.
+    fn live(&self) -> impl Iterator<Item = &Arc<SegmentWriter>> {
+        self.writers.values().chain(self.closing.values())
+    }
 }
 
 struct Inner {
@@ -371,17 +386,19 @@ impl Log {
     pub(crate) fn hand_buffers_to_os(&self, org: &OrgId) {
         let org = self.inner.orgs.read().get(org).cloned();
         if let Some(org) = org {
-            let writers: Vec<Arc<SegmentWriter>> =
-                org.segs.lock().writers.values().cloned().collect();
+            // Writers being closed too: a close in progress may not have written them yet.
+            let writers: Vec<Arc<SegmentWriter>> = org.segs.lock().live().cloned().collect();
             for w in writers {
                 let _ = w.flush(u64::MAX, false);
             }
         }
     }
 
-    /// Segment writers open now. Appends close the least recently used idle ones beyond
-    /// [`Options::max_open_writers`]; writers in use by other appenders, or whose close
-    /// failed (they are poisoned and report it on their next append), stay open.
+    /// Segment writers open now, counting one whose close is in progress. The background
+    /// flusher and [`Log::sync`] close the least recently used idle ones beyond
+    /// [`Options::max_open_writers`] (appends only beyond twice that); writers in use by
+    /// other appenders, whose close failed, or poisoned by a failed write or fsync (they
+    /// report it on their next append) stay open.
     pub fn open_writers(&self) -> usize {
         self.inner.open_writers.load(Ordering::Relaxed)
     }
@@ -438,9 +455,9 @@ impl Log {
                     })
                     .is_some_and(|i| i.covered_len == len);
                 if !clean {
-                    // Opening an earlier month may already have opened this one (for its prev
-                    // link): `open_writer` then returns it, never a second writer on the file.
-                    self.inner.open_writer(&org, &mut segs, month)?;
+                    // `writer_in`: opening an earlier month may already have opened this
+                    // one (for its prev link); never a second writer on the file.
+                    self.inner.writer_in(&org, &mut segs, month)?;
                 }
             }
         }
@@ -650,8 +667,7 @@ impl Log {
         }
         let mut first_err = None;
         for org in self.inner.all_orgs() {
-            let writers: Vec<Arc<SegmentWriter>> =
-                org.segs.lock().writers.values().cloned().collect();
+            let writers: Vec<Arc<SegmentWriter>> = org.segs.lock().live().cloned().collect();
             for w in writers {
                 let r = org
                     .signer(&*self.inner.opts.keys)
@@ -783,6 +799,7 @@ impl Inner {
                 segs: Mutex::new(load_catalog(&dir)),
                 dir,
                 signer: RwLock::new(None),
+                close_done: Condvar::new(),
             })
         });
         Arc::clone(org)
@@ -792,20 +809,41 @@ impl Inner {
         self.orgs.read().values().cloned().collect()
     }
 
+    /// Every writer, including those a retirement is closing (so that `Log::sync` covers
+    /// their records too).
     fn all_writers(&self) -> Vec<Arc<SegmentWriter>> {
         self.all_orgs()
             .iter()
-            .flat_map(|o| o.segs.lock().writers.values().cloned().collect::<Vec<_>>())
+            .flat_map(|o| o.segs.lock().live().cloned().collect::<Vec<_>>())
             .collect()
     }
 
     fn writer(&self, org: &Org, month: Month) -> Result<Arc<SegmentWriter>> {
         let mut segs = org.segs.lock();
-        if let Some(w) = segs.writers.get(&month) {
-            w.touch(self.clock.fetch_add(1, Ordering::Relaxed));
-            return Ok(Arc::clone(w));
+        self.writer_in(org, &mut segs, month)
+    }
+
+    /// With `segs` held: the month's open writer, else, once any retirement closing the
+    /// month's writer is done (waiting on `Org::close_done`, which releases `segs`), the
+    /// writer it left in the map (its close failed) or a newly opened one.
+    fn writer_in(
+        &self,
+        org: &Org,
+        segs: &mut MutexGuard<'_, OrgSegments>,
+        month: Month,
+    ) -> Result<Arc<SegmentWriter>> {
+        loop {
+            if let Some(w) = segs.writers.get(&month) {
+                w.touch(self.clock.fetch_add(1, Ordering::Relaxed));
+                return Ok(Arc::clone(w));
+            }
+            if !segs.closing.contains_key(&month) {
+                break;
+            }
+            org.close_done.wait(segs);
         }
-        self.open_writer(org, &mut segs, month)
+        // Nothing was read before the last wait ended: `open_writer` sees one state of `segs`.
+        self.open_writer(org, segs, month)
     }
 
     /// Makes a record appended up to `end` as durable as the mode promises.
@@ -851,6 +889,10 @@ impl Inner {
 
     /// The writer for `month`: the open one if there is one (a segment never gets a second
     /// writer), else opened by recovering or creating its segment. Holds `segs` throughout.
+    ///
+    /// Callers deal with a month whose writer is being closed first (`writer_in` waits,
+    /// `tail_link` reads the closing writer); reaching here with one is refused with
+    /// [`Error::SegmentClosing`] rather than opening the file a second time.
     fn open_writer(
         &self,
         org: &Org,
@@ -860,6 +902,12 @@ impl Inner {
         if let Some(w) = segs.writers.get(&month) {
             w.touch(self.clock.fetch_add(1, Ordering::Relaxed));
             return Ok(Arc::clone(w));
+        }
+        if let Some(w) = segs.closing.get(&month) {
+            return Err(Error::SegmentClosing {
+                org: org.id.to_string(),
+                segment: w.id().to_string(),
+            });
         }
         let cold = org.dir.join(cold_file_name(month));
         if cold.exists() {
@@ -924,6 +972,8 @@ impl Inner {
                         segs.tail = None;
                         *segs = OrgSegments {
                             writers: std::mem::take(&mut segs.writers),
+                            closing: std::mem::take(&mut segs.closing),
+                            closed: std::mem::take(&mut segs.closed),
                             ..load_catalog(&org.dir)
                         };
                     }
@@ -1023,11 +1073,14 @@ impl Inner {
     ///
     /// A writer is idle when the org's map holds the only reference to it. Every other
     /// reference is cloned from the map under the org's `segs` lock, so a writer found idle
-    /// under that lock stays idle while the lock is held; it is closed (buffer written,
-    /// fsynced, index written) and removed while the lock is still held, so no appender can
-    /// reopen its segment before the close is complete. A writer whose close fails stays in
-    /// the map, poisoned: its next append reports the failure (an unrelated appender, who
-    /// triggered the retirement, does not).
+    /// under that lock stays idle while the lock is held. [`Inner::begin_close`] moves it,
+    /// under the lock, from `writers` to `closing`; the close itself (key lookup, fsync,
+    /// index write) runs with the lock released, so appenders of the org's other months are
+    /// not held up; [`Inner::end_close`] then records the outcome under the lock again.
+    /// Appenders of the month being closed wait for that (`writer_in`), so a segment never
+    /// has two writers. Writers already poisoned by a failed write or fsync are not
+    /// candidates: closing one would fail again, and it stays in the map to report
+    /// [`Error::WriterFailed`] to its own appenders.
     fn retire_idle(&self, max: usize) {
         if self.open_writers.load(Ordering::Relaxed) <= max {
             return;
@@ -1039,7 +1092,7 @@ impl Inner {
         for org in self.all_orgs() {
             let segs = org.segs.lock();
             for (m, w) in &segs.writers {
-                if Arc::strong_count(w) == 1 {
+                if Arc::strong_count(w) == 1 && !w.is_failed() {
                     idle.push((w.last_used(), Arc::clone(&org), *m));
                 }
             }
@@ -1049,35 +1102,83 @@ impl Inner {
             if self.open_writers.load(Ordering::Relaxed) <= max {
                 break;
             }
-            let mut segs = org.segs.lock();
-            let Some(w) = segs.writers.get(&month) else {
+            let Some(w) = Self::begin_close(&org, month, used) else {
                 continue;
             };
-            if Arc::strong_count(w) != 1 || w.last_used() != used {
-                continue;
-            }
-            // Nothing appended since its index was written: that index covers every byte and
-            // was written after they were fsynced, so there is nothing to do.
-            let closed = if w.unindexed_bytes() == 0 {
-                w.sync()
-            } else {
-                match org.signer(&*self.opts.keys) {
-                    Ok(s) => match s.read().as_ref() {
-                        Some(signer) => w.write_index(signer),
-                        None => w.sync(),
-                    },
-                    Err(_) => w.sync(),
-                }
-            };
-            if closed.is_ok() {
-                let id = w.id();
-                segs.writers.remove(&month);
-                self.open_writers.fetch_sub(1, Ordering::Relaxed);
-                if let Ok(meta) = fs::metadata(org.dir.join(segment_file_name(id))) {
-                    segs.closed.insert(id, FileStamp::of(&meta));
-                }
+            let closed = self.close_writer(&org, &w);
+            self.end_close(&org, month, w, closed);
+        }
+    }
+
+    /// Under `segs`: if the month's writer is still idle and unused since tick `used` (and
+    /// not poisoned), moves it from `writers` to `closing` and returns it.
+    fn begin_close(org: &Org, month: Month, used: u64) -> Option<Arc<SegmentWriter>> {
+        let mut segs = org.segs.lock();
+        let w = segs.writers.get(&month)?;
+        if Arc::strong_count(w) != 1 || w.last_used() != used || w.is_failed() {
+            return None;
+        }
+        let w = segs.writers.remove(&month)?;
+        segs.closing.insert(month, Arc::clone(&w));
+        Some(w)
+    }
+
+    /// Closes a writer taken out of the map by [`Inner::begin_close`], without `segs`:
+    /// everything buffered written and fsynced, the index written. Returns the segment's
+    /// file stamp on success.
+    fn close_writer(&self, org: &Org, w: &SegmentWriter) -> Result<FileStamp> {
+        // Nothing appended since its index was written: that index covers every byte and
+        // was written after they were fsynced, so there is nothing to do.
+        if w.unindexed_bytes() == 0 {
+            w.sync()?;
+        } else {
+            // A copy of the signer: a key rotation by an appender (which takes the signer's
+            // write lock) need not wait for the index to be streamed out.
+            let signer = org
+                .signer(&*self.opts.keys)
+                .ok()
+                .and_then(|s| s.read().clone());
+            match signer {
+                Some(signer) => w.write_index(&signer)?,
+                None => w.sync()?,
             }
         }
+        // No append can reach the file while the month is closing, and a flush by
+        // `Log::sync` or a prev link finds nothing left to write: this is the stamp the
+        // file keeps until a writer is opened on it again.
+        let meta = fs::metadata(w.path()).map_err(|e| Error::io("stat segment", w.path(), e))?;
+        Ok(FileStamp::of(&meta))
+    }
+
+    /// Under `segs` again: ends the close begun by [`Inner::begin_close`] and wakes the
+    /// appenders waiting for the month. Closed: the writer leaves the count and the stamp
+    /// lets the next open skip the CRC walk. Failed: the writer goes back into the map as
+    /// it is, nothing it holds lost; after a failed write or fsync it is poisoned and its
+    /// appends fail with [`Error::WriterFailed`] until the log is reopened (it is never
+    /// closed or reopened in this process as if the data were durable), after a failed
+    /// index write it keeps taking appends and a later retirement tries again. The
+    /// appender that triggered the retirement gets no error for another segment's disk.
+    fn end_close(&self, org: &Org, month: Month, w: Arc<SegmentWriter>, closed: Result<FileStamp>) {
+        let mut segs = org.segs.lock();
+        segs.closing.remove(&month);
+        match closed {
+            Ok(stamp) => {
+                segs.closed.insert(w.id(), stamp);
+                self.open_writers.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(_) => match segs.writers.entry(month) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(w);
+                }
+                // Not reachable (no writer is opened for a closing month); were it, the
+                // writer in the map is the one counted and used.
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.open_writers.fetch_sub(1, Ordering::Relaxed);
+                }
+            },
+        }
+        drop(segs);
+        org.close_done.notify_all();
     }
 
     /// Builds the header of a new segment, linking it to the org's most recently created
@@ -1113,8 +1214,17 @@ impl Inner {
         let Some((_, tail)) = segs.tail else {
             return Ok(None);
         };
-        let writer = match segs.writers.get(&tail.month) {
-            Some(w) if w.id() == tail => Arc::clone(w),
+        // An open writer, or one being closed by a retirement (with `segs` released): that
+        // one is still the file's only writer, takes no appends, and its state is the
+        // file's; opening the file again here would make a second writer on it.
+        let live = segs
+            .writers
+            .get(&tail.month)
+            .or_else(|| segs.closing.get(&tail.month))
+            .filter(|w| w.id() == tail)
+            .cloned();
+        let writer = match live {
+            Some(w) => w,
             // A frozen month gets no writer (and must not block new months): its segment
             // will never change, so read its state from the file.
             _ if org.dir.join(cold_file_name(tail.month)).exists() => {
@@ -1301,8 +1411,11 @@ mod tests {
         let linked = log.inner.tail_link(&org, &mut segs).unwrap().unwrap();
         assert_eq!(linked.segment, open.id());
         assert!(Arc::ptr_eq(&open, segs.writers.get(&month).unwrap()));
+        // Through the waiting path used by appends and recovery too.
+        let via = log.inner.writer_in(&org, &mut segs, month).unwrap();
+        assert!(Arc::ptr_eq(&open, &via));
         assert_eq!(segs.writers.len(), 1);
-        drop((segs, open, again));
+        drop((segs, open, again, via));
         assert_eq!(log.open_writers(), 1);
         log.append(&event).unwrap();
         log.close().unwrap();

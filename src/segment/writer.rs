@@ -216,6 +216,11 @@ impl SegmentWriter {
         &self.path
     }
 
+    /// Whether a failed write or fsync has poisoned the writer (it takes no more appends).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     fn failed_error(&self) -> Error {
         Error::WriterFailed {
             org: self.org.to_string(),
