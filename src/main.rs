@@ -767,7 +767,9 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
         }
     };
     let org = OrgId::new(&a.org)?;
-    let log = Log::open_read_only(dir, Options::new(Arc::new(keys)))?;
+    // One query per process: caching checked index groups for later queries would only
+    // hold memory (the summaries the query needs are kept while it runs either way).
+    let log = Log::open_read_only(dir, Options::new(Arc::new(keys)).query_index_cache(0))?;
     let orgs = log.orgs()?;
     if !orgs.contains(&org) {
         let known: Vec<String> = orgs.iter().map(ToString::to_string).collect();
