@@ -276,7 +276,8 @@ struct Inner {
     open_writers: AtomicUsize,
     /// Ticks of writer use, for least-recently-used retirement.
     clock: AtomicU64,
-    /// Held by the one thread retiring writers at a time.
+    /// Held by the one thread retiring writers at a time, and by the flusher for its whole
+    /// tick. Appenders skip retirement while it is held; `Log::sync` waits for it.
     retiring: Mutex<()>,
 }
 
@@ -598,12 +599,16 @@ impl Log {
     }
 
     /// Writes out and fsyncs everything appended so far, whatever the durability mode; then
-    /// closes idle writers beyond [`Options::max_open_writers`].
+    /// closes idle writers beyond [`Options::max_open_writers`], after waiting for a
+    /// retirement or background flusher tick in progress.
     pub fn sync(&self) -> Result<()> {
         for w in self.inner.all_writers() {
             w.sync()?;
         }
-        self.inner.retire_idle(self.inner.opts.max_open_writers);
+        // Waits for a retirement in progress (or a flusher tick) instead of skipping: once
+        // it is done, every writer not in use is closed down to the limit.
+        let _retiring = self.inner.retiring.lock();
+        self.inner.retire_locked(self.inner.opts.max_open_writers);
         Ok(())
     }
 
@@ -864,6 +869,9 @@ impl Inner {
                 break;
             }
             drop(stop);
+            // The whole tick holds `retiring`: the writers cloned below look in use, and a
+            // `Log::sync` (which waits for `retiring`) must not find them so and skip them.
+            let retiring = self.retiring.lock();
             for org in self.all_orgs() {
                 let writers: Vec<Arc<SegmentWriter>> =
                     org.segs.lock().writers.values().cloned().collect();
@@ -882,7 +890,8 @@ impl Inner {
                 }
             }
             // The writers cloned above are dropped: idle ones can be closed.
-            self.retire_idle(self.opts.max_open_writers);
+            self.retire_locked(self.opts.max_open_writers);
+            drop(retiring);
             stop = self.stop.lock();
         }
     }
@@ -1081,6 +1090,9 @@ impl Inner {
     /// has two writers. Writers already poisoned by a failed write or fsync are not
     /// candidates: closing one would fail again, and it stays in the map to report
     /// [`Error::WriterFailed`] to its own appenders.
+    ///
+    /// Skipped if another thread holds `retiring` (retiring, or the flusher's tick):
+    /// appenders never wait for it. `Log::sync` waits instead ([`Inner::retire_locked`]).
     fn retire_idle(&self, max: usize) {
         if self.open_writers.load(Ordering::Relaxed) <= max {
             return;
@@ -1088,6 +1100,14 @@ impl Inner {
         let Some(_one_at_a_time) = self.retiring.try_lock() else {
             return;
         };
+        self.retire_locked(max);
+    }
+
+    /// [`Inner::retire_idle`], with `retiring` held by the caller.
+    fn retire_locked(&self, max: usize) {
+        if self.open_writers.load(Ordering::Relaxed) <= max {
+            return;
+        }
         let mut idle: Vec<(u64, Arc<Org>, Month)> = Vec::new();
         for org in self.all_orgs() {
             let segs = org.segs.lock();
