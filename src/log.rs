@@ -74,10 +74,12 @@ pub struct Options {
     /// themselves only beyond twice this many, so they rarely pay for a close. Default 256;
     /// at least 1.
     pub max_open_writers: usize,
-    /// Bytes of checked, decoded segment indexes that queries keep for later queries.
-    /// A month's index is read and checked (tag included) once, then served from here
-    /// until evicted (least recently used). Default 64 MiB (~4M events of index); 0
-    /// disables the cache. A query still holds the index of the month it is reading.
+    /// Bytes of checked segment indexes that queries keep for later queries: each index's
+    /// summary (~5 KB for a month of 1.7M events), checked once (tag included), and the
+    /// groups of index blocks queries have read (~1.2× their bytes in the `.idx` file),
+    /// checked once against their digest. Least recently used indexes go first, with their
+    /// groups. Default 64 MiB; 0 disables the cache. Without it a query still reads the
+    /// index of a segment it opens a group at a time, in memory independent of its size.
     pub query_index_cache: usize,
     keys: Arc<dyn KeyProvider>,
 }
