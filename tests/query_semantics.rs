@@ -698,7 +698,12 @@ fn an_index_changed_after_its_check_is_not_trusted() {
         .set_modified(mtime)
         .unwrap();
 
-    for reverse in [false, true] {
+    // The first query refuses the changed group and drops the index from the cache; the
+    // next one (reverse) checks the index again and refuses it whole.
+    for (reverse, why) in [
+        (false, "changed after it was checked"),
+        (true, "block bounds disagree"),
+    ] {
         let q = log.query(&o).plan_blocks(64);
         let (after, e, stats) = all(if reverse { q.reverse() } else { q });
         let mut got = key(&after);
@@ -708,17 +713,87 @@ fn an_index_changed_after_its_check_is_not_trusted() {
         assert_eq!(got, key(&before), "reverse {reverse}");
         assert!(e.is_empty(), "{e:?}");
         assert!(
-            stats
-                .indexes_bypassed
-                .iter()
-                .any(|(_, why)| why.contains("changed after it was checked")),
+            stats.indexes_bypassed.iter().any(|(_, w)| w.contains(why)),
             "{stats:?}"
         );
     }
-    // A new reader checks the index again and refuses it whole.
+    // So does a new reader.
     let fresh = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
     let (again, e, stats) = all(fresh.query(&o));
     assert_eq!(key(&again), key(&before));
     assert!(e.is_empty());
     assert_eq!(stats.indexes_bypassed.len(), 1, "{stats:?}");
+}
+
+/// A frame whose length field was altered to run past the end of the file is damage, not
+/// the end of the segment: the records after it are still read and the damage is an error
+/// item, whether the blocks come from the index, from a hint pass over a segment without
+/// an index, or from the hint pass that replaces an index refused after its check (whose
+/// summary vouches for the bytes).
+#[test]
+fn an_altered_frame_length_is_damage_not_an_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    write(
+        dir.path(),
+        &keys,
+        &workload_from(3000, 1, 20, 5, "2026-03-03"),
+    );
+    let o = org("org-000");
+    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(2048)).unwrap();
+    let (clean, e, _) = all(log.query(&o).plan_blocks(64));
+    assert_eq!((clean.len(), e.len()), (3000, 0));
+
+    let seg = support::seg_path(dir.path(), "org-000", "2026-03");
+    let victim = clean
+        .iter()
+        .find(|v| v.seq == 1500)
+        .map(|v| v.offset)
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = victim as usize;
+    bytes[at..at + 4].copy_from_slice(&(8u32 << 20).to_le_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+    let check = |what: &str, (v, e, _): (Vec<VerifiedEvent>, Vec<Error>, auditlog::QueryStats)| {
+        assert_eq!(v.len(), 2999, "{what}");
+        assert!(v.iter().all(|x| x.seq != 1500), "{what}");
+        assert!(
+            e.iter()
+                .any(|x| matches!(x, Error::Corrupt { offset, .. } if *offset == victim)),
+            "{what}: {e:?}"
+        );
+    };
+    check("index", all(log.query(&o).plan_blocks(64)));
+    check(
+        "index, reverse",
+        all(log.query(&o).plan_blocks(64).reverse()),
+    );
+
+    // The index changed in place after its check: refused, its range read by a hint pass.
+    let idx = seg.with_extension("idx");
+    let mtime = std::fs::metadata(&idx).unwrap().modified().unwrap();
+    support::rewrite_index(
+        &idx,
+        |ix| {
+            for s in ix.sections.iter_mut().filter(|s| s.kind == 1) {
+                for pair in s.bytes.chunks_mut(8) {
+                    pair.copy_from_slice(&ts("2100-01-01").0.to_le_bytes());
+                }
+            }
+        },
+        None,
+    );
+    std::fs::File::options()
+        .write(true)
+        .open(&idx)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    check("index refused", all(log.query(&o).plan_blocks(64)));
+
+    // No index at all: the whole segment by a hint pass.
+    std::fs::remove_file(&idx).unwrap();
+    let fresh = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    check("no index", all(fresh.query(&o)));
+    check("no index, reverse", all(fresh.query(&o).reverse()));
 }

@@ -352,6 +352,8 @@ pub struct QueryStats {
     /// Segment files opened.
     pub segments: u64,
     /// Blocks (index blocks and hint-pass blocks) considered, and skipped by time or filter.
+    /// Blocks of groups a query never reached (it stopped at its `limit`) count as
+    /// considered but neither skipped nor read.
     pub blocks_considered: u64,
     /// Blocks not read.
     pub blocks_skipped: u64,

@@ -33,9 +33,9 @@ use super::filter::Filter;
 use crate::crypto::{self, Hash, KeyProvider};
 use crate::error::{Error, IntegrityKind};
 use crate::event::OrgId;
-use crate::format::DecodeError;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::record::FrameError;
+use crate::format::{DecodeError, DecodeErrorKind};
 use crate::segment::index_file::{GroupBlocks, Rejected, Summary};
 use crate::segment::scan::{self, FileWindow};
 use crate::segment::{FileStamp, index_file_name, recover, segment_file_name};
@@ -271,18 +271,35 @@ impl IndexCache {
         let blocks = Arc::new(ix.summary.group(file, g)?);
         let mem = blocks.mem();
         let mut c = self.inner.lock();
-        let room = self.capacity;
+        c.tick += 1;
+        let (tick, room) = (c.tick, self.capacity);
         let entry = c
             .map
             .get_mut(&ix.path)
             .filter(|e| e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, ix)) && e.mem + mem <= room);
         if let Some(e) = entry {
-            e.mem += mem;
-            ix.groups.lock().insert(g, Arc::clone(&blocks));
-            c.bytes += mem;
-            c.shrink_to(self.capacity);
+            e.used = tick;
+            // Charged once, even if another query read the same group meanwhile.
+            let added = ix.groups.lock().insert(g, Arc::clone(&blocks)).is_none();
+            if added {
+                e.mem += mem;
+                c.bytes += mem;
+                c.shrink_to(self.capacity);
+            }
         }
         Ok((blocks, true))
+    }
+
+    /// Drops `ix` from the cache (a group of it was refused).
+    fn forget(&self, ix: &Arc<LoadedIndex>) {
+        let mut c = self.inner.lock();
+        let same = c
+            .map
+            .get(&ix.path)
+            .is_some_and(|e| e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, ix)));
+        if same && let Some(e) = c.map.remove(&ix.path) {
+            c.drop_entry(e);
+        }
     }
 }
 
@@ -598,7 +615,7 @@ fn open_source(
                 .push_back(Piece::new(kind, &meta, &ctx.filter, ctx.reverse, found));
             if let Some((from, expect)) = tail {
                 let p = stream
-                    .hint_piece(ctx, from, end, expect, found)
+                    .hint_piece(ctx, (from, end), from, expect, found)
                     .map_err(io)?;
                 stream.pieces.push_back(p);
             }
@@ -617,13 +634,16 @@ fn open_source(
                 Some(g) if k > 0 => (g.first.offset, Expect::Seq(g.first.seq)),
                 _ => (hdr, first),
             };
+            // The index is authentic: it vouches for the records before `covered_len`.
             let p = stream
-                .hint_piece(ctx, from, end, expect, found)
+                .hint_piece(ctx, (from, end), ix.covered_len, expect, found)
                 .map_err(io)?;
             stream.pieces.push_back(p);
         }
         None => {
-            let p = stream.hint_piece(ctx, hdr, end, first, found).map_err(io)?;
+            let p = stream
+                .hint_piece(ctx, (hdr, end), hdr, first, found)
+                .map_err(io)?;
             stream.pieces.push_back(p);
         }
     }
@@ -682,6 +702,8 @@ enum PieceKind {
         win: FileWindow,
         groups: Vec<HintGroup>,
         kept: Option<Vec<Block>>,
+        /// A checked index vouches for the records before this offset.
+        vouched: u64,
     },
 }
 
@@ -811,14 +833,18 @@ impl Stream {
     }
 
     /// The front piece's index could not be read again as it was checked: the rest of its
-    /// groups (the one that failed included) are read by a hint pass instead.
+    /// groups (the one that failed included) are read by a hint pass instead, which the
+    /// checked summary still vouches for (a frame cut off inside it is damage, not a tail),
+    /// and the index leaves the cache.
     fn index_failed(&mut self, ctx: &Ctx, why: &str, found: &mut Findings) {
         let Some(piece) = self.pieces.pop_front() else {
             return;
         };
         let PieceKind::Index { ix, first, .. } = &piece.kind else {
+            self.pieces.push_front(piece);
             return;
         };
+        ctx.cache.forget(ix);
         let left = piece
             .order
             .get(piece.next.saturating_sub(1)..)
@@ -834,11 +860,17 @@ impl Stream {
         let to = groups
             .get(hi + 1)
             .map_or(ix.covered_len, |g| g.first.offset);
+        // Those groups' blocks were counted as considered; the hint pass counts its own.
+        let left_blocks: u64 = left.iter().map(|&g| ix.summary.group_len(g)).sum();
+        found.blocks_considered = found.blocks_considered.saturating_sub(left_blocks);
         found.bypassed.push((
-            self.path.clone(),
-            format!("{why}; bytes {from}..{to} read without it"),
+            ix.path.clone(),
+            format!(
+                "{why}; bytes {from}..{to} of {} read without it",
+                self.path.display()
+            ),
         ));
-        match self.hint_piece(ctx, from, to, expect, found) {
+        match self.hint_piece(ctx, (from, to), to, expect, found) {
             Ok(p) => self.pieces.push_front(p),
             Err(e) => found.errors.push(Error::io("read segment", &self.path, e)),
         }
@@ -848,8 +880,8 @@ impl Stream {
     fn hint_piece(
         &self,
         ctx: &Ctx,
-        from: u64,
-        to: u64,
+        (from, to): (u64, u64),
+        vouched: u64,
         expect: Expect,
         found: &mut Findings,
     ) -> std::io::Result<Piece> {
@@ -860,10 +892,9 @@ impl Stream {
         walk(
             &mut win,
             self.src,
-            from,
-            to,
-            expect,
-            None,
+            (from, to),
+            vouched,
+            (expect, None),
             &mut |b, max_seq| {
                 if groups.last().is_none_or(|g| g.count >= per_group) {
                     if !groups.is_empty() {
@@ -906,7 +937,12 @@ impl Stream {
                 blocks: g.blocks,
             })
             .collect();
-        let kind = PieceKind::Hint { win, groups, kept };
+        let kind = PieceKind::Hint {
+            win,
+            groups,
+            kept,
+            vouched,
+        };
         Ok(Piece::new(kind, &meta, &ctx.filter, ctx.reverse, found))
     }
 }
@@ -959,7 +995,12 @@ fn load_group(
             }
             Ok(())
         }
-        PieceKind::Hint { win, groups, kept } => {
+        PieceKind::Hint {
+            win,
+            groups,
+            kept,
+            vouched,
+        } => {
             let mut keep = |b: Block| {
                 if b.damage.is_some() || f.overlaps(b.lo, b.hi) {
                     out.push(b);
@@ -977,10 +1018,9 @@ fn load_group(
             let walked = walk(
                 win,
                 src,
-                hg.start,
-                hg.stop,
-                hg.expect,
-                hg.max_seq,
+                (hg.start, hg.stop),
+                *vouched,
+                (hg.expect, hg.max_seq),
                 &mut |b, _| keep(b),
             );
             if let Err(e) = walked {
@@ -992,28 +1032,29 @@ fn load_group(
 }
 
 /// Walks the frames of `[from, to)` (CRC-checked), cuts them into blocks at
-/// [`HINT_INTERVAL`], and hands each block to `sink` with the highest seq seen before it.
-/// Bytes that do not read as frames become damage blocks. Stops at `to`, or at a frame cut
-/// off at the window's end (a live writer's record in progress, or a torn tail). Walking
-/// again from a block's start with the state noted there gives the same blocks.
+/// [`HINT_INTERVAL`], and hands each block to `sink` with the highest seq seen before it;
+/// `start` is what the first record must be and the highest seq before `from`. Bytes that do
+/// not read as frames become damage blocks, which end where frames resume, or at `to`. A
+/// frame cut off at the window's end ends the walk (a live writer's record in progress, or
+/// a torn tail) unless frames resume after it or a checked index vouches for the bytes
+/// before `vouched` (then it is damage too: the frame's length was altered). Walking again
+/// from a block's start with the state noted there gives the same blocks.
 fn walk(
     win: &mut FileWindow,
     src: usize,
-    from: u64,
-    to: u64,
-    first: Expect,
-    max_seq: Option<u64>,
+    (from, to): (u64, u64),
+    vouched: u64,
+    start: (Expect, Option<u64>),
     sink: &mut dyn FnMut(Block, Option<u64>),
 ) -> std::io::Result<()> {
     let end = win.end();
     let stop = to.min(end);
     let mut off = from;
     let mut cur: Option<(Block, Option<u64>)> = None;
-    let mut expect = first;
-    let mut max_seq = max_seq;
+    let (mut expect, mut max_seq) = start;
     let mut next_boundary = 0u64;
     while off < stop {
-        match win.frame(off)? {
+        let (damage, incomplete) = match win.frame(off)? {
             Ok(rec) => {
                 let (ts, seq, len) = (rec.fields.occurred_at, rec.fields.seq, rec.len());
                 match &mut cur {
@@ -1043,29 +1084,40 @@ fn walk(
                 }
                 max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
                 off += len;
+                continue;
             }
-            Err(FrameError::Incomplete { .. }) => break,
-            Err(FrameError::Corrupt(e)) => {
-                if let Some((b, m)) = cur.take() {
-                    sink(b, m);
-                }
-                let next = scan::resync(win, off + 1, max_seq)?;
-                let resumed = next.unwrap_or(end);
-                let b = Block {
-                    src,
-                    start: off,
-                    end: resumed,
-                    lo: Timestamp(i64::MAX),
-                    hi: Timestamp(i64::MIN),
-                    expect: Expect::Nothing,
-                    records: None,
-                    damage: Some(e),
-                };
-                sink(b, max_seq);
-                expect = Expect::Nothing;
-                off = resumed;
-            }
+            Err(FrameError::Corrupt(e)) => (e, false),
+            Err(FrameError::Incomplete { needed, available }) => (
+                DecodeError {
+                    structure: "record",
+                    field: "frame_len",
+                    offset: off,
+                    kind: DecodeErrorKind::Truncated { needed, available },
+                },
+                true,
+            ),
+        };
+        let next = scan::resync(win, off + 1, max_seq)?;
+        if incomplete && next.is_none() && off >= vouched {
+            break;
         }
+        if let Some((b, m)) = cur.take() {
+            sink(b, m);
+        }
+        let resumed = next.unwrap_or(stop).min(stop);
+        let b = Block {
+            src,
+            start: off,
+            end: resumed,
+            lo: Timestamp(i64::MAX),
+            hi: Timestamp(i64::MIN),
+            expect: Expect::Nothing,
+            records: None,
+            damage: Some(damage),
+        };
+        sink(b, max_seq);
+        expect = Expect::Nothing;
+        off = resumed;
     }
     if let Some((b, m)) = cur.take() {
         sink(b, m);
