@@ -102,6 +102,10 @@ pub(crate) struct Checked {
     pub builder: Option<IndexBuilder>,
     /// The summary, if asked for ([`read_summary`]).
     pub summary: Option<Summary>,
+    /// Where the entries lie and their digest, if asked for ([`check`]).
+    pub entries: Option<EntriesAt>,
+    /// What became of the tag ([`read`] and [`read_summary`] accept only `Verified`).
+    pub tag: TagCheck,
 }
 
 /// Why an index was not accepted.
@@ -481,7 +485,77 @@ pub(crate) fn read(
     keys: &dyn KeyProvider,
     build: Option<&Path>,
 ) -> Result<Checked, Rejected> {
-    read_with(file, org, keys, build, None)
+    authentic(read_with(
+        file,
+        org,
+        Some(keys),
+        Want {
+            build,
+            ..Want::default()
+        },
+    )?)
+}
+
+/// `checked` if its tag verified, else why not.
+fn authentic(checked: Checked) -> Result<Checked, Rejected> {
+    match &checked.tag {
+        TagCheck::Verified => Ok(checked),
+        TagCheck::Mismatch | TagCheck::NotChecked => Err(Rejected::Tag),
+        TagCheck::UnknownKey(why) => Err(Rejected::Key(why.clone())),
+    }
+}
+
+/// Checks the structure of the index file `file` as [`read`] does, and its tag with the key
+/// of `org` it names if `keys` are given, reporting the tag's status rather than refusing
+/// the index over it (`verify` reports both). Also digests the entries' bytes
+/// ([`Checked::entries`]), so that a second read of them can be shown to be of the same
+/// bytes.
+pub(crate) fn check(
+    file: File,
+    org: &OrgId,
+    keys: Option<&dyn KeyProvider>,
+) -> Result<Checked, Rejected> {
+    read_with(
+        file,
+        org,
+        keys,
+        Want {
+            entries_digest: true,
+            ..Want::default()
+        },
+    )
+}
+
+/// What [`read_with`] collects besides checking.
+#[derive(Default)]
+struct Want<'a> {
+    /// Blocks for a resuming writer (spill files in this directory).
+    build: Option<&'a Path>,
+    /// A summary in groups of this many blocks.
+    group_blocks: Option<u64>,
+    /// The digest of the entries' bytes.
+    entries_digest: bool,
+}
+
+/// What became of an index's tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TagCheck {
+    /// It verifies with the key the header names.
+    Verified,
+    /// It does not.
+    Mismatch,
+    /// No key to check it with (why).
+    UnknownKey(String),
+    /// No keys were given.
+    NotChecked,
+}
+
+/// Where an index's entries lie, and the SHA-256 of their bytes ([`check`]).
+#[derive(Clone, Debug)]
+pub(crate) struct EntriesAt {
+    pub at: u64,
+    pub count: u64,
+    pub digest: Hash,
 }
 
 /// Reads and checks the index file `file` as [`read`] does, and summarises it in groups of
@@ -493,7 +567,15 @@ pub(crate) fn read_summary(
     keys: &dyn KeyProvider,
     group_blocks: u64,
 ) -> Result<(Checked, Summary), Rejected> {
-    let mut checked = read_with(file, org, keys, None, Some(group_blocks.max(1)))?;
+    let mut checked = authentic(read_with(
+        file,
+        org,
+        Some(keys),
+        Want {
+            group_blocks: Some(group_blocks.max(1)),
+            ..Want::default()
+        },
+    )?)?;
     let summary = checked.summary.take().ok_or(Rejected::Tag)?;
     Ok((checked, summary))
 }
@@ -501,10 +583,14 @@ pub(crate) fn read_summary(
 fn read_with(
     file: File,
     org: &OrgId,
-    keys: &dyn KeyProvider,
-    build: Option<&Path>,
-    group_blocks: Option<u64>,
+    keys: Option<&dyn KeyProvider>,
+    want: Want<'_>,
 ) -> Result<Checked, Rejected> {
+    let Want {
+        build,
+        group_blocks,
+        entries_digest,
+    } = want;
     let len = file.metadata()?.len();
     let entries_file = file.try_clone()?;
     let body_end = len
@@ -530,13 +616,21 @@ fn read_with(
     // The header, then the key its tag was made with.
     let header = feed.array::<INDEX_HEADER_LEN>(body_end, "header")?;
     let head = IndexHead::decode(&mut Reader::new(&header, 0, "index"))?;
-    let key = keys
-        .key(org, head.key_id)
-        .map_err(|e| Rejected::Key(e.to_string()))?
-        .ok_or_else(|| Rejected::Key(format!("signed with unknown key {}", head.key_id)))?;
-    let mut tagger = Signer::new(head.key_id, &key).index_tagger();
-    tagger.update(&header);
-    feed.tagger = Some(tagger);
+    let mut tag_check = TagCheck::NotChecked;
+    if let Some(keys) = keys {
+        match keys.key(org, head.key_id) {
+            Ok(Some(key)) => {
+                let mut tagger = Signer::new(head.key_id, &key).index_tagger();
+                tagger.update(&header);
+                feed.tagger = Some(tagger);
+            }
+            Ok(None) => {
+                tag_check =
+                    TagCheck::UnknownKey(format!("signed with unknown key {}", head.key_id));
+            }
+            Err(e) => tag_check = TagCheck::UnknownKey(e.to_string()),
+        }
+    }
 
     // Entries.
     let n = u64::from(head.entry_count);
@@ -555,6 +649,7 @@ fn read_with(
         build.map(|dir| IndexBuilder::resuming(head.interval, dir, head.min_ts, head.max_ts));
     let entries_at = feed.pos;
     let mut sum = group_blocks.map(|g| Summarizer::new(g, n, entries_at));
+    let mut entries_hash = entries_digest.then(Sha256::new);
     let mut last_offset = None;
     for i in 0..n {
         if let Some(s) = sum.as_mut() {
@@ -563,6 +658,9 @@ fn read_with(
         let at = feed.pos;
         let bytes = feed.array::<ENTRY_LEN>(body_end, "entry")?;
         let e = IndexEntry::decode(&mut Reader::new(&bytes, at, "index"))?;
+        if let Some(h) = entries_hash.as_mut() {
+            h.update(bytes);
+        }
         if let Some(s) = sum.as_mut()
             && i.is_multiple_of(s.group_blocks)
         {
@@ -656,8 +754,10 @@ fn read_with(
     let crc_at = feed.pos;
     let stored = feed.win.get(crc_at, 4)?;
     let stored = <[u8; 4]>::try_from(stored).map_err(|_| feed.truncated("crc32", 4))?;
-    let mut tagger = feed.tagger.take().ok_or(Rejected::Tag)?;
-    tagger.update(&stored);
+    let mut tagger = feed.tagger.take();
+    if let Some(t) = tagger.as_mut() {
+        t.update(&stored);
+    }
     let stored = u32::from_le_bytes(stored);
     if stored != computed {
         return Err(Rejected::Decode(DecodeError {
@@ -668,13 +768,22 @@ fn read_with(
         }));
     }
     let tag = feed.win.get(crc_at + 4, 32)?;
-    let tag = Tag(<[u8; 32]>::try_from(tag).map_err(|_| feed.truncated("tag", 32))?);
-    if !tagger.verify(&tag) {
-        return Err(Rejected::Tag);
+    let stored_tag = Tag(<[u8; 32]>::try_from(tag).map_err(|_| feed.truncated("tag", 32))?);
+    if let Some(t) = tagger {
+        tag_check = match t.verify(&stored_tag) {
+            true => TagCheck::Verified,
+            false => TagCheck::Mismatch,
+        };
     }
     let has_sections = seen_times && seen_filters;
     Ok(Checked {
         summary: sum.map(Summarizer::finish),
+        entries: entries_hash.map(|h| EntriesAt {
+            at: entries_at,
+            count: n,
+            digest: Hash(h.finalize().into()),
+        }),
+        tag: tag_check,
         head,
         has_sections,
         // A writer extends filters with its own probe count: an index probed with another

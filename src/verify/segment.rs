@@ -1,16 +1,20 @@
 //! Verifying one segment file (and its index) record by record, collecting findings.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use super::report::{Finding, FindingKind as K};
 use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer};
 use crate::entry;
 use crate::event::OrgId;
+use crate::format::codec::Reader;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
-use crate::format::index::Index;
+use crate::format::index::{ENTRY_LEN, IndexEntry, IndexHead};
 use crate::format::record::{FrameError, MIN_FRAME_LEN};
+use crate::segment::index_file::{self, EntriesAt, Rejected, TagCheck};
 use crate::segment::scan::{self, FileWindow};
 use crate::time::Timestamp;
 
@@ -132,7 +136,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     // a length taken after reading it is at least what it covers, even while a live writer
     // appends and replaces the index.
     let ipath = c.path.with_extension("idx");
-    let index_bytes = fs::read(&ipath).ok();
+    let index_file = File::open(&ipath).ok();
     let file = match File::open(c.path) {
         Ok(file) => file,
         Err(e) => {
@@ -200,20 +204,12 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         out.run_end = SEGMENT_HEADER_LEN as u64;
     }
 
-    // The index, checked on its own first; its claims are compared with the segment below.
+    // The index, checked on its own first (one streaming pass); its claims are compared
+    // with the segment as the walk below reaches the offsets it names.
     let index =
-        index_bytes.and_then(|b| load_index(c, ipath, &b, header.as_ref(), genesis, &mut f));
-    let mut wanted_offsets: BTreeMap<u64, Option<AtOffset>> = BTreeMap::new();
-    if let Some((ix, _, _)) = &index {
-        for e in &ix.entries {
-            wanted_offsets.insert(e.offset, None);
-        }
-        wanted_offsets.insert(ix.covered_len, None);
-    }
-
-    let indexed_len = index.as_ref().map_or(0, |(ix, _, _)| ix.covered_len);
-    // Unreadable stretches reported as corruption: the index cannot be compared across them.
-    let mut damaged: Vec<(u64, u64)> = Vec::new();
+        index_file.and_then(|file| check_index(c, ipath, file, header.as_ref(), genesis, &mut f));
+    let indexed_len = index.as_ref().map_or(0, |ix| ix.head.covered_len);
+    let mut cmp = index.and_then(|ix| IndexCompare::new(c, ix, len, &mut f));
     let mut head = genesis;
     let mut expected = header.as_ref().map(|h| h.first_seq);
     let first_seq = header.as_ref().map_or(0, |h| h.first_seq);
@@ -227,13 +223,14 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     let mut off = SEGMENT_HEADER_LEN as u64;
     out.verified_to = off.min(len);
     while off < len {
-        if let Some(slot) = wanted_offsets.get_mut(&off) {
-            *slot = Some(AtOffset {
-                seq: expected.unwrap_or(0),
-                max_ts_before: max_ts,
-                count_before: count,
-                head_before: head.unwrap_or(Hash::ZERO),
-            });
+        let here = AtOffset {
+            seq: expected.unwrap_or(0),
+            max_ts_before: max_ts,
+            count_before: count,
+            head_before: head.unwrap_or(Hash::ZERO),
+        };
+        if let Some(x) = cmp.as_mut() {
+            x.covered(off, here);
         }
         // Decoded once: the body is checked here, while the frame is at hand.
         let frame = match win.frame(off) {
@@ -255,23 +252,34 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 match next {
                     None if c.live && c.latest && incomplete => {
                         // A record being written right now: stop at the consistent prefix.
+                        if let Some(x) = cmp.as_mut() {
+                            x.record(off, here);
+                        }
                         break;
                     }
                     // Bytes a (decodable) index covers were durable: damage there is not a
                     // torn tail, whatever follows it (recovery draws the same line).
-                    None if c.latest && off >= indexed_len => f.push(
-                        Finding::new(
-                            K::TornTail,
-                            c.path,
-                            format!(
-                                "{} bytes at the end do not form a complete record (crash damage; recovery moves them to quarantine)",
-                                len - off
-                            ),
-                        )
-                        .at(off, len - off),
-                    ),
+                    None if c.latest && off >= indexed_len => {
+                        if let Some(x) = cmp.as_mut() {
+                            x.record(off, here);
+                        }
+                        f.push(
+                            Finding::new(
+                                K::TornTail,
+                                c.path,
+                                format!(
+                                    "{} bytes at the end do not form a complete record (crash damage; recovery moves them to quarantine)",
+                                    len - off
+                                ),
+                            )
+                            .at(off, len - off),
+                        );
+                    }
                     _ => {
                         let end = next.unwrap_or(len);
+                        if let Some(x) = cmp.as_mut() {
+                            x.damage(off, end);
+                        }
                         let why = match e {
                             Some(FrameError::Corrupt(d)) => d.to_string(),
                             Some(FrameError::Incomplete { needed, .. }) => {
@@ -280,10 +288,13 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                             None => "unreadable".to_string(),
                         };
                         f.push(
-                            Finding::new(K::ChecksumCorruption, c.path, format!("{} damaged bytes: {why}", end - off))
-                                .at(off, end - off),
+                            Finding::new(
+                                K::ChecksumCorruption,
+                                c.path,
+                                format!("{} damaged bytes: {why}", end - off),
+                            )
+                            .at(off, end - off),
                         );
-                        damaged.push((off, end));
                     }
                 }
                 run_intact = false;
@@ -304,6 +315,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 }
             }
         };
+        if let Some(x) = cmp.as_mut() {
+            x.record(off, here);
+        }
         let seq = fields.seq;
         let finding = |k: K, msg: String| Finding::new(k, c.path, msg).at(off, flen).seq(seq);
         let mut linked = true;
@@ -427,26 +441,14 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         off += flen;
         out.verified_to = off;
     }
-    if let Some(slot) = wanted_offsets.get_mut(&off)
-        && slot.is_none()
-    {
-        *slot = Some(AtOffset {
+    if let Some(x) = cmp {
+        let here = AtOffset {
             seq: expected.unwrap_or(0),
             max_ts_before: max_ts,
             count_before: count,
             head_before: head.unwrap_or(Hash::ZERO),
-        });
-    }
-    if let Some((ix, ipath, ilen)) = index {
-        compare_index(
-            c,
-            &ix,
-            (&ipath, ilen),
-            len,
-            &wanted_offsets,
-            &damaged,
-            &mut f,
-        );
+        };
+        x.finish(c, off, here, &mut f);
     }
     out.header = header;
     out.findings = f.finish();
@@ -459,17 +461,31 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     out
 }
 
-fn load_index(
+/// An index that decoded (structure, sections, CRC), with where its entries lie.
+struct CheckedIndex {
+    head: IndexHead,
+    path: PathBuf,
+    file: File,
+    len: u64,
+    entries: EntriesAt,
+}
+
+/// Checks an index on its own in one streaming pass (structure, and the tag when there are
+/// keys) and whether its header describes this segment, reporting what fails. `None`: it
+/// does not decode, so nothing of it can be compared.
+fn check_index(
     c: &SegmentCheck<'_>,
     ipath: PathBuf,
-    bytes: &[u8],
+    file: File,
     header: Option<&SegmentHeader>,
     genesis: Option<Hash>,
     f: &mut Findings,
-) -> Option<(Index, PathBuf, u64)> {
-    let ilen = bytes.len() as u64;
-    let (ix, tag, signed) = match Index::decode(bytes) {
+) -> Option<CheckedIndex> {
+    let ilen = file.metadata().map_or(0, |m| m.len());
+    let checked = match index_file::check(file.try_clone().ok()?, c.org, c.keys) {
         Ok(x) => x,
+        // Unreadable: as if absent (the segment is verified without it).
+        Err(Rejected::Io(_)) => return None,
         Err(e) => {
             f.push(
                 Finding::new(
@@ -482,29 +498,28 @@ fn load_index(
             return None;
         }
     };
-    if let Some(keys) = c.keys {
-        match keys.key(c.org, ix.key_id).ok().flatten() {
-            None => f.push(
-                Finding::new(
-                    K::UnknownKey,
-                    &ipath,
-                    format!(
-                        "index signed with key {} the keyring does not have",
-                        ix.key_id
-                    ),
-                )
-                .at(ilen - 32, 32),
-            ),
-            Some(k) if !Signer::new(ix.key_id, &k).verify_index(signed, &tag) => f.push(
-                Finding::new(
-                    K::TagMismatch,
-                    &ipath,
-                    format!("index tag does not verify with key {}", ix.key_id),
-                )
-                .at(0, ilen),
-            ),
-            Some(_) => {}
-        }
+    let ix = checked.head;
+    match checked.tag {
+        TagCheck::UnknownKey(_) => f.push(
+            Finding::new(
+                K::UnknownKey,
+                &ipath,
+                format!(
+                    "index signed with key {} the keyring does not have",
+                    ix.key_id
+                ),
+            )
+            .at(ilen.saturating_sub(32), 32),
+        ),
+        TagCheck::Mismatch => f.push(
+            Finding::new(
+                K::TagMismatch,
+                &ipath,
+                format!("index tag does not verify with key {}", ix.key_id),
+            )
+            .at(0, ilen),
+        ),
+        TagCheck::Verified | TagCheck::NotChecked => {}
     }
     let mut problems = Vec::new();
     if &ix.org != c.org || ix.segment != c.id {
@@ -524,84 +539,202 @@ fn load_index(
     if !problems.is_empty() {
         f.push(Finding::new(K::IndexMismatch, &ipath, problems.join("; ")).at(0, ilen));
     }
-    Some((ix, ipath, ilen))
+    Some(CheckedIndex {
+        head: ix,
+        path: ipath,
+        file,
+        len: ilen,
+        entries: checked.entries?,
+    })
 }
 
-fn compare_index(
-    c: &SegmentCheck<'_>,
-    ix: &Index,
-    (ipath, ilen): (&Path, u64),
-    seg_len: u64,
-    at: &BTreeMap<u64, Option<AtOffset>>,
-    damaged: &[(u64, u64)],
-    f: &mut Findings,
-) {
-    // Past the first damaged stretch (already reported), counts, chain heads and timestamps
-    // are those of the readable records only and cannot be compared with the index's.
-    let first_damage = damaged.first().map_or(u64::MAX, |d| d.0);
-    let in_damage = |o: u64| damaged.iter().any(|&(s, e)| (s..e).contains(&o));
-    if ix.covered_len > seg_len {
-        f.push(
-            Finding::new(
-                K::IndexMismatch,
-                c.path,
-                format!(
-                    "the index covers {} bytes but the segment has only {seg_len}: the segment was truncated after the index was written",
-                    ix.covered_len
-                ),
-            )
-            .at(seg_len, ix.covered_len - seg_len),
-        );
-        return;
+/// Compares an index's claims with the segment as the walk goes: its sparse entries (read
+/// again in order, their bytes digested to show they are those checked) against the records
+/// at their offsets, and its `covered_len`, `record_count` and `head` against the records
+/// before `covered_len`. Memory does not depend on the index's size.
+struct IndexCompare {
+    ix: CheckedIndex,
+    win: FileWindow,
+    digest: Sha256,
+    /// Entries read so far, and the next one not yet compared.
+    read: u64,
+    next: Option<IndexEntry>,
+    /// The index could not be read again as it was checked.
+    changed: bool,
+    /// The facts at `covered_len`, once the walk reaches it.
+    at_covered: Option<AtOffset>,
+    /// Start of the first unreadable stretch (reported as corruption).
+    first_damage: u64,
+    /// Entries that do not match.
+    bad: u64,
+}
+
+impl IndexCompare {
+    /// `None` when nothing can be compared: the index covers more than the segment has.
+    fn new(c: &SegmentCheck<'_>, ix: CheckedIndex, seg_len: u64, f: &mut Findings) -> Option<Self> {
+        if ix.head.covered_len > seg_len {
+            f.push(
+                Finding::new(
+                    K::IndexMismatch,
+                    c.path,
+                    format!(
+                        "the index covers {} bytes but the segment has only {seg_len}: the segment was truncated after the index was written",
+                        ix.head.covered_len
+                    ),
+                )
+                .at(seg_len, ix.head.covered_len - seg_len),
+            );
+            return None;
+        }
+        let end = ix.entries.at + ix.entries.count * ENTRY_LEN as u64;
+        let win = FileWindow::new(ix.file.try_clone().ok()?, end);
+        let mut x = IndexCompare {
+            ix,
+            win,
+            digest: Sha256::new(),
+            read: 0,
+            next: None,
+            changed: false,
+            at_covered: None,
+            first_damage: u64::MAX,
+            bad: 0,
+        };
+        x.advance();
+        Some(x)
     }
-    match at.get(&ix.covered_len).copied().flatten() {
-        _ if first_damage < ix.covered_len => {}
-        None => f.push(
-            Finding::new(
-                K::IndexMismatch,
-                ipath,
-                format!(
-                    "covered_len {} is not a record boundary of the segment",
-                    ix.covered_len
-                ),
-            )
-            .at(0, ilen),
-        ),
-        Some(a) => {
-            if a.count_before != ix.record_count || a.head_before != ix.head {
-                f.push(
-                    Finding::new(
-                        K::IndexMismatch,
-                        c.path,
-                        format!(
-                            "the index says {} records ending in chain hash {} before byte {}; the segment has {} ending in {}",
-                            ix.record_count, ix.head, ix.covered_len, a.count_before, a.head_before
-                        ),
-                    )
-                    .at(SEGMENT_HEADER_LEN as u64, ix.covered_len.saturating_sub(SEGMENT_HEADER_LEN as u64)),
-                );
+
+    /// Reads the next entry into `next`.
+    fn advance(&mut self) {
+        self.next = None;
+        if self.read >= self.ix.entries.count || self.changed {
+            return;
+        }
+        let at = self.ix.entries.at + self.read * ENTRY_LEN as u64;
+        self.read += 1;
+        let bytes = match self.win.get(at, ENTRY_LEN) {
+            Ok(b) if b.len() == ENTRY_LEN => b,
+            _ => {
+                self.changed = true;
+                return;
             }
+        };
+        self.digest.update(bytes);
+        match IndexEntry::decode(&mut Reader::new(bytes, at, "index")) {
+            Ok(e) => self.next = Some(e),
+            Err(_) => self.changed = true,
         }
     }
-    let bad = ix
-        .entries
-        .iter()
-        .filter(|e| match at.get(&e.offset).copied().flatten() {
-            _ if in_damage(e.offset) => false,
-            Some(a) if e.offset > first_damage => a.seq != e.seq,
-            Some(a) => a.seq != e.seq || a.max_ts_before != e.max_ts_before,
-            None => true,
-        });
-    let n = bad.count();
-    if n > 0 {
-        f.push(
-            Finding::new(
-                K::IndexMismatch,
-                ipath,
-                format!("{n} sparse entries do not match the segment's records"),
-            )
-            .at(0, ilen),
-        );
+
+    /// The walk is at `off`, with `here` the facts before it.
+    fn covered(&mut self, off: u64, here: AtOffset) {
+        if off == self.ix.head.covered_len && self.at_covered.is_none() {
+            self.at_covered = Some(here);
+        }
+    }
+
+    /// Entries before `off` were passed without landing on a record: they do not match.
+    fn pass(&mut self, off: u64) {
+        while let Some(e) = self.next
+            && e.offset < off
+        {
+            self.bad += 1;
+            self.advance();
+        }
+    }
+
+    /// A record (or the end of what can be read) at `off`, with `here` the facts before it.
+    fn record(&mut self, off: u64, here: AtOffset) {
+        self.pass(off);
+        if let Some(e) = self.next
+            && e.offset == off
+        {
+            let ok = if off > self.first_damage {
+                here.seq == e.seq
+            } else {
+                here.seq == e.seq && here.max_ts_before == e.max_ts_before
+            };
+            self.bad += u64::from(!ok);
+            self.advance();
+        }
+    }
+
+    /// Unreadable bytes `[start, end)`: entries inside them cannot be compared.
+    fn damage(&mut self, start: u64, end: u64) {
+        self.pass(start);
+        self.first_damage = self.first_damage.min(start);
+        while let Some(e) = self.next
+            && e.offset < end
+        {
+            self.advance();
+        }
+    }
+
+    /// The walk ended at `off` with `here` the facts there: compares what is left and
+    /// reports.
+    fn finish(mut self, c: &SegmentCheck<'_>, off: u64, here: AtOffset, f: &mut Findings) {
+        self.covered(off, here);
+        self.record(off, here);
+        while self.next.is_some() {
+            self.bad += 1;
+            self.advance();
+        }
+        let (ipath, ilen) = (self.ix.path.as_path(), self.ix.len);
+        let ix = &self.ix.head;
+        if self.changed || Hash(self.digest.finalize().into()) != self.ix.entries.digest {
+            f.push(
+                Finding::new(
+                    K::IndexMismatch,
+                    ipath,
+                    "the index changed while it was being verified: its entries were not compared",
+                )
+                .at(0, ilen),
+            );
+            return;
+        }
+        // Past the first damaged stretch (already reported), counts, chain heads and
+        // timestamps are those of the readable records only and cannot be compared.
+        match self.at_covered {
+            _ if self.first_damage < ix.covered_len => {}
+            None => f.push(
+                Finding::new(
+                    K::IndexMismatch,
+                    ipath,
+                    format!(
+                        "covered_len {} is not a record boundary of the segment",
+                        ix.covered_len
+                    ),
+                )
+                .at(0, ilen),
+            ),
+            Some(a) => {
+                if a.count_before != ix.record_count || a.head_before != ix.head {
+                    f.push(
+                        Finding::new(
+                            K::IndexMismatch,
+                            c.path,
+                            format!(
+                                "the index says {} records ending in chain hash {} before byte {}; the segment has {} ending in {}",
+                                ix.record_count, ix.head, ix.covered_len, a.count_before, a.head_before
+                            ),
+                        )
+                        .at(SEGMENT_HEADER_LEN as u64, ix.covered_len.saturating_sub(SEGMENT_HEADER_LEN as u64)),
+                    );
+                }
+            }
+        }
+        if self.bad > 0 {
+            f.push(
+                Finding::new(
+                    K::IndexMismatch,
+                    ipath,
+                    format!(
+                        "{} sparse entries do not match the segment's records",
+                        self.bad
+                    ),
+                )
+                .at(0, ilen),
+            );
+        }
     }
 }
 
