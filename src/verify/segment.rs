@@ -782,3 +782,98 @@ impl SeqSet {
         to.saturating_sub(from) <= SEQ_LOOKBACK && (from..to).all(|s| self.contains(s))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fuzzing::FuzzKeys;
+    use crate::log::{Durability, Log, Options};
+    use crate::segment::{index_file_name, segment_file_name};
+    use crate::workload::{Workload, WorkloadConfig};
+
+    /// The entries are read twice (checked, then compared beside the walk): bytes changed in
+    /// between are reported, not compared as if they were the checked ones.
+    #[test]
+    fn an_index_changed_between_its_check_and_the_comparison_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = Options::new(Arc::new(FuzzKeys)).durability(Durability::Never);
+        opts.index_interval = 256;
+        let log = Log::open(dir.path(), opts).unwrap();
+        let events: Vec<_> = Workload::new(WorkloadConfig {
+            events: 200,
+            orgs: 1,
+            days: 2,
+            ..WorkloadConfig::default()
+        })
+        .collect();
+        log.append_batch(&events).unwrap();
+        let org = OrgId::new(&events[0].org_id).unwrap();
+        let id = log.segments(&org).unwrap()[0];
+        log.close().unwrap();
+        let seg = dir.path().join(org.as_str()).join(segment_file_name(id));
+        let ipath = dir.path().join(org.as_str()).join(index_file_name(id));
+        let wanted = BTreeSet::new();
+        let c = SegmentCheck {
+            org: &org,
+            id,
+            path: &seg,
+            keys: Some(&FuzzKeys),
+            live: false,
+            latest: true,
+            wanted: &wanted,
+            now: Timestamp::now(),
+        };
+        let run = |change: bool| {
+            let mut f = Findings {
+                list: Vec::new(),
+                per_kind: HashMap::new(),
+            };
+            let ix = check_index(
+                &c,
+                ipath.clone(),
+                File::open(&ipath).unwrap(),
+                None,
+                None,
+                &mut f,
+            )
+            .unwrap();
+            assert!(ix.entries.count > 2);
+            if change {
+                // The second entry's seq, in place, after the check.
+                let at = ix.entries.at + ENTRY_LEN as u64;
+                let file = File::options().read(true).write(true).open(&ipath).unwrap();
+                let mut b = [0u8; 1];
+                file.read_exact_at(&mut b, at).unwrap();
+                file.write_all_at(&[b[0] ^ 1], at).unwrap();
+            }
+            let len = std::fs::metadata(&seg).unwrap().len();
+            let x = IndexCompare::new(&c, ix, len, &mut f).unwrap();
+            let here = AtOffset {
+                seq: 0,
+                max_ts_before: Timestamp(i64::MIN),
+                count_before: 0,
+                head_before: Hash::ZERO,
+            };
+            x.finish(&c, len, here, &mut f);
+            f.finish()
+        };
+        let unchanged = run(false);
+        assert!(
+            unchanged.iter().all(|f| !f.message.contains("changed")),
+            "{unchanged:?}"
+        );
+        let changed = run(true);
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert_eq!(changed[0].kind, K::IndexMismatch);
+        assert!(
+            changed[0]
+                .message
+                .contains("changed while it was being verified")
+        );
+    }
+}
