@@ -613,11 +613,12 @@ fn open_source(
             stream
                 .pieces
                 .push_back(Piece::new(kind, &meta, &ctx.filter, ctx.reverse, found));
+            // The unindexed tail: a read error there costs the tail, not the indexed part.
             if let Some((from, expect)) = tail {
-                let p = stream
-                    .hint_piece(ctx, (from, end), from, expect, found)
-                    .map_err(io)?;
-                stream.pieces.push_back(p);
+                match stream.hint_piece(ctx, (from, end), from, expect, found) {
+                    Ok(p) => stream.pieces.push_back(p),
+                    Err(e) => found.errors.push(io(e)),
+                }
             }
         }
         Some((ix, _)) => {
