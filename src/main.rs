@@ -80,6 +80,9 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Segments verified at once (default: one per core). Memory is a few MB per thread.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
     },
     /// Print a signed checkpoint (every segment's chain head) per org, to store elsewhere.
     Checkpoint {
@@ -253,7 +256,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             ref org,
             ref checkpoint,
             json,
-        } => verify_cmd(&cli, org.clone(), checkpoint.clone(), json),
+            threads,
+        } => verify_cmd(
+            &cli,
+            org.clone(),
+            checkpoint.clone(),
+            json,
+            threads.map(usize::from),
+        ),
         Command::Checkpoint { org } => {
             let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
             let keyring = need(&cli.keyring, "keyring", "AUDITLOG_KEYRING")?;
@@ -286,6 +296,7 @@ fn verify_cmd(
     org: Option<String>,
     checkpoint: Option<PathBuf>,
     json: bool,
+    threads: Option<usize>,
 ) -> Result<ExitCode, Failure> {
     use std::io::IsTerminal;
     let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
@@ -320,6 +331,7 @@ fn verify_cmd(
         org,
         checkpoints,
         progress,
+        threads,
     };
     let report = auditlog::verify::verify(
         dir,

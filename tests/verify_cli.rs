@@ -2,7 +2,8 @@
 //! intact log, 1 for findings, 2 for usage and I/O errors (missing directory, a key file
 //! readable by others); `--json` is a parseable report naming each finding; the human output
 //! ends with the summary line and says when authenticity was not checked; a checkpoint
-//! printed by `checkpoint` round-trips through `verify --checkpoint` and catches a rollback.
+//! printed by `checkpoint` round-trips through `verify --checkpoint` and catches a rollback;
+//! `--threads` changes nothing in the report.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -141,6 +142,19 @@ fn findings_exit_1_and_json_names_them() {
     assert_eq!(v["authenticity_checked"], true);
     assert_eq!(v["live_writer"], false);
     assert_eq!(v["records"].as_u64(), Some(EVENTS));
+
+    // The same report, in the same order, whatever the number of threads.
+    for threads in ["1", "2", "7"] {
+        let o = run(
+            &fx.dir,
+            Some(&fx.keyring),
+            &["verify", "--json", "--threads", threads],
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(json(&o), v, "--threads {threads}");
+    }
+    let o = run(&fx.dir, Some(&fx.keyring), &["verify", "--threads", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]

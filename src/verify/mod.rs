@@ -41,6 +41,10 @@ pub struct VerifyOptions {
     pub checkpoints: Vec<Checkpoint>,
     /// Progress callback.
     pub progress: Option<Progress>,
+    /// Segments verified at once (default: the available parallelism; 0 counts as 1). Each
+    /// thread holds a few MB (one segment's read window, seq set and findings), whatever
+    /// the size of the log.
+    pub threads: Option<usize>,
 }
 
 impl std::fmt::Debug for VerifyOptions {
@@ -48,6 +52,7 @@ impl std::fmt::Debug for VerifyOptions {
         f.debug_struct("VerifyOptions")
             .field("org", &self.org)
             .field("checkpoints", &self.checkpoints.len())
+            .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
 }
@@ -241,8 +246,9 @@ fn verify_org(
     let empty = BTreeSet::new();
     // Segments verify independently: spread them over the cores, then report in file order
     // so the findings come out the same whatever the scheduling.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    let workers = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .min(files.segments.len())
         .max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
