@@ -591,32 +591,43 @@ fn check_query_sections(index: &Index) {
     }
 }
 
+/// For tests: `events` events of the reference workload (one org, two days) appended under
+/// `opts` (durability `Never`) and closed; the directory, the org and its segment.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+pub(crate) fn small_log(
+    opts: crate::log::Options,
+    events: u64,
+) -> (tempfile::TempDir, OrgId, crate::format::header::SegmentId) {
+    use crate::workload::{Workload, WorkloadConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        crate::log::Log::open(dir.path(), opts.durability(crate::log::Durability::Never)).unwrap();
+    let events: Vec<_> = Workload::new(WorkloadConfig {
+        events,
+        orgs: 1,
+        days: 2,
+        ..WorkloadConfig::default()
+    })
+    .collect();
+    log.append_batch(&events).unwrap();
+    let org = OrgId::new(&events[0].org_id).unwrap();
+    let id = log.segments(&org).unwrap()[0];
+    log.close().unwrap();
+    (dir, org, id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{Log, Options};
+    use crate::log::Options;
     use crate::segment::{index_file_name, segment_file_name};
-    use crate::workload::{Workload, WorkloadConfig};
 
     /// Writes a small real log under `FuzzKeys` and returns (segment, index) bytes of one
     /// segment.
     fn real_files() -> (Vec<u8>, Vec<u8>) {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = Options::new(Arc::new(FuzzKeys))
-            .personal_data(["/after/email"])
-            .durability(crate::log::Durability::Never);
-        let log = Log::open(dir.path(), opts).unwrap();
-        let events: Vec<_> = Workload::new(WorkloadConfig {
-            events: 12,
-            orgs: 1,
-            days: 2,
-            ..WorkloadConfig::default()
-        })
-        .collect();
-        log.append_batch(&events).unwrap();
-        let org = OrgId::new(&events[0].org_id).unwrap();
-        let id = log.segments(&org).unwrap()[0];
-        log.close().unwrap();
+        let opts = Options::new(Arc::new(FuzzKeys)).personal_data(["/after/email"]);
+        let (dir, org, id) = small_log(opts, 12);
         let org_dir = dir.path().join(org.as_str());
         (
             std::fs::read(org_dir.join(segment_file_name(id))).unwrap(),

@@ -653,6 +653,30 @@ fn a_month_of_several_parts_merges_the_same_a_group_at_a_time() {
     }
 }
 
+/// Moves every block's time bounds in the index file `idx` to 2100, in place: the same file
+/// (inode, length, and mtime put back), the tag left as it was.
+fn move_block_times_in_place(idx: &Path) {
+    let mtime = std::fs::metadata(idx).unwrap().modified().unwrap();
+    support::rewrite_index(
+        idx,
+        |ix| {
+            let far = ts("2100-01-01").0.to_le_bytes();
+            for s in ix.sections.iter_mut().filter(|s| s.kind == 1) {
+                for pair in s.bytes.chunks_mut(8) {
+                    pair.copy_from_slice(&far);
+                }
+            }
+        },
+        None,
+    );
+    std::fs::File::options()
+        .write(true)
+        .open(idx)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
 /// The planner reads an index a group at a time after checking it whole. An index changed
 /// in place after the check (same file, length and mtime, so the cache still takes it for
 /// the one it checked) must not steer the query: the changed group is refused, the rest of
@@ -675,28 +699,8 @@ fn an_index_changed_after_its_check_is_not_trusted() {
     assert!(e.is_empty() && stats.indexes_bypassed.is_empty());
     assert!(stats.index_groups_read > 1, "{stats:?}");
 
-    // Every block's time bounds moved to 2100, in place, the tag left as it was.
     let seg = segment_files(dir.path(), "org-000").remove(0);
-    let idx = seg.with_extension("idx");
-    let mtime = std::fs::metadata(&idx).unwrap().modified().unwrap();
-    support::rewrite_index(
-        &idx,
-        |ix| {
-            let far = ts("2100-01-01").0.to_le_bytes();
-            for s in ix.sections.iter_mut().filter(|s| s.kind == 1) {
-                for pair in s.bytes.chunks_mut(8) {
-                    pair.copy_from_slice(&far);
-                }
-            }
-        },
-        None,
-    );
-    std::fs::File::options()
-        .write(true)
-        .open(&idx)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    move_block_times_in_place(&seg.with_extension("idx"));
 
     // The first query refuses the changed group and drops the index from the cache; the
     // next one (reverse) checks the index again and refuses it whole.
@@ -771,24 +775,7 @@ fn an_altered_frame_length_is_damage_not_an_end() {
 
     // The index changed in place after its check: refused, its range read by a hint pass.
     let idx = seg.with_extension("idx");
-    let mtime = std::fs::metadata(&idx).unwrap().modified().unwrap();
-    support::rewrite_index(
-        &idx,
-        |ix| {
-            for s in ix.sections.iter_mut().filter(|s| s.kind == 1) {
-                for pair in s.bytes.chunks_mut(8) {
-                    pair.copy_from_slice(&ts("2100-01-01").0.to_le_bytes());
-                }
-            }
-        },
-        None,
-    );
-    std::fs::File::options()
-        .write(true)
-        .open(&idx)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    move_block_times_in_place(&idx);
     check("index refused", all(log.query(&o).plan_blocks(64)));
 
     // No index at all: the whole segment by a hint pass.

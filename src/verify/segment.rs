@@ -791,30 +791,17 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::fuzzing::FuzzKeys;
-    use crate::log::{Durability, Log, Options};
+    use crate::fuzzing::{FuzzKeys, small_log};
+    use crate::log::Options;
     use crate::segment::{index_file_name, segment_file_name};
-    use crate::workload::{Workload, WorkloadConfig};
 
     /// The entries are read twice (checked, then compared beside the walk): bytes changed in
     /// between are reported, not compared as if they were the checked ones.
     #[test]
     fn an_index_changed_between_its_check_and_the_comparison_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = Options::new(Arc::new(FuzzKeys)).durability(Durability::Never);
+        let mut opts = Options::new(Arc::new(FuzzKeys));
         opts.index_interval = 256;
-        let log = Log::open(dir.path(), opts).unwrap();
-        let events: Vec<_> = Workload::new(WorkloadConfig {
-            events: 200,
-            orgs: 1,
-            days: 2,
-            ..WorkloadConfig::default()
-        })
-        .collect();
-        log.append_batch(&events).unwrap();
-        let org = OrgId::new(&events[0].org_id).unwrap();
-        let id = log.segments(&org).unwrap()[0];
-        log.close().unwrap();
+        let (dir, org, id) = small_log(opts, 200);
         let seg = dir.path().join(org.as_str()).join(segment_file_name(id));
         let ipath = dir.path().join(org.as_str()).join(index_file_name(id));
         let wanted = BTreeSet::new();
