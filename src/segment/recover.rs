@@ -328,9 +328,13 @@ pub(crate) fn recover(
     if outcome.damage.is_empty() {
         // The writer counts every byte found here as durable (its next index and any link
         // to it may name them), but a crash under `Never` or `Interval` can leave records
-        // that reached the page cache and not the disk. Make them durable first.
-        file.sync_data()
-            .map_err(|e| Error::io("fsync segment", &path, e))?;
+        // that reached the page cache and not the disk. Make them durable first, unless
+        // this process fsynced every one of them when it closed the file and nothing has
+        // written it since (the stamp it recorded then still holds).
+        if !unchanged {
+            file.sync_data()
+                .map_err(|e| Error::io("fsync segment", &path, e))?;
+        }
         return Ok(Recovered::Ready {
             header,
             genesis,
