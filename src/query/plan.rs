@@ -697,8 +697,8 @@ enum PieceKind {
         file: File,
         first: Expect,
     },
-    /// Blocks of a hint pass. `kept`: the blocks of the pass itself, when it found one
-    /// group only (then there is no need to walk it again).
+    /// Blocks of a hint pass. `kept`: the blocks of the pass itself, when it found at most
+    /// [`ROUND_GROUPS`] groups (then there is no need to walk them again).
     Hint {
         win: FileWindow,
         groups: Vec<HintGroup>,
@@ -898,7 +898,7 @@ impl Stream {
             (expect, None),
             &mut |b, max_seq| {
                 if groups.last().is_none_or(|g| g.count >= per_group) {
-                    if !groups.is_empty() {
+                    if groups.len() as u64 >= ROUND_GROUPS {
                         kept = None;
                     }
                     groups.push(HintGroup {
@@ -1009,13 +1009,18 @@ fn load_group(
                     found.blocks_skipped += 1;
                 }
             };
-            if let Some(blocks) = kept.take() {
-                blocks.into_iter().for_each(&mut keep);
-                return Ok(());
-            }
             let Some(hg) = groups.get(g) else {
                 return Ok(());
             };
+            if let Some(blocks) = kept {
+                // Groups hold `count` blocks each, back to back.
+                let at: u64 = groups.iter().take(g).map(|x| x.count).sum();
+                let at = usize::try_from(at).unwrap_or(usize::MAX);
+                let n = usize::try_from(hg.count).unwrap_or(usize::MAX);
+                let mine = blocks.get(at..at.saturating_add(n).min(blocks.len()));
+                mine.unwrap_or_default().iter().cloned().for_each(&mut keep);
+                return Ok(());
+            }
             let walked = walk(
                 win,
                 src,
