@@ -43,8 +43,16 @@ impl Drop for Buf {
             .held
             .fetch_sub(self.bytes.len(), Ordering::Relaxed);
         let mut free = self.pool.free.lock();
+        let bytes = std::mem::take(&mut self.bytes);
         if free.len() < POOLED_BUFFERS {
-            free.push(std::mem::take(&mut self.bytes));
+            free.push(bytes);
+        } else if let Some(small) = free
+            .iter_mut()
+            .min_by_key(|v| v.capacity())
+            .filter(|v| v.capacity() < bytes.capacity())
+        {
+            // Keep the larger ones: a spare too small for a batch is no spare.
+            *small = bytes;
         }
     }
 }
@@ -61,14 +69,27 @@ pub(crate) struct BufPool {
 }
 
 impl BufPool {
-    /// A buffer of exactly `n` bytes (contents unspecified).
+    /// A buffer of exactly `n` bytes (contents unspecified): the smallest spare that holds
+    /// `n` bytes, or a new one. A spare is never grown: growing copied its old contents
+    /// and faulted in fresh pages, where a new zeroed allocation costs neither.
     fn take(&self, n: usize) -> Vec<u8> {
-        let mut v = self.free.lock().pop().unwrap_or_default();
-        if v.len() < n {
-            v.resize(n, 0);
+        let spare = {
+            let mut free = self.free.lock();
+            let fit = free
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.capacity() >= n)
+                .min_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i);
+            fit.map(|i| free.swap_remove(i))
+        };
+        match spare {
+            Some(mut v) => {
+                v.resize(n, 0);
+                v
+            }
+            None => vec![0; n],
         }
-        v.truncate(n);
-        v
     }
 }
 

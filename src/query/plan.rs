@@ -438,7 +438,14 @@ impl MonthPlan {
     /// simply file order (reverse file order), which keeps reads sequential.
     pub fn next_round(&mut self, ctx: &Ctx) -> Option<Round> {
         let reverse = ctx.reverse;
-        let mut round = Round::default();
+        // Room for a whole round up front (pages are only touched as blocks are added):
+        // growing the vectors block by block copied them over and over.
+        let room = self.round_blocks.min(1 << 16);
+        let mut round = Round {
+            blocks: Vec::with_capacity(room),
+            frontier: Vec::with_capacity(room),
+            ..Round::default()
+        };
         while round.blocks.len() < self.round_blocks {
             for s in &mut self.streams {
                 s.fill(ctx, &mut self.found);
@@ -812,7 +819,9 @@ impl Stream {
                 continue;
             };
             piece.next += 1;
-            let mut blocks = Vec::new();
+            // The vectors of the group before are reused: no fresh pages per group.
+            let mut blocks = std::mem::take(&mut self.ready);
+            blocks.clear();
             let loaded = load_group(piece, g, self.src, &self.path, ctx, &mut blocks, found);
             if let Err(why) = loaded {
                 self.index_failed(ctx, &why, found);
@@ -821,7 +830,9 @@ impl Stream {
             if reverse {
                 blocks.reverse();
             }
-            let mut env_ = vec![neutral(reverse); blocks.len() + 1];
+            let mut env_ = std::mem::take(&mut self.ready_env);
+            env_.clear();
+            env_.resize(blocks.len() + 1, neutral(reverse));
             let mut e = neutral(reverse);
             for (slot, b) in env_.iter_mut().zip(&blocks).rev() {
                 e = env(reverse, e, edge(reverse, b.lo, b.hi));
