@@ -35,6 +35,24 @@ fn write(dir: &Path, keys: &Arc<Keyring>, events: &[Event]) {
     log.close().unwrap();
 }
 
+/// A closed log of org-000 holding `workload_from(n, orgs, days, seed, start)`, and its keys.
+fn written(
+    n: u64,
+    orgs: u32,
+    days: u32,
+    seed: u64,
+    start: &str,
+) -> (tempfile::TempDir, Arc<Keyring>) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    write(
+        dir.path(),
+        &keys,
+        &workload_from(n, orgs, days, seed, start),
+    );
+    (dir, keys)
+}
+
 fn all(q: auditlog::Query<'_>) -> (Vec<VerifiedEvent>, Vec<Error>, auditlog::QueryStats) {
     let mut m = q.run().unwrap();
     let (mut ok, mut errs) = (Vec::new(), Vec::new());
@@ -236,13 +254,7 @@ fn a_tampered_record_in_range_is_reported_by_verified_queries_only() {
 
 #[test]
 fn a_damaged_or_missing_index_is_bypassed_with_the_same_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keys_for(&["org-000"]);
-    write(
-        dir.path(),
-        &keys,
-        &workload_from(4000, 1, 50, 5, "2026-01-20"),
-    );
+    let (dir, keys) = written(4000, 1, 50, 5, "2026-01-20");
     let o = org("org-000");
     let queries = |log: &Log| {
         vec![
@@ -301,13 +313,7 @@ fn a_damaged_or_missing_index_is_bypassed_with_the_same_results() {
 
 #[test]
 fn a_segment_cut_inside_its_indexed_range_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keys_for(&["org-000"]);
-    write(
-        dir.path(),
-        &keys,
-        &workload_from(1000, 1, 10, 5, "2026-03-03"),
-    );
+    let (dir, keys) = written(1000, 1, 10, 5, "2026-03-03");
     let seg = segment_files(dir.path(), "org-000").remove(0);
     let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
         .unwrap()
@@ -489,13 +495,7 @@ fn out_of_order_events_are_ordered_within_the_buffer_limit() {
 
 #[test]
 fn a_corrupt_record_costs_that_record_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keys_for(&["org-000"]);
-    write(
-        dir.path(),
-        &keys,
-        &workload_from(600, 1, 10, 7, "2026-03-03"),
-    );
+    let (dir, keys) = written(600, 1, 10, 7, "2026-03-03");
     let seg = segment_files(dir.path(), "org-000").remove(0);
     let recs: Vec<VerifiedEvent> = SegmentReader::open(&seg, keys.clone())
         .unwrap()
@@ -539,13 +539,7 @@ fn a_corrupt_record_costs_that_record_only() {
 /// again by every query without it.
 #[test]
 fn index_groups_are_read_once_while_cached() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keys_for(&["org-000"]);
-    write(
-        dir.path(),
-        &keys,
-        &workload_from(3000, 1, 20, 5, "2026-03-03"),
-    );
+    let (dir, keys) = written(3000, 1, 20, 5, "2026-03-03");
     let cached = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
     let uncached = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(0)).unwrap();
     let o = org("org-000");
@@ -561,13 +555,7 @@ fn index_groups_are_read_once_while_cached() {
 
 #[test]
 fn queries_answer_the_same_without_an_index_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keys_for(&["org-000"]);
-    write(
-        dir.path(),
-        &keys,
-        &workload_from(2000, 1, 60, 3, "2026-03-03"),
-    );
+    let (dir, keys) = written(2000, 1, 60, 3, "2026-03-03");
     let cached = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
     let uncached = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(0)).unwrap();
     for _ in 0..2 {
@@ -683,13 +671,7 @@ fn move_block_times_in_place(idx: &Path) {
 /// the segment is read without the index, and nothing is lost.
 #[test]
 fn an_index_changed_after_its_check_is_not_trusted() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keys_for(&["org-000"]);
-    write(
-        dir.path(),
-        &keys,
-        &workload_from(3000, 1, 20, 5, "2026-03-03"),
-    );
+    let (dir, keys) = written(3000, 1, 20, 5, "2026-03-03");
     // A cache that holds the index's summary (~1 KB here) but not its groups (≥ 2.5 KB
     // each), so that the second query reads the groups again.
     let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(2048)).unwrap();
@@ -736,13 +718,7 @@ fn an_index_changed_after_its_check_is_not_trusted() {
 /// summary vouches for the bytes).
 #[test]
 fn an_altered_frame_length_is_damage_not_an_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keys_for(&["org-000"]);
-    write(
-        dir.path(),
-        &keys,
-        &workload_from(3000, 1, 20, 5, "2026-03-03"),
-    );
+    let (dir, keys) = written(3000, 1, 20, 5, "2026-03-03");
     let o = org("org-000");
     let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(2048)).unwrap();
     let (clean, e, _) = all(log.query(&o).plan_blocks(64));
