@@ -16,7 +16,8 @@
     missing_docs
 )]
 
-use std::process::Command;
+mod support;
+
 use std::sync::Arc;
 
 use auditlog::workload::{Workload, WorkloadConfig};
@@ -83,20 +84,12 @@ fn writer_refuses_appends_after_a_failed_write() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    let exe = std::env::current_exe().unwrap();
     // 200 KiB limit: room for a few hundred records, then EFBIG.
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg("ulimit -f 200 && trap '' XFSZ && exec \"$0\" --exact writer_refuses_appends_after_a_failed_write --nocapture --test-threads=1")
-        .arg(&exe)
-        .env(CHILD_ENV, &dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = support::rerun_with_file_size_limit(
+        "writer_refuses_appends_after_a_failed_write",
+        200,
+        CHILD_ENV,
+        &dir,
     );
     let acks: Vec<(u64, String)> = stdout
         .lines()

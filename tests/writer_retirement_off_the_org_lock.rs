@@ -21,7 +21,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -322,19 +321,11 @@ fn a_poisoned_writer_is_not_retired_and_refuses_appends() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg("ulimit -f 32 && trap '' XFSZ && exec \"$0\" --exact a_poisoned_writer_is_not_retired_and_refuses_appends --nocapture --test-threads=1")
-        .arg(&exe)
-        .env(POISON_CHILD_ENV, &dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = support::rerun_with_file_size_limit(
+        "a_poisoned_writer_is_not_retired_and_refuses_appends",
+        32,
+        POISON_CHILD_ENV,
+        &dir,
     );
     let january: Vec<&str> = stdout
         .lines()

@@ -337,6 +337,31 @@ impl KeyedLog {
 
 /// Runs `auditlog [--dir DIR] [--keyring FILE] ARGS…` with neither `AUDITLOG_DIR` nor
 /// `AUDITLOG_KEYRING` taken from the environment.
+/// Runs the test `name` of this test binary again in a child process whose files may not
+/// grow past `kib` KiB (`ulimit -f`, with SIGXFSZ ignored, so a write past it fails with
+/// EFBIG), with the environment variable `env` set to `dir`. Returns the child's stdout,
+/// having checked that it exited 0.
+pub fn rerun_with_file_size_limit(name: &str, kib: u32, env: &str, dir: &Path) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "ulimit -f {kib} && trap '' XFSZ && exec \"$0\" --exact {name} --nocapture --test-threads=1"
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(&exe)
+        .env(env, dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 pub fn auditlog_cli<S: AsRef<OsStr>>(
     dir: Option<&Path>,
     keyring: Option<&Path>,
