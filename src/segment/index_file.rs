@@ -231,7 +231,8 @@ impl Summary {
         };
         let (fa, fb) = group.filters;
         let filters = read(fa, fb.saturating_sub(fa))?;
-        if group_digest(&entries, &times, &filters) != group.digest {
+        let parts = [&entries, &times, &filters].map(|b| Sha256::digest(b).into());
+        if group_digest(&parts) != group.digest {
             return Err(Rejected::Changed);
         }
         let at = self.entries_at + first * ENTRY_LEN as u64;
@@ -264,11 +265,11 @@ impl Summary {
     }
 }
 
-/// The digest of a group's bytes, as [`Group::digest`].
-fn group_digest(entries: &[u8], times: &[u8], filters: &[u8]) -> Hash {
+/// [`Group::digest`] from the SHA-256 of the group's entries', times' and filters' bytes.
+fn group_digest(parts: &[[u8; 32]; 3]) -> Hash {
     let mut all = Sha256::new();
-    for part in [entries, times, filters] {
-        all.update(Sha256::digest(part));
+    for d in parts {
+        all.update(d);
     }
     Hash(all.finalize().into())
 }
@@ -333,11 +334,7 @@ impl Summarizer {
 
     fn finish(mut self) -> Summary {
         for (g, p) in self.groups.iter_mut().zip(&self.parts) {
-            let mut all = Sha256::new();
-            for d in p {
-                all.update(d);
-            }
-            g.digest = Hash(all.finalize().into());
+            g.digest = group_digest(p);
         }
         Summary {
             group_blocks: self.group_blocks,

@@ -113,8 +113,9 @@ fn check_describes(
 }
 
 /// Checks a segment's index (every check of FORMAT.md §3: what `Index::decode` and the tag
-/// check accept, and that it describes this segment) in one streaming pass whose memory does not depend on the index's size. With `build` (the
-/// directory for spill files), also collects its blocks for a resuming writer.
+/// check accept, and that it describes this segment) in one streaming pass whose memory does
+/// not depend on the index's size. With `build` (the directory for spill files), also
+/// collects its blocks for a resuming writer.
 pub(crate) fn read_index(
     dir: &Path,
     org: &OrgId,
