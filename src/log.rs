@@ -29,7 +29,7 @@ use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, Segmen
 use crate::segment::read::SegmentReader;
 use crate::segment::recover::{self, QUARANTINE_DIR, Recovered};
 use crate::segment::scan::{self, DamageCause, FileWindow, IndexBuilder, Tally};
-use crate::segment::writer::{Receipt, SegmentWriter, write_atomically};
+use crate::segment::writer::{Parked, Receipt, SegmentWriter, write_atomically};
 use crate::segment::{
     FileStamp, cold_file_name, fsync_dir, parse_segment_file_name, segment_file_name,
 };
@@ -69,11 +69,23 @@ pub struct Options {
     /// Segment writers kept open. Each open writer holds up to ~0.5 MiB (its buffers and
     /// the part of its index not yet spilled) and up to four file descriptors. Past this
     /// many, the background flusher (every second, or every `Interval`) and [`Log::sync`]
-    /// close the least recently used idle writers (buffer written, fsynced, index written);
-    /// they reopen from disk if their month is appended to again. Appends close writers
-    /// themselves only beyond twice this many, so they rarely pay for a close. Default 256;
-    /// at least 1.
+    /// close the least recently used idle writers; appends close writers themselves only
+    /// beyond twice this many, so they rarely pay for a close.
+    ///
+    /// A close *parks* the writer when it can (see [`Options::parked_bytes`]); otherwise it
+    /// closes it fully: buffer written, fsynced, index written. Default 256; at least 1.
     pub max_open_writers: usize,
+    /// Heap bytes that closed writers may keep *parked*. Parking a writer writes its buffer
+    /// (and fsyncs it, except under [`Durability::Never`], where [`Log::sync`] and
+    /// [`Log::close`] do it), closes its file descriptor and keeps its small state (chain
+    /// head, seqs, the index not yet written: ~13 bytes per event, ~2% of the segment) so
+    /// that reopening the segment reads nothing and writes no index. With more (org, month)
+    /// pairs in active use than [`Options::max_open_writers`], this is what keeps the
+    /// least recently used writers cycling cheaply. A writer whose index has spilled to
+    /// files (a large segment) or whose state does not fit is closed fully instead, and
+    /// reopens from its index. [`Log::close`] writes the parked writers' indexes. Default
+    /// 32 MiB; 0 disables parking.
+    pub parked_bytes: usize,
     /// Bytes of checked segment indexes that queries keep for later queries: each index's
     /// summary (~5 KB for a month of 1.7M events), checked once (tag included), and the
     /// groups of index blocks queries have read (~1.2× their bytes in the `.idx` file),
@@ -93,6 +105,7 @@ impl std::fmt::Debug for Options {
             .field("index_interval", &self.index_interval)
             .field("index_flush_bytes", &self.index_flush_bytes)
             .field("max_open_writers", &self.max_open_writers)
+            .field("parked_bytes", &self.parked_bytes)
             .field("query_index_cache", &self.query_index_cache)
             .finish_non_exhaustive()
     }
@@ -111,6 +124,7 @@ impl Options {
             index_interval: 4096,
             index_flush_bytes: 64 * 1024 * 1024,
             max_open_writers: 256,
+            parked_bytes: 32 << 20,
             query_index_cache: 64 << 20,
             keys,
         }
@@ -131,6 +145,12 @@ impl Options {
     /// Sets how many segment writers may stay open (see [`Options::max_open_writers`]).
     pub fn max_open_writers(mut self, n: usize) -> Options {
         self.max_open_writers = n;
+        self
+    }
+
+    /// Sets the bytes closed writers may keep parked (see [`Options::parked_bytes`]).
+    pub fn parked_bytes(mut self, bytes: usize) -> Options {
+        self.parked_bytes = bytes;
         self
     }
 
@@ -248,15 +268,40 @@ struct OrgSegments {
     /// `Org::close_done`), and a prev link to it reads the closing writer itself.
     closing: HashMap<Month, Arc<SegmentWriter>>,
     /// Segments whose writer this process retired cleanly, as their files were then: an
-    /// unchanged one reopens without a CRC walk (`recover::recover`).
-    closed: HashMap<SegmentId, FileStamp>,
+    /// unchanged one reopens from its parked state, or without a CRC walk
+    /// (`recover::recover`).
+    closed: HashMap<SegmentId, ClosedSegment>,
     /// Most recently created segment (highest ordinal).
     tail: Option<(u32, SegmentId)>,
     /// Whether the org directory exists.
     dir_exists: bool,
 }
 
+/// A segment whose writer this process retired, as the writer left it.
+struct ClosedSegment {
+    /// The file when the writer let go of it. While the file keeps this stamp, nothing has
+    /// written it since.
+    stamp: FileStamp,
+    /// The parked writer's state (`None`: closed fully: fsynced, its index covering it all).
+    parked: Option<Parked>,
+}
+
 impl OrgSegments {
+    /// Months whose latest segment is parked with `pending` work left: its bytes not all
+    /// fsynced, or (`index` true) its index not covering it all.
+    fn parked_months(&self, index: bool) -> Vec<Month> {
+        self.closed
+            .iter()
+            .filter(|(id, c)| {
+                self.latest.get(&id.month) == Some(*id)
+                    && c.parked
+                        .as_ref()
+                        .is_some_and(|p| !p.is_durable() || (index && !p.index_is_current()))
+            })
+            .map(|(id, _)| id.month)
+            .collect()
+    }
+
     /// Every writer of the org: open ones and those being closed.
     fn live(&self) -> impl Iterator<Item = &Arc<SegmentWriter>> {
         self.writers.values().chain(self.closing.values())
@@ -276,6 +321,8 @@ struct Inner {
     stop_cv: Condvar,
     /// Writers in every org's map.
     open_writers: AtomicUsize,
+    /// Heap bytes held by parked writers' states (`ClosedSegment::parked`).
+    parked_bytes: AtomicUsize,
     /// Ticks of writer use, for least-recently-used retirement.
     clock: AtomicU64,
     /// Held by the one thread retiring writers at a time, and by the flusher for its whole
@@ -363,6 +410,7 @@ impl Log {
                 stop: Mutex::new(false),
                 stop_cv: Condvar::new(),
                 open_writers: AtomicUsize::new(0),
+                parked_bytes: AtomicUsize::new(0),
                 clock: AtomicU64::new(0),
                 retiring: Mutex::new(()),
             }),
@@ -610,6 +658,8 @@ impl Log {
         // Waits for a retirement in progress (or a flusher tick) instead of skipping: once
         // it is done, every writer not in use is closed down to the limit.
         let _retiring = self.inner.retiring.lock();
+        // Writers parked under `Never` before this call: their bytes are written, not fsynced.
+        self.inner.settle_parked(false)?;
         self.inner.retire_locked(self.inner.opts.max_open_writers);
         Ok(())
     }
@@ -673,12 +723,21 @@ impl Log {
             let _ = h.join();
         }
         let mut first_err = None;
+        {
+            let _retiring = self.inner.retiring.lock();
+            // Parked writers first, each reopened, fsynced, indexed and closed again.
+            if let Err(e) = self.inner.settle_parked(true) {
+                first_err = Some(e);
+            }
+        }
         for org in self.inner.all_orgs() {
             let writers: Vec<Arc<SegmentWriter>> = org.segs.lock().live().cloned().collect();
             for w in writers {
                 let r = org
                     .signer(&*self.inner.opts.keys)
                     .and_then(|s| match s.read().as_ref() {
+                        // Its index covers all of it and was written after an fsync.
+                        Some(_) if w.unindexed_bytes() == 0 => w.sync(),
                         Some(signer) => w.write_index(signer),
                         None => w.sync(),
                     });
@@ -929,15 +988,23 @@ impl Inner {
         }
         let interval = self.opts.index_interval;
         let keys = &*self.opts.keys;
-        let writer = match segs.latest.get(&month).copied() {
-            Some(id) => match recover::recover(
-                &org.dir,
-                &org.id,
-                id,
-                keys,
-                interval,
-                segs.closed.remove(&id),
-            )? {
+        let latest = segs.latest.get(&month).copied();
+        let mut closed_as = None;
+        if let Some(closed) = latest.and_then(|id| segs.closed.remove(&id)) {
+            closed_as = Some(closed.stamp);
+            if let Some(parked) = closed.parked {
+                self.parked_bytes
+                    .fetch_sub(parked.bytes(), Ordering::Relaxed);
+                match Self::unpark(org, parked, closed.stamp)? {
+                    Some(w) => return Ok(self.install(segs, month, w)),
+                    // Written by something else since it was parked: its state is stale,
+                    // so the file is recovered like any other.
+                    None => closed_as = None,
+                }
+            }
+        }
+        let writer = match latest {
+            Some(id) => match recover::recover(&org.dir, &org.id, id, keys, interval, closed_as)? {
                 Recovered::Ready {
                     header,
                     genesis,
@@ -1066,12 +1133,113 @@ impl Inner {
                 self.create(org, segs, header)?
             }
         };
+        Ok(self.install(segs, month, writer))
+    }
+
+    /// Puts a newly opened writer in the org's map, as used now.
+    fn install(
+        &self,
+        segs: &mut OrgSegments,
+        month: Month,
+        writer: SegmentWriter,
+    ) -> Arc<SegmentWriter> {
         let w = Arc::new(writer);
         w.touch(self.clock.fetch_add(1, Ordering::Relaxed));
         if segs.writers.insert(month, Arc::clone(&w)).is_none() {
             self.open_writers.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(w)
+        w
+    }
+
+    /// Reopens a parked writer, without reading its file, if the file still has the stamp
+    /// it was parked with; `None` if it was changed since.
+    fn unpark(org: &Org, parked: Parked, stamp: FileStamp) -> Result<Option<SegmentWriter>> {
+        let path = org.dir.join(segment_file_name(parked.id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &path, e))?;
+        if FileStamp::of(&meta) != stamp {
+            return Ok(None);
+        }
+        Ok(Some(SegmentWriter::unpark(&org.dir, parked, file)))
+    }
+
+    /// With `retiring` held, so that nothing is parked meanwhile: makes every parked
+    /// segment's bytes durable (with `index`, also writes its index where it lags), one
+    /// segment at a time ([`Inner::settle_month`]). A failure does not stop the others;
+    /// the first is returned.
+    fn settle_parked(&self, index: bool) -> Result<()> {
+        let mut first_err = None;
+        for org in self.all_orgs() {
+            let months = org.segs.lock().parked_months(index);
+            for month in months {
+                if let Err(e) = self.settle_month(&org, month, index) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Reopens the month's parked writer (reading nothing) as a writer being closed, so
+    /// that appenders of the month wait for it as for a retirement; fsyncs it (`index`:
+    /// writes its index, fsync first) and parks it again, all with `segs` released. An
+    /// fsync failure poisons the reopened writer like any other: it goes into the map and
+    /// its month takes no appends until the log is reopened. A writer an appender reopened
+    /// meanwhile holds the parked bytes now, and is settled in place.
+    fn settle_month(&self, org: &Org, month: Month, index: bool) -> Result<()> {
+        let (w, reopened_here) = {
+            let mut segs = org.segs.lock();
+            let live = segs
+                .writers
+                .get(&month)
+                .or_else(|| segs.closing.get(&month))
+                .cloned();
+            match live {
+                Some(w) => (w, false),
+                None => {
+                    let Some(id) = segs.latest.get(&month).copied() else {
+                        return Ok(());
+                    };
+                    let Some(closed) = segs.closed.remove(&id) else {
+                        return Ok(());
+                    };
+                    let Some(parked) = closed.parked else {
+                        segs.closed.insert(id, closed);
+                        return Ok(());
+                    };
+                    self.parked_bytes
+                        .fetch_sub(parked.bytes(), Ordering::Relaxed);
+                    // Changed since it was parked: the next open recovers it, fsync included.
+                    let Some(w) = Self::unpark(org, parked, closed.stamp)? else {
+                        return Ok(());
+                    };
+                    let w = Arc::new(w);
+                    segs.closing.insert(month, Arc::clone(&w));
+                    self.open_writers.fetch_add(1, Ordering::Relaxed);
+                    (w, true)
+                }
+            }
+        };
+        let signer = if index {
+            org.signer(&*self.opts.keys)?.read().clone()
+        } else {
+            None
+        };
+        let settled = match signer {
+            Some(signer) if w.unindexed_bytes() > 0 => w.write_index(&signer),
+            _ => w.sync(),
+        };
+        if !reopened_here {
+            return settled;
+        }
+        let closed = settled.and_then(|()| self.close_writer(org, &w));
+        self.end_close(org, month, w, closed)
     }
 
     /// Open writers beyond which an append closes idle ones itself (the flusher and `sync`
@@ -1128,7 +1296,9 @@ impl Inner {
                 continue;
             };
             let closed = self.close_writer(&org, &w);
-            self.end_close(&org, month, w, closed);
+            // The appender that triggered the retirement gets no error for another
+            // segment's disk; the writer went back into the map and reports it itself.
+            let _ = self.end_close(&org, month, w, closed);
         }
     }
 
@@ -1145,10 +1315,29 @@ impl Inner {
         Some(w)
     }
 
-    /// Closes a writer taken out of the map by [`Inner::begin_close`], without `segs`:
-    /// everything buffered written and fsynced, the index written. Returns the segment's
-    /// file stamp on success.
-    fn close_writer(&self, org: &Org, w: &SegmentWriter) -> Result<FileStamp> {
+    /// Closes a writer taken out of the map by [`Inner::begin_close`], without `segs`.
+    ///
+    /// Parked if it can be (see [`Options::max_open_writers`]): everything buffered written
+    /// (and fsynced unless under `Never`), its state kept within the log's budget. Else
+    /// closed fully: everything fsynced, the index written.
+    fn close_writer(&self, org: &Org, w: &SegmentWriter) -> Result<ClosedSegment> {
+        match self.opts.durability {
+            Durability::Never => w.flush(u64::MAX, false)?,
+            Durability::Always | Durability::Interval(_) => w.sync()?,
+        }
+        let budget = self.opts.parked_bytes;
+        // Stamped first: a parked writer is spent, and nothing may fail after it.
+        let stamp = Self::stamp_of(w)?;
+        let parked = w.park(|bytes| {
+            self.parked_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                    held.checked_add(bytes).filter(|&total| total <= budget)
+                })
+                .is_ok()
+        });
+        if parked.is_some() {
+            return Ok(ClosedSegment { stamp, parked });
+        }
         // Nothing appended since its index was written: that index covers every byte and
         // was written after they were fsynced, so there is nothing to do.
         if w.unindexed_bytes() == 0 {
@@ -1165,42 +1354,66 @@ impl Inner {
                 None => w.sync()?,
             }
         }
-        // No append can reach the file while the month is closing, and a flush by
-        // `Log::sync` or a prev link finds nothing left to write: this is the stamp the
-        // file keeps until a writer is opened on it again.
+        Ok(ClosedSegment {
+            stamp: Self::stamp_of(w)?,
+            parked: None,
+        })
+    }
+
+    /// The stamp of a closing writer's file. No append can reach the file while the month
+    /// is closing, and once the buffer is written a flush by `Log::sync` or a prev link
+    /// finds nothing left to write: this is the stamp the file keeps until a writer is
+    /// opened on it again.
+    fn stamp_of(w: &SegmentWriter) -> Result<FileStamp> {
         let meta = fs::metadata(w.path()).map_err(|e| Error::io("stat segment", w.path(), e))?;
         Ok(FileStamp::of(&meta))
     }
 
     /// Under `segs` again: ends the close begun by [`Inner::begin_close`] and wakes the
-    /// appenders waiting for the month. Closed: the writer leaves the count and the stamp
-    /// lets the next open skip the CRC walk. Failed: the writer goes back into the map as
-    /// it is, nothing it holds lost; after a failed write or fsync it is poisoned and its
-    /// appends fail with [`Error::WriterFailed`] until the log is reopened (it is never
-    /// closed or reopened in this process as if the data were durable), after a failed
-    /// index write it keeps taking appends and a later retirement tries again. The
-    /// appender that triggered the retirement gets no error for another segment's disk.
-    fn end_close(&self, org: &Org, month: Month, w: Arc<SegmentWriter>, closed: Result<FileStamp>) {
+    /// appenders waiting for the month. Closed: the writer leaves the count, and its parked
+    /// state or its stamp lets the next open read nothing or skip the CRC walk. Failed: the
+    /// writer goes back into the map as it is, nothing it holds lost, and the error is
+    /// returned; after a failed write or fsync it is poisoned and its appends fail with
+    /// [`Error::WriterFailed`] until the log is reopened (it is never closed or reopened in
+    /// this process as if the data were durable), after a failed index write it keeps
+    /// taking appends and a later retirement tries again.
+    fn end_close(
+        &self,
+        org: &Org,
+        month: Month,
+        w: Arc<SegmentWriter>,
+        closed: Result<ClosedSegment>,
+    ) -> Result<()> {
         let mut segs = org.segs.lock();
         segs.closing.remove(&month);
-        match closed {
-            Ok(stamp) => {
-                segs.closed.insert(w.id(), stamp);
+        let outcome = match closed {
+            Ok(closed) => {
+                if let Some(old) = segs.closed.insert(w.id(), closed)
+                    && let Some(parked) = old.parked
+                {
+                    self.parked_bytes
+                        .fetch_sub(parked.bytes(), Ordering::Relaxed);
+                }
                 self.open_writers.fetch_sub(1, Ordering::Relaxed);
+                Ok(())
             }
-            Err(_) => match segs.writers.entry(month) {
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(w);
+            Err(e) => {
+                match segs.writers.entry(month) {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(w);
+                    }
+                    // Not reachable (no writer is opened for a closing month); were it, the
+                    // writer in the map is the one counted and used.
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        self.open_writers.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
-                // Not reachable (no writer is opened for a closing month); were it, the
-                // writer in the map is the one counted and used.
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    self.open_writers.fetch_sub(1, Ordering::Relaxed);
-                }
-            },
-        }
+                Err(e)
+            }
+        };
         drop(segs);
         org.close_done.notify_all();
+        outcome
     }
 
     /// Builds the header of a new segment, linking it to the org's most recently created
@@ -1440,6 +1653,172 @@ mod tests {
         drop((segs, open, again, via));
         assert_eq!(log.open_writers(), 1);
         log.append(&event).unwrap();
+        log.close().unwrap();
+    }
+    /// An event of org-000 in `month` (day 1 plus `n` seconds).
+    fn event_in(month: Month, n: i64) -> Event {
+        let mut e = Workload::new(WorkloadConfig {
+            events: 1,
+            orgs: 1,
+            seed: n as u64,
+            ..WorkloadConfig::default()
+        })
+        .next()
+        .unwrap();
+        e.occurred_at = Timestamp(month.start().micros() + n * 1_000_000);
+        e
+    }
+
+    /// The closed entry of `month`'s latest segment of org-000, if its writer is closed.
+    fn closed_of<R>(log: &Log, month: Month, f: impl FnOnce(&ClosedSegment) -> R) -> Option<R> {
+        let org = log.inner.org(&OrgId::new("org-000").unwrap());
+        let segs = org.segs.lock();
+        let id = segs.latest.get(&month)?;
+        segs.closed.get(id).map(f)
+    }
+
+    fn org_000_keys() -> Arc<Keyring> {
+        let ring = Keyring::in_memory();
+        ring.rotate(&OrgId::new("org-000").unwrap()).unwrap();
+        Arc::new(ring)
+    }
+
+    /// Issue #2 (retirement thrash with more active months than `max_open_writers`): a
+    /// retired writer is parked, not closed: under `Never` nothing is fsynced or indexed
+    /// when it is retired, and reopening it reads nothing (a reopen through recovery would
+    /// find no index and report `IndexRebuilt`). `Log::sync` fsyncs what was parked;
+    /// `Log::close` writes every index, so the next open has nothing to repair.
+    #[test]
+    fn retired_writers_are_parked_and_reopen_without_reading_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let jan = Month::new(2026, 1).unwrap();
+        let keys = org_000_keys();
+        let opts = || Options::new(keys.clone()).durability(Durability::Never);
+        let log = Log::open(dir.path(), opts().max_open_writers(1)).unwrap();
+        let receipts = alternate(&log, 20);
+        assert_eq!(log.open_writers(), 1);
+        // January was retired last, after February's append: parked, not fsynced, no index.
+        assert_eq!(
+            closed_of(&log, jan, |c| c
+                .parked
+                .as_ref()
+                .map(|p| (p.is_durable(), p.index_is_current()))),
+            Some(Some((false, false)))
+        );
+        assert!(!dir.path().join("org-000/2026-01.idx").exists());
+        assert!(
+            log.recovery_report().is_empty(),
+            "{:?}",
+            log.recovery_report()
+        );
+        for (i, r) in receipts.iter().enumerate() {
+            assert_eq!(r.seq, (i / 2) as u64, "{r:?}");
+        }
+
+        log.sync().unwrap();
+        assert_eq!(
+            closed_of(&log, jan, |c| c.parked.as_ref().map(|p| p.is_durable())),
+            Some(Some(true))
+        );
+        log.close().unwrap();
+        for month in ["2026-01", "2026-02"] {
+            assert!(dir.path().join(format!("org-000/{month}.idx")).exists());
+        }
+
+        let log = Log::open(dir.path(), opts()).unwrap();
+        assert!(
+            log.recovery_report().is_empty(),
+            "{:?}",
+            log.recovery_report()
+        );
+        let r = log.append(&event_in(jan, 99)).unwrap();
+        assert_eq!(r.seq, 20);
+        log.close().unwrap();
+        let keys: &dyn KeyProvider = &*keys;
+        let report = crate::verify::verify(
+            dir.path(),
+            Some(keys),
+            &crate::verify::VerifyOptions::default(),
+        )
+        .unwrap();
+        assert!(report.is_intact(), "{}", report.summary());
+    }
+
+    /// Appends one event to each of January and February, `rounds` times, with a
+    /// retirement down to one writer after each append (as the flusher's tick does):
+    /// January ends parked (or closed).
+    fn alternate(log: &Log, rounds: i64) -> Vec<Receipt> {
+        let mut receipts = Vec::new();
+        for round in 0..rounds {
+            for month in [Month::new(2026, 1).unwrap(), Month::new(2026, 2).unwrap()] {
+                receipts.push(log.append(&event_in(month, round)).unwrap());
+                let _retiring = log.inner.retiring.lock();
+                log.inner.retire_locked(1);
+            }
+        }
+        receipts
+    }
+
+    /// A parked writer's state describes its file as it left it. If anything writes the
+    /// file meanwhile, the state is stale: the month must be recovered from the file (here,
+    /// the bytes added are quarantined as a torn tail) and not resumed over them.
+    #[test]
+    fn a_parked_segment_changed_meanwhile_is_recovered_not_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let jan = Month::new(2026, 1).unwrap();
+        let log = Log::open(
+            dir.path(),
+            Options::new(org_000_keys())
+                .durability(Durability::Never)
+                .max_open_writers(1),
+        )
+        .unwrap();
+        alternate(&log, 3);
+        assert_eq!(closed_of(&log, jan, |c| c.parked.is_some()), Some(true));
+        let path = dir.path().join("org-000/2026-01.seg");
+        let len = fs::metadata(&path).unwrap().len();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, &[0xab; 10]).unwrap();
+        drop(f);
+
+        let r = log.append(&event_in(jan, 50)).unwrap();
+        assert_eq!(r.seq, 3);
+        let report = log.recovery_report();
+        assert!(
+            report.iter().any(|a| matches!(
+                a,
+                RecoveryAction::TornTailQuarantined { offset, len: 10, .. } if *offset == len
+            )),
+            "{report:?}"
+        );
+        log.close().unwrap();
+    }
+
+    /// A writer whose index has spilled to files (which hold descriptors) is not parked: it
+    /// is closed fully, fsynced with its index written, as before parking existed.
+    #[test]
+    fn a_writer_with_spilled_index_is_closed_fully() {
+        scan::TEST_SPILL_LIMIT.with(|l| l.set(Some(1)));
+        let dir = tempfile::tempdir().unwrap();
+        let jan = Month::new(2026, 1).unwrap();
+        let log = Log::open(
+            dir.path(),
+            Options::new(org_000_keys())
+                .durability(Durability::Never)
+                .max_open_writers(1),
+        )
+        .unwrap();
+        // Enough records for a few closed blocks, spilled at once.
+        alternate(&log, 40);
+        scan::TEST_SPILL_LIMIT.with(|l| l.set(None));
+        assert_eq!(closed_of(&log, jan, |c| c.parked.is_some()), Some(false));
+        assert!(dir.path().join("org-000/2026-01.idx").exists());
+        assert_eq!(log.append(&event_in(jan, 99)).unwrap().seq, 40);
+        assert!(
+            log.recovery_report().is_empty(),
+            "{:?}",
+            log.recovery_report()
+        );
         log.close().unwrap();
     }
 }

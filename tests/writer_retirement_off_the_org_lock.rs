@@ -119,10 +119,12 @@ fn appends_to_other_months_proceed_while_a_retirement_is_closing() {
     });
     // `Interval` with a tick that never comes: the background flusher stays out of the way,
     // so the only retirement is the one `sync` starts below. One writer allowed open:
-    // `sync` closes down to one, appends close writers only beyond two.
+    // `sync` closes down to one, appends close writers only beyond two. Parking off: the
+    // close under test is the full one, which looks up the key to write the index.
     let opts = Options::new(Arc::clone(&keys) as Arc<dyn KeyProvider>)
         .durability(Durability::Interval(Duration::from_secs(3600)))
-        .max_open_writers(1);
+        .max_open_writers(1)
+        .parked_bytes(0);
     let log = Arc::new(Log::open(dir.path(), opts).unwrap());
     let mut receipts = Vec::new();
     // February first, then January (which becomes the org's newest segment), then February
@@ -197,10 +199,12 @@ fn a_failed_close_keeps_the_writer_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
     // `Never`: January's records are only in its buffer until the close writes them.
+    // Parking off: a parked writer writes no index when retired (see the next test).
     let opts = || {
         Options::new(keys.clone())
             .durability(Durability::Never)
             .max_open_writers(1)
+            .parked_bytes(0)
     };
     let log = Log::open(dir.path(), opts()).unwrap();
     let mut receipts = vec![
@@ -241,6 +245,63 @@ fn a_failed_close_keeps_the_writer_and_loses_nothing() {
         keys,
         &receipts,
         &[("2026-01", 3), ("2026-02", 2)],
+    );
+}
+
+/// A parked writer writes its index only when the log is closed. If that write fails (a
+/// directory sits where the index's temporary file goes), `close` must say so, and nothing
+/// may be lost: the records were fsynced before the index, the next open rebuilds it.
+#[test]
+fn a_parked_writer_whose_index_cannot_be_written_at_close_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let opts = || {
+        Options::new(keys.clone())
+            .durability(Durability::Never)
+            .max_open_writers(1)
+    };
+    let log = Log::open(dir.path(), opts()).unwrap();
+    let mut receipts = vec![
+        log.append(&ev("2026-01-05", 0)).unwrap(),
+        log.append(&ev("2026-02-03", 0)).unwrap(),
+    ];
+    // January (least recently used) is parked: no index yet.
+    log.sync().unwrap();
+    let org_dir = dir.path().join(ORG);
+    assert!(!org_dir.join("2026-01.idx").exists());
+    let blocker = org_dir.join("2026-01.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("keep"), b"x").unwrap();
+    // Reopened from its parked state and parked again, still without an index.
+    receipts.push(log.append(&ev("2026-01-06", 1)).unwrap());
+    receipts.push(log.append(&ev("2026-02-04", 1)).unwrap());
+    log.sync().unwrap();
+    assert_eq!(
+        receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [0, 0, 1, 1]
+    );
+
+    let err = log.close().unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path.ends_with("2026-01.tmp")),
+        "{err:?}"
+    );
+    assert!(!org_dir.join("2026-01.idx").exists());
+    std::fs::remove_dir_all(&blocker).unwrap();
+
+    let log = Log::open(dir.path(), opts()).unwrap();
+    let report = log.recovery_report();
+    assert!(
+        matches!(&report[..], [auditlog::RecoveryAction::IndexRebuilt { file, .. }]
+            if file.ends_with("2026-01.seg")),
+        "{report:?}"
+    );
+    log.close().unwrap();
+    assert_everything_survived(
+        dir.path(),
+        keys,
+        &receipts,
+        &[("2026-01", 2), ("2026-02", 2)],
     );
 }
 

@@ -287,6 +287,30 @@ impl IndexBuilder {
         self.spill_error.take()
     }
 
+    /// Whether part of the index has moved to spill files (which hold file descriptors).
+    pub fn has_spill_file(&self) -> bool {
+        self.entries.has_file() || self.times.has_file() || self.filters.has_file()
+    }
+
+    /// Heap bytes the builder holds: its closed blocks in memory, the open block's terms and
+    /// its scratch buffer.
+    pub fn held_bytes(&self) -> usize {
+        self.entries.held_bytes()
+            + self.times.held_bytes()
+            + self.filters.held_bytes()
+            + self.open_terms.capacity() * std::mem::size_of::<u64>()
+            + self.filter_buf.capacity()
+    }
+
+    /// Gives back spare capacity, for a builder that will be kept idle (a parked writer's).
+    pub fn shrink(&mut self) {
+        self.entries.shrink();
+        self.times.shrink();
+        self.filters.shrink();
+        self.open_terms.shrink_to_fit();
+        self.filter_buf = Vec::new();
+    }
+
     /// Notes a record whose filter term hashes are `terms` (`None`: its body did not parse).
     pub fn observe_terms(&mut self, offset: u64, seq: u64, ts: Timestamp, terms: Option<&[u64]>) {
         let open = match self.open.as_mut() {

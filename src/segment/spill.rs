@@ -46,6 +46,21 @@ impl Spool {
         self.mem.len()
     }
 
+    /// Whether part of the stream is in a spill file (which holds a file descriptor).
+    pub fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Heap bytes held for the stream's bytes in memory (its buffer's capacity).
+    pub fn held_bytes(&self) -> usize {
+        self.mem.capacity()
+    }
+
+    /// Gives back the buffer's spare capacity.
+    pub fn shrink(&mut self) {
+        self.mem.shrink_to_fit();
+    }
+
     /// Bytes of the stream in all.
     pub fn len(&self) -> u64 {
         self.file_len + self.mem.len() as u64

@@ -106,6 +106,44 @@ pub(crate) struct SegmentWriter {
     index_lock: Mutex<()>,
     /// The log's use clock when this writer was last handed to an appender.
     last_used: AtomicU64,
+    /// [`SegmentWriter::park`] took its state: it appends nothing and writes no index again.
+    parked: AtomicBool,
+}
+
+/// The state of a writer closed by [`SegmentWriter::park`]: what reopening its segment would
+/// otherwise rebuild by reading the file (chain head, seqs, the index builder), kept so that
+/// the reopen ([`SegmentWriter::unpark`]) reads nothing. It holds no file descriptor.
+pub(crate) struct Parked {
+    header: SegmentHeader,
+    genesis: Hash,
+    tally: Tally,
+    /// Bytes of the file fsynced when the writer was parked (the rest was written, not
+    /// fsynced: under `Durability::Never`).
+    durable: u64,
+    index_written_at: u64,
+    /// Heap bytes held, as the log's budget for parked writers counts them.
+    bytes: usize,
+}
+
+impl Parked {
+    pub fn id(&self) -> SegmentId {
+        self.header.id
+    }
+
+    /// Heap bytes held (the index builder's).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether every byte of the segment was fsynced.
+    pub fn is_durable(&self) -> bool {
+        self.durable >= self.tally.valid_end
+    }
+
+    /// Whether the index on disk covers the whole segment.
+    pub fn index_is_current(&self) -> bool {
+        self.index_written_at >= self.tally.valid_end
+    }
 }
 
 impl std::fmt::Debug for SegmentWriter {
@@ -205,7 +243,67 @@ impl SegmentWriter {
             index_written_at: AtomicU64::new(0),
             index_lock: Mutex::new(()),
             last_used: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the writer's state out so it can be closed and reopened later without reading
+    /// its file ([`SegmentWriter::unpark`]). Only for an idle writer whose records have all
+    /// been written to the file (flushed; fsynced or not) and whose index builder holds no
+    /// spill file: `admit` is asked with the heap bytes the state would keep and may refuse.
+    /// On `None` the writer is unchanged. On `Some` it is spent: a reference to it that
+    /// outlives the close may still flush or fsync (nothing is left to write), but it takes
+    /// no append and writes no index again.
+    pub fn park(&self, admit: impl FnOnce(usize) -> bool) -> Option<Parked> {
+        let _serial = self.index_lock.lock();
+        let io = self.io.lock();
+        let mut st = self.state.lock();
+        if self.failed.load(Ordering::Acquire)
+            || self.parked.load(Ordering::Acquire)
+            || !st.buf.is_empty()
+            || io.written != st.end
+            || st.tally.index.has_spill_file()
+        {
+            return None;
+        }
+        st.tally.index.shrink();
+        let bytes = st.tally.index.held_bytes();
+        if !admit(bytes) {
+            return None;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let interval = st.tally.index.interval;
+        let index = std::mem::replace(&mut st.tally.index, IndexBuilder::new(interval, dir));
+        let t = &st.tally;
+        let tally = Tally {
+            head: t.head,
+            next_seq: t.next_seq,
+            count: t.count,
+            valid_end: t.valid_end,
+            max_seq: t.max_seq,
+            index,
+        };
+        self.parked.store(true, Ordering::Release);
+        Some(Parked {
+            header: self.header.clone(),
+            genesis: self.genesis,
+            tally,
+            durable: io.synced,
+            index_written_at: self.index_written_at.load(Ordering::Acquire),
+            bytes,
+        })
+    }
+
+    /// Reopens a parked writer on `file`, its segment opened again. The caller has checked
+    /// that the file is as the writer left it (its [`FileStamp`](super::FileStamp)).
+    pub fn unpark(dir: &Path, parked: Parked, file: File) -> SegmentWriter {
+        let path = dir.join(super::segment_file_name(parked.header.id));
+        let w = Self::assemble(dir, parked.header, parked.genesis, path, file, parked.tally);
+        w.io.lock().synced = parked.durable;
+        w.durable.store(parked.durable, Ordering::Release);
+        w.index_written_at
+            .store(parked.index_written_at, Ordering::Release);
+        w
     }
 
     pub fn id(&self) -> SegmentId {
@@ -248,6 +346,14 @@ impl SegmentWriter {
     ) -> Result<(Vec<Receipt>, u64, usize)> {
         if self.failed.load(Ordering::Acquire) {
             return Err(self.failed_error());
+        }
+        if self.parked.load(Ordering::Acquire) {
+            // Unreachable: a parked writer is in none of the log's maps, and appends find
+            // writers only there. Were it reached, the state is gone: refuse, lose nothing.
+            return Err(Error::SegmentClosing {
+                org: self.org.to_string(),
+                segment: self.header.id.to_string(),
+            });
         }
         let mut receipts = Vec::with_capacity(events.len());
         let mut st = self.state.lock();
@@ -444,6 +550,11 @@ impl SegmentWriter {
         let mut io = self.io.lock();
         if self.failed.load(Ordering::Acquire) {
             return Err(self.failed_error());
+        }
+        if self.parked.load(Ordering::Acquire) {
+            // Its index builder left with the parked state, which writes the index when
+            // the segment is reopened or the log closed.
+            return Ok(());
         }
         // Take the snapshot and the buffer under one state lock so they describe the same
         // bytes; then write and fsync them.
