@@ -52,6 +52,8 @@ const BATCH: usize = 1_000;
 /// The single-thread `Never` log is replaced by a fresh one after this many events, so the
 /// run does not fill the disk.
 const NEVER_REOPEN_EVENTS: u64 = 400_000;
+/// Orgs of `never_1t_append_many_orgs`.
+const MANY_ORGS: usize = 1_000;
 
 // ---------------------------------------------------------------------------------------
 // Fixture and sample recording
@@ -64,6 +66,9 @@ struct Fixture {
     /// The same events, all of one org (one segment writer): group commit without
     /// the spread over writers.
     one_org: Vec<Event>,
+    /// The same events spread over `MANY_ORGS` orgs: more (org, month) pairs in use than
+    /// `Options::max_open_writers` (default 256), so writers are retired and reopened.
+    many_orgs: Vec<Event>,
     /// `serde_json::to_vec` of each event.
     json: Vec<Vec<u8>>,
     keys: Arc<Keyring>,
@@ -89,12 +94,25 @@ fn fixture() -> &'static Fixture {
                 ..e.clone()
             })
             .collect();
+        // Spread like the CLI's `gen --orgs 1000`: every org active, in no fixed order.
+        let many_orgs: Vec<Event> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Event {
+                org_id: format!("org-{:04}", (i * 7_919) % MANY_ORGS),
+                ..e.clone()
+            })
+            .collect();
         let json = events
             .iter()
             .map(|e| serde_json::to_vec(e).unwrap())
             .collect();
         let keys = Arc::new(Keyring::in_memory());
-        let mut orgs: Vec<&str> = events.iter().map(|e| e.org_id.as_str()).collect();
+        let mut orgs: Vec<&str> = events
+            .iter()
+            .chain(&many_orgs)
+            .map(|e| e.org_id.as_str())
+            .collect();
         orgs.sort_unstable();
         orgs.dedup();
         for org in orgs {
@@ -103,6 +121,7 @@ fn fixture() -> &'static Fixture {
         Fixture {
             events,
             one_org,
+            many_orgs,
             json,
             keys,
         }
@@ -477,6 +496,17 @@ fn open_log(dir: &Path, durability: Durability) -> Log {
     log
 }
 
+/// [`open_log`] for `never_1t_append_many_orgs`: the segment of each of its orgs created
+/// before timing starts (the first `MANY_ORGS` events cover them all).
+fn open_many_orgs_log(dir: &Path) -> Log {
+    let f = fixture();
+    let opts = Options::new(f.keys.clone()).durability(Durability::Never);
+    let log = Log::open(dir, opts).unwrap();
+    log.append_batch(&f.many_orgs[..MANY_ORGS]).unwrap();
+    log.sync().unwrap();
+    log
+}
+
 /// `threads` threads each append `per_thread` events, one `append` call each, taking events
 /// from `pool` in order via a shared cursor.
 fn threaded_appends(
@@ -520,14 +550,19 @@ fn auditlog_benches(c: &mut Criterion) {
     // whose `Value` trees do not fit in any cache, so every event's fields are cache misses),
     // and over its first HOT_POOL events (an application appends an event it has just
     // built, whose fields are in cache).
-    for (name, pool) in [
-        ("never_1t_append", &f.events[..]),
-        ("never_1t_append_hot", &f.events[..HOT_POOL]),
+    // Also over the pool spread over 1,000 orgs, at the default `max_open_writers` (256):
+    // nearly every append finds its writer retired and reopens it.
+    let many: fn(&Path) -> Log = open_many_orgs_log;
+    let few: fn(&Path) -> Log = |p| open_log(p, Durability::Never);
+    for (name, pool, open) in [
+        ("never_1t_append", &f.events[..], few),
+        ("never_1t_append_hot", &f.events[..HOT_POOL], few),
+        ("never_1t_append_many_orgs", &f.many_orgs[..], many),
     ] {
         settle(name);
         let dir = tempdir();
         let path = dir.path().join("log");
-        let mut log = Some(open_log(&path, Durability::Never));
+        let mut log = Some(open(&path));
         let mut since_open = 0u64;
         let mut i = 0usize;
         g.bench_function(name, |b| {
@@ -535,7 +570,7 @@ fn auditlog_benches(c: &mut Criterion) {
                 if since_open > NEVER_REOPEN_EVENTS {
                     log.take().unwrap().close().unwrap();
                     fs::remove_dir_all(&path).unwrap();
-                    log = Some(open_log(&path, Durability::Never));
+                    log = Some(open(&path));
                     since_open = 0;
                 }
                 let l = log.as_ref().unwrap();
@@ -896,6 +931,7 @@ fn summary(_c: &mut Criterion) {
     let a_hot = secs_per_event("auditlog/never_1t_append_hot");
     let a_hot_rate = a_hot.map(|s| 1.0 / s);
     let a_batch = events_per_sec("auditlog/never_1t_batch1000");
+    let a_many = events_per_sec("auditlog/never_1t_append_many_orgs");
     let g64 = events_per_sec("auditlog/always_64t_append");
     let g64_1 = events_per_sec("auditlog/always_64t_append_1org");
     let c4 = events_per_sec("auditlog/always_4t_batch1000");
@@ -975,6 +1011,11 @@ fn summary(_c: &mut Criterion) {
     println!(
         "    Never, 1 thread, batch 1000 {} events/s",
         fmt_rate(a_batch)
+    );
+    println!(
+        "    same pool, {MANY_ORGS} orgs       {} events/s = {} x (a)  (writers retired and reopened: {MANY_ORGS} orgs, 256 open)",
+        fmt_rate(a_many),
+        fmt_ratio(ratio(a_many, a_rate))
     );
     println!(
         "(b) Always, 64 thr, append     {} events/s  fsync meanwhile median {} p99 {} (n={g64_n})  bound 64/fsync {} /s  efficiency {}   target >= 0.8: {}",

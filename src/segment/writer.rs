@@ -247,6 +247,19 @@ impl SegmentWriter {
         }
     }
 
+    /// The stamp of the file now. For a writer being closed, with its buffer written: no
+    /// append can reach the file while its month is closing, and a flush by `Log::sync` or
+    /// a prev link finds nothing left to write, so this is the stamp the file keeps until
+    /// a writer is opened on it again.
+    pub fn stamp(&self) -> Result<super::FileStamp> {
+        let io = self.io.lock();
+        let meta = io
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &self.path, e))?;
+        Ok(super::FileStamp::of(&meta))
+    }
+
     /// Takes the writer's state out so it can be closed and reopened later without reading
     /// its file ([`SegmentWriter::unpark`]). Only for an idle writer whose records have all
     /// been written to the file (flushed; fsynced or not) and whose index builder holds no
