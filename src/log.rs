@@ -84,7 +84,10 @@ pub struct Options {
     /// least recently used writers cycling cheaply. A writer whose index has spilled to
     /// files (a large segment) or whose state does not fit is closed fully instead, and
     /// reopens from its index. [`Log::close`] writes the parked writers' indexes. Default
-    /// 32 MiB; 0 disables parking.
+    /// 32 MiB; 0 disables parking. Under `Never`, a parked segment holds no descriptor, so a
+    /// writeback error the kernel meets while it is parked can go unreported by the next
+    /// `sync` if the file's inode is evicted meanwhile (docs/ARCHITECTURE.md, "Parked
+    /// writers"); set 0 if that matters more than the speed of cycling writers.
     pub parked_bytes: usize,
     /// Bytes of checked segment indexes that queries keep for later queries: each index's
     /// summary (~5 KB for a month of 1.7M events), checked once (tag included), and the
@@ -652,14 +655,17 @@ impl Log {
     /// closes idle writers beyond [`Options::max_open_writers`], after waiting for a
     /// retirement or background flusher tick in progress.
     pub fn sync(&self) -> Result<()> {
+        // All under `retiring` (waiting for a retirement in progress or a flusher tick): no
+        // writer is parked meanwhile, so every record appended before this call is either
+        // in a writer parked now (under `Never` written, not fsynced), which
+        // `settle_parked` fsyncs, or in a writer open after it, which the loop fsyncs.
+        let _retiring = self.inner.retiring.lock();
+        let settled = self.inner.settle_parked(false);
         for w in self.inner.all_writers() {
             w.sync()?;
         }
-        // Waits for a retirement in progress (or a flusher tick) instead of skipping: once
-        // it is done, every writer not in use is closed down to the limit.
-        let _retiring = self.inner.retiring.lock();
-        // Writers parked under `Never` before this call: their bytes are written, not fsynced.
-        self.inner.settle_parked(false)?;
+        settled?;
+        // Every writer not in use is closed down to the limit.
         self.inner.retire_locked(self.inner.opts.max_open_writers);
         Ok(())
     }
@@ -733,14 +739,7 @@ impl Log {
         for org in self.inner.all_orgs() {
             let writers: Vec<Arc<SegmentWriter>> = org.segs.lock().live().cloned().collect();
             for w in writers {
-                let r = org
-                    .signer(&*self.inner.opts.keys)
-                    .and_then(|s| match s.read().as_ref() {
-                        // Its index covers all of it and was written after an fsync.
-                        Some(_) if w.unindexed_bytes() == 0 => w.sync(),
-                        Some(signer) => w.write_index(signer),
-                        None => w.sync(),
-                    });
+                let r = self.inner.finish(&org, &w, true);
                 // A spill failure lost nothing (the index above is complete), but the
                 // application should hear that the disk refused a write.
                 if let Some(e) = r.err().or_else(|| w.take_spill_error()) {
@@ -983,20 +982,29 @@ impl Inner {
         let keys = &*self.opts.keys;
         let latest = segs.latest.get(&month).copied();
         let mut closed_as = None;
-        // A parked writer is an open one without its descriptor: it resumes as the open
-        // one would have gone on (no check for a frozen month either).
-        if let Some(closed) = latest.and_then(|id| segs.closed.remove(&id)) {
-            closed_as = Some(closed.stamp);
-            if let Some(parked) = closed.parked {
+        if let Some(id) = latest
+            && segs.closed.get(&id).is_some_and(|c| c.parked.is_some())
+        {
+            // A parked writer is an open one without its descriptor: it resumes as the
+            // open one would have gone on (no check for a frozen month either). The file
+            // is opened before the state leaves the map, so a failed open loses nothing.
+            let (file, now) = Self::open_stamped(&org.dir, id)?;
+            if let Some(ClosedSegment {
+                stamp,
+                parked: Some(parked),
+            }) = segs.closed.remove(&id)
+            {
                 self.parked_bytes
                     .fetch_sub(parked.bytes(), Ordering::Relaxed);
-                match Self::unpark(org, parked, closed.stamp)? {
-                    Some(w) => return Ok(self.install(segs, month, w)),
-                    // Written by something else since it was parked: its state is stale,
-                    // so the file is recovered like any other.
-                    None => closed_as = None,
+                if now == stamp {
+                    let w = SegmentWriter::unpark(&org.dir, parked, file);
+                    return Ok(self.install(segs, month, w));
                 }
+                // Written by something else since it was parked: the state is stale, and
+                // the file is recovered like any other (fsync included).
             }
+        } else if let Some(closed) = latest.and_then(|id| segs.closed.remove(&id)) {
+            closed_as = Some(closed.stamp);
         }
         let cold = org.dir.join(cold_file_name(month));
         if cold.exists() {
@@ -1153,10 +1161,9 @@ impl Inner {
         w
     }
 
-    /// Reopens a parked writer, without reading its file, if the file still has the stamp
-    /// it was parked with; `None` if it was changed since.
-    fn unpark(org: &Org, parked: Parked, stamp: FileStamp) -> Result<Option<SegmentWriter>> {
-        let path = org.dir.join(segment_file_name(parked.id()));
+    /// Opens a segment for writing, with its stamp now.
+    fn open_stamped(dir: &Path, id: SegmentId) -> Result<(File, FileStamp)> {
+        let path = dir.join(segment_file_name(id));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -1165,10 +1172,28 @@ impl Inner {
         let meta = file
             .metadata()
             .map_err(|e| Error::io("stat segment", &path, e))?;
-        if FileStamp::of(&meta) != stamp {
-            return Ok(None);
+        Ok((file, FileStamp::of(&meta)))
+    }
+
+    /// Makes everything `w` holds durable and, with `index`, writes its index if it lags.
+    /// The index is best effort after the data: if the key lookup fails, the data is
+    /// fsynced all the same and the key error returned.
+    fn finish(&self, org: &Org, w: &SegmentWriter, index: bool) -> Result<()> {
+        // An index that covers every byte was written after they were fsynced.
+        if !index || w.unindexed_bytes() == 0 {
+            return w.sync();
         }
-        Ok(Some(SegmentWriter::unpark(&org.dir, parked, file)))
+        let signer = match org.signer(&*self.opts.keys) {
+            Ok(s) => s.read().clone(),
+            Err(e) => {
+                w.sync()?;
+                return Err(e);
+            }
+        };
+        match signer {
+            Some(signer) => w.write_index(&signer),
+            None => w.sync(),
+        }
     }
 
     /// With `retiring` held, so that nothing is parked meanwhile: makes every parked
@@ -1188,60 +1213,27 @@ impl Inner {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Reopens the month's parked writer (reading nothing) as a writer being closed, so
-    /// that appenders of the month wait for it as for a retirement; fsyncs it (`index`:
-    /// writes its index, fsync first) and parks it again, all with `segs` released. An
-    /// fsync failure poisons the reopened writer like any other: it goes into the map and
-    /// its month takes no appends until the log is reopened. A writer an appender reopened
-    /// meanwhile holds the parked bytes now, and is settled in place.
+    /// Reopens the month's parked writer (reading nothing; a file changed since it was
+    /// parked is recovered instead, fsync included), fsyncs it (`index`: writes its index
+    /// too, fsync first) and parks it again if nobody has taken it meanwhile. A writer an
+    /// appender reopened meanwhile holds the parked bytes now, and is settled the same way.
+    /// An fsync failure poisons the writer like any other: it stays in the map and its
+    /// month takes no appends until the log is reopened.
     fn settle_month(&self, org: &Org, month: Month, index: bool) -> Result<()> {
-        let (w, reopened_here) = {
+        let w = {
             let mut segs = org.segs.lock();
-            let live = segs
-                .writers
-                .get(&month)
-                .or_else(|| segs.closing.get(&month))
-                .cloned();
-            match live {
-                Some(w) => (w, false),
-                None => {
-                    let Some(id) = segs.latest.get(&month).copied() else {
-                        return Ok(());
-                    };
-                    let Some(closed) = segs.closed.remove(&id) else {
-                        return Ok(());
-                    };
-                    let Some(parked) = closed.parked else {
-                        segs.closed.insert(id, closed);
-                        return Ok(());
-                    };
-                    self.parked_bytes
-                        .fetch_sub(parked.bytes(), Ordering::Relaxed);
-                    // Changed since it was parked: the next open recovers it, fsync included.
-                    let Some(w) = Self::unpark(org, parked, closed.stamp)? else {
-                        return Ok(());
-                    };
-                    let w = Arc::new(w);
-                    segs.closing.insert(month, Arc::clone(&w));
-                    self.open_writers.fetch_add(1, Ordering::Relaxed);
-                    (w, true)
-                }
-            }
+            self.writer_in(org, &mut segs, month)?
         };
-        let signer = if index {
-            org.signer(&*self.opts.keys)?.read().clone()
-        } else {
-            None
-        };
-        let settled = match signer {
-            Some(signer) if w.unindexed_bytes() > 0 => w.write_index(&signer),
-            _ => w.sync(),
-        };
-        if !reopened_here {
-            return settled;
+        let settled = self.finish(org, &w, index);
+        let used = w.last_used();
+        drop(w);
+        if let Some(w) = Self::begin_close(org, month, used) {
+            let closed = self.close_writer(org, &w);
+            let parked_again = self.end_close(org, month, w, closed);
+            settled?;
+            return parked_again;
         }
-        let closed = settled.and_then(|()| self.close_writer(org, &w));
-        self.end_close(org, month, w, closed)
+        settled
     }
 
     /// Open writers beyond which an append closes idle ones itself (the flusher and `sync`
@@ -1346,11 +1338,13 @@ impl Inner {
         // Stamped first: a parked writer is spent, and nothing may fail after it.
         let stamp = w.stamp()?;
         let parked = w.park(|bytes| {
-            self.parked_bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                    held.checked_add(bytes).filter(|&total| total <= budget)
-                })
-                .is_ok()
+            budget > 0
+                && self
+                    .parked_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                        held.checked_add(bytes).filter(|&total| total <= budget)
+                    })
+                    .is_ok()
         });
         if parked.is_some() {
             return Ok(ClosedSegment { stamp, parked });
@@ -1826,6 +1820,161 @@ mod tests {
             "{report:?}"
         );
         log.close().unwrap();
+    }
+
+    /// January's segment after `alternate`: bytes fsynced and bytes written, whether its
+    /// writer is open, parked or closed fully (then all fsynced).
+    fn january(log: &Log) -> (u64, u64) {
+        let jan = Month::new(2026, 1).unwrap();
+        let org = log.inner.org(&OrgId::new("org-000").unwrap());
+        let segs = org.segs.lock();
+        assert!(segs.closing.is_empty(), "a writer stranded in `closing`");
+        if let Some(w) = segs.writers.get(&jan) {
+            return (w.durable_len(), w.snapshot().end);
+        }
+        let closed = &segs.closed[segs.latest.get(&jan).unwrap()];
+        closed
+            .parked
+            .as_ref()
+            .map_or((1, 0), Parked::durable_of_written)
+    }
+
+    fn january_is_durable(log: &Log) -> bool {
+        let (durable, written) = january(log);
+        durable >= written
+    }
+
+    /// `Log::sync` must fsync every record appended before the call, also one in a writer
+    /// parked under `Never` that an appender reopens while the sync runs (then it is no
+    /// longer parked, and must be found among the open writers). The sleep only makes that
+    /// interleaving likely; the assertion holds in every interleaving.
+    #[test]
+    fn sync_covers_a_parked_writer_reopened_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let jan = Month::new(2026, 1).unwrap();
+        let log = Log::open(
+            dir.path(),
+            Options::new(org_000_keys())
+                .durability(Durability::Never)
+                .max_open_writers(1),
+        )
+        .unwrap();
+        alternate(&log, 3);
+        assert!(!january_is_durable(&log));
+        let before_call = january(&log).1;
+        std::thread::scope(|s| {
+            let retiring = log.inner.retiring.lock();
+            let sync = s.spawn(|| log.sync());
+            std::thread::sleep(Duration::from_millis(50));
+            log.append(&event_in(jan, 50)).unwrap();
+            drop(retiring);
+            sync.join().unwrap().unwrap();
+        });
+        // The record appended after the call may be unsynced; the three before it are not.
+        let (durable, _) = january(&log);
+        assert!(
+            durable >= before_call,
+            "{durable} of {before_call} bytes fsynced"
+        );
+        log.close().unwrap();
+    }
+
+    /// A parked writer whose file cannot be opened stays parked (nothing forgotten): the
+    /// later `sync` and `close` still fsync it and write its index. One whose file was
+    /// changed meanwhile (here only its mtime) is recovered by them, fsync included.
+    #[test]
+    fn a_parked_writer_that_cannot_be_reopened_is_not_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let jan = Month::new(2026, 1).unwrap();
+        let log = Log::open(
+            dir.path(),
+            Options::new(org_000_keys())
+                .durability(Durability::Never)
+                .max_open_writers(1),
+        )
+        .unwrap();
+        alternate(&log, 3);
+        let seg = dir.path().join("org-000/2026-01.seg");
+        let aside = dir.path().join("aside");
+        fs::rename(&seg, &aside).unwrap();
+        assert!(matches!(
+            log.append(&event_in(jan, 50)),
+            Err(Error::Io { .. })
+        ));
+        fs::rename(&aside, &seg).unwrap();
+        assert_eq!(closed_of(&log, jan, |c| c.parked.is_some()), Some(true));
+        // Touched: the parked state no longer describes the file.
+        let f = File::options().write(true).open(&seg).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        drop(f);
+        log.sync().unwrap();
+        assert!(january_is_durable(&log));
+        assert!(
+            log.recovery_report()
+                .iter()
+                .any(|a| matches!(a, RecoveryAction::IndexRebuilt { .. })),
+            "{:?}",
+            log.recovery_report()
+        );
+        log.close().unwrap();
+        assert!(dir.path().join("org-000/2026-01.idx").exists());
+    }
+
+    /// A key provider that can be told to fail.
+    struct FailingKeys {
+        inner: Arc<Keyring>,
+        fail: AtomicBool,
+    }
+
+    impl KeyProvider for FailingKeys {
+        fn signing_key(
+            &self,
+            org: &OrgId,
+        ) -> std::result::Result<(crate::KeyId, crate::Key), crate::KeyError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(crate::KeyError::NoSigningKey {
+                    org: org.to_string(),
+                });
+            }
+            self.inner.signing_key(org)
+        }
+
+        fn key(
+            &self,
+            org: &OrgId,
+            id: crate::KeyId,
+        ) -> std::result::Result<Option<crate::Key>, crate::KeyError> {
+            self.inner.key(org, id)
+        }
+    }
+
+    /// `Log::close` with a key provider that fails: the indexes cannot be written, and
+    /// `close` says so, but every byte is fsynced all the same and no writer is left
+    /// stranded between closing and closed.
+    #[test]
+    fn a_failing_key_provider_at_close_still_gets_everything_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(FailingKeys {
+            inner: org_000_keys(),
+            fail: AtomicBool::new(false),
+        });
+        let log = Log::open(
+            dir.path(),
+            Options::new(keys.clone())
+                .durability(Durability::Never)
+                .max_open_writers(1),
+        )
+        .unwrap();
+        alternate(&log, 3);
+        assert!(!january_is_durable(&log));
+        keys.fail.store(true, Ordering::SeqCst);
+        assert!(matches!(log.shutdown(), Err(Error::Key { .. })));
+        assert!(january_is_durable(&log));
+        let org = log.inner.org(&OrgId::new("org-000").unwrap());
+        let segs = org.segs.lock();
+        for w in segs.writers.values() {
+            assert!(w.durable_len() >= w.snapshot().end, "{w:?} not fsynced");
+        }
     }
 
     /// A writer whose index has spilled to files (which hold descriptors) is not parked: it

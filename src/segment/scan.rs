@@ -292,6 +292,11 @@ impl IndexBuilder {
         self.entries.has_file() || self.times.has_file() || self.filters.has_file()
     }
 
+    /// Whether a spill failure is waiting to be reported ([`IndexBuilder::take_spill_error`]).
+    pub fn has_spill_error(&self) -> bool {
+        self.spill_error.is_some()
+    }
+
     /// Heap bytes the builder holds: its closed blocks in memory, the open block's terms and
     /// its scratch buffer.
     pub fn held_bytes(&self) -> usize {

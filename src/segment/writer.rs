@@ -22,6 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -99,8 +100,9 @@ pub(crate) struct SegmentWriter {
     commit: Mutex<Commit>,
     commit_cv: Condvar,
     durable: AtomicU64,
-    failed: AtomicBool,
-    failure: Mutex<Option<String>>,
+    /// Shared with the [`Parked`] state taken from this writer and the writer resumed from
+    /// it: a failure seen through any of them poisons the segment for all.
+    poison: Arc<Poison>,
     index_written_at: AtomicU64,
     /// Held for a whole index write, so that two never interleave (taken before `io`).
     index_lock: Mutex<()>,
@@ -108,6 +110,13 @@ pub(crate) struct SegmentWriter {
     last_used: AtomicU64,
     /// [`SegmentWriter::park`] took its state: it appends nothing and writes no index again.
     parked: AtomicBool,
+}
+
+/// Whether a failed write or fsync has poisoned a segment's writer, and why.
+#[derive(Default)]
+struct Poison {
+    failed: AtomicBool,
+    cause: Mutex<Option<String>>,
 }
 
 /// The state of a writer closed by [`SegmentWriter::park`]: what reopening its segment would
@@ -123,16 +132,21 @@ pub(crate) struct Parked {
     index_written_at: u64,
     /// Heap bytes held, as the log's budget for parked writers counts them.
     bytes: usize,
+    /// The parked writer's: a reference to it that outlives the park may still fsync (a
+    /// `prev` link, `Log::sync`), and a failure it meets must poison the resumed writer.
+    poison: Arc<Poison>,
 }
 
 impl Parked {
-    pub fn id(&self) -> SegmentId {
-        self.header.id
-    }
-
     /// Heap bytes held (the index builder's).
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes fsynced and bytes written.
+    #[cfg(test)]
+    pub fn durable_of_written(&self) -> (u64, u64) {
+        (self.durable, self.tally.valid_end)
     }
 
     /// Whether every byte of the segment was fsynced.
@@ -238,8 +252,7 @@ impl SegmentWriter {
             }),
             commit_cv: Condvar::new(),
             durable: AtomicU64::new(end),
-            failed: AtomicBool::new(false),
-            failure: Mutex::new(None),
+            poison: Arc::default(),
             index_written_at: AtomicU64::new(0),
             index_lock: Mutex::new(()),
             last_used: AtomicU64::new(0),
@@ -271,11 +284,12 @@ impl SegmentWriter {
         let _serial = self.index_lock.lock();
         let io = self.io.lock();
         let mut st = self.state.lock();
-        if self.failed.load(Ordering::Acquire)
+        if self.is_failed()
             || self.parked.load(Ordering::Acquire)
             || !st.buf.is_empty()
             || io.written != st.end
             || st.tally.index.has_spill_file()
+            || st.tally.index.has_spill_error()
         {
             return None;
         }
@@ -304,6 +318,7 @@ impl SegmentWriter {
             durable: io.synced,
             index_written_at: self.index_written_at.load(Ordering::Acquire),
             bytes,
+            poison: Arc::clone(&self.poison),
         })
     }
 
@@ -311,11 +326,12 @@ impl SegmentWriter {
     /// that the file is as the writer left it (its [`FileStamp`](super::FileStamp)).
     pub fn unpark(dir: &Path, parked: Parked, file: File) -> SegmentWriter {
         let path = dir.join(super::segment_file_name(parked.header.id));
-        let w = Self::assemble(dir, parked.header, parked.genesis, path, file, parked.tally);
+        let mut w = Self::assemble(dir, parked.header, parked.genesis, path, file, parked.tally);
         w.io.lock().synced = parked.durable;
         w.durable.store(parked.durable, Ordering::Release);
         w.index_written_at
             .store(parked.index_written_at, Ordering::Release);
+        w.poison = parked.poison;
         w
     }
 
@@ -327,25 +343,31 @@ impl SegmentWriter {
         &self.path
     }
 
+    /// Bytes fsynced so far.
+    #[cfg(test)]
+    pub fn durable_len(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
     /// Whether a failed write or fsync has poisoned the writer (it takes no more appends).
     pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.poison.failed.load(Ordering::Acquire)
     }
 
     fn failed_error(&self) -> Error {
         Error::WriterFailed {
             org: self.org.to_string(),
             segment: self.header.id.to_string(),
-            cause: self.failure.lock().clone().unwrap_or_default(),
+            cause: self.poison.cause.lock().clone().unwrap_or_default(),
         }
     }
 
     fn poison(&self, e: Error) -> Error {
-        let mut f = self.failure.lock();
+        let mut f = self.poison.cause.lock();
         if f.is_none() {
             *f = Some(e.to_string());
         }
-        self.failed.store(true, Ordering::Release);
+        self.poison.failed.store(true, Ordering::Release);
         e
     }
 
@@ -357,7 +379,7 @@ impl SegmentWriter {
         events: &[(&SealedEvent, Timestamp)],
         signer: &Signer,
     ) -> Result<(Vec<Receipt>, u64, usize)> {
-        if self.failed.load(Ordering::Acquire) {
+        if self.is_failed() {
             return Err(self.failed_error());
         }
         if self.parked.load(Ordering::Acquire) {
@@ -414,7 +436,7 @@ impl SegmentWriter {
     pub fn flush(&self, upto: u64, sync: bool) -> Result<()> {
         if !sync {
             let mut io = self.io.lock();
-            if self.failed.load(Ordering::Acquire) {
+            if self.is_failed() {
                 return Err(self.failed_error());
             }
             if io.written >= upto {
@@ -428,7 +450,7 @@ impl SegmentWriter {
         let mut c = self.commit.lock();
         c.waiters += 1;
         let result = loop {
-            if self.failed.load(Ordering::Acquire) {
+            if self.is_failed() {
                 break Err(self.failed_error());
             }
             if self.durable.load(Ordering::Acquire) >= upto {
@@ -561,7 +583,7 @@ impl SegmentWriter {
     pub fn write_index(&self, signer: &Signer) -> Result<()> {
         let _serial = self.index_lock.lock();
         let mut io = self.io.lock();
-        if self.failed.load(Ordering::Acquire) {
+        if self.is_failed() {
             return Err(self.failed_error());
         }
         if self.parked.load(Ordering::Acquire) {
