@@ -988,7 +988,8 @@ impl Inner {
             // A parked writer is an open one without its descriptor: it resumes as the
             // open one would have gone on (no check for a frozen month either). The file
             // is opened before the state leaves the map, so a failed open loses nothing.
-            let (file, now) = Self::open_stamped(&org.dir, id)?;
+            let (file, meta) = recover::open_for_append(&org.dir.join(segment_file_name(id)))?;
+            let now = FileStamp::of(&meta);
             if let Some(ClosedSegment {
                 stamp,
                 parked: Some(parked),
@@ -1159,20 +1160,6 @@ impl Inner {
             self.open_writers.fetch_add(1, Ordering::Relaxed);
         }
         w
-    }
-
-    /// Opens a segment for writing, with its stamp now.
-    fn open_stamped(dir: &Path, id: SegmentId) -> Result<(File, FileStamp)> {
-        let path = dir.join(segment_file_name(id));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("open segment", &path, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("stat segment", &path, e))?;
-        Ok((file, FileStamp::of(&meta)))
     }
 
     /// Makes everything `w` holds durable and, with `index`, writes its index if it lags.
@@ -1679,6 +1666,14 @@ mod tests {
         segs.closed.get(id).map(f)
     }
 
+    /// A log under `Never` with one writer allowed open, so that `alternate` parks.
+    fn parking_log(dir: &Path, keys: Arc<dyn KeyProvider>) -> Log {
+        let opts = Options::new(keys)
+            .durability(Durability::Never)
+            .max_open_writers(1);
+        Log::open(dir, opts).unwrap()
+    }
+
     fn org_000_keys() -> Arc<Keyring> {
         let ring = Keyring::in_memory();
         ring.rotate(&OrgId::new("org-000").unwrap()).unwrap();
@@ -1794,13 +1789,7 @@ mod tests {
     fn a_parked_segment_changed_meanwhile_is_recovered_not_resumed() {
         let dir = tempfile::tempdir().unwrap();
         let jan = Month::new(2026, 1).unwrap();
-        let log = Log::open(
-            dir.path(),
-            Options::new(org_000_keys())
-                .durability(Durability::Never)
-                .max_open_writers(1),
-        )
-        .unwrap();
+        let log = parking_log(dir.path(), org_000_keys());
         alternate(&log, 3);
         assert_eq!(closed_of(&log, jan, |c| c.parked.is_some()), Some(true));
         let path = dir.path().join("org-000/2026-01.seg");
@@ -1852,13 +1841,7 @@ mod tests {
     fn sync_covers_a_parked_writer_reopened_while_it_runs() {
         let dir = tempfile::tempdir().unwrap();
         let jan = Month::new(2026, 1).unwrap();
-        let log = Log::open(
-            dir.path(),
-            Options::new(org_000_keys())
-                .durability(Durability::Never)
-                .max_open_writers(1),
-        )
-        .unwrap();
+        let log = parking_log(dir.path(), org_000_keys());
         alternate(&log, 3);
         assert!(!january_is_durable(&log));
         let before_call = january(&log).1;
@@ -1886,13 +1869,7 @@ mod tests {
     fn a_parked_writer_that_cannot_be_reopened_is_not_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let jan = Month::new(2026, 1).unwrap();
-        let log = Log::open(
-            dir.path(),
-            Options::new(org_000_keys())
-                .durability(Durability::Never)
-                .max_open_writers(1),
-        )
-        .unwrap();
+        let log = parking_log(dir.path(), org_000_keys());
         alternate(&log, 3);
         let seg = dir.path().join("org-000/2026-01.seg");
         let aside = dir.path().join("aside");
@@ -1958,13 +1935,7 @@ mod tests {
             inner: org_000_keys(),
             fail: AtomicBool::new(false),
         });
-        let log = Log::open(
-            dir.path(),
-            Options::new(keys.clone())
-                .durability(Durability::Never)
-                .max_open_writers(1),
-        )
-        .unwrap();
+        let log = parking_log(dir.path(), keys.clone());
         alternate(&log, 3);
         assert!(!january_is_durable(&log));
         keys.fail.store(true, Ordering::SeqCst);
@@ -1984,13 +1955,7 @@ mod tests {
         scan::TEST_SPILL_LIMIT.with(|l| l.set(Some(1)));
         let dir = tempfile::tempdir().unwrap();
         let jan = Month::new(2026, 1).unwrap();
-        let log = Log::open(
-            dir.path(),
-            Options::new(org_000_keys())
-                .durability(Durability::Never)
-                .max_open_writers(1),
-        )
-        .unwrap();
+        let log = parking_log(dir.path(), org_000_keys());
         // Enough records for a few closed blocks, spilled at once.
         alternate(&log, 40);
         scan::TEST_SPILL_LIMIT.with(|l| l.set(None));

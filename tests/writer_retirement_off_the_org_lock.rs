@@ -190,6 +190,15 @@ fn appends_to_other_months_proceed_while_a_retirement_is_closing() {
     );
 }
 
+/// Makes every index write of `month` fail: a non-empty directory sits where the index's
+/// temporary file goes. Remove the returned directory to lift it.
+fn block_index_writes(org_dir: &Path, month: &str) -> std::path::PathBuf {
+    let blocker = org_dir.join(format!("{month}.tmp"));
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("keep"), b"x").unwrap();
+    blocker
+}
+
 /// The index write of a retirement's close fails (a directory sits where the index's
 /// temporary file goes). The records were written and fsynced before the index; the writer
 /// must go back into the map as it was — nothing lost, its month still appendable on the same
@@ -213,9 +222,7 @@ fn a_failed_close_keeps_the_writer_and_loses_nothing() {
         log.append(&ev("2026-02-03", 0)).unwrap(),
     ];
     let org_dir = dir.path().join(ORG);
-    let blocker = org_dir.join("2026-01.tmp");
-    std::fs::create_dir(&blocker).unwrap();
-    std::fs::write(blocker.join("keep"), b"x").unwrap();
+    let blocker = block_index_writes(&org_dir, "2026-01");
 
     // January (least recently used) fails to close and stays; February closes.
     log.sync().unwrap();
@@ -269,9 +276,7 @@ fn a_parked_writer_whose_index_cannot_be_written_at_close_loses_nothing() {
     log.sync().unwrap();
     let org_dir = dir.path().join(ORG);
     assert!(!org_dir.join("2026-01.idx").exists());
-    let blocker = org_dir.join("2026-01.tmp");
-    std::fs::create_dir(&blocker).unwrap();
-    std::fs::write(blocker.join("keep"), b"x").unwrap();
+    let blocker = block_index_writes(&org_dir, "2026-01");
     // Reopened from its parked state and parked again, still without an index.
     receipts.push(log.append(&ev("2026-01-06", 1)).unwrap());
     receipts.push(log.append(&ev("2026-02-04", 1)).unwrap());

@@ -179,6 +179,19 @@ fn crc_walk(win: &mut FileWindow, start: u64, end: u64) -> std::io::Result<Optio
     Ok((off == end).then_some(n))
 }
 
+/// Opens a segment to write it, with its metadata now.
+pub(crate) fn open_for_append(path: &Path) -> Result<(File, std::fs::Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open segment", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", path, e))?;
+    Ok((file, meta))
+}
+
 /// Recovers the segment at `path`.
 ///
 /// `closed_as`: the stamp of the file when this process last closed a writer on it cleanly
@@ -194,14 +207,7 @@ pub(crate) fn recover(
     closed_as: Option<FileStamp>,
 ) -> Result<Recovered> {
     let path = dir.join(segment_file_name(id));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("open segment", &path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("stat segment", &path, e))?;
+    let (file, meta) = open_for_append(&path)?;
     let len = meta.len();
     let unchanged = closed_as.is_some_and(|s| s == FileStamp::of(&meta));
     let mut win = FileWindow::new(file, len);
