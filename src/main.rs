@@ -44,6 +44,10 @@ enum Command {
         /// JSON pointers of personal data inside before/after/metadata (repeatable).
         #[arg(long = "personal-data", value_name = "POINTER")]
         personal_data: Vec<String>,
+        /// Segment writers kept open (default 256); beyond it the least recently used are
+        /// parked or closed. Raise it above the (org, month) pairs appended to at once.
+        #[arg(long, value_name = "N")]
+        max_open_writers: Option<usize>,
     },
     /// Events, bytes and time range per org and month.
     Stats {
@@ -173,6 +177,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             durability,
             receipts,
             personal_data,
+            max_open_writers,
         } => {
             let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
             let keyring = need(&cli.keyring, "keyring", "AUDITLOG_KEYRING")?;
@@ -182,12 +187,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 DurabilityArg::Interval => Durability::Interval(Duration::from_millis(100)),
                 DurabilityArg::Never => Durability::Never,
             };
-            let log = Log::open(
-                dir,
-                Options::new(keys)
-                    .durability(durability)
-                    .personal_data(personal_data),
-            )?;
+            let mut opts = Options::new(keys)
+                .durability(durability)
+                .personal_data(personal_data);
+            if let Some(n) = max_open_writers {
+                opts = opts.max_open_writers(n);
+            }
+            let log = Log::open(dir, opts)?;
             let result = append_stdin(&log, receipts);
             log.close()?;
             result.map(|()| ExitCode::SUCCESS)

@@ -27,7 +27,7 @@ use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Event, Hash, Keyring, Log, Month, Options, RecoveryAction};
 use support::{org, ts};
 
-const ORGS: [&str; 2] = ["org-000", "org-001"];
+const ORGS: [&str; 4] = ["org-000", "org-001", "org-002", "org-003"];
 const BIN: &str = env!("CARGO_BIN_EXE_auditlog");
 
 /// A receipt as the CLI prints it.
@@ -64,15 +64,17 @@ fn new_key(keyring: &Path, org: &str) {
     );
 }
 
-/// Runs `auditlog append --receipts` on `events`, reads `kill_after` receipts, SIGKILLs it,
-/// then collects every further receipt line it completed. Returns the receipts and whether
-/// the process was killed (rather than finishing first).
+/// Runs `auditlog append --receipts` (plus `extra` arguments) on `events`, reads
+/// `kill_after` receipts, SIGKILLs it, then collects every further receipt line it
+/// completed. Returns the receipts and whether the process was killed (rather than
+/// finishing first).
 fn run_and_kill(
     dir: &Path,
     keyring: &Path,
     stderr: &Path,
     events: &[Event],
     kill_after: usize,
+    extra: &[&str],
 ) -> (Vec<Printed>, bool) {
     let mut child = Command::new(BIN)
         .arg("--dir")
@@ -87,6 +89,7 @@ fn run_and_kill(
             "--personal-data",
             "/after/email",
         ])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(File::create(stderr).unwrap())
@@ -138,11 +141,26 @@ fn run_and_kill(
 
 #[test]
 fn sigkill_in_a_loop_keeps_every_printed_receipt() {
+    kill_in_a_loop(2, &[]);
+}
+
+/// The same with one segment writer allowed open, while 4 orgs append across 3 months
+/// (appends close writers beyond two): writers are parked and reopened all the time, so
+/// kills land in parks, reopens and the settling at close, and the next start recovers
+/// segments whose parked state (and index) died with the process.
+#[test]
+fn sigkill_in_a_loop_while_writers_are_parked_keeps_every_printed_receipt() {
+    kill_in_a_loop(4, &["--max-open-writers", "1"]);
+}
+
+/// The kill loop over the first `orgs` of `ORGS`, with `extra` arguments to `append`.
+fn kill_in_a_loop(orgs: usize, extra: &[&str]) {
+    let orgs = &ORGS[..orgs];
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let keyring = tmp.path().join("keys.json");
     let stderr = tmp.path().join("stderr.txt");
-    for o in ORGS {
+    for &o in orgs {
         new_key(&keyring, o);
     }
     let mode = fs::metadata(&keyring).unwrap().permissions().mode();
@@ -181,14 +199,14 @@ fn sigkill_in_a_loop_keeps_every_printed_receipt() {
         };
         let events: Vec<Event> = Workload::new(WorkloadConfig {
             events: n,
-            orgs: 2,
+            orgs: orgs.len() as u32,
             days: 75,
             seed: 500 + round as u64,
             start: ts("2026-01-01"),
             out_of_order: 0.02,
         })
         .collect();
-        let (printed, killed) = run_and_kill(&dir, &keyring, &stderr, &events, kill_after);
+        let (printed, killed) = run_and_kill(&dir, &keyring, &stderr, &events, kill_after, extra);
         kills += usize::from(killed);
         assert!(printed.len() >= kill_after.min(events.len()));
         assert!(printed.len() <= events.len());
@@ -218,7 +236,7 @@ fn sigkill_in_a_loop_keeps_every_printed_receipt() {
     log.close().unwrap();
     let log = Log::open_read_only(&dir, opts()).unwrap();
     let mut on_disk: HashMap<(String, Month, u64), (Hash, Event)> = HashMap::new();
-    for o in ORGS {
+    for &o in orgs {
         let mut next: BTreeMap<Month, u64> = BTreeMap::new();
         for item in log.scan(&org(o)).unwrap() {
             let v = item.unwrap_or_else(|e| panic!("finding in {o}: {e}"));
