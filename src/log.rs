@@ -66,11 +66,12 @@ pub struct Options {
     /// The index of a segment being written is rewritten after this many new bytes, so that
     /// recovery after a crash rescans at most this much. Default 64 MiB.
     pub index_flush_bytes: u64,
-    /// Segment writers kept open. Each open writer holds up to ~0.5 MiB (its buffers and
-    /// the part of its index not yet spilled) and up to four file descriptors. Past this
-    /// many, the background flusher (every second, or every `Interval`) and [`Log::sync`]
-    /// close the least recently used idle writers; appends close writers themselves only
-    /// beyond twice this many, so they rarely pay for a close.
+    /// Segment writers kept open. Each open writer holds up to ~0.75 MiB (its buffers,
+    /// which grow as records arrive, and the part of its index not yet spilled) and up to
+    /// four file descriptors. Past this many, the background flusher (every second, or
+    /// every `Interval`) and [`Log::sync`] close the least recently used idle writers;
+    /// appends close writers themselves only beyond twice this many, so they rarely pay
+    /// for a close.
     ///
     /// A close *parks* the writer when it can (see [`Options::parked_bytes`]); otherwise it
     /// closes it fully: buffer written, fsynced, index written. Default 256; at least 1.

@@ -233,7 +233,7 @@ impl SegmentWriter {
             state: Mutex::new(WriterState {
                 tally,
                 end,
-                buf: Vec::with_capacity(64 * 1024),
+                buf: Vec::new(),
                 buffered: 0,
                 gathering: false,
             }),
@@ -242,7 +242,7 @@ impl SegmentWriter {
                 file,
                 written: end,
                 synced: end,
-                spare: Vec::with_capacity(64 * 1024),
+                spare: Vec::new(),
             }),
             commit: Mutex::new(Commit {
                 leader: false,
