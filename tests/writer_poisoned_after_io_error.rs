@@ -78,19 +78,15 @@ fn child(dir: &str) {
 
 #[test]
 fn writer_refuses_appends_after_a_failed_write() {
-    if let Ok(dir) = std::env::var(CHILD_ENV) {
-        child(&dir);
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
     // 200 KiB limit: room for a few hundred records, then EFBIG.
-    let stdout = support::rerun_with_file_size_limit(
+    let Some((_tmp, dir, stdout)) = support::in_child_with_file_size_limit(
         "writer_refuses_appends_after_a_failed_write",
         200,
         CHILD_ENV,
-        &dir,
-    );
+        child,
+    ) else {
+        return;
+    };
     let acks: Vec<(u64, String)> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("ACK "))
@@ -126,13 +122,5 @@ fn writer_refuses_appends_after_a_failed_write() {
     let more = events();
     log.append(&more[0]).unwrap();
     log.close().unwrap();
-    let report = auditlog::verify::verify(&dir, Some(&*keys()), &Default::default()).unwrap();
-    assert!(
-        report
-            .findings
-            .iter()
-            .all(|f| f.kind == auditlog::verify::FindingKind::QuarantinedData),
-        "{:#?}",
-        report.findings
-    );
+    support::assert_only_quarantined_data(&dir, &*keys());
 }

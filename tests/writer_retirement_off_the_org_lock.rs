@@ -381,18 +381,14 @@ fn poison_child(dir: &str) {
 
 #[test]
 fn a_poisoned_writer_is_not_retired_and_refuses_appends() {
-    if let Ok(dir) = std::env::var(POISON_CHILD_ENV) {
-        poison_child(&dir);
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    let stdout = support::rerun_with_file_size_limit(
+    let Some((_tmp, dir, stdout)) = support::in_child_with_file_size_limit(
         "a_poisoned_writer_is_not_retired_and_refuses_appends",
         32,
         POISON_CHILD_ENV,
-        &dir,
-    );
+        poison_child,
+    ) else {
+        return;
+    };
     let january: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("JANUARY"))
@@ -430,13 +426,5 @@ fn a_poisoned_writer_is_not_retired_and_refuses_appends() {
     }
     log.append(&ev("2026-01-08", 0)).unwrap();
     log.close().unwrap();
-    let report = auditlog::verify::verify(&dir, Some(&*keys), &Default::default()).unwrap();
-    assert!(
-        report
-            .findings
-            .iter()
-            .all(|f| f.kind == auditlog::verify::FindingKind::QuarantinedData),
-        "{:#?}",
-        report.findings
-    );
+    support::assert_only_quarantined_data(&dir, &*keys);
 }

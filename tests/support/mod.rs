@@ -179,6 +179,20 @@ pub fn assert_verifies(dir: &Path, keys: &dyn KeyProvider) -> Report {
     report
 }
 
+/// Verifies `dir` and asserts that its only findings are quarantined data (what recovery
+/// moved aside after a crash or a failed write).
+pub fn assert_only_quarantined_data(dir: &Path, keys: &dyn KeyProvider) {
+    let report = verify(dir, Some(keys), &VerifyOptions::default()).unwrap();
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| f.kind == FindingKind::QuarantinedData),
+        "{:#?}",
+        report.findings
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Log directories and their files
 // ---------------------------------------------------------------------------------------
@@ -335,13 +349,25 @@ impl KeyedLog {
 // The `auditlog` binary
 // ---------------------------------------------------------------------------------------
 
-/// Runs `auditlog [--dir DIR] [--keyring FILE] ARGS…` with neither `AUDITLOG_DIR` nor
-/// `AUDITLOG_KEYRING` taken from the environment.
-/// Runs the test `name` of this test binary again in a child process whose files may not
-/// grow past `kib` KiB (`ulimit -f`, with SIGXFSZ ignored, so a write past it fails with
-/// EFBIG), with the environment variable `env` set to `dir`. Returns the child's stdout,
-/// having checked that it exited 0.
-pub fn rerun_with_file_size_limit(name: &str, kib: u32, env: &str, dir: &Path) -> String {
+/// For a test whose work runs in a child process whose files may not grow past `kib` KiB
+/// (`ulimit -f`, with SIGXFSZ ignored, so a write past it fails with EFBIG).
+///
+/// In the child (the environment variable `env` set): runs `child` with the log directory
+/// and returns `None`. In the test: runs the test `name` of this test binary again as that
+/// child, on a fresh log directory, checks that it exited 0 and returns the temporary
+/// directory (keep it alive), the log directory and the child's stdout.
+pub fn in_child_with_file_size_limit(
+    name: &str,
+    kib: u32,
+    env: &str,
+    child: fn(&str),
+) -> Option<(tempfile::TempDir, PathBuf, String)> {
+    if let Ok(dir) = std::env::var(env) {
+        child(&dir);
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
     let exe = std::env::current_exe().unwrap();
     let script = format!(
         "ulimit -f {kib} && trap '' XFSZ && exec \"$0\" --exact {name} --nocapture --test-threads=1"
@@ -350,7 +376,7 @@ pub fn rerun_with_file_size_limit(name: &str, kib: u32, env: &str, dir: &Path) -
         .arg("-c")
         .arg(script)
         .arg(&exe)
-        .env(env, dir)
+        .env(env, &dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -359,9 +385,11 @@ pub fn rerun_with_file_size_limit(name: &str, kib: u32, env: &str, dir: &Path) -
         "child failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+    Some((tmp, dir, stdout))
 }
 
+/// Runs `auditlog [--dir DIR] [--keyring FILE] ARGS…` with neither `AUDITLOG_DIR` nor
+/// `AUDITLOG_KEYRING` taken from the environment.
 pub fn auditlog_cli<S: AsRef<OsStr>>(
     dir: Option<&Path>,
     keyring: Option<&Path>,
