@@ -199,6 +199,13 @@ fn block_index_writes(org_dir: &Path, month: &str) -> std::path::PathBuf {
     blocker
 }
 
+/// `Never`, one writer allowed open: appends to a second month retire the first.
+fn never_one_writer(keys: &Arc<Keyring>) -> Options {
+    Options::new(keys.clone())
+        .durability(Durability::Never)
+        .max_open_writers(1)
+}
+
 /// The index write of a retirement's close fails (a directory sits where the index's
 /// temporary file goes). The records were written and fsynced before the index; the writer
 /// must go back into the map as it was — nothing lost, its month still appendable on the same
@@ -209,12 +216,7 @@ fn a_failed_close_keeps_the_writer_and_loses_nothing() {
     let keys = keys_for(&[ORG]);
     // `Never`: January's records are only in its buffer until the close writes them.
     // Parking off: a parked writer writes no index when retired (see the next test).
-    let opts = || {
-        Options::new(keys.clone())
-            .durability(Durability::Never)
-            .max_open_writers(1)
-            .parked_bytes(0)
-    };
+    let opts = || never_one_writer(&keys).parked_bytes(0);
     let log = Log::open(dir.path(), opts()).unwrap();
     let mut receipts = vec![
         log.append(&ev("2026-01-05", 0)).unwrap(),
@@ -262,11 +264,7 @@ fn a_failed_close_keeps_the_writer_and_loses_nothing() {
 fn a_parked_writer_whose_index_cannot_be_written_at_close_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let opts = || {
-        Options::new(keys.clone())
-            .durability(Durability::Never)
-            .max_open_writers(1)
-    };
+    let opts = || never_one_writer(&keys);
     let log = Log::open(dir.path(), opts()).unwrap();
     let mut receipts = vec![
         log.append(&ev("2026-01-05", 0)).unwrap(),
