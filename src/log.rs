@@ -1171,6 +1171,8 @@ impl Inner {
         if !index || w.unindexed_bytes() == 0 {
             return w.sync();
         }
+        // A copy of the signer: a key rotation by an appender (which takes the signer's
+        // write lock) need not wait for the index to be streamed out.
         let signer = match org.signer(&*self.opts.keys) {
             Ok(s) => s.read().clone(),
             Err(e) => {
@@ -1215,13 +1217,9 @@ impl Inner {
         let settled = self.finish(org, &w, index);
         let used = w.last_used();
         drop(w);
-        if let Some(w) = Self::begin_close(org, month, used) {
-            let closed = self.close_writer(org, &w);
-            let parked_again = self.end_close(org, month, w, closed);
-            settled?;
-            return parked_again;
-        }
-        settled
+        let parked_again = self.retire(org, month, used);
+        settled?;
+        parked_again.unwrap_or(Ok(()))
     }
 
     /// Open writers beyond which an append closes idle ones itself (the flusher and `sync`
@@ -1289,14 +1287,20 @@ impl Inner {
             if self.open_writers.load(Ordering::Relaxed) <= max {
                 break;
             }
-            let Some(w) = Self::begin_close(&org, month, used) else {
-                continue;
-            };
-            let closed = self.close_writer(&org, &w);
             // The appender that triggered the retirement gets no error for another
-            // segment's disk; the writer went back into the map and reports it itself.
-            let _ = self.end_close(&org, month, w, closed);
+            // segment's disk; a writer whose close failed went back into the map and
+            // reports it itself.
+            let _ = self.retire(&org, month, used);
         }
+    }
+
+    /// Closes the month's writer ([`Inner::begin_close`], [`Inner::close_writer`],
+    /// [`Inner::end_close`]) if it is still idle and unused since tick `used`; `None` if
+    /// it is not.
+    fn retire(&self, org: &Org, month: Month, used: u64) -> Option<Result<()>> {
+        let w = Self::begin_close(org, month, used)?;
+        let closed = self.close_writer(org, &w);
+        Some(self.end_close(org, month, w, closed))
     }
 
     /// Under `segs`: if the month's writer is still idle and unused since tick `used` (and
@@ -1337,21 +1341,11 @@ impl Inner {
         if parked.is_some() {
             return Ok(ClosedSegment { stamp, parked });
         }
-        // Nothing appended since its index was written: that index covers every byte and
-        // was written after they were fsynced, so there is nothing to do.
-        if w.unindexed_bytes() == 0 {
-            w.sync()?;
-        } else {
-            // A copy of the signer: a key rotation by an appender (which takes the signer's
-            // write lock) need not wait for the index to be streamed out.
-            let signer = org
-                .signer(&*self.opts.keys)
-                .ok()
-                .and_then(|s| s.read().clone());
-            match signer {
-                Some(signer) => w.write_index(&signer)?,
-                None => w.sync()?,
-            }
+        // Closed fully. Without a key the data is fsynced all the same and the index is
+        // rebuilt when the segment is next opened: the close stands.
+        match self.finish(org, w, true) {
+            Ok(()) | Err(Error::Key { .. }) => {}
+            Err(e) => return Err(e),
         }
         Ok(ClosedSegment {
             stamp: w.stamp()?,
