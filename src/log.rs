@@ -93,8 +93,9 @@ pub struct Options {
     /// Bytes of checked segment indexes that queries keep for later queries: each index's
     /// summary (~5 KB for a month of 1.7M events), checked once (tag included), and the
     /// groups of index blocks queries have read (~1.2× their bytes in the `.idx` file),
-    /// checked once against their digest. Least recently used indexes go first, with their
-    /// groups. Default 64 MiB; 0 disables the cache. Without it a query still reads the
+    /// checked once against their digest. Groups are evicted before summaries; a query
+    /// whose groups do not all fit keeps those it read first, and its next run reads only
+    /// the rest (docs/ARCHITECTURE.md, "Queries"). Default 64 MiB; 0 disables the cache. Without it a query still reads the
     /// index of a segment it opens a group at a time, in memory independent of its size.
     pub query_index_cache: usize,
     keys: Arc<dyn KeyProvider>,

@@ -553,6 +553,47 @@ fn index_groups_are_read_once_while_cached() {
     }
 }
 
+/// A query whose index groups do not all fit in the cache keeps the part that fits: the
+/// next run of it checks no index again and reads only the groups that were not kept, the
+/// same number every time, fewer the larger the cache. (With plain least-recently-used
+/// eviction the next run found nothing: each run evicted, in order, what the next needed
+/// first, the indexes' summaries included, so every run checked every index again.)
+#[test]
+fn a_query_larger_than_the_index_cache_keeps_what_fits() {
+    let (dir, keys) = written(6000, 1, 80, 5, "2026-01-03");
+    let o = org("org-000");
+    let run = |log: &Log| all(log.query(&o).plan_blocks(16)).2;
+    let whole = run(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    let (groups, months) = (whole.index_groups_read, whole.indexes_checked);
+    assert!(months >= 3 && groups > 20, "{whole:?}");
+    let mut reread = Vec::new();
+    for kib in [8, 16, 32, 64, 128, 256] {
+        let log =
+            Log::open_read_only(dir.path(), opts(&keys).query_index_cache(kib << 10)).unwrap();
+        let runs: Vec<_> = (0..4).map(|_| run(&log)).collect();
+        let read: Vec<u64> = runs.iter().map(|s| s.index_groups_read).collect();
+        let checked: Vec<u64> = runs.iter().map(|s| s.indexes_checked).collect();
+        assert_eq!(read[0], groups, "{kib} KiB");
+        assert_eq!(checked, [months, 0, 0, 0], "{kib} KiB: summaries kept");
+        // What is kept can only grow into room left by groups of other sizes, and settles.
+        assert!(
+            read[1] >= read[2] && read[2] == read[3],
+            "{kib} KiB: {read:?}"
+        );
+        reread.push(read[3]);
+    }
+    assert!(reread.windows(2).all(|w| w[1] <= w[0]), "{reread:?}");
+    assert!(
+        reread.iter().filter(|&&r| r > 0 && r < groups).count() >= 2,
+        "some kept, not all: {reread:?} of {groups}"
+    );
+    assert_eq!(
+        reread.last(),
+        Some(&0),
+        "the largest holds them all: {reread:?}"
+    );
+}
+
 #[test]
 fn queries_answer_the_same_without_an_index_cache() {
     let (dir, keys) = written(2000, 1, 60, 3, "2026-03-03");

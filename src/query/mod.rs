@@ -298,6 +298,7 @@ impl<'a> Query<'a> {
             ),
         };
         let (keys, cache) = self.log.query_parts();
+        let since = cache.now();
         let ctx = Arc::new(Ctx {
             dir,
             org: self.org,
@@ -308,6 +309,7 @@ impl<'a> Query<'a> {
             reverse: self.reverse,
             batch_bytes: self.batch_bytes,
             plan_blocks: self.plan_blocks,
+            since,
         });
         Ok(Cursor {
             ctx,
@@ -370,6 +372,9 @@ pub struct QueryStats {
     /// Groups of index blocks read from index files and checked (the others came from the
     /// `Log`'s cache of checked indexes).
     pub index_groups_read: u64,
+    /// Segment indexes read whole and their tag checked to plan the query (the others came
+    /// from the `Log`'s cache of checked indexes).
+    pub indexes_checked: u64,
     /// Segments whose index was not used, and why (missing, failed its check, …).
     pub indexes_bypassed: Vec<(std::path::PathBuf, String)>,
     /// Most matches waiting for their turn at once.
@@ -583,6 +588,7 @@ impl Cursor {
             self.stats.blocks_considered += found.blocks_considered;
             self.stats.blocks_skipped += found.blocks_skipped;
             self.stats.index_groups_read += found.index_groups_read;
+            self.stats.indexes_checked += found.indexes_checked;
             self.stats.indexes_bypassed.extend(found.bypassed);
             self.errors.extend(found.errors);
             let Some(round) = round else {
