@@ -333,6 +333,9 @@ struct Inner {
     /// Held by the one thread retiring writers at a time, and by the flusher for its whole
     /// tick. Appenders skip retirement while it is held; `Log::sync` waits for it.
     retiring: Mutex<()>,
+    /// The first failure that lost nothing and had no caller to go to when it happened: a
+    /// failed index spill of a writer that retirement then closed. `Log::close` returns it.
+    unreported: Mutex<Option<Error>>,
 }
 
 /// An open log directory. `Send + Sync`: share it between threads (e.g. in an `Arc`).
@@ -418,6 +421,7 @@ impl Log {
                 parked_bytes: AtomicUsize::new(0),
                 clock: AtomicU64::new(0),
                 retiring: Mutex::new(()),
+                unreported: Mutex::new(None),
             }),
             flusher: Mutex::new(None),
         })
@@ -749,7 +753,8 @@ impl Log {
                 }
             }
         }
-        first_err.map_or(Ok(()), Err)
+        let unreported = self.inner.unreported.lock().take();
+        first_err.or(unreported).map_or(Ok(()), Err)
     }
 }
 
@@ -1347,6 +1352,11 @@ impl Inner {
         match self.finish(org, w, true) {
             Ok(()) | Err(Error::Key { .. }) => {}
             Err(e) => return Err(e),
+        }
+        // The writer goes; a spill failure it kept is held for `Log::close`, as the
+        // failures of the writers still open at close are.
+        if let Some(e) = w.take_spill_error() {
+            self.unreported.lock().get_or_insert(e);
         }
         Ok(ClosedSegment {
             stamp: w.stamp()?,
@@ -1963,6 +1973,49 @@ mod tests {
             "{:?}",
             log.recovery_report()
         );
+        log.close().unwrap();
+    }
+
+    /// A writer whose index spill failed is closed fully by retirement, and the failure,
+    /// which lost nothing, still reaches the application: `Log::close` returns it, as it
+    /// does for a writer still open at close. Everything appended is there after reopen.
+    #[test]
+    fn a_spill_failure_of_a_retired_writer_is_reported_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir");
+        scan::TEST_SPILL_LIMIT.with(|l| l.set(Some(1)));
+        scan::TEST_SPILL_DIR.with(|d| *d.borrow_mut() = Some(missing.clone()));
+        let keys = org_000_keys();
+        let log = parking_log(dir.path(), keys.clone());
+        let mut receipts = alternate(&log, 40);
+        scan::TEST_SPILL_LIMIT.with(|l| l.set(None));
+        scan::TEST_SPILL_DIR.with(|d| *d.borrow_mut() = None);
+        // A third month retires February's writer too: the one writer left open at close
+        // spills without failing, so only retirement can have kept the error.
+        let march = Month::new(2026, 3).unwrap();
+        receipts.push(log.append(&event_in(march, 0)).unwrap());
+        {
+            let _retiring = log.inner.retiring.lock();
+            log.inner.retire_locked(1);
+        }
+        // Each was closed fully (a writer with a spill error is not parked).
+        for m in [1, 2] {
+            let month = Month::new(2026, m).unwrap();
+            assert_eq!(closed_of(&log, month, |c| c.parked.is_some()), Some(false));
+        }
+        match log.close() {
+            Err(Error::Io { path, .. }) => assert_eq!(path, missing),
+            other => panic!("expected the spill failure at close, got {other:?}"),
+        }
+        let log = Log::open(dir.path(), Options::new(keys)).unwrap();
+        assert!(
+            log.recovery_report().is_empty(),
+            "{:?}",
+            log.recovery_report()
+        );
+        let stats = log.stats().unwrap();
+        let events: u64 = stats.iter().map(|m| m.events).sum();
+        assert_eq!(events, receipts.len() as u64);
         log.close().unwrap();
     }
 }

@@ -192,6 +192,10 @@ thread_local! {
     /// Spill limit of the builders a test thread creates (see [`IndexBuilder::new`]).
     pub(crate) static TEST_SPILL_LIMIT: std::cell::Cell<Option<usize>> =
         const { std::cell::Cell::new(None) };
+    /// Where the builders a test thread creates put their spill files, instead of the
+    /// segment's directory (a missing directory makes every spill fail).
+    pub(crate) static TEST_SPILL_DIR: std::cell::RefCell<Option<PathBuf>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// The open (last) block: its entry and the time bounds of its records so far.
@@ -247,8 +251,18 @@ impl IndexBuilder {
     /// An empty builder whose spill files go to `dir`, with the default spill limit.
     pub fn new(interval: u32, dir: &Path) -> Self {
         #[cfg(test)]
-        if let Some(limit) = TEST_SPILL_LIMIT.with(std::cell::Cell::get) {
-            return Self::with_spill_limit(interval, dir, limit);
+        {
+            let limit = TEST_SPILL_LIMIT.with(std::cell::Cell::get);
+            if let Some(test_dir) = TEST_SPILL_DIR.with(|d| d.borrow().clone()) {
+                return Self::with_spill_limit(
+                    interval,
+                    &test_dir,
+                    limit.unwrap_or(INDEX_SPILL_LIMIT),
+                );
+            }
+            if let Some(limit) = limit {
+                return Self::with_spill_limit(interval, dir, limit);
+            }
         }
         Self::with_spill_limit(interval, dir, INDEX_SPILL_LIMIT)
     }
