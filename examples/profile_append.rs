@@ -5,10 +5,12 @@
     missing_docs
 )]
 //! A fixed single-thread `Durability::Never` append run, for profilers:
-//! `valgrind --tool=callgrind target/release/examples/profile_append 100000 [POOL]`.
+//! `valgrind --tool=callgrind target/release/examples/profile_append 100000 [POOL [ORGS [DAYS]]]`.
 //!
-//! Same workload as `benches/append.rs` (`never_1t_append`): 4 skewed orgs, one month,
-//! ~600 B of JSON per event, generated before the clock starts.
+//! Same workload as `benches/append.rs` (`never_1t_append`): 4 skewed orgs, 28 days in one
+//! month, ~600 B of JSON per event, generated before the clock starts. With more orgs and
+//! days (`profile_append 600000 600000 3000 90`) it is the many-writers case: the time
+//! `Log::close` takes to make every segment durable and write its index is printed too.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,10 +28,18 @@ fn main() {
         .nth(2)
         .map(|s| s.parse().expect("pool size"))
         .unwrap_or(20_000);
+    let orgs: u32 = std::env::args()
+        .nth(3)
+        .map(|s| s.parse().expect("org count"))
+        .unwrap_or(4);
+    let days: u32 = std::env::args()
+        .nth(4)
+        .map(|s| s.parse().expect("days"))
+        .unwrap_or(28);
     let cfg = WorkloadConfig {
         events: pool_size,
-        orgs: 4,
-        days: 28,
+        orgs,
+        days,
         seed: 1,
         start: Timestamp(1_767_225_600_000_000 + 86_400_000_000),
         out_of_order: 0.01,
@@ -50,10 +60,25 @@ fn main() {
         log.append(&pool[(i % pool_size) as usize]).unwrap();
     }
     let el = start.elapsed();
+    let (closing, cpu_before) = (Instant::now(), cpu_ticks());
     log.close().unwrap();
+    let close = closing.elapsed();
+    let close_cpu = cpu_ticks()
+        .zip(cpu_before)
+        .map(|(a, b)| (a.0 - b.0, a.1 - b.1));
     eprintln!(
-        "{n} events in {el:?}: {:.0} events/s, {:.2} µs/event",
+        "{n} events in {el:?}: {:.0} events/s, {:.2} µs/event; close {close:?} \
+         (CPU user, system: {close_cpu:?} ticks)",
         n as f64 / el.as_secs_f64(),
         el.as_secs_f64() * 1e6 / n as f64
     );
+}
+
+/// This process's user and system CPU time so far, in clock ticks (`/proc/self/stat`).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
 }

@@ -659,7 +659,8 @@ impl Log {
 
     /// Writes out and fsyncs everything appended so far, whatever the durability mode; then
     /// closes idle writers beyond [`Options::max_open_writers`], after waiting for a
-    /// retirement or background flusher tick in progress.
+    /// retirement or background flusher tick in progress. Segments are fsynced several at
+    /// a time; a failure does not stop the others, and the first is returned.
     pub fn sync(&self) -> Result<()> {
         // All under `retiring` (waiting for a retirement in progress or a flusher tick): no
         // writer is parked meanwhile, so every record appended before this call is either
@@ -667,9 +668,7 @@ impl Log {
         // `settle_parked` fsyncs, or in a writer open after it, which the loop fsyncs.
         let _retiring = self.inner.retiring.lock();
         let settled = self.inner.settle_parked(false);
-        for w in self.inner.all_writers() {
-            w.sync()?;
-        }
+        for_each_at_once(&self.inner.all_writers(), |w| w.sync())?;
         settled?;
         // Every writer not in use is closed down to the limit.
         self.inner.retire_locked(self.inner.opts.max_open_writers);
@@ -742,16 +741,15 @@ impl Log {
                 first_err = Some(e);
             }
         }
-        for org in self.inner.all_orgs() {
-            let writers: Vec<Arc<SegmentWriter>> = org.segs.lock().live().cloned().collect();
-            for w in writers {
-                let r = self.inner.finish(&org, &w, true);
-                // A spill failure lost nothing (the index above is complete), but the
-                // application should hear that the disk refused a write.
-                if let Some(e) = r.err().or_else(|| w.take_spill_error()) {
-                    first_err.get_or_insert(e);
-                }
-            }
+        let writers = self.inner.all_writers_by_org();
+        let finished = for_each_at_once(&writers, |(org, w)| {
+            self.inner.finish(org, w, true)?;
+            // A spill failure lost nothing (the index above is complete), but the
+            // application should hear that the disk refused a write.
+            w.take_spill_error().map_or(Ok(()), Err)
+        });
+        if let Err(e) = finished {
+            first_err.get_or_insert(e);
         }
         let unreported = self.inner.unreported.lock().take();
         first_err.or(unreported).map_or(Ok(()), Err)
@@ -762,6 +760,39 @@ impl Drop for Log {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// Threads [`for_each_at_once`] uses at most, the caller's included.
+const SETTLE_THREADS: usize = 8;
+
+/// Runs `work` on every item, on up to [`SETTLE_THREADS`] threads (the caller's one of
+/// them), and returns the first error; a failure does not stop the other items.
+///
+/// For work that waits on the disk: the fsyncs and index writes of `Log::sync` and
+/// `Log::close` over many segments. ext4 (like most journalled file systems) commits the
+/// fsyncs in flight together, so `n` at once cost little more than one; one after
+/// another, each waits for its own commit.
+fn for_each_at_once<T: Sync>(items: &[T], work: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let first_err = Mutex::new(None);
+    let worker = || {
+        while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if let Err(e) = work(item) {
+                first_err.lock().get_or_insert(e);
+            }
+        }
+    };
+    let helpers = items.len().min(SETTLE_THREADS).saturating_sub(1);
+    std::thread::scope(|s| {
+        for _ in 0..helpers {
+            // A thread that cannot be started leaves its share to the others.
+            let _ = std::thread::Builder::new()
+                .name("auditlog-settle".into())
+                .spawn_scoped(s, worker);
+        }
+        worker();
+    });
+    first_err.into_inner().map_or(Ok(()), Err)
 }
 
 fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
@@ -1197,16 +1228,24 @@ impl Inner {
     /// segment at a time ([`Inner::settle_month`]). A failure does not stop the others;
     /// the first is returned.
     fn settle_parked(&self, index: bool) -> Result<()> {
-        let mut first_err = None;
+        let mut parked = Vec::new();
         for org in self.all_orgs() {
             let months = org.segs.lock().parked_months(index);
-            for month in months {
-                if let Err(e) = self.settle_month(&org, month, index) {
-                    first_err.get_or_insert(e);
-                }
-            }
+            parked.extend(months.into_iter().map(|m| (Arc::clone(&org), m)));
         }
-        first_err.map_or(Ok(()), Err)
+        for_each_at_once(&parked, |(org, month)| {
+            self.settle_month(org, *month, index)
+        })
+    }
+
+    /// Every writer of every org with its org, including those a retirement is closing.
+    fn all_writers_by_org(&self) -> Vec<(Arc<Org>, Arc<SegmentWriter>)> {
+        let mut out = Vec::new();
+        for org in self.all_orgs() {
+            let writers: Vec<_> = org.segs.lock().live().cloned().collect();
+            out.extend(writers.into_iter().map(|w| (Arc::clone(&org), w)));
+        }
+        out
     }
 
     /// Reopens the month's parked writer (reading nothing; a file changed since it was
@@ -1974,6 +2013,31 @@ mod tests {
             log.recovery_report()
         );
         log.close().unwrap();
+    }
+
+    /// `for_each_at_once` (the settling of `sync` and `close`) works on every item whatever
+    /// fails, each exactly once, and returns an error if any failed.
+    #[test]
+    fn for_each_at_once_tries_every_item_once_and_returns_a_failure() {
+        let items: Vec<usize> = (0..100).collect();
+        let runs: Vec<AtomicUsize> = items.iter().map(|_| AtomicUsize::new(0)).collect();
+        let failed = |i: usize| Error::Locked {
+            dir: PathBuf::from(i.to_string()),
+        };
+        let r = for_each_at_once(&items, |&i| {
+            runs[i].fetch_add(1, Ordering::SeqCst);
+            if i % 7 == 3 { Err(failed(i)) } else { Ok(()) }
+        });
+        assert!(runs.iter().all(|n| n.load(Ordering::SeqCst) == 1));
+        match r {
+            Err(Error::Locked { dir }) => {
+                let i: usize = dir.to_str().unwrap().parse().unwrap();
+                assert_eq!(i % 7, 3);
+            }
+            other => panic!("expected one of the failures, got {other:?}"),
+        }
+        assert!(for_each_at_once(&items, |_| Ok(())).is_ok());
+        assert!(for_each_at_once(&[] as &[usize], |_| unreachable!()).is_ok());
     }
 
     /// A writer whose index spill failed is closed fully by retirement, and the failure,
