@@ -298,7 +298,7 @@ impl<'a> Query<'a> {
             ),
         };
         let (keys, cache) = self.log.query_parts();
-        let since = cache.now();
+        let cache_session = cache.session();
         let ctx = Arc::new(Ctx {
             dir,
             org: self.org,
@@ -309,7 +309,7 @@ impl<'a> Query<'a> {
             reverse: self.reverse,
             batch_bytes: self.batch_bytes,
             plan_blocks: self.plan_blocks,
-            since,
+            cache_session,
         });
         Ok(Cursor {
             ctx,

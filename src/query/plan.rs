@@ -68,9 +68,8 @@ pub(crate) struct Ctx {
     pub batch_bytes: u64,
     /// Blocks per group.
     pub plan_blocks: u64,
-    /// The cache's tick when the query began ([`IndexCache::now`]): the index groups it
-    /// has used since are not evicted for the groups it reads next.
-    pub since: u64,
+    /// The query's dealings with `cache` (which groups it may evict).
+    pub cache_session: CacheSession,
 }
 
 /// One segment file open for the query.
@@ -190,14 +189,12 @@ struct CacheEntry {
 ///
 /// - An index's *summary* (a few KB per month) took a pass over the whole index file and
 ///   its tag. Summaries go only when the groups are all gone, least recently used first.
-/// - A *group* (~360 KiB of index for 4,096 blocks) takes one read and one digest. Groups
-///   are evicted least recently used first, but a query only evicts groups it has not used
-///   itself: groups a query has read since it began (`since`, from [`IndexCache::now`])
-///   are its working set. When that set is larger than the cache, what does not fit is
-///   read and not kept, and the next run of the same query finds the part that was kept.
-///   Plain LRU would find nothing: each query would evict, in order, the groups the next
-///   one needs first (measured: a 90-day query of a 5M-event log re-read and re-checked its
-///   three months' indexes, all of them, every time, with 64 MiB for ~67 MB of groups).
+/// - A *group* (~360 KiB of index for 4,096 blocks) takes one read and one digest. A query
+///   evicts only groups it has not used itself, most recently used first, and keeps nothing
+///   when those do not make room ([`CacheSession`]). Plain LRU kept nothing of a query
+///   larger than the cache: each run evicted, in order, the groups the next one needed
+///   first (measured: a 90-day query of a 5M-event log re-read and re-checked its three
+///   months' indexes, all of them, every time, with 64 MiB for ~67 MB of groups).
 pub(crate) struct IndexCache {
     inner: Mutex<CacheInner>,
     capacity: usize,
@@ -225,17 +222,24 @@ impl IndexCache {
         }
     }
 
-    /// A new tick: what a query passes as `since` to [`IndexCache::group`], taken when it
-    /// begins.
-    pub fn now(&self) -> u64 {
+    /// A new tick of use.
+    fn now(&self) -> u64 {
         self.tick.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A query's session, taken when it begins.
+    pub fn session(&self) -> CacheSession {
+        CacheSession {
+            since: self.now(),
+            victims: Mutex::new(None),
+        }
     }
 
     /// The checked index of the segment with `header`, summarised in groups of
     /// `group_blocks` blocks, with the file it was checked from (groups are read again from
     /// that file, never from a newer index); or why there is none. `true` if the index was
     /// read and checked for this call (its summary was not cached). A summary is kept
-    /// before any group; `since` is the query's start ([`IndexCache::group`]).
+    /// before any group.
     #[allow(clippy::too_many_arguments)]
     fn get(
         &self,
@@ -245,7 +249,7 @@ impl IndexCache {
         genesis: &Hash,
         keys: &dyn KeyProvider,
         group_blocks: u64,
-        since: u64,
+        session: &CacheSession,
     ) -> (Result<(Arc<LoadedIndex>, File), String>, bool) {
         let path = org_dir.join(index_file_name(header.id));
         let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
@@ -287,20 +291,20 @@ impl IndexCache {
                 c.drop_entry(old);
             }
             c.bytes += mem;
-            c.shrink_to(self.capacity, since);
+            c.shrink_to(self.capacity, session);
         }
         (loaded.map(|l| (l, file)), true)
     }
 
     /// Group `g` of `ix`, from the cache, or read from `file` (the index file `ix` was
     /// checked from) and checked against its digest (then `true`). A group read is kept if
-    /// it fits, evicting only groups unused since tick `since` (the query's start).
+    /// it fits, evicting only groups the query may evict ([`CacheSession`]).
     fn group(
         &self,
         ix: &Arc<LoadedIndex>,
         file: &File,
         g: usize,
-        since: u64,
+        session: &CacheSession,
     ) -> Result<(Arc<GroupBlocks>, bool), Rejected> {
         if let Some(b) = ix.groups.lock().get_mut(&g) {
             b.used = self.now();
@@ -313,7 +317,7 @@ impl IndexCache {
             .map
             .get(&ix.path)
             .is_some_and(|e| e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, ix)));
-        if cached && c.make_room(self.capacity, mem, since) {
+        if cached && c.make_room(self.capacity, mem, session) {
             let used = self.now();
             // Charged once, even if another query read the same group meanwhile.
             let added = match ix.groups.lock().entry(g) {
@@ -358,67 +362,66 @@ impl CacheInner {
         }
     }
 
-    /// Cached groups in the order a query that began at tick `since` evicts them: first
-    /// those last used before it began, then (only to make room for a summary) its own;
-    /// in each part, *most* recently used first. `(index path, group, bytes, used before
-    /// since)`.
-    ///
-    /// Most recently used first: a query that runs again reaches its kept groups in the
-    /// order it used them last time, so the least recently used of those it has not
-    /// reached yet is the very next one it needs; evicting it would cost a read for
-    /// every read it saves. What stays is a prefix of the query's order, found again by
-    /// every run.
-    fn eviction_order(&self, since: u64) -> Vec<(PathBuf, usize, usize, bool)> {
+    /// Every cached group: `(last used, its index, group)`.
+    fn cached_groups(&self) -> Vec<Victim> {
         let mut all = Vec::new();
-        for (path, e) in &self.map {
+        for e in self.map.values() {
             if let Ok(l) = &e.loaded {
                 for (g, cg) in l.groups.lock().iter() {
-                    all.push((cg.used, path.clone(), *g, cg.blocks.mem()));
+                    all.push(Victim {
+                        used: cg.used,
+                        ix: Arc::clone(l),
+                        g: *g,
+                    });
                 }
             }
         }
-        all.sort_unstable_by_key(|&(used, ..)| (used < since, used));
-        all.into_iter()
-            .rev()
-            .map(|(used, path, g, mem)| (path, g, mem, used < since))
-            .collect()
+        all
     }
 
-    /// Evicts groups unused since tick `since` (the query's start) until `need` more bytes
-    /// fit within `capacity` ([`CacheInner::eviction_order`]); `false` (having evicted
-    /// nothing) if they cannot.
-    fn make_room(&mut self, capacity: usize, need: usize, since: u64) -> bool {
+    /// Evicts groups the query of `session` may evict ([`CacheSession`]) until `need` more
+    /// bytes fit within `capacity`; `false` if they cannot (some may have gone all the
+    /// same: they were older than the query).
+    fn make_room(&mut self, capacity: usize, need: usize, session: &CacheSession) -> bool {
         let over = (self.bytes + need).saturating_sub(capacity);
         if over == 0 {
             return true;
         }
-        let victims: Vec<_> = self
-            .eviction_order(since)
-            .into_iter()
-            .take_while(|v| v.3)
-            .collect();
-        if victims.iter().map(|v| v.2).sum::<usize>() < over {
-            return false;
-        }
+        let mut victims = session.victims.lock();
+        let victims = victims.get_or_insert_with(|| {
+            let mut v: Vec<Victim> = self
+                .cached_groups()
+                .into_iter()
+                .filter(|v| v.used < session.since)
+                .collect();
+            v.sort_unstable_by_key(|v| v.used);
+            v
+        });
         let mut freed = 0;
-        for (path, g, ..) in victims {
-            if freed >= over {
-                break;
-            }
-            freed += self.evict_group(&path, g);
+        while freed < over {
+            // Most recently used first ([`CacheSession`]).
+            let Some(v) = victims.pop() else {
+                return false;
+            };
+            freed += self.evict(&v);
         }
         true
     }
 
-    /// Drops group `g` of the index at `path`; the bytes freed.
-    fn evict_group(&mut self, path: &Path, g: usize) -> usize {
-        let Some(e) = self.map.get_mut(path) else {
+    /// Drops group `v.g` of `v.ix` if the cache still holds it unused since `v.used`; the
+    /// bytes freed.
+    fn evict(&mut self, v: &Victim) -> usize {
+        let Some(e) = self.map.get_mut(&v.ix.path) else {
             return 0;
         };
-        let Ok(l) = &e.loaded else {
+        if !e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, &v.ix)) {
             return 0;
-        };
-        let Some(cg) = l.groups.lock().remove(&g) else {
+        }
+        let mut groups = v.ix.groups.lock();
+        if groups.get(&v.g).is_none_or(|cg| cg.used != v.used) {
+            return 0;
+        }
+        let Some(cg) = groups.remove(&v.g) else {
             return 0;
         };
         let mem = cg.blocks.mem();
@@ -427,18 +430,20 @@ impl CacheInner {
         mem
     }
 
-    /// Evicts until at most `capacity` bytes are held: groups first
-    /// ([`CacheInner::eviction_order`] for a query that began at `since`), then whole
-    /// entries (summaries), least recently used first.
-    fn shrink_to(&mut self, capacity: usize, since: u64) {
+    /// Evicts until at most `capacity` bytes are held, to keep a summary: groups first
+    /// (those the query of `session` may evict, then its own, most recently used first in
+    /// each part), then whole entries (summaries), least recently used first.
+    fn shrink_to(&mut self, capacity: usize, session: &CacheSession) {
         if self.bytes <= capacity {
             return;
         }
-        for (path, g, ..) in self.eviction_order(since) {
+        let mut groups = self.cached_groups();
+        groups.sort_unstable_by_key(|v| (v.used < session.since, v.used));
+        for v in groups.iter().rev() {
             if self.bytes <= capacity {
                 return;
             }
-            self.evict_group(&path, g);
+            self.evict(v);
         }
         while self.bytes > capacity {
             let Some(victim) = self
@@ -454,6 +459,33 @@ impl CacheInner {
             }
         }
     }
+}
+
+/// A cached group some query may evict, as it was when listed.
+struct Victim {
+    used: u64,
+    ix: Arc<LoadedIndex>,
+    g: usize,
+}
+
+/// One query's dealings with the [`IndexCache`].
+///
+/// The query evicts only groups last used before it began (`since`): the groups it has
+/// used are its working set. When that set is larger than the cache, what does not fit is
+/// read and not kept, and the next run of the query finds the part that was kept. It
+/// evicts them *most* recently used first: a query that runs again reaches its kept groups
+/// in the order it used them last time, so the least recently used one it has not reached
+/// yet is the very next it needs; evicting that would cost a read for every read it saves.
+/// What stays is a prefix of the query's order, found again by every run.
+///
+/// The candidates are listed once, when the query first needs room, and the list only
+/// shrinks: a group admitted later was used after `since`, and one the query uses leaves
+/// the candidates (its tick changes). So a query pays one pass over the cache, not one
+/// per group it reads.
+pub(crate) struct CacheSession {
+    since: u64,
+    /// Least recently used first; taken from the end.
+    victims: Mutex<Option<Vec<Victim>>>,
 }
 
 impl LoadedIndex {
@@ -673,7 +705,7 @@ fn open_source(
         &genesis,
         &*ctx.keys,
         ctx.plan_blocks,
-        ctx.since,
+        &ctx.cache_session,
     );
     found.indexes_checked += u64::from(checked);
     let end = file
@@ -1102,7 +1134,7 @@ fn load_group(
         PieceKind::Index { ix, file, first } => {
             let (blocks, read) = ctx
                 .cache
-                .group(ix, file, g, ctx.since)
+                .group(ix, file, g, &ctx.cache_session)
                 .map_err(|e| e.to_string())?;
             found.index_groups_read += u64::from(read);
             let base = g as u64 * ix.summary.group_blocks;
