@@ -95,8 +95,9 @@ pub struct Options {
     /// groups of index blocks queries have read (~1.2× their bytes in the `.idx` file),
     /// checked once against their digest. Groups are evicted before summaries; a query
     /// whose groups do not all fit keeps those it read first, and its next run reads only
-    /// the rest (docs/ARCHITECTURE.md, "Queries"). Default 64 MiB; 0 disables the cache. Without it a query still reads the
-    /// index of a segment it opens a group at a time, in memory independent of its size.
+    /// the rest (docs/ARCHITECTURE.md, "Queries"). Default 64 MiB; 0 disables the cache.
+    /// Without it a query still reads the index of a segment it opens a group at a time,
+    /// in memory independent of its size.
     pub query_index_cache: usize,
     keys: Arc<dyn KeyProvider>,
 }

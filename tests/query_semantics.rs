@@ -594,6 +594,48 @@ fn a_query_larger_than_the_index_cache_keeps_what_fits() {
     );
 }
 
+/// The groups a month query reads, running it on `log` with groups of `plan_blocks`.
+fn month_groups_read(log: &Log, from: &str, to: &str, plan_blocks: u64) -> u64 {
+    let q = log.query(&org("org-000")).since(ts(from)).until(ts(to));
+    all(q.plan_blocks(plan_blocks)).2.index_groups_read
+}
+
+/// What a query no longer uses leaves the cache for the queries that do: after one
+/// January query, alternating February and March queries (which fit together) evict
+/// January's groups, least recently used first, and then read nothing; January's next
+/// query reads them again. (Evicting the most recently used first kept January forever
+/// and had February and March evict each other.)
+#[test]
+fn groups_of_a_query_not_run_again_leave_the_cache_first() {
+    let (dir, keys) = written(6000, 1, 80, 5, "2026-01-03");
+    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(72 << 10)).unwrap();
+    let feb_mar = || {
+        month_groups_read(&log, "2026-02-01", "2026-03-01", 16)
+            + month_groups_read(&log, "2026-03-01", "2026-04-01", 16)
+    };
+    let jan = month_groups_read(&log, "2026-01-01", "2026-02-01", 16);
+    assert!(jan > 5, "{jan}");
+    let rounds: Vec<u64> = (0..4).map(|_| feb_mar()).collect();
+    assert!(rounds[0] > 0 && rounds[3] == 0, "{rounds:?}");
+    assert!(month_groups_read(&log, "2026-01-01", "2026-02-01", 16) > 0);
+}
+
+/// Summaries of indexes no query uses any more are evicted, after their groups, to keep
+/// the groups a query reads: they do not take the cache for good.
+#[test]
+fn summaries_no_longer_used_make_way_for_groups() {
+    let (dir, keys) = written(6000, 1, 80, 5, "2026-01-03");
+    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(96 << 10)).unwrap();
+    // Two one-day queries load January's and March's summaries and read no group
+    // (plan_blocks(1) makes the summaries large: one entry per block).
+    assert_eq!(month_groups_read(&log, "2026-01-01", "2026-01-02", 1), 0);
+    assert_eq!(month_groups_read(&log, "2026-03-31", "2026-04-01", 1), 0);
+    let feb: Vec<u64> = (0..3)
+        .map(|_| month_groups_read(&log, "2026-02-01", "2026-03-01", 1))
+        .collect();
+    assert!(feb[0] > 0 && feb[2] == 0, "{feb:?}");
+}
+
 #[test]
 fn queries_answer_the_same_without_an_index_cache() {
     let (dir, keys) = written(2000, 1, 60, 3, "2026-03-03");

@@ -55,6 +55,7 @@ mod plan;
 use std::collections::VecDeque;
 use std::fmt;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -72,6 +73,7 @@ use crate::format::DecodeError;
 use crate::format::index::KeyFields;
 use crate::format::record::{FRAME_HEADER_LEN, RawRecord, decode_frame};
 use crate::log::{Log, list_segments};
+use crate::segment::index_file_name;
 use crate::time::{Month, Timestamp};
 
 /// Months at least this large (bytes to read) are read with helper threads.
@@ -298,7 +300,11 @@ impl<'a> Query<'a> {
             ),
         };
         let (keys, cache) = self.log.query_parts();
-        let cache_session = cache.session();
+        let indexes: Vec<_> = months
+            .iter()
+            .flat_map(|(_, ids)| ids.iter().map(|id| dir.join(index_file_name(*id))))
+            .collect();
+        let cache_session = cache.session(indexes.iter().map(PathBuf::as_path));
         let ctx = Arc::new(Ctx {
             dir,
             org: self.org,

@@ -185,16 +185,11 @@ struct CacheEntry {
 /// inode, length, mtime) and the segment header hashes to the same genesis; a stale entry
 /// is still sound (the segment only grows past `covered_len`) and is simply reloaded.
 ///
-/// Bounded by bytes, with two kinds of entry that cost very differently to replace:
-///
-/// - An index's *summary* (a few KB per month) took a pass over the whole index file and
-///   its tag. Summaries go only when the groups are all gone, least recently used first.
-/// - A *group* (~360 KiB of index for 4,096 blocks) takes one read and one digest. A query
-///   evicts only groups it has not used itself, most recently used first, and keeps nothing
-///   when those do not make room ([`CacheSession`]). Plain LRU kept nothing of a query
-///   larger than the cache: each run evicted, in order, the groups the next one needed
-///   first (measured: a 90-day query of a 5M-event log re-read and re-checked its three
-///   months' indexes, all of them, every time, with 64 MiB for ~67 MB of groups).
+/// Bounded by bytes, with two kinds of entry that cost very differently to replace: an
+/// index's *summary* (a few KB per month) took a pass over the whole index file and its
+/// tag; a *group* (~360 KiB of index for 4,096 blocks) takes one read and one digest. To
+/// keep a summary, groups are evicted first; to keep a group, a query evicts only what it
+/// has not used itself ([`CacheSession`]).
 pub(crate) struct IndexCache {
     inner: Mutex<CacheInner>,
     capacity: usize,
@@ -227,10 +222,19 @@ impl IndexCache {
         self.tick.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A query's session, taken when it begins.
-    pub fn session(&self) -> CacheSession {
+    /// A query's session, taken when it begins, with the index files of every segment it
+    /// may read: their cached summaries count as used by it from the start, so that it
+    /// never evicts one it has yet to reach ([`CacheSession`]).
+    pub fn session<'a>(&self, indexes: impl IntoIterator<Item = &'a Path>) -> CacheSession {
+        let since = self.now();
+        let mut c = self.inner.lock();
+        for path in indexes {
+            if let Some(e) = c.map.get_mut(path) {
+                e.used = self.now();
+            }
+        }
         CacheSession {
-            since: self.now(),
+            since,
             victims: Mutex::new(None),
         }
     }
@@ -317,7 +321,9 @@ impl IndexCache {
             .map
             .get(&ix.path)
             .is_some_and(|e| e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, ix)));
-        if cached && c.make_room(self.capacity, mem, session) {
+        // Another query may have kept the same group meanwhile: then nothing is evicted.
+        let wanted = cached && !ix.groups.lock().contains_key(&g);
+        if wanted && c.make_room(self.capacity, mem, session) {
             let used = self.now();
             // Charged once, even if another query read the same group meanwhile.
             let added = match ix.groups.lock().entry(g) {
@@ -362,7 +368,7 @@ impl CacheInner {
         }
     }
 
-    /// Every cached group: `(last used, its index, group)`.
+    /// Every cached group, as a victim with its last use.
     fn cached_groups(&self) -> Vec<Victim> {
         let mut all = Vec::new();
         for e in self.map.values() {
@@ -371,7 +377,7 @@ impl CacheInner {
                     all.push(Victim {
                         used: cg.used,
                         ix: Arc::clone(l),
-                        g: *g,
+                        group: Some(*g),
                     });
                 }
             }
@@ -379,7 +385,31 @@ impl CacheInner {
         all
     }
 
-    /// Evicts groups the query of `session` may evict ([`CacheSession`]) until `need` more
+    /// What the query of `session` may evict, in the order it evicts them, last first
+    /// ([`CacheSession`]).
+    fn victims_for(&self, session: &CacheSession) -> Vec<Victim> {
+        let mut groups = self.cached_groups();
+        groups.retain(|v| v.used < session.since);
+        let mut summaries: Vec<Victim> = self
+            .map
+            .values()
+            .filter(|e| e.used < session.since)
+            .filter_map(|e| {
+                e.loaded.as_ref().ok().map(|l| Victim {
+                    used: e.used,
+                    ix: Arc::clone(l),
+                    group: None,
+                })
+            })
+            .collect();
+        // Taken from the end: groups, least recently used first, then summaries.
+        groups.sort_unstable_by_key(|v| std::cmp::Reverse(v.used));
+        summaries.sort_unstable_by_key(|v| std::cmp::Reverse(v.used));
+        summaries.extend(groups);
+        summaries
+    }
+
+    /// Evicts what the query of `session` may evict ([`CacheSession`]) until `need` more
     /// bytes fit within `capacity`; `false` if they cannot (some may have gone all the
     /// same: they were older than the query).
     fn make_room(&mut self, capacity: usize, need: usize, session: &CacheSession) -> bool {
@@ -388,18 +418,9 @@ impl CacheInner {
             return true;
         }
         let mut victims = session.victims.lock();
-        let victims = victims.get_or_insert_with(|| {
-            let mut v: Vec<Victim> = self
-                .cached_groups()
-                .into_iter()
-                .filter(|v| v.used < session.since)
-                .collect();
-            v.sort_unstable_by_key(|v| v.used);
-            v
-        });
+        let victims = victims.get_or_insert_with(|| self.victims_for(session));
         let mut freed = 0;
         while freed < over {
-            // Most recently used first ([`CacheSession`]).
             let Some(v) = victims.pop() else {
                 return false;
             };
@@ -408,8 +429,8 @@ impl CacheInner {
         true
     }
 
-    /// Drops group `v.g` of `v.ix` if the cache still holds it unused since `v.used`; the
-    /// bytes freed.
+    /// Drops `v` (a group of `v.ix`, or the whole entry with its groups) if the cache
+    /// still holds it unused since `v.used`; the bytes freed.
     fn evict(&mut self, v: &Victim) -> usize {
         let Some(e) = self.map.get_mut(&v.ix.path) else {
             return 0;
@@ -417,11 +438,21 @@ impl CacheInner {
         if !e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, &v.ix)) {
             return 0;
         }
+        let Some(g) = v.group else {
+            if e.used != v.used {
+                return 0;
+            }
+            let mem = e.mem;
+            if let Some(e) = self.map.remove(&v.ix.path) {
+                self.drop_entry(e);
+            }
+            return mem;
+        };
         let mut groups = v.ix.groups.lock();
-        if groups.get(&v.g).is_none_or(|cg| cg.used != v.used) {
+        if groups.get(&g).is_none_or(|cg| cg.used != v.used) {
             return 0;
         }
-        let Some(cg) = groups.remove(&v.g) else {
+        let Some(cg) = groups.remove(&g) else {
             return 0;
         };
         let mem = cg.blocks.mem();
@@ -431,15 +462,22 @@ impl CacheInner {
     }
 
     /// Evicts until at most `capacity` bytes are held, to keep a summary: groups first
-    /// (those the query of `session` may evict, then its own, most recently used first in
-    /// each part), then whole entries (summaries), least recently used first.
+    /// (those the query of `session` may evict, least recently used first, then its own,
+    /// most recently used first so that what it keeps stays a prefix of its order), then
+    /// whole entries (summaries), least recently used first.
     fn shrink_to(&mut self, capacity: usize, session: &CacheSession) {
         if self.bytes <= capacity {
             return;
         }
         let mut groups = self.cached_groups();
-        groups.sort_unstable_by_key(|v| (v.used < session.since, v.used));
-        for v in groups.iter().rev() {
+        groups.sort_unstable_by_key(|v| {
+            if v.used < session.since {
+                (0, v.used)
+            } else {
+                (1, u64::MAX - v.used)
+            }
+        });
+        for v in &groups {
             if self.bytes <= capacity {
                 return;
             }
@@ -461,30 +499,32 @@ impl CacheInner {
     }
 }
 
-/// A cached group some query may evict, as it was when listed.
+/// Something in the cache a query may evict, as it was when listed: a group of `ix`, or
+/// (`group` None) its whole entry.
 struct Victim {
     used: u64,
     ix: Arc<LoadedIndex>,
-    g: usize,
+    group: Option<usize>,
 }
 
 /// One query's dealings with the [`IndexCache`].
 ///
-/// The query evicts only groups last used before it began (`since`): the groups it has
-/// used are its working set. When that set is larger than the cache, what does not fit is
-/// read and not kept, and the next run of the query finds the part that was kept. It
-/// evicts them *most* recently used first: a query that runs again reaches its kept groups
-/// in the order it used them last time, so the least recently used one it has not reached
-/// yet is the very next it needs; evicting that would cost a read for every read it saves.
-/// What stays is a prefix of the query's order, found again by every run.
+/// To keep a group it reads, the query evicts only what was last used before it began
+/// (`since`): the groups it has used and the indexes of every segment it may read (marked
+/// used when it begins) are its working set. Least recently used first, groups before
+/// summaries (a summary cost a pass over its whole index, a group one read). When its
+/// working set is larger than the cache, what does not fit is read and not kept, and the
+/// next run of the query finds the part that was kept, the first groups in the order it
+/// reads them. Plain LRU kept nothing: each run evicted, in order, what the next one
+/// needed first.
 ///
 /// The candidates are listed once, when the query first needs room, and the list only
-/// shrinks: a group admitted later was used after `since`, and one the query uses leaves
+/// shrinks: what is admitted later was used after `since`, and what the query uses leaves
 /// the candidates (its tick changes). So a query pays one pass over the cache, not one
 /// per group it reads.
 pub(crate) struct CacheSession {
     since: u64,
-    /// Least recently used first; taken from the end.
+    /// Taken from the end.
     victims: Mutex<Option<Vec<Victim>>>,
 }
 
