@@ -661,7 +661,8 @@ impl Log {
     /// Writes out and fsyncs everything appended so far, whatever the durability mode; then
     /// closes idle writers beyond [`Options::max_open_writers`], after waiting for a
     /// retirement or background flusher tick in progress. Segments are fsynced several at
-    /// a time; a failure does not stop the others, and the first is returned.
+    /// a time; a failure does not stop the others, and one is returned (a parked segment's
+    /// before an open writer's).
     pub fn sync(&self) -> Result<()> {
         // All under `retiring` (waiting for a retirement in progress or a flusher tick): no
         // writer is parked meanwhile, so every record appended before this call is either
@@ -669,8 +670,15 @@ impl Log {
         // `settle_parked` fsyncs, or in a writer open after it, which the loop fsyncs.
         let _retiring = self.inner.retiring.lock();
         let settled = self.inner.settle_parked(false);
-        for_each_at_once(&self.inner.all_writers(), |w| w.sync())?;
+        // Only writers with work, so that a sync with nothing to do starts no thread. (The
+        // list goes before retirement: a writer it holds is not idle.)
+        let synced = {
+            let mut writers = self.inner.all_writers();
+            writers.retain(|w| !w.is_durable());
+            for_each_at_once(&writers, |w| w.sync())
+        };
         settled?;
+        synced?;
         // Every writer not in use is closed down to the limit.
         self.inner.retire_locked(self.inner.opts.max_open_writers);
         Ok(())
@@ -743,12 +751,12 @@ impl Log {
             }
         }
         let writers = self.inner.all_writers_by_org();
-        let finished = for_each_at_once(&writers, |(org, w)| {
-            self.inner.finish(org, w, true)?;
-            // A spill failure lost nothing (the index above is complete), but the
-            // application should hear that the disk refused a write.
-            w.take_spill_error().map_or(Ok(()), Err)
-        });
+        let busy: Vec<_> = writers
+            .iter()
+            .filter(|(_, w)| !w.is_durable() || w.unindexed_bytes() > 0)
+            .cloned()
+            .collect();
+        let finished = for_each_at_once(&busy, |(org, w)| self.inner.finish(org, w, true));
         if let Err(e) = finished {
             first_err.get_or_insert(e);
         }

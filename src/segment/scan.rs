@@ -193,7 +193,9 @@ thread_local! {
     pub(crate) static TEST_SPILL_LIMIT: std::cell::Cell<Option<usize>> =
         const { std::cell::Cell::new(None) };
     /// Where the builders a test thread creates put their spill files, instead of the
-    /// segment's directory (a missing directory makes every spill fail).
+    /// segment's directory (a missing directory makes every spill fail). Like
+    /// `TEST_SPILL_LIMIT`, it does not reach builders created on other threads, such as
+    /// those `Log::sync` and `Log::close` settle segments on.
     pub(crate) static TEST_SPILL_DIR: std::cell::RefCell<Option<PathBuf>> =
         const { std::cell::RefCell::new(None) };
 }

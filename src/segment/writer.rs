@@ -349,6 +349,13 @@ impl SegmentWriter {
         self.durable.load(Ordering::Acquire)
     }
 
+    /// Whether everything appended so far is durable ([`SegmentWriter::sync`] has nothing
+    /// to do).
+    pub fn is_durable(&self) -> bool {
+        let end = self.state.lock().end;
+        self.durable.load(Ordering::Acquire) >= end
+    }
+
     /// Whether a failed write or fsync has poisoned the writer (it takes no more appends).
     pub fn is_failed(&self) -> bool {
         self.poison.failed.load(Ordering::Acquire)
