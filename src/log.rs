@@ -318,7 +318,8 @@ struct Inner {
     dir: PathBuf,
     opts: Options,
     read_only: bool,
-    _lock: Option<File>,
+    /// The directory's lock file, locked (`flock`), for a writer.
+    lock: Option<File>,
     orgs: RwLock<HashMap<OrgId, Arc<Org>>>,
     closed: AtomicBool,
     report: Mutex<Vec<RecoveryAction>>,
@@ -411,7 +412,7 @@ impl Log {
                 dir,
                 opts,
                 read_only,
-                _lock: lock,
+                lock,
                 orgs: RwLock::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 report: Mutex::new(Vec::new()),
@@ -760,7 +761,22 @@ impl Log {
         if let Err(e) = finished {
             first_err.get_or_insert(e);
         }
+        // A spill failure lost nothing (the indexes above are complete), but the
+        // application should hear that the disk refused a write.
+        for (_, w) in &writers {
+            if let Some(e) = w.take_spill_error() {
+                first_err.get_or_insert(e);
+            }
+        }
         let unreported = self.inner.unreported.lock().take();
+        // The lock is released here, not when the descriptor is closed with `Inner`: a
+        // child process that any thread forks meanwhile holds a copy of the descriptor
+        // until it execs, and with it the lock, so that reopening the directory right after
+        // `close` could fail with `Locked`. An unlock that fails leaves the lock to the
+        // descriptor's close.
+        if let Some(lock) = &self.inner.lock {
+            let _ = lock.unlock();
+        }
         first_err.or(unreported).map_or(Ok(()), Err)
     }
 }
@@ -2022,6 +2038,23 @@ mod tests {
             log.recovery_report()
         );
         log.close().unwrap();
+    }
+
+    /// `close` releases the directory's lock itself: a copy of the lock file's descriptor
+    /// left open elsewhere (as in a child process forked by another thread, until it
+    /// execs) does not keep the directory locked after `close`.
+    #[test]
+    fn close_releases_the_lock_even_with_a_copy_of_its_descriptor_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = org_000_keys();
+        let log = Log::open(dir.path(), Options::new(keys.clone())).unwrap();
+        let copy = log.inner.lock.as_ref().unwrap().try_clone().unwrap();
+        log.close().unwrap();
+        Log::open(dir.path(), Options::new(keys))
+            .unwrap()
+            .close()
+            .unwrap();
+        drop(copy);
     }
 
     /// `for_each_at_once` (the settling of `sync` and `close`) works on every item whatever
