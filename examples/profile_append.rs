@@ -19,23 +19,11 @@ use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
 
 fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .map(|s| s.parse().expect("event count"))
-        .unwrap_or(200_000);
+    let n: u64 = arg(1, "event count", 200_000);
     // Distinct events cycled through; 20,000 (the bench's pool) do not fit in any cache.
-    let pool_size: u64 = std::env::args()
-        .nth(2)
-        .map(|s| s.parse().expect("pool size"))
-        .unwrap_or(20_000);
-    let orgs: u32 = std::env::args()
-        .nth(3)
-        .map(|s| s.parse().expect("org count"))
-        .unwrap_or(4);
-    let days: u32 = std::env::args()
-        .nth(4)
-        .map(|s| s.parse().expect("days"))
-        .unwrap_or(28);
+    let pool_size: u64 = arg(2, "pool size", 20_000);
+    let orgs: u32 = arg(3, "org count", 4);
+    let days: u32 = arg(4, "days", 28);
     let cfg = WorkloadConfig {
         events: pool_size,
         orgs,
@@ -72,6 +60,14 @@ fn main() {
         n as f64 / el.as_secs_f64(),
         el.as_secs_f64() * 1e6 / n as f64
     );
+}
+
+/// Command-line argument `i`, or `default` without it.
+fn arg<T: std::str::FromStr>(i: usize, what: &str, default: T) -> T {
+    std::env::args()
+        .nth(i)
+        .map(|s| s.parse().ok().expect(what))
+        .unwrap_or(default)
 }
 
 /// This process's user and system CPU time so far, in clock ticks (`/proc/self/stat`).
