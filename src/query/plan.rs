@@ -317,30 +317,23 @@ impl IndexCache {
         let blocks = Arc::new(ix.summary.group(file, g)?);
         let mem = blocks.mem();
         let mut c = self.inner.lock();
-        let cached = c
-            .map
-            .get(&ix.path)
-            .is_some_and(|e| e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, ix)));
-        // Another query may have kept the same group meanwhile: then nothing is evicted.
-        let wanted = cached && !ix.groups.lock().contains_key(&g);
-        if wanted && c.make_room(self.capacity, mem, session) {
+        // Groups are added only here, under `inner`: one another query kept meanwhile is
+        // not added (or room made for it) again.
+        let wanted = c.holds(ix) && !ix.groups.lock().contains_key(&g);
+        if wanted && c.make_room(self.capacity, mem, session) && c.holds(ix) {
             let used = self.now();
-            // Charged once, even if another query read the same group meanwhile.
-            let added = match ix.groups.lock().entry(g) {
-                std::collections::hash_map::Entry::Occupied(_) => false,
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(CachedGroup {
-                        blocks: Arc::clone(&blocks),
-                        used,
-                    });
-                    true
-                }
-            };
-            if added && let Some(e) = c.map.get_mut(&ix.path) {
+            ix.groups.lock().insert(
+                g,
+                CachedGroup {
+                    blocks: Arc::clone(&blocks),
+                    used,
+                },
+            );
+            if let Some(e) = c.map.get_mut(&ix.path) {
                 e.used = used;
                 e.mem += mem;
-                c.bytes += mem;
             }
+            c.bytes += mem;
         }
         Ok((blocks, true))
     }
@@ -348,17 +341,23 @@ impl IndexCache {
     /// Drops `ix` from the cache (a group of it was refused).
     fn forget(&self, ix: &Arc<LoadedIndex>) {
         let mut c = self.inner.lock();
-        let same = c
-            .map
-            .get(&ix.path)
-            .is_some_and(|e| e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, ix)));
-        if same && let Some(e) = c.map.remove(&ix.path) {
+        if c.holds(ix)
+            && let Some(e) = c.map.remove(&ix.path)
+        {
             c.drop_entry(e);
         }
     }
 }
 
 impl CacheInner {
+    /// Whether the cache's entry for `ix`'s file is `ix` itself (not a failure, not a newer
+    /// load of the file).
+    fn holds(&self, ix: &Arc<LoadedIndex>) -> bool {
+        self.map
+            .get(&ix.path)
+            .is_some_and(|e| e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, ix)))
+    }
+
     /// Forgets an entry, and the groups its index kept (a query still reading it holds the
     /// index, not its groups).
     fn drop_entry(&mut self, e: CacheEntry) {
@@ -432,12 +431,12 @@ impl CacheInner {
     /// Drops `v` (a group of `v.ix`, or the whole entry with its groups) if the cache
     /// still holds it unused since `v.used`; the bytes freed.
     fn evict(&mut self, v: &Victim) -> usize {
+        if !self.holds(&v.ix) {
+            return 0;
+        }
         let Some(e) = self.map.get_mut(&v.ix.path) else {
             return 0;
         };
-        if !e.loaded.as_ref().is_ok_and(|l| Arc::ptr_eq(l, &v.ix)) {
-            return 0;
-        }
         let Some(g) = v.group else {
             if e.used != v.used {
                 return 0;
