@@ -253,20 +253,16 @@ impl IndexBuilder {
     /// An empty builder whose spill files go to `dir`, with the default spill limit.
     pub fn new(interval: u32, dir: &Path) -> Self {
         #[cfg(test)]
-        {
-            let limit = TEST_SPILL_LIMIT.with(std::cell::Cell::get);
-            if let Some(test_dir) = TEST_SPILL_DIR.with(|d| d.borrow().clone()) {
-                return Self::with_spill_limit(
-                    interval,
-                    &test_dir,
-                    limit.unwrap_or(INDEX_SPILL_LIMIT),
-                );
-            }
-            if let Some(limit) = limit {
-                return Self::with_spill_limit(interval, dir, limit);
-            }
-        }
-        Self::with_spill_limit(interval, dir, INDEX_SPILL_LIMIT)
+        let test_dir = TEST_SPILL_DIR.with(|d| d.borrow().clone());
+        #[cfg(test)]
+        let dir = test_dir.as_deref().unwrap_or(dir);
+        #[cfg(test)]
+        let limit = TEST_SPILL_LIMIT
+            .with(std::cell::Cell::get)
+            .unwrap_or(INDEX_SPILL_LIMIT);
+        #[cfg(not(test))]
+        let limit = INDEX_SPILL_LIMIT;
+        Self::with_spill_limit(interval, dir, limit)
     }
 
     /// An empty builder that keeps at most about `limit` bytes of closed blocks in memory
