@@ -1744,6 +1744,14 @@ mod tests {
         Log::open(dir, opts).unwrap()
     }
 
+    /// A `parking_log` in a new directory after `alternate(3)`: January's writer parked.
+    fn january_parked() -> (tempfile::TempDir, Month, Log) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = parking_log(dir.path(), org_000_keys());
+        alternate(&log, 3);
+        (dir, Month::new(2026, 1).unwrap(), log)
+    }
+
     fn org_000_keys() -> Arc<Keyring> {
         let ring = Keyring::in_memory();
         ring.rotate(&OrgId::new("org-000").unwrap()).unwrap();
@@ -1857,10 +1865,7 @@ mod tests {
     /// the bytes added are quarantined as a torn tail) and not resumed over them.
     #[test]
     fn a_parked_segment_changed_meanwhile_is_recovered_not_resumed() {
-        let dir = tempfile::tempdir().unwrap();
-        let jan = Month::new(2026, 1).unwrap();
-        let log = parking_log(dir.path(), org_000_keys());
-        alternate(&log, 3);
+        let (dir, jan, log) = january_parked();
         assert_eq!(closed_of(&log, jan, |c| c.parked.is_some()), Some(true));
         let path = dir.path().join("org-000/2026-01.seg");
         let len = fs::metadata(&path).unwrap().len();
@@ -1909,10 +1914,7 @@ mod tests {
     /// interleaving likely; the assertion holds in every interleaving.
     #[test]
     fn sync_covers_a_parked_writer_reopened_while_it_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let jan = Month::new(2026, 1).unwrap();
-        let log = parking_log(dir.path(), org_000_keys());
-        alternate(&log, 3);
+        let (_dir, jan, log) = january_parked();
         assert!(!january_is_durable(&log));
         let before_call = january(&log).1;
         std::thread::scope(|s| {
@@ -1937,10 +1939,7 @@ mod tests {
     /// changed meanwhile (here only its mtime) is recovered by them, fsync included.
     #[test]
     fn a_parked_writer_that_cannot_be_reopened_is_not_forgotten() {
-        let dir = tempfile::tempdir().unwrap();
-        let jan = Month::new(2026, 1).unwrap();
-        let log = parking_log(dir.path(), org_000_keys());
-        alternate(&log, 3);
+        let (dir, jan, log) = january_parked();
         let seg = dir.path().join("org-000/2026-01.seg");
         let aside = dir.path().join("aside");
         fs::rename(&seg, &aside).unwrap();
