@@ -1,0 +1,81 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+//! Group commit under load, for profilers: `THREADS` threads append single events under
+//! `Durability::Always` to one org (the append bench's (b) one-org case), and the run prints
+//! events/s, fsyncs and the CPU used:
+//! `target/release/examples/profile_commit [EVENTS [THREADS]]`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use auditlog::workload::{Workload, WorkloadConfig};
+use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
+
+fn main() {
+    let n: usize = arg(1, "event count", 200_000);
+    let threads: usize = arg(2, "thread count", 64);
+    let cfg = WorkloadConfig {
+        events: 20_000,
+        orgs: 1,
+        days: 28,
+        seed: 1,
+        start: Timestamp(1_767_225_600_000_000 + 86_400_000_000),
+        out_of_order: 0.01,
+    };
+    let pool: Vec<Event> = Workload::new(cfg).collect();
+    let keys = Arc::new(Keyring::in_memory());
+    keys.rotate(&OrgId::new(pool[0].org_id.as_str()).unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        Options::new(keys).durability(Durability::Always),
+    )
+    .unwrap();
+    log.append(&pool[0]).unwrap();
+    let cursor = AtomicUsize::new(0);
+    let (start, cpu_before) = (Instant::now(), cpu_ticks());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = cursor.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    log.append(&pool[i % pool.len()]).unwrap();
+                }
+            });
+        }
+    });
+    let el = start.elapsed();
+    let cpu = cpu_ticks()
+        .zip(cpu_before)
+        .map(|(a, b)| (a.0 - b.0, a.1 - b.1));
+    eprintln!(
+        "{n} events, {threads} threads in {el:?}: {:.0} events/s; CPU user, system: {cpu:?} ticks",
+        n as f64 / el.as_secs_f64(),
+    );
+    log.close().unwrap();
+}
+
+/// Command-line argument `i`, or `default` without it.
+fn arg<T: std::str::FromStr>(i: usize, what: &str, default: T) -> T {
+    std::env::args()
+        .nth(i)
+        .map(|s| s.parse().ok().expect(what))
+        .unwrap_or(default)
+}
+
+/// This process's user and system CPU time so far, in clock ticks (`/proc/self/stat`).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
+}
