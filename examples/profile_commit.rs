@@ -6,8 +6,9 @@
 )]
 //! Group commit under load, for profilers: `THREADS` threads append single events under
 //! `Durability::Always` to one org (the append bench's (b) one-org case), and the run prints
-//! events/s, fsyncs and the CPU used:
-//! `target/release/examples/profile_commit [EVENTS [THREADS]]`.
+//! events/s and the CPU used: `target/release/examples/profile_commit [EVENTS [THREADS [BATCH]]]`.
+//! With `BATCH` > 1 each thread appends batches of that many events with `append_batch` (the
+//! bench's (c) case: `profile_commit 400000 4 1000`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +20,7 @@ use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
 fn main() {
     let n: usize = arg(1, "event count", 200_000);
     let threads: usize = arg(2, "thread count", 64);
+    let batch: usize = arg(3, "batch size", 1).max(1);
     let cfg = WorkloadConfig {
         events: 20_000,
         orgs: 1,
@@ -44,11 +46,16 @@ fn main() {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
-                    let i = cursor.fetch_add(1, Ordering::Relaxed);
+                    let i = cursor.fetch_add(batch, Ordering::Relaxed);
                     if i >= n {
                         break;
                     }
-                    log.append(&pool[i % pool.len()]).unwrap();
+                    if batch == 1 {
+                        log.append(&pool[i % pool.len()]).unwrap();
+                    } else {
+                        let at = i % (pool.len() - batch);
+                        log.append_batch(&pool[at..at + batch]).unwrap();
+                    }
                 }
             });
         }
@@ -58,7 +65,7 @@ fn main() {
         .zip(cpu_before)
         .map(|(a, b)| (a.0 - b.0, a.1 - b.1));
     eprintln!(
-        "{n} events, {threads} threads in {el:?}: {:.0} events/s; CPU user, system: {cpu:?} ticks",
+        "{n} events, {threads} threads, batches of {batch} in {el:?}: {:.0} events/s; CPU user, system: {cpu:?} ticks",
         n as f64 / el.as_secs_f64(),
     );
     log.close().unwrap();
