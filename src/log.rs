@@ -31,7 +31,8 @@ use crate::segment::recover::{self, QUARANTINE_DIR, Recovered};
 use crate::segment::scan::{self, DamageCause, FileWindow, IndexBuilder, Tally};
 use crate::segment::writer::{Parked, Receipt, SegmentWriter, write_atomically};
 use crate::segment::{
-    FileStamp, cold_file_name, fsync_dir, parse_segment_file_name, segment_file_name,
+    DirSync, DirsToSync, FileStamp, cold_file_name, fsync_dir, parse_segment_file_name,
+    segment_file_name,
 };
 use crate::time::{Month, Timestamp};
 
@@ -670,7 +671,7 @@ impl Log {
         // in a writer parked now (under `Never` written, not fsynced), which
         // `settle_parked` fsyncs, or in a writer open after it, which the loop fsyncs.
         let _retiring = self.inner.retiring.lock();
-        let settled = self.inner.settle_parked(false);
+        let settled = self.inner.settle_parked(None);
         // Only writers with work, so that a sync with nothing to do starts no thread. (The
         // list goes before retirement: a writer it holds is not idle.)
         let synced = {
@@ -744,10 +745,14 @@ impl Log {
             let _ = h.join();
         }
         let mut first_err = None;
+        // Each index written below is renamed into its org's directory; each directory is
+        // fsynced once, after all of them.
+        let dirs = DirsToSync::default();
+        let index = Some(DirSync::Later(&dirs));
         {
             let _retiring = self.inner.retiring.lock();
             // Parked writers first, each reopened, fsynced, indexed and closed again.
-            if let Err(e) = self.inner.settle_parked(true) {
+            if let Err(e) = self.inner.settle_parked(index) {
                 first_err = Some(e);
             }
         }
@@ -757,8 +762,11 @@ impl Log {
             .filter(|(_, w)| !w.is_durable() || w.unindexed_bytes() > 0)
             .cloned()
             .collect();
-        let finished = for_each_at_once(&busy, |(org, w)| self.inner.finish(org, w, true));
+        let finished = for_each_at_once(&busy, |(org, w)| self.inner.finish(org, w, index));
         if let Err(e) = finished {
+            first_err.get_or_insert(e);
+        }
+        if let Err(e) = for_each_at_once(&dirs.take(), |dir| fsync_dir(dir)) {
             first_err.get_or_insert(e);
         }
         // A spill failure lost nothing (the indexes above are complete), but the
@@ -1008,7 +1016,7 @@ impl Inner {
                         && let Ok(s) = org.signer(&*self.opts.keys)
                         && let Some(signer) = s.read().as_ref()
                     {
-                        let _ = w.write_index(signer);
+                        let _ = w.write_index(signer, DirSync::Now);
                     }
                 }
             }
@@ -1107,7 +1115,7 @@ impl Inner {
                         if let Ok(s) = org.signer(keys)
                             && let Some(signer) = s.read().as_ref()
                         {
-                            w.write_index(signer)?;
+                            w.write_index(signer, DirSync::Now)?;
                         }
                         self.report
                             .lock()
@@ -1225,14 +1233,14 @@ impl Inner {
         w
     }
 
-    /// Makes everything `w` holds durable and, with `index`, writes its index if it lags.
-    /// The index is best effort after the data: if the key lookup fails, the data is
-    /// fsynced all the same and the key error returned.
-    fn finish(&self, org: &Org, w: &SegmentWriter, index: bool) -> Result<()> {
+    /// Makes everything `w` holds durable and, with `index`, writes its index if it lags
+    /// (its directory fsynced as `index` says). The index is best effort after the data: if
+    /// the key lookup fails, the data is fsynced all the same and the key error returned.
+    fn finish(&self, org: &Org, w: &SegmentWriter, index: Option<DirSync<'_>>) -> Result<()> {
         // An index that covers every byte was written after they were fsynced.
-        if !index || w.unindexed_bytes() == 0 {
+        let Some(dir_sync) = index.filter(|_| w.unindexed_bytes() > 0) else {
             return w.sync();
-        }
+        };
         // A copy of the signer: a key rotation by an appender (which takes the signer's
         // write lock) need not wait for the index to be streamed out.
         let signer = match org.signer(&*self.opts.keys) {
@@ -1243,7 +1251,7 @@ impl Inner {
             }
         };
         match signer {
-            Some(signer) => w.write_index(&signer),
+            Some(signer) => w.write_index(&signer, dir_sync),
             None => w.sync(),
         }
     }
@@ -1252,10 +1260,10 @@ impl Inner {
     /// segment's bytes durable (with `index`, also writes its index where it lags), one
     /// segment at a time ([`Inner::settle_month`]). A failure does not stop the others;
     /// the first is returned.
-    fn settle_parked(&self, index: bool) -> Result<()> {
+    fn settle_parked(&self, index: Option<DirSync<'_>>) -> Result<()> {
         let mut parked = Vec::new();
         for org in self.all_orgs() {
-            let months = org.segs.lock().parked_months(index);
+            let months = org.segs.lock().parked_months(index.is_some());
             parked.extend(months.into_iter().map(|m| (Arc::clone(&org), m)));
         }
         for_each_at_once(&parked, |(org, month)| {
@@ -1279,7 +1287,7 @@ impl Inner {
     /// appender reopened meanwhile holds the parked bytes now, and is settled the same way.
     /// An fsync failure poisons the writer like any other: it stays in the map and its
     /// month takes no appends until the log is reopened.
-    fn settle_month(&self, org: &Org, month: Month, index: bool) -> Result<()> {
+    fn settle_month(&self, org: &Org, month: Month, index: Option<DirSync<'_>>) -> Result<()> {
         let w = {
             let mut segs = org.segs.lock();
             self.writer_in(org, &mut segs, month)?
@@ -1413,7 +1421,7 @@ impl Inner {
         }
         // Closed fully. Without a key the data is fsynced all the same and the index is
         // rebuilt when the segment is next opened: the close stands.
-        match self.finish(org, w, true) {
+        match self.finish(org, w, Some(DirSync::Now)) {
             Ok(()) | Err(Error::Key { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -21,6 +21,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::DirSync;
 use super::scan::{FileWindow, IndexBuilder, IndexImage};
 use super::writer::write_atomically_with;
 use crate::crypto::{Hash, IndexTagger, KeyProvider, Signer, Tag};
@@ -69,14 +70,15 @@ pub(crate) fn stream(
 }
 
 /// Writes the index `head` + `image` to `path` (temporary file, fsync, rename, directory
-/// fsync), streaming: memory use does not depend on the index's size.
+/// fsync as `dir_sync` says), streaming: memory use does not depend on the index's size.
 pub(crate) fn write(
     path: &Path,
     head: &IndexHead,
     image: &IndexImage,
     signer: &Signer,
+    dir_sync: DirSync<'_>,
 ) -> Result<()> {
-    write_atomically_with(path, |sink| stream(head, image, signer, sink))
+    write_atomically_with(path, dir_sync, |sink| stream(head, image, signer, sink))
 }
 
 /// The index bytes [`write`] would write, in memory (tests, fuzzing).

@@ -11,8 +11,11 @@ pub(crate) mod spill;
 pub(crate) mod stats;
 pub mod writer;
 
+use std::collections::BTreeSet;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::format::header::SegmentId;
@@ -60,9 +63,73 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
+/// When the directory fsync that follows a rename (an index written atomically) happens.
+#[derive(Clone, Copy)]
+pub(crate) enum DirSync<'a> {
+    /// Before the write returns.
+    Now,
+    /// Once for each directory, after a whole set of writes: the caller notes the directory
+    /// in the set and fsyncs it later ([`DirsToSync::fsync_each`]). `Log::close` writes the
+    /// index of every segment of an org, and fsyncs the org's directory once, not once per
+    /// index.
+    Later(&'a DirsToSync),
+}
+
+impl DirSync<'_> {
+    /// fsyncs `dir` now, or notes it for later.
+    pub(crate) fn apply(self, dir: &Path) -> Result<()> {
+        match self {
+            DirSync::Now => fsync_dir(dir),
+            DirSync::Later(set) => {
+                set.add(dir);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Directories whose fsync [`DirSync::Later`] deferred.
+#[derive(Default)]
+pub(crate) struct DirsToSync(Mutex<BTreeSet<PathBuf>>);
+
+impl DirsToSync {
+    fn add(&self, dir: &Path) {
+        let mut dirs = self.0.lock();
+        if !dirs.contains(dir) {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+
+    /// The directories noted so far, each once; the set is emptied.
+    pub(crate) fn take(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *self.0.lock()).into_iter().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Later` notes each directory once and fsyncs nothing; `Now` fsyncs (and so fails on
+    /// a directory that does not exist, naming it).
+    #[test]
+    fn deferred_directory_fsyncs_are_noted_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        let later = DirsToSync::default();
+        for d in [&a, &b, &a, &b, &a] {
+            DirSync::Later(&later).apply(d).unwrap();
+        }
+        assert_eq!(later.take(), vec![a.clone(), b.clone()]);
+        assert!(later.take().is_empty(), "take empties the set");
+        DirSync::Now.apply(&a).unwrap();
+        let err = DirSync::Now.apply(&b).unwrap_err().to_string();
+        assert!(
+            err.contains("fsync directory") && err.contains("/b"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn names_round_trip() {

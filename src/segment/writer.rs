@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::scan::{IndexBuilder, Tally};
-use super::{fsync_dir, index_file, index_file_name};
+use super::{DirSync, fsync_dir, index_file, index_file_name};
 use crate::crypto::{self, Hash, Signer, Tag};
 use crate::entry::SealedEvent;
 use crate::error::{Error, Result};
@@ -628,7 +628,7 @@ impl SegmentWriter {
     /// and the index is written all the same; [`SegmentWriter::take_spill_error`] reports it.
     ///
     /// [`IndexImage`]: super::scan::IndexImage
-    pub fn write_index(&self, signer: &Signer) -> Result<()> {
+    pub fn write_index(&self, signer: &Signer, dir_sync: DirSync<'_>) -> Result<()> {
         let _serial = self.index_lock.lock();
         let mut io = self.io.lock();
         if self.is_failed() {
@@ -667,7 +667,7 @@ impl SegmentWriter {
         // simply covers a prefix of the durable bytes.
         self.write_out(&mut io, true)?;
         drop(io);
-        index_file::write(&self.index_path, &head, &image, signer)?;
+        index_file::write(&self.index_path, &head, &image, signer, dir_sync)?;
         self.index_written_at
             .store(head.covered_len, Ordering::Release);
         Ok(())
@@ -683,13 +683,15 @@ impl SegmentWriter {
 
 /// Writes `bytes` to `path` via a temporary file, fsync and rename, then fsyncs the directory.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically_with(path, |sink| sink(bytes))
+    write_atomically_with(path, DirSync::Now, |sink| sink(bytes))
 }
 
 /// Like [`write_atomically`], with the bytes handed piece by piece by `fill` to the sink it
-/// is given (buffered writes to the temporary file).
+/// is given (buffered writes to the temporary file), and the directory fsynced as `dir_sync`
+/// says.
 pub(crate) fn write_atomically_with(
     path: &Path,
+    dir_sync: DirSync<'_>,
     fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
 ) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -710,7 +712,7 @@ pub(crate) fn write_atomically_with(
         .map_err(|e| Error::io("write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     if let Some(dir) = path.parent() {
-        fsync_dir(dir)?;
+        dir_sync.apply(dir)?;
     }
     Ok(())
 }
