@@ -29,8 +29,8 @@ use crate::format::crc32;
 use crate::format::header::SegmentId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::format::index::{
-    FILTER_HASH_SCHEME, INDEX_TRAILER_LEN, Index, IndexHead, KeyFields, SECTION_BLOCK_FILTERS,
-    SECTION_BLOCK_TIMES, TermField, TermProbe, encode_block_times, term_hash,
+    INDEX_TRAILER_LEN, Index, IndexHead, KeyFields, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
+    TermField, TermProbe, encode_block_times, term_hash,
 };
 use crate::format::record::{self, FRAME_HEADER_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN, RawRecord};
 use crate::segment::index_file;
@@ -571,7 +571,7 @@ fn check_query_sections(index: &Index) {
         );
     }
     if let Ok(Some(filters)) = index.block_filters() {
-        let mut out = vec![FILTER_HASH_SCHEME, filters.k, 0, 0];
+        let mut out = filters.probing.header().to_vec();
         for i in 0..filters.ends.len() {
             put_bytes(&mut out, filters.filter(i));
         }

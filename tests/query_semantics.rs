@@ -408,26 +408,37 @@ fn indexes_prune_blocks() {
     assert!(ds.blocks_read * 20 < fs.blocks_read, "{ds:?}");
     assert_eq!(ds.months, 1);
 
-    // A rare user: blocks without the user are skipped through the filters.
-    let mut counts = std::collections::HashMap::new();
+    // Rare users: blocks without the user are skipped through the filters. Every user with
+    // exactly 5 events, not one picked at random: the block filters' false positives vary
+    // by value, and with scheme 1 (FORMAT.md §3.2) two of these 112 users read 5-7 % of
+    // the blocks where 0.3 % are designed.
+    let mut counts = std::collections::BTreeMap::new();
     for e in &events {
         if let Some(u) = &e.user_id {
             *counts.entry(u.clone()).or_insert(0usize) += 1;
         }
     }
-    let (user, n) = counts
+    let rare: Vec<&String> = counts
         .iter()
-        .find(|(_, n)| **n == 5)
-        .map(|(u, n)| (u.clone(), *n))
-        .unwrap();
-    let (hits, e, us) = all(log.query(&o).user(&user));
-    assert!(e.is_empty());
-    assert_eq!(hits.len(), n);
-    assert!(us.blocks_read < 5 + fs.blocks_read / 50, "{us:?}");
-    assert!(
-        hits.iter()
-            .all(|h| h.event.user_id.as_deref() == Some(user.as_str()))
-    );
+        .filter(|(_, n)| **n == 5)
+        .map(|(u, _)| u)
+        .collect();
+    assert!(rare.len() > 100, "{}", rare.len());
+    let mut false_reads = 0;
+    for user in &rare {
+        let (hits, e, us) = all(log.query(&o).user(user));
+        assert!(e.is_empty());
+        assert_eq!(hits.len(), 5);
+        assert!(
+            hits.iter()
+                .all(|h| h.event.user_id.as_deref() == Some(user.as_str()))
+        );
+        assert!(us.blocks_read < 5 + fs.blocks_read / 50, "{user}: {us:?}");
+        false_reads += us.blocks_read.saturating_sub(5);
+    }
+    // On average, at most about the designed rate (0.3 %) of blocks read for nothing.
+    let mean = false_reads as f64 / rare.len() as f64 / fs.blocks_read as f64;
+    assert!(mean < 0.004, "{mean}");
 
     // Reverse + limit: the newest events, newest first.
     let (last, _, _) = all(log.query(&o).reverse().limit(10));

@@ -41,16 +41,18 @@
 //! layer (FORMAT.md §3.1, §3.2):
 //! ```text
 //! type 1 block_times:   entry_count × (min_ts i64, max_ts i64)    occurred_at bounds of the block
-//! type 2 block_filters: u8 hash_scheme (1), u8 k (1..=16), u16 reserved (0),
+//! type 2 block_filters: u8 hash_scheme (1 or 2), u8 k (1..=16), u16 reserved (0),
 //!                       entry_count × (varint n, n bytes)         Bloom filter of the block's terms
 //! ```
 //! A filter of 0 bytes means "no filter": every term may be present. Terms are a field code
 //! byte followed by the value's bytes: 1 user_id, 2 action, 3 each proper dot-prefix of the
 //! action (`channel_sync` and `channel_sync.booking` for `channel_sync.booking.imported`),
 //! 4 resource_type, 5 resource_id, 6 trace_id. A term's 64-bit hash is FNV-1a; probe `j` of
-//! `k` sets bit `((h1 + j·h2) mod 2^64) · m >> 64` of the `m = 8n` bits (bit `b` is bit `b % 8`
-//! of byte `b / 8`), with `h1 = mix(h)`, `h2 = mix(h ^ 0x9E3779B97F4A7C15) | 1` and `mix` the
-//! SplitMix64 finaliser.
+//! `k` sets bit `x_j · m >> 64` of the `m = 8n` bits (bit `b` is bit `b % 8` of byte `b / 8`),
+//! with `h1 = mix(h)`, `h2 = mix(h ^ 0x9E3779B97F4A7C15) | 1`, `mix` the SplitMix64
+//! finaliser, and (mod 2^64) `x_j = h1 + j·h2` in scheme 1; in scheme 2, which writers use,
+//! `x_0 = h1 ⊕ mix((i + 1) · 0x9E3779B97F4A7C15)` for block `i` and
+//! `x_{j+1} = x_j · 0xD1342543DE82EF95 + h2`.
 
 use super::codec::Reader;
 use super::header::SegmentId;
@@ -63,8 +65,10 @@ use crate::time::{Month, Timestamp};
 pub const SECTION_BLOCK_TIMES: u32 = 1;
 /// Section type of the per-block term filters (FORMAT.md §3.2).
 pub const SECTION_BLOCK_FILTERS: u32 = 2;
-/// Hash scheme of the block filters: FNV-1a 64, SplitMix64 finaliser, double hashing.
-pub const FILTER_HASH_SCHEME: u8 = 1;
+/// Hash scheme of the block filters the writer uses (FORMAT.md §3.2): FNV-1a 64, SplitMix64
+/// finaliser, and probes from a congruential sequence salted per block. Scheme 1 (double
+/// hashing, the same probes in every block) is still read.
+pub const FILTER_HASH_SCHEME: u8 = 2;
 /// Probes per term the writer uses.
 pub const FILTER_K: u8 = 7;
 /// Filter bits per distinct term the writer allots (≈ 0.3 % false positives with k = 7).
@@ -617,11 +621,65 @@ pub fn decode_block_times(
     Ok(out)
 }
 
+/// How the filters of a block-filter section are probed (FORMAT.md §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probing {
+    /// The hash scheme: 1 or 2.
+    pub scheme: u8,
+    /// Probes per term, 1..=16.
+    pub k: u8,
+}
+
+impl Probing {
+    /// How the writer probes; it extends only filters probed so.
+    pub const WRITER: Probing = Probing {
+        scheme: FILTER_HASH_SCHEME,
+        k: FILTER_K,
+    };
+
+    /// The section header these stand for (hash scheme, k, reserved).
+    pub fn header(self) -> [u8; FILTER_HEADER_LEN] {
+        [self.scheme, self.k, 0, 0]
+    }
+
+    /// Checks a section header's scheme and `k`; `at` is the header's file offset.
+    pub(crate) fn check(scheme: u8, k: u8, at: u64) -> Result<Probing, DecodeError> {
+        let error = |field, offset, kind| DecodeError {
+            structure: STRUCTURE,
+            field,
+            offset,
+            kind,
+        };
+        if !(1..=2).contains(&scheme) {
+            return Err(error(
+                "block_filters.hash_scheme",
+                at,
+                DecodeErrorKind::Invalid("unknown filter hash scheme"),
+            ));
+        }
+        if !(1..=16).contains(&k) {
+            return Err(error(
+                "block_filters.k",
+                at + 1,
+                DecodeErrorKind::BadLength {
+                    found: u64::from(k),
+                    min: 1,
+                    max: 16,
+                },
+            ));
+        }
+        Ok(Probing { scheme, k })
+    }
+}
+
 /// The decoded block filters: one Bloom filter per entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockFilters {
-    /// Probes per term.
-    pub k: u8,
+    /// How the filters are probed.
+    pub probing: Probing,
+    /// The block (entry) number of the first filter: 0 for a whole section, the group's
+    /// first block for a group's filters. Scheme 2 salts the probes of each block with it.
+    pub first: u64,
     /// Every filter's bits, back to back.
     pub bits: Vec<u8>,
     /// Filter `i` is `bits[ends[i-1]..ends[i]]` (`ends[-1]` = 0).
@@ -632,44 +690,37 @@ impl BlockFilters {
     /// Decodes a block-filters section for `n` entries.
     pub fn decode(bytes: &[u8], n: usize, at: u64) -> Result<BlockFilters, DecodeError> {
         let mut r = Reader::new(bytes, at, STRUCTURE);
-        if r.u8("block_filters.hash_scheme")? != FILTER_HASH_SCHEME {
-            return Err(r.error(
-                "block_filters.hash_scheme",
-                DecodeErrorKind::Invalid("unknown filter hash scheme"),
-            ));
-        }
+        let scheme = r.u8("block_filters.hash_scheme")?;
         let k = r.u8("block_filters.k")?;
-        if !(1..=16).contains(&k) {
-            return Err(r.error(
-                "block_filters.k",
-                DecodeErrorKind::BadLength {
-                    found: u64::from(k),
-                    min: 1,
-                    max: 16,
-                },
-            ));
-        }
+        let probing = Probing::check(scheme, k, at)?;
         if r.u16("block_filters.reserved")? != 0 {
             return Err(r.error(
                 "block_filters.reserved",
                 DecodeErrorKind::Invalid("reserved bytes must be zero"),
             ));
         }
-        Self::filters(r, n, k)
+        Self::filters(r, n, probing, 0)
     }
 
-    /// Decodes `n` filters probed `k` times (a run of section 2 after its header), which
-    /// must fill `bytes` exactly; `at` is the file offset of `bytes`.
+    /// Decodes the `n` filters of blocks `first..first + n`, probed as `probing` says (a run
+    /// of section 2 after its header), which must fill `bytes` exactly; `at` is the file
+    /// offset of `bytes`.
     pub(crate) fn decode_filters(
         bytes: &[u8],
         n: usize,
-        k: u8,
+        probing: Probing,
+        first: u64,
         at: u64,
     ) -> Result<BlockFilters, DecodeError> {
-        Self::filters(Reader::new(bytes, at, STRUCTURE), n, k)
+        Self::filters(Reader::new(bytes, at, STRUCTURE), n, probing, first)
     }
 
-    fn filters(mut r: Reader<'_>, n: usize, k: u8) -> Result<BlockFilters, DecodeError> {
+    fn filters(
+        mut r: Reader<'_>,
+        n: usize,
+        probing: Probing,
+        first: u64,
+    ) -> Result<BlockFilters, DecodeError> {
         if n > r.remaining() {
             return Err(r.error(
                 "block_filters",
@@ -693,7 +744,12 @@ impl BlockFilters {
             })?);
         }
         r.finish("end of block_filters")?;
-        Ok(BlockFilters { k, bits, ends })
+        Ok(BlockFilters {
+            probing,
+            first,
+            bits,
+            ends,
+        })
     }
 
     /// The filter bits of block `i` (empty: no filter).
@@ -708,10 +764,12 @@ impl BlockFilters {
             .unwrap_or_default()
     }
 
-    /// Whether block `i` may hold every one of `terms`.
+    /// Whether the `i`-th block of these filters (block `first + i`) may hold every one of
+    /// `terms`.
     pub fn may_contain_all(&self, i: usize, terms: &[TermProbe]) -> bool {
         let f = self.filter(i);
-        terms.iter().all(|t| t.may_be_in(f, self.k))
+        let block = self.first + i as u64;
+        terms.iter().all(|t| t.may_be_in(f, self.probing, block))
     }
 }
 
@@ -736,6 +794,14 @@ pub enum TermField {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Multiplier of scheme 2's probe sequence (Steele and Vigna, "Computationally easy,
+/// spectrally good multipliers for congruential pseudorandom number generators", 2021).
+const PROBE_LCG: u64 = 0xd134_2543_de82_ef95;
+
+/// Scheme 2's salt of block `i`: output `i + 1` of SplitMix64 seeded with 0.
+fn block_salt(i: u64) -> u64 {
+    mix64(GOLDEN.wrapping_mul(i.wrapping_add(1)))
+}
 
 fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -768,20 +834,42 @@ impl TermProbe {
         }
     }
 
-    fn bits(self, m: u64, k: u8) -> impl Iterator<Item = u64> {
-        (0..u64::from(k)).map(move |j| {
-            let x = self.h1.wrapping_add(j.wrapping_mul(self.h2));
-            ((u128::from(x) * u128::from(m)) >> 64) as u64
+    /// The bits, of block `block`'s `m`, that the term's probes set or test.
+    ///
+    /// Scheme 1 had two faults, both measured on the reference workload
+    /// (BENCHMARKS.md, "Block filters: scheme 2"). It steps by `h2` (double hashing): when
+    /// `h2 · m / 2^64` falls near a fraction with a small denominator, the probes land on
+    /// a few bits only. And every block probes a term at the same places for the same `m`,
+    /// so a term whose bits coincide with those of the terms nearly every block holds
+    /// (common actions, resource types) passes nearly every filter. Per value, false
+    /// positives ranged up to 43 % against 0.3 % designed. Scheme 2 salts the start with
+    /// the block number and steps by a congruential sequence.
+    fn bits(self, m: u64, probing: Probing, block: u64) -> impl Iterator<Item = u64> {
+        let lcg = probing.scheme != 1;
+        let mut x = if lcg {
+            self.h1 ^ block_salt(block)
+        } else {
+            self.h1
+        };
+        (0..probing.k).map(move |_| {
+            let b = ((u128::from(x) * u128::from(m)) >> 64) as u64;
+            x = if lcg {
+                x.wrapping_mul(PROBE_LCG).wrapping_add(self.h2)
+            } else {
+                x.wrapping_add(self.h2)
+            };
+            b
         })
     }
 
-    /// Whether the term may be in `filter` (always true for an empty filter).
-    pub fn may_be_in(self, filter: &[u8], k: u8) -> bool {
+    /// Whether the term may be in `filter`, block `block`'s, probed as `probing` says
+    /// (always true for an empty filter).
+    pub fn may_be_in(self, filter: &[u8], probing: Probing, block: u64) -> bool {
         if filter.is_empty() {
             return true;
         }
         let m = filter.len() as u64 * 8;
-        self.bits(m, k).all(|b| {
+        self.bits(m, probing, block).all(|b| {
             filter
                 .get((b / 8) as usize)
                 .is_some_and(|byte| byte & (1 << (b % 8)) != 0)
@@ -789,9 +877,20 @@ impl TermProbe {
     }
 }
 
-/// Appends one block's filter (varint length, bits) for the term hashes in `terms`
-/// (deduplicated here), sized at [`FILTER_BITS_PER_TERM`] bits per distinct term.
-pub fn encode_filter(terms: &mut Vec<u64>, out: &mut Vec<u8>) {
+/// Appends block `block`'s filter (varint length, bits) for the term hashes in `terms`
+/// (deduplicated here), sized at [`FILTER_BITS_PER_TERM`] bits per distinct term and probed
+/// as the writer probes ([`Probing::WRITER`]).
+pub fn encode_filter(terms: &mut Vec<u64>, block: u64, out: &mut Vec<u8>) {
+    encode_filter_probed(terms, Probing::WRITER, block, out);
+}
+
+/// [`encode_filter`], probed as `probing` says (tests of older schemes).
+pub(crate) fn encode_filter_probed(
+    terms: &mut Vec<u64>,
+    probing: Probing,
+    block: u64,
+    out: &mut Vec<u8>,
+) {
     terms.sort_unstable();
     terms.dedup();
     let n = (terms.len() * FILTER_BITS_PER_TERM).div_ceil(8).max(1);
@@ -804,7 +903,7 @@ pub fn encode_filter(terms: &mut Vec<u64>, out: &mut Vec<u8>) {
     };
     let m = u64::from(n) * 8;
     for &t in terms.iter() {
-        for b in TermProbe::new(t).bits(m, FILTER_K) {
+        for b in TermProbe::new(t).bits(m, probing, block) {
             if let Some(byte) = bits.get_mut((b / 8) as usize) {
                 *byte |= 1 << (b % 8);
             }
@@ -981,8 +1080,9 @@ mod tests {
         );
     }
 
-    /// Golden bytes of one block filter, computed by an independent implementation of the
-    /// FORMAT.md §3.2 text (Python, in the commit that added the sections).
+    /// Golden bytes of one block filter in each scheme, computed by an independent
+    /// implementation of the FORMAT.md §3.2 text (Python, in the commits that added the
+    /// sections and scheme 2).
     #[test]
     fn filter_golden_bytes() {
         let k = KeyFields {
@@ -996,22 +1096,37 @@ mod tests {
         let mut terms = Vec::new();
         k.terms(&mut terms);
         assert_eq!(terms.len(), 7, "user, action, 2 prefixes, type, id, trace");
-        let mut out = Vec::new();
-        encode_filter(&mut terms, &mut out);
-        assert_eq!(crate::crypto::hex(&out), "0bd8c899a3aa1de88c990acb");
-        let f = &out[1..];
-        for (field, v) in [
-            (TermField::User, &b"user-1"[..]),
-            (TermField::ActionPrefix, b"channel_sync"),
-            (TermField::ActionPrefix, b"channel_sync.booking"),
-            (TermField::Trace, b"t1"),
+        let scheme_1 = Probing { scheme: 1, k: 7 };
+        for (probing, block, golden) in [
+            (scheme_1, 0, "0bd8c899a3aa1de88c990acb"),
+            (scheme_1, 5, "0bd8c899a3aa1de88c990acb"),
+            (Probing::WRITER, 0, "0b072480fc54f1d9c68286f8"),
+            (Probing::WRITER, 5, "0bc946da08b965e07448807a"),
         ] {
-            assert!(TermProbe::new(term_hash(field, v)).may_be_in(f, FILTER_K));
+            let mut out = Vec::new();
+            encode_filter_probed(&mut terms.clone(), probing, block, &mut out);
+            assert_eq!(
+                crate::crypto::hex(&out),
+                golden,
+                "{probing:?}, block {block}"
+            );
+            let f = &out[1..];
+            for (field, v) in [
+                (TermField::User, &b"user-1"[..]),
+                (TermField::ActionPrefix, b"channel_sync"),
+                (TermField::ActionPrefix, b"channel_sync.booking"),
+                (TermField::Trace, b"t1"),
+            ] {
+                assert!(TermProbe::new(term_hash(field, v)).may_be_in(f, probing, block));
+            }
+            assert!(
+                TermProbe::new(0).may_be_in(&[], probing, block),
+                "empty filter = no filter"
+            );
         }
-        assert!(
-            TermProbe::new(0).may_be_in(&[], FILTER_K),
-            "empty filter = no filter"
-        );
+        let mut out = Vec::new();
+        encode_filter(&mut terms, 5, &mut out);
+        assert_eq!(crate::crypto::hex(&out), "0bc946da08b965e07448807a");
     }
 
     fn with_sections(i: &mut Index) {
@@ -1020,8 +1135,8 @@ mod tests {
             (Timestamp(5), Timestamp(500)),
         ];
         i.sections = vec![encode_block_times(&times)];
-        let mut f = vec![FILTER_HASH_SCHEME, FILTER_K, 0, 0];
-        encode_filter(&mut vec![1, 2, 3], &mut f);
+        let mut f = Probing::WRITER.header().to_vec();
+        encode_filter(&mut vec![1, 2, 3], 0, &mut f);
         super::super::codec::put_varint(&mut f, 0);
         i.sections.push(Section {
             kind: SECTION_BLOCK_FILTERS,
@@ -1094,7 +1209,8 @@ mod tests {
                 Box::new(|i| i.sections.push(i.sections[0].clone())),
             ),
             ("bad k", Box::new(|i| i.sections[1].bytes[1] = 0)),
-            ("bad scheme", Box::new(|i| i.sections[1].bytes[0] = 2)),
+            ("scheme 0", Box::new(|i| i.sections[1].bytes[0] = 0)),
+            ("scheme 3", Box::new(|i| i.sections[1].bytes[0] = 3)),
             ("reserved", Box::new(|i| i.sections[1].bytes[2] = 1)),
             ("trailing", Box::new(|i| i.sections[1].bytes.push(0))),
             ("short", Box::new(|i| i.sections[1].bytes.truncate(5))),

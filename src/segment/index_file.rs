@@ -29,8 +29,8 @@ use crate::error::Result;
 use crate::event::OrgId;
 use crate::format::codec::{Reader, varint_len};
 use crate::format::index::{
-    BlockFilters, ENTRY_LEN, FILTER_HASH_SCHEME, FILTER_HEADER_LEN, FILTER_K, INDEX_HEADER_LEN,
-    INDEX_TRAILER_LEN, IndexEntry, IndexHead, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
+    BlockFilters, ENTRY_LEN, FILTER_HEADER_LEN, INDEX_HEADER_LEN, INDEX_TRAILER_LEN, IndexEntry,
+    IndexHead, Probing, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
 };
 use crate::format::{DecodeError, DecodeErrorKind};
 use crate::time::Timestamp;
@@ -162,8 +162,8 @@ pub(crate) struct Summary {
     pub entries_at: u64,
     /// File offset of the first block's times, if the index has section 1.
     pub times_at: Option<u64>,
-    /// Probes per term of the filters, if the index has section 2.
-    pub filter_k: Option<u8>,
+    /// How the filters are probed, if the index has section 2.
+    pub filter_probing: Option<Probing>,
     pub groups: Vec<Group>,
 }
 
@@ -255,8 +255,10 @@ impl Summary {
             }
             None => None,
         };
-        let filters = match self.filter_k {
-            Some(k) => Some(BlockFilters::decode_filters(&filters, n as usize, k, fa)?),
+        let filters = match self.filter_probing {
+            Some(p) => Some(BlockFilters::decode_filters(
+                &filters, n as usize, p, first, fa,
+            )?),
             None => None,
         };
         Ok(GroupBlocks {
@@ -290,7 +292,7 @@ struct Summarizer {
     blocks: u64,
     entries_at: u64,
     times_at: Option<u64>,
-    filter_k: Option<u8>,
+    filter_probing: Option<Probing>,
     groups: Vec<Group>,
     /// Per group, the digests of its entries', times' and filters' bytes.
     parts: Vec<[[u8; 32]; 3]>,
@@ -305,7 +307,7 @@ impl Summarizer {
             blocks,
             entries_at,
             times_at: None,
-            filter_k: None,
+            filter_probing: None,
             groups: Vec::with_capacity(groups),
             parts: vec![[empty; 3]; groups],
         }
@@ -343,7 +345,7 @@ impl Summarizer {
             blocks: self.blocks,
             entries_at: self.entries_at,
             times_at: self.times_at,
-            filter_k: self.filter_k,
+            filter_probing: self.filter_probing,
             groups: self.groups,
         }
     }
@@ -701,7 +703,7 @@ fn read_with(
     }
     let mut entries = FileWindow::new(entries_file, entries_at + n * ENTRY_LEN as u64);
     let (mut seen_times, mut seen_filters) = (false, false);
-    let mut own_k = true;
+    let mut own_probing = true;
     for _ in 0..count {
         let kind = u32::from_le_bytes(feed.array(body_end, "section.type")?);
         let slen = u64::from(u32::from_le_bytes(feed.array(body_end, "section.len")?));
@@ -734,7 +736,8 @@ fn read_with(
                 sum.as_mut(),
             )?,
             SECTION_BLOCK_FILTERS => {
-                own_k = read_filters(&mut feed, section_end, n, builder.as_mut(), sum.as_mut())?;
+                own_probing =
+                    read_filters(&mut feed, section_end, n, builder.as_mut(), sum.as_mut())?;
             }
             _ => feed.copy(slen, section_end, "section.bytes", &mut |_| {})?,
         }
@@ -785,10 +788,10 @@ fn read_with(
         tag: tag_check,
         head,
         has_sections,
-        // A writer extends filters with its own probe count: an index probed with another
-        // `k` (valid, FORMAT.md §3.2) is rebuilt, never continued under a header saying
-        // FILTER_K, which would make queries probe the old filters wrongly.
-        builder: builder.filter(|_| has_sections && own_k),
+        // A writer extends filters probed its own way: an index probed with another scheme
+        // or `k` (valid, FORMAT.md §3.2) is rebuilt, never continued under a header naming
+        // the writer's, which would make queries probe the old filters wrongly.
+        builder: builder.filter(|_| has_sections && own_probing),
     })
 }
 
@@ -866,12 +869,11 @@ fn read_times(
     Ok(())
 }
 
-/// Section 2 (FORMAT.md §3.2), as [`crate::format::index::BlockFilters::decode`] checks it:
-/// scheme 1, `k` in 1..=16, reserved 0, then exactly `n` filters (minimal varint length,
-/// bits) filling the section. The builder gets every filter but the last, re-encoded as the
-/// writer encodes them.
-/// Reads and checks section 2, handing its filters to `builder`; `Ok(true)` if they were
-/// probed with the writer's own `k` ([`FILTER_K`]) and can be continued.
+/// Reads and checks section 2 (FORMAT.md §3.2) as [`crate::format::index::BlockFilters::decode`]
+/// does: scheme 1 or 2, `k` in 1..=16, reserved 0, then exactly `n` filters (minimal varint
+/// length, bits) filling the section. The builder gets every filter but the last, re-encoded
+/// as the writer encodes them. `Ok(true)` if they were probed as the writer probes
+/// ([`Probing::WRITER`]) and can be continued.
 fn read_filters(
     feed: &mut Feed,
     end: u64,
@@ -879,23 +881,9 @@ fn read_filters(
     mut builder: Option<&mut IndexBuilder>,
     mut sum: Option<&mut Summarizer>,
 ) -> Result<bool, Rejected> {
+    let at = feed.pos;
     let [scheme, k, r0, r1] = feed.array::<FILTER_HEADER_LEN>(end, "block_filters")?;
-    if scheme != FILTER_HASH_SCHEME {
-        return Err(feed.error(
-            "block_filters.hash_scheme",
-            DecodeErrorKind::Invalid("unknown filter hash scheme"),
-        ));
-    }
-    if !(1..=16).contains(&k) {
-        return Err(feed.error(
-            "block_filters.k",
-            DecodeErrorKind::BadLength {
-                found: u64::from(k),
-                min: 1,
-                max: 16,
-            },
-        ));
-    }
+    let probing = Probing::check(scheme, k, at)?;
     if [r0, r1] != [0, 0] {
         return Err(feed.error(
             "block_filters.reserved",
@@ -913,7 +901,7 @@ fn read_filters(
         ));
     }
     if let Some(s) = sum.as_deref_mut() {
-        s.filter_k = Some(k);
+        s.filter_probing = Some(probing);
     }
     for i in 0..n {
         if let Some(s) = sum.as_deref_mut() {
@@ -950,7 +938,7 @@ fn read_filters(
             },
         ));
     }
-    Ok(k == FILTER_K)
+    Ok(probing == Probing::WRITER)
 }
 
 #[cfg(test)]
@@ -971,8 +959,7 @@ mod tests {
     use crate::format::codec::put_varint;
     use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
     use crate::format::index::{
-        FILTER_K, Index, KeyFields, SECTION_BLOCK_FILTERS, Section, encode_block_times,
-        encode_filter,
+        Index, KeyFields, SECTION_BLOCK_FILTERS, Section, encode_block_times, encode_filter_probed,
     };
     use crate::format::record;
     use crate::log::{Durability, Log, Options, RecoveryAction};
@@ -994,11 +981,13 @@ mod tests {
         filters: Vec<u8>,
         open_terms: Vec<u64>,
         open_unfiltered: bool,
+        probing: Probing,
     }
 
     impl Legacy {
-        fn new(interval: u32) -> Self {
+        fn new(interval: u32, probing: Probing) -> Self {
             Legacy {
+                probing,
                 interval,
                 entries: Vec::new(),
                 next_boundary: 0,
@@ -1014,9 +1003,12 @@ mod tests {
         fn observe(&mut self, offset: u64, seq: u64, ts: Timestamp, sealed: &[u8]) {
             if offset >= self.next_boundary {
                 if !self.entries.is_empty() {
+                    // The block closed is the one before the entry pushed below.
                     legacy_filter(
                         &mut self.open_terms,
                         self.open_unfiltered,
+                        self.probing,
+                        self.entries.len() as u64 - 1,
                         &mut self.filters,
                     );
                     self.open_terms.clear();
@@ -1044,11 +1036,18 @@ mod tests {
         }
 
         fn sections(&self) -> Vec<Section> {
-            let mut filters = vec![FILTER_HASH_SCHEME, FILTER_K, 0, 0];
+            let mut filters = self.probing.header().to_vec();
             filters.extend_from_slice(&self.filters);
             if !self.entries.is_empty() {
                 let mut open = self.open_terms.clone();
-                legacy_filter(&mut open, self.open_unfiltered, &mut filters);
+                let block = self.entries.len() as u64 - 1;
+                legacy_filter(
+                    &mut open,
+                    self.open_unfiltered,
+                    self.probing,
+                    block,
+                    &mut filters,
+                );
             }
             vec![
                 encode_block_times(&self.times),
@@ -1060,20 +1059,27 @@ mod tests {
         }
     }
 
-    fn legacy_filter(terms: &mut Vec<u64>, unfiltered: bool, out: &mut Vec<u8>) {
+    fn legacy_filter(
+        terms: &mut Vec<u64>,
+        unfiltered: bool,
+        probing: Probing,
+        block: u64,
+        out: &mut Vec<u8>,
+    ) {
         if unfiltered {
             put_varint(out, 0);
         } else {
-            encode_filter(terms, out);
+            encode_filter_probed(terms, probing, block, out);
         }
     }
 
-    /// The index the pre-spill writer wrote for every record of the segment file at `seg`.
-    fn legacy_index(seg: &Path, signer: &Signer, interval: u32) -> Vec<u8> {
+    /// The index the pre-spill writer wrote for every record of the segment file at `seg`,
+    /// its filters probed as `probing` says.
+    fn legacy_index(seg: &Path, signer: &Signer, interval: u32, probing: Probing) -> Vec<u8> {
         let bytes = fs::read(seg).unwrap();
         let header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN]).unwrap();
         let genesis = crypto::sha256(&bytes[..SEGMENT_HEADER_LEN]);
-        let mut b = Legacy::new(interval);
+        let mut b = Legacy::new(interval, probing);
         let (mut off, mut head, mut count) = (SEGMENT_HEADER_LEN, genesis, 0u64);
         while off < bytes.len() {
             let rec = record::decode_frame(&bytes[off..], off as u64).unwrap();
@@ -1193,7 +1199,7 @@ mod tests {
 
         /// The legacy index of the segment as it is on disk now.
         fn reference(&self) -> Vec<u8> {
-            legacy_index(&self.seg(), &self.signer(), self.interval)
+            legacy_index(&self.seg(), &self.signer(), self.interval, Probing::WRITER)
         }
 
         fn append(&self, limit: usize, evs: &[crate::event::Event]) -> Vec<RecoveryAction> {
@@ -1230,6 +1236,49 @@ mod tests {
             assert_eq!(t.clone().finish(), signer.index_tag(&bytes));
             assert!(t.verify(&signer.index_tag(&bytes)));
         }
+    }
+
+    /// An index whose filters an older writer probed with scheme 1 (FORMAT.md §3.2) stays
+    /// good: queries prune with it and find every match, and the next writer of the segment
+    /// rebuilds it with its own scheme rather than extend scheme-1 filters under a scheme-2
+    /// header.
+    #[test]
+    fn scheme_1_filters_are_read_and_then_rebuilt() {
+        let f = Fixture::new(1024);
+        let evs = events(400, 0);
+        f.append(usize::MAX, &evs[..300]);
+        let scheme_1 = Probing { scheme: 1, k: 7 };
+        let old = legacy_index(&f.seg(), &f.signer(), f.interval, scheme_1);
+        fs::write(f.idx(), &old).unwrap();
+
+        let mut opts = Options::new(f.keys.clone());
+        opts.index_interval = f.interval;
+        let log = Log::open_read_only(&f.dir, opts).unwrap();
+        let user = evs[7].user_id.clone().unwrap();
+        let want = evs[..300]
+            .iter()
+            .filter(|e| e.user_id.as_deref() == Some(user.as_str()))
+            .count();
+        let mut m = log.query(&org()).user(&user).run().unwrap();
+        let mut found = 0;
+        for r in m.by_ref() {
+            assert_eq!(r.unwrap().event.user_id.as_deref(), Some(user.as_str()));
+            found += 1;
+        }
+        let stats = m.stats().clone();
+        assert_eq!(found, want);
+        assert!(stats.blocks_skipped > 0, "{stats:?}");
+        assert!(log.recovery_report().is_empty());
+        drop(m);
+        drop(log);
+
+        let report = f.append(usize::MAX, &evs[300..]);
+        assert_eq!(rebuilt(&report), Vec::<&str>::new(), "{report:?}");
+        assert_same(
+            &fs::read(f.idx()).unwrap(),
+            &f.reference(),
+            "after the next writer",
+        );
     }
 
     /// A segment of many blocks: the index a writer streams while appending, with any spill
@@ -1453,15 +1502,15 @@ mod tests {
             let sections =
                 slow.block_times().unwrap().is_some() && slow.block_filters().unwrap().is_some();
             assert_eq!(fast.has_sections, sections, "{what}");
-            let own_k = slow
+            let own_probing = slow
                 .block_filters()
                 .unwrap()
-                .is_some_and(|f| f.k == FILTER_K);
+                .is_some_and(|f| f.probing == Probing::WRITER);
             let Some(mut b) = fast.builder else {
-                assert!(!(sections && own_k), "{what}");
+                assert!(!(sections && own_probing), "{what}");
                 return;
             };
-            assert!(own_k, "{what}: continued filters probed with another k");
+            assert!(own_probing, "{what}: continued filters probed another way");
             let file = File::open(f.seg()).unwrap();
             let mut win = FileWindow::new(file, seg_len);
             assert!(b.resume_open_block(&mut win, slow.covered_len).unwrap());
@@ -1574,7 +1623,11 @@ mod tests {
                 Box::new(|i| i.sections[1].bytes[1] = 5),
             ),
             ("filter k 17", Box::new(|i| i.sections[1].bytes[1] = 17)),
-            ("filter scheme", Box::new(|i| i.sections[1].bytes[0] = 2)),
+            (
+                "filter scheme 1 (valid, not ours)",
+                Box::new(|i| i.sections[1].bytes[0] = 1),
+            ),
+            ("filter scheme 3", Box::new(|i| i.sections[1].bytes[0] = 3)),
             ("filter reserved", Box::new(|i| i.sections[1].bytes[3] = 1)),
             (
                 "filters trailing",
@@ -1590,7 +1643,7 @@ mod tests {
                 "filter length not minimal",
                 Box::new(|i| {
                     let f = i.block_filters().unwrap().unwrap();
-                    let mut b = vec![FILTER_HASH_SCHEME, f.k, 0, 0];
+                    let mut b = f.probing.header().to_vec();
                     for n in 0..f.ends.len() {
                         let bits = f.filter(n);
                         if n == 0 {

@@ -11,8 +11,8 @@ use crate::error::{Error, IntegrityKind, Result};
 use crate::format::DecodeError;
 use crate::format::codec::put_varint;
 use crate::format::index::{
-    ENTRY_LEN, FILTER_HASH_SCHEME, FILTER_HEADER_LEN, FILTER_K, IndexEntry, KeyFields,
-    SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES, encode_block_time, encode_filter, section_header,
+    ENTRY_LEN, FILTER_HEADER_LEN, IndexEntry, KeyFields, Probing, SECTION_BLOCK_FILTERS,
+    SECTION_BLOCK_TIMES, encode_block_time, encode_filter, section_header,
 };
 use crate::format::record::{self, FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN, RawRecord};
 use crate::time::Timestamp;
@@ -364,7 +364,12 @@ impl IndexBuilder {
         };
         let mut filter = std::mem::take(&mut self.filter_buf);
         filter.clear();
-        encode_open_filter(&mut self.open_terms, self.open_unfiltered, &mut filter);
+        encode_open_filter(
+            &mut self.open_terms,
+            self.open_unfiltered,
+            self.closed,
+            &mut filter,
+        );
         self.push_closed(&open.entry, open.min_ts, open.max_ts, &filter);
         self.filter_buf = filter;
         self.open_terms.clear();
@@ -408,7 +413,12 @@ impl IndexBuilder {
         let mut open_filter = Vec::new();
         if self.open.is_some() {
             let mut terms = self.open_terms.clone();
-            encode_open_filter(&mut terms, self.open_unfiltered, &mut open_filter);
+            encode_open_filter(
+                &mut terms,
+                self.open_unfiltered,
+                self.closed,
+                &mut open_filter,
+            );
         }
         IndexImage {
             entries: self.entries.view(),
@@ -555,17 +565,18 @@ impl IndexImage {
             FILTER_HEADER_LEN as u64 + self.filters.len() + self.open_filter.len() as u64;
         let filters_len = u32::try_from(filters_len).map_err(|_| too_large())?;
         sink(&section_header(SECTION_BLOCK_FILTERS, filters_len))?;
-        sink(&[FILTER_HASH_SCHEME, FILTER_K, 0, 0])?;
+        sink(&Probing::WRITER.header())?;
         self.filters.copy_to(&self.dir, sink)?;
         sink(&self.open_filter)
     }
 }
 
-fn encode_open_filter(terms: &mut Vec<u64>, unfiltered: bool, out: &mut Vec<u8>) {
+/// The filter of block `block` (the open one).
+fn encode_open_filter(terms: &mut Vec<u64>, unfiltered: bool, block: u64, out: &mut Vec<u8>) {
     if unfiltered {
         put_varint(out, 0);
     } else {
-        encode_filter(terms, out);
+        encode_filter(terms, block, out);
     }
 }
 
