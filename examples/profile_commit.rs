@@ -10,29 +10,19 @@
 //! With `BATCH` > 1 each thread appends batches of that many events with `append_batch` (the
 //! bench's (c) case: `profile_commit 400000 4 1000`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use auditlog::workload::{Workload, WorkloadConfig};
-use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
+use auditlog::{Durability, Log, Options};
+
+mod common;
+use common::{arg, cpu_ticks};
 
 fn main() {
     let n: usize = arg(1, "event count", 200_000);
     let threads: usize = arg(2, "thread count", 64);
     let batch: usize = arg(3, "batch size", 1).max(1);
-    let cfg = WorkloadConfig {
-        events: 20_000,
-        orgs: 1,
-        days: 28,
-        seed: 1,
-        start: Timestamp(1_767_225_600_000_000 + 86_400_000_000),
-        out_of_order: 0.01,
-    };
-    let pool: Vec<Event> = Workload::new(cfg).collect();
-    let keys = Arc::new(Keyring::in_memory());
-    keys.rotate(&OrgId::new(pool[0].org_id.as_str()).unwrap())
-        .unwrap();
+    let (pool, keys) = common::pool(20_000, 1, 28);
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(
         dir.path(),
@@ -69,20 +59,4 @@ fn main() {
         n as f64 / el.as_secs_f64(),
     );
     log.close().unwrap();
-}
-
-/// Command-line argument `i`, or `default` without it.
-fn arg<T: std::str::FromStr>(i: usize, what: &str, default: T) -> T {
-    std::env::args()
-        .nth(i)
-        .map(|s| s.parse().ok().expect(what))
-        .unwrap_or(default)
-}
-
-/// This process's user and system CPU time so far, in clock ticks (`/proc/self/stat`).
-fn cpu_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
 }
