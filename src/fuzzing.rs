@@ -550,8 +550,21 @@ fn check_summary(data: &[u8], org: &OrgId, index: &Index) {
             );
         }
         if let (Some(f), Some(gf)) = (&filters, &blocks.filters) {
+            assert_eq!(gf.first, at as u64, "group {g}'s first block");
+            assert_eq!(gf.probing, f.probing, "group {g}'s probing");
+            let probes = [
+                TermProbe::new(term_hash(TermField::Action, b"booking.created")),
+                TermProbe::new(0),
+            ];
             for j in 0..n {
                 assert_eq!(gf.filter(j), f.filter(at + j), "group {g} filter {j}");
+                for p in &probes {
+                    assert_eq!(
+                        gf.may_contain_all(j, std::slice::from_ref(p)),
+                        f.may_contain_all(at + j, std::slice::from_ref(p)),
+                        "group {g} block {j}: the group and the whole index disagree"
+                    );
+                }
             }
         }
         at += n;

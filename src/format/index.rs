@@ -768,7 +768,7 @@ impl BlockFilters {
     /// `terms`.
     pub fn may_contain_all(&self, i: usize, terms: &[TermProbe]) -> bool {
         let f = self.filter(i);
-        let block = self.first + i as u64;
+        let block = self.first.wrapping_add(i as u64);
         terms.iter().all(|t| t.may_be_in(f, self.probing, block))
     }
 }
@@ -845,6 +845,7 @@ impl TermProbe {
     /// positives ranged up to 43 % against 0.3 % designed. Scheme 2 salts the start with
     /// the block number and steps by a congruential sequence.
     fn bits(self, m: u64, probing: Probing, block: u64) -> impl Iterator<Item = u64> {
+        // Decoding admits schemes 1 and 2 only; any other value built by hand probes as 2.
         let lcg = probing.scheme != 1;
         let mut x = if lcg {
             self.h1 ^ block_salt(block)

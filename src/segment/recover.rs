@@ -316,7 +316,7 @@ pub(crate) fn recover(
                     } else if !checked.has_sections {
                         "index lacks the query sections (older writer)"
                     } else if !own_filters {
-                        "index filters use another probe count than this writer"
+                        "index filters are probed another way (hash scheme or k) than this writer's"
                     } else {
                         "the records of the index's last block do not read back"
                     };
