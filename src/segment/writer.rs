@@ -501,10 +501,10 @@ impl SegmentWriter {
                 return done;
             }
             if c.leader {
-                // Read with `commit` held while a leader is at work: its round has not ended.
-                let round = *relock(self.rounds.lock());
-                drop(c);
+                // Taken with `commit` held while a leader is at work: its round has not ended.
                 let mut r = relock(self.rounds.lock());
+                let round = *r;
+                drop(c);
                 while *r == round {
                     r = relock(self.round_done.wait(r));
                 }
