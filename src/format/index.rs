@@ -670,6 +670,12 @@ impl Probing {
         }
         Ok(Probing { scheme, k })
     }
+
+    /// Scheme 2's probes: salted per block, congruential steps. Decoding admits schemes 1
+    /// and 2 only; any other value built by hand probes as 2.
+    fn salted(self) -> bool {
+        self.scheme != 1
+    }
 }
 
 /// The decoded block filters: one Bloom filter per entry.
@@ -847,8 +853,7 @@ impl TermProbe {
     /// bit is set no longer repeats from block to block, so [`TermProbe::may_be_in`] tests
     /// every probe without branching.
     fn bits(self, m: u64, probing: Probing, block: u64) -> impl Iterator<Item = u64> {
-        // Decoding admits schemes 1 and 2 only; any other value built by hand probes as 2.
-        let lcg = probing.scheme != 1;
+        let lcg = probing.salted();
         let mut x = if lcg {
             self.h1 ^ block_salt(block)
         } else {
@@ -878,7 +883,7 @@ impl TermProbe {
                 .is_some_and(|byte| byte & (1 << (b % 8)) != 0)
         };
         let mut probes = self.bits(m, probing, block);
-        if probing.scheme == 1 {
+        if !probing.salted() {
             return probes.all(set);
         }
         // Every probe is tested, without a branch between them: under scheme 2 a probe's bit
