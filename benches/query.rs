@@ -84,7 +84,8 @@ const SQL_BATCH: usize = 1_000;
 /// - 1: the marker before this constant (JSON-body SQLite table; format 1 + sections).
 /// - 2: the SQLite peer is the issue #5 table of `common/sqlite.rs`.
 /// - 3: block filters of hash scheme 2 (FORMAT.md §3.2).
-const CACHE_VERSION: u32 = 3;
+/// - 4: user marks (FORMAT.md §3.3).
+const CACHE_VERSION: u32 = 4;
 
 fn root() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/query-bench");

@@ -33,6 +33,8 @@ pub(crate) struct Terms {
     len: usize,
     /// More terms than fit (impossible for a validated event): the record gets no filter.
     overflow: bool,
+    /// The record's user mark (FORMAT.md §3.3).
+    pub mark: u16,
 }
 
 impl Terms {
@@ -41,6 +43,7 @@ impl Terms {
             hashes: [0; 12],
             len: 0,
             overflow: false,
+            mark: fields.user_mark(),
         };
         fields.each_term(|h| match t.hashes.get_mut(t.len) {
             Some(slot) => {

@@ -290,7 +290,7 @@ fn segment_walk(data: &[u8]) -> SegmentWalk {
             index: IndexBuilder::new(4096, &std::env::temp_dir()),
         };
         let mut win = FileWindow::new(file, len);
-        if let Ok(outcome) = scan::scan(&mut win, start, tally) {
+        if let Ok(outcome) = scan::scan(&mut win, start, tally, None) {
             walk.scanned = outcome.tally.count;
             walk.damage = outcome.damage.len();
             check_scan(&outcome, start, len);
@@ -475,7 +475,8 @@ fn check_streamed_index(data: &[u8]) {
         (Ok(checked), Some((index, _, _))) => {
             assert_eq!(checked.head, index.head(), "streamed header differs");
             let sections = index.block_times().is_ok_and(|t| t.is_some())
-                && index.block_filters().is_ok_and(|f| f.is_some());
+                && index.block_filters().is_ok_and(|f| f.is_some())
+                && index.user_marks().is_ok_and(|m| m.is_some());
             assert_eq!(
                 checked.has_sections, sections,
                 "query sections seen differently"
@@ -521,6 +522,8 @@ fn check_summary(data: &[u8], org: &OrgId, index: &Index) {
     assert_eq!(checked.head, index.head(), "summarised header differs");
     let times = index.block_times().ok().flatten();
     let filters = index.block_filters().ok().flatten();
+    let marks = index.user_marks().ok().flatten();
+    let mut marks_at = 0usize;
     let mut at = 0usize;
     for g in 0..summary.groups.len() {
         let read = summary.group(&reread, g);
@@ -567,9 +570,26 @@ fn check_summary(data: &[u8], org: &OrgId, index: &Index) {
                 }
             }
         }
+        assert_eq!(blocks.marks.is_some(), marks.is_some(), "group {g} marks");
+        if let (Some(m), Some(gm)) = (&marks, &blocks.marks) {
+            assert_eq!(
+                Some(gm.as_slice()),
+                m.get(marks_at..marks_at + gm.len()),
+                "group {g} marks"
+            );
+            assert_eq!(
+                blocks.entries.first().map(|e| e.seq - index.first_seq),
+                (!gm.is_empty()).then_some(marks_at as u64),
+                "group {g}'s marks start at its first record"
+            );
+            marks_at += gm.len();
+        }
         at += n;
     }
     assert_eq!(at, index.entries.len(), "groups cover every entry");
+    if let Some(m) = &marks {
+        assert_eq!(marks_at, m.len(), "groups cover every mark");
+    }
 }
 
 /// The query sections of a decoded index re-encode to their bytes, and probing the

@@ -1613,7 +1613,8 @@ fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink>
         max_seq: None,
         index: IndexBuilder::new(interval, path.parent().unwrap_or(Path::new("."))),
     };
-    let outcome = scan::scan(&mut FileWindow::new(file, len), start, tally)
+    // Only the count and the head are used: no index is written from this scan.
+    let outcome = scan::scan(&mut FileWindow::new(file, len), start, tally, None)
         .map_err(|e| Error::io("read segment", path, e))?;
     Ok(SegmentLink {
         segment: id,

@@ -44,6 +44,13 @@
 //! type 2 block_filters: u8 hash_scheme (1 or 2), u8 k (1..=16), u16 reserved (0),
 //!                       entry_count × (varint n, n bytes)         Bloom filter of the block's terms
 //! ```
+//! ```text
+//! type 3 user_marks:    u8 scheme (1), 3 reserved (0),
+//!                       record_count × u16 mark                   one per covered record, seq order
+//! ```
+//! A mark is 0 without a `user_id`, 1 for a record whose body did not parse, else
+//! `mix(term_hash(1 ‖ user_id) ⊕ 0x6A09E667F3BCC909) >> 48`, raised by 2 if below 2.
+//!
 //! A filter of 0 bytes means "no filter": every term may be present. Terms are a field code
 //! byte followed by the value's bytes: 1 user_id, 2 action, 3 each proper dot-prefix of the
 //! action (`channel_sync` and `channel_sync.booking` for `channel_sync.booking.imported`),
@@ -75,6 +82,18 @@ pub const FILTER_K: u8 = 7;
 pub const FILTER_BITS_PER_TERM: usize = 12;
 /// Bytes of the block-filter section header.
 pub const FILTER_HEADER_LEN: usize = 4;
+/// Section type of the per-record user marks (FORMAT.md §3.3).
+pub const SECTION_USER_MARKS: u32 = 3;
+/// The one user-mark scheme (FORMAT.md §3.3); another would be another section type.
+pub const USER_MARK_SCHEME: u8 = 1;
+/// Bytes of the user-mark section header.
+pub const MARKS_HEADER_LEN: usize = 4;
+/// Bytes per user mark.
+pub const MARK_LEN: usize = 2;
+/// The mark of a record without a `user_id`.
+pub const MARK_NO_USER: u16 = 0;
+/// The mark of a record whose body did not parse: any user may be its.
+pub const MARK_UNKNOWN: u16 = 1;
 
 /// Magic bytes of an index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"AUDLOGIX";
@@ -475,7 +494,8 @@ impl Index {
             });
         }
         r.finish("end of sections")?;
-        check_sections(&sections, &entries, min_ts, max_ts, r.offset())?;
+        let span = (first_seq, record_count);
+        check_sections(&sections, &entries, min_ts, max_ts, span, r.offset())?;
         Ok((
             Index {
                 compat_flags,
@@ -509,6 +529,18 @@ impl Index {
         }
     }
 
+    /// The user marks (section type 3), one per covered record, if present.
+    pub fn user_marks(&self) -> Result<Option<Vec<u16>>, DecodeError> {
+        match self.sections.iter().find(|s| s.kind == SECTION_USER_MARKS) {
+            None => Ok(None),
+            Some(s) => {
+                let span = (self.first_seq, self.record_count);
+                check_mark_entries(self.entries.iter().map(|e| e.seq), span, 0)?;
+                decode_user_marks(&s.bytes, self.record_count, 0).map(Some)
+            }
+        }
+    }
+
     /// The block filters (section type 2), if present.
     pub fn block_filters(&self) -> Result<Option<BlockFilters>, DecodeError> {
         match self
@@ -528,6 +560,7 @@ fn check_sections(
     entries: &[IndexEntry],
     min_ts: Timestamp,
     max_ts: Timestamp,
+    (first_seq, record_count): (u64, u64),
     at: u64,
 ) -> Result<(), DecodeError> {
     let err = |field, why| DecodeError {
@@ -536,7 +569,11 @@ fn check_sections(
         offset: at,
         kind: DecodeErrorKind::Invalid(why),
     };
-    for kind in [SECTION_BLOCK_TIMES, SECTION_BLOCK_FILTERS] {
+    for kind in [
+        SECTION_BLOCK_TIMES,
+        SECTION_BLOCK_FILTERS,
+        SECTION_USER_MARKS,
+    ] {
         if sections.iter().filter(|s| s.kind == kind).count() > 1 {
             return Err(err("section.type", "a section type appears twice"));
         }
@@ -569,10 +606,158 @@ fn check_sections(
             SECTION_BLOCK_FILTERS => {
                 BlockFilters::decode(&s.bytes, entries.len(), at)?;
             }
+            SECTION_USER_MARKS => {
+                let span = (first_seq, record_count);
+                check_mark_entries(entries.iter().map(|e| e.seq), span, at)?;
+                decode_user_marks(&s.bytes, record_count, at)?;
+            }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// Checks what section 3 (FORMAT.md §3.3) needs of the entries to find a block's marks:
+/// their seqs strictly increase from `first_seq` and stay below `first_seq + record_count`,
+/// and there are entries exactly when there are records.
+pub(crate) fn check_mark_entries(
+    seqs: impl IntoIterator<Item = u64>,
+    span: (u64, u64),
+    at: u64,
+) -> Result<(), DecodeError> {
+    let mut run = SeqRun::new(span);
+    seqs.into_iter().for_each(|s| run.push(s));
+    run.finish(at)
+}
+
+/// [`check_mark_entries`] one entry at a time.
+pub(crate) struct SeqRun {
+    first: u64,
+    end: Option<u64>,
+    last: Option<u64>,
+    records: u64,
+    ok: bool,
+}
+
+impl SeqRun {
+    /// For an index of `record_count` records from `first_seq`.
+    pub fn new((first_seq, record_count): (u64, u64)) -> SeqRun {
+        SeqRun {
+            first: first_seq,
+            end: first_seq.checked_add(record_count),
+            last: None,
+            records: record_count,
+            ok: true,
+        }
+    }
+
+    /// The next entry's seq.
+    pub fn push(&mut self, seq: u64) {
+        let next = match self.last {
+            None => seq == self.first,
+            Some(l) => seq > l,
+        };
+        self.ok &= next && self.end.is_some_and(|e| seq < e);
+        self.last = Some(seq);
+    }
+
+    /// Whether every entry was in order, and there were entries exactly when there are
+    /// records; `at` is where to report it.
+    pub fn finish(self, at: u64) -> Result<(), DecodeError> {
+        if self.ok && self.end.is_some() && self.last.is_none() == (self.records == 0) {
+            return Ok(());
+        }
+        Err(DecodeError {
+            structure: STRUCTURE,
+            field: "user_marks",
+            offset: at,
+            kind: DecodeErrorKind::Invalid(
+                "the entries' seqs do not run from first_seq through the records counted",
+            ),
+        })
+    }
+}
+
+/// Checks a user-mark section's header (scheme 1, reserved 0); `at` is its file offset.
+pub(crate) fn check_marks_header(
+    header: [u8; MARKS_HEADER_LEN],
+    at: u64,
+) -> Result<(), DecodeError> {
+    let [scheme, rest @ ..] = header;
+    if scheme != USER_MARK_SCHEME {
+        return Err(DecodeError {
+            structure: STRUCTURE,
+            field: "user_marks.scheme",
+            offset: at,
+            kind: DecodeErrorKind::Invalid("unknown user-mark scheme"),
+        });
+    }
+    if rest != [0; MARKS_HEADER_LEN - 1] {
+        return Err(DecodeError {
+            structure: STRUCTURE,
+            field: "user_marks.reserved",
+            offset: at + 1,
+            kind: DecodeErrorKind::Invalid("reserved bytes must be zero"),
+        });
+    }
+    Ok(())
+}
+
+/// The bytes of a user-mark section for `record_count` records.
+pub fn user_marks_len(record_count: u64) -> Option<u64> {
+    record_count
+        .checked_mul(MARK_LEN as u64)?
+        .checked_add(MARKS_HEADER_LEN as u64)
+}
+
+/// Decodes a user-mark section (FORMAT.md §3.3) for `record_count` records.
+pub fn decode_user_marks(
+    bytes: &[u8],
+    record_count: u64,
+    at: u64,
+) -> Result<Vec<u16>, DecodeError> {
+    if user_marks_len(record_count) != Some(bytes.len() as u64) {
+        let want = user_marks_len(record_count).unwrap_or(u64::MAX);
+        return Err(DecodeError {
+            structure: STRUCTURE,
+            field: "user_marks",
+            offset: at,
+            kind: DecodeErrorKind::BadLength {
+                found: bytes.len() as u64,
+                min: want,
+                max: want,
+            },
+        });
+    }
+    let mut r = Reader::new(bytes, at, STRUCTURE);
+    check_marks_header(r.array("user_marks")?, at)?;
+    Ok(decode_marks(r.take(r.remaining(), "user_marks")?))
+}
+
+/// Marks from their little-endian bytes (a whole number of them).
+pub(crate) fn decode_marks(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(MARK_LEN)
+        .map(|c| {
+            u16::from_le_bytes([
+                c.first().copied().unwrap_or(0),
+                c.get(1).copied().unwrap_or(0),
+            ])
+        })
+        .collect()
+}
+
+/// Encodes the user-mark section.
+pub fn encode_user_marks(marks: &[u16]) -> Section {
+    let mut bytes = Vec::with_capacity(MARKS_HEADER_LEN + marks.len() * MARK_LEN);
+    bytes.extend_from_slice(&[USER_MARK_SCHEME, 0, 0, 0]);
+    for m in marks {
+        bytes.extend_from_slice(&m.to_le_bytes());
+    }
+    Section {
+        kind: SECTION_USER_MARKS,
+        bytes,
+    }
 }
 
 /// Encodes the block-times section.
@@ -824,6 +1009,21 @@ pub fn term_hash(field: TermField, value: &[u8]) -> u64 {
     h
 }
 
+/// Salt of the user mark's hash, so that a mark does not repeat the filter probes' bits.
+const MARK_SALT: u64 = 0x6a09_e667_f3bc_c909;
+
+/// The user mark (FORMAT.md §3.3) of a record with `user_id`: [`MARK_NO_USER`] without one,
+/// else 16 bits of its term hash, never [`MARK_NO_USER`] or [`MARK_UNKNOWN`].
+pub fn user_mark(user_id: Option<&[u8]>) -> u16 {
+    match user_id {
+        None => MARK_NO_USER,
+        Some(u) => {
+            let m = (mix64(term_hash(TermField::User, u) ^ MARK_SALT) >> 48) as u16;
+            if m <= MARK_UNKNOWN { m + 2 } else { m }
+        }
+    }
+}
+
 /// A term's probe positions, computed once per query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TermProbe {
@@ -970,6 +1170,11 @@ impl<'a> KeyFields<'a> {
         })
     }
 
+    /// The record's user mark (FORMAT.md §3.3).
+    pub fn user_mark(&self) -> u16 {
+        user_mark(self.user_id)
+    }
+
     /// Appends the hashes of this record's filter terms.
     pub fn terms(&self, out: &mut Vec<u64>) {
         self.each_term(|h| out.push(h));
@@ -1095,6 +1300,57 @@ mod tests {
             decoded.map(|d| (d.1, d.2.len())),
             Some((Tag([0xEE; 32]), bytes.len() - 32))
         );
+    }
+
+    /// User marks (FORMAT.md §3.3) computed by an independent implementation of the text
+    /// (Python, in the commit that added section 3).
+    #[test]
+    fn user_mark_golden_values() {
+        assert_eq!(user_mark(Some(b"user-00107")), 932);
+        assert_eq!(user_mark(Some(b"alice")), 56_846);
+        assert_eq!(user_mark(Some(b"")), 62_165);
+        assert_eq!(user_mark(None), MARK_NO_USER);
+    }
+
+    /// Section 3 decodes only with the right length, scheme, reserved bytes and entries.
+    #[test]
+    fn user_marks_section_is_checked() {
+        let Some(mut i) = sample() else {
+            panic!("sample index");
+        };
+        let marks: Vec<u16> = (0..150u16).collect();
+        i.sections.push(encode_user_marks(&marks));
+        let (d, _, _) = Index::decode(&encode(&i)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.user_marks(), Ok(Some(marks.clone())));
+        let bad = |f: &dyn Fn(&mut Index)| {
+            let mut j = i.clone();
+            f(&mut j);
+            Index::decode(&encode(&j)).is_err()
+        };
+        let marks_byte = |j: &mut Index, at: usize, v: u8| {
+            let s = j.sections.iter_mut().find(|s| s.kind == SECTION_USER_MARKS);
+            if let Some(b) = s.and_then(|s| s.bytes.get_mut(at)) {
+                *b = v;
+            }
+        };
+        assert!(bad(&|j| {
+            if let Some(s) = j.sections.iter_mut().find(|s| s.kind == SECTION_USER_MARKS) {
+                s.bytes.pop();
+            }
+        }));
+        assert!(bad(&|j| marks_byte(j, 0, 2)));
+        assert!(bad(&|j| marks_byte(j, 3, 1)));
+        assert!(bad(&|j| j.record_count = 149));
+        assert!(bad(&|j| j.first_seq = 1));
+        for seq in [150, 0] {
+            assert!(bad(&|j| {
+                if let Some(e) = j.entries.get_mut(1) {
+                    e.seq = seq;
+                }
+            }));
+        }
+        assert!(bad(&|j| j.sections.push(encode_user_marks(&marks))));
+        assert!(!bad(&|_| {}));
     }
 
     /// Golden bytes of one block filter in each scheme, computed by an independent

@@ -12,6 +12,12 @@
 //!   returned): consecutive seqs and `prev_hash` = chain hash of the record before, inside a
 //!   block; across blocks the consumer checks the seams (see `Cursor`), and a block after a
 //!   skipped stretch must start with the seq the signed index gives its first record.
+//!
+//! One exception: when the signed index's user marks (FORMAT.md §3.3) name the only records
+//! of a block that can be the queried user's (`Block::pick`), the others are passed over
+//! after their framing, CRC, seq and time checks, without their chain hash or tag. A record
+//! altered so as to leave the user is one the marks still pick, so its tag check reports
+//! it; a picked record missing from the block is reported too.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -131,6 +137,8 @@ pub(crate) struct BlockOut {
     pub broken: bool,
     pub items: Vec<Item>,
     pub records: u64,
+    /// Records passed over unchecked (see the module's documentation).
+    pub passed: u64,
 }
 
 /// What reading one batch found.
@@ -209,6 +217,7 @@ pub(crate) fn run_batch(
                 source: e.clone(),
             })],
             records: 0,
+            passed: 0,
         });
         return out;
     }
@@ -252,6 +261,7 @@ pub(crate) fn run_batch(
                 broken: true,
                 items: vec![Item::Err(Error::io("read segment", &src.path, e))],
                 records: 0,
+                passed: 0,
             });
             return out;
         }
@@ -283,7 +293,10 @@ fn run_block(
         broken: false,
         items: Vec::new(),
         records: 0,
+        passed: 0,
     };
+    let pick = block.pick.as_deref();
+    let mut picked = 0usize;
     let path = &src.path;
     let f = &ctx.filter;
     let mut off = block.start;
@@ -356,7 +369,10 @@ fn run_block(
                 found: fields.prev,
             }));
         }
-        let hash = ctx.verify.then(|| crypto::chain_hash(rec.chained_bytes()));
+        let chosen = pick.is_none_or(|p| p.binary_search(&seq).is_ok());
+        picked += usize::from(chosen && pick.is_some());
+        out.passed += u64::from(!chosen);
+        let hash = (ctx.verify && chosen).then(|| crypto::chain_hash(rec.chained_bytes()));
         // Record checks: a failure replaces the record.
         let mut problem = None;
         if ts < src.month_start || ts >= src.month_end {
@@ -389,7 +405,7 @@ fn run_block(
             off += len;
             continue;
         }
-        if f.in_range(ts) {
+        if chosen && f.in_range(ts) {
             let matched = if f.has_fields() {
                 match KeyFields::parse(rec.sealed) {
                     Ok(k) => f.fields_match(&k),
@@ -444,6 +460,22 @@ fn run_block(
                 what: format!(
                     "its signed index block holds {n} records, the segment {}",
                     out.records
+                ),
+            },
+        }));
+    }
+    if let Some(p) = pick
+        && !out.broken
+        && picked != p.len()
+    {
+        out.items.push(Item::Err(Error::Integrity {
+            file: path.clone(),
+            offset: block.start,
+            seq: out.first.map(|(s, _)| s),
+            kind: IntegrityKind::IndexMismatch {
+                what: format!(
+                    "its signed index marks {} records of this block as the user's, the segment holds {picked} of them",
+                    p.len()
                 ),
             },
         }));

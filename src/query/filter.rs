@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::event::validate_action;
-use crate::format::index::{KeyFields, TermField, TermProbe, term_hash};
+use crate::format::index::{KeyFields, TermField, TermProbe, term_hash, user_mark};
 use crate::time::Timestamp;
 
 /// An action filter: one action, or every action under a `domain.` prefix.
@@ -71,6 +71,9 @@ pub(crate) struct Filter {
     pub trace: Option<Box<[u8]>>,
     /// Terms every matching record has: a block whose filter lacks one is skipped.
     pub probes: Vec<TermProbe>,
+    /// The user mark (FORMAT.md §3.3) of `user`: with an index's section 3, only records
+    /// marked so (or [`crate::format::index::MARK_UNKNOWN`]) can match.
+    pub user_mark: Option<u16>,
 }
 
 impl Filter {
@@ -84,6 +87,7 @@ impl Filter {
             resource_id: None,
             trace: None,
             probes: Vec::new(),
+            user_mark: None,
         }
     }
 
@@ -106,6 +110,7 @@ impl Filter {
             terms.push(term_hash(TermField::Trace, t));
         }
         self.probes = terms.into_iter().map(TermProbe::new).collect();
+        self.user_mark = self.user.as_deref().map(|u| user_mark(Some(u)));
     }
 
     /// Whether `[lo, hi]` can hold a time in the range.

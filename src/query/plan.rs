@@ -35,6 +35,7 @@ use crate::crypto::{self, Hash, KeyProvider};
 use crate::error::{Error, IntegrityKind};
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
+use crate::format::index::{IndexEntry, MARK_UNKNOWN};
 use crate::format::record::FrameError;
 use crate::format::{DecodeError, DecodeErrorKind};
 use crate::segment::index_file::{GroupBlocks, Rejected, Summary};
@@ -108,6 +109,9 @@ pub(crate) struct Block {
     pub records: Option<u64>,
     /// Bytes that did not read as frames during the hint pass: reported, not read.
     pub damage: Option<DecodeError>,
+    /// The seqs, in order, of the only records that may match: those the signed index's
+    /// user marks (FORMAT.md §3.3) give to the queried user. `None`: any record may.
+    pub pick: Option<Vec<u64>>,
 }
 
 /// The next blocks of a month in the order they are read, and where reading may stop.
@@ -1179,7 +1183,19 @@ fn load_group(
             let base = g as u64 * ix.summary.group_blocks;
             let next_group = ix.summary.groups.get(g + 1).map(|n| n.first);
             let times = blocks.times.as_deref().unwrap_or_default();
-            for (j, (e, &(blo, bhi))) in blocks.entries.iter().zip(times).enumerate() {
+            // With user marks, only the blocks holding a record the user's mark picks
+            // (FORMAT.md §3.3), found from the marks rather than block by block.
+            let marked = f
+                .user_mark
+                .zip(blocks.marks.as_deref())
+                .map(|(user, marks)| marked_blocks(&blocks.entries, marks, user));
+            if let Some(m) = &marked {
+                found.blocks_skipped += blocks.entries.len().saturating_sub(m.len()) as u64;
+            }
+            let mut consider = |j: usize, pick: Option<Vec<u64>>| {
+                let (Some(e), Some(&(blo, bhi))) = (blocks.entries.get(j), times.get(j)) else {
+                    return;
+                };
                 let candidate = f.overlaps(blo, bhi)
                     && blocks
                         .filters
@@ -1187,7 +1203,7 @@ fn load_group(
                         .is_none_or(|fl| fl.may_contain_all(j, &f.probes));
                 if !candidate {
                     found.blocks_skipped += 1;
-                    continue;
+                    return;
                 }
                 let next = blocks.entries.get(j + 1).copied().or(next_group);
                 let last_seq = next.map_or(ix.first_seq + ix.record_count, |n| n.seq);
@@ -1204,7 +1220,12 @@ fn load_group(
                     },
                     records: Some(last_seq.saturating_sub(e.seq)),
                     damage: None,
+                    pick,
                 });
+            };
+            match marked {
+                Some(m) => m.into_iter().for_each(|(j, seqs)| consider(j, Some(seqs))),
+                None => (0..blocks.entries.len()).for_each(|j| consider(j, None)),
             }
             Ok(())
         }
@@ -1247,6 +1268,39 @@ fn load_group(
             Ok(())
         }
     }
+}
+
+/// The blocks of a group (`entries`, whose records' user marks are `marks`, the first of
+/// the seq of `entries[0]`) holding a record marked `user` or [`MARK_UNKNOWN`], each with
+/// the seqs of those records, in order. The marks are scanned a chunk at a time without
+/// branching (a chunk rarely holds one), and each hit finds its block by binary search:
+/// the cost is one pass over 2 bytes per record, not a step per block.
+fn marked_blocks(entries: &[IndexEntry], marks: &[u16], user: u16) -> Vec<(usize, Vec<u64>)> {
+    const CHUNK: usize = 32;
+    let from = entries.first().map_or(0, |e| e.seq);
+    let may = |x: u16| (x == user) | (x == MARK_UNKNOWN);
+    let mut out: Vec<(usize, Vec<u64>)> = Vec::new();
+    for (c, chunk) in marks.chunks(CHUNK).enumerate() {
+        if !chunk.iter().fold(false, |any, &x| any | may(x)) {
+            continue;
+        }
+        for (i, &x) in chunk.iter().enumerate() {
+            if !may(x) {
+                continue;
+            }
+            let seq = from + (c * CHUNK + i) as u64;
+            match out.last_mut() {
+                Some((j, seqs)) if entries.get(*j + 1).is_none_or(|n| seq < n.seq) => {
+                    seqs.push(seq);
+                }
+                _ => {
+                    let j = entries.partition_point(|e| e.seq <= seq).saturating_sub(1);
+                    out.push((j, vec![seq]));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Walks the frames of `[from, to)` (CRC-checked), cuts them into blocks at
@@ -1294,6 +1348,7 @@ fn walk(
                             expect,
                             records: None,
                             damage: None,
+                            pick: None,
                         };
                         cur = Some((b, max_seq));
                         expect = Expect::Nothing;
@@ -1332,6 +1387,7 @@ fn walk(
             expect: Expect::Nothing,
             records: None,
             damage: Some(damage),
+            pick: None,
         };
         sink(b, max_seq);
         expect = Expect::Nothing;

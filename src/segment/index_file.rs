@@ -30,13 +30,11 @@ use crate::event::OrgId;
 use crate::format::codec::{Reader, varint_len};
 use crate::format::index::{
     BlockFilters, ENTRY_LEN, FILTER_HEADER_LEN, INDEX_HEADER_LEN, INDEX_TRAILER_LEN, IndexEntry,
-    IndexHead, Probing, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
+    IndexHead, MARK_LEN, MARKS_HEADER_LEN, Probing, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
+    SECTION_USER_MARKS, SeqRun, check_marks_header, decode_marks, user_marks_len,
 };
 use crate::format::{DecodeError, DecodeErrorKind};
 use crate::time::Timestamp;
-
-/// Sections the writer emits: block times and block filters.
-const SECTIONS_WRITTEN: u32 = 2;
 
 /// Bytes handed on at a time when copying a long field (a filter, an unknown section).
 const COPY_CHUNK: u64 = 64 * 1024;
@@ -51,7 +49,7 @@ pub(crate) fn stream(
 ) -> Result<()> {
     let mut head = head.clone();
     head.entry_count = image.entry_count_u32()?;
-    head.section_count = SECTIONS_WRITTEN;
+    head.section_count = image.section_count();
     let mut crc = crc32fast::Hasher::new();
     let mut tagger = signer.index_tagger();
     let mut tee = |bytes: &[u8]| -> Result<()> {
@@ -96,7 +94,8 @@ pub(crate) fn encode(head: &IndexHead, image: &IndexImage, signer: &Signer) -> R
 pub(crate) struct Checked {
     /// The header.
     pub head: IndexHead,
-    /// Both query sections were present.
+    /// The query sections a writer continues were present: block times, block filters and
+    /// user marks.
     pub has_sections: bool,
     /// The blocks, if asked for and both query sections were present: every closed block,
     /// and the open block's entry and times (its terms still to be read back from its
@@ -164,6 +163,11 @@ pub(crate) struct Summary {
     pub times_at: Option<u64>,
     /// How the filters are probed, if the index has section 2.
     pub filter_probing: Option<Probing>,
+    /// File offset of the first record's user mark, if the index has section 3.
+    pub marks_at: Option<u64>,
+    /// The index's `first_seq` and `record_count`.
+    pub first_seq: u64,
+    pub record_count: u64,
     pub groups: Vec<Group>,
 }
 
@@ -178,7 +182,8 @@ pub(crate) struct Group {
     pub hi: Timestamp,
     /// File range of its filters (section 2; empty without it).
     pub filters: (u64, u64),
-    /// SHA-256 over the SHA-256 of its entries', its times' and its filters' bytes.
+    /// SHA-256 over the SHA-256 of its entries', its times', its filters' and its user
+    /// marks' bytes.
     pub digest: Hash,
 }
 
@@ -190,6 +195,9 @@ pub(crate) struct GroupBlocks {
     pub times: Option<Vec<(Timestamp, Timestamp)>>,
     /// The blocks' filters (block `i` of the group is filter `i`), with section 2.
     pub filters: Option<BlockFilters>,
+    /// The user marks of the group's records, the first of seq `entries[0].seq`, with
+    /// section 3.
+    pub marks: Option<Vec<u16>>,
 }
 
 impl GroupBlocks {
@@ -202,6 +210,7 @@ impl GroupBlocks {
                 .filters
                 .as_ref()
                 .map_or(0, |f| f.bits.len() + 4 * f.ends.len())
+            + self.marks.as_ref().map_or(0, |m| m.len() * MARK_LEN)
     }
 }
 
@@ -233,7 +242,14 @@ impl Summary {
         };
         let (fa, fb) = group.filters;
         let filters = read(fa, fb.saturating_sub(fa))?;
-        let parts = [&entries, &times, &filters].map(|b| Sha256::digest(b).into());
+        let marks = match self.marks_at {
+            Some(at) => {
+                let (a, b) = self.mark_range(g).ok_or(Rejected::Changed)?;
+                read(at + a * MARK_LEN as u64, (b - a) * MARK_LEN as u64)?
+            }
+            None => Vec::new(),
+        };
+        let parts = [&entries, &times, &filters, &marks].map(|b| Sha256::digest(b).into());
         if group_digest(&parts) != group.digest {
             return Err(Rejected::Changed);
         }
@@ -265,12 +281,26 @@ impl Summary {
             entries,
             times,
             filters,
+            marks: self.marks_at.map(|_| decode_marks(&marks)),
         })
+    }
+
+    /// The records of group `g`, as mark numbers `[a, b)` (a record's is its seq less
+    /// `first_seq`): from its first entry's seq to the next group's, or to the end. Section
+    /// 3's checks made these increase and stay within `record_count`.
+    fn mark_range(&self, g: usize) -> Option<(u64, u64)> {
+        let a = self.groups.get(g)?.first.seq.checked_sub(self.first_seq)?;
+        let b = match self.groups.get(g + 1) {
+            Some(next) => next.first.seq.checked_sub(self.first_seq)?,
+            None => self.record_count,
+        };
+        (a <= b && b <= self.record_count).then_some((a, b))
     }
 }
 
-/// [`Group::digest`] from the SHA-256 of the group's entries', times' and filters' bytes.
-fn group_digest(parts: &[[u8; 32]; 3]) -> Hash {
+/// [`Group::digest`] from the SHA-256 of the group's entries', times', filters' and marks'
+/// bytes.
+fn group_digest(parts: &[[u8; 32]; 4]) -> Hash {
     let mut all = Sha256::new();
     for d in parts {
         all.update(d);
@@ -284,6 +314,7 @@ enum Part {
     Entries = 0,
     Times = 1,
     Filters = 2,
+    Marks = 3,
 }
 
 /// Collects a [`Summary`] while [`read_with`] checks the index.
@@ -293,9 +324,10 @@ struct Summarizer {
     entries_at: u64,
     times_at: Option<u64>,
     filter_probing: Option<Probing>,
+    marks_at: Option<u64>,
     groups: Vec<Group>,
-    /// Per group, the digests of its entries', times' and filters' bytes.
-    parts: Vec<[[u8; 32]; 3]>,
+    /// Per group, the digests of its entries', times', filters' and marks' bytes.
+    parts: Vec<[[u8; 32]; 4]>,
 }
 
 impl Summarizer {
@@ -308,8 +340,9 @@ impl Summarizer {
             entries_at,
             times_at: None,
             filter_probing: None,
+            marks_at: None,
             groups: Vec::with_capacity(groups),
-            parts: vec![[empty; 3]; groups],
+            parts: vec![[empty; 4]; groups],
         }
     }
 
@@ -336,7 +369,7 @@ impl Summarizer {
         }
     }
 
-    fn finish(mut self) -> Summary {
+    fn finish(mut self, head: &IndexHead) -> Summary {
         for (g, p) in self.groups.iter_mut().zip(&self.parts) {
             g.digest = group_digest(p);
         }
@@ -346,6 +379,9 @@ impl Summarizer {
             entries_at: self.entries_at,
             times_at: self.times_at,
             filter_probing: self.filter_probing,
+            marks_at: self.marks_at,
+            first_seq: head.first_seq,
+            record_count: head.record_count,
             groups: self.groups,
         }
     }
@@ -702,7 +738,7 @@ fn read_with(
         ));
     }
     let mut entries = FileWindow::new(entries_file, entries_at + n * ENTRY_LEN as u64);
-    let (mut seen_times, mut seen_filters) = (false, false);
+    let (mut seen_times, mut seen_filters, mut seen_marks) = (false, false, false);
     let mut own_probing = true;
     for _ in 0..count {
         let kind = u32::from_le_bytes(feed.array(body_end, "section.type")?);
@@ -713,6 +749,7 @@ fn read_with(
         let seen = match kind {
             SECTION_BLOCK_TIMES => Some(&mut seen_times),
             SECTION_BLOCK_FILTERS => Some(&mut seen_filters),
+            SECTION_USER_MARKS => Some(&mut seen_marks),
             _ => None,
         };
         if let Some(seen) = seen {
@@ -739,6 +776,15 @@ fn read_with(
                 own_probing =
                     read_filters(&mut feed, section_end, n, builder.as_mut(), sum.as_mut())?;
             }
+            SECTION_USER_MARKS => read_marks(
+                &mut feed,
+                section_end,
+                &head,
+                &mut entries,
+                entries_at,
+                builder.as_mut(),
+                sum.as_mut(),
+            )?,
             _ => feed.copy(slen, section_end, "section.bytes", &mut |_| {})?,
         }
     }
@@ -777,9 +823,12 @@ fn read_with(
             false => TagCheck::Mismatch,
         };
     }
-    let has_sections = seen_times && seen_filters;
+    let has_sections = seen_times && seen_filters && seen_marks;
+    if let Some(b) = builder.as_mut() {
+        b.resume_marks_done(seen_marks.then_some(head.record_count));
+    }
     Ok(Checked {
-        summary: sum.map(Summarizer::finish),
+        summary: sum.map(|s| s.finish(&head)),
         entries: entries_hash.map(|h| EntriesAt {
             at: entries_at,
             count: n,
@@ -941,6 +990,81 @@ fn read_filters(
     Ok(probing == Probing::WRITER)
 }
 
+/// Reads and checks section 3 (FORMAT.md §3.3) as
+/// [`crate::format::index::decode_user_marks`] does: scheme 1, reserved 0, one mark per
+/// covered record, and entries whose seqs locate each block's marks (read again through
+/// `entries`). The builder gets every mark; the summary, each group's digest.
+fn read_marks(
+    feed: &mut Feed,
+    end: u64,
+    head: &IndexHead,
+    entries: &mut FileWindow,
+    entries_at: u64,
+    mut builder: Option<&mut IndexBuilder>,
+    sum: Option<&mut Summarizer>,
+) -> Result<(), Rejected> {
+    let at = feed.pos;
+    let want = user_marks_len(head.record_count).unwrap_or(u64::MAX);
+    if end - feed.pos != want {
+        return Err(feed.error(
+            "user_marks",
+            DecodeErrorKind::BadLength {
+                found: end - feed.pos,
+                min: want,
+                max: want,
+            },
+        ));
+    }
+    check_marks_header(feed.array::<MARKS_HEADER_LEN>(end, "user_marks")?, at)?;
+    let mut run = SeqRun::new((head.first_seq, head.record_count));
+    for i in 0..u64::from(head.entry_count) {
+        let e_at = entries_at + i * ENTRY_LEN as u64;
+        let e = entries.get(e_at, ENTRY_LEN)?;
+        run.push(IndexEntry::decode(&mut Reader::new(e, e_at, "index"))?.seq);
+    }
+    run.finish(at)?;
+    let mut sink = |bytes: &[u8]| {
+        if let Some(b) = builder.as_deref_mut() {
+            b.resume_marks(bytes);
+        }
+    };
+    let Some(s) = sum else {
+        return feed.copy(end - feed.pos, end, "user_marks", &mut sink);
+    };
+    s.marks_at = Some(feed.pos);
+    // Groups follow one another and cover every record: the entries run from `first_seq`.
+    for g in 0..s.groups.len() {
+        let seq = |x: &Group| x.first.seq.saturating_sub(head.first_seq);
+        let from = s.groups.get(g).map_or(0, seq);
+        let to = s.groups.get(g + 1).map_or(head.record_count, seq);
+        // (The entries were re-read through another window: a file changed in between
+        // must not overflow here; its CRC fails further on.)
+        let len = to
+            .saturating_sub(from)
+            .checked_mul(MARK_LEN as u64)
+            .ok_or_else(|| feed.truncated("user_marks", u64::MAX))?;
+        feed.digest = Some(Sha256::new());
+        feed.copy(len, end, "user_marks", &mut sink)?;
+        if let (Some(d), Some(slot)) = (
+            feed.digest.take(),
+            s.parts
+                .get_mut(g)
+                .and_then(|p| p.get_mut(Part::Marks as usize)),
+        ) {
+            *slot = d.finalize().into();
+        }
+    }
+    if feed.pos != end {
+        return Err(feed.error(
+            "end of user_marks",
+            DecodeErrorKind::TrailingBytes {
+                count: end - feed.pos,
+            },
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(
@@ -959,7 +1083,8 @@ mod tests {
     use crate::format::codec::put_varint;
     use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
     use crate::format::index::{
-        Index, KeyFields, SECTION_BLOCK_FILTERS, Section, encode_block_times, encode_filter_probed,
+        Index, KeyFields, MARK_UNKNOWN, SECTION_BLOCK_FILTERS, Section, encode_block_times,
+        encode_filter_probed, encode_user_marks,
     };
     use crate::format::record;
     use crate::log::{Durability, Log, Options, RecoveryAction};
@@ -982,6 +1107,7 @@ mod tests {
         open_terms: Vec<u64>,
         open_unfiltered: bool,
         probing: Probing,
+        marks: Vec<u16>,
     }
 
     impl Legacy {
@@ -997,6 +1123,7 @@ mod tests {
                 filters: Vec::new(),
                 open_terms: Vec::new(),
                 open_unfiltered: false,
+                marks: Vec::new(),
             }
         }
 
@@ -1030,8 +1157,14 @@ mod tests {
                 *hi = (*hi).max(ts);
             }
             match KeyFields::parse(sealed) {
-                Ok(k) => k.terms(&mut self.open_terms),
-                Err(_) => self.open_unfiltered = true,
+                Ok(k) => {
+                    k.terms(&mut self.open_terms);
+                    self.marks.push(k.user_mark());
+                }
+                Err(_) => {
+                    self.open_unfiltered = true;
+                    self.marks.push(MARK_UNKNOWN);
+                }
             }
         }
 
@@ -1055,6 +1188,7 @@ mod tests {
                     kind: SECTION_BLOCK_FILTERS,
                     bytes: filters,
                 },
+                encode_user_marks(&self.marks),
             ]
         }
     }
@@ -1430,7 +1564,10 @@ mod tests {
             index: IndexBuilder::with_spill_limit(256, &missing, 1),
         };
         let mut win = FileWindow::new(File::open(f.seg()).unwrap(), seg_len);
-        let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally).unwrap();
+        let o = org();
+        let mut tags = scan::Tags::new(&o, &*f.keys);
+        let outcome =
+            scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, Some(&mut tags)).unwrap();
         assert!(outcome.damage.is_empty());
         let mut t = outcome.tally;
         let signer = f.signer();
@@ -1505,8 +1642,9 @@ mod tests {
                 return;
             };
             assert_eq!(fast.head, slow.head(), "{what}");
-            let sections =
-                slow.block_times().unwrap().is_some() && slow.block_filters().unwrap().is_some();
+            let sections = slow.block_times().unwrap().is_some()
+                && slow.block_filters().unwrap().is_some()
+                && slow.user_marks().unwrap().is_some();
             assert_eq!(fast.has_sections, sections, "{what}");
             let own_probing = slow
                 .block_filters()
@@ -1519,11 +1657,21 @@ mod tests {
             assert!(own_probing, "{what}: continued filters probed another way");
             let file = File::open(f.seg()).unwrap();
             let mut win = FileWindow::new(file, seg_len);
-            assert!(b.resume_open_block(&mut win, slow.covered_len).unwrap());
+            let o = org();
+            let mut tags = scan::Tags::new(&o, &*f.keys);
+            assert!(
+                b.resume_open_block(&mut win, slow.covered_len, &mut tags)
+                    .unwrap()
+            );
             let mut again = slow.clone();
-            again
-                .sections
-                .retain(|s| s.kind == SECTION_BLOCK_TIMES || s.kind == SECTION_BLOCK_FILTERS);
+            again.sections.retain(|s| {
+                [
+                    SECTION_BLOCK_TIMES,
+                    SECTION_BLOCK_FILTERS,
+                    SECTION_USER_MARKS,
+                ]
+                .contains(&s.kind)
+            });
             again.sections.sort_by_key(|s| s.kind);
             let mut want = again.encode_unsigned();
             want.extend_from_slice(&signer.index_tag(&want).0);

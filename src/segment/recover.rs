@@ -232,7 +232,8 @@ pub(crate) fn recover(
             max_seq: None,
             index: IndexBuilder::new(interval, dir),
         };
-        let mut outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally)
+        let mut tags = scan::Tags::new(org, keys);
+        let mut outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, Some(&mut tags))
             .map_err(|e| Error::io("read segment", &path, e))?;
         outcome.damage.insert(
             0,
@@ -288,7 +289,11 @@ pub(crate) fn recover(
                     && next_seq.is_some()
                     && let Some(mut builder) = checked.builder
                     && builder
-                        .resume_open_block(&mut win, index.covered_len)
+                        .resume_open_block(
+                            &mut win,
+                            index.covered_len,
+                            &mut scan::Tags::new(org, keys),
+                        )
                         .map_err(|e| Error::io("read segment", &path, e))?
                 {
                     resumed = Some(builder);
@@ -329,8 +334,9 @@ pub(crate) fn recover(
                 Some(format!("index {why}")),
             ),
         };
-    let outcome =
-        scan::scan(&mut win, start, tally).map_err(|e| Error::io("read segment", &path, e))?;
+    let mut tags = scan::Tags::new(org, keys);
+    let outcome = scan::scan(&mut win, start, tally, Some(&mut tags))
+        .map_err(|e| Error::io("read segment", &path, e))?;
     let file = win.into_file();
     if outcome.damage.is_empty() {
         // The writer counts every byte found here as durable (its next index and any link

@@ -6,13 +6,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::spill::{Spool, SpoolView};
-use crate::crypto::{self, Hash};
+use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer, Tag};
 use crate::error::{Error, IntegrityKind, Result};
+use crate::event::OrgId;
 use crate::format::DecodeError;
 use crate::format::codec::put_varint;
 use crate::format::index::{
-    ENTRY_LEN, FILTER_HEADER_LEN, IndexEntry, KeyFields, Probing, SECTION_BLOCK_FILTERS,
-    SECTION_BLOCK_TIMES, encode_block_time, encode_filter, section_header,
+    ENTRY_LEN, FILTER_HEADER_LEN, IndexEntry, KeyFields, MARK_LEN, MARK_UNKNOWN, MARKS_HEADER_LEN,
+    Probing, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES, SECTION_USER_MARKS, USER_MARK_SCHEME,
+    encode_block_time, encode_filter, section_header,
 };
 use crate::format::record::{self, FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN, RawRecord};
 use crate::time::Timestamp;
@@ -212,7 +214,8 @@ pub(crate) struct OpenBlock {
 /// query sections (FORMAT.md §3.1, §3.2), as records go by.
 ///
 /// Memory is bounded whatever the size of the segment: closed blocks are kept as the bytes
-/// they take in the index file, in three [`Spool`]s (entries, block times, block filters),
+/// they take in the index file, in four [`Spool`]s (entries, block times, block filters,
+/// and the user marks of every record),
 /// and once those hold more than the spill limit in memory they are moved to unnamed
 /// temporary files in the segment's directory. The index is then written by streaming
 /// ([`IndexBuilder::image`], `index_file::write`), never assembled in memory.
@@ -231,6 +234,13 @@ pub(crate) struct IndexBuilder {
     times: Spool,
     /// Encoded filters (varint length, bits) of the closed blocks, as in section 2.
     filters: Spool,
+    /// User marks of every record so far, the open block's included, as in section 3.
+    marks: Spool,
+    /// The records' seqs have run on one by one, so a record's mark is found by its seq
+    /// (FORMAT.md §3.3); after a gap the index is written without section 3.
+    marks_ok: bool,
+    /// The seq the next record must have for `marks_ok` to hold (`None`: any).
+    marks_next: Option<u64>,
     /// Closed blocks.
     closed: u64,
     /// The open block, once there is a record.
@@ -276,6 +286,9 @@ impl IndexBuilder {
             entries: Spool::default(),
             times: Spool::default(),
             filters: Spool::default(),
+            marks: Spool::default(),
+            marks_ok: true,
+            marks_next: None,
             closed: 0,
             open: None,
             open_terms: Vec::new(),
@@ -301,7 +314,10 @@ impl IndexBuilder {
 
     /// Whether part of the index has moved to spill files (which hold file descriptors).
     pub fn has_spill_file(&self) -> bool {
-        self.entries.has_file() || self.times.has_file() || self.filters.has_file()
+        self.entries.has_file()
+            || self.times.has_file()
+            || self.filters.has_file()
+            || self.marks.has_file()
     }
 
     /// Whether a spill failure is waiting to be reported ([`IndexBuilder::take_spill_error`]).
@@ -315,6 +331,7 @@ impl IndexBuilder {
         self.entries.held_bytes()
             + self.times.held_bytes()
             + self.filters.held_bytes()
+            + self.marks.held_bytes()
             + self.open_terms.capacity() * std::mem::size_of::<u64>()
             + self.filter_buf.capacity()
     }
@@ -324,12 +341,28 @@ impl IndexBuilder {
         self.entries.shrink();
         self.times.shrink();
         self.filters.shrink();
+        self.marks.shrink();
         self.open_terms.shrink_to_fit();
         self.filter_buf = Vec::new();
     }
 
-    /// Notes a record whose filter term hashes are `terms` (`None`: its body did not parse).
-    pub fn observe_terms(&mut self, offset: u64, seq: u64, ts: Timestamp, terms: Option<&[u64]>) {
+    /// Notes a record whose filter term hashes are `terms` and whose user mark is `mark`
+    /// (`None`, [`MARK_UNKNOWN`]: its body did not parse).
+    pub fn observe_terms(
+        &mut self,
+        offset: u64,
+        seq: u64,
+        ts: Timestamp,
+        terms: Option<&[u64]>,
+        mark: u16,
+    ) {
+        if self.marks_next.is_some_and(|n| n != seq) {
+            self.marks_ok = false;
+        }
+        self.marks_next = seq.checked_add(1);
+        if self.marks_ok {
+            self.marks.push(&mark.to_le_bytes());
+        }
         let open = match self.open.as_mut() {
             Some(open) if offset < self.next_boundary => open,
             _ => {
@@ -387,7 +420,10 @@ impl IndexBuilder {
 
     /// Spills the closed blocks held in memory once they pass the limit.
     fn maybe_spill(&mut self) {
-        let held = self.entries.mem_len() + self.times.mem_len() + self.filters.mem_len();
+        let held = self.entries.mem_len()
+            + self.times.mem_len()
+            + self.filters.mem_len()
+            + self.marks.mem_len();
         if held < self.spill_at {
             return;
         }
@@ -396,7 +432,8 @@ impl IndexBuilder {
             .entries
             .spill(dir)
             .and_then(|()| self.times.spill(dir))
-            .and_then(|()| self.filters.spill(dir));
+            .and_then(|()| self.filters.spill(dir))
+            .and_then(|()| self.marks.spill(dir));
         match spilled {
             Ok(()) => self.spill_at = self.spill_limit,
             Err(e) => {
@@ -424,6 +461,7 @@ impl IndexBuilder {
             entries: self.entries.view(),
             times: self.times.view(),
             filters: self.filters.view(),
+            marks: self.marks_ok.then(|| self.marks.view()),
             closed: self.closed,
             open: self.open,
             open_filter,
@@ -478,6 +516,25 @@ impl IndexBuilder {
         self.maybe_spill();
     }
 
+    /// A record did not follow the one before it (its seq or its link): from now on the
+    /// index is written without section 3, whose marks are found by seq.
+    pub fn marks_gap(&mut self) {
+        self.marks_ok = false;
+    }
+
+    /// Resuming: the next bytes of the user marks of every covered record (in any pieces).
+    pub fn resume_marks(&mut self, bytes: &[u8]) {
+        self.marks.push(bytes);
+        self.maybe_spill();
+    }
+
+    /// Resuming: the marks given were those of `records` records (`None`: the index had
+    /// no section 3); if not, later indexes are written without section 3.
+    pub fn resume_marks_done(&mut self, records: Option<u64>) {
+        self.marks_ok =
+            records.and_then(|n| n.checked_mul(MARK_LEN as u64)) == Some(self.marks.len());
+    }
+
     /// Resuming: reads back the terms of the open block's records, from its entry to
     /// `covered_len`. False if they do not read back as whole frames (the caller then
     /// rebuilds from the records), or if the streams given do not agree on the blocks.
@@ -485,6 +542,7 @@ impl IndexBuilder {
         &mut self,
         win: &mut FileWindow,
         covered_len: u64,
+        tags: &mut Tags<'_>,
     ) -> io::Result<bool> {
         let Some(open) = self.open else {
             return Ok(self.closed == 0);
@@ -499,9 +557,12 @@ impl IndexBuilder {
         while off < covered_len {
             match win.frame(off)? {
                 Ok(rec) => {
+                    // Only an authentic record's terms (see [`Tags`]).
+                    let hash = crypto::chain_hash(rec.chained_bytes());
+                    let authentic = tags.authentic(rec.fields.key_id, &hash, &rec.tag);
                     match KeyFields::parse(rec.sealed) {
-                        Ok(k) => k.terms(&mut self.open_terms),
-                        Err(_) => self.open_unfiltered = true,
+                        Ok(k) if authentic => k.terms(&mut self.open_terms),
+                        _ => self.open_unfiltered = true,
                     }
                     off += rec.len();
                 }
@@ -519,6 +580,8 @@ pub(crate) struct IndexImage {
     entries: SpoolView,
     times: SpoolView,
     filters: SpoolView,
+    /// Section 3, unless the records' seqs had a gap.
+    marks: Option<SpoolView>,
     closed: u64,
     open: Option<OpenBlock>,
     /// The open block's encoded filter (empty if there is no open block).
@@ -538,6 +601,11 @@ impl IndexImage {
         u32::try_from(self.entry_count()).map_err(|_| self.too_large())
     }
 
+    /// Sections written: block times and filters, and user marks unless seqs had a gap.
+    pub fn section_count(&self) -> u32 {
+        2 + u32::from(self.marks.is_some())
+    }
+
     fn too_large(&self) -> Error {
         Error::io(
             "encode the index of a segment in",
@@ -547,7 +615,7 @@ impl IndexImage {
     }
 
     /// Hands `sink` every index byte after the header and before the CRC: the entries, then
-    /// section 1 (block times) and section 2 (block filters), exactly as
+    /// section 1 (block times), section 2 (block filters) and section 3 (user marks), exactly as
     /// [`crate::format::index::Index::encode_unsigned`] lays them out.
     pub fn write_body(&self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let too_large = || self.too_large();
@@ -567,7 +635,15 @@ impl IndexImage {
         sink(&section_header(SECTION_BLOCK_FILTERS, filters_len))?;
         sink(&Probing::WRITER.header())?;
         self.filters.copy_to(&self.dir, sink)?;
-        sink(&self.open_filter)
+        sink(&self.open_filter)?;
+        if let Some(marks) = &self.marks {
+            let len = u64::try_from(MARKS_HEADER_LEN).unwrap_or(0) + marks.len();
+            let len = u32::try_from(len).map_err(|_| too_large())?;
+            sink(&section_header(SECTION_USER_MARKS, len))?;
+            sink(&[USER_MARK_SCHEME, 0, 0, 0])?;
+            marks.copy_to(&self.dir, sink)?;
+        }
+        Ok(())
     }
 }
 
@@ -602,12 +678,54 @@ impl ScanOutcome {
     }
 }
 
+/// The tag check of the records an index is rebuilt from: the index is signed, so what it
+/// says of a record (its filter terms, its user mark) must come from a record whose tag
+/// verifies, or a keyless attacker could have the writer sign what a forged record claims
+/// (a `user_id` changed, CRC and later links fixed) and hide the original from queries.
+pub(crate) struct Tags<'a> {
+    org: &'a OrgId,
+    keys: &'a dyn KeyProvider,
+    signers: Vec<(KeyId, Option<Signer>)>,
+}
+
+impl<'a> Tags<'a> {
+    pub fn new(org: &'a OrgId, keys: &'a dyn KeyProvider) -> Self {
+        Tags {
+            org,
+            keys,
+            signers: Vec::new(),
+        }
+    }
+
+    /// Whether `tag` is the tag of chain hash `hash` under key `id` (false for a key that
+    /// is unknown or cannot be had).
+    fn authentic(&mut self, id: KeyId, hash: &Hash, tag: &Tag) -> bool {
+        if !self.signers.iter().any(|(k, _)| *k == id) {
+            let key = self.keys.key(self.org, id).ok().flatten();
+            self.signers.push((id, key.map(|k| Signer::new(id, &k))));
+        }
+        self.signers
+            .iter()
+            .find(|(k, _)| *k == id)
+            .and_then(|(_, s)| s.as_ref())
+            .is_some_and(|s| s.verify_record(self.org, hash, tag))
+    }
+}
+
 /// Scans records from `start` to the window's end, continuing `tally`.
 ///
-/// Verifies length, CRC, seq order and chain linkage (not tags: that needs keys and is the
-/// job of verification). After a bad frame it searches forward for the next valid frame, so
-/// every valid record is counted and every damaged stretch is reported.
-pub(crate) fn scan(win: &mut FileWindow, start: u64, mut tally: Tally) -> io::Result<ScanOutcome> {
+/// Verifies length, CRC, seq order and chain linkage, and with `tags` each record's tag, but
+/// only to decide what the rebuilt index may say of it: a record whose tag does not verify
+/// gets no filter terms and the mark [`MARK_UNKNOWN`], so queries read it and report it.
+/// (Reporting tags is the job of verification.) After a bad frame it searches forward for
+/// the next valid frame, so every valid record is counted and every damaged stretch is
+/// reported.
+pub(crate) fn scan(
+    win: &mut FileWindow,
+    start: u64,
+    mut tally: Tally,
+    mut tags: Option<&mut Tags<'_>>,
+) -> io::Result<ScanOutcome> {
     let mut damage = Vec::new();
     let mut terms = Vec::new();
     let mut off = start;
@@ -616,19 +734,24 @@ pub(crate) fn scan(win: &mut FileWindow, start: u64, mut tally: Tally) -> io::Re
         let outcome = match win.frame(off)? {
             Ok(rec) => {
                 terms.clear();
-                let parsed = KeyFields::parse(rec.sealed).map(|k| k.terms(&mut terms));
-                Ok((
-                    rec.fields,
-                    rec.len(),
-                    crypto::chain_hash(rec.chained_bytes()),
-                    parsed.is_ok(),
-                ))
+                let hash = crypto::chain_hash(rec.chained_bytes());
+                let authentic = tags
+                    .as_deref_mut()
+                    .is_none_or(|t| t.authentic(rec.fields.key_id, &hash, &rec.tag));
+                let mark = match KeyFields::parse(rec.sealed) {
+                    Ok(k) if authentic => {
+                        k.terms(&mut terms);
+                        Some(k.user_mark())
+                    }
+                    _ => None,
+                };
+                Ok((rec.fields, rec.len(), hash, mark))
             }
             Err(FrameError::Incomplete { .. }) => Err(DamageCause::Incomplete),
             Err(FrameError::Corrupt(e)) => Err(DamageCause::Corrupt(e)),
         };
         match outcome {
-            Ok((fields, len, hash, parsed)) => {
+            Ok((fields, len, hash, mark)) => {
                 let mut problem = None;
                 if fields.seq != tally.next_seq {
                     problem = Some(IntegrityKind::SeqMismatch {
@@ -642,6 +765,7 @@ pub(crate) fn scan(win: &mut FileWindow, start: u64, mut tally: Tally) -> io::Re
                     });
                 }
                 if let Some(kind) = problem {
+                    tally.index.marks_gap();
                     damage.push(DamageRange {
                         start: off,
                         end: off + len,
@@ -655,7 +779,8 @@ pub(crate) fn scan(win: &mut FileWindow, start: u64, mut tally: Tally) -> io::Re
                     off,
                     fields.seq,
                     fields.occurred_at,
-                    parsed.then_some(terms.as_slice()),
+                    mark.is_some().then_some(terms.as_slice()),
+                    mark.unwrap_or(MARK_UNKNOWN),
                 );
                 tally.head = hash;
                 tally.next_seq = fields.seq.saturating_add(1);
@@ -675,6 +800,8 @@ pub(crate) fn scan(win: &mut FileWindow, start: u64, mut tally: Tally) -> io::Re
                 if let Some(next) = next {
                     // Records after damage chain to a record we could not read: take the
                     // next valid record's own prev_hash and seq as the new baseline.
+                    // Their seqs need not follow the last one counted.
+                    tally.index.marks_gap();
                     if let Ok(rec) = win.frame(next)? {
                         tally.head = rec.fields.prev;
                         tally.next_seq = rec.fields.seq;

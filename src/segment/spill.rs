@@ -2,7 +2,7 @@
 //!
 //! A segment writer derives its sidecar index as records go by, and the index grows with the
 //! segment (~11 bytes per event). A [`Spool`] holds one stream of it (the sparse entries, the
-//! block times or the block filters) with bounded memory: its owner moves the bytes kept in
+//! block times, the block filters or the user marks) with bounded memory: its owner moves the bytes kept in
 //! memory to the spill file whenever they pass its limit ([`Spool::spill`]). The file is
 //! created in the segment's directory with `O_TMPFILE` (through `tempfile`), so it has no
 //! name, disappears with its last descriptor even after a crash, and stays on the disk the

@@ -425,7 +425,7 @@ impl SegmentWriter {
             }) as u64;
             st.tally
                 .index
-                .observe_terms(st.end, fields.seq, *ts, ev.terms.get());
+                .observe_terms(st.end, fields.seq, *ts, ev.terms.get(), ev.terms.mark);
             st.tally.head = hash;
             st.tally.next_seq += 1;
             st.tally.count += 1;
