@@ -448,37 +448,34 @@ fn run_block(
             source: invalid(off, "last frame does not end at its index block's end"),
         }));
     }
+    // What the signed index says of the block, against what its bytes hold.
+    let mismatch = |first: Option<(u64, Hash)>, what: String| {
+        Item::Err(Error::Integrity {
+            file: path.clone(),
+            offset: block.start,
+            seq: first.map(|(s, _)| s),
+            kind: IntegrityKind::IndexMismatch { what },
+        })
+    };
     if let Some(n) = block.records
         && !out.broken
         && n != out.records
     {
-        out.items.push(Item::Err(Error::Integrity {
-            file: path.clone(),
-            offset: block.start,
-            seq: out.first.map(|(s, _)| s),
-            kind: IntegrityKind::IndexMismatch {
-                what: format!(
-                    "its signed index block holds {n} records, the segment {}",
-                    out.records
-                ),
-            },
-        }));
+        let what = format!(
+            "its signed index block holds {n} records, the segment {}",
+            out.records
+        );
+        out.items.push(mismatch(out.first, what));
     }
     if let Some(p) = pick
         && !out.broken
         && picked != p.len()
     {
-        out.items.push(Item::Err(Error::Integrity {
-            file: path.clone(),
-            offset: block.start,
-            seq: out.first.map(|(s, _)| s),
-            kind: IntegrityKind::IndexMismatch {
-                what: format!(
-                    "its signed index marks {} records of this block as the user's, the segment holds {picked} of them",
-                    p.len()
-                ),
-            },
-        }));
+        let what = format!(
+            "its signed index marks {} records of this block as the user's, the segment holds {picked} of them",
+            p.len()
+        );
+        out.items.push(mismatch(out.first, what));
     }
     out.last = next_seq.map(|n| (n, head));
     out
