@@ -168,6 +168,33 @@ pub trait KeyProvider: Send + Sync {
     fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError>;
 }
 
+/// Signers of one org by key id, each made on first use (a stream of records names few keys).
+#[derive(Default)]
+pub(crate) struct Signers {
+    by_id: Vec<(KeyId, Option<Signer>)>,
+}
+
+impl Signers {
+    /// The signer of key `id` of `org` (`None`: `keys` has no such key). An error is not
+    /// kept: the next call asks `keys` again.
+    pub fn get(
+        &mut self,
+        keys: &dyn KeyProvider,
+        org: &OrgId,
+        id: KeyId,
+    ) -> Result<Option<&Signer>, KeyError> {
+        if !self.by_id.iter().any(|(k, _)| *k == id) {
+            let key = keys.key(org, id)?;
+            self.by_id.push((id, key.map(|k| Signer::new(id, &k))));
+        }
+        Ok(self
+            .by_id
+            .iter()
+            .find(|(k, _)| *k == id)
+            .and_then(|(_, s)| s.as_ref()))
+    }
+}
+
 /// A keyed HMAC-SHA256 state, cloned per message (saves re-absorbing the key).
 #[derive(Clone)]
 pub struct Signer {

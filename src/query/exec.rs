@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use super::plan::{Block, Ctx, Round, Source};
-use crate::crypto::{self, Hash, KeyId, Signer};
+use crate::crypto::{self, Hash, KeyId, Signer, Signers};
 use crate::error::{Error, IntegrityKind};
 use crate::format::index::KeyFields;
 use crate::format::record::{FRAME_HEADER_LEN, FrameError, TAG_LEN, decode_frame};
@@ -149,29 +149,23 @@ pub(crate) struct BatchOut {
 
 /// Per-thread verification state: signers by key id.
 pub(crate) struct Verifier {
-    signers: Vec<(KeyId, Option<Signer>)>,
+    signers: Signers,
 }
 
 impl Verifier {
     pub fn new() -> Verifier {
         Verifier {
-            signers: Vec::new(),
+            signers: Signers::default(),
         }
     }
 
     fn signer(&mut self, ctx: &Ctx, id: KeyId) -> Result<Option<&Signer>, Error> {
-        if !self.signers.iter().any(|(k, _)| *k == id) {
-            let key = ctx.keys.key(&ctx.org, id).map_err(|source| Error::Key {
+        self.signers
+            .get(&*ctx.keys, &ctx.org, id)
+            .map_err(|source| Error::Key {
                 org: ctx.org.to_string(),
                 source,
-            })?;
-            self.signers.push((id, key.map(|k| Signer::new(id, &k))));
-        }
-        Ok(self
-            .signers
-            .iter()
-            .find(|(k, _)| *k == id)
-            .and_then(|(_, s)| s.as_ref()))
+            })
     }
 }
 

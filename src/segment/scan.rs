@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::spill::{Spool, SpoolView};
-use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer, Tag};
+use crate::crypto::{self, Hash, KeyId, KeyProvider, Signers, Tag};
 use crate::error::{Error, IntegrityKind, Result};
 use crate::event::OrgId;
 use crate::format::DecodeError;
@@ -685,7 +685,7 @@ impl ScanOutcome {
 pub(crate) struct Tags<'a> {
     org: &'a OrgId,
     keys: &'a dyn KeyProvider,
-    signers: Vec<(KeyId, Option<Signer>)>,
+    signers: Signers,
 }
 
 impl<'a> Tags<'a> {
@@ -693,22 +693,15 @@ impl<'a> Tags<'a> {
         Tags {
             org,
             keys,
-            signers: Vec::new(),
+            signers: Signers::default(),
         }
     }
 
     /// Whether `tag` is the tag of chain hash `hash` under key `id` (false for a key that
     /// is unknown or cannot be had).
     fn authentic(&mut self, id: KeyId, hash: &Hash, tag: &Tag) -> bool {
-        if !self.signers.iter().any(|(k, _)| *k == id) {
-            let key = self.keys.key(self.org, id).ok().flatten();
-            self.signers.push((id, key.map(|k| Signer::new(id, &k))));
-        }
-        self.signers
-            .iter()
-            .find(|(k, _)| *k == id)
-            .and_then(|(_, s)| s.as_ref())
-            .is_some_and(|s| s.verify_record(self.org, hash, tag))
+        let signer = self.signers.get(self.keys, self.org, id).ok().flatten();
+        signer.is_some_and(|s| s.verify_record(self.org, hash, tag))
     }
 }
 
