@@ -257,6 +257,14 @@ fn a_rebuilt_index_marks_a_forged_record_as_anyones() {
     // A writer opens the log and writes a new index from the segment.
     Log::open(dir.path(), opts(&keys)).unwrap().close().unwrap();
     assert!(index_of(&seg).user_marks().unwrap().is_some());
+    // verify reports the forged record, and nothing of the index: its mark 1 and unfiltered
+    // block hide nothing.
+    let r = support::verify_keys(dir.path(), &*keys);
+    assert_eq!(r.findings.len(), 1, "{}", r.summary());
+    assert_eq!(
+        r.findings[0].kind,
+        auditlog::verify::FindingKind::TagMismatch
+    );
 
     let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
     let o = org("acme");
@@ -280,4 +288,135 @@ fn a_rebuilt_index_marks_a_forged_record_as_anyones() {
     let (got, errs, _) = run(log.query(&o).user("user-39"));
     assert_eq!(ids(&got), want(&events, "user-39"));
     assert!(tag_failed(&errs), "{errs:?}");
+}
+
+/// `verify` compares a signed index's query sections with the records they describe (as a
+/// writer bug could get them wrong, and a query trusts them): a record outside its block's
+/// times, with a term its block's filter does not admit, or with another user's mark is
+/// reported. Mark 1 ("any user") and an empty filter hide nothing and are accepted.
+#[test]
+fn verify_reports_a_signed_index_that_would_hide_records() {
+    use auditlog::format::index::{SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES, Section, user_mark};
+    use auditlog::verify::FindingKind;
+    use support::{rewrite_index, signer, verify_keys};
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let events = build(dir.path(), &keys, 2_000);
+    let (seg, ip) = (
+        seg_path(dir.path(), "acme", "2026-01"),
+        idx_path(dir.path(), "acme", "2026-01"),
+    );
+    let orig = std::fs::read(&ip).unwrap();
+    let index = index_of(&seg);
+    let s = signer(&*keys, &org("acme"), index.key_id.0);
+    // Record 17 (user-17's) lies in block `b`, which starts at seq `first`; the block
+    // after it starts at `end`.
+    let b = index.entries.iter().rposition(|e| e.seq <= 17).unwrap();
+    let (first, end) = (index.entries[b].seq, index.entries[b + 1].seq);
+    assert!(end - first > 1, "several records per block");
+    let section = |ix: &mut auditlog::format::index::Index, kind: u32| -> usize {
+        ix.sections
+            .iter()
+            .position(|x: &Section| x.kind == kind)
+            .unwrap()
+    };
+    let mark_at =
+        |ix: &auditlog::format::index::Index, seq: u64| 4 + 2 * (seq - ix.first_seq) as usize;
+    let check = |what: Option<&str>| {
+        let r = verify_keys(dir.path(), &*keys);
+        match what {
+            None => assert!(r.findings.is_empty(), "{}", r.summary()),
+            Some(what) => {
+                assert_eq!(r.findings.len(), 1, "{}", r.summary());
+                let f = &r.findings[0];
+                assert_eq!(f.kind, FindingKind::IndexMismatch);
+                assert!(f.message.contains(what), "{}", f.message);
+            }
+        }
+        std::fs::write(&ip, &orig).unwrap();
+    };
+    let o = org("acme");
+    let set_mark = |mark: u16| {
+        rewrite_index(
+            &ip,
+            |ix| {
+                let at = mark_at(ix, 17);
+                let m = section(ix, SECTION_USER_MARKS);
+                ix.sections[m].bytes[at..at + 2].copy_from_slice(&mark.to_le_bytes());
+            },
+            Some(&s),
+        );
+    };
+
+    check(None);
+    // Another user's mark: a user query for user-17 misses the record without an error.
+    set_mark(user_mark(Some(b"user-18")));
+    {
+        let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+        let (got, errs, _) = run(log.query(&o).user("user-17"));
+        assert!(errs.is_empty(), "{errs:?}");
+        let mut w = want(&events, "user-17");
+        w.retain(|id| id != "r-00017");
+        assert_eq!(ids(&got), w);
+    }
+    check(Some("user mark"));
+    // Mark 1 sends every user query to the record: nothing hidden.
+    set_mark(1);
+    check(None);
+
+    // The block's filter emptied of every bit (its length kept): it admits no term.
+    rewrite_index(
+        &ip,
+        |ix| {
+            let f = section(ix, SECTION_BLOCK_FILTERS);
+            let bytes = &mut ix.sections[f].bytes;
+            let mut at = 4;
+            for i in 0..=b {
+                let (mut n, mut shift) = (0usize, 0);
+                loop {
+                    let byte = bytes[at];
+                    at += 1;
+                    n |= usize::from(byte & 0x7f) << shift;
+                    shift += 7;
+                    if byte & 0x80 == 0 {
+                        break;
+                    }
+                }
+                assert!(n > 0);
+                if i == b {
+                    bytes[at..at + n].fill(0);
+                }
+                at += n;
+            }
+        },
+        Some(&s),
+    );
+    check(Some("filter"));
+
+    // The block's earliest time raised to its latest: its other records lie before it.
+    // (Block `b` is not the first, so the header's `min_ts` still agrees.)
+    assert!(b > 0);
+    rewrite_index(
+        &ip,
+        |ix| {
+            let t = section(ix, SECTION_BLOCK_TIMES);
+            let bytes = &mut ix.sections[t].bytes;
+            let max: [u8; 8] = bytes[16 * b + 8..16 * b + 16].try_into().unwrap();
+            bytes[16 * b..16 * b + 8].copy_from_slice(&max);
+        },
+        Some(&s),
+    );
+    check(Some("times"));
+
+    // The same edits under a tag that does not verify are the tag's finding, not compared.
+    set_mark(user_mark(Some(b"user-18")));
+    rewrite_index(
+        &ip,
+        |_| {},
+        Some(&Signer::new(index.key_id, &support::forged_key())),
+    );
+    let r = verify_keys(dir.path(), &*keys);
+    assert_eq!(r.findings.len(), 1, "{}", r.summary());
+    assert_eq!(r.findings[0].kind, FindingKind::TagMismatch);
 }

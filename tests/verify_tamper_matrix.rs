@@ -483,6 +483,23 @@ fn rewritten_history_is_caught_by_a_checkpoint_even_when_resigned_with_the_key()
     fs::write(&p, &b).unwrap();
     let head = record_hash(&b, recs.last().unwrap().off);
     rewrite_index(&ip, |ix| ix.head = head, Some(&s));
+    // The edited record's resource id is no longer in its block's filter: a signed index
+    // that contradicts an authentic record is reported.
+    let r = verify_keys(d.path(), &*keys);
+    assert_eq!(r.findings.len(), 1, "{}", r.summary());
+    assert_eq!(r.findings[0].kind, K::IndexMismatch);
+    assert!(
+        r.findings[0].message.contains("filter"),
+        "{}",
+        r.findings[0].message
+    );
+    // So the forger has a writer rebuild and sign the index: then everything agrees.
+    fs::remove_file(&ip).unwrap();
+    Log::open(d.path(), Options::new(keys.clone()))
+        .unwrap()
+        .close()
+        .unwrap();
+    assert!(ip.exists());
     assert!(verify_keys(d.path(), &*keys).findings.is_empty());
     let opts = VerifyOptions {
         checkpoints: vec![cp],

@@ -101,10 +101,8 @@ pub(crate) struct Checked {
     /// and the open block's entry and times (its terms still to be read back from its
     /// records with [`IndexBuilder::resume_open_block`]).
     pub builder: Option<IndexBuilder>,
-    /// The summary, if asked for ([`read_summary`]).
+    /// The summary, if asked for ([`read_summary`], [`check`]).
     pub summary: Option<Summary>,
-    /// Where the entries lie and their digest, if asked for ([`check`]).
-    pub entries: Option<EntriesAt>,
     /// What became of the tag ([`read`] and [`read_summary`] accept only `Verified`).
     pub tag: TagCheck,
 }
@@ -544,20 +542,21 @@ fn authentic(checked: Checked) -> Result<Checked, Rejected> {
 
 /// Checks the structure of the index file `file` as [`read`] does, and its tag with the key
 /// of `org` it names if `keys` are given, reporting the tag's status rather than refusing
-/// the index over it (`verify` reports both). Also digests the entries' bytes
-/// ([`Checked::entries`]), so that a second read of them can be shown to be of the same
-/// bytes.
+/// the index over it (`verify` reports both). Also summarises it in groups of `group_blocks`
+/// blocks ([`Checked::summary`]), so that its blocks can be read again a group at a time
+/// and shown to be the bytes checked ([`Summary::group`]).
 pub(crate) fn check(
     file: File,
     org: &OrgId,
     keys: Option<&dyn KeyProvider>,
+    group_blocks: u64,
 ) -> Result<Checked, Rejected> {
     read_with(
         file,
         org,
         keys,
         Want {
-            entries_digest: true,
+            group_blocks: Some(group_blocks.max(1)),
             ..Want::default()
         },
     )
@@ -570,8 +569,6 @@ struct Want<'a> {
     build: Option<&'a Path>,
     /// A summary in groups of this many blocks.
     group_blocks: Option<u64>,
-    /// The digest of the entries' bytes.
-    entries_digest: bool,
 }
 
 /// What became of an index's tag.
@@ -585,14 +582,6 @@ pub(crate) enum TagCheck {
     UnknownKey(String),
     /// No keys were given.
     NotChecked,
-}
-
-/// Where an index's entries lie, and the SHA-256 of their bytes ([`check`]).
-#[derive(Clone, Debug)]
-pub(crate) struct EntriesAt {
-    pub at: u64,
-    pub count: u64,
-    pub digest: Hash,
 }
 
 /// Reads and checks the index file `file` as [`read`] does, and summarises it in groups of
@@ -626,7 +615,6 @@ fn read_with(
     let Want {
         build,
         group_blocks,
-        entries_digest,
     } = want;
     let len = file.metadata()?.len();
     let entries_file = file.try_clone()?;
@@ -686,7 +674,6 @@ fn read_with(
         build.map(|dir| IndexBuilder::resuming(head.interval, dir, head.min_ts, head.max_ts));
     let entries_at = feed.pos;
     let mut sum = group_blocks.map(|g| Summarizer::new(g, n, entries_at));
-    let mut entries_hash = entries_digest.then(Sha256::new);
     let mut last_offset = None;
     for i in 0..n {
         if let Some(s) = sum.as_mut() {
@@ -695,9 +682,6 @@ fn read_with(
         let at = feed.pos;
         let bytes = feed.array::<ENTRY_LEN>(body_end, "entry")?;
         let e = IndexEntry::decode(&mut Reader::new(&bytes, at, "index"))?;
-        if let Some(h) = entries_hash.as_mut() {
-            h.update(bytes);
-        }
         if let Some(s) = sum.as_mut()
             && i.is_multiple_of(s.group_blocks)
         {
@@ -829,11 +813,6 @@ fn read_with(
     }
     Ok(Checked {
         summary: sum.map(|s| s.finish(&head)),
-        entries: entries_hash.map(|h| EntriesAt {
-            at: entries_at,
-            count: n,
-            digest: Hash(h.finalize().into()),
-        }),
         tag: tag_check,
         head,
         has_sections,

@@ -4,17 +4,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::report::{Finding, FindingKind as K};
 use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer};
 use crate::entry;
 use crate::event::OrgId;
-use crate::format::codec::Reader;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
-use crate::format::index::{ENTRY_LEN, IndexEntry, IndexHead};
+use crate::format::index::{IndexEntry, IndexHead, KeyFields, MARK_UNKNOWN, TermProbe};
 use crate::format::record::{FrameError, MIN_FRAME_LEN};
-use crate::segment::index_file::{self, EntriesAt, Rejected, TagCheck};
+use crate::segment::index_file::{self, GroupBlocks, Rejected, Summary, TagCheck};
 use crate::segment::scan::{self, FileWindow};
 use crate::time::Timestamp;
 
@@ -220,6 +217,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     let mut max_ts = Timestamp(i64::MIN);
     let mut max_seq: Option<u64> = None;
     let mut signers: HashMap<KeyId, Option<Signer>> = HashMap::new();
+    let mut terms = Vec::new();
     let mut off = SEGMENT_HEADER_LEN as u64;
     out.verified_to = off.min(len);
     while off < len {
@@ -232,19 +230,30 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         if let Some(x) = cmp.as_mut() {
             x.covered(off, here);
         }
-        // Decoded once: the body is checked here, while the frame is at hand.
+        // Decoded once: the body is checked here, while the frame is at hand, and so are
+        // the fields the index describes it by (if it does).
         let frame = match win.frame(off) {
             Ok(Ok(rec)) => {
                 let hash = crypto::chain_hash(rec.chained_bytes());
                 let body = header.as_ref().map_or(Ok(()), |h| {
                     entry::check(c.org, h.id.month, h.id.part, &rec, hash)
                 });
-                Ok((rec.fields, rec.len(), hash, rec.tag, body))
+                let mark = match cmp.as_ref() {
+                    Some(x) if x.describes(off) => {
+                        terms.clear();
+                        KeyFields::parse(rec.sealed).ok().map(|k| {
+                            k.terms(&mut terms);
+                            k.user_mark()
+                        })
+                    }
+                    _ => None,
+                };
+                Ok((rec.fields, rec.len(), hash, rec.tag, body, mark))
             }
             Ok(Err(e)) => Err(Some(e)),
             Err(_) => Err(None),
         };
-        let (fields, flen, hash, tag, body) = match frame {
+        let (fields, flen, hash, tag, body, mark) = match frame {
             Ok(x) => x,
             Err(e) => {
                 let next = scan::resync(&mut win, off + 1, max_seq).ok().flatten();
@@ -370,6 +379,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 ),
             ));
         }
+        let mut authentic = linked;
         if let Some(keys) = c.keys {
             let signer = signers.entry(fields.key_id).or_insert_with(|| {
                 keys.key(c.org, fields.key_id)
@@ -378,22 +388,38 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                     .map(|k| Signer::new(fields.key_id, &k))
             });
             match signer {
-                None => f.push(finding(
-                    K::UnknownKey,
-                    format!(
-                        "tag made with key {} of org {}, which the keyring does not have",
-                        fields.key_id, c.org
-                    ),
-                )),
-                Some(s) if !s.verify_record(c.org, &hash, &tag) => f.push(finding(
-                    K::TagMismatch,
-                    format!(
-                        "HMAC tag does not verify with key {} of org {}",
-                        fields.key_id, c.org
-                    ),
-                )),
+                None => {
+                    authentic = false;
+                    f.push(finding(
+                        K::UnknownKey,
+                        format!(
+                            "tag made with key {} of org {}, which the keyring does not have",
+                            fields.key_id, c.org
+                        ),
+                    ));
+                }
+                Some(s) if !s.verify_record(c.org, &hash, &tag) => {
+                    authentic = false;
+                    f.push(finding(
+                        K::TagMismatch,
+                        format!(
+                            "HMAC tag does not verify with key {} of org {}",
+                            fields.key_id, c.org
+                        ),
+                    ));
+                }
                 Some(_) => {}
             }
+        }
+        // The index's query sections against the record, if it is the one that was written
+        // there (else the finding above is the one to report, not the index's): a signed
+        // index that contradicts an authentic record is a writer's fault.
+        if authentic && let Some(x) = cmp.as_mut() {
+            let keys = mark.map(|mark| RecordKeys {
+                mark,
+                terms: &terms,
+            });
+            x.contents(off, seq, fields.occurred_at, keys);
         }
         if let Err(e) = body {
             let msg = match e {
@@ -461,14 +487,20 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     out
 }
 
-/// An index that decoded (structure, sections, CRC), with where its entries lie.
+/// An index that decoded (structure, sections, CRC), with its summary for reading it again.
 struct CheckedIndex {
     head: IndexHead,
     path: PathBuf,
     file: File,
     len: u64,
-    entries: EntriesAt,
+    summary: Summary,
+    /// Its tag verified: its query sections are what its key holder's writer claims.
+    signed: bool,
 }
+
+/// Blocks per group when an index is read again for the comparison: the memory held is one
+/// group's entries, times, filters and user marks.
+const COMPARE_GROUP_BLOCKS: u64 = 1024;
 
 /// Checks an index on its own in one streaming pass (structure, and the tag when there are
 /// keys) and whether its header describes this segment, reporting what fails. `None`: it
@@ -482,22 +514,23 @@ fn check_index(
     f: &mut Findings,
 ) -> Option<CheckedIndex> {
     let ilen = file.metadata().map_or(0, |m| m.len());
-    let checked = match index_file::check(file.try_clone().ok()?, c.org, c.keys) {
-        Ok(x) => x,
-        // Unreadable: as if absent (the segment is verified without it).
-        Err(Rejected::Io(_)) => return None,
-        Err(e) => {
-            f.push(
-                Finding::new(
-                    K::IndexMismatch,
-                    &ipath,
-                    format!("index does not decode: {e}"),
-                )
-                .at(0, ilen),
-            );
-            return None;
-        }
-    };
+    let checked =
+        match index_file::check(file.try_clone().ok()?, c.org, c.keys, COMPARE_GROUP_BLOCKS) {
+            Ok(x) => x,
+            // Unreadable: as if absent (the segment is verified without it).
+            Err(Rejected::Io(_)) => return None,
+            Err(e) => {
+                f.push(
+                    Finding::new(
+                        K::IndexMismatch,
+                        &ipath,
+                        format!("index does not decode: {e}"),
+                    )
+                    .at(0, ilen),
+                );
+                return None;
+            }
+        };
     let ix = checked.head;
     match checked.tag {
         TagCheck::UnknownKey(_) => f.push(
@@ -521,6 +554,7 @@ fn check_index(
         ),
         TagCheck::Verified | TagCheck::NotChecked => {}
     }
+    let signed = checked.tag == TagCheck::Verified;
     let mut problems = Vec::new();
     if &ix.org != c.org || ix.segment != c.id {
         problems.push(format!("describes org {} segment {}", ix.org, ix.segment));
@@ -544,21 +578,57 @@ fn check_index(
         path: ipath,
         file,
         len: ilen,
-        entries: checked.entries?,
+        summary: checked.summary?,
+        signed,
     })
 }
 
-/// Compares an index's claims with the segment as the walk goes: its sparse entries (read
-/// again in order, their bytes digested to show they are those checked) against the records
-/// at their offsets, and its `covered_len`, `record_count` and `head` against the records
-/// before `covered_len`. Memory does not depend on the index's size.
+/// A record's indexed fields, as [`IndexCompare::contents`] compares them with its block.
+struct RecordKeys<'a> {
+    /// Its user mark (FORMAT.md §3.3).
+    mark: u16,
+    /// The hashes of its filter terms (FORMAT.md §3.2).
+    terms: &'a [u64],
+}
+
+/// Records that disagree with one of the index's query sections: how many, and the first.
+#[derive(Default)]
+struct Disagreement {
+    count: u64,
+    first: Option<(u64, u64)>,
+}
+
+impl Disagreement {
+    fn add(&mut self, ok: bool, seq: u64, off: u64) {
+        if !ok {
+            self.count += 1;
+            self.first.get_or_insert((seq, off));
+        }
+    }
+}
+
+/// Compares an index's claims with the segment as the walk goes:
+///
+/// - its sparse entries against the records at their offsets;
+/// - its `covered_len`, `record_count` and `head` against the records before `covered_len`;
+/// - its query sections (FORMAT.md §3.1–3.3) against each record before `covered_len`: the
+///   block's times must hold the record's `occurred_at`, the block's filter must admit every
+///   one of its terms, and its user mark must be its user's (or `1`, "any user"). These are
+///   what queries skip by, so a section that fails them would make a query miss the record
+///   without an error.
+///
+/// The blocks are read again a group at a time, each group's bytes checked against the
+/// digest taken while the index was checked, so that what is compared is what was checked.
+/// Memory: one group.
 struct IndexCompare {
     ix: CheckedIndex,
-    win: FileWindow,
-    digest: Sha256,
-    /// Entries read so far, and the next one not yet compared.
-    read: u64,
+    /// The group of the current block (the last entry passed), read again and checked.
+    group: Option<(u64, GroupBlocks)>,
+    /// The current block's number; `None` before the first entry.
+    block: Option<u64>,
+    /// The next entry not yet reached, and its number.
     next: Option<IndexEntry>,
+    next_no: u64,
     /// The index could not be read again as it was checked.
     changed: bool,
     /// The facts at `covered_len`, once the walk reaches it.
@@ -567,6 +637,13 @@ struct IndexCompare {
     first_damage: u64,
     /// Entries that do not match.
     bad: u64,
+    /// Records outside their block's times, with a term their block's filter does not admit,
+    /// and with a user mark that is not their user's.
+    times: Disagreement,
+    filters: Disagreement,
+    marks: Disagreement,
+    /// Scratch for a record's filter probes.
+    probes: Vec<TermProbe>,
 }
 
 impl IndexCompare {
@@ -586,42 +663,64 @@ impl IndexCompare {
             );
             return None;
         }
-        let end = ix.entries.at + ix.entries.count * ENTRY_LEN as u64;
-        let win = FileWindow::new(ix.file.try_clone().ok()?, end);
-        let mut x = IndexCompare {
+        let next = ix.summary.groups.first().map(|g| g.first);
+        Some(IndexCompare {
             ix,
-            win,
-            digest: Sha256::new(),
-            read: 0,
-            next: None,
+            group: None,
+            block: None,
+            next,
+            next_no: 0,
             changed: false,
             at_covered: None,
             first_damage: u64::MAX,
             bad: 0,
-        };
-        x.advance();
-        Some(x)
+            times: Disagreement::default(),
+            filters: Disagreement::default(),
+            marks: Disagreement::default(),
+            probes: Vec::new(),
+        })
     }
 
-    /// Reads the next entry into `next`.
+    /// Whether the record at `off` is among those the index describes and its query
+    /// sections are to be compared with. Only a signed index's are: an index whose tag does
+    /// not verify (or was not checked) is already reported or cannot be, and queries do
+    /// not use it.
+    fn describes(&self, off: u64) -> bool {
+        self.ix.signed && off < self.ix.head.covered_len && !self.changed
+    }
+
+    /// The next entry was reached or passed: its block becomes the current one (reading its
+    /// group again if it starts one), and the entry after it the next.
     fn advance(&mut self) {
-        self.next = None;
-        if self.read >= self.ix.entries.count || self.changed {
+        let Some(_) = self.next.take() else {
+            return;
+        };
+        let s = &self.ix.summary;
+        let (i, gb) = (self.next_no, s.group_blocks);
+        self.block = Some(i);
+        if i.is_multiple_of(gb) {
+            self.group = match s.group(&self.ix.file, (i / gb) as usize) {
+                Ok(blocks) => Some((i / gb, blocks)),
+                Err(_) => {
+                    self.changed = true;
+                    return;
+                }
+            };
+        }
+        self.next_no = i + 1;
+        if self.next_no >= s.blocks {
             return;
         }
-        let at = self.ix.entries.at + self.read * ENTRY_LEN as u64;
-        self.read += 1;
-        let bytes = match self.win.get(at, ENTRY_LEN) {
-            Ok(b) if b.len() == ENTRY_LEN => b,
-            _ => {
-                self.changed = true;
-                return;
-            }
+        self.next = if self.next_no.is_multiple_of(gb) {
+            s.groups.get((self.next_no / gb) as usize).map(|g| g.first)
+        } else {
+            self.group.as_ref().and_then(|(g, blocks)| {
+                let j = self.next_no.checked_sub(g * gb)?;
+                blocks.entries.get(j as usize).copied()
+            })
         };
-        self.digest.update(bytes);
-        match IndexEntry::decode(&mut Reader::new(bytes, at, "index")) {
-            Ok(e) => self.next = Some(e),
-            Err(_) => self.changed = true,
+        if self.next.is_none() {
+            self.changed = true;
         }
     }
 
@@ -658,6 +757,60 @@ impl IndexCompare {
         }
     }
 
+    /// The record at `off` (after [`IndexCompare::record`]), of `seq` and `occurred_at`, with
+    /// its indexed fields (`None`: its body does not parse), against its block's times and
+    /// filter and its user mark.
+    fn contents(
+        &mut self,
+        off: u64,
+        seq: u64,
+        occurred_at: Timestamp,
+        keys: Option<RecordKeys<'_>>,
+    ) {
+        if !self.describes(off) {
+            return;
+        }
+        let (Some(block), Some((g, blocks))) = (self.block, self.group.as_ref()) else {
+            return;
+        };
+        let Some(j) = block
+            .checked_sub(g * self.ix.summary.group_blocks)
+            .map(|j| j as usize)
+        else {
+            return;
+        };
+        if let Some(&(lo, hi)) = blocks.times.as_ref().and_then(|t| t.get(j)) {
+            self.times
+                .add(lo <= occurred_at && occurred_at <= hi, seq, off);
+        }
+        if let Some(filters) = &blocks.filters {
+            let ok = match &keys {
+                Some(k) => {
+                    self.probes.clear();
+                    self.probes
+                        .extend(k.terms.iter().map(|&h| TermProbe::new(h)));
+                    filters.may_contain_all(j, &self.probes)
+                }
+                // Its terms cannot be read: only "no filter" admits it.
+                None => filters.filter(j).is_empty(),
+            };
+            self.filters.add(ok, seq, off);
+        }
+        if let Some(marks) = &blocks.marks {
+            let stored = blocks
+                .entries
+                .first()
+                .and_then(|e| seq.checked_sub(e.seq))
+                .and_then(|i| marks.get(usize::try_from(i).ok()?));
+            let ok = match (stored, &keys) {
+                (Some(&MARK_UNKNOWN), _) => true,
+                (Some(&m), Some(k)) => m == k.mark,
+                _ => false,
+            };
+            self.marks.add(ok, seq, off);
+        }
+    }
+
     /// Unreadable bytes `[start, end)`: entries inside them cannot be compared.
     fn damage(&mut self, start: u64, end: u64) {
         self.pass(start);
@@ -680,7 +833,7 @@ impl IndexCompare {
         }
         let (ipath, ilen) = (self.ix.path.as_path(), self.ix.len);
         let ix = &self.ix.head;
-        if self.changed || Hash(self.digest.finalize().into()) != self.ix.entries.digest {
+        if self.changed || self.next_no != self.ix.summary.blocks {
             f.push(
                 Finding::new(
                     K::IndexMismatch,
@@ -734,6 +887,38 @@ impl IndexCompare {
                 )
                 .at(0, ilen),
             );
+        }
+        for (d, what, stake) in [
+            (
+                &self.times,
+                "lie outside their block's times (section 1)",
+                "a time-range query",
+            ),
+            (
+                &self.filters,
+                "have a term their block's filter (section 2) does not admit",
+                "a query by user, action, resource or trace",
+            ),
+            (
+                &self.marks,
+                "have a user mark (section 3) that is not their user's",
+                "a query by user",
+            ),
+        ] {
+            if let Some((seq, at)) = d.first {
+                f.push(
+                    Finding::new(
+                        K::IndexMismatch,
+                        ipath,
+                        format!(
+                            "{} records {what}, the first seq {seq} at byte {at} of the segment: {stake} would skip them without an error",
+                            d.count
+                        ),
+                    )
+                    .at(0, ilen)
+                    .seq(seq),
+                );
+            }
         }
     }
 }
@@ -791,6 +976,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::format::index::ENTRY_LEN;
     use crate::fuzzing::{FuzzKeys, small_log};
     use crate::log::Options;
     use crate::segment::{index_file_name, segment_file_name};
@@ -829,10 +1015,10 @@ mod tests {
                 &mut f,
             )
             .unwrap();
-            assert!(ix.entries.count > 2);
+            assert!(ix.summary.blocks > 2);
             if change {
                 // The second entry's seq, in place, after the check.
-                let at = ix.entries.at + ENTRY_LEN as u64;
+                let at = ix.summary.entries_at + ENTRY_LEN as u64;
                 let file = File::options().read(true).write(true).open(&ipath).unwrap();
                 let mut b = [0u8; 1];
                 file.read_exact_at(&mut b, at).unwrap();
