@@ -619,7 +619,7 @@ fn month_groups_read(log: &Log, from: &str, to: &str, plan_blocks: u64) -> u64 {
 #[test]
 fn groups_of_a_query_not_run_again_leave_the_cache_first() {
     let (dir, keys) = written(6000, 1, 80, 5, "2026-01-03");
-    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(72 << 10)).unwrap();
+    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(80 << 10)).unwrap();
     let feb_mar = || {
         month_groups_read(&log, "2026-02-01", "2026-03-01", 16)
             + month_groups_read(&log, "2026-03-01", "2026-04-01", 16)
@@ -636,7 +636,7 @@ fn groups_of_a_query_not_run_again_leave_the_cache_first() {
 #[test]
 fn summaries_no_longer_used_make_way_for_groups() {
     let (dir, keys) = written(6000, 1, 80, 5, "2026-01-03");
-    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(108 << 10)).unwrap();
+    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(112 << 10)).unwrap();
     // Two one-day queries load January's and March's summaries and read no group
     // (plan_blocks(1) makes the summaries large: one entry per block).
     assert_eq!(month_groups_read(&log, "2026-01-01", "2026-01-02", 1), 0);

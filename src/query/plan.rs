@@ -35,7 +35,7 @@ use crate::crypto::{self, Hash, KeyProvider};
 use crate::error::{Error, IntegrityKind};
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
-use crate::format::index::{IndexEntry, MARK_UNKNOWN};
+use crate::format::index::MARK_UNKNOWN;
 use crate::format::record::FrameError;
 use crate::format::{DecodeError, DecodeErrorKind};
 use crate::segment::index_file::{GroupBlocks, Rejected, Summary};
@@ -1185,10 +1185,15 @@ fn load_group(
             let times = blocks.times.as_deref().unwrap_or_default();
             // With user marks, only the blocks holding a record the user's mark picks
             // (FORMAT.md §3.3), found from the marks rather than block by block.
-            let marked = f
-                .user_mark
-                .zip(blocks.marks.as_deref())
-                .map(|(user, marks)| marked_blocks(&blocks.entries, marks, user));
+            let marked = match (f.user_mark, &blocks.marks, &blocks.mark_starts) {
+                (Some(user), Some(marks), Some(starts)) => Some(marked_blocks(
+                    starts,
+                    blocks.entries.first().map_or(0, |e| e.seq),
+                    marks,
+                    user,
+                )),
+                _ => None,
+            };
             if let Some(m) = &marked {
                 found.blocks_skipped += blocks.entries.len().saturating_sub(m.len()) as u64;
             }
@@ -1270,14 +1275,15 @@ fn load_group(
     }
 }
 
-/// The blocks of a group (`entries`, whose records' user marks are `marks`, the first of
-/// the seq of `entries[0]`) holding a record marked `user` or [`MARK_UNKNOWN`], each with
-/// the seqs of those records, in order. The marks are scanned a chunk at a time without
-/// branching (a chunk rarely holds one), and each hit finds its block by binary search:
-/// the cost is one pass over 2 bytes per record, not a step per block.
-fn marked_blocks(entries: &[IndexEntry], marks: &[u16], user: u16) -> Vec<(usize, Vec<u64>)> {
+/// The blocks of a group holding a record marked `user` or [`MARK_UNKNOWN`], each with the
+/// seqs of those records, in order. `marks` are the group's records' user marks, the first
+/// of seq `from`; `starts` each block's first record as a mark number (from
+/// [`GroupBlocks::mark_starts`]). The marks are scanned a chunk at a time without branching
+/// (a chunk rarely holds a hit), and each hit finds its block by an exponential search
+/// onwards from the last hit's: the cost is one pass over 2 bytes per record, and a search
+/// in 4 bytes per block that stays in the CPU's caches, not a step per block.
+fn marked_blocks(starts: &[u32], from: u64, marks: &[u16], user: u16) -> Vec<(usize, Vec<u64>)> {
     const CHUNK: usize = 32;
-    let from = entries.first().map_or(0, |e| e.seq);
     let may = |x: u16| (x == user) | (x == MARK_UNKNOWN);
     let mut out: Vec<(usize, Vec<u64>)> = Vec::new();
     for (c, chunk) in marks.chunks(CHUNK).enumerate() {
@@ -1288,19 +1294,37 @@ fn marked_blocks(entries: &[IndexEntry], marks: &[u16], user: u16) -> Vec<(usize
             if !may(x) {
                 continue;
             }
-            let seq = from + (c * CHUNK + i) as u64;
+            // Mark numbers fit in u32: a group's marks came from one u32-long section.
+            let n = (c * CHUNK + i) as u32;
+            let seq = from + u64::from(n);
             match out.last_mut() {
-                Some((j, seqs)) if entries.get(*j + 1).is_none_or(|n| seq < n.seq) => {
+                Some((j, seqs)) if starts.get(*j + 1).is_none_or(|&s| n < s) => {
                     seqs.push(seq);
                 }
-                _ => {
-                    let j = entries.partition_point(|e| e.seq <= seq).saturating_sub(1);
+                last => {
+                    // Hits come in seq order: search onwards from the last hit's block.
+                    let j = block_of(starts, last.map_or(0, |(j, _)| *j), n);
                     out.push((j, vec![seq]));
                 }
             }
         }
     }
     out
+}
+
+/// The block that holds record `n`, given each block's first record in `starts`
+/// (increasing): the last block from `from` on that starts at or before `n` (`from` if
+/// none does). Exponential search from `from`, so that consecutive hits cost the log of
+/// the distance between them.
+fn block_of(starts: &[u32], from: usize, n: u32) -> usize {
+    let (mut lo, mut step) = (from, 1);
+    while starts.get(lo + step).is_some_and(|&s| s <= n) {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(starts.len());
+    let within = starts.get(lo..hi).unwrap_or_default();
+    lo + within.partition_point(|&s| s <= n).saturating_sub(1)
 }
 
 /// Walks the frames of `[from, to)` (CRC-checked), cuts them into blocks at
@@ -1397,4 +1421,48 @@ fn walk(
         sink(b, m);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing)]
+
+    use super::*;
+
+    /// The exponential search finds what a binary search of the whole group finds, from
+    /// any starting block at or before the answer; and the hits come out per block, in
+    /// order.
+    #[test]
+    fn block_of_is_the_last_block_starting_at_or_before_the_record() {
+        let starts: Vec<u32> = (0..70).map(|i| i * 3 + i / 7).collect();
+        let last = starts[starts.len() - 1];
+        for n in 0..=last + 5 {
+            let want = starts.partition_point(|&s| s <= n) - 1;
+            for from in 0..=want {
+                assert_eq!(block_of(&starts, from, n), want, "record {n} from {from}");
+            }
+        }
+        let from = 1_000;
+        let marks: Vec<u16> = (0..last + 2)
+            .map(|n| match n % 5 {
+                0 => 9,
+                3 if n % 7 == 0 => MARK_UNKNOWN,
+                _ => 4,
+            })
+            .collect();
+        let got = marked_blocks(&starts, from, &marks, 9);
+        let mut want: Vec<(usize, Vec<u64>)> = Vec::new();
+        for (n, _) in marks
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| [9, MARK_UNKNOWN].contains(m))
+        {
+            let j = starts.partition_point(|&s| s <= n as u32) - 1;
+            match want.last_mut() {
+                Some((k, v)) if *k == j => v.push(from + n as u64),
+                _ => want.push((j, vec![from + n as u64])),
+            }
+        }
+        assert_eq!(got, want);
+    }
 }

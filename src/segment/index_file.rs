@@ -196,6 +196,10 @@ pub(crate) struct GroupBlocks {
     /// The user marks of the group's records, the first of seq `entries[0].seq`, with
     /// section 3.
     pub marks: Option<Vec<u16>>,
+    /// With section 3: each block's first record as a mark number of the group (its seq
+    /// less `entries[0].seq`). The same facts as the entries' seqs in a sixth of the bytes,
+    /// for finding the block of a marked record without leaving the CPU's caches.
+    pub mark_starts: Option<Vec<u32>>,
 }
 
 impl GroupBlocks {
@@ -209,6 +213,7 @@ impl GroupBlocks {
                 .as_ref()
                 .map_or(0, |f| f.bits.len() + 4 * f.ends.len())
             + self.marks.as_ref().map_or(0, |m| m.len() * MARK_LEN)
+            + self.mark_starts.as_ref().map_or(0, |m| m.len() * 4)
     }
 }
 
@@ -275,11 +280,25 @@ impl Summary {
             )?),
             None => None,
         };
+        // Section 3's checks made the seqs increase from the group's first and stay within
+        // `record_count`, whose marks fit in a section's u32 length.
+        let mark_starts = match self.marks_at {
+            Some(_) => {
+                let base = entries.first().map_or(0, |e| e.seq);
+                let starts = entries
+                    .iter()
+                    .map(|e| e.seq.checked_sub(base).and_then(|d| u32::try_from(d).ok()))
+                    .collect::<Option<Vec<u32>>>();
+                Some(starts.ok_or(Rejected::Changed)?)
+            }
+            None => None,
+        };
         Ok(GroupBlocks {
             entries,
             times,
             filters,
             marks: self.marks_at.map(|_| decode_marks(&marks)),
+            mark_starts,
         })
     }
 
