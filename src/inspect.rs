@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer};
+use crate::crypto::{self, Hash, KeyProvider, Signer, Signers};
 use crate::entry;
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -211,8 +211,7 @@ pub fn inspect(
     }
     let org = header.as_ref().ok().map(|h| h.org.clone());
     let segment = header.as_ref().ok().map(|h| h.id);
-    let mut signers: std::collections::HashMap<KeyId, Option<Signer>> =
-        std::collections::HashMap::new();
+    let mut signers = Signers::default();
     let mut off = SEGMENT_HEADER_LEN as u64;
     if let Some(from) = opts.from_offset.filter(|f| *f > off) {
         // Start at the first valid record at or after `from`, silently.
@@ -256,12 +255,7 @@ pub fn inspect(
         let hash = crypto::chain_hash(rec.chained_bytes());
         let fields = rec.fields;
         let tag = match (keys, &org) {
-            (Some(k), Some(o)) => match signers.entry(fields.key_id).or_insert_with(|| {
-                k.key(o, fields.key_id)
-                    .ok()
-                    .flatten()
-                    .map(|key| Signer::new(fields.key_id, &key))
-            }) {
+            (Some(k), Some(o)) => match signers.get(k, o, fields.key_id).ok().flatten() {
                 None => TagStatus::UnknownKey,
                 Some(s) if s.verify_record(o, &hash, &rec.tag) => TagStatus::Valid,
                 Some(_) => TagStatus::Invalid,

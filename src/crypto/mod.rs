@@ -169,6 +169,8 @@ pub trait KeyProvider: Send + Sync {
 }
 
 /// Signers of one org by key id, each made on first use (a stream of records names few keys).
+/// The one cache of them: the query's verifier, an index rebuild's tag check, `verify`,
+/// `inspect` and [`SegmentReader`](crate::segment::read::SegmentReader) all use it.
 #[derive(Default)]
 pub(crate) struct Signers {
     by_id: Vec<(KeyId, Option<Signer>)>,

@@ -1,13 +1,12 @@
 //! Reading a segment's records back with every check: framing, CRC, seq order, chain
 //! linkage, month, tag, and personal-data commitments.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::scan::{self, FileWindow};
-use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer};
+use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer, Signers};
 use crate::entry;
 use crate::error::{Error, IntegrityKind, Result};
 use crate::event::{OrgId, VerifiedEvent};
@@ -28,7 +27,7 @@ pub struct SegmentReader {
     head: Hash,
     next_seq: u64,
     keys: Arc<dyn KeyProvider>,
-    signers: HashMap<KeyId, Signer>,
+    signers: Signers,
     done: bool,
 }
 
@@ -65,7 +64,7 @@ impl SegmentReader {
             win,
             off: SEGMENT_HEADER_LEN as u64,
             keys,
-            signers: HashMap::new(),
+            signers: Signers::default(),
             done: false,
         })
     }
@@ -81,19 +80,12 @@ impl SegmentReader {
     }
 
     fn signer(&mut self, org: &OrgId, id: KeyId) -> Result<Option<&Signer>> {
-        if !self.signers.contains_key(&id) {
-            let key = self.keys.key(org, id).map_err(|source| Error::Key {
+        self.signers
+            .get(&*self.keys, org, id)
+            .map_err(|source| Error::Key {
                 org: org.to_string(),
                 source,
-            })?;
-            match key {
-                Some(k) => {
-                    self.signers.insert(id, Signer::new(id, &k));
-                }
-                None => return Ok(None),
-            }
-        }
-        Ok(self.signers.get(&id))
+            })
     }
 
     fn read_next(&mut self) -> Option<Result<VerifiedEvent>> {

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::report::{Finding, FindingKind as K};
-use crate::crypto::{self, Hash, KeyId, KeyProvider, Signer};
+use crate::crypto::{self, Hash, KeyProvider, Signers};
 use crate::entry;
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
@@ -216,7 +216,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     let mut count: u64 = 0;
     let mut max_ts = Timestamp(i64::MIN);
     let mut max_seq: Option<u64> = None;
-    let mut signers: HashMap<KeyId, Option<Signer>> = HashMap::new();
+    let mut signers = Signers::default();
     let mut terms = Vec::new();
     let mut off = SEGMENT_HEADER_LEN as u64;
     out.verified_to = off.min(len);
@@ -381,13 +381,8 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         }
         let mut authentic = linked;
         if let Some(keys) = c.keys {
-            let signer = signers.entry(fields.key_id).or_insert_with(|| {
-                keys.key(c.org, fields.key_id)
-                    .ok()
-                    .flatten()
-                    .map(|k| Signer::new(fields.key_id, &k))
-            });
-            match signer {
+            // A key the provider fails to give is as unknown as one it does not have.
+            match signers.get(keys, c.org, fields.key_id).ok().flatten() {
                 None => {
                     authentic = false;
                     f.push(finding(
