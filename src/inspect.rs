@@ -255,7 +255,7 @@ pub fn inspect(
         let hash = crypto::chain_hash(rec.chained_bytes());
         let fields = rec.fields;
         let tag = match (keys, &org) {
-            (Some(k), Some(o)) => match signers.get(k, o, fields.key_id).ok().flatten() {
+            (Some(k), Some(o)) => match signers.get_or_unknown(k, o, fields.key_id) {
                 None => TagStatus::UnknownKey,
                 Some(s) if s.verify_record(o, &hash, &rec.tag) => TagStatus::Valid,
                 Some(_) => TagStatus::Invalid,

@@ -899,3 +899,59 @@ fn damage_inside_the_indexed_range_is_corruption_not_a_torn_tail() {
         )],
     );
 }
+
+/// A signed index (of an older writer: no user marks) whose first block was cut away: the
+/// records before its new first entry lie in no block, so no query would read them, and
+/// verify says so.
+#[test]
+fn signed_index_leaving_records_in_no_block_is_reported() {
+    use auditlog::format::index::{SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES};
+    let (d, keys) = fresh_log();
+    let ip = idx_path(d.path(), A, TAIL);
+    let s = signer(&*keys, &org(A), 2);
+    let first_block = read_index(&ip).entries[1].seq - read_index(&ip).entries[0].seq;
+    rewrite_index(
+        &ip,
+        |ix| {
+            ix.entries.remove(0);
+            // As the first entry must say (nothing before it).
+            ix.entries[0].max_ts_before = Timestamp(i64::MIN);
+            ix.sections.retain(|x| x.kind != SECTION_USER_MARKS);
+            for x in &mut ix.sections {
+                match x.kind {
+                    SECTION_BLOCK_TIMES => {
+                        x.bytes.drain(..16);
+                        let lo = x
+                            .bytes
+                            .chunks(16)
+                            .map(|t| i64::from_le_bytes(t[..8].try_into().unwrap()))
+                            .min()
+                            .unwrap();
+                        ix.min_ts = Timestamp(lo);
+                    }
+                    SECTION_BLOCK_FILTERS => {
+                        let n = x.bytes[4];
+                        assert!(n < 0x80, "a one-byte varint");
+                        x.bytes.drain(4..5 + usize::from(n));
+                    }
+                    _ => {}
+                }
+            }
+        },
+        Some(&s),
+    );
+    let r = verify_keys(d.path(), &*keys);
+    let unblocked: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == K::IndexMismatch && f.message.contains("in no block"))
+        .collect();
+    assert_eq!(unblocked.len(), 1, "{}", r.summary());
+    assert!(
+        unblocked[0]
+            .message
+            .starts_with(&format!("{first_block} records lie before")),
+        "{}",
+        unblocked[0].message
+    );
+}

@@ -9,6 +9,7 @@ mod keyring;
 
 pub use keyring::{Keyring, RotationPolicy};
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -170,10 +171,14 @@ pub trait KeyProvider: Send + Sync {
 
 /// Signers of one org by key id, each made on first use (a stream of records names few keys).
 /// The one cache of them: the query's verifier, an index rebuild's tag check, `verify`,
-/// `inspect` and [`SegmentReader`](crate::segment::read::SegmentReader) all use it.
+/// `inspect` and [`SegmentReader`](crate::segment::read::SegmentReader) all use it. Hashed,
+/// and an unknown id costs only its entry in a set: hostile input can name a different key
+/// id in every record.
 #[derive(Default)]
 pub(crate) struct Signers {
-    by_id: Vec<(KeyId, Option<Signer>)>,
+    known: HashMap<KeyId, Signer>,
+    /// Ids `keys` has no key for (and, through [`Signers::get_or_unknown`], failed to give).
+    unknown: HashSet<KeyId>,
 }
 
 impl Signers {
@@ -185,15 +190,36 @@ impl Signers {
         org: &OrgId,
         id: KeyId,
     ) -> Result<Option<&Signer>, KeyError> {
-        if !self.by_id.iter().any(|(k, _)| *k == id) {
-            let key = keys.key(org, id)?;
-            self.by_id.push((id, key.map(|k| Signer::new(id, &k))));
+        if self.unknown.contains(&id) {
+            return Ok(None);
         }
-        Ok(self
-            .by_id
-            .iter()
-            .find(|(k, _)| *k == id)
-            .and_then(|(_, s)| s.as_ref()))
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.known.entry(id) {
+            match keys.key(org, id)? {
+                Some(k) => {
+                    slot.insert(Signer::new(id, &k));
+                }
+                None => {
+                    self.unknown.insert(id);
+                }
+            }
+        }
+        Ok(self.known.get(&id))
+    }
+
+    /// As [`Signers::get`], but a key `keys` fails to give counts as unknown from then on:
+    /// for the checkers that report an unknown key rather than stop (`verify`, `inspect`,
+    /// an index rebuild), so that a failing provider is asked once per id, not once per
+    /// record, and every record of that id gets the same answer.
+    pub fn get_or_unknown(
+        &mut self,
+        keys: &dyn KeyProvider,
+        org: &OrgId,
+        id: KeyId,
+    ) -> Option<&Signer> {
+        if self.get(keys, org, id).is_err() {
+            self.unknown.insert(id);
+        }
+        self.known.get(&id)
     }
 }
 
@@ -414,6 +440,52 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Key 1 is known, key 2 fails, every other id is unknown; counts the calls.
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    impl KeyProvider for Counting {
+        fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError> {
+            Err(KeyError::NoSigningKey {
+                org: org.to_string(),
+            })
+        }
+        fn key(&self, _: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match id.0 {
+                1 => Ok(Some(Key(Arc::from(&[7u8; 32][..])))),
+                2 => Err(KeyError::Provider("KMS unavailable".into())),
+                _ => Ok(None),
+            }
+        }
+    }
+
+    /// The provider is asked once per id, whatever it answered, except that a plain `get`
+    /// asks again after an error; and many ids stay cheap to look up.
+    #[test]
+    fn signers_ask_once_per_id() {
+        let keys = Counting(std::sync::atomic::AtomicU64::new(0));
+        let calls = || keys.0.load(std::sync::atomic::Ordering::Relaxed);
+        let org = OrgId::new("acme").expect("valid");
+        let mut s = Signers::default();
+        for _ in 0..3 {
+            assert!(matches!(s.get(&keys, &org, KeyId(1)), Ok(Some(_))));
+            assert!(matches!(s.get(&keys, &org, KeyId(9)), Ok(None)));
+        }
+        assert_eq!(calls(), 2);
+        assert!(s.get(&keys, &org, KeyId(2)).is_err());
+        assert!(s.get(&keys, &org, KeyId(2)).is_err());
+        assert_eq!(calls(), 4);
+        for _ in 0..3 {
+            assert!(s.get_or_unknown(&keys, &org, KeyId(2)).is_none());
+        }
+        assert_eq!(calls(), 5);
+        assert!(s.get_or_unknown(&keys, &org, KeyId(1)).is_some());
+        for id in 10..20_010 {
+            assert!(s.get_or_unknown(&keys, &org, KeyId(id)).is_none());
+        }
+        assert_eq!(calls(), 5 + 20_000);
+    }
 
     #[test]
     fn hmac_matches_rfc4231_case_2() {

@@ -700,7 +700,7 @@ impl<'a> Tags<'a> {
     /// Whether `tag` is the tag of chain hash `hash` under key `id` (false for a key that
     /// is unknown or cannot be had).
     fn authentic(&mut self, id: KeyId, hash: &Hash, tag: &Tag) -> bool {
-        let signer = self.signers.get(self.keys, self.org, id).ok().flatten();
+        let signer = self.signers.get_or_unknown(self.keys, self.org, id);
         signer.is_some_and(|s| s.verify_record(self.org, hash, tag))
     }
 }

@@ -382,7 +382,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         let mut authentic = linked;
         if let Some(keys) = c.keys {
             // A key the provider fails to give is as unknown as one it does not have.
-            match signers.get(keys, c.org, fields.key_id).ok().flatten() {
+            match signers.get_or_unknown(keys, c.org, fields.key_id) {
                 None => {
                     authentic = false;
                     f.push(finding(
@@ -492,6 +492,9 @@ struct CheckedIndex {
     /// Its tag verified: its query sections are what its key holder's writer claims.
     signed: bool,
 }
+
+/// Why an index's comparison stopped when its bytes read again are not those checked.
+const CHANGED: &str = "the index changed while it was being verified";
 
 /// Blocks per group when an index is read again for the comparison: the memory held is one
 /// group's entries, times, filters and user marks.
@@ -624,8 +627,9 @@ struct IndexCompare {
     /// The next entry not yet reached, and its number.
     next: Option<IndexEntry>,
     next_no: u64,
-    /// The index could not be read again as it was checked.
-    changed: bool,
+    /// Why the index could not be read again as it was checked, if it could not: what
+    /// follows that point is not compared.
+    stopped: Option<String>,
     /// The facts at `covered_len`, once the walk reaches it.
     at_covered: Option<AtOffset>,
     /// Start of the first unreadable stretch (reported as corruption).
@@ -637,6 +641,8 @@ struct IndexCompare {
     times: Disagreement,
     filters: Disagreement,
     marks: Disagreement,
+    /// Records before the first entry: in no block.
+    unblocked: Disagreement,
     /// Scratch for a record's filter probes.
     probes: Vec<TermProbe>,
 }
@@ -665,13 +671,14 @@ impl IndexCompare {
             block: None,
             next,
             next_no: 0,
-            changed: false,
+            stopped: None,
             at_covered: None,
             first_damage: u64::MAX,
             bad: 0,
             times: Disagreement::default(),
             filters: Disagreement::default(),
             marks: Disagreement::default(),
+            unblocked: Disagreement::default(),
             probes: Vec::new(),
         })
     }
@@ -681,7 +688,7 @@ impl IndexCompare {
     /// not verify (or was not checked) is already reported or cannot be, and queries do
     /// not use it.
     fn describes(&self, off: u64) -> bool {
-        self.ix.signed && off < self.ix.head.covered_len && !self.changed
+        self.ix.signed && off < self.ix.head.covered_len && self.stopped.is_none()
     }
 
     /// The next entry was reached or passed: its block becomes the current one (reading its
@@ -696,8 +703,12 @@ impl IndexCompare {
         if i.is_multiple_of(gb) {
             self.group = match s.group(&self.ix.file, (i / gb) as usize) {
                 Ok(blocks) => Some((i / gb, blocks)),
+                Err(Rejected::Io(e)) => {
+                    self.stopped = Some(format!("the index could not be read again: {e}"));
+                    return;
+                }
                 Err(_) => {
-                    self.changed = true;
+                    self.stopped = Some(CHANGED.to_string());
                     return;
                 }
             };
@@ -715,7 +726,7 @@ impl IndexCompare {
             })
         };
         if self.next.is_none() {
-            self.changed = true;
+            self.stopped = Some(CHANGED.to_string());
         }
     }
 
@@ -765,7 +776,12 @@ impl IndexCompare {
         if !self.describes(off) {
             return;
         }
-        let (Some(block), Some((g, blocks))) = (self.block, self.group.as_ref()) else {
+        let Some(block) = self.block else {
+            // Before the first entry: in no block, so no query would read it.
+            self.unblocked.add(false, seq, off);
+            return;
+        };
+        let Some((g, blocks)) = self.group.as_ref() else {
             return;
         };
         let Some(j) = block
@@ -828,20 +844,24 @@ impl IndexCompare {
         }
         let (ipath, ilen) = (self.ix.path.as_path(), self.ix.len);
         let ix = &self.ix.head;
-        if self.changed || self.next_no != self.ix.summary.blocks {
+        if self.stopped.is_none() && self.next_no != self.ix.summary.blocks {
+            self.stopped = Some(CHANGED.to_string());
+        }
+        if let Some(why) = &self.stopped {
             f.push(
                 Finding::new(
                     K::IndexMismatch,
                     ipath,
-                    "the index changed while it was being verified: its entries were not compared",
+                    format!("{why}: its entries from there on were not compared"),
                 )
                 .at(0, ilen),
             );
-            return;
         }
         // Past the first damaged stretch (already reported), counts, chain heads and
-        // timestamps are those of the readable records only and cannot be compared.
+        // timestamps are those of the readable records only and cannot be compared; nor
+        // can they once the index could not be read again.
         match self.at_covered {
+            _ if self.stopped.is_some() => {}
             _ if self.first_damage < ix.covered_len => {}
             None => f.push(
                 Finding::new(
@@ -870,7 +890,7 @@ impl IndexCompare {
                 }
             }
         }
-        if self.bad > 0 {
+        if self.bad > 0 && self.stopped.is_none() {
             f.push(
                 Finding::new(
                     K::IndexMismatch,
@@ -884,6 +904,11 @@ impl IndexCompare {
             );
         }
         for (d, what, stake) in [
+            (
+                &self.unblocked,
+                "lie before the index's first entry, in no block",
+                "any query using the index",
+            ),
             (
                 &self.times,
                 "lie outside their block's times (section 1)",
