@@ -909,7 +909,8 @@ fn signed_index_leaving_records_in_no_block_is_reported() {
     let (d, keys) = fresh_log();
     let ip = idx_path(d.path(), A, TAIL);
     let s = signer(&*keys, &org(A), 2);
-    let first_block = read_index(&ip).entries[1].seq - read_index(&ip).entries[0].seq;
+    let entries = read_index(&ip).entries;
+    let first_block = entries[1].seq - entries[0].seq;
     rewrite_index(
         &ip,
         |ix| {
