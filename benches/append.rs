@@ -22,6 +22,8 @@
 //! machine) or `AUDITLOG_BENCH=long cargo bench --bench append` (the recorded figures'
 //! sampling, about 2.5 minutes); see `common/profile.rs`.
 
+#[path = "common/bytes.rs"]
+mod bytes;
 #[path = "common/profile.rs"]
 mod profile;
 #[path = "common/sqlite.rs"]
@@ -237,24 +239,33 @@ fn scaled(elapsed: Duration, iters: u64, events: u64) -> Duration {
 
 /// Sums the sizes of files under `dir` whose extension is one of `exts`.
 fn file_bytes(dir: &Path, exts: &[&str]) -> u64 {
-    let mut total = 0;
+    files(dir, exts)
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|md| md.len())
+        .sum()
+}
+
+/// Files under `dir`, at any depth, whose extension is one of `exts`.
+fn files(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(dir) else {
-        return 0;
+        return out;
     };
     for e in rd.flatten() {
         let p = e.path();
         let Ok(md) = e.metadata() else { continue };
         if md.is_dir() {
-            total += file_bytes(&p, exts);
+            out.extend(files(&p, exts));
         } else if p
             .extension()
             .and_then(|x| x.to_str())
             .is_some_and(|x| exts.contains(&x))
         {
-            total += md.len();
+            out.push(p);
         }
     }
-    total
+    out
 }
 
 /// Runs `body(thread_index)` on `threads` threads started together; returns the time from
@@ -842,6 +853,10 @@ struct Bytes {
     seg: u64,
     idx: u64,
     sqlite: u64,
+    /// The segments part by part.
+    parts: bytes::SegmentBytes,
+    /// SQLite's b-trees: (name, bytes, payload bytes).
+    sqlite_trees: Vec<(String, u64, u64)>,
 }
 
 fn bytes_on_disk() -> Bytes {
@@ -856,6 +871,11 @@ fn bytes_on_disk() -> Bytes {
     log.close().unwrap();
     let seg = file_bytes(&path, &["seg"]);
     let idx = file_bytes(&path, &["idx"]);
+    let mut parts = bytes::SegmentBytes::default();
+    for p in files(&path, &["seg"]) {
+        parts.add_segment(&p);
+    }
+    assert_eq!(parts.total(), seg, "every segment byte is accounted for");
 
     let db = dir.path().join("audit.db");
     sql_create(&db);
@@ -875,6 +895,8 @@ fn bytes_on_disk() -> Bytes {
         seg,
         idx,
         sqlite,
+        parts,
+        sqlite_trees: bytes::sqlite_btrees(&db),
     }
 }
 
@@ -1098,6 +1120,30 @@ fn summary(_c: &mut Criterion) {
         b.sqlite as f64 / b.json as f64,
         (b.seg + b.idx) as f64 / b.sqlite as f64
     );
+    println!();
+    println!("-- where the bytes go, per event --");
+    println!("auditlog segments:");
+    b.parts.print();
+    println!("  {:<52} {:>7.1} B", "sidecar index", b.idx as f64 / n);
+    println!("SQLite b-trees (pages; payload they hold):");
+    for (name, pages, payload) in &b.sqlite_trees {
+        println!(
+            "  {name:<52} {:>7.1} B  (payload {:.1} B)",
+            *pages as f64 / n,
+            *payload as f64 / n
+        );
+    }
+    for (level, dict) in [(1, 16 << 10), (3, 64 << 10)] {
+        let (raw, packed, c_us, d_us) = b.parts.zstd_estimate(level, dict);
+        let saved = (raw - packed) * n;
+        println!(
+            "zstd level {level}, {} KiB dictionary, each record's body and openings alone: \
+             {raw:.1} -> {packed:.1} B; compress {c_us:.2} us, decompress {d_us:.2} us a record; \
+             auditlog / SQLite would be {:.3}",
+            dict >> 10,
+            (b.seg + b.idx) as f64 / b.sqlite as f64 - saved / b.sqlite as f64
+        );
+    }
     println!();
     println!("-- runs (warm-up included): calls, events, seconds --");
     for (name, samples) in results().lock().unwrap().iter() {
