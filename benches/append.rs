@@ -462,6 +462,47 @@ fn bounds(c: &mut Criterion) {
         });
     }
 
+    // Page-cache bandwidth: 256 KiB `pwrite`s (the writer's buffer) at the end of a growing
+    // file, no fsync: what `Durability::Never` pays the kernel for each byte it appends. The
+    // file is cut back to empty every 1 GiB (outside the clock), so a sample never fills
+    // memory; each write still allocates fresh page-cache pages, as a growing segment does.
+    {
+        const CHUNK: u64 = 256 << 10;
+        const CUT: u64 = 1 << 30;
+        let chunk: Vec<u8> = (0..CHUNK as u32).map(|i| (i * 13 + 5) as u8).collect();
+        g.throughput(Throughput::Bytes(CHUNK));
+        g.bench_function("pagecache_write_256KiB", |b| {
+            b.iter_custom(|iters| {
+                let path = dir.path().join("pagecache");
+                let file = File::create(&path).unwrap();
+                let mut el = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let n = (iters - done).min(CUT / CHUNK);
+                    let start = Instant::now();
+                    for i in 0..n {
+                        file.write_all_at(&chunk, i * CHUNK).unwrap();
+                    }
+                    el += start.elapsed();
+                    file.set_len(0).unwrap();
+                    done += n;
+                }
+                drop(file);
+                fs::remove_file(&path).unwrap();
+                record(
+                    "bound/pagecache_write_256KiB",
+                    Sample {
+                        events: iters,
+                        elapsed: el,
+                        bytes: iters * CHUNK,
+                        latencies: Vec::new(),
+                    },
+                );
+                el
+            });
+        });
+    }
+
     // SHA-256 over each event's JSON bytes, one digest per event.
     {
         g.throughput(Throughput::Elements(1));
@@ -947,6 +988,9 @@ fn summary(_c: &mut Criterion) {
     let disk_bw = bytes_per_sec("bound/write_1MiB_fdatasync");
     let sha = secs_per_event("bound/sha256_event_json");
     let sha_bw = bytes_per_sec("bound/sha256_event_json");
+    let pc_bw = bytes_per_sec("bound/pagecache_write_256KiB");
+    // The kernel's copy of one event's record into the page cache, at that bandwidth.
+    let pc = pc_bw.map(|bw| b.seg as f64 / n / bw);
 
     let a = secs_per_event("auditlog/never_1t_append");
     let a_rate = a.map(|s| 1.0 / s);
@@ -1013,6 +1057,12 @@ fn summary(_c: &mut Criterion) {
         "SHA-256 of event JSON          {} ns/event  ({} MB/s)",
         fmt_rate(sha.map(|s| s * 1e9)),
         fmt_rate(sha_bw.map(|v| v / 1e6))
+    );
+    println!(
+        "page cache, 256 KiB pwrite     {} MB/s = {} ns per event's {:.0}-byte record (no fsync)",
+        fmt_rate(pc_bw.map(|v| v / 1e6)),
+        fmt_rate(pc.map(|s| s * 1e9)),
+        b.seg as f64 / n
     );
     println!();
     println!("-- auditlog (bounds of (b) and (c) re-measured between their samples) --");
