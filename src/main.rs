@@ -93,6 +93,11 @@ enum Command {
         /// Only this org.
         #[arg(long)]
         org: Option<String>,
+        /// Sign even if bytes fail their checksum or end torn (bit rot, crash damage, also
+        /// after recovery sealed a damaged part): each segment is pinned up to its first
+        /// damage. Tampering (chain, tags, links, missing segments) still refuses.
+        #[arg(long)]
+        accept_damage: bool,
     },
     /// Show one segment or index file record by record, offline; damaged ranges are skipped.
     Inspect {
@@ -270,7 +275,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             json,
             threads.map(usize::from),
         ),
-        Command::Checkpoint { org } => {
+        Command::Checkpoint { org, accept_damage } => {
             let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
             let keyring = need(&cli.keyring, "keyring", "AUDITLOG_KEYRING")?;
             let keys = Keyring::open(keyring)?;
@@ -281,7 +286,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             };
             let mut out = BufWriter::new(io::stdout().lock());
             for org in orgs {
-                let cp = auditlog::verify::make_checkpoint(dir, &org, &keys)?;
+                let options = auditlog::verify::CheckpointOptions { accept_damage };
+                let cp = auditlog::verify::make_checkpoint_with(dir, &org, &keys, &options)?;
                 writeln!(out, "{}", serde_json::to_string(&cp)?)?;
             }
             out.flush()?;

@@ -18,11 +18,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use auditlog::verify::{FindingKind, Severity, VerifyOptions, verify};
+use auditlog::verify::{
+    CheckpointOptions, FindingKind, Severity, VerifyOptions, make_checkpoint, make_checkpoint_with,
+    verify,
+};
 use auditlog::{
     Durability, Error, Event, Keyring, Log, Options, OrgId, Receipt, RecoveryAction, VerifiedEvent,
 };
-use support::{keys_for, month, org, scan, workload};
+use support::{fix_crc, keys_for, month, org, records, scan, workload};
 
 const ORG: &str = "acme";
 
@@ -262,4 +265,91 @@ fn flip_in_the_last_indexed_record_is_not_a_torn_tail() {
     let damaged = flip(&s.seg, at);
     let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
     check_sealed(&s, log, at, &damaged, victim);
+}
+
+/// Recovery keeps a damaged part, and `verify` reports its damage, for good. The org can
+/// still be checkpointed, but only when the damage is accepted explicitly: the checkpoint then
+/// pins the damaged part up to its first damage and every other segment whole. Verifying
+/// against it adds no finding, cutting what it pinned is caught, and tampering still refuses.
+#[test]
+fn checkpoint_after_sealed_damage_needs_consent_and_pins_up_to_the_damage() {
+    let s = setup();
+    let victim = 10;
+    flip(&s.seg, s.records[victim].offset + 70);
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    log.append_batch(&january(3, 77)).unwrap();
+    sealed(&log.recovery_report());
+    log.close().unwrap();
+    let o = org(ORG);
+
+    let refused = make_checkpoint(s.dir.path(), &o, &*s.keys).unwrap_err();
+    assert!(matches!(refused, Error::Integrity { .. }), "{refused}");
+    let why = refused.to_string();
+    assert!(
+        why.contains("checksum_corruption") && why.contains("--accept-damage"),
+        "{why}"
+    );
+
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    let cp = make_checkpoint_with(s.dir.path(), &o, &*s.keys, &accept).unwrap();
+    let pinned: Vec<(&str, u64, Option<u64>)> = cp
+        .segments
+        .iter()
+        .map(|p| (p.segment.as_str(), p.count, p.last_seq))
+        .collect();
+    assert_eq!(
+        pinned,
+        vec![
+            ("2026-01", victim as u64, Some(victim as u64 - 1)),
+            ("2026-01.1", 3, Some(32)),
+            ("2026-02", 5, Some(4)),
+        ]
+    );
+    assert_eq!(cp.segments[0].head, s.records[victim - 1].hash);
+
+    let with_cp = VerifyOptions {
+        checkpoints: vec![cp.clone()],
+        ..VerifyOptions::default()
+    };
+    let kinds = |r: &auditlog::verify::Report| {
+        let mut k: Vec<FindingKind> = r.findings.iter().map(|f| f.kind).collect();
+        k.sort_by_key(|k| format!("{k:?}"));
+        k
+    };
+    let report = verify(s.dir.path(), Some(&*s.keys), &with_cp).unwrap();
+    assert_eq!(
+        kinds(&report),
+        vec![
+            FindingKind::ChecksumCorruption,
+            FindingKind::QuarantinedData
+        ],
+        "only the damage itself and the quarantine note: {:#?}",
+        report.findings
+    );
+
+    // Tampering refuses even with the damage accepted: one tag byte of the continuation,
+    // its CRC fixed.
+    let cont = s.dir.path().join(ORG).join("2026-01.1.seg");
+    let original = fs::read(&cont).unwrap();
+    let mut bytes = original.clone();
+    let last = *records(&bytes).last().unwrap();
+    bytes[last.end() - 1] ^= 1;
+    fix_crc(&mut bytes, last.off);
+    fs::write(&cont, &bytes).unwrap();
+    let refused = make_checkpoint_with(s.dir.path(), &o, &*s.keys, &accept).unwrap_err();
+    assert!(refused.to_string().contains("tag_mismatch"), "{refused}");
+    fs::write(&cont, &original).unwrap();
+
+    // Cutting the damaged part before what the checkpoint pinned is caught.
+    let f = fs::OpenOptions::new().write(true).open(&s.seg).unwrap();
+    f.set_len(s.records[5].offset).unwrap();
+    drop(f);
+    let report = verify(s.dir.path(), Some(&*s.keys), &with_cp).unwrap();
+    assert!(
+        kinds(&report).contains(&FindingKind::TruncatedAgainstCheckpoint),
+        "{:#?}",
+        report.findings
+    );
 }

@@ -279,8 +279,25 @@ fn checkpoint_round_trips_and_catches_rollback() {
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(stdout(&o).is_empty());
     assert!(
-        stderr(&o).contains("refusing to checkpoint"),
+        stderr(&o).contains("refusing to checkpoint") && stderr(&o).contains("--accept-damage"),
         "{}",
         stderr(&o)
     );
+    // Accepted explicitly, it is signed, pinning April up to its damage: the first record.
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["checkpoint", "--org", "org-001", "--accept-damage"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let cp: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let april: Vec<&serde_json::Value> = cp["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["segment"] == "2026-04")
+        .collect();
+    assert_eq!(april.len(), 1, "{cp}");
+    assert_eq!(april[0]["count"], 0, "{cp}");
+    assert!(april[0].get("last_seq").is_none(), "{cp}");
 }

@@ -544,11 +544,39 @@ fn check_checkpoint(
     }
 }
 
+/// What [`make_checkpoint_with`] signs over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    /// Sign even though some bytes fail their checksum or end in a torn tail (findings of
+    /// class [`Class::CrashDamage`] and [`Class::Corruption`]), pinning each segment only up
+    /// to its first damage. Without it
+    /// such a log is refused, and after recovery sealed a damaged part it stays refused:
+    /// the damage is kept, and reported, for good. Findings of any other class (tampering:
+    /// chain, tags, links, missing segments) refuse either way.
+    pub accept_damage: bool,
+}
+
 /// Computes an org's checkpoint (all segments' heads) from the files and signs it.
 ///
 /// Refuses (with `Error::Integrity`/`Error::Corrupt`) if any segment does not verify from its
-/// start to its end: a checkpoint must never bless damage.
+/// start to its end: a checkpoint must never bless damage. [`make_checkpoint_with`] can
+/// accept damage explicitly.
 pub fn make_checkpoint(dir: &Path, org: &OrgId, keys: &dyn KeyProvider) -> Result<Checkpoint> {
+    make_checkpoint_with(dir, org, keys, &CheckpointOptions::default())
+}
+
+/// [`make_checkpoint`], with the choices of [`CheckpointOptions`].
+///
+/// Each segment is pinned at the end of the run of records that verify from its start
+/// (`count`, `head`), so with `accept_damage` a damaged segment is pinned up to its first
+/// damage: records after the damage are not covered by the checkpoint, and the damage
+/// itself is still reported by every `verify`.
+pub fn make_checkpoint_with(
+    dir: &Path,
+    org: &OrgId,
+    keys: &dyn KeyProvider,
+    options: &CheckpointOptions,
+) -> Result<Checkpoint> {
     let org_dir = dir.join(org.as_str());
     if !org_dir.is_dir() {
         return Err(Error::UnknownOrg {
@@ -571,17 +599,25 @@ pub fn make_checkpoint(dir: &Path, org: &OrgId, keys: &dyn KeyProvider) -> Resul
         Timestamp::now(),
         &mut scratch,
     );
+    let damage = |f: &Finding| matches!(f.kind.class(), Class::CrashDamage | Class::Corruption);
     if let Some(f) = scratch
         .findings
         .iter()
-        .find(|f| f.severity == Severity::Error)
+        .find(|f| f.severity == Severity::Error && !(options.accept_damage && damage(f)))
     {
+        // Only reached with damage when it was not accepted.
+        let hint = if damage(f) {
+            " (damage only: `checkpoint --accept-damage` or `CheckpointOptions::accept_damage` \
+             signs it, pinning each segment up to its first damage)"
+        } else {
+            ""
+        };
         return Err(Error::Integrity {
             file: f.file.clone(),
             offset: f.offset.unwrap_or(0),
             seq: f.seq,
             kind: crate::error::IntegrityKind::FailsVerification {
-                finding: format!("refusing to checkpoint: {f}"),
+                finding: format!("refusing to checkpoint: {f}{hint}"),
             },
         });
     }
