@@ -762,7 +762,9 @@ fn open_source(
             found.errors.push(Error::Integrity {
                 file: path.to_path_buf(),
                 offset: end,
-                seq: Some(ix.first_seq + ix.record_count),
+                // Without section 3 nothing bounds `record_count`: a signed index can claim
+                // more records than seqs remain after `first_seq`.
+                seq: ix.first_seq.checked_add(ix.record_count),
                 kind: IntegrityKind::Truncated {
                     length: end,
                     covered_len: ix.covered_len,
@@ -800,7 +802,11 @@ fn open_source(
     match index {
         Some((ix, ixf)) if ix.summary.times_at.is_some() => {
             let tail = (end > ix.covered_len).then(|| {
-                let from = Expect::SeqPrev(ix.first_seq + ix.record_count, ix.head);
+                // An index claiming more records than seqs remain (nothing bounds
+                // `record_count` without section 3) expects the last seq there is, which
+                // the tail's first record then fails to have: reported, never wrapped.
+                let after = ix.first_seq.saturating_add(ix.record_count);
+                let from = Expect::SeqPrev(after, ix.head);
                 (ix.covered_len, from)
             });
             let meta: Vec<GroupMeta> = (0..ix.summary.groups.len())
@@ -1211,7 +1217,7 @@ fn load_group(
                     return;
                 }
                 let next = blocks.entries.get(j + 1).copied().or(next_group);
-                let last_seq = next.map_or(ix.first_seq + ix.record_count, |n| n.seq);
+                let last_seq = next.map_or(ix.first_seq.saturating_add(ix.record_count), |n| n.seq);
                 out.push(Block {
                     src,
                     start: e.offset,
@@ -1428,6 +1434,120 @@ mod tests {
     #![allow(clippy::indexing_slicing)]
 
     use super::*;
+
+    /// A signed index need not have section 3, and without it nothing bounds its
+    /// `record_count`: a key holder's (or a buggy writer's) index of a segment whose
+    /// `first_seq` is above 0 (a continuation part) can claim so many records that
+    /// `first_seq + record_count` does not fit in a u64. The planner added them for the seq
+    /// after the index (the unindexed tail's first record, the last block's end, the first
+    /// record lost from a truncated segment): an overflow panic with overflow checks on, a
+    /// wrapped, wrong seq without. Found by reading the code behind the `signed_index` fuzz
+    /// target (whose segment starts at seq 0, so it cannot reach this).
+    #[test]
+    fn an_index_claiming_more_records_than_seqs_remain_does_not_overflow() {
+        use crate::Log;
+        use crate::crypto::{Key, KeyId, Signer};
+        use crate::format::crc32;
+        use crate::format::index::{Index, IndexEntry, encode_block_times};
+        use crate::format::record::peek_frame_len;
+        use crate::fuzzing::{FUZZ_KEY, FuzzKeys, small_log};
+        use crate::log::Options;
+
+        // A real segment, its header made to say that its records start at seq 7 (as a
+        // continuation's would; its records keep theirs, from 0).
+        let (dir, org, id) = small_log(Options::new(Arc::new(FuzzKeys)), 12);
+        let seg_path = dir.path().join(org.as_str()).join(segment_file_name(id));
+        let mut seg = std::fs::read(&seg_path).unwrap();
+        seg[104..112].copy_from_slice(&7u64.to_le_bytes());
+        let crc = crc32(&seg[..SEGMENT_HEADER_LEN - 4]);
+        seg[SEGMENT_HEADER_LEN - 4..SEGMENT_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&seg_path, &seg).unwrap();
+        let header = SegmentHeader::decode(&seg).unwrap();
+        assert_eq!(header.first_seq, 7);
+        let hdr = SEGMENT_HEADER_LEN as u64;
+        let first_len = u64::from(peek_frame_len(&seg[SEGMENT_HEADER_LEN..]).unwrap());
+
+        // A signed index without section 3 claiming u64::MAX - 3 records from seq 7: one
+        // block (the first record), then the unindexed tail; or more bytes than there are.
+        let t = Timestamp(id.month.start().0 + 1);
+        let write_index = |covered_len: u64| {
+            let index = Index {
+                compat_flags: 0,
+                key_id: KeyId(1),
+                org: org.clone(),
+                segment: id,
+                interval: 4096,
+                segment_hash: crypto::sha256(&seg[..SEGMENT_HEADER_LEN]),
+                covered_len,
+                record_count: u64::MAX - 3,
+                first_seq: 7,
+                min_ts: Timestamp(i64::MIN),
+                max_ts: t,
+                head: Hash([5; 32]),
+                entries: vec![IndexEntry {
+                    seq: 7,
+                    max_ts_before: Timestamp(i64::MIN),
+                    offset: hdr,
+                }],
+                sections: vec![encode_block_times(&[(Timestamp(i64::MIN), t)])],
+            };
+            let mut bytes = index.encode_unsigned();
+            let key = Key::new(FUZZ_KEY).unwrap();
+            bytes.extend_from_slice(&Signer::new(KeyId(1), &key).index_tag(&bytes).0);
+            std::fs::write(seg_path.with_extension("idx"), bytes).unwrap();
+        };
+        let errors = || {
+            let log = Log::open_read_only(dir.path(), Options::new(Arc::new(FuzzKeys))).unwrap();
+            // Past the block's times: only the tail is read.
+            let items: Vec<_> = log
+                .query(&org)
+                .since(Timestamp(t.0 + 1))
+                .run()
+                .unwrap()
+                .collect();
+            items
+                .into_iter()
+                .filter_map(Result::err)
+                .collect::<Vec<_>>()
+        };
+
+        write_index(hdr + first_len);
+        let errs = errors();
+        // The tail's first record (seq 1) is not the one the index says follows it.
+        assert!(
+            errs.iter().any(|e| matches!(
+                e,
+                Error::Integrity {
+                    kind: IntegrityKind::SeqMismatch {
+                        expected: u64::MAX,
+                        found: 1
+                    },
+                    ..
+                }
+            )),
+            "{errs:#?}"
+        );
+
+        write_index(seg.len() as u64 + 1);
+        let errs = errors();
+        let truncated = errs
+            .iter()
+            .find(|e| {
+                matches!(
+                    e,
+                    Error::Integrity {
+                        kind: IntegrityKind::Truncated { .. },
+                        ..
+                    }
+                )
+            })
+            .unwrap();
+        // The seq after the records it claims does not exist.
+        assert!(
+            matches!(truncated, Error::Integrity { seq: None, .. }),
+            "{truncated:?}"
+        );
+    }
 
     /// The exponential search finds what a binary search of the whole group finds, from
     /// any starting block at or before the answer; and the hits come out per block, in
