@@ -624,6 +624,538 @@ fn check_query_sections(index: &Index) {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Signed indexes: what verification and queries make of a wrong index that a key holder
+// (or a buggy writer) signed.
+// ---------------------------------------------------------------------------------------
+
+/// Bytes between the sparse entries of the `signed_index` target's segment (its index has
+/// a few dozen blocks).
+pub const SIGNED_INDEX_INTERVAL: u32 = 1024;
+
+/// The segment every `signed_index` input is taken to be the index of: 128 small workload
+/// events of org `org-000` in January 2026, signed with [`FUZZ_KEY`], written by
+/// `fuzz/examples/gen_corpus.rs` (with the target's seed, its index as the writer wrote it).
+static SIGNED_INDEX_SEGMENT: &[u8] = include_bytes!("fuzzing/signed_index.seg");
+
+/// Treats `data` as the index file of a fixed, valid segment ([`SIGNED_INDEX_SEGMENT`]).
+/// The harness first *repairs* it as a key holder would, recomputing its CRC and signing
+/// it with [`FUZZ_KEY`] (bytes too short for a trailer are left as they are), so that the
+/// structure behind the tag is what gets fuzzed. Then, over a fresh log directory holding
+/// the segment and that index, it runs `verify` with [`FuzzKeys`] and a read-only
+/// [`crate::Log`]'s queries (a whole-month range, forward and reverse, a user, an action, a
+/// resource; with and without a limit), consuming every item.
+///
+/// The input's original tag bytes, which the repair overwrites, choose how the queries run
+/// (group size of the planner, batch size, cache, spilling, helper threads): the fuzzer
+/// explores those without disturbing the index.
+///
+/// It panics (besides on any panic of the library) when:
+/// - a query returns an event that a full scan of the segment does not give for it, or
+///   returns events out of order, twice, or past its limit;
+/// - the index is the pristine one (what the writer writes for the segment) and `verify`
+///   reports anything, or a query returns an error or other events than a full scan;
+/// - `verify` finds nothing wrong, yet a query returns an error or other events than a
+///   full scan: a signed index that passes verification must never make a query miss a
+///   record (FORMAT.md §3.1–3.3), which is what verification's index comparison is for.
+pub fn fuzz_signed_index(data: &[u8]) {
+    let _ = signed_index_run(data);
+}
+
+/// What [`signed_index_run`] saw; for the harness's own tests.
+#[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))]
+struct SignedIndexRun {
+    /// The repaired input is the pristine index.
+    pristine: bool,
+    /// What `verify` reported (`None`: it failed, on I/O).
+    findings: Option<Vec<crate::verify::FindingKind>>,
+    /// Error items over all queries.
+    query_errors: usize,
+    /// Events returned over all queries.
+    events: usize,
+    /// Events a full scan gives over all queries.
+    expected: usize,
+}
+
+/// The segment of the `signed_index` target, what a full scan of it gives, and its
+/// pristine index; built once per process.
+struct SignedIndexFixture {
+    org: OrgId,
+    id: SegmentId,
+    /// The index the writer writes for the segment (built here as recovery rebuilds it).
+    pristine: Vec<u8>,
+    signer: Signer,
+    queries: Vec<QuerySpec>,
+    /// Records in the segment.
+    records: usize,
+}
+
+/// One record of the full scan, as queries filter it.
+struct ScannedRecord {
+    seq: u64,
+    at: crate::Timestamp,
+    user: Option<String>,
+    action: String,
+    resource_type: String,
+    resource_id: String,
+}
+
+/// One query of the harness, and what a full scan of the segment says it returns.
+#[derive(Clone, Debug, Default)]
+struct QuerySpec {
+    since: Option<crate::Timestamp>,
+    until: Option<crate::Timestamp>,
+    user: Option<String>,
+    /// `domain.action` or `domain.*`.
+    action: Option<String>,
+    resource: Option<(String, String)>,
+    limit: Option<u64>,
+    reverse: bool,
+    /// Through [`crate::Query::run`] (a `VerifiedEvent` per match) rather than a cursor.
+    decode: bool,
+    /// Every record that matches (limit aside): seq → occurred_at.
+    matching: std::collections::BTreeMap<u64, crate::Timestamp>,
+    /// What the query returns: `(occurred_at, seq)` in its order, limit applied.
+    expected: Vec<(crate::Timestamp, u64)>,
+}
+
+impl QuerySpec {
+    fn matches(&self, r: &ScannedRecord) -> bool {
+        let action = match self.action.as_deref().map(|a| (a, a.strip_suffix('*'))) {
+            None => true,
+            Some((_, Some(prefix))) => r.action.starts_with(prefix),
+            Some((a, None)) => r.action == a,
+        };
+        self.since.is_none_or(|t| r.at >= t)
+            && self.until.is_none_or(|t| r.at < t)
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|u| r.user.as_ref() == Some(u))
+            && action
+            && self
+                .resource
+                .as_ref()
+                .is_none_or(|(t, i)| *t == r.resource_type && *i == r.resource_id)
+    }
+
+    /// Fills `matching` and `expected` from the full scan.
+    fn expect(mut self, records: &[ScannedRecord]) -> QuerySpec {
+        self.matching = records
+            .iter()
+            .filter(|r| self.matches(r))
+            .map(|r| (r.seq, r.at))
+            .collect();
+        let mut order: Vec<_> = self.matching.iter().map(|(s, t)| (*t, *s)).collect();
+        order.sort_unstable();
+        if self.reverse {
+            order.reverse();
+        }
+        if let Some(n) = self.limit {
+            order.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        self.expected = order;
+        self
+    }
+
+    fn build<'a>(&self, log: &'a crate::Log, org: &OrgId, knobs: QueryKnobs) -> crate::Query<'a> {
+        let mut q = log.query(org);
+        if let Some(t) = self.since {
+            q = q.since(t);
+        }
+        if let Some(t) = self.until {
+            q = q.until(t);
+        }
+        if let Some(u) = &self.user {
+            q = q.user(u);
+        }
+        if let Some(a) = &self.action {
+            q = q.action(a);
+        }
+        if let Some((t, i)) = &self.resource {
+            q = q.resource(t, i);
+        }
+        if let Some(n) = self.limit {
+            q = q.limit(n);
+        }
+        if self.reverse {
+            q = q.reverse();
+        }
+        if let Some(n) = knobs.plan_blocks {
+            q = q.plan_blocks(n);
+        }
+        if let Some(n) = knobs.batch_bytes {
+            q = q.batch_bytes(n);
+        }
+        if knobs.spill {
+            q = q.buffer_limit(0);
+        }
+        if knobs.helpers {
+            q = q.threads(2);
+        }
+        q
+    }
+
+    /// Runs the query and consumes every item: `(occurred_at, seq)` of the events in the
+    /// order returned, and the number of error items.
+    fn run(
+        &self,
+        log: &crate::Log,
+        org: &OrgId,
+        knobs: QueryKnobs,
+        records: usize,
+    ) -> (Vec<(crate::Timestamp, u64)>, usize) {
+        // Each block, record and index yields at most a few items: more is a livelock.
+        let bound = 16 * records + 1024;
+        let mut events = Vec::new();
+        let mut errors = 0usize;
+        let q = self.build(log, org, knobs);
+        if self.decode {
+            for item in q {
+                assert!(
+                    events.len() + errors < bound,
+                    "query does not end: {self:?}"
+                );
+                match item {
+                    Ok(ev) => events.push((ev.event.occurred_at, ev.seq)),
+                    Err(_) => errors += 1,
+                }
+            }
+        } else {
+            match q.cursor() {
+                Ok(mut cur) => {
+                    while let Some(item) = cur.next_ref() {
+                        assert!(
+                            events.len() + errors < bound,
+                            "query does not end: {self:?}"
+                        );
+                        match item {
+                            Ok(ev) => {
+                                let _ = ev.fields();
+                                events.push((ev.occurred_at(), ev.seq()));
+                            }
+                            Err(_) => errors += 1,
+                        }
+                    }
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        (events, errors)
+    }
+
+    /// What holds whatever the index: every event returned is one the query matches, with
+    /// its time, in the query's order, once, within the limit.
+    fn check_sound(&self, events: &[(crate::Timestamp, u64)]) {
+        for (at, seq) in events {
+            assert_eq!(
+                self.matching.get(seq),
+                Some(at),
+                "query returned seq {seq} at {at}, which a full scan does not give it: {self:?}"
+            );
+        }
+        for pair in events.windows(2) {
+            if let [a, b] = pair {
+                assert!(
+                    if self.reverse { a > b } else { a < b },
+                    "query results out of order or repeated ({a:?} then {b:?}): {self:?}"
+                );
+            }
+        }
+        if let Some(n) = self.limit {
+            assert!(
+                events.len() as u64 <= n,
+                "query returned {} events past its limit: {self:?}",
+                events.len()
+            );
+        }
+    }
+}
+
+/// How the harness runs its queries, chosen by the input's tag bytes (which the repair
+/// overwrites, so they do not change the index).
+#[derive(Clone, Copy, Debug, Default)]
+struct QueryKnobs {
+    plan_blocks: Option<u64>,
+    batch_bytes: Option<u64>,
+    no_cache: bool,
+    spill: bool,
+    helpers: bool,
+}
+
+impl QueryKnobs {
+    fn from_tag(data: &[u8]) -> QueryKnobs {
+        let Some(at) = data.len().checked_sub(INDEX_TRAILER_LEN - 4) else {
+            return QueryKnobs::default();
+        };
+        let byte = |i: usize| data.get(at + i).copied().unwrap_or(0);
+        let (a, b, c) = (byte(0), byte(1), byte(2));
+        QueryKnobs {
+            plan_blocks: (a % 8 != 0).then_some(u64::from(a % 8)),
+            batch_bytes: (b % 4 == 0).then_some(1 + u64::from(b) * 64),
+            no_cache: c & 1 != 0,
+            spill: c & 2 != 0,
+            helpers: c & 4 != 0,
+        }
+    }
+}
+
+fn signed_index_fixture() -> Option<&'static SignedIndexFixture> {
+    static FIXTURE: std::sync::OnceLock<Option<SignedIndexFixture>> = std::sync::OnceLock::new();
+    FIXTURE.get_or_init(build_signed_index_fixture).as_ref()
+}
+
+fn build_signed_index_fixture() -> Option<SignedIndexFixture> {
+    let segment = SIGNED_INDEX_SEGMENT;
+    let header = SegmentHeader::decode(segment).ok()?;
+    let genesis = crypto::sha256(segment.get(..SEGMENT_HEADER_LEN)?);
+    let file = tempfile::tempfile_in("/dev/shm")
+        .or_else(|_| tempfile::tempfile())
+        .ok()?;
+    file.write_all_at(segment, 0).ok()?;
+    let len = segment.len() as u64;
+
+    // The full scan, with every check.
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let mut records = Vec::new();
+    for item in SegmentReader::open(Path::new(&path), Arc::new(FuzzKeys)).ok()? {
+        let ev = item.ok()?;
+        records.push(ScannedRecord {
+            seq: ev.seq,
+            at: ev.event.occurred_at,
+            user: ev.event.user_id,
+            action: ev.event.action,
+            resource_type: ev.event.resource_type,
+            resource_id: ev.event.resource_id,
+        });
+    }
+
+    // The pristine index: what recovery rebuilds and the writer writes.
+    let key = FuzzKeys::the_key().ok()?;
+    let signer = Signer::new(KeyId(1), &key);
+    let tally = Tally {
+        head: genesis,
+        next_seq: header.first_seq,
+        count: 0,
+        valid_end: SEGMENT_HEADER_LEN as u64,
+        max_seq: None,
+        index: IndexBuilder::new(SIGNED_INDEX_INTERVAL, &std::env::temp_dir()),
+    };
+    let mut tags = scan::Tags::new(&header.org, &FuzzKeys);
+    let mut win = FileWindow::new(file, len);
+    let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, Some(&mut tags)).ok()?;
+    if !outcome.damage.is_empty() || outcome.tally.count != records.len() as u64 {
+        return None;
+    }
+    let t = &outcome.tally;
+    let head = IndexHead {
+        compat_flags: 0,
+        key_id: KeyId(1),
+        org: header.org.clone(),
+        segment: header.id,
+        interval: SIGNED_INDEX_INTERVAL,
+        segment_hash: genesis,
+        covered_len: t.valid_end,
+        record_count: t.count,
+        first_seq: header.first_seq,
+        min_ts: t.index.min_ts,
+        max_ts: t.index.max_ts,
+        head: t.head,
+        entry_count: 0,
+        section_count: 0,
+    };
+    let pristine = index_file::encode(&head, &t.index.image(), &signer).ok()?;
+
+    // The queries, on values the segment holds.
+    let month = header.id.month;
+    let since = month.start();
+    let until = next_month(month).map(Month::start)?;
+    let mut users: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in &records {
+        if let Some(u) = &r.user {
+            *users.entry(u.as_str()).or_default() += 1;
+        }
+    }
+    let user = users
+        .iter()
+        .max_by_key(|(u, n)| (**n, std::cmp::Reverse(**u)))
+        .map(|(u, _)| (*u).to_string())?;
+    let middle = records.get(records.len() / 2)?;
+    let mid_time = crate::Timestamp(since.0 + (until.0 - since.0) / 3);
+    let specs = [
+        QuerySpec {
+            since: Some(since),
+            until: Some(until),
+            ..QuerySpec::default()
+        },
+        QuerySpec {
+            since: Some(since),
+            until: Some(until),
+            limit: Some(7),
+            ..QuerySpec::default()
+        },
+        QuerySpec {
+            reverse: true,
+            limit: Some(5),
+            ..QuerySpec::default()
+        },
+        QuerySpec {
+            user: Some(user.clone()),
+            decode: true,
+            ..QuerySpec::default()
+        },
+        QuerySpec {
+            user: Some(user),
+            limit: Some(3),
+            ..QuerySpec::default()
+        },
+        QuerySpec {
+            action: Some("booking.*".into()),
+            since: Some(mid_time),
+            ..QuerySpec::default()
+        },
+        QuerySpec {
+            action: Some(middle.action.clone()),
+            limit: Some(2),
+            reverse: true,
+            ..QuerySpec::default()
+        },
+        QuerySpec {
+            resource: Some((middle.resource_type.clone(), middle.resource_id.clone())),
+            ..QuerySpec::default()
+        },
+        QuerySpec {
+            resource: Some((middle.resource_type.clone(), middle.resource_id.clone())),
+            limit: Some(1),
+            ..QuerySpec::default()
+        },
+    ];
+    let queries = specs.into_iter().map(|q| q.expect(&records)).collect();
+    Some(SignedIndexFixture {
+        org: header.org,
+        id: header.id,
+        pristine,
+        signer,
+        queries,
+        records: records.len(),
+    })
+}
+
+/// The month after `m`.
+fn next_month(m: Month) -> Option<Month> {
+    if m.month() == 12 {
+        Month::new(m.year().checked_add(1)?, 1)
+    } else {
+        Month::new(m.year(), m.month() + 1)
+    }
+}
+
+/// `data` with its CRC recomputed and its tag made with `signer`, as a key holder would
+/// write it; unchanged if it is too short to hold a trailer.
+fn sign_index(data: &[u8], signer: &Signer) -> Vec<u8> {
+    let (Some(crc_at), Some(tag_at)) = (
+        data.len().checked_sub(INDEX_TRAILER_LEN),
+        data.len().checked_sub(32),
+    ) else {
+        return data.to_vec();
+    };
+    let Some(mut out) = with_crc(data, crc_at, 0..crc_at) else {
+        return data.to_vec();
+    };
+    let tag = out.get(..tag_at).map(|signed| signer.index_tag(signed));
+    if let (Some(tag), Some(slot)) = (tag, out.get_mut(tag_at..)) {
+        slot.copy_from_slice(&tag.0);
+    }
+    out
+}
+
+/// A log directory holding the fixture's segment and `index` as its index; in memory when
+/// `/dev/shm` exists. `None` on I/O trouble (the machine's, not the input's).
+fn signed_index_dir(fx: &SignedIndexFixture, index: &[u8]) -> Option<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("auditlog-fuzz-")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .ok()?;
+    let org_dir = dir.path().join(fx.org.as_str());
+    std::fs::create_dir(&org_dir).ok()?;
+    std::fs::write(
+        org_dir.join(crate::segment::segment_file_name(fx.id)),
+        SIGNED_INDEX_SEGMENT,
+    )
+    .ok()?;
+    std::fs::write(org_dir.join(crate::segment::index_file_name(fx.id)), index).ok()?;
+    Some(dir)
+}
+
+fn signed_index_run(data: &[u8]) -> Option<SignedIndexRun> {
+    let fixture = signed_index_fixture();
+    assert!(
+        fixture.is_some(),
+        "the signed_index segment does not read back (regenerate it: fuzz/README.md)"
+    );
+    let fx = fixture?;
+    let index = sign_index(data, &fx.signer);
+    let pristine = index == fx.pristine;
+    let knobs = QueryKnobs::from_tag(data);
+    let dir = signed_index_dir(fx, &index)?;
+
+    let opts = crate::verify::VerifyOptions {
+        threads: Some(1),
+        ..crate::verify::VerifyOptions::default()
+    };
+    let report = crate::verify::verify(dir.path(), Some(&FuzzKeys), &opts).ok();
+    if knobs.helpers {
+        // Without keys too: the index's tag is then not checked, nor its sections compared.
+        let _ = crate::verify::verify(dir.path(), None, &opts);
+    }
+    if pristine {
+        assert_eq!(
+            report.as_ref().map(|r| &r.findings),
+            Some(&Vec::new()),
+            "verify reports findings on the pristine index"
+        );
+    }
+    let intact = report
+        .as_ref()
+        .is_some_and(crate::verify::Report::is_intact);
+
+    let mut run = SignedIndexRun {
+        pristine,
+        findings: report.map(|r| r.findings.into_iter().map(|f| f.kind).collect()),
+        query_errors: 0,
+        events: 0,
+        expected: 0,
+    };
+    let mut opts = crate::Options::new(Arc::new(FuzzKeys));
+    if knobs.no_cache {
+        opts = opts.query_index_cache(0);
+    }
+    let log = crate::Log::open_read_only(dir.path(), opts).ok()?;
+    for q in &fx.queries {
+        let (events, errors) = q.run(&log, &fx.org, knobs, fx.records);
+        q.check_sound(&events);
+        if pristine || intact {
+            assert!(
+                errors == 0 && events == q.expected,
+                "{} index: query {q:?} under {knobs:?} gave {errors} errors and events \
+                 {events:?}, a full scan {:?}",
+                if pristine {
+                    "the pristine"
+                } else {
+                    "an index verify passes as intact:"
+                },
+                q.expected
+            );
+        }
+        run.query_errors += errors;
+        run.events += events.len();
+        run.expected += q.expected.len();
+    }
+    Some(run)
+}
+
 /// For tests: `events` events of the reference workload (one org, two days) appended under
 /// `opts` (durability `Never`) and closed; the directory, the org and its segment.
 #[cfg(test)]
@@ -703,10 +1235,11 @@ mod tests {
     #[test]
     fn committed_inputs_pass() {
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 3] = [
+        let targets: [(&str, Target); 4] = [
             ("record", fuzz_record),
             ("segment", fuzz_segment),
             ("index", fuzz_index),
+            ("signed_index", fuzz_signed_index),
         ];
         let mut seen = 0;
         for (name, target) in targets {
@@ -799,5 +1332,247 @@ mod tests {
         fuzz_record(&[]);
         fuzz_segment(&[]);
         fuzz_index(&[]);
+    }
+
+    fn pristine_signed_index() -> Vec<u8> {
+        signed_index_fixture()
+            .expect("the signed_index fixture builds")
+            .pristine
+            .clone()
+    }
+
+    /// The committed seed is the index the writer wrote for the embedded segment, which is
+    /// also what the harness rebuilds: generator, seed and fixture agree.
+    #[test]
+    fn signed_index_seed_is_the_pristine_index() {
+        let seed = std::fs::read(fuzz_dir("corpus/signed_index/pristine.idx")).unwrap();
+        assert_eq!(seed, pristine_signed_index());
+        let (index, _, _) = Index::decode(&seed).unwrap();
+        assert!(index.entries.len() > 20, "{} blocks", index.entries.len());
+        assert!(index.user_marks().unwrap().is_some());
+    }
+
+    #[test]
+    fn pristine_signed_index_verifies_and_queries_exactly() {
+        let pristine = pristine_signed_index();
+        let t = std::time::Instant::now();
+        let run = signed_index_run(&pristine).unwrap();
+        eprintln!("one run: {:?}", t.elapsed());
+        assert!(run.pristine);
+        assert_eq!(run.findings, Some(vec![]));
+        assert_eq!(run.query_errors, 0);
+        assert_eq!(run.events, run.expected);
+        assert!(run.expected > 50, "{run:?}");
+        // Every way of running the queries, on the same index.
+        for knob in [0u8, 1, 3, 4, 7, 8, 255] {
+            let mut data = pristine.clone();
+            let n = data.len();
+            for b in &mut data[n - 32..n - 29] {
+                *b = knob;
+            }
+            let run = signed_index_run(&data).unwrap();
+            assert!(run.pristine);
+            assert_eq!((run.query_errors, run.events), (0, run.expected));
+        }
+    }
+
+    /// The pristine index, decoded, changed by `f`, and encoded again (the harness signs it).
+    fn changed_signed_index(f: impl FnOnce(&mut Index)) -> Vec<u8> {
+        let (mut index, _, _) = Index::decode(&pristine_signed_index()).unwrap();
+        f(&mut index);
+        let mut out = index.encode_unsigned();
+        out.extend_from_slice(&[0; 32]);
+        out
+    }
+
+    fn section(index: &mut Index, kind: u32) -> &mut Vec<u8> {
+        &mut index
+            .sections
+            .iter_mut()
+            .find(|s| s.kind == kind)
+            .unwrap()
+            .bytes
+    }
+
+    /// Signed indexes that are wrong in ways a writer bug or a key holder could make them:
+    /// nothing panics, queries stay sound, and verify reports the unsound ones.
+    #[test]
+    fn wrong_signed_indexes_are_reported_never_panic() {
+        use crate::format::index::{
+            FILTER_HEADER_LEN, MARK_UNKNOWN, SECTION_USER_MARKS, encode_user_marks,
+        };
+        use crate::time::Timestamp;
+        use crate::verify::FindingKind;
+        let pristine = pristine_signed_index();
+        let seg_len = SIGNED_INDEX_SEGMENT.len() as u64;
+        let raw = |at: usize, f: &dyn Fn(u32) -> u32| {
+            let mut b = pristine.clone();
+            let v = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            b[at..at + 4].copy_from_slice(&f(v).to_le_bytes());
+            b
+        };
+        // Rejected as a whole: the queries read the segment without it.
+        let rejected = [
+            ("entry count inflated", raw(208, &|n| n + 3)),
+            ("entry count huge", raw(208, &|_| u32::MAX)),
+            ("section count inflated", raw(212, &|n| n + 1)),
+            (
+                "an entry past covered_len",
+                changed_signed_index(|i| i.entries.last_mut().unwrap().offset = i.covered_len),
+            ),
+            (
+                "entry seqs out of order",
+                changed_signed_index(|i| i.entries[3].seq = i.entries[2].seq),
+            ),
+            (
+                "empty block-times section",
+                changed_signed_index(|i| section(i, SECTION_BLOCK_TIMES).clear()),
+            ),
+            (
+                "empty user-marks section",
+                changed_signed_index(|i| section(i, SECTION_USER_MARKS).clear()),
+            ),
+            (
+                "one filter too few",
+                changed_signed_index(|i| {
+                    let n = section(i, SECTION_BLOCK_FILTERS).len();
+                    let last = i
+                        .block_filters()
+                        .unwrap()
+                        .unwrap()
+                        .filter(i.entries.len() - 1)
+                        .len();
+                    section(i, SECTION_BLOCK_FILTERS).truncate(n - last - 1);
+                }),
+            ),
+        ];
+        for (what, data) in &rejected {
+            let run = signed_index_run(data).unwrap();
+            let findings = run.findings.unwrap();
+            assert!(
+                findings.contains(&FindingKind::IndexMismatch),
+                "{what}: {findings:?}"
+            );
+            assert_eq!((run.query_errors, run.events), (0, run.expected), "{what}");
+        }
+
+        // Accepted, and still true of every record: verify passes, queries are exact.
+        let sound = [
+            (
+                "an unknown empty section",
+                changed_signed_index(|i| {
+                    i.sections.push(crate::format::index::Section {
+                        kind: 9,
+                        bytes: Vec::new(),
+                    })
+                }),
+            ),
+            (
+                "no query sections",
+                changed_signed_index(|i| i.sections.clear()),
+            ),
+            (
+                "every block unfiltered",
+                changed_signed_index(|i| {
+                    let mut f = section(i, SECTION_BLOCK_FILTERS)[..FILTER_HEADER_LEN].to_vec();
+                    f.resize(FILTER_HEADER_LEN + i.entries.len(), 0);
+                    *section(i, SECTION_BLOCK_FILTERS) = f;
+                }),
+            ),
+            (
+                "every mark unknown",
+                changed_signed_index(|i| {
+                    let marks = vec![MARK_UNKNOWN; i.record_count as usize];
+                    *section(i, SECTION_USER_MARKS) = encode_user_marks(&marks).bytes;
+                }),
+            ),
+            (
+                "interval changed",
+                changed_signed_index(|i| i.interval = 300),
+            ),
+        ];
+        for (what, data) in &sound {
+            let run = signed_index_run(data).unwrap();
+            assert!(!run.pristine, "{what}");
+            assert_eq!(run.findings, Some(vec![]), "{what}");
+            assert_eq!((run.query_errors, run.events), (0, run.expected), "{what}");
+        }
+
+        // Accepted, signed, and wrong: verify says so; queries may miss records or report
+        // errors, but return nothing false (the harness checks every event returned).
+        let wrong = [
+            (
+                "covered_len and an entry past the end of the segment",
+                changed_signed_index(|i| {
+                    i.covered_len = seg_len + 4096;
+                    i.entries.last_mut().unwrap().offset = seg_len + 100;
+                }),
+            ),
+            (
+                "an entry inside a record",
+                changed_signed_index(|i| i.entries[5].offset += 1),
+            ),
+            (
+                "mark_starts off by one (an entry's seq)",
+                changed_signed_index(|i| i.entries[4].seq = i.entries[5].seq - 1),
+            ),
+            (
+                "marks shifted by one record",
+                changed_signed_index(|i| {
+                    let mut marks = i.user_marks().unwrap().unwrap();
+                    marks.rotate_left(1);
+                    *section(i, SECTION_USER_MARKS) = encode_user_marks(&marks).bytes;
+                }),
+            ),
+            (
+                "a block's times narrowed",
+                changed_signed_index(|i| {
+                    let mut times = i.block_times().unwrap().unwrap();
+                    let k = (1..times.len())
+                        .find(|&k| times[k].0 < times[k].1 && times[k].0 > i.min_ts)
+                        .unwrap();
+                    times[k].0 = Timestamp(times[k].0.0 + 1);
+                    *section(i, SECTION_BLOCK_TIMES) = encode_block_times(&times).bytes;
+                }),
+            ),
+            (
+                "an empty filter that is not 'no filter'",
+                changed_signed_index(|i| {
+                    let f = i.block_filters().unwrap().unwrap();
+                    let mut out = f.probing.header().to_vec();
+                    for b in 0..i.entries.len() {
+                        let bits = if b == 7 {
+                            vec![0; f.filter(b).len()]
+                        } else {
+                            f.filter(b).to_vec()
+                        };
+                        put_bytes(&mut out, &bits);
+                    }
+                    *section(i, SECTION_BLOCK_FILTERS) = out;
+                }),
+            ),
+            (
+                "record_count short by one",
+                changed_signed_index(|i| {
+                    i.record_count -= 1;
+                    let mut marks = i.user_marks().ok().flatten().unwrap_or_default();
+                    marks.truncate(i.record_count as usize);
+                    *section(i, SECTION_USER_MARKS) = encode_user_marks(&marks).bytes;
+                }),
+            ),
+        ];
+        for (what, data) in &wrong {
+            let run = signed_index_run(data).unwrap();
+            let findings = run.findings.unwrap();
+            assert!(
+                findings.contains(&FindingKind::IndexMismatch),
+                "{what}: {findings:?}"
+            );
+        }
+
+        for cut in (0..pristine.len()).step_by(61) {
+            fuzz_signed_index(&pristine[..cut]);
+        }
+        fuzz_signed_index(&[]);
     }
 }

@@ -7,6 +7,11 @@
 //! Records are signed with `auditlog::fuzzing::FuzzKeys` (a fixed, public key), so the
 //! segment seeds pass tag verification in the `segment` target and reach the event decoder.
 //! Output is deterministic except for the salt seeds of personal data and `created_at`.
+//!
+//! It also writes the segment the `signed_index` target runs every input against, which the
+//! library embeds (`src/fuzzing/signed_index.seg`, or the second argument), and that
+//! segment's index as the target's seed: the two are written together and must be
+//! committed together (`fuzzing::tests::signed_index_seed_is_the_pristine_index` checks it).
 
 use std::error::Error;
 use std::fs;
@@ -17,7 +22,7 @@ use auditlog::crypto::{commitment, derive_salt};
 use auditlog::format::body::{Opening, Openings, SealedBody};
 use auditlog::format::header::SEGMENT_HEADER_LEN;
 use auditlog::format::record::{self, FRAME_HEADER_LEN};
-use auditlog::fuzzing::FuzzKeys;
+use auditlog::fuzzing::{FuzzKeys, SIGNED_INDEX_INTERVAL};
 use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Durability, Event, Log, Options, OrgId, Timestamp};
 use serde_json::Value;
@@ -28,10 +33,14 @@ fn main() -> Res<()> {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "fuzz/corpus".into());
+    let fixture = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "src/fuzzing/signed_index.seg".into());
     let out = Path::new(&out);
-    for t in ["record", "segment", "index"] {
+    for t in ["record", "segment", "index", "signed_index"] {
         fs::create_dir_all(out.join(t))?;
     }
+    signed_index_seed(out, Path::new(&fixture))?;
 
     // A real segment and index: eight small workload events of one org (with personal
     // data) and a system event without any.
@@ -130,6 +139,53 @@ fn main() -> Res<()> {
         seg.len(),
         idx.len(),
         frames.len()
+    );
+    Ok(())
+}
+
+/// The `signed_index` target's segment: a few hundred small workload events of one org in
+/// January 2026 (several users, every action, some out of order, system events without a
+/// user, personal data), indexed every `SIGNED_INDEX_INTERVAL` bytes so that the index has
+/// a few dozen blocks; and the index the writer wrote for it, the target's seed.
+fn signed_index_seed(out: &Path, fixture: &Path) -> Res<()> {
+    let events: Vec<_> = Workload::new(WorkloadConfig {
+        events: 600,
+        orgs: 1,
+        days: 20,
+        seed: 11,
+        start: Timestamp::parse("2026-01-02")?,
+        out_of_order: 0.05,
+    })
+    .filter(|e| e.after.to_string().len() < 160 && e.before.to_string().len() < 160)
+    .take(128)
+    .collect();
+    let dir = tempfile::tempdir()?;
+    let mut opts = Options::new(Arc::new(FuzzKeys))
+        .personal_data(["/after/email"])
+        .durability(Durability::Never);
+    opts.index_interval = SIGNED_INDEX_INTERVAL;
+    let log = Log::open(dir.path(), opts)?;
+    log.append_batch(&events)?;
+    let org = OrgId::new(&events.first().ok_or("no events")?.org_id)?;
+    let ids = log.segments(&org)?;
+    log.close()?;
+    let [id] = ids.as_slice() else {
+        return Err(format!("{} segments, expected one month", ids.len()).into());
+    };
+    let org_dir = dir.path().join(org.as_str());
+    let seg = fs::read(org_dir.join(format!("{id}.seg")))?;
+    let idx = fs::read(org_dir.join(format!("{id}.idx")))?;
+    if let Some(parent) = fixture.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::write(fixture, &seg)?;
+    fs::write(out.join("signed_index/pristine.idx"), &idx)?;
+    println!(
+        "wrote the signed_index segment to {} ({} events, {} bytes) and its index ({} bytes)",
+        fixture.display(),
+        events.len(),
+        seg.len(),
+        idx.len()
     );
     Ok(())
 }
