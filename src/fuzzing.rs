@@ -934,14 +934,8 @@ fn build_signed_index_fixture() -> Option<SignedIndexFixture> {
     // The pristine index: what recovery rebuilds and the writer writes.
     let key = FuzzKeys::the_key().ok()?;
     let signer = Signer::new(KeyId(1), &key);
-    let tally = Tally {
-        head: genesis,
-        next_seq: header.first_seq,
-        count: 0,
-        valid_end: SEGMENT_HEADER_LEN as u64,
-        max_seq: None,
-        index: IndexBuilder::new(SIGNED_INDEX_INTERVAL, &std::env::temp_dir()),
-    };
+    let builder = IndexBuilder::new(SIGNED_INDEX_INTERVAL, &std::env::temp_dir());
+    let tally = Tally::fresh(&header, genesis, builder);
     let mut tags = scan::Tags::new(&header.org, &FuzzKeys);
     let mut win = FileWindow::new(file, len);
     let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, Some(&mut tags)).ok()?;
@@ -949,22 +943,7 @@ fn build_signed_index_fixture() -> Option<SignedIndexFixture> {
         return None;
     }
     let t = &outcome.tally;
-    let head = IndexHead {
-        compat_flags: 0,
-        key_id: KeyId(1),
-        org: header.org.clone(),
-        segment: header.id,
-        interval: SIGNED_INDEX_INTERVAL,
-        segment_hash: genesis,
-        covered_len: t.valid_end,
-        record_count: t.count,
-        first_seq: header.first_seq,
-        min_ts: t.index.min_ts,
-        max_ts: t.index.max_ts,
-        head: t.head,
-        entry_count: 0,
-        section_count: 0,
-    };
+    let head = t.index_head(&header, genesis, KeyId(1));
     let pristine = index_file::encode(&head, &t.index.image(), &signer).ok()?;
 
     // The queries, on values the segment holds.

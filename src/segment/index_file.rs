@@ -1553,14 +1553,8 @@ mod tests {
         f.append(usize::MAX, &events(400, 0));
         let (header, genesis, seg_len) = segment_header(&f);
         let missing = f.dir.join("no-such-dir");
-        let tally = Tally {
-            head: genesis,
-            next_seq: header.first_seq,
-            count: 0,
-            valid_end: SEGMENT_HEADER_LEN as u64,
-            max_seq: None,
-            index: IndexBuilder::with_spill_limit(256, &missing, 1),
-        };
+        let builder = IndexBuilder::with_spill_limit(256, &missing, 1);
+        let tally = Tally::fresh(&header, genesis, builder);
         let mut win = FileWindow::new(File::open(f.seg()).unwrap(), seg_len);
         let o = org();
         let mut tags = scan::Tags::new(&o, &*f.keys);
@@ -1569,22 +1563,8 @@ mod tests {
         assert!(outcome.damage.is_empty());
         let mut t = outcome.tally;
         let signer = f.signer();
-        let head = IndexHead {
-            compat_flags: 0,
-            key_id: signer.key_id(),
-            org: org(),
-            segment: january(),
-            interval: 256,
-            segment_hash: genesis,
-            covered_len: t.valid_end,
-            record_count: t.count,
-            first_seq: header.first_seq,
-            min_ts: t.index.min_ts,
-            max_ts: t.index.max_ts,
-            head: t.head,
-            entry_count: 0,
-            section_count: 0,
-        };
+        assert_eq!((header.org.clone(), header.id), (org(), january()));
+        let head = t.index_head(&header, genesis, signer.key_id());
         let bytes = encode(&head, &t.index.image(), &signer).unwrap();
         assert_same(&bytes, &f.reference(), "index after failed spills");
         match t.index.take_spill_error() {

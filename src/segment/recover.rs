@@ -259,14 +259,7 @@ pub(crate) fn recover(
         });
     };
     let genesis = crypto::sha256(&head_bytes);
-    let fresh = Tally {
-        head: genesis,
-        next_seq: header.first_seq,
-        count: 0,
-        valid_end: SEGMENT_HEADER_LEN as u64,
-        max_seq: None,
-        index: IndexBuilder::new(interval, dir),
-    };
+    let fresh = Tally::fresh(&header, genesis, IndexBuilder::new(interval, dir));
     // Fast path: trust a valid index for the prefix it covers after a CRC walk of it.
     // A valid index also vouches, whatever the walk finds, that its `record_count` records
     // in `covered_len` bytes were complete and durable: `indexed` keeps that evidence.

@@ -11,10 +11,11 @@ use crate::error::{Error, IntegrityKind, Result};
 use crate::event::OrgId;
 use crate::format::DecodeError;
 use crate::format::codec::put_varint;
+use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::format::index::{
-    ENTRY_LEN, FILTER_HEADER_LEN, IndexEntry, KeyFields, MARK_LEN, MARK_UNKNOWN, MARKS_HEADER_LEN,
-    Probing, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES, SECTION_USER_MARKS, USER_MARK_SCHEME,
-    encode_block_time, encode_filter, section_header,
+    ENTRY_LEN, FILTER_HEADER_LEN, IndexEntry, IndexHead, KeyFields, MARK_LEN, MARK_UNKNOWN,
+    MARKS_HEADER_LEN, Probing, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES, SECTION_USER_MARKS,
+    USER_MARK_SCHEME, encode_block_time, encode_filter, section_header,
 };
 use crate::format::record::{self, FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN, RawRecord};
 use crate::time::Timestamp;
@@ -183,6 +184,43 @@ pub(crate) struct Tally {
     pub max_seq: Option<u64>,
     /// Index being rebuilt.
     pub index: IndexBuilder,
+}
+
+impl Tally {
+    /// The state before a segment's first record: the chain at the genesis (SHA-256 of the
+    /// header), seqs from the header's `first_seq`, nothing valid past the header.
+    pub fn fresh(header: &SegmentHeader, genesis: Hash, index: IndexBuilder) -> Tally {
+        Tally {
+            head: genesis,
+            next_seq: header.first_seq,
+            count: 0,
+            valid_end: SEGMENT_HEADER_LEN as u64,
+            max_seq: None,
+            index,
+        }
+    }
+
+    /// The head of the index that describes what this tally has seen of the segment, as a
+    /// writer writes it and recovery rebuilds it. `entry_count` and `section_count` are 0:
+    /// they are set from the image when it is encoded.
+    pub fn index_head(&self, header: &SegmentHeader, genesis: Hash, key_id: KeyId) -> IndexHead {
+        IndexHead {
+            compat_flags: 0,
+            key_id,
+            org: header.org.clone(),
+            segment: header.id,
+            interval: self.index.interval,
+            segment_hash: genesis,
+            covered_len: self.valid_end,
+            record_count: self.count,
+            first_seq: header.first_seq,
+            min_ts: self.index.min_ts,
+            max_ts: self.index.max_ts,
+            head: self.head,
+            entry_count: 0,
+            section_count: 0,
+        }
+    }
 }
 
 /// Bytes of closed blocks an [`IndexBuilder`] keeps in memory before it moves them to its

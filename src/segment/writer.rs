@@ -36,7 +36,6 @@ use crate::entry::SealedEvent;
 use crate::error::{Error, Result};
 use crate::event::OrgId;
 use crate::format::header::{SegmentHeader, SegmentId};
-use crate::format::index::IndexHead;
 use crate::format::record::{FrameFields, encode_frame};
 use crate::time::Timestamp;
 
@@ -643,25 +642,11 @@ impl SegmentWriter {
         // bytes; then write and fsync them.
         let (head, image) = {
             let st = self.state.lock();
-            let b = &st.tally.index;
-            let head = IndexHead {
-                compat_flags: 0,
-                key_id: signer.key_id(),
-                org: self.org.clone(),
-                segment: self.header.id,
-                interval: b.interval,
-                segment_hash: self.genesis,
-                covered_len: st.end,
-                record_count: st.tally.count,
-                first_seq: self.header.first_seq,
-                min_ts: b.min_ts,
-                max_ts: b.max_ts,
-                head: st.tally.head,
-                // Set from the image when it is written.
-                entry_count: 0,
-                section_count: 0,
-            };
-            (head, b.image())
+            // `tally.valid_end` is `st.end`: every append moves both.
+            let head = st
+                .tally
+                .index_head(&self.header, self.genesis, signer.key_id());
+            (head, st.tally.index.image())
         };
         // Anything appended after the snapshot is written too, which is harmless: the index
         // simply covers a prefix of the durable bytes.
