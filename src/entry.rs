@@ -104,12 +104,14 @@ pub(crate) fn validate_pointer(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Encodes `event` (already validated) of org `org`. `pii_paths` are checked pointers.
+/// Encodes `event` (already validated) of org `org`. `pii_paths` are checked pointers;
+/// `seeds` gives the personal-data seed, if the event has personal data.
 pub(crate) fn seal(
     event: &Event,
     org: &str,
     pii_paths: &[String],
     max: usize,
+    seeds: &crypto::SeedSource,
 ) -> Result<SealedEvent, Error> {
     // The JSON texts of before, after and metadata, one after another in a buffer this
     // thread reuses: no allocation per event once it has grown.
@@ -117,8 +119,8 @@ pub(crate) fn seal(
         static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     JSON.with(|json| match json.try_borrow_mut() {
-        Ok(mut json) => seal_with(event, org, pii_paths, max, &mut json),
-        Err(_) => seal_with(event, org, pii_paths, max, &mut Vec::new()),
+        Ok(mut json) => seal_with(event, org, pii_paths, max, seeds, &mut json),
+        Err(_) => seal_with(event, org, pii_paths, max, seeds, &mut Vec::new()),
     })
 }
 
@@ -127,6 +129,7 @@ fn seal_with(
     org: &str,
     pii_paths: &[String],
     max: usize,
+    seeds: &crypto::SeedSource,
     json: &mut Vec<u8>,
 ) -> Result<SealedEvent, Error> {
     let mut before = None::<Value>;
@@ -177,7 +180,7 @@ fn seal_with(
     let (openings, root) = if slots.is_empty() {
         (Openings::None, None)
     } else {
-        let seed = crypto::random_seed().map_err(|e| Error::Key {
+        let seed = seeds.next().map_err(|e| Error::Key {
             org: org.to_string(),
             source: e,
         })?;
@@ -513,7 +516,7 @@ mod tests {
         deep.trace_id = Some("t".into());
         events.push(deep);
         for e in &events {
-            let s = seal(e, &e.org_id, &[], 1 << 20).unwrap();
+            let s = seal(e, &e.org_id, &[], 1 << 20, &crypto::SeedSource::new()).unwrap();
             let mut parsed = Vec::new();
             KeyFields::parse(&s.bytes[..s.sealed_len])
                 .unwrap()

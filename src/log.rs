@@ -339,6 +339,8 @@ struct Inner {
     /// The first failure that lost nothing and had no caller to go to when it happened: a
     /// failed index spill of a writer that retirement then closed. `Log::close` returns it.
     unreported: Mutex<Option<Error>>,
+    /// Personal-data seeds of the events this log seals (its own PRF key: see `SeedSource`).
+    seeds: crate::crypto::SeedSource,
 }
 
 /// An open log directory. `Send + Sync`: share it between threads (e.g. in an `Arc`).
@@ -425,6 +427,7 @@ impl Log {
                 clock: AtomicU64::new(0),
                 retiring: Mutex::new(()),
                 unreported: Mutex::new(None),
+                seeds: crate::crypto::SeedSource::new(),
             }),
             flusher: Mutex::new(None),
         })
@@ -557,6 +560,7 @@ impl Log {
             &event.org_id,
             &opts.personal_data,
             opts.max_event_size,
+            &self.inner.seeds,
         )?;
         // The key first: an org that cannot sign must not get a segment.
         let signer = org.signer(&*opts.keys)?;
@@ -586,7 +590,13 @@ impl Log {
         let mut sealed = Vec::with_capacity(events.len());
         for e in events {
             let month = e.check()?;
-            let s = entry::seal(e, &e.org_id, &opts.personal_data, opts.max_event_size)?;
+            let s = entry::seal(
+                e,
+                &e.org_id,
+                &opts.personal_data,
+                opts.max_event_size,
+                &self.inner.seeds,
+            )?;
             sealed.push((e.org_id.as_str(), month, s, e.occurred_at));
         }
         let mut groups: BTreeMap<(&str, Month), Vec<usize>> = BTreeMap::new();

@@ -376,39 +376,55 @@ pub fn pii_root(commitments: &[Hash]) -> Hash {
     Hash(h.finalize().into())
 }
 
-/// A fresh, unpredictable 128-bit seed for personal-data salts.
+/// Where a writer's personal-data seeds come from: fresh, unpredictable 128-bit values.
 ///
-/// SHA-256 as a PRF in counter mode: `SHA-256(k ‖ pid ‖ counter)`, truncated to 16 bytes,
-/// where `k` is 64 bytes from the operating system drawn once per process. `k` fills exactly
-/// one SHA-256 block, so each seed costs one compression from the saved state after `k`
-/// (HMAC cost two). Inputs after `k` have one fixed length (12 bytes), so length extension
+/// SHA-256 as a PRF in counter mode: `SHA-256(k ‖ counter)`, truncated to 16 bytes, where
+/// `k` is 64 bytes from the operating system, drawn at the first seed. `k` fills exactly one
+/// SHA-256 block, so each seed costs one compression from the saved state after `k` (HMAC
+/// costs two). The input after `k` has one fixed length (8 bytes), so length extension
 /// cannot produce another valid input: knowing other records' seeds (they are stored in the
 /// openings) does not help predict an erased one without `k`, which never leaves memory.
-/// This avoids a `getrandom` system call per event (measured: ~4% of an append). The pid
-/// keeps a forked child from repeating its parent's salts.
-pub fn random_seed() -> Result<[u8; 16], KeyError> {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PRF: OnceLock<std::result::Result<Sha256, String>> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prf = PRF.get_or_init(|| {
-        let mut k = [0u8; 64];
-        getrandom::fill(&mut k).map_err(|e| e.to_string())?;
-        Ok(Sha256::new().chain_update(k))
-    });
-    let prf = prf
-        .as_ref()
-        .map_err(|e| KeyError::Provider(format!("no randomness: {e}")))?;
-    let out = prf
-        .clone()
-        .chain_update(std::process::id().to_le_bytes())
-        .chain_update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
-        .finalize();
-    let mut seed = [0u8; 16];
-    for (d, s) in seed.iter_mut().zip(out.iter()) {
-        *d = *s;
+/// This avoids a `getrandom` system call per event (measured: ~4% of an append).
+///
+/// Each [`crate::Log`] owns one, so a process that forks gets a fresh `k` for every log its
+/// child opens. (A per-process `k` needed the pid in every input to keep a child from
+/// repeating its parent's seeds, and `getpid` is a system call: ~5% of an append.) A `Log`
+/// used on both sides of a fork would repeat seeds, but its writers would also repeat seqs
+/// and overwrite each other's records: that is not supported in any case.
+pub(crate) struct SeedSource {
+    prf: std::sync::OnceLock<std::result::Result<Sha256, String>>,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl SeedSource {
+    /// A source whose key is drawn at its first seed.
+    pub(crate) const fn new() -> SeedSource {
+        SeedSource {
+            prf: std::sync::OnceLock::new(),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        }
     }
-    Ok(seed)
+
+    /// The next seed. Fails only if the operating system has no randomness to give.
+    pub(crate) fn next(&self) -> Result<[u8; 16], KeyError> {
+        let prf = self.prf.get_or_init(|| {
+            let mut k = [0u8; 64];
+            getrandom::fill(&mut k).map_err(|e| e.to_string())?;
+            Ok(Sha256::new().chain_update(k))
+        });
+        let prf = prf
+            .as_ref()
+            .map_err(|e| KeyError::Provider(format!("no randomness: {e}")))?;
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = prf.clone().chain_update(n.to_le_bytes()).finalize();
+        let mut seed = [0u8; 16];
+        for (d, s) in seed.iter_mut().zip(out.iter()) {
+            *d = *s;
+        }
+        Ok(seed)
+    }
 }
 
 /// Lower-case hex of `bytes`.
@@ -440,6 +456,33 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seeds never repeat, within a source (from many threads) or across sources: each
+    /// source draws its own key, which is what keeps a forked child's logs from repeating
+    /// its parent's seeds.
+    #[test]
+    fn seeds_are_distinct_within_and_across_sources() {
+        let (a, b) = (SeedSource::new(), SeedSource::new());
+        let mut seen = std::collections::HashSet::new();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..1000).map(|_| a.next().unwrap()).collect::<Vec<_>>()))
+                .collect();
+            for h in handles {
+                for seed in h.join().unwrap() {
+                    assert!(seen.insert(seed), "a seed repeated within one source");
+                }
+            }
+        });
+        assert_eq!(seen.len(), 4000);
+        // A second source starts its counter at 0 too, so only its own key tells it apart.
+        for _ in 0..1000 {
+            assert!(
+                seen.insert(b.next().unwrap()),
+                "two sources gave the same seed"
+            );
+        }
+    }
 
     /// Key 1 is known, key 2 fails, every other id is unknown; counts the calls.
     struct Counting(std::sync::atomic::AtomicU64);
