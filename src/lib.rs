@@ -62,6 +62,7 @@ mod entry;
 pub mod error;
 pub mod event;
 pub mod format;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inspect;

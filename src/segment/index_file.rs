@@ -80,6 +80,7 @@ pub(crate) fn write(
 }
 
 /// The index bytes [`write`] would write, in memory (tests, fuzzing).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode(head: &IndexHead, image: &IndexImage, signer: &Signer) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     stream(head, image, signer, &mut |b| {

@@ -340,6 +340,7 @@ impl IndexBuilder {
     }
 
     /// Entries (blocks) so far, the open one included.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn entry_count(&self) -> u64 {
         self.closed + u64::from(self.open.is_some())
     }
