@@ -62,7 +62,8 @@
 //! `x_{j+1} = x_j · 0xD1342543DE82EF95 + h2`.
 
 use super::codec::Reader;
-use super::header::SegmentId;
+use super::header::{SEGMENT_HEADER_LEN, SegmentId};
+use super::record::MIN_FRAME_LEN;
 use super::{DecodeError, DecodeErrorKind, FORMAT_VERSION, crc32};
 use crate::crypto::{Hash, KeyId, Tag};
 use crate::event::OrgId;
@@ -302,16 +303,44 @@ impl IndexHead {
                 DecodeErrorKind::Invalid("interval must be positive"),
             ));
         }
+        let segment_hash = Hash(r.array("segment_hash")?);
+        let covered_len = r.u64("covered_len")?;
+        if covered_len < SEGMENT_HEADER_LEN as u64 {
+            return Err(r.error(
+                "covered_len",
+                DecodeErrorKind::Invalid("covered_len is shorter than a segment header"),
+            ));
+        }
+        let record_count = r.u64("record_count")?;
+        // Every record is a frame of at least MIN_FRAME_LEN bytes.
+        let most = (covered_len - SEGMENT_HEADER_LEN as u64) / u64::from(MIN_FRAME_LEN);
+        if record_count > most {
+            return Err(r.error(
+                "record_count",
+                DecodeErrorKind::BadLength {
+                    found: record_count,
+                    min: 0,
+                    max: most,
+                },
+            ));
+        }
+        let first_seq = r.u64("first_seq")?;
+        if first_seq.checked_add(record_count).is_none() {
+            return Err(r.error(
+                "first_seq",
+                DecodeErrorKind::Invalid("first_seq + record_count overflows"),
+            ));
+        }
         Ok(IndexHead {
             compat_flags,
             key_id,
             org,
             segment: SegmentId { month, part },
             interval,
-            segment_hash: Hash(r.array("segment_hash")?),
-            covered_len: r.u64("covered_len")?,
-            record_count: r.u64("record_count")?,
-            first_seq: r.u64("first_seq")?,
+            segment_hash,
+            covered_len,
+            record_count,
+            first_seq,
             min_ts: Timestamp(r.i64("min_ts")?),
             max_ts: Timestamp(r.i64("max_ts")?),
             head: Hash(r.array("head")?),
