@@ -130,23 +130,42 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
         }
     }
     let now = Timestamp::now();
-    for org in orgs {
-        let cps: Vec<&Checkpoint> = opts
+    // One pool over many orgs' segments at a time: an org with fewer segments than cores (in
+    // a log of many orgs and few months, one each) would leave cores idle. Orgs are taken
+    // in chunks of about `CHUNK_SEGMENTS` segments, so the outcomes waiting to be reported
+    // stay bounded however many orgs the log has.
+    let mut chunk: Vec<OrgPlan<'_>> = Vec::new();
+    let mut chunk_segments = 0;
+    let mut orgs = orgs.into_iter().peekable();
+    while let Some(org) = orgs.next() {
+        let cps = opts
             .checkpoints
             .iter()
             .filter(|c| c.org_id == org.as_str())
             .collect();
-        verify_org(dir, &org, keys, &cps, opts, now, &mut report);
+        let plan = plan_org(dir, org, cps);
+        chunk_segments += plan.files.segments.len();
+        chunk.push(plan);
+        if chunk_segments >= CHUNK_SEGMENTS || orgs.peek().is_none() {
+            let outcomes = run_segments(&chunk, keys, opts, now, report.live_writer);
+            for (plan, outcomes) in chunk.drain(..).zip(outcomes) {
+                finish_org(plan, outcomes, keys, &mut report);
+            }
+            chunk_segments = 0;
+        }
     }
     Ok(report)
 }
+
+/// Segments verified in one pool before their orgs are reported (see [`verify`]).
+const CHUNK_SEGMENTS: usize = 256;
 
 struct OrgFiles {
     segments: Vec<SegmentId>,
     orphan_indexes: Vec<(SegmentId, PathBuf)>,
 }
 
-fn list_org(dir: &Path, report: &mut Report) -> OrgFiles {
+fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> OrgFiles {
     let mut segments = Vec::new();
     let mut indexes = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
@@ -161,7 +180,7 @@ fn list_org(dir: &Path, report: &mut Report) -> OrgFiles {
         if name == QUARANTINE_DIR && entry.file_type().is_ok_and(|t| t.is_dir()) {
             for q in fs::read_dir(&path).into_iter().flatten().flatten() {
                 let len = q.metadata().map_or(0, |m| m.len());
-                report.findings.push(
+                findings.push(
                     Finding::new(
                         FindingKind::QuarantinedData,
                         q.path(),
@@ -180,7 +199,7 @@ fn list_org(dir: &Path, report: &mut Report) -> OrgFiles {
         } else if name.ends_with(".tmp") || name.ends_with(".cold") {
             // Leftover of an interrupted atomic rewrite / an archived month.
         } else {
-            report.findings.push(Finding::new(
+            findings.push(Finding::new(
                 FindingKind::UnexpectedFile,
                 path,
                 "not part of an auditlog directory",
@@ -198,85 +217,122 @@ fn list_org(dir: &Path, report: &mut Report) -> OrgFiles {
     }
 }
 
-fn verify_org(
-    dir: &Path,
-    org: &OrgId,
-    keys: Option<&dyn KeyProvider>,
-    cps: &[&Checkpoint],
-    opts: &VerifyOptions,
-    now: Timestamp,
-    report: &mut Report,
-) -> BTreeMap<SegmentId, SegmentOutcome> {
+/// What an org's segments are checked against, learnt before any of them is read.
+struct OrgPlan<'c> {
+    org: OrgId,
+    org_dir: PathBuf,
+    files: OrgFiles,
+    /// Findings of the listing (quarantined data, unexpected files, orphan indexes), reported
+    /// before the segments'.
+    findings: Vec<Finding>,
+    /// Per segment, the counts at which its chain head is wanted (links, checkpoints).
+    wanted: HashMap<SegmentId, BTreeSet<u64>>,
+    /// The latest part of each month.
+    latest: HashMap<crate::time::Month, u16>,
+    checkpoints: Vec<&'c Checkpoint>,
+}
+
+impl OrgPlan<'_> {
+    fn is_latest(&self, id: &SegmentId) -> bool {
+        self.latest.get(&id.month) == Some(&id.part)
+    }
+}
+
+fn plan_org<'c>(dir: &Path, org: OrgId, checkpoints: Vec<&'c Checkpoint>) -> OrgPlan<'c> {
     let org_dir = dir.join(org.as_str());
-    let files = list_org(&org_dir, report);
+    let mut findings = Vec::new();
+    let files = list_org(&org_dir, &mut findings);
     for (id, path) in &files.orphan_indexes {
-        report.findings.push(Finding::new(
+        findings.push(Finding::new(
             FindingKind::MissingSegment,
             path,
             format!("index of segment {id} exists but the segment does not: it was deleted"),
         ));
     }
-    // First pass: headers, to learn which chain positions links point at.
-    let mut headers = HashMap::new();
-    for id in &files.segments {
-        let path = org_dir.join(segment_file_name(*id));
-        if let Some(h) = read_header(&path) {
-            headers.insert(*id, h);
-        }
-    }
+    // Headers first, to learn which chain positions links point at.
     let mut wanted: HashMap<SegmentId, BTreeSet<u64>> = HashMap::new();
-    for h in headers.values() {
-        for link in [h.prev, h.continues].into_iter().flatten() {
-            wanted.entry(link.segment).or_default().insert(link.count);
+    for id in &files.segments {
+        if let Some(h) = read_header(&org_dir.join(segment_file_name(*id))) {
+            for link in [h.prev, h.continues].into_iter().flatten() {
+                wanted.entry(link.segment).or_default().insert(link.count);
+            }
         }
     }
-    for c in cps {
+    for c in &checkpoints {
         for s in &c.segments {
             if let Some(id) = s.id() {
                 wanted.entry(id).or_default().insert(s.count);
             }
         }
     }
-    let latest: HashMap<crate::time::Month, u16> =
-        files.segments.iter().fold(HashMap::new(), |mut m, id| {
-            let p = m.entry(id.month).or_insert(id.part);
-            *p = (*p).max(id.part);
-            m
-        });
-    let empty = BTreeSet::new();
-    // Segments verify independently: spread them over the cores, then report in file order
-    // so the findings come out the same whatever the scheduling.
+    let latest = files.segments.iter().fold(HashMap::new(), |mut m, id| {
+        let p = m.entry(id.month).or_insert(id.part);
+        *p = (*p).max(id.part);
+        m
+    });
+    OrgPlan {
+        org,
+        org_dir,
+        files,
+        findings,
+        wanted,
+        latest,
+        checkpoints,
+    }
+}
+
+/// Verifies every segment of every plan, spread over the cores. Returns, per plan, the
+/// outcomes in the order of its segments, so the report is the same whatever the
+/// scheduling.
+fn run_segments(
+    plans: &[OrgPlan<'_>],
+    keys: Option<&dyn KeyProvider>,
+    opts: &VerifyOptions,
+    now: Timestamp,
+    live: bool,
+) -> Vec<Vec<SegmentOutcome>> {
+    let work: Vec<(usize, usize)> = plans
+        .iter()
+        .enumerate()
+        .flat_map(|(p, plan)| (0..plan.files.segments.len()).map(move |s| (p, s)))
+        .collect();
     let workers = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .min(files.segments.len())
+        .min(work.len())
         .max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done: parking_lot::Mutex<Vec<(usize, SegmentOutcome)>> =
-        parking_lot::Mutex::new(Vec::new());
-    let live = report.live_writer;
+        parking_lot::Mutex::new(Vec::with_capacity(work.len()));
+    let empty = BTreeSet::new();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(id) = files.segments.get(i) else {
+                    let Some(&(p, s)) = work.get(i) else {
                         break;
                     };
-                    let path = org_dir.join(segment_file_name(*id));
+                    let (Some(plan), Some(id)) = (
+                        plans.get(p),
+                        plans.get(p).and_then(|x| x.files.segments.get(s)),
+                    ) else {
+                        break;
+                    };
+                    let path = plan.org_dir.join(segment_file_name(*id));
                     let check = SegmentCheck {
-                        org,
+                        org: &plan.org,
                         id: *id,
                         path: &path,
                         keys,
                         live,
-                        latest: latest.get(&id.month) == Some(&id.part),
-                        wanted: wanted.get(id).unwrap_or(&empty),
+                        latest: plan.is_latest(id),
+                        wanted: plan.wanted.get(id).unwrap_or(&empty),
                         now,
                     };
                     let out = verify_segment(&check);
-                    if let Some(p) = &opts.progress {
-                        p(out.bytes);
+                    if let Some(progress) = &opts.progress {
+                        progress(out.bytes);
                     }
                     done.lock().push((i, out));
                 }
@@ -285,30 +341,68 @@ fn verify_org(
     });
     let mut done = done.into_inner();
     done.sort_by_key(|(i, _)| *i);
-    let mut outcomes: BTreeMap<SegmentId, SegmentOutcome> = BTreeMap::new();
+    let mut per_plan: Vec<Vec<SegmentOutcome>> = plans
+        .iter()
+        .map(|p| Vec::with_capacity(p.files.segments.len()))
+        .collect();
     for (i, out) in done {
-        let Some(id) = files.segments.get(i) else {
-            continue;
-        };
-        let is_latest = latest.get(&id.month) == Some(&id.part);
+        if let Some(v) = work.get(i).and_then(|&(p, _)| per_plan.get_mut(p)) {
+            v.push(out);
+        }
+    }
+    per_plan
+}
+
+/// Reports an org: its listing's findings, then each segment's, then the links between its
+/// segments and its checkpoints. `outcomes` are in the order of `plan.files.segments`.
+fn finish_org(
+    plan: OrgPlan<'_>,
+    outcomes: Vec<SegmentOutcome>,
+    keys: Option<&dyn KeyProvider>,
+    report: &mut Report,
+) -> BTreeMap<SegmentId, SegmentOutcome> {
+    report.findings.extend(plan.findings.iter().cloned());
+    let mut by_id: BTreeMap<SegmentId, SegmentOutcome> = BTreeMap::new();
+    for (id, out) in plan.files.segments.iter().zip(outcomes) {
         report.files += 1;
         report.records += out.records;
         report.bytes += out.bytes;
-        if report.live_writer && is_latest {
+        if report.live_writer && plan.is_latest(id) {
             report.live.push(LiveProgress {
-                file: org_dir.join(segment_file_name(*id)),
+                file: plan.org_dir.join(segment_file_name(*id)),
                 verified_to: out.verified_to,
                 records: out.records,
             });
         }
         report.findings.extend(out.findings.iter().cloned());
-        outcomes.insert(*id, out);
+        by_id.insert(*id, out);
     }
-    check_links(&org_dir, &outcomes, report);
-    for c in cps {
-        check_checkpoint(&org_dir, org, c, keys, &outcomes, report);
+    check_links(&plan.org_dir, &by_id, report);
+    for c in &plan.checkpoints {
+        check_checkpoint(&plan.org_dir, &plan.org, c, keys, &by_id, report);
     }
-    outcomes
+    by_id
+}
+
+/// One org verified as [`verify`] verifies it, without checkpoints.
+fn verify_org(
+    dir: &Path,
+    org: &OrgId,
+    keys: Option<&dyn KeyProvider>,
+    now: Timestamp,
+    report: &mut Report,
+) -> BTreeMap<SegmentId, SegmentOutcome> {
+    let plans = [plan_org(dir, org.clone(), Vec::new())];
+    let outcomes = run_segments(
+        &plans,
+        keys,
+        &VerifyOptions::default(),
+        now,
+        report.live_writer,
+    );
+    let [plan] = plans;
+    let outcomes = outcomes.into_iter().next().unwrap_or_default();
+    finish_org(plan, outcomes, keys, report)
 }
 
 fn read_header(path: &Path) -> Option<crate::format::header::SegmentHeader> {
@@ -590,15 +684,7 @@ pub fn make_checkpoint_with(
         live_writer: writer_is_live(dir),
         ..Report::default()
     };
-    let outcomes = verify_org(
-        dir,
-        org,
-        Some(keys),
-        &[],
-        &VerifyOptions::default(),
-        Timestamp::now(),
-        &mut scratch,
-    );
+    let outcomes = verify_org(dir, org, Some(keys), Timestamp::now(), &mut scratch);
     let damage = |f: &Finding| matches!(f.kind.class(), Class::CrashDamage | Class::Corruption);
     if let Some(f) = scratch
         .findings
