@@ -242,6 +242,21 @@ pub enum Error {
         segment: String,
     },
 
+    /// The segment's sequence numbers are used up: its header or a record claims a seq so
+    /// close to 2^64 that the next one would not fit. Only a damaged or forged file does
+    /// that (`verify` reports how); nothing was written.
+    #[error(
+        "segment {segment} of org {org} cannot number more records: the next seq would be {next}, too close to 2^64 (only a damaged or forged file claims such seqs; run verify); nothing was written"
+    )]
+    SeqExhausted {
+        /// The org.
+        org: String,
+        /// The segment (`YYYY-MM` or `YYYY-MM.part`).
+        segment: String,
+        /// The seq the next record would have taken.
+        next: u64,
+    },
+
     /// No such org in the log.
     #[error("unknown org {org}: the log has no directory for it")]
     UnknownOrg {

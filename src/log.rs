@@ -344,6 +344,11 @@ struct Inner {
 }
 
 /// An open log directory. `Send + Sync`: share it between threads (e.g. in an `Arc`).
+///
+/// Not between processes: a `Log` used by both parent and child after `fork` repeats the
+/// personal-data seeds it gives, silently (SECURITY.md, "Salts after a fork"), and where
+/// both write one segment they overwrite each other's records. Open it in the process that
+/// writes.
 pub struct Log {
     inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,
@@ -1167,10 +1172,14 @@ impl Inner {
                         &path,
                         std::os::unix::fs::PermissionsExt::from_mode(0o444),
                     );
-                    let first_seq = outcome
-                        .tally
-                        .max_seq
-                        .map_or(header.as_ref().map_or(0, |h| h.first_seq), |m| m + 1);
+                    let first_seq = outcome.tally.max_seq.map_or(
+                        header.as_ref().map_or(0, |h| h.first_seq),
+                        |m| {
+                            // A forged record can claim u64::MAX; its continuation then has
+                            // no seqs left and refuses appends (`Error::SeqExhausted`).
+                            m.saturating_add(1)
+                        },
+                    );
                     let continues = SegmentLink {
                         segment: id,
                         count: outcome.tally.count,

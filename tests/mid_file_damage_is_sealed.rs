@@ -353,3 +353,76 @@ fn checkpoint_after_sealed_damage_needs_consent_and_pins_up_to_the_damage() {
         report.findings
     );
 }
+
+/// A keyless forger appends a copy of the last frame claiming seq 2^64 − 2, with its CRC
+/// fixed. Recovery seals the part and starts the continuation at seq 2^64 − 1. A record
+/// there would leave the next seq at 2^64, which an index's `first_seq + record_count`
+/// cannot hold, and the one after would wrap to 0. So the month refuses appends with a typed
+/// error and writes nothing, while other months go on. Every index the engine wrote still
+/// decodes, and `verify` names the forgery, not the engine's own indexes.
+#[test]
+fn a_forged_seq_near_2_pow_64_makes_its_month_refuse_appends() {
+    let s = setup();
+    let mut bytes = fs::read(&s.seg).unwrap();
+    let last = *records(&bytes).last().unwrap();
+    let mut forged = bytes[last.off..last.end()].to_vec();
+    forged[8..16].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+    let at = bytes.len();
+    bytes.extend_from_slice(&forged);
+    fix_crc(&mut bytes, at);
+    fs::write(&s.seg, &bytes).unwrap();
+
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    let err = log.append_batch(&january(2, 78)).unwrap_err();
+    assert!(
+        matches!(&err, Error::SeqExhausted { next, .. } if *next == u64::MAX),
+        "{err:?}"
+    );
+    let (file, _, continuation) = sealed(&log.recovery_report());
+    assert_eq!(file, s.seg);
+    let feb: Vec<Event> = january(2, 79)
+        .into_iter()
+        .map(|mut e| {
+            e.occurred_at.0 += 31 * 86_400_000_000;
+            e
+        })
+        .collect();
+    let rs = log.append_batch(&feb).unwrap();
+    assert_eq!(rs.iter().map(|r| r.seq).collect::<Vec<_>>(), [5, 6]);
+    log.close().unwrap();
+
+    // Nothing was written to the continuation.
+    let cont = fs::read(&continuation).unwrap();
+    assert_eq!(cont.len(), 256, "only the continuation's header");
+    for entry in fs::read_dir(s.dir.path().join(ORG)).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "idx") {
+            let bytes = fs::read(&p).unwrap();
+            assert!(
+                auditlog::format::index::Index::decode(&bytes).is_ok(),
+                "{} does not decode",
+                p.display()
+            );
+        }
+    }
+    let report = verify(s.dir.path(), Some(&*s.keys), &VerifyOptions::default()).unwrap();
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::IndexMismatch),
+        "{report:#?}"
+    );
+    assert!(
+        report.findings.iter().any(|f| f.file == s.seg
+            && matches!(
+                f.kind,
+                FindingKind::ChainBreak
+                    | FindingKind::SeqDuplicate
+                    | FindingKind::SeqGap
+                    | FindingKind::SeqReorder
+                    | FindingKind::TagMismatch
+            )),
+        "{report:#?}"
+    );
+}

@@ -389,8 +389,9 @@ pub fn pii_root(commitments: &[Hash]) -> Hash {
 /// Each [`crate::Log`] owns one, so a process that forks gets a fresh `k` for every log its
 /// child opens. (A per-process `k` needed the pid in every input to keep a child from
 /// repeating its parent's seeds, and `getpid` is a system call: ~5% of an append.) A `Log`
-/// used on both sides of a fork would repeat seeds, but its writers would also repeat seqs
-/// and overwrite each other's records: that is not supported in any case.
+/// used on both sides of a fork after it drew `k` repeats seeds silently, even where parent
+/// and child write different orgs: sharing a `Log` across `fork` is not supported
+/// (SECURITY.md, "Salts after a fork").
 pub(crate) struct SeedSource {
     prf: std::sync::OnceLock<std::result::Result<Sha256, String>>,
     counter: std::sync::atomic::AtomicU64,

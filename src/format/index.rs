@@ -256,9 +256,18 @@ impl IndexHead {
         out.extend_from_slice(&self.section_count.to_le_bytes());
     }
 
+    /// Whether `covered_len`, `record_count` and `first_seq` keep FORMAT.md §3's rules:
+    /// the covered bytes hold a segment header and `record_count` frames of at least
+    /// [`MIN_FRAME_LEN`] bytes, and `first_seq + record_count` fits in a u64. A reader
+    /// rejects an index that breaks them, so a writer does not write one.
+    pub fn counts_fit(&self) -> bool {
+        count_rule(self.covered_len, self.record_count, self.first_seq).is_ok()
+    }
+
     /// Reads and checks the header fields (magic, version, reserved bytes, flags, org,
-    /// month, interval) from the start of an index. Says nothing about the CRC, the tag or
-    /// whether the counts fit the bytes that follow.
+    /// month, interval, and [`IndexHead::counts_fit`]) from the start of an index. Says
+    /// nothing about the CRC, the tag or whether the entry and section counts fit the
+    /// bytes that follow.
     pub fn decode(r: &mut Reader<'_>) -> Result<IndexHead, DecodeError> {
         r.magic_and_version(INDEX_MAGIC)?;
         zero(r, 2)?;
@@ -304,32 +313,17 @@ impl IndexHead {
             ));
         }
         let segment_hash = Hash(r.array("segment_hash")?);
+        let counts_at = r.offset();
         let covered_len = r.u64("covered_len")?;
-        if covered_len < SEGMENT_HEADER_LEN as u64 {
-            return Err(r.error(
-                "covered_len",
-                DecodeErrorKind::Invalid("covered_len is shorter than a segment header"),
-            ));
-        }
         let record_count = r.u64("record_count")?;
-        // Every record is a frame of at least MIN_FRAME_LEN bytes.
-        let most = (covered_len - SEGMENT_HEADER_LEN as u64) / u64::from(MIN_FRAME_LEN);
-        if record_count > most {
-            return Err(r.error(
-                "record_count",
-                DecodeErrorKind::BadLength {
-                    found: record_count,
-                    min: 0,
-                    max: most,
-                },
-            ));
-        }
         let first_seq = r.u64("first_seq")?;
-        if first_seq.checked_add(record_count).is_none() {
-            return Err(r.error(
-                "first_seq",
-                DecodeErrorKind::Invalid("first_seq + record_count overflows"),
-            ));
+        if let Err((field, at, kind)) = count_rule(covered_len, record_count, first_seq) {
+            return Err(DecodeError {
+                structure: STRUCTURE,
+                field,
+                offset: counts_at + at,
+                kind,
+            });
         }
         Ok(IndexHead {
             compat_flags,
@@ -348,6 +342,43 @@ impl IndexHead {
             section_count: r.u32("section_count")?,
         })
     }
+}
+
+/// FORMAT.md §3's rules for an index's counts (see [`IndexHead::counts_fit`]); on a break,
+/// the field to blame, its offset from `covered_len`'s, and why.
+fn count_rule(
+    covered_len: u64,
+    record_count: u64,
+    first_seq: u64,
+) -> Result<(), (&'static str, u64, DecodeErrorKind)> {
+    let Some(room) = covered_len.checked_sub(SEGMENT_HEADER_LEN as u64) else {
+        return Err((
+            "covered_len",
+            0,
+            DecodeErrorKind::Invalid("covered_len is shorter than a segment header"),
+        ));
+    };
+    // Every record is a frame of at least MIN_FRAME_LEN bytes.
+    let most = room / u64::from(MIN_FRAME_LEN);
+    if record_count > most {
+        return Err((
+            "record_count",
+            8,
+            DecodeErrorKind::BadLength {
+                found: record_count,
+                min: 0,
+                max: most,
+            },
+        ));
+    }
+    if first_seq.checked_add(record_count).is_none() {
+        return Err((
+            "first_seq",
+            16,
+            DecodeErrorKind::Invalid("first_seq + record_count overflows"),
+        ));
+    }
+    Ok(())
 }
 
 /// The 8 bytes that open a section: `u32 type, u32 len`.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset      size        field
-//!      0         4        frame_len (u32): total bytes of this record, 100..=MAX_FRAME_LEN
+//!      0         4        frame_len (u32): total bytes of this record, 96..=MAX_FRAME_LEN
 //!      4         4        crc32 (u32) of bytes 8..frame_len
 //!      8         8        seq (u64)
 //!     16         8        occurred_at (i64, µs since the Unix epoch, UTC)

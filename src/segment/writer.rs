@@ -407,6 +407,16 @@ impl SegmentWriter {
         let mut receipts = Vec::with_capacity(events.len());
         let mut st = self.state.lock();
         let st = &mut *st;
+        // Every record's seq, and the seq after the last (an index's `first_seq +
+        // record_count`), must fit in a u64. Only a damaged or forged file claims seqs
+        // near 2^64; refuse before framing anything.
+        if st.tally.next_seq.checked_add(events.len() as u64).is_none() {
+            return Err(Error::SeqExhausted {
+                org: self.org.to_string(),
+                segment: self.header.id.to_string(),
+                next: st.tally.next_seq,
+            });
+        }
         for (ev, ts) in events {
             let fields = FrameFields {
                 seq: st.tally.next_seq,
@@ -652,6 +662,11 @@ impl SegmentWriter {
         // simply covers a prefix of the durable bytes.
         self.write_out(&mut io, true)?;
         drop(io);
+        if !head.counts_fit() {
+            // Only a forged header (a `first_seq` near 2^64) gets here: readers would reject
+            // the index, so the segment is read without one, as after a crash.
+            return Ok(());
+        }
         index_file::write(&self.index_path, &head, &image, signer, dir_sync)?;
         self.index_written_at
             .store(head.covered_len, Ordering::Release);
