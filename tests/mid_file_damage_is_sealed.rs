@@ -46,6 +46,17 @@ fn january(n: u64, seed: u64) -> Vec<Event> {
         .collect()
 }
 
+/// [`january`]'s events, 31 days later: all in February 2026.
+fn february(n: u64, seed: u64) -> Vec<Event> {
+    january(n, seed)
+        .into_iter()
+        .map(|mut e| {
+            e.occurred_at.0 += 31 * 86_400_000_000;
+            e
+        })
+        .collect()
+}
+
 struct Setup {
     dir: tempfile::TempDir,
     keys: Arc<Keyring>,
@@ -60,14 +71,7 @@ fn setup() -> Setup {
     let keys = keys_for(&[ORG]);
     let log = Log::open(dir.path(), opts(&keys)).unwrap();
     let receipts = log.append_batch(&january(30, 5)).unwrap();
-    let feb: Vec<Event> = january(5, 6)
-        .into_iter()
-        .map(|mut e| {
-            e.occurred_at.0 += 31 * 86_400_000_000;
-            e
-        })
-        .collect();
-    log.append_batch(&feb).unwrap();
+    log.append_batch(&february(5, 6)).unwrap();
     log.close().unwrap();
     let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
     let (read, errs) = scan(&log, &org(ORG));
@@ -380,14 +384,7 @@ fn a_forged_seq_near_2_pow_64_makes_its_month_refuse_appends() {
     );
     let (file, _, continuation) = sealed(&log.recovery_report());
     assert_eq!(file, s.seg);
-    let feb: Vec<Event> = january(2, 79)
-        .into_iter()
-        .map(|mut e| {
-            e.occurred_at.0 += 31 * 86_400_000_000;
-            e
-        })
-        .collect();
-    let rs = log.append_batch(&feb).unwrap();
+    let rs = log.append_batch(&february(2, 79)).unwrap();
     assert_eq!(rs.iter().map(|r| r.seq).collect::<Vec<_>>(), [5, 6]);
     log.close().unwrap();
 
