@@ -1,8 +1,9 @@
 //! `verify` spreads the segments of many orgs over one pool of threads, taking the orgs in
 //! chunks of about 256 segments. Whatever the number of threads, the report must be the same:
 //! every record counted once, and every finding in org order, then file order, as one thread
-//! finds them. The log here has more segments than one chunk holds, and damage in orgs that
-//! fall into different chunks.
+//! finds them, and as each org verified on its own. The log here has more segments than one
+//! chunk holds, damage in orgs that fall into different chunks, and checkpoints of orgs in
+//! both, which fail if an org is judged by another org's segments.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +15,7 @@
 
 mod support;
 
-use auditlog::verify::{FindingKind, VerifyOptions, verify};
+use auditlog::verify::{FindingKind, VerifyOptions, make_checkpoint, verify};
 use auditlog::{Durability, Log, Options};
 use support::*;
 
@@ -43,8 +44,15 @@ fn many_orgs_verify_the_same_on_any_number_of_threads() {
         log.append_batch(&events).unwrap();
         log.close().unwrap();
     }
+    // Checkpoints of undamaged orgs in both chunks: each is checked against the heads
+    // its own org's segments give, so outcomes reported under the wrong org would fail them.
+    let checkpoints: Vec<_> = ["org-006", "org-100", "org-200", "org-289", "org-291"]
+        .iter()
+        .map(|o| make_checkpoint(dir.path(), &org(o), &*keys).unwrap())
+        .collect();
     // Damage in an org of the first chunk and one of the second: a byte of the second
-    // record's resource id (CRC no longer matches), and a stray file.
+    // record's resource id (CRC no longer matches), and stray files, one of them in the
+    // org just before a damaged one.
     for o in ["org-007", "org-290"] {
         let path = seg_path(dir.path(), o, "2026-01");
         let mut bytes = std::fs::read(&path).unwrap();
@@ -54,14 +62,18 @@ fn many_orgs_verify_the_same_on_any_number_of_threads() {
         std::fs::write(&path, &bytes).unwrap();
     }
     std::fs::write(dir.path().join("org-150").join("notes.txt"), b"hello").unwrap();
+    std::fs::write(dir.path().join("org-006").join("notes.txt"), b"hello").unwrap();
 
-    let run = |threads: usize| {
+    let run_for = |threads: usize, only: Option<&str>| {
         let opts = VerifyOptions {
             threads: Some(threads),
+            org: only.map(org),
+            checkpoints: checkpoints.clone(),
             ..VerifyOptions::default()
         };
         verify(dir.path(), Some(&*keys), &opts).unwrap()
     };
+    let run = |threads: usize| run_for(threads, None);
     let one = run(1);
     assert_eq!(one.files, 400);
     // Every record but the two whose CRC no longer matches.
@@ -84,10 +96,23 @@ fn many_orgs_verify_the_same_on_any_number_of_threads() {
         orgs_in_order.windows(2).all(|w| w[0] <= w[1]),
         "{where_found:?}"
     );
-    for o in ["org-007", "org-150", "org-290"] {
+    for o in ["org-006", "org-007", "org-150", "org-290"] {
         assert!(orgs_in_order.contains(&o), "{where_found:?}");
     }
     assert!(where_found.contains(&(FindingKind::UnexpectedFile, "org-150/notes.txt".into())));
+    assert!(
+        !one.findings.iter().any(|f| matches!(
+            f.kind,
+            FindingKind::CheckpointMismatch | FindingKind::TruncatedAgainstCheckpoint
+        )),
+        "{where_found:?}"
+    );
+    // The same findings, in the same order, as verifying each org on its own.
+    let per_org: Vec<_> = names
+        .iter()
+        .flat_map(|o| run_for(2, Some(o)).findings)
+        .collect();
+    assert_eq!(per_org, one.findings);
     for threads in [2, 3, 8] {
         assert_eq!(run(threads), one, "{threads} threads");
     }
