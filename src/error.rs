@@ -244,7 +244,8 @@ pub enum Error {
 
     /// The segment's sequence numbers are used up: its header or a record claims a seq so
     /// close to 2^64 that the next one would not fit. Only a damaged or forged file does
-    /// that (`verify` reports how); nothing was written.
+    /// that (`verify` reports forged records; a forged header of a segment without records
+    /// shows only against a checkpoint). Nothing was written.
     #[error(
         "segment {segment} of org {org} cannot number more records: the next seq would be {next}, too close to 2^64 (only a damaged or forged file claims such seqs; run verify); nothing was written"
     )]

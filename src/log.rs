@@ -552,7 +552,8 @@ impl Log {
     /// Appends one event. Returns once it is as durable as [`Options::durability`] promises.
     ///
     /// Errors: [`Error::InvalidEvent`] / [`Error::EventTooLarge`] (nothing written),
-    /// [`Error::Key`] (no signing key), [`Error::MonthFrozen`], [`Error::Io`] and
+    /// [`Error::Key`] (no signing key), [`Error::MonthFrozen`], [`Error::SeqExhausted`] (a
+    /// damaged or forged segment claims seqs near 2^64; nothing written), [`Error::Io`] and
     /// [`Error::WriterFailed`] (the record may or may not be on disk; reopen the log).
     pub fn append(&self, event: &Event) -> Result<Receipt> {
         self.inner.check_writable()?;
@@ -584,7 +585,8 @@ impl Log {
     /// Appends events in order; returns one receipt per event, in order.
     ///
     /// Every event is validated and encoded before anything is written: one invalid event
-    /// fails the whole call with nothing written. Events of one (org, month) are framed
+    /// fails the whole call with nothing written, as do a missing key, a frozen month and
+    /// a month without seqs left (the errors of [`Log::append`]). Events of one (org, month) are framed
     /// together and share one write and one fsync. The batch is not atomic across a crash:
     /// after an I/O error, a prefix of each (org, month) group may be on disk.
     pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
@@ -608,13 +610,15 @@ impl Log {
         for (i, (org, month, _, _)) in sealed.iter().enumerate() {
             groups.entry((org, *month)).or_default().push(i);
         }
-        // Every group's key and writer before framing anything: a missing key or a frozen
-        // month fails the whole batch with nothing written (the caller gets no receipts).
+        // Every group's key, writer and seqs before framing anything: a missing key, a frozen
+        // month or a month without seqs left fails the whole batch with nothing written (the
+        // caller gets no receipts).
         let mut prepared = Vec::with_capacity(groups.len());
         for ((org_name, month), idx) in groups {
             let org = self.inner.org_named(org_name)?;
             org.signer(&*opts.keys)?;
             let writer = self.inner.writer(&org, month)?;
+            writer.check_seq_room(idx.len())?;
             prepared.push((org, writer, idx));
         }
         let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
@@ -1129,12 +1133,12 @@ impl Inner {
                         drop(report);
                         if let Ok(s) = org.signer(keys)
                             && let Some(signer) = s.read().as_ref()
+                            && w.write_index(signer, DirSync::Now)?
                         {
-                            w.write_index(signer, DirSync::Now)?;
+                            self.report
+                                .lock()
+                                .push(RecoveryAction::IndexRebuilt { file: path, reason });
                         }
-                        self.report
-                            .lock()
-                            .push(RecoveryAction::IndexRebuilt { file: path, reason });
                     }
                     w
                 }
@@ -1270,7 +1274,7 @@ impl Inner {
             }
         };
         match signer {
-            Some(signer) => w.write_index(&signer, dir_sync),
+            Some(signer) => w.write_index(&signer, dir_sync).map(|_| ()),
             None => w.sync(),
         }
     }

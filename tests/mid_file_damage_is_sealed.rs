@@ -25,7 +25,7 @@ use auditlog::verify::{
 use auditlog::{
     Durability, Error, Event, Keyring, Log, Options, OrgId, Receipt, RecoveryAction, VerifiedEvent,
 };
-use support::{fix_crc, keys_for, month, org, records, scan, workload};
+use support::{fix_crc, keys_for, month, org, rechain, records, scan, workload};
 
 const ORG: &str = "acme";
 
@@ -382,15 +382,24 @@ fn a_forged_seq_near_2_pow_64_makes_its_month_refuse_appends() {
         matches!(&err, Error::SeqExhausted { next, .. } if *next == u64::MAX),
         "{err:?}"
     );
+    // A batch with a group that sorts first (December 2025) fails whole, before that group
+    // is written: a caller who retries duplicates nothing.
+    let mut december = january(1, 80);
+    december[0].occurred_at.0 -= 31 * 86_400_000_000;
+    let both = [december, january(1, 81)].concat();
+    let err = log.append_batch(&both).unwrap_err();
+    assert!(matches!(err, Error::SeqExhausted { .. }), "{err:?}");
     let (file, _, continuation) = sealed(&log.recovery_report());
     assert_eq!(file, s.seg);
     let rs = log.append_batch(&february(2, 79)).unwrap();
     assert_eq!(rs.iter().map(|r| r.seq).collect::<Vec<_>>(), [5, 6]);
     log.close().unwrap();
 
-    // Nothing was written to the continuation.
+    // Nothing was written to the continuation, nor to December.
     let cont = fs::read(&continuation).unwrap();
     assert_eq!(cont.len(), 256, "only the continuation's header");
+    let dec = s.dir.path().join(ORG).join("2025-12.seg");
+    assert!(fs::metadata(&dec).map_or(0, |m| m.len()) <= 256);
     for entry in fs::read_dir(s.dir.path().join(ORG)).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "idx") {
@@ -422,4 +431,51 @@ fn a_forged_seq_near_2_pow_64_makes_its_month_refuse_appends() {
             )),
         "{report:#?}"
     );
+}
+
+/// A keyless forger renumbers February's records to end at seq 2^64 − 1, re-chained from a
+/// header whose `first_seq` (CRC fixed) says where they start. The chain holds and only the
+/// tags fail, so recovery does not seal the part, but no index of it can count its records
+/// (`first_seq + record_count` = 2^64). The writer writes none and does not report one as
+/// rebuilt, on any open; appends to February are refused; the old index stays as it was.
+#[test]
+fn a_segment_whose_seqs_reach_2_pow_64_is_left_without_an_index() {
+    let s = setup();
+    let feb = s.dir.path().join(ORG).join("2026-02.seg");
+    let idx = feb.with_extension("idx");
+    let old_index = fs::read(&idx).unwrap();
+    let mut bytes = fs::read(&feb).unwrap();
+    let first = u64::MAX - 4;
+    bytes[104..112].copy_from_slice(&first.to_le_bytes());
+    let crc = auditlog::format::crc32(&bytes[..252]);
+    bytes[252..256].copy_from_slice(&crc.to_le_bytes());
+    for (i, r) in records(&bytes).into_iter().enumerate() {
+        bytes[r.off + 8..r.off + 16].copy_from_slice(&(first + i as u64).to_le_bytes());
+    }
+    rechain(&mut bytes, 0);
+    fs::write(&feb, &bytes).unwrap();
+
+    for _ in 0..2 {
+        let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+        let err = log.append_batch(&february(1, 82)).unwrap_err();
+        assert!(
+            matches!(&err, Error::SeqExhausted { next, .. } if *next == u64::MAX),
+            "{err:?}"
+        );
+        let report = log.recovery_report();
+        assert!(
+            !report.iter().any(|a| matches!(
+                a,
+                RecoveryAction::IndexRebuilt { file, .. } if *file == feb
+            )),
+            "{report:?}"
+        );
+        log.close().unwrap();
+        assert_eq!(fs::read(&idx).unwrap(), old_index);
+        assert_eq!(fs::read(&feb).unwrap(), bytes);
+    }
+    // January is untouched and still takes appends.
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    let rs = log.append_batch(&january(1, 83)).unwrap();
+    assert_eq!(rs[0].seq, 30);
 }

@@ -368,6 +368,28 @@ impl SegmentWriter {
         self.poison.failed.load(Ordering::Acquire)
     }
 
+    /// Whether `n` more records fit: every record's seq, and the seq after the last (an
+    /// index's `first_seq + record_count`), must fit in a u64. Only a damaged or forged
+    /// file claims seqs near 2^64.
+    fn seq_room(&self, next_seq: u64, n: usize) -> Result<()> {
+        if next_seq.checked_add(n as u64).is_none() {
+            return Err(Error::SeqExhausted {
+                org: self.org.to_string(),
+                segment: self.header.id.to_string(),
+                next: next_seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Error::SeqExhausted`] if `n` more records would not fit now (`append` checks
+    /// again under its lock: an append from another thread in between can still use
+    /// them up).
+    pub fn check_seq_room(&self, n: usize) -> Result<()> {
+        let next_seq = self.state.lock().tally.next_seq;
+        self.seq_room(next_seq, n)
+    }
+
     fn failed_error(&self) -> Error {
         Error::WriterFailed {
             org: self.org.to_string(),
@@ -407,16 +429,7 @@ impl SegmentWriter {
         let mut receipts = Vec::with_capacity(events.len());
         let mut st = self.state.lock();
         let st = &mut *st;
-        // Every record's seq, and the seq after the last (an index's `first_seq +
-        // record_count`), must fit in a u64. Only a damaged or forged file claims seqs
-        // near 2^64; refuse before framing anything.
-        if st.tally.next_seq.checked_add(events.len() as u64).is_none() {
-            return Err(Error::SeqExhausted {
-                org: self.org.to_string(),
-                segment: self.header.id.to_string(),
-                next: st.tally.next_seq,
-            });
-        }
+        self.seq_room(st.tally.next_seq, events.len())?;
         for (ev, ts) in events {
             let fields = FrameFields {
                 seq: st.tally.next_seq,
@@ -637,7 +650,10 @@ impl SegmentWriter {
     /// and the index is written all the same; [`SegmentWriter::take_spill_error`] reports it.
     ///
     /// [`IndexImage`]: super::scan::IndexImage
-    pub fn write_index(&self, signer: &Signer, dir_sync: DirSync<'_>) -> Result<()> {
+    ///
+    /// Returns whether an index was written: not for a parked writer (its state writes it),
+    /// nor for counts that FORMAT.md §3 does not allow (see below).
+    pub fn write_index(&self, signer: &Signer, dir_sync: DirSync<'_>) -> Result<bool> {
         let _serial = self.index_lock.lock();
         let mut io = self.io.lock();
         if self.is_failed() {
@@ -646,7 +662,7 @@ impl SegmentWriter {
         if self.parked.load(Ordering::Acquire) {
             // Its index builder left with the parked state, which writes the index when
             // the segment is reopened or the log closed.
-            return Ok(());
+            return Ok(false);
         }
         // Take the snapshot and the buffer under one state lock so they describe the same
         // bytes; then write and fsync them.
@@ -663,14 +679,19 @@ impl SegmentWriter {
         self.write_out(&mut io, true)?;
         drop(io);
         if !head.counts_fit() {
-            // Only a forged header (a `first_seq` near 2^64) gets here: readers would reject
-            // the index, so the segment is read without one, as after a crash.
-            return Ok(());
+            // A `first_seq + record_count` past 2^64: only a forged header or forged records
+            // get here (FORMAT.md, "Seqs near 2^64"). Readers would reject such an index, so
+            // none is written and the segment is read without it (or with an older index of
+            // a prefix). The bytes count as indexed, so that the flusher, close and
+            // retirement do not try again: the count only grows, so it never fits.
+            self.index_written_at
+                .store(head.covered_len, Ordering::Release);
+            return Ok(false);
         }
         index_file::write(&self.index_path, &head, &image, signer, dir_sync)?;
         self.index_written_at
             .store(head.covered_len, Ordering::Release);
-        Ok(())
+        Ok(true)
     }
 
     /// The first failure to move index blocks to their spill files since the last call, if
