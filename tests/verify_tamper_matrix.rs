@@ -21,7 +21,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use auditlog::format::index::SECTION_USER_MARKS;
-use auditlog::verify::{Class, FindingKind as K, VerifyOptions, make_checkpoint, verify};
+use auditlog::verify::{
+    CheckpointOptions, Class, FindingKind as K, VerifyOptions, make_checkpoint,
+    make_checkpoint_with, verify,
+};
 use auditlog::workload::{Workload, WorkloadConfig};
 use auditlog::{Durability, Keyring, Log, Options, Timestamp};
 use support::*;
@@ -705,9 +708,48 @@ fn tampered_index_is_caught() {
             ),
         ],
     );
-    // A byte changed without fixing the CRC: the index does not decode.
+    // A byte changed without fixing the CRC: checksum corruption (class corruption, as in a
+    // segment), wherever it lands: in the header, the entries, a section or the CRC itself.
+    for at in [20, 140, ilen / 2, ilen - 40, ilen - 34] {
+        let mut b = orig.clone();
+        b[at] ^= 0x20;
+        fs::write(&ip, &b).unwrap();
+        let r = verify_keys(d.path(), &*keys);
+        assert_findings(
+            d.path(),
+            &r,
+            vec![f(K::ChecksumCorruption, &file, Some((0, ilen)), None)],
+        );
+    }
+    // Damage, not tampering: a checkpoint needs consent, and then pins the whole segment
+    // (the index is derived data; the segment verifies).
+    assert!(make_checkpoint(d.path(), &org(A), &*keys).is_err());
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    let cp = make_checkpoint_with(d.path(), &org(A), &*keys, &accept).unwrap();
+    let seg = seg_path(d.path(), A, TAIL);
+    let tail = cp
+        .segments
+        .iter()
+        .find(|s| s.segment == TAIL)
+        .expect("the tail segment is pinned");
+    assert_eq!(tail.count, records(&read(&seg)).len() as u64);
+    // Cut short, it cannot hold its CRC: the same.
+    fs::write(&ip, &orig[..20]).unwrap();
+    let r = verify_keys(d.path(), &*keys);
+    assert_findings(
+        d.path(),
+        &r,
+        vec![f(K::ChecksumCorruption, &file, Some((0, 20)), None)],
+    );
+    // A malformed index whose CRC is right was made so: index_mismatch. (Reserved bytes
+    // after the format version must be zero.)
     let mut b = orig.clone();
-    b[ilen / 2] ^= 0x20;
+    b[10] = 1;
+    let crc_at = ilen - 36;
+    let crc = auditlog::format::crc32(&b[..crc_at]);
+    b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
     fs::write(&ip, &b).unwrap();
     let r = verify_keys(d.path(), &*keys);
     assert_findings(

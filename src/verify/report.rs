@@ -12,7 +12,8 @@ use serde::Serialize;
 pub enum FindingKind {
     /// A cut-off or garbled end of a segment: what a crash leaves behind.
     TornTail,
-    /// Bytes that fail their CRC or structure (bit rot, or editing without fixing the CRC).
+    /// Bytes that fail their CRC or structure (bit rot, or editing without fixing the CRC):
+    /// in a segment, or an index whose own CRC fails.
     ChecksumCorruption,
     /// A record's `prev_hash` is not the chain hash of the record before it.
     ChainBreak,
@@ -34,7 +35,8 @@ pub enum FindingKind {
     Misfiled,
     /// `occurred_at` far out of order or in the future (a warning).
     TimestampAnomaly,
-    /// The sidecar index disagrees with its segment, or fails its own checks.
+    /// The sidecar index disagrees with its segment, or fails its own checks although its
+    /// CRC is right (an index whose CRC fails is [`FindingKind::ChecksumCorruption`]).
     IndexMismatch,
     /// A segment that other files prove existed is gone.
     MissingSegment,

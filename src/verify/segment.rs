@@ -9,7 +9,9 @@ use crate::crypto::{self, Hash, KeyProvider, Signers};
 use crate::entry;
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
-use crate::format::index::{IndexEntry, IndexHead, KeyFields, MARK_UNKNOWN, TermProbe};
+use crate::format::index::{
+    INDEX_TRAILER_LEN, IndexEntry, IndexHead, KeyFields, MARK_UNKNOWN, TermProbe,
+};
 use crate::format::record::{FrameError, MIN_FRAME_LEN};
 use crate::segment::index_file::{self, GroupBlocks, Rejected, Summary, TagCheck};
 use crate::segment::scan::{self, FileWindow};
@@ -500,6 +502,36 @@ const CHANGED: &str = "the index changed while it was being verified";
 /// group's entries, times, filters and user marks.
 const COMPARE_GROUP_BLOCKS: u64 = 1024;
 
+/// Whether the index file's stored CRC (FORMAT.md §3: the 4 bytes before the 32-byte tag)
+/// is not the CRC-32 of every byte before it; a file too short to hold them fails too.
+/// Reads the whole file, in pieces; only called once the index has failed to decode.
+fn index_crc_fails(file: &File, len: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Some(crc_at) = len.checked_sub(INDEX_TRAILER_LEN as u64) else {
+        return true;
+    };
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < crc_at {
+        let n = usize::try_from(crc_at - at).map_or(buf.len(), |r| r.min(buf.len()));
+        let Some(piece) = buf.get_mut(..n) else {
+            return false;
+        };
+        if file.read_exact_at(piece, at).is_err() {
+            // Unreadable now: not evidence of corruption either way.
+            return false;
+        }
+        crc.update(piece);
+        at += n as u64;
+    }
+    let mut stored = [0u8; 4];
+    if file.read_exact_at(&mut stored, crc_at).is_err() {
+        return false;
+    }
+    u32::from_le_bytes(stored) != crc.finalize()
+}
+
 /// Checks an index on its own in one streaming pass (structure, and the tag when there are
 /// keys) and whether its header describes this segment, reporting what fails. `None`: it
 /// does not decode, so nothing of it can be compared.
@@ -517,6 +549,20 @@ fn check_index(
             Ok(x) => x,
             // Unreadable: as if absent (the segment is verified without it).
             Err(Rejected::Io(_)) => return None,
+            // Bytes that fail the index's CRC are corruption, as in a segment (bit rot, or a
+            // change that did not fix the CRC), whatever part of the decoder noticed first;
+            // a CRC-valid index that is malformed was made so.
+            Err(e) if index_crc_fails(&file, ilen) => {
+                f.push(
+                    Finding::new(
+                        K::ChecksumCorruption,
+                        &ipath,
+                        format!("index fails its CRC: {e}"),
+                    )
+                    .at(0, ilen),
+                );
+                return None;
+            }
             Err(e) => {
                 f.push(
                     Finding::new(
