@@ -186,6 +186,50 @@ fn edited_record_in_a_linked_month_also_fails_the_successors_link() {
     );
 }
 
+/// A linked month cut at a record boundary, and its index's CRC broken so that the index
+/// cannot pin the old length: the index is corrupt, but that says nothing about how many
+/// records the segment held, so the successor's link still proves the cut, and a checkpoint
+/// refuses it even with consent to damage.
+#[test]
+fn a_corrupt_index_does_not_excuse_a_cut_linked_month() {
+    let (d, keys) = fresh_log();
+    let p = seg_path(d.path(), A, MID);
+    let b = read(&p);
+    let recs = records(&b);
+    // Below what 2026-03's header pins of it (later records of February came after March
+    // was created, and no link covers them).
+    let pinned = header(&read(&seg_path(d.path(), A, "2026-03")))
+        .prev
+        .unwrap()
+        .count as usize;
+    let cut = recs[pinned - 2].off;
+    fs::write(&p, &b[..cut]).unwrap();
+    let ip = idx_path(d.path(), A, MID);
+    let mut ix = read(&ip);
+    let ilen = ix.len();
+    ix[ilen / 2] ^= 0x20;
+    fs::write(&ip, &ix).unwrap();
+    let r = verify_keys(d.path(), &*keys);
+    let file = rel(A, MID, "seg");
+    assert_findings(
+        d.path(),
+        &r,
+        vec![
+            f(
+                K::ChecksumCorruption,
+                &rel(A, MID, "idx"),
+                Some((0, ilen)),
+                None,
+            ),
+            f(K::LinkMismatch, &file, Some((cut, 0)), None),
+        ],
+    );
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    assert!(make_checkpoint_with(d.path(), &org(A), &*keys, &accept).is_err());
+}
+
 #[test]
 fn edited_and_rechained_record_fails_every_tag_from_there() {
     let (d, keys) = fresh_log();

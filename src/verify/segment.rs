@@ -475,11 +475,14 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     }
     out.header = header;
     out.findings = f.finish();
+    // Only the segment's own unreadable bytes excuse a link that cannot be followed: a
+    // corrupt index (derived data) says nothing about how many records the segment held.
     out.damaged = out.findings.iter().any(|f| {
-        matches!(
-            f.class,
-            super::report::Class::CrashDamage | super::report::Class::Corruption
-        )
+        f.file == c.path
+            && matches!(
+                f.class,
+                super::report::Class::CrashDamage | super::report::Class::Corruption
+            )
     });
     out
 }
@@ -505,31 +508,25 @@ const COMPARE_GROUP_BLOCKS: u64 = 1024;
 /// Whether the index file's stored CRC (FORMAT.md §3: the 4 bytes before the 32-byte tag)
 /// is not the CRC-32 of every byte before it; a file too short to hold them fails too.
 /// Reads the whole file, in pieces; only called once the index has failed to decode.
-fn index_crc_fails(file: &File, len: u64) -> bool {
+/// `None` if the file cannot be read now (treated as absent, like any unreadable index).
+fn index_crc_fails(file: &File, len: u64) -> Option<bool> {
     use std::os::unix::fs::FileExt;
     let Some(crc_at) = len.checked_sub(INDEX_TRAILER_LEN as u64) else {
-        return true;
+        return Some(true);
     };
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0u64;
     while at < crc_at {
         let n = usize::try_from(crc_at - at).map_or(buf.len(), |r| r.min(buf.len()));
-        let Some(piece) = buf.get_mut(..n) else {
-            return false;
-        };
-        if file.read_exact_at(piece, at).is_err() {
-            // Unreadable now: not evidence of corruption either way.
-            return false;
-        }
+        let piece = buf.get_mut(..n)?;
+        file.read_exact_at(piece, at).ok()?;
         crc.update(piece);
         at += n as u64;
     }
     let mut stored = [0u8; 4];
-    if file.read_exact_at(&mut stored, crc_at).is_err() {
-        return false;
-    }
-    u32::from_le_bytes(stored) != crc.finalize()
+    file.read_exact_at(&mut stored, crc_at).ok()?;
+    Some(u32::from_le_bytes(stored) != crc.finalize())
 }
 
 /// Checks an index on its own in one streaming pass (structure, and the tag when there are
@@ -549,29 +546,16 @@ fn check_index(
             Ok(x) => x,
             // Unreadable: as if absent (the segment is verified without it).
             Err(Rejected::Io(_)) => return None,
-            // Bytes that fail the index's CRC are corruption, as in a segment (bit rot, or a
-            // change that did not fix the CRC), whatever part of the decoder noticed first;
-            // a CRC-valid index that is malformed was made so.
-            Err(e) if index_crc_fails(&file, ilen) => {
-                f.push(
-                    Finding::new(
-                        K::ChecksumCorruption,
-                        &ipath,
-                        format!("index fails its CRC: {e}"),
-                    )
-                    .at(0, ilen),
-                );
-                return None;
-            }
             Err(e) => {
-                f.push(
-                    Finding::new(
-                        K::IndexMismatch,
-                        &ipath,
-                        format!("index does not decode: {e}"),
-                    )
-                    .at(0, ilen),
-                );
+                // Bytes that fail the index's CRC are corruption, as in a segment (bit rot,
+                // or a change that did not fix the CRC), whatever part of the decoder noticed
+                // first; a CRC-valid index that is malformed was made so.
+                let (kind, what) = if index_crc_fails(&file, ilen)? {
+                    (K::ChecksumCorruption, "index fails its CRC")
+                } else {
+                    (K::IndexMismatch, "index does not decode")
+                };
+                f.push(Finding::new(kind, &ipath, format!("{what}: {e}")).at(0, ilen));
                 return None;
             }
         };
