@@ -678,20 +678,18 @@ impl SegmentWriter {
         // simply covers a prefix of the durable bytes.
         self.write_out(&mut io, true)?;
         drop(io);
-        if !head.counts_fit() {
-            // A `first_seq + record_count` past 2^64: only a forged header or forged records
-            // get here (FORMAT.md, "Seqs near 2^64"). Readers would reject such an index, so
-            // none is written and the segment is read without it (or with an older index of
-            // a prefix). The bytes count as indexed, so that the flusher, close and
-            // retirement do not try again: the count only grows, so it never fits.
-            self.index_written_at
-                .store(head.covered_len, Ordering::Release);
-            return Ok(false);
+        // A `first_seq + record_count` past 2^64: only a forged header or forged records get
+        // here (FORMAT.md, "Seqs near 2^64"). Readers would reject such an index, so none is
+        // written and the segment is read without it (or with an older index of a prefix).
+        // Its bytes count as indexed all the same, so that the flusher, close and retirement
+        // do not try again: the count only grows, so it never fits.
+        let fits = head.counts_fit();
+        if fits {
+            index_file::write(&self.index_path, &head, &image, signer, dir_sync)?;
         }
-        index_file::write(&self.index_path, &head, &image, signer, dir_sync)?;
         self.index_written_at
             .store(head.covered_len, Ordering::Release);
-        Ok(true)
+        Ok(fits)
     }
 
     /// The first failure to move index blocks to their spill files since the last call, if
