@@ -62,6 +62,10 @@ fn many_orgs_verify_the_same_on_any_number_of_threads() {
         std::fs::write(&path, &bytes).unwrap();
     }
     std::fs::write(dir.path().join("org-150").join("notes.txt"), b"hello").unwrap();
+    // Org directories without a segment: each counts as one segment's worth of a chunk.
+    for i in 0..300 {
+        std::fs::create_dir(dir.path().join(format!("org-9{i:03}"))).unwrap();
+    }
     std::fs::write(dir.path().join("org-006").join("notes.txt"), b"hello").unwrap();
 
     let run_for = |threads: usize, only: Option<&str>| {

@@ -144,7 +144,9 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
             .filter(|c| c.org_id == org.as_str())
             .collect();
         let plan = plan_org(dir, org, cps);
-        chunk_segments += plan.files.segments.len();
+        // An org without segments still costs a plan and a report: count it as one, so a
+        // log of many empty org directories is chunked too.
+        chunk_segments += plan.files.segments.len().max(1);
         chunk.push(plan);
         if chunk_segments >= CHUNK_SEGMENTS || orgs.peek().is_none() {
             let outcomes = run_segments(&chunk, keys, opts, now, report.live_writer);
