@@ -753,8 +753,8 @@ struct QueryArgs {
     #[arg(long)]
     reverse: bool,
     /// Skip the chain and tag checks (faster; crash damage is still reported, tampering
-    /// is not). Works without --keyring, but then no index can be checked and whole
-    /// segments are read.
+    /// is not). Works without --keyring, but then no index can be checked and every
+    /// segment is walked frame by frame.
     #[arg(long)]
     unverified: bool,
     /// Output: JSON lines (each event plus month, seq and hash) or a table.

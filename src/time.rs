@@ -168,6 +168,16 @@ impl Month {
             Err(_) => MIN_TIMESTAMP,
         }
     }
+
+    /// First instant after the month (`i64::MAX` after December 9999).
+    pub fn end(self) -> Timestamp {
+        let next = if self.month == 12 {
+            Month::new(self.year.saturating_add(1), 1)
+        } else {
+            Month::new(self.year, self.month + 1)
+        };
+        next.map_or(Timestamp(i64::MAX), Month::start)
+    }
 }
 
 impl fmt::Display for Month {

@@ -37,8 +37,11 @@
 //! (checked once per process and cached) gives every 4 KiB block its time bounds and a
 //! Bloom filter of its user, action, action prefixes, resource type, resource id and trace
 //! id; only blocks that can hold a match are read. An index that fails its check is
-//! bypassed: the segment is read whole. Bytes past the index's `covered_len` (a live
-//! writer's unindexed tail) are always read.
+//! bypassed: the segment is walked frame by frame instead (a *hint pass*), and so are
+//! the bytes past the index's `covered_len` (a live writer's unindexed tail). Nothing signed
+//! vouches for the times a hint pass reads, so a verified query also follows the chain
+//! there and checks each block's last tag; a block it cannot prove authentic is read
+//! whatever the range, and its errors reported (ARCHITECTURE.md, "Queries").
 //!
 //! **Ordering and memory.** Blocks are read in file order; the index says, before each
 //! block, the earliest time any unread block can hold (the *frontier*), and a match is
@@ -63,7 +66,7 @@ use exec::{BufPool, Item, Match, Payload, Pool, Verifier, run_batch};
 use filter::{ActionPattern, Filter};
 use order::Pending;
 pub(crate) use plan::IndexCache;
-use plan::{Ctx, Expect, MonthPlan, Round, month_end};
+use plan::{Ctx, Expect, MonthPlan, Round};
 
 use crate::crypto::{self, Hash, KeyId};
 use crate::entry;
@@ -278,7 +281,7 @@ impl<'a> Query<'a> {
         let dir = self.log.dir().join(self.org.as_str());
         let mut months: Vec<(Month, Vec<crate::format::header::SegmentId>)> = Vec::new();
         for id in list_segments(&dir)? {
-            if id.month.start() >= filter.until || month_end(id.month) <= filter.since {
+            if id.month.start() >= filter.until || id.month.end() <= filter.since {
                 continue;
             }
             match months.last_mut() {

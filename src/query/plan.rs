@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::filter::Filter;
-use crate::crypto::{self, Hash, KeyProvider};
+use crate::crypto::{self, Hash, KeyId, KeyProvider, Tag};
 use crate::error::{Error, IntegrityKind};
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
@@ -565,16 +565,6 @@ fn load(
     })
 }
 
-/// First instant after `m`.
-pub(crate) fn month_end(m: Month) -> Timestamp {
-    let next = if m.month() == 12 {
-        Month::new(m.year().saturating_add(1), 1)
-    } else {
-        Month::new(m.year(), m.month() + 1)
-    };
-    next.map_or(Timestamp(i64::MAX), Month::start)
-}
-
 fn corrupt(path: &Path, source: DecodeError) -> Error {
     Error::Corrupt {
         file: path.to_path_buf(),
@@ -791,6 +781,10 @@ fn open_source(
         path: path.to_path_buf(),
         seg,
         end,
+        month: (
+            id.month.start(),
+            Timestamp(id.month.end().0.saturating_sub(1)),
+        ),
         pieces: VecDeque::new(),
         ready: Vec::new(),
         ready_env: Vec::new(),
@@ -872,7 +866,7 @@ fn open_source(
         month: id.month,
         part: id.part,
         month_start: id.month.start(),
-        month_end: month_end(id.month),
+        month_end: id.month.end(),
     };
     Ok(Some((source, stream)))
 }
@@ -884,6 +878,8 @@ struct Stream {
     /// The segment, and its length when the month was planned.
     seg: File,
     end: u64,
+    /// The segment's month, `[start, last]` (for [`HintCheck`]).
+    month: (Timestamp, Timestamp),
     /// Pieces not yet exhausted, in reading order.
     pieces: VecDeque<Piece>,
     /// The candidate blocks of the group loaded last, in reading order; from `pos` on unread.
@@ -920,6 +916,8 @@ enum PieceKind {
         kept: Option<Vec<Block>>,
         /// A checked index vouches for the records before this offset.
         vouched: u64,
+        /// The segment's month, `[start, last]` (for [`HintCheck`]).
+        month: (Timestamp, Timestamp),
     },
 }
 
@@ -1115,6 +1113,7 @@ impl Stream {
             (from, to),
             vouched,
             (expect, None),
+            HintCheck::new(ctx, self.month).as_mut(),
             &mut |b, max_seq| {
                 if groups.last().is_none_or(|g| g.count >= per_group) {
                     if groups.len() as u64 >= ROUND_GROUPS {
@@ -1162,6 +1161,7 @@ impl Stream {
             groups,
             kept,
             vouched,
+            month: self.month,
         };
         Ok(Piece::new(kind, &meta, &ctx.filter, ctx.reverse, found))
     }
@@ -1245,6 +1245,7 @@ fn load_group(
             groups,
             kept,
             vouched,
+            month,
         } => {
             let mut keep = |b: Block| {
                 if b.damage.is_some() || f.overlaps(b.lo, b.hi) {
@@ -1271,6 +1272,7 @@ fn load_group(
                 (hg.start, hg.stop),
                 *vouched,
                 (hg.expect, hg.max_seq),
+                HintCheck::new(ctx, *month).as_mut(),
                 &mut |b, _| keep(b),
             );
             if let Err(e) = walked {
@@ -1333,6 +1335,58 @@ fn block_of(starts: &[u32], from: usize, n: u32) -> usize {
     lo + within.partition_point(|&s| s <= n).saturating_sub(1)
 }
 
+/// What a verified query's hint pass checks of the frames it walks (see [`walk`]): the
+/// hint pass prunes blocks by the times it reads, and nothing signed vouches for them, so
+/// they are trusted only for blocks whose records it has proven authentic.
+pub(crate) struct HintCheck<'a> {
+    tags: scan::Tags<'a>,
+    /// The segment's month, `[start, last]`: what a block whose records are not proven
+    /// authentic is taken to span, so that every query of the month reads it.
+    month: (Timestamp, Timestamp),
+}
+
+impl<'a> HintCheck<'a> {
+    fn new(ctx: &'a Ctx, month: (Timestamp, Timestamp)) -> Option<HintCheck<'a>> {
+        ctx.verify.then(|| HintCheck {
+            tags: scan::Tags::new(&ctx.org, &*ctx.keys),
+            month,
+        })
+    }
+}
+
+/// The block a walk is building.
+struct OpenHint {
+    block: Block,
+    /// The highest seq before the block.
+    max_seq: Option<u64>,
+    /// A record of the block failed its link to the one before (verified walks only).
+    unlinked: bool,
+    /// The key id, chain hash and tag of the block's last record (verified walks only).
+    last: Option<(KeyId, Hash, Tag)>,
+}
+
+impl OpenHint {
+    /// The finished block. In a verified walk its time bounds are kept only if its records
+    /// are proven authentic: each linked to the one before by seq and chain hash, and the
+    /// last one's tag verifying, which vouches for the whole block's bytes through the
+    /// chain. Otherwise the block spans the whole month, so that a query of any range reads
+    /// it and reports what is wrong with it.
+    fn finish(self, check: Option<&mut HintCheck<'_>>) -> (Block, Option<u64>) {
+        let mut b = self.block;
+        if let Some(c) = check {
+            let authentic = !self.unlinked
+                && self
+                    .last
+                    .is_some_and(|(id, hash, tag)| c.tags.authentic(id, &hash, &tag));
+            if !authentic {
+                b.lo = b.lo.min(c.month.0);
+                b.hi = b.hi.max(c.month.1);
+            }
+        }
+        (b, self.max_seq)
+    }
+}
+
 /// Walks the frames of `[from, to)` (CRC-checked), cuts them into blocks at
 /// [`HINT_INTERVAL`], and hands each block to `sink` with the highest seq seen before it;
 /// `start` is what the first record must be and the highest seq before `from`. Bytes that do
@@ -1341,32 +1395,57 @@ fn block_of(starts: &[u32], from: usize, n: u32) -> usize {
 /// a torn tail) unless frames resume after it or a checked index vouches for the bytes
 /// before `vouched` (then it is damage too: the frame's length was altered). Walking again
 /// from a block's start with the state noted there gives the same blocks.
+///
+/// With `check` (a verified query) the walk also follows the chain: every record's seq and
+/// `prev_hash` against the record before, and each block's last tag. Each block then
+/// expects what the chain says must precede it (so a block read after a skipped one still
+/// has its link checked), and a block that is not proven authentic spans its whole month
+/// (see [`OpenHint::finish`]).
 fn walk(
     win: &mut FileWindow,
     src: usize,
     (from, to): (u64, u64),
     vouched: u64,
     start: (Expect, Option<u64>),
+    mut check: Option<&mut HintCheck<'_>>,
     sink: &mut dyn FnMut(Block, Option<u64>),
 ) -> std::io::Result<()> {
     let end = win.end();
     let stop = to.min(end);
     let mut off = from;
-    let mut cur: Option<(Block, Option<u64>)> = None;
+    let mut cur: Option<OpenHint> = None;
     let (mut expect, mut max_seq) = start;
+    // Verified walks: what the next record must be, from the chain so far.
+    let mut link = start.0;
     let mut next_boundary = 0u64;
     while off < stop {
         let (damage, incomplete) = match win.frame(off)? {
             Ok(rec) => {
                 let (ts, seq, len) = (rec.fields.occurred_at, rec.fields.seq, rec.len());
+                let mut unlinked = false;
+                let mut last = None;
+                let before = link;
+                if check.is_some() {
+                    let hash = crypto::chain_hash(rec.chained_bytes());
+                    unlinked = match link {
+                        Expect::SeqPrev(n, h) => seq != n || rec.fields.prev != h,
+                        Expect::Seq(n) => seq != n,
+                        Expect::Nothing => false,
+                    };
+                    link = Expect::SeqPrev(seq.saturating_add(1), hash);
+                    last = Some((rec.fields.key_id, hash, rec.tag));
+                }
                 match &mut cur {
-                    Some((b, _)) if off < next_boundary => {
-                        b.end = off + len;
-                        b.lo = b.lo.min(ts);
-                        b.hi = b.hi.max(ts);
+                    Some(o) if off < next_boundary => {
+                        o.block.end = off + len;
+                        o.block.lo = o.block.lo.min(ts);
+                        o.block.hi = o.block.hi.max(ts);
+                        o.unlinked |= unlinked;
+                        o.last = last;
                     }
                     _ => {
-                        if let Some((b, m)) = cur.take() {
+                        if let Some(o) = cur.take() {
+                            let (b, m) = o.finish(check.as_deref_mut());
                             sink(b, m);
                         }
                         let b = Block {
@@ -1375,12 +1454,17 @@ fn walk(
                             end: off + len,
                             lo: ts,
                             hi: ts,
-                            expect,
+                            expect: if check.is_some() { before } else { expect },
                             records: None,
                             damage: None,
                             pick: None,
                         };
-                        cur = Some((b, max_seq));
+                        cur = Some(OpenHint {
+                            block: b,
+                            max_seq,
+                            unlinked,
+                            last,
+                        });
                         expect = Expect::Nothing;
                         next_boundary = (off / HINT_INTERVAL + 1) * HINT_INTERVAL;
                     }
@@ -1404,7 +1488,8 @@ fn walk(
         if incomplete && next.is_none() && off >= vouched {
             break;
         }
-        if let Some((b, m)) = cur.take() {
+        if let Some(o) = cur.take() {
+            let (b, m) = o.finish(check.as_deref_mut());
             sink(b, m);
         }
         let resumed = next.unwrap_or(stop).min(stop);
@@ -1421,9 +1506,12 @@ fn walk(
         };
         sink(b, max_seq);
         expect = Expect::Nothing;
+        // Past damage the chain cannot be followed: what comes next is not known.
+        link = Expect::Nothing;
         off = resumed;
     }
-    if let Some((b, m)) = cur.take() {
+    if let Some(o) = cur.take() {
+        let (b, m) = o.finish(check);
         sink(b, m);
     }
     Ok(())

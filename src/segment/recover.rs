@@ -232,7 +232,7 @@ pub(crate) fn recover(
             max_seq: None,
             index: IndexBuilder::new(interval, dir),
         };
-        let mut tags = scan::Tags::new(org, keys);
+        let mut tags = scan::Tags::in_month(org, id.month, keys);
         let mut outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, Some(&mut tags))
             .map_err(|e| Error::io("read segment", &path, e))?;
         outcome.damage.insert(
@@ -327,7 +327,7 @@ pub(crate) fn recover(
                 Some(format!("index {why}")),
             ),
         };
-    let mut tags = scan::Tags::new(org, keys);
+    let mut tags = scan::Tags::in_month(org, id.month, keys);
     let outcome = scan::scan(&mut win, start, tally, Some(&mut tags))
         .map_err(|e| Error::io("read segment", &path, e))?;
     let file = win.into_file();

@@ -18,7 +18,7 @@ use crate::format::index::{
     USER_MARK_SCHEME, encode_block_time, encode_filter, section_header,
 };
 use crate::format::record::{self, FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN, RawRecord};
-use crate::time::Timestamp;
+use crate::time::{Month, Timestamp};
 
 const CHUNK: usize = 1 << 20;
 
@@ -395,6 +395,19 @@ impl IndexBuilder {
         terms: Option<&[u64]>,
         mark: u16,
     ) {
+        self.observe_span(offset, seq, (ts, ts), terms, mark);
+    }
+
+    /// [`IndexBuilder::observe_terms`] for a record whose time is only known to lie in
+    /// `[lo, hi]`: its block's times (and the index's) are widened to hold all of it.
+    pub fn observe_span(
+        &mut self,
+        offset: u64,
+        seq: u64,
+        (lo, hi): (Timestamp, Timestamp),
+        terms: Option<&[u64]>,
+        mark: u16,
+    ) {
         if self.marks_next.is_some_and(|n| n != seq) {
             self.marks_ok = false;
         }
@@ -414,15 +427,15 @@ impl IndexBuilder {
                         max_ts_before: self.max_ts,
                         offset,
                     },
-                    min_ts: ts,
-                    max_ts: ts,
+                    min_ts: lo,
+                    max_ts: hi,
                 })
             }
         };
-        open.min_ts = open.min_ts.min(ts);
-        open.max_ts = open.max_ts.max(ts);
-        self.min_ts = self.min_ts.min(ts);
-        self.max_ts = self.max_ts.max(ts);
+        open.min_ts = open.min_ts.min(lo);
+        open.max_ts = open.max_ts.max(hi);
+        self.min_ts = self.min_ts.min(lo);
+        self.max_ts = self.max_ts.max(hi);
         match terms {
             Some(t) => self.open_terms.extend_from_slice(t),
             None => self.open_unfiltered = true,
@@ -721,10 +734,17 @@ impl ScanOutcome {
 /// says of a record (its filter terms, its user mark) must come from a record whose tag
 /// verifies, or a keyless attacker could have the writer sign what a forged record claims
 /// (a `user_id` changed, CRC and later links fixed) and hide the original from queries.
+///
+/// The same goes for its times: a rebuilt index gives a record whose tag does not verify
+/// the whole month of its segment as its time (see [`Tags::in_month`]), or an attacker
+/// could move a record's `occurred_at` out of the range a query asks for and have the
+/// writer sign the block times that let the query skip it.
 pub(crate) struct Tags<'a> {
     org: &'a OrgId,
     keys: &'a dyn KeyProvider,
     signers: Signers,
+    /// The segment's month, `[start, last]`, when known.
+    month: Option<(Timestamp, Timestamp)>,
 }
 
 impl<'a> Tags<'a> {
@@ -733,12 +753,23 @@ impl<'a> Tags<'a> {
             org,
             keys,
             signers: Signers::default(),
+            month: None,
+        }
+    }
+
+    /// For a scan that rebuilds the index of a segment of `month`: a record whose tag does
+    /// not verify is given all of `month` as its time (FORMAT.md §3.1).
+    pub fn in_month(org: &'a OrgId, month: Month, keys: &'a dyn KeyProvider) -> Self {
+        let last = Timestamp(month.end().0.saturating_sub(1));
+        Tags {
+            month: Some((month.start(), last)),
+            ..Tags::new(org, keys)
         }
     }
 
     /// Whether `tag` is the tag of chain hash `hash` under key `id` (false for a key that
     /// is unknown or cannot be had).
-    fn authentic(&mut self, id: KeyId, hash: &Hash, tag: &Tag) -> bool {
+    pub(crate) fn authentic(&mut self, id: KeyId, hash: &Hash, tag: &Tag) -> bool {
         let signer = self.signers.get_or_unknown(self.keys, self.org, id);
         signer.is_some_and(|s| s.verify_record(self.org, hash, tag))
     }
@@ -777,13 +808,18 @@ pub(crate) fn scan(
                     }
                     _ => None,
                 };
-                Ok((rec.fields, rec.len(), hash, mark))
+                let ts = rec.fields.occurred_at;
+                let span = match tags.as_deref().and_then(|t| t.month) {
+                    Some((lo, hi)) if !authentic => (lo.min(ts), hi.max(ts)),
+                    _ => (ts, ts),
+                };
+                Ok((rec.fields, rec.len(), hash, mark, span))
             }
             Err(FrameError::Incomplete { .. }) => Err(DamageCause::Incomplete),
             Err(FrameError::Corrupt(e)) => Err(DamageCause::Corrupt(e)),
         };
         match outcome {
-            Ok((fields, len, hash, mark)) => {
+            Ok((fields, len, hash, mark, span)) => {
                 let mut problem = None;
                 if fields.seq != tally.next_seq {
                     problem = Some(IntegrityKind::SeqMismatch {
@@ -807,10 +843,10 @@ pub(crate) fn scan(
                         },
                     });
                 }
-                tally.index.observe_terms(
+                tally.index.observe_span(
                     off,
                     fields.seq,
-                    fields.occurred_at,
+                    span,
                     mark.is_some().then_some(terms.as_slice()),
                     mark.unwrap_or(MARK_UNKNOWN),
                 );

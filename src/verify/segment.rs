@@ -108,6 +108,9 @@ impl Findings {
 struct AtOffset {
     seq: u64,
     max_ts_before: Timestamp,
+    /// The same, with each record whose tag fails counted at the last instant of its
+    /// segment's month: what an index rebuilt by recovery says (FORMAT.md §3.1).
+    max_ts_rebuilt: Timestamp,
     count_before: u64,
     head_before: Hash,
 }
@@ -217,6 +220,8 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     let mut run_intact = header.is_some();
     let mut count: u64 = 0;
     let mut max_ts = Timestamp(i64::MIN);
+    let mut max_ts_rebuilt = max_ts;
+    let month_last = Timestamp(c.id.month.end().0.saturating_sub(1));
     let mut max_seq: Option<u64> = None;
     let mut signers = Signers::default();
     let mut terms = Vec::new();
@@ -226,6 +231,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         let here = AtOffset {
             seq: expected.unwrap_or(0),
             max_ts_before: max_ts,
+            max_ts_rebuilt,
             count_before: count,
             head_before: head.unwrap_or(Hash::ZERO),
         };
@@ -382,11 +388,13 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             ));
         }
         let mut authentic = linked;
+        let mut tag_fails = false;
         if let Some(keys) = c.keys {
             // A key the provider fails to give is as unknown as one it does not have.
             match signers.get_or_unknown(keys, c.org, fields.key_id) {
                 None => {
                     authentic = false;
+                    tag_fails = true;
                     f.push(finding(
                         K::UnknownKey,
                         format!(
@@ -397,6 +405,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 }
                 Some(s) if !s.verify_record(c.org, &hash, &tag) => {
                     authentic = false;
+                    tag_fails = true;
                     f.push(finding(
                         K::TagMismatch,
                         format!(
@@ -446,6 +455,10 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         seen.insert(seq);
         max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
         max_ts = max_ts.max(fields.occurred_at);
+        max_ts_rebuilt = max_ts_rebuilt.max(match tag_fails {
+            true => month_last.max(fields.occurred_at),
+            false => fields.occurred_at,
+        });
         head = Some(hash);
         out.last_hash = Some(hash);
         expected = Some(seq.saturating_add(1));
@@ -468,6 +481,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         let here = AtOffset {
             seq: expected.unwrap_or(0),
             max_ts_before: max_ts,
+            max_ts_rebuilt,
             count_before: count,
             head_before: head.unwrap_or(Hash::ZERO),
         };
@@ -786,7 +800,11 @@ impl IndexCompare {
             let ok = if off > self.first_damage {
                 here.seq == e.seq
             } else {
-                here.seq == e.seq && here.max_ts_before == e.max_ts_before
+                // An index written before a record was altered has its true time; one
+                // rebuilt after, its month (FORMAT.md §3.1).
+                here.seq == e.seq
+                    && (here.max_ts_before == e.max_ts_before
+                        || here.max_ts_rebuilt == e.max_ts_before)
             };
             self.bad += u64::from(!ok);
             self.advance();
@@ -1079,6 +1097,7 @@ mod tests {
             let here = AtOffset {
                 seq: 0,
                 max_ts_before: Timestamp(i64::MIN),
+                max_ts_rebuilt: Timestamp(i64::MIN),
                 count_before: 0,
                 head_before: Hash::ZERO,
             };
