@@ -585,8 +585,9 @@ impl Log {
     /// Appends events in order; returns one receipt per event, in order.
     ///
     /// Every event is validated and encoded before anything is written: one invalid event
-    /// fails the whole call with nothing written, as do a missing key, a frozen month and
-    /// a month without seqs left (the errors of [`Log::append`]). Events of one (org, month) are framed
+    /// fails the whole call with nothing written, as do a missing key, a frozen month,
+    /// a month without seqs left and a month whose writer a failed write or fsync poisoned
+    /// (the errors of [`Log::append`]). Events of one (org, month) are framed
     /// together and share one write and one fsync. The batch is not atomic across a crash:
     /// after an I/O error, a prefix of each (org, month) group may be on disk.
     pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
@@ -611,13 +612,14 @@ impl Log {
             groups.entry((org, *month)).or_default().push(i);
         }
         // Every group's key, writer and seqs before framing anything: a missing key, a frozen
-        // month or a month without seqs left fails the whole batch with nothing written (the
-        // caller gets no receipts).
+        // month, a month without seqs left or a writer poisoned by a failed write or fsync
+        // fails the whole batch with nothing written (the caller gets no receipts).
         let mut prepared = Vec::with_capacity(groups.len());
         for ((org_name, month), idx) in groups {
             let org = self.inner.org_named(org_name)?;
             org.signer(&*opts.keys)?;
             let writer = self.inner.writer(&org, month)?;
+            writer.check_not_failed()?;
             writer.check_seq_room(idx.len())?;
             prepared.push((org, writer, idx));
         }
@@ -1746,6 +1748,39 @@ mod tests {
         log.append(&event).unwrap();
         log.close().unwrap();
     }
+    /// Review finding 1: a batch with events for a month whose writer a failed write or
+    /// fsync poisoned fails as a whole before anything is framed, like a batch with a
+    /// frozen month: the other months' writers buffer nothing of it (no receipts were
+    /// given, so nothing of it may later reach the disk and consume seqs).
+    #[test]
+    fn a_batch_touching_a_poisoned_writer_buffers_nothing_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options::new(org_000_keys()).durability(Durability::Never);
+        let log = Log::open(dir.path(), opts).unwrap();
+        let (jan, feb) = (Month::new(2026, 1).unwrap(), Month::new(2026, 2).unwrap());
+        log.append_batch(&[event_in(jan, 1), event_in(feb, 1)])
+            .unwrap();
+        let org = log.inner.org(&OrgId::new("org-000").unwrap());
+        let (w_jan, w_feb) = {
+            let segs = org.segs.lock();
+            (segs.writers[&jan].clone(), segs.writers[&feb].clone())
+        };
+        w_feb.fail_for_test();
+        let before = w_jan.snapshot();
+        let r = log.append_batch(&[event_in(jan, 2), event_in(feb, 2)]);
+        assert!(matches!(r, Err(Error::WriterFailed { .. })), "{r:?}");
+        let after = w_jan.snapshot();
+        assert_eq!(
+            (after.count, after.end),
+            (before.count, before.end),
+            "January buffered the events of a batch that failed"
+        );
+        // January alone still takes appends.
+        assert_eq!(log.append(&event_in(jan, 3)).unwrap().seq, 1);
+        drop((w_jan, w_feb));
+        assert!(log.close().is_err(), "close reports the poisoned writer");
+    }
+
     /// An event of org-000 in `month` (day 1 plus `n` seconds).
     fn event_in(month: Month, n: i64) -> Event {
         let mut e = Workload::new(WorkloadConfig {

@@ -155,9 +155,10 @@ impl Parked {
         (self.durable, self.tally.valid_end)
     }
 
-    /// Whether every byte of the segment was fsynced.
+    /// Whether every byte of the segment was fsynced. Never once a reference to the writer
+    /// that outlived its park has poisoned it: settling it reports the failure.
     pub fn is_durable(&self) -> bool {
-        self.durable >= self.tally.valid_end
+        !self.poison.failed.load(Ordering::Acquire) && self.durable >= self.tally.valid_end
     }
 
     /// Whether the index on disk covers the whole segment.
@@ -357,10 +358,10 @@ impl SegmentWriter {
     }
 
     /// Whether everything appended so far is durable ([`SegmentWriter::sync`] has nothing
-    /// to do).
+    /// to do). Never for a poisoned writer: its `sync` has its failure to report.
     pub fn is_durable(&self) -> bool {
         let end = self.state.lock().end;
-        self.durable.load(Ordering::Acquire) >= end
+        !self.is_failed() && self.durable.load(Ordering::Acquire) >= end
     }
 
     /// Whether a failed write or fsync has poisoned the writer (it takes no more appends).
@@ -382,6 +383,16 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// [`Error::WriterFailed`] if a failed write or fsync has poisoned the writer: an
+    /// append to it would fail. (`Log::append_batch` asks every writer of a batch first,
+    /// so that a batch that would fail on one of them buffers nothing on the others.)
+    pub fn check_not_failed(&self) -> Result<()> {
+        if self.is_failed() {
+            return Err(self.failed_error());
+        }
+        Ok(())
+    }
+
     /// [`Error::SeqExhausted`] if `n` more records would not fit now (`append` checks
     /// again under its lock: an append from another thread in between can still use
     /// them up).
@@ -396,6 +407,16 @@ impl SegmentWriter {
             segment: self.header.id.to_string(),
             cause: self.poison.cause.lock().clone().unwrap_or_default(),
         }
+    }
+
+    /// Poisons the writer as a failed write or fsync would.
+    #[cfg(test)]
+    pub fn fail_for_test(&self) {
+        let _ = self.poison(Error::io(
+            "fsync segment",
+            &self.path,
+            std::io::Error::from_raw_os_error(5),
+        ));
     }
 
     fn poison(&self, e: Error) -> Error {
@@ -481,7 +502,9 @@ impl SegmentWriter {
             }
             return self.write_out(&mut io, false);
         }
-        if self.durable.load(Ordering::Acquire) >= upto {
+        // Not for a poisoned writer: whoever asks after the failure hears of it, like
+        // `commit_upto`'s waiters (its records may have been written, not fsynced).
+        if !self.is_failed() && self.durable.load(Ordering::Acquire) >= upto {
             return Ok(());
         }
         self.waiters.fetch_add(1, Ordering::Relaxed);
@@ -569,7 +592,19 @@ impl SegmentWriter {
     }
 
     /// With `io` held: writes the buffer and optionally fsyncs.
+    ///
+    /// Refuses a poisoned writer, checked here with `io` held: every write and fsync is made
+    /// here, so none follows a failure. Checks made before taking `io` are not enough: a
+    /// commit leader checks under `commit`, while `write_index` and an unsynced flush (the
+    /// flusher under `Never`, a query handing buffers to the OS) take `io` without
+    /// `commit` and may fail in between. A leader that went on would fsync again after a
+    /// failed fsync (on Linux the retry succeeds, and `durable` would cover bytes the
+    /// kernel may have dropped), or write the next buffer at the stale `written` offset,
+    /// where records that never reached the file belong, and call the end durable.
     fn write_out(&self, io: &mut IoState, sync: bool) -> Result<()> {
+        if self.is_failed() {
+            return Err(self.failed_error());
+        }
         let mut bytes = std::mem::take(&mut io.spare);
         bytes.clear();
         let end = {
@@ -878,5 +913,112 @@ mod tests {
             w.flush(upto, true).is_err(),
             "a record the failed fsync may have lost is called durable"
         );
+    }
+
+    /// Holds `io` (as `write_index` or an unsynced flush does for its write and fsync)
+    /// while another thread's durable flush of `upto` becomes the commit leader and waits
+    /// for `io`; runs `holder` with `io` held, releases it and returns the leader's result.
+    fn leader_waiting_for_io(
+        w: &SegmentWriter,
+        upto: u64,
+        holder: impl FnOnce(&mut IoState),
+    ) -> Result<()> {
+        let mut io = w.io.lock();
+        std::thread::scope(|s| {
+            let leader = s.spawn(|| w.flush(upto, true));
+            // The leader passed its poison check (under `commit`) and waits for `io`.
+            while !w.commit.lock().leader {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            holder(&mut io);
+            drop(io);
+            leader.join().unwrap()
+        })
+    }
+
+    /// Finding: an fsync that fails outside a commit round (here: `write_index`'s) while a
+    /// commit leader waits for `io` must not be retried by that leader. Retried, it
+    /// succeeds on Linux, `durable` passes the bytes whose fsync failed, and an appender
+    /// whose record was in them is told its record is durable.
+    #[test]
+    fn writer_leader_after_a_failed_fsync_outside_its_round_fsyncs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path());
+        let before = w.durable_len();
+        let a = buffer_one(&w); // appended, its flush not called yet
+        let b = buffer_one(&w); // its appender leads a round
+        let led = leader_waiting_for_io(&w, b, |io| {
+            // `write_index`'s write_out: the write goes out, the fsync fails (EIO).
+            w.write_out(io, false).unwrap();
+            w.fail_for_test();
+        });
+        assert!(matches!(led, Err(Error::WriterFailed { .. })), "{led:?}");
+        assert_eq!(
+            w.durable_len(),
+            before,
+            "the leader fsynced again after a failed fsync and moved `durable` over its bytes"
+        );
+        assert!(
+            matches!(w.flush(a, true), Err(Error::WriterFailed { .. })),
+            "a record whose fsync failed is acknowledged as durable"
+        );
+        assert!(
+            !w.is_durable(),
+            "a poisoned writer is skipped by `Log::sync`"
+        );
+        assert!(matches!(w.sync(), Err(Error::WriterFailed { .. })));
+    }
+
+    /// Finding: a write that fails outside a commit round (a query handing buffers to the
+    /// OS, the flusher under `Never`) loses the buffer it took; a commit leader waiting for
+    /// `io` meanwhile must not write the next buffer at the stale offset (where the lost
+    /// records belong), fsync it and call the logical end, lost records included, durable.
+    #[test]
+    fn writer_leader_after_a_failed_write_outside_its_round_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path());
+        let len = || fs::metadata(w.path()).unwrap().len();
+        let (before, size) = (w.durable_len(), len());
+        let a = buffer_one(&w);
+        let b = buffer_one(&w);
+        let led = leader_waiting_for_io(&w, b, |io| {
+            // The failing write (EBADF on a read-only handle; EIO, ENOSPC or EFBIG in life)
+            // poisons the writer and takes records A and B with it.
+            let rw = std::mem::replace(&mut io.file, File::open(w.path()).unwrap());
+            assert!(w.write_out(io, false).is_err());
+            io.file = rw;
+            // Record C was framed by an append that passed its poison check before.
+            buffer_one(&w);
+        });
+        assert!(matches!(led, Err(Error::WriterFailed { .. })), "{led:?}");
+        assert_eq!(len(), size, "record C was written where A belongs");
+        assert_eq!(w.durable_len(), before);
+        assert!(
+            matches!(w.flush(a, true), Err(Error::WriterFailed { .. })),
+            "record A, never written, is acknowledged as durable"
+        );
+        assert!(matches!(
+            w.flush(u64::MAX, false),
+            Err(Error::WriterFailed { .. })
+        ));
+        assert_eq!(len(), size);
+    }
+
+    /// A record made durable before the writer was poisoned is not acknowledged either once
+    /// it is poisoned: the durable shortcut of `flush` reports the failure like the rest.
+    #[test]
+    fn writer_durable_shortcut_reports_the_poison() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path());
+        let upto = buffer_one(&w);
+        w.flush(upto, true).unwrap();
+        assert!(w.is_durable());
+        w.fail_for_test();
+        assert!(matches!(
+            w.flush(upto, true),
+            Err(Error::WriterFailed { .. })
+        ));
+        assert!(!w.is_durable());
     }
 }
