@@ -242,6 +242,19 @@ pub enum Error {
         segment: String,
     },
 
+    /// Opening a month's writer needed that same month's writer first (recovery or the
+    /// creation of its segment came back to it through the org's latest segment): an
+    /// internal ordering mistake, refused rather than recursing. Nothing was written.
+    #[error(
+        "opening the writer of month {month} of org {org} needed that month's writer first (an internal ordering mistake); nothing was written"
+    )]
+    WriterReentered {
+        /// The org.
+        org: String,
+        /// The month.
+        month: Month,
+    },
+
     /// The segment's sequence numbers are used up: its header or a record claims a seq so
     /// close to 2^64 that the next one would not fit. Only a damaged or forged file does
     /// that (`verify` reports forged records; a forged header of a segment without records

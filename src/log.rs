@@ -282,6 +282,10 @@ struct OrgSegments {
     tail: Option<(u32, SegmentId)>,
     /// Whether the org directory exists.
     dir_exists: bool,
+    /// Months whose writer [`Inner::open_writer`] is opening now (in this call stack: `segs`
+    /// is held throughout). Opening one needs the org's tail for its `prev` link, which may
+    /// mean opening another month's writer, never this one's again.
+    opening: Vec<Month>,
 }
 
 /// A segment whose writer this process retired, as the writer left it.
@@ -1070,8 +1074,27 @@ impl Inner {
                 segment: w.id().to_string(),
             });
         }
-        let interval = self.opts.index_interval;
-        let keys = &*self.opts.keys;
+        // Recovery and creation may open other months' writers (the tail, for a `prev`
+        // link), never this month's again: that would recurse until the stack overflows.
+        if segs.opening.contains(&month) {
+            return Err(Error::WriterReentered {
+                org: org.id.to_string(),
+                month,
+            });
+        }
+        segs.opening.push(month);
+        let opened = self.open_new_writer(org, segs, month);
+        segs.opening.retain(|m| *m != month);
+        opened
+    }
+
+    /// [`Inner::open_writer`] for a month without an open or closing writer.
+    fn open_new_writer(
+        &self,
+        org: &Org,
+        segs: &mut OrgSegments,
+        month: Month,
+    ) -> Result<Arc<SegmentWriter>> {
         let latest = segs.latest.get(&month).copied();
         let mut closed_as = None;
         if let Some(id) = latest
@@ -1107,7 +1130,39 @@ impl Inner {
             });
         }
         let writer = match latest {
-            Some(id) => match recover::recover(&org.dir, &org.id, id, keys, interval, closed_as)? {
+            Some(id) => self.recover_latest(org, segs, month, id, closed_as)?,
+            None => {
+                let header = self.new_header(org, segs, SegmentId { month, part: 0 }, 0, None)?;
+                self.create(org, segs, header)?
+            }
+        };
+        Ok(self.install(segs, month, writer))
+    }
+
+    /// Recovers `id`, the latest part of `month`, into a writer: resumed, or a new segment
+    /// after a partial header (part 0 created anew; part n ≥ 1 recreated as the
+    /// continuation of part n-1, which was damaged), or a continuation after damage.
+    ///
+    /// A loop, not a recursion: each partial header moves one part down, and every segment
+    /// created here links (`prev`) either to the damaged part itself or through
+    /// [`Inner::tail_link`] to the org's tail, which is another month (the tail has a
+    /// readable header; a month whose latest part had none is not it); and
+    /// [`Inner::open_writer`] refuses to be re-entered for a month it is opening.
+    fn recover_latest(
+        &self,
+        org: &Org,
+        segs: &mut OrgSegments,
+        month: Month,
+        mut id: SegmentId,
+        mut closed_as: Option<FileStamp>,
+    ) -> Result<SegmentWriter> {
+        let interval = self.opts.index_interval;
+        let keys = &*self.opts.keys;
+        // A later part of the month was begun after `id` (its header never written): `id`
+        // was damaged and is continued again, never resumed.
+        let mut continued = false;
+        loop {
+            match recover::recover(&org.dir, &org.id, id, keys, interval, closed_as, continued)? {
                 Recovered::Ready {
                     header,
                     genesis,
@@ -1117,6 +1172,11 @@ impl Inner {
                     index_rebuilt,
                 } => {
                     let path = org.dir.join(segment_file_name(id));
+                    if let Some(part) = id.part.checked_sub(1) {
+                        // Continued, so sealed: unless a crash came between the continuation's
+                        // creation and the sealing.
+                        seal(&org.dir.join(segment_file_name(SegmentId { month, part })));
+                    }
                     let w = SegmentWriter::resume(&org.dir, header, genesis, file, tally);
                     if index_rebuilt.is_none() {
                         // The index on disk is valid and covers the whole segment.
@@ -1142,7 +1202,7 @@ impl Inner {
                                 .push(RecoveryAction::IndexRebuilt { file: path, reason });
                         }
                     }
-                    w
+                    return Ok(w);
                 }
                 Recovered::NoHeader { moved_to } => {
                     self.report
@@ -1155,92 +1215,99 @@ impl Inner {
                             writers: std::mem::take(&mut segs.writers),
                             closing: std::mem::take(&mut segs.closing),
                             closed: std::mem::take(&mut segs.closed),
+                            opening: std::mem::take(&mut segs.opening),
                             ..load_catalog(&org.dir)
                         };
                     }
-                    let header = self.new_header(
-                        org,
-                        segs,
-                        SegmentId {
-                            month,
-                            part: id.part,
-                        },
-                        0,
-                        None,
-                    )?;
-                    self.create(org, segs, header)?
+                    let Some(part) = id.part.checked_sub(1) else {
+                        // The month's first segment: nothing before it in the month.
+                        let header = self.new_header(org, segs, id, 0, None)?;
+                        return self.create(org, segs, header);
+                    };
+                    // A continuation is created only after damage to the part before it:
+                    // continue that part again, exactly as when it was found (first_seq and
+                    // `continues` from its last readable record), never from seq 0.
+                    id = SegmentId { month, part };
+                    segs.latest.insert(month, id);
+                    closed_as = None;
+                    continued = true;
                 }
                 Recovered::Damaged { header, outcome } => {
-                    let path = org.dir.join(segment_file_name(id));
-                    // Seal: the file is never written again. Best effort: the sealing that
-                    // matters is that the continuation takes over the month.
-                    let _ = fs::set_permissions(
-                        &path,
-                        std::os::unix::fs::PermissionsExt::from_mode(0o444),
-                    );
-                    let first_seq = outcome.tally.max_seq.map_or(
-                        header.as_ref().map_or(0, |h| h.first_seq),
-                        |m| {
-                            // A forged record can claim u64::MAX; its continuation then has
-                            // no seqs left and refuses appends (`Error::SeqExhausted`).
-                            m.saturating_add(1)
-                        },
-                    );
-                    let continues = SegmentLink {
-                        segment: id,
-                        count: outcome.tally.count,
-                        head: outcome.tally.head,
-                    };
-                    let next = SegmentId {
-                        month,
-                        part: id.part.saturating_add(1),
-                    };
-                    let tail_is_damaged = segs.tail.is_some_and(|(_, t)| t == id);
-                    let prev = if tail_is_damaged {
-                        Some(continues)
-                    } else {
-                        None
-                    };
-                    let header =
-                        self.new_header(org, segs, next, first_seq, Some((continues, prev)))?;
-                    let w = self.create(org, segs, header)?;
-                    let damage: Vec<(u64, u64, String)> = outcome
-                        .damage
-                        .iter()
-                        .map(|d| {
-                            let cause = match &d.cause {
-                                DamageCause::Incomplete => {
-                                    "frame runs past the end of the file".to_string()
-                                }
-                                DamageCause::Corrupt(e) => e.to_string(),
-                                DamageCause::Integrity { seq, kind } => {
-                                    format!("seq {seq}: {kind}")
-                                }
-                            };
-                            (d.start, d.end, cause)
-                        })
-                        .collect();
-                    let action = RecoveryAction::SegmentSealed {
-                        file: path.clone(),
-                        damage,
-                        continuation: w.path().to_path_buf(),
-                    };
-                    if let Ok(json) = serde_json::to_vec_pretty(&action) {
-                        let name = format!("{}.damage.json", segment_file_name(id));
-                        let q = org.dir.join(QUARANTINE_DIR);
-                        let _ = fs::create_dir_all(&q);
-                        write_atomically(&q.join(name), &json)?;
-                    }
-                    self.report.lock().push(action);
-                    w
+                    return self.continue_damaged(org, segs, id, header, &outcome);
                 }
-            },
-            None => {
-                let header = self.new_header(org, segs, SegmentId { month, part: 0 }, 0, None)?;
-                self.create(org, segs, header)?
             }
+        }
+    }
+
+    /// Continues the damaged segment `id` (the latest part of its month) in part n+1:
+    /// `first_seq` one more than the largest seq it holds or its index vouched for,
+    /// `continues` naming its last readable record. In this order, so that a crash or a
+    /// failure at any point leaves a state the next recovery finishes: the damage report
+    /// (replaced if there is one), the continuation (header and directory entry durable),
+    /// then the damaged file sealed read-only. Before the continuation exists, the damaged
+    /// part is still the month's latest part, unsealed, and is found damaged again; after,
+    /// the continuation is the latest and seals the part before it when resumed.
+    fn continue_damaged(
+        &self,
+        org: &Org,
+        segs: &mut OrgSegments,
+        id: SegmentId,
+        header: Option<SegmentHeader>,
+        outcome: &scan::ScanOutcome,
+    ) -> Result<SegmentWriter> {
+        let path = org.dir.join(segment_file_name(id));
+        let first_seq =
+            outcome
+                .tally
+                .max_seq
+                .map_or(header.as_ref().map_or(0, |h| h.first_seq), |m| {
+                    // A forged record can claim u64::MAX; its continuation then has
+                    // no seqs left and refuses appends (`Error::SeqExhausted`).
+                    m.saturating_add(1)
+                });
+        let continues = SegmentLink {
+            segment: id,
+            count: outcome.tally.count,
+            head: outcome.tally.head,
         };
-        Ok(self.install(segs, month, writer))
+        let next = SegmentId {
+            month: id.month,
+            part: id.part.saturating_add(1),
+        };
+        let tail_is_damaged = segs.tail.is_some_and(|(_, t)| t == id);
+        let prev = if tail_is_damaged {
+            Some(continues)
+        } else {
+            None
+        };
+        let header = self.new_header(org, segs, next, first_seq, Some((continues, prev)))?;
+        let damage: Vec<(u64, u64, String)> = outcome
+            .damage
+            .iter()
+            .map(|d| {
+                let cause = match &d.cause {
+                    DamageCause::Incomplete => "frame runs past the end of the file".to_string(),
+                    DamageCause::Corrupt(e) => e.to_string(),
+                    DamageCause::Integrity { seq, kind } => format!("seq {seq}: {kind}"),
+                };
+                (d.start, d.end, cause)
+            })
+            .collect();
+        let action = RecoveryAction::SegmentSealed {
+            file: path.clone(),
+            damage,
+            continuation: org.dir.join(segment_file_name(next)),
+        };
+        if let Ok(json) = serde_json::to_vec_pretty(&action) {
+            let name = format!("{}.damage.json", segment_file_name(id));
+            let q = org.dir.join(QUARANTINE_DIR);
+            let _ = fs::create_dir_all(&q);
+            write_atomically(&q.join(name), &json)?;
+        }
+        let w = self.create(org, segs, header)?;
+        seal(&path);
+        self.report.lock().push(action);
+        Ok(w)
     }
 
     /// Puts a newly opened writer in the org's map, as used now.
@@ -1605,6 +1672,23 @@ impl Org {
         }
         Ok(&self.signer)
     }
+}
+
+/// Seals a damaged segment: read-only (0444), the change fsynced. Best effort, and nothing
+/// to do for one sealed already: what keeps the file from being written again is that its
+/// continuation takes the month's appends (recovery also examines a file whose mode says it
+/// is sealed without opening it for writing).
+fn seal(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return;
+    };
+    if recover::is_sealed(&meta) {
+        return;
+    }
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o444))
+        .and_then(|()| File::open(path))
+        .and_then(|f| f.sync_all());
 }
 
 fn read_header(path: &Path) -> Result<(SegmentHeader, crate::crypto::Hash)> {

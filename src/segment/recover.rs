@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::scan::{self, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
@@ -192,12 +192,43 @@ pub(crate) fn open_for_append(path: &Path) -> Result<(File, std::fs::Metadata)> 
     Ok((file, meta))
 }
 
+/// Whether a segment file was sealed: no write permission bit is set (recovery makes a
+/// damaged segment read-only, FORMAT.md §6 step 5).
+pub(crate) fn is_sealed(meta: &fs::Metadata) -> bool {
+    meta.permissions().mode() & 0o222 == 0
+}
+
+/// Opens a segment for recovery, with its metadata now and whether it is to be examined
+/// only (`sealed`): then it is opened to read, never to write. It is if the caller says so
+/// or its mode says it was sealed: a sealed segment is never written again, and opening one
+/// for writing fails with EACCES for any writer but root.
+fn open_to_recover(path: &Path, sealed: bool) -> Result<(File, fs::Metadata, bool)> {
+    let meta = fs::metadata(path).map_err(|e| Error::io("stat segment", path, e))?;
+    if !(sealed || is_sealed(&meta)) {
+        let (file, meta) = open_for_append(path)?;
+        return Ok((file, meta, false));
+    }
+    let file = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", path, e))?;
+    Ok((file, meta, true))
+}
+
 /// Recovers the segment at `path`.
 ///
 /// `closed_as`: the stamp of the file when this process last closed a writer on it cleanly
 /// (fsynced, index written over all of it). If the file still has that stamp, the CRC walk
 /// of the indexed range is skipped: this process wrote and fsynced those bytes and nothing
 /// has written the file since, so reopening costs the index read, not a segment read.
+///
+/// `continued`: a later part of the month was begun after this one (its header was never
+/// written), so this one was found damaged and must be continued again: it is examined
+/// without being written and comes back as [`Recovered::Damaged`] (its damage, if it now
+/// reads clean, empty), never resumed or cut. A segment whose mode says it was sealed is
+/// examined the same way: damaged, it comes back as [`Recovered::Damaged`] whatever the
+/// damage (a torn tail of a sealed file is not cut); reading clean, it is opened for
+/// writing and resumed as before it was sealed (which fails for a writer that is not root).
 pub(crate) fn recover(
     dir: &Path,
     org: &OrgId,
@@ -205,9 +236,10 @@ pub(crate) fn recover(
     keys: &dyn KeyProvider,
     interval: u32,
     closed_as: Option<FileStamp>,
+    continued: bool,
 ) -> Result<Recovered> {
     let path = dir.join(segment_file_name(id));
-    let (file, meta) = open_for_append(&path)?;
+    let (file, meta, sealed) = open_to_recover(&path, continued)?;
     let len = meta.len();
     let unchanged = closed_as.is_some_and(|s| s == FileStamp::of(&meta));
     let mut win = FileWindow::new(file, len);
@@ -330,8 +362,12 @@ pub(crate) fn recover(
     let mut tags = scan::Tags::in_month(org, id.month, keys);
     let outcome = scan::scan(&mut win, start, tally, Some(&mut tags))
         .map_err(|e| Error::io("read segment", &path, e))?;
-    let file = win.into_file();
-    if outcome.damage.is_empty() {
+    let mut file = win.into_file();
+    if outcome.damage.is_empty() && !continued {
+        if sealed {
+            // Sealed, yet it reads clean (its mode was changed by hand): resumed as before.
+            file = open_for_append(&path)?.0;
+        }
         // The writer counts every byte found here as durable (its next index and any link
         // to it may name them), but a crash under `Never` or `Interval` can leave records
         // that reached the page cache and not the disk. Make them durable first, unless
@@ -354,7 +390,7 @@ pub(crate) fn recover(
     let indexed_len = indexed.map_or(0, |(covered, _)| covered);
     if let Some(torn) = outcome
         .torn_tail()
-        .filter(|t| t.start >= indexed_len)
+        .filter(|t| !sealed && t.start >= indexed_len)
         .cloned()
     {
         let moved_to = quarantine_tail(dir, &path, &file, torn.start, torn.end)?;

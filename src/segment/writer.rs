@@ -194,9 +194,14 @@ impl SegmentWriter {
             .mode(0o644)
             .open(&path)
             .map_err(|e| Error::io("create segment", &path, e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io("write segment header", &path, e))?;
+        if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_all()) {
+            // Nothing but (part of) a header can be in the file: remove it, so that a retry
+            // in this process can create it again. Should that fail too, or the process die
+            // before, the next recovery moves the partial header aside (FORMAT.md §6).
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(Error::io("write segment header", &path, e));
+        }
         fsync_dir(dir)?;
         let genesis = crypto::sha256(&bytes);
         let tally = Tally {
@@ -347,6 +352,7 @@ impl SegmentWriter {
         self.header.id
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
