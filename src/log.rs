@@ -1241,12 +1241,13 @@ impl Inner {
 
     /// Continues the damaged segment `id` (the latest part of its month) in part n+1:
     /// `first_seq` one more than the largest seq it holds or its index vouched for,
-    /// `continues` naming its last readable record. In this order, so that a crash or a
-    /// failure at any point leaves a state the next recovery finishes: the damage report
-    /// (replaced if there is one), the continuation (header and directory entry durable),
-    /// then the damaged file sealed read-only. Before the continuation exists, the damaged
-    /// part is still the month's latest part, unsealed, and is found damaged again; after,
-    /// the continuation is the latest and seals the part before it when resumed.
+    /// `continues` naming its last readable record. Recovery made the damaged file durable
+    /// before it returned. In this order, so that a crash or a failure at any point leaves
+    /// a state the next recovery finishes: the damage report (replaced if there is one),
+    /// the continuation (header and directory entry durable), then the damaged file sealed
+    /// read-only. Before the continuation exists, the damaged part is still the month's
+    /// latest part, unsealed, and is found damaged again; after, the continuation is the
+    /// latest and seals the part before it when resumed.
     fn continue_damaged(
         &self,
         org: &Org,

@@ -229,6 +229,9 @@ fn open_to_recover(path: &Path, sealed: bool) -> Result<(File, fs::Metadata, boo
 /// examined the same way: damaged, it comes back as [`Recovered::Damaged`] whatever the
 /// damage (a torn tail of a sealed file is not cut); reading clean, it is opened for
 /// writing and resumed as before it was sealed (which fails for a writer that is not root).
+///
+/// Before [`Recovered::Damaged`] returns, the file is fsynced: the continuation's links
+/// name its records, and links name durable records only (FORMAT.md §6).
 pub(crate) fn recover(
     dir: &Path,
     org: &OrgId,
@@ -285,6 +288,7 @@ pub(crate) fn recover(
                 }),
             },
         );
+        sync_damaged(&win.into_file(), &path)?;
         return Ok(Recovered::Damaged {
             header: None,
             outcome,
@@ -414,10 +418,19 @@ pub(crate) fn recover(
         let last = header.first_seq.saturating_add(last);
         outcome.tally.max_seq = Some(outcome.tally.max_seq.map_or(last, |m| m.max(last)));
     }
+    sync_damaged(&file, &path)?;
     Ok(Recovered::Damaged {
         header: Some(header),
         outcome,
     })
+}
+
+/// Makes a damaged segment's bytes durable before its continuation's `continues` (and maybe
+/// `prev`) link names its records: a crash under `Never` or `Interval` can leave records in
+/// the page cache only. (fsync works on a descriptor opened to read, as a sealed segment's is.)
+fn sync_damaged(file: &File, path: &Path) -> Result<()> {
+    file.sync_data()
+        .map_err(|e| Error::io("fsync segment", path, e))
 }
 
 fn quarantine_path(dir: &Path, name: &str) -> Result<PathBuf> {
