@@ -280,8 +280,12 @@ struct OrgSegments {
     closed: HashMap<SegmentId, ClosedSegment>,
     /// Most recently created segment (highest ordinal).
     tail: Option<(u32, SegmentId)>,
-    /// Whether the org directory exists.
-    dir_exists: bool,
+    /// Whether this process made the org directory durable: created it if it was missing,
+    /// then fsynced the log directory. Not whether it exists: a directory that a process
+    /// killed before that fsync created exists and may still vanish in a power loss with
+    /// every segment in it, so each process fsyncs the log directory once before its first
+    /// segment in the org.
+    dir_durable: bool,
     /// Months whose writer [`Inner::open_writer`] is opening now (in this call stack: `segs`
     /// is held throughout). Opening one needs the org's tail for its `prev` link, which may
     /// mean opening another month's writer, never this one's again.
@@ -379,9 +383,12 @@ impl Log {
         let dir = dir.as_ref().to_path_buf();
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fsync_dir(parent)?;
-            }
+        }
+        // Every time, not only when created here: a process killed between creating the
+        // directory and this fsync leaves one that exists and may still vanish in a power
+        // loss, with everything in it.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent)?;
         }
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -1303,6 +1310,8 @@ impl Inner {
             let name = format!("{}.damage.json", segment_file_name(id));
             let q = org.dir.join(QUARANTINE_DIR);
             let _ = fs::create_dir_all(&q);
+            // The quarantine directory's entry too, whoever created it.
+            fsync_dir(&org.dir)?;
             write_atomically(&q.join(name), &json)?;
         }
         let w = self.create(org, segs, header)?;
@@ -1646,11 +1655,11 @@ impl Inner {
         segs: &mut OrgSegments,
         header: SegmentHeader,
     ) -> Result<SegmentWriter> {
-        if !segs.dir_exists {
+        if !segs.dir_durable {
             fs::create_dir_all(&org.dir)
                 .map_err(|e| Error::io("create org directory", &org.dir, e))?;
             fsync_dir(&self.dir)?;
-            segs.dir_exists = true;
+            segs.dir_durable = true;
         }
         let (id, ordinal) = (header.id, header.ordinal);
         let w = SegmentWriter::create(&org.dir, header, self.opts.index_interval)?;
@@ -1734,10 +1743,7 @@ fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink>
 }
 
 fn load_catalog(dir: &Path) -> OrgSegments {
-    let mut segs = OrgSegments {
-        dir_exists: dir.is_dir(),
-        ..OrgSegments::default()
-    };
+    let mut segs = OrgSegments::default();
     for id in list_segments(dir).unwrap_or_default() {
         let latest = segs.latest.entry(id.month).or_insert(id);
         if id.part > latest.part {

@@ -437,8 +437,10 @@ fn quarantine_path(dir: &Path, name: &str) -> Result<PathBuf> {
     let q = dir.join(QUARANTINE_DIR);
     if !q.exists() {
         fs::create_dir(&q).map_err(|e| Error::io("create quarantine directory", &q, e))?;
-        fsync_dir(dir)?;
     }
+    // Every time, not only when created here: a process killed before this fsync left a
+    // directory that exists and may still vanish in a power loss (quarantining is rare).
+    fsync_dir(dir)?;
     let mut candidate = q.join(name);
     let mut n = 1;
     while candidate.exists() {
