@@ -1703,7 +1703,7 @@ fn seal(path: &Path) {
 
 fn read_header(path: &Path) -> Result<(SegmentHeader, crate::crypto::Hash)> {
     let mut buf = [0u8; SEGMENT_HEADER_LEN];
-    let f = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+    let f = crate::segment::open_regular(path).map_err(|e| Error::io("open segment", path, e))?;
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 0)
         .map_err(|e| Error::io("read segment header", path, e))?;
     let h = SegmentHeader::decode(&buf).map_err(|source| Error::Corrupt {
@@ -1718,7 +1718,8 @@ fn read_header(path: &Path) -> Result<(SegmentHeader, crate::crypto::Hash)> {
 /// The link to a segment that takes no more appends: its valid records and chain head.
 fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink> {
     let (header, genesis) = read_header(path)?;
-    let file = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+    let file =
+        crate::segment::open_regular(path).map_err(|e| Error::io("open segment", path, e))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat segment", path, e))?

@@ -260,7 +260,7 @@ impl IndexCache {
         session: &CacheSession,
     ) -> (Result<(Arc<LoadedIndex>, File), String>, bool) {
         let path = org_dir.join(index_file_name(header.id));
-        let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
+        let opened = crate::segment::open_regular(&path).and_then(|f| f.metadata().map(|m| (f, m)));
         let (file, meta) = match opened {
             Ok(fm) => fm,
             Err(e) => return (Err(recover::unopened(&e)), false),
@@ -700,7 +700,7 @@ fn open_source(
     src: usize,
     found: &mut Findings,
 ) -> Result<Option<(Source, Stream)>, Error> {
-    let file = match File::open(path) {
+    let file = match crate::segment::open_regular(path) {
         Ok(f) => f,
         // Renamed away between listing and opening (quarantine): nothing to read.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

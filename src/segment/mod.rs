@@ -56,6 +56,29 @@ pub fn parse_segment_file_name(name: &str) -> Option<SegmentId> {
     })
 }
 
+/// Opens a file of the log to read it, refusing anything but a regular file (after
+/// symlinks): opening a FIFO put where a segment, index or lock file should be would block
+/// until something writes to it, and a device could be read for ever.
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<File> {
+    let mut read = std::fs::OpenOptions::new();
+    read.read(true);
+    open_regular_with(path, &read)
+}
+
+/// [`open_regular`] with `options` (to open for writing too).
+pub(crate) fn open_regular_with(
+    path: &Path,
+    options: &std::fs::OpenOptions,
+) -> std::io::Result<File> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    options.open(path)
+}
+
 /// fsyncs a directory so that entries created or renamed in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -1,7 +1,6 @@
 //! Reading a segment's records back with every check: framing, CRC, seq order, chain
 //! linkage, month, tag, and personal-data commitments.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,7 +39,7 @@ impl std::fmt::Debug for SegmentReader {
 impl SegmentReader {
     /// Opens a segment file for reading (read-only; never mapped).
     pub fn open(path: &Path, keys: Arc<dyn KeyProvider>) -> Result<SegmentReader> {
-        let file = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+        let file = super::open_regular(path).map_err(|e| Error::io("open segment", path, e))?;
         let len = file
             .metadata()
             .map_err(|e| Error::io("stat segment", path, e))?

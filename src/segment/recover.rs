@@ -126,7 +126,7 @@ pub(crate) fn read_index(
     build: Option<&Path>,
 ) -> std::result::Result<index_file::Checked, String> {
     let path = dir.join(index_file_name(header.id));
-    let file = File::open(&path).map_err(|e| unopened(&e))?;
+    let file = super::open_regular(&path).map_err(|e| unopened(&e))?;
     let checked = index_file::read(file, org, keys, build).map_err(|e| e.to_string())?;
     check_describes(&checked.head, org, header, genesis, file_len)?;
     Ok(checked)
@@ -181,10 +181,7 @@ fn crc_walk(win: &mut FileWindow, start: u64, end: u64) -> std::io::Result<Optio
 
 /// Opens a segment to write it, with its metadata now.
 pub(crate) fn open_for_append(path: &Path) -> Result<(File, std::fs::Metadata)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
+    let file = super::open_regular_with(path, OpenOptions::new().read(true).write(true))
         .map_err(|e| Error::io("open segment", path, e))?;
     let meta = file
         .metadata()
@@ -208,7 +205,7 @@ fn open_to_recover(path: &Path, sealed: bool) -> Result<(File, fs::Metadata, boo
         let (file, meta) = open_for_append(path)?;
         return Ok((file, meta, false));
     }
-    let file = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+    let file = super::open_regular(path).map_err(|e| Error::io("open segment", path, e))?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io("stat segment", path, e))?;

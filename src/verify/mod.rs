@@ -12,7 +12,7 @@ pub mod report;
 mod segment;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -76,7 +76,7 @@ pub fn total_bytes(dir: &Path, org: Option<&OrgId>) -> u64 {
 
 /// Whether a writer holds the directory lock right now.
 fn writer_is_live(dir: &Path) -> bool {
-    match File::open(dir.join(LOCK_FILE)) {
+    match crate::segment::open_regular(&dir.join(LOCK_FILE)) {
         Ok(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
         Err(_) => false,
     }
@@ -143,7 +143,7 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
             .iter()
             .filter(|c| c.org_id == org.as_str())
             .collect();
-        let plan = plan_org(dir, org, cps);
+        let plan = plan_org(dir, org, cps)?;
         // An org without segments still costs a plan and a report: count it as one, so a
         // log of many empty org directories is chunked too.
         chunk_segments += plan.files.segments.len().max(1);
@@ -151,7 +151,7 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
         if chunk_segments >= CHUNK_SEGMENTS || orgs.peek().is_none() {
             let outcomes = run_segments(&chunk, keys, opts, now, report.live_writer);
             for (plan, outcomes) in chunk.drain(..).zip(outcomes) {
-                finish_org(plan, outcomes, keys, &mut report);
+                finish_org(plan, outcomes, keys, &mut report)?;
             }
             chunk_segments = 0;
         }
@@ -167,18 +167,30 @@ struct OrgFiles {
     orphan_indexes: Vec<(SegmentId, PathBuf)>,
 }
 
-fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> OrgFiles {
+/// Lists an org's directory. An org directory that cannot be listed is an I/O error, not
+/// an org without segments: verifying it as empty would pass a log it never read.
+fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> Result<OrgFiles> {
     let mut segments = Vec::new();
     let mut indexes = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return OrgFiles {
-            segments,
-            orphan_indexes: Vec::new(),
-        };
-    };
-    for entry in entries.flatten() {
+    let list = |e| Error::io("list org directory", dir, e);
+    for entry in fs::read_dir(dir).map_err(list)? {
+        let entry = entry.map_err(list)?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
+        let named = parse_segment_file_name(&name).is_some()
+            || name
+                .strip_suffix(".idx")
+                .is_some_and(|stem| parse_segment_file_name(&format!("{stem}.seg")).is_some());
+        // A FIFO, device or directory under a segment's or index's name is not read (it
+        // could block or never end); the records it stands for are missing.
+        if named && !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            findings.push(Finding::new(
+                FindingKind::UnexpectedFile,
+                path,
+                "named like a segment or index, but not a regular file: not read",
+            ));
+            continue;
+        }
         if name == QUARANTINE_DIR && entry.file_type().is_ok_and(|t| t.is_dir()) {
             for q in fs::read_dir(&path).into_iter().flatten().flatten() {
                 let len = q.metadata().map_or(0, |m| m.len());
@@ -213,10 +225,10 @@ fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> OrgFiles {
         .into_iter()
         .filter(|(id, _)| segments.binary_search(id).is_err())
         .collect();
-    OrgFiles {
+    Ok(OrgFiles {
         segments,
         orphan_indexes,
-    }
+    })
 }
 
 /// What an org's segments are checked against, learnt before any of them is read.
@@ -240,10 +252,10 @@ impl OrgPlan<'_> {
     }
 }
 
-fn plan_org<'c>(dir: &Path, org: OrgId, checkpoints: Vec<&'c Checkpoint>) -> OrgPlan<'c> {
+fn plan_org<'c>(dir: &Path, org: OrgId, checkpoints: Vec<&'c Checkpoint>) -> Result<OrgPlan<'c>> {
     let org_dir = dir.join(org.as_str());
     let mut findings = Vec::new();
-    let files = list_org(&org_dir, &mut findings);
+    let files = list_org(&org_dir, &mut findings)?;
     for (id, path) in &files.orphan_indexes {
         findings.push(Finding::new(
             FindingKind::MissingSegment,
@@ -272,7 +284,7 @@ fn plan_org<'c>(dir: &Path, org: OrgId, checkpoints: Vec<&'c Checkpoint>) -> Org
         *p = (*p).max(id.part);
         m
     });
-    OrgPlan {
+    Ok(OrgPlan {
         org,
         org_dir,
         files,
@@ -280,7 +292,7 @@ fn plan_org<'c>(dir: &Path, org: OrgId, checkpoints: Vec<&'c Checkpoint>) -> Org
         wanted,
         latest,
         checkpoints,
-    }
+    })
 }
 
 /// Verifies every segment of every plan, spread over the cores. Returns, per plan, the
@@ -357,12 +369,18 @@ fn run_segments(
 
 /// Reports an org: its listing's findings, then each segment's, then the links between its
 /// segments and its checkpoints. `outcomes` are in the order of `plan.files.segments`.
+///
+/// A segment or index that could not be read for a reason other than damage (a permission,
+/// an I/O error) makes the whole call an error: a report without it would pass it unread.
 fn finish_org(
     plan: OrgPlan<'_>,
-    outcomes: Vec<SegmentOutcome>,
+    mut outcomes: Vec<SegmentOutcome>,
     keys: Option<&dyn KeyProvider>,
     report: &mut Report,
-) -> BTreeMap<SegmentId, SegmentOutcome> {
+) -> Result<BTreeMap<SegmentId, SegmentOutcome>> {
+    if let Some(e) = outcomes.iter_mut().find_map(|o| o.io_error.take()) {
+        return Err(e);
+    }
     report.findings.extend(plan.findings.iter().cloned());
     let mut by_id: BTreeMap<SegmentId, SegmentOutcome> = BTreeMap::new();
     for (id, out) in plan.files.segments.iter().zip(outcomes) {
@@ -383,7 +401,7 @@ fn finish_org(
     for c in &plan.checkpoints {
         check_checkpoint(&plan.org_dir, &plan.org, c, keys, &by_id, report);
     }
-    by_id
+    Ok(by_id)
 }
 
 /// One org verified as [`verify`] verifies it, without checkpoints.
@@ -393,8 +411,8 @@ fn verify_org(
     keys: Option<&dyn KeyProvider>,
     now: Timestamp,
     report: &mut Report,
-) -> BTreeMap<SegmentId, SegmentOutcome> {
-    let plans = [plan_org(dir, org.clone(), Vec::new())];
+) -> Result<BTreeMap<SegmentId, SegmentOutcome>> {
+    let plans = [plan_org(dir, org.clone(), Vec::new())?];
     let outcomes = run_segments(
         &plans,
         keys,
@@ -409,7 +427,7 @@ fn verify_org(
 
 fn read_header(path: &Path) -> Option<crate::format::header::SegmentHeader> {
     let mut buf = [0u8; crate::format::header::SEGMENT_HEADER_LEN];
-    let f = File::open(path).ok()?;
+    let f = crate::segment::open_regular(path).ok()?;
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 0).ok()?;
     crate::format::header::SegmentHeader::decode(&buf).ok()
 }
@@ -438,19 +456,25 @@ fn check_links(
             );
         }
     }
-    // Ordinals run 0..n without holes: a hole is a deleted segment.
-    let max = by_ordinal.keys().next_back().copied();
-    if let Some(max) = max {
-        for ord in 0..max {
-            if !by_ordinal.contains_key(&ord) {
-                let successor = by_ordinal.range(ord + 1..).next().map(|(_, id)| *id);
-                report.findings.push(Finding::new(
-                    FindingKind::MissingSegment,
-                    successor.map_or_else(|| org_dir.to_path_buf(), path_of),
-                    format!("no segment with creation ordinal {ord}: a segment was deleted"),
-                ));
-            }
+    // Ordinals run 0..n without holes: a hole is a deleted segment. One finding per hole,
+    // however wide (a forged ordinal near u32::MAX must not make one per missing number).
+    let mut next_expected = 0u32;
+    for (&ord, &id) in &by_ordinal {
+        if ord > next_expected {
+            let what = match ord - next_expected {
+                1 => format!(
+                    "no segment with creation ordinal {next_expected}: a segment was deleted"
+                ),
+                n => format!(
+                    "no segments with creation ordinals {next_expected} to {}: {n} segments were deleted, or an ordinal was altered",
+                    ord - 1
+                ),
+            };
+            report
+                .findings
+                .push(Finding::new(FindingKind::MissingSegment, path_of(id), what));
         }
+        next_expected = ord.saturating_add(1);
     }
     for (id, o) in outcomes {
         let Some(h) = &o.header else { continue };
@@ -533,7 +557,8 @@ fn check_link(
             None if t.records == link.count && t.last_hash == Some(link.head) => {}
             // Unreadable bytes (already a finding of their own) cut the chain before the
             // linked position: the link cannot be followed, which is not evidence of more.
-            None if t.run_count < link.count && t.damaged => {}
+            // Not a torn tail alone: a crash tears only records no link names.
+            None if t.run_count < link.count && t.damaged && !t.torn_only => {}
             None if t.run_count < link.count => report.findings.push(
                 Finding::new(
                     FindingKind::LinkMismatch,
@@ -648,7 +673,8 @@ pub struct CheckpointOptions {
     /// to its first damage. Without it
     /// such a log is refused, and after recovery sealed a damaged part it stays refused:
     /// the damage is kept, and reported, for good. Findings of any other class (tampering:
-    /// chain, tags, links, missing segments) refuse either way.
+    /// chain, tags, links, missing segments) refuse either way, and so does a segment
+    /// header that cannot be read (it hides the links that would show a deleted segment).
     pub accept_damage: bool,
 }
 
@@ -686,7 +712,7 @@ pub fn make_checkpoint_with(
         live_writer: writer_is_live(dir),
         ..Report::default()
     };
-    let outcomes = verify_org(dir, org, Some(keys), Timestamp::now(), &mut scratch);
+    let outcomes = verify_org(dir, org, Some(keys), Timestamp::now(), &mut scratch)?;
     let damage = |f: &Finding| matches!(f.kind.class(), Class::CrashDamage | Class::Corruption);
     if let Some(f) = scratch
         .findings
@@ -706,6 +732,22 @@ pub fn make_checkpoint_with(
             seq: f.seq,
             kind: crate::error::IntegrityKind::FailsVerification {
                 finding: format!("refusing to checkpoint: {f}{hint}"),
+            },
+        });
+    }
+    // A header that cannot be read hides the segment's creation ordinal and links, so a
+    // segment deleted beside it would leave no trace: damage there is not signed over.
+    if let Some((id, _)) = outcomes.iter().find(|(_, o)| o.header.is_none()) {
+        return Err(Error::Integrity {
+            file: org_dir.join(segment_file_name(*id)),
+            offset: 0,
+            seq: None,
+            kind: crate::error::IntegrityKind::FailsVerification {
+                finding: format!(
+                    "refusing to checkpoint: the header of segment {id} cannot be read, so the \
+                     org's creation order and links cannot be checked around it (a deleted \
+                     segment would go unseen); restore the header from a copy"
+                ),
             },
         });
     }

@@ -50,6 +50,13 @@ pub(crate) struct SegmentOutcome {
     /// Whether unreadable bytes (crash damage or corruption) were found: links and
     /// checkpoints cannot be followed through them, and the damage is its own finding.
     pub damaged: bool,
+    /// The only unreadable bytes are a torn tail: a file that ends inside a frame, or
+    /// garbled bytes at its end. That loses only records no link or checkpoint can have
+    /// named (they name durable records), so it excuses none that one did.
+    pub torn_only: bool,
+    /// The segment or its index could not be read (permissions, I/O): not a finding, the
+    /// verification as a whole fails.
+    pub io_error: Option<crate::error::Error>,
 }
 
 /// How to check a segment.
@@ -133,14 +140,34 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         verified_to: 0,
         last_hash: None,
         damaged: false,
+        torn_only: false,
+        io_error: None,
     };
     // The index before the segment's length: an index never covers bytes not yet written, so
     // a length taken after reading it is at least what it covers, even while a live writer
     // appends and replaces the index.
     let ipath = c.path.with_extension("idx");
-    let index_file = File::open(&ipath).ok();
-    let file = match File::open(c.path) {
+    // Absent, or not a regular file (the listing reported that): no index.
+    let unread = |e: &std::io::Error| {
+        !matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+        )
+    };
+    let index_file = match crate::segment::open_regular(&ipath) {
+        Ok(f) => Some(f),
+        Err(e) if unread(&e) => {
+            out.io_error = Some(crate::error::Error::io("open index", &ipath, e));
+            return out;
+        }
+        Err(_) => None,
+    };
+    let file = match crate::segment::open_regular(c.path) {
         Ok(file) => file,
+        Err(e) if unread(&e) => {
+            out.io_error = Some(crate::error::Error::io("open segment", c.path, e));
+            return out;
+        }
         Err(e) => {
             f.push(Finding::new(
                 K::MissingSegment,
@@ -491,13 +518,19 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     out.findings = f.finish();
     // Only the segment's own unreadable bytes excuse a link that cannot be followed: a
     // corrupt index (derived data) says nothing about how many records the segment held.
-    out.damaged = out.findings.iter().any(|f| {
-        f.file == c.path
-            && matches!(
-                f.class,
-                super::report::Class::CrashDamage | super::report::Class::Corruption
-            )
-    });
+    let own_damage = || {
+        out.findings.iter().filter(|f| {
+            f.file == c.path
+                && matches!(
+                    f.class,
+                    super::report::Class::CrashDamage | super::report::Class::Corruption
+                )
+        })
+    };
+    let damaged = own_damage().next().is_some();
+    let torn_only = damaged && own_damage().all(|f| f.kind == K::TornTail);
+    out.damaged = damaged;
+    out.torn_only = torn_only;
     out
 }
 

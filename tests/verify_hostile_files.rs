@@ -1,0 +1,185 @@
+//! `verify` and `checkpoint` over files a keyless attacker (or a broken copy) left in odd
+//! shapes, from a black-box review of the CLI: a forged creation ordinal must cost one
+//! finding, not one per missing number; a closed month cut inside a record is not crash
+//! damage when a later segment's link names the records it lost; a header that cannot be
+//! read hides the links that would show a deleted month, so damage there is not signed
+//! over; and a FIFO under a segment's, index's or lock's name is never opened.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use auditlog::format::crc32;
+use auditlog::verify::{CheckpointOptions, FindingKind, make_checkpoint_with};
+use auditlog::{Durability, Keyring, Log, Options};
+use support::*;
+
+/// Three months of org-000, 40 events each; closed (indexes written).
+fn three_months(dir: &Path) -> Arc<Keyring> {
+    let keys = keys_for(&["org-000"]);
+    let log = Log::open(
+        dir,
+        Options::new(keys.clone()).durability(Durability::Never),
+    )
+    .unwrap();
+    // A batch per month: each new month's `prev` link names all of the month before.
+    for m in ["2026-01", "2026-02", "2026-03"] {
+        let evs: Vec<_> = (0..40)
+            .map(|i| {
+                let at = auditlog::Timestamp(ts(&format!("{m}-05")).0 + i * 60_000_000);
+                event(
+                    "org-000",
+                    at,
+                    Some("u"),
+                    "booking.created",
+                    &format!("r{i}"),
+                )
+            })
+            .collect();
+        log.append_batch(&evs).unwrap();
+    }
+    log.close().unwrap();
+    keys
+}
+
+fn kinds(dir: &Path, keys: &Keyring) -> Vec<FindingKind> {
+    verify_keys(dir, keys)
+        .findings
+        .iter()
+        .map(|f| f.kind)
+        .collect()
+}
+
+fn set_header_u32(path: &Path, at: usize, value: u32) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    let crc = crc32(&b[..252]);
+    b[252..256].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_forged_creation_ordinal_is_one_finding_not_one_per_missing_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = three_months(dir.path());
+    // March's ordinal (header offset 96) forged to u32::MAX, header CRC fixed.
+    set_header_u32(&seg_path(dir.path(), "org-000", "2026-03"), 96, u32::MAX);
+    let r = verify_keys(dir.path(), &*keys);
+    let missing: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::MissingSegment)
+        .collect();
+    assert_eq!(missing.len(), 1, "{}", dump(&r));
+    assert!(
+        missing[0].message.contains("ordinals 2 to 4294967294"),
+        "{}",
+        missing[0].message
+    );
+    assert!(!r.is_intact());
+}
+
+#[test]
+fn a_closed_month_cut_inside_a_record_is_refused_by_the_link_that_names_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = three_months(dir.path());
+    let jan = seg_path(dir.path(), "org-000", "2026-01");
+    let recs = records(&std::fs::read(&jan).unwrap());
+    // Cut in the middle of the 20th record, index gone: the end looks torn, but
+    // February's link (written after January was fsynced) names all 40 records.
+    let cut = recs[19].off + 10;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&jan)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    std::fs::remove_file(idx_path(dir.path(), "org-000", "2026-01")).unwrap();
+    let found = kinds(dir.path(), &keys);
+    assert!(found.contains(&FindingKind::TornTail), "{found:?}");
+    assert!(found.contains(&FindingKind::LinkMismatch), "{found:?}");
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    let refused = make_checkpoint_with(dir.path(), &org("org-000"), &*keys, &accept);
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[test]
+fn a_header_that_cannot_be_read_is_not_signed_over_even_accepting_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = three_months(dir.path());
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    // Control: intact, it signs.
+    make_checkpoint_with(dir.path(), &org("org-000"), &*keys, &accept).unwrap();
+    // February deleted; one byte of March's header flipped (its CRC no longer matches), so
+    // March's ordinal and link, the only trace of February, cannot be read.
+    std::fs::remove_file(seg_path(dir.path(), "org-000", "2026-02")).unwrap();
+    std::fs::remove_file(idx_path(dir.path(), "org-000", "2026-02")).unwrap();
+    let mar = seg_path(dir.path(), "org-000", "2026-03");
+    let mut b = std::fs::read(&mar).unwrap();
+    b[130] ^= 0xff;
+    std::fs::write(&mar, b).unwrap();
+    let found = kinds(dir.path(), &keys);
+    assert!(
+        found.contains(&FindingKind::ChecksumCorruption),
+        "{found:?}"
+    );
+    let err = make_checkpoint_with(dir.path(), &org("org-000"), &*keys, &accept).unwrap_err();
+    assert!(
+        err.to_string().contains("header of segment 2026-03"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fifos_under_a_segments_indexs_or_locks_name_are_not_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = three_months(dir.path());
+    let mkfifo = |p: &Path| {
+        let _ = std::fs::remove_file(p);
+        let ok = std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    // February's segment, January's index and the lock file become FIFOs: opening any of
+    // them to read would block until something wrote to it.
+    mkfifo(&seg_path(dir.path(), "org-000", "2026-02"));
+    mkfifo(&idx_path(dir.path(), "org-000", "2026-01"));
+    mkfifo(&dir.path().join(auditlog::LOCK_FILE));
+    let r = verify_keys(dir.path(), &*keys);
+    let names: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::UnexpectedFile)
+        .map(|f| f.file.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"2026-02.seg".to_string()), "{}", dump(&r));
+    assert!(names.contains(&"2026-01.idx".to_string()), "{}", dump(&r));
+    // March's link names February, which is not there to read.
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::MissingSegment),
+        "{}",
+        dump(&r)
+    );
+    // A read-only query of the org returns (January and March read; February an error).
+    let log = Log::open_read_only(dir.path(), Options::new(keys.clone())).unwrap();
+    let (events, errors) = scan(&log, &org("org-000"));
+    assert_eq!(events.len(), 80);
+    assert!(!errors.is_empty());
+}
