@@ -306,7 +306,9 @@ fn checkpoint_under_a_wrong_or_missing_key_is_a_finding() {
     let (d, keys) = fresh_log();
     let a = org("org-000");
     let cp = make_checkpoint(d.path(), &a, &*keys).unwrap();
+    // Only the checkpointed org (the others would each get a `no_checkpoint` warning).
     let opts = VerifyOptions {
+        org: Some(a.clone()),
         checkpoints: vec![cp.clone()],
         ..VerifyOptions::default()
     };
@@ -320,6 +322,7 @@ fn checkpoint_under_a_wrong_or_missing_key_is_a_finding() {
     let mut forged = cp.clone();
     forged.segments[0].count -= 1;
     let o = VerifyOptions {
+        org: Some(a.clone()),
         checkpoints: vec![forged],
         ..VerifyOptions::default()
     };

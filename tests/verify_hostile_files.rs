@@ -183,3 +183,32 @@ fn fifos_under_a_segments_indexs_or_locks_name_are_not_opened() {
     assert_eq!(events.len(), 80);
     assert!(!errors.is_empty());
 }
+
+#[test]
+fn an_org_without_a_checkpoint_among_those_given_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000", "org-001"]);
+    let log = Log::open(dir.path(), Options::new(keys.clone())).unwrap();
+    for o in ["org-000", "org-001"] {
+        log.append(&event(o, ts("2026-01-05"), Some("u"), "auth.login", "r"))
+            .unwrap();
+    }
+    log.close().unwrap();
+    let only_000 = auditlog::verify::make_checkpoint(dir.path(), &org("org-000"), &*keys).unwrap();
+    let opts = auditlog::verify::VerifyOptions {
+        checkpoints: vec![only_000],
+        ..Default::default()
+    };
+    let r = auditlog::verify::verify(dir.path(), Some(&*keys), &opts).unwrap();
+    let warned: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::NoCheckpoint)
+        .map(|f| f.file.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(warned, ["org-001"], "{}", dump(&r));
+    assert!(r.is_intact(), "a warning, not an error");
+    // Without checkpoints, nothing to warn about.
+    let r = verify_keys(dir.path(), &*keys);
+    assert!(r.findings.is_empty(), "{}", dump(&r));
+}

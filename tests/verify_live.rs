@@ -94,11 +94,15 @@ fn run_live(durability: Durability, batch: usize) {
         }
     }
     writer.join().unwrap();
-    let cp = make_checkpoint(d.path(), &org("org-000"), &*keys).unwrap();
+    // One checkpoint per org (an org without one would get a `no_checkpoint` warning).
+    let cps = ["org-000", "org-001", "org-002"]
+        .iter()
+        .map(|o| make_checkpoint(d.path(), &org(o), &*keys).unwrap())
+        .collect();
     Arc::try_unwrap(log).unwrap().close().unwrap();
-    // Closed: nothing live, all records, clean, and the checkpoint taken at the end holds.
+    // Closed: nothing live, all records, clean, and the checkpoints taken at the end hold.
     let opts = VerifyOptions {
-        checkpoints: vec![cp],
+        checkpoints: cps,
         ..VerifyOptions::default()
     };
     let r = verify(d.path(), Some(&*keys as &dyn KeyProvider), &opts).unwrap();

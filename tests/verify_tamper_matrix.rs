@@ -446,6 +446,7 @@ fn truncation_at_a_record_boundary() {
 
     // With the checkpoint: also truncated against it, at the cut.
     let opts = VerifyOptions {
+        org: Some(org(&cp.org_id)),
         checkpoints: vec![cp.clone()],
         ..VerifyOptions::default()
     };
@@ -498,6 +499,7 @@ fn rollback_to_an_older_copy_is_caught_by_a_newer_checkpoint() {
     fs::write(&ip, &old_idx).unwrap();
     assert!(verify_keys(d.path(), &*keys).findings.is_empty());
     let opts = VerifyOptions {
+        org: Some(org(&cp.org_id)),
         checkpoints: vec![cp],
         ..VerifyOptions::default()
     };
@@ -549,6 +551,7 @@ fn rewritten_history_is_caught_by_a_checkpoint_even_when_resigned_with_the_key()
     assert!(ip.exists());
     assert!(verify_keys(d.path(), &*keys).findings.is_empty());
     let opts = VerifyOptions {
+        org: Some(org(&cp.org_id)),
         checkpoints: vec![cp],
         ..VerifyOptions::default()
     };
@@ -624,6 +627,7 @@ fn deleted_last_month_needs_a_checkpoint() {
     // No file links to the most recent segment: undetectable from the files alone.
     assert!(verify_keys(d.path(), &*keys).findings.is_empty());
     let opts = VerifyOptions {
+        org: Some(org(&cp.org_id)),
         checkpoints: vec![cp],
         ..VerifyOptions::default()
     };

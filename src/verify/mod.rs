@@ -138,12 +138,23 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
     let mut chunk_segments = 0;
     let mut orgs = orgs.into_iter().peekable();
     while let Some(org) = orgs.next() {
-        let cps = opts
+        let cps: Vec<_> = opts
             .checkpoints
             .iter()
             .filter(|c| c.org_id == org.as_str())
             .collect();
-        let plan = plan_org(dir, org, cps)?;
+        let uncovered = cps.is_empty() && !opts.checkpoints.is_empty();
+        let mut plan = plan_org(dir, org, cps)?;
+        if uncovered {
+            plan.findings.push(Finding::new(
+                FindingKind::NoCheckpoint,
+                &plan.org_dir,
+                format!(
+                    "checkpoints were given, but none for org {}: a truncation or rollback of its segments would go unseen",
+                    plan.org
+                ),
+            ));
+        }
         // An org without segments still costs a plan and a report: count it as one, so a
         // log of many empty org directories is chunked too.
         chunk_segments += plan.files.segments.len().max(1);

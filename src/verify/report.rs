@@ -51,6 +51,9 @@ pub enum FindingKind {
     /// The log's chain at a checkpointed position differs from the checkpoint: rewritten
     /// history, or a checkpoint that fails its own tag.
     CheckpointMismatch,
+    /// Checkpoints were given, but none for this org: its truncation or rollback goes
+    /// unseen (a warning).
+    NoCheckpoint,
 }
 
 /// What a finding suggests happened.
@@ -85,7 +88,7 @@ impl FindingKind {
         match self {
             TornTail => Class::CrashDamage,
             ChecksumCorruption => Class::Corruption,
-            TimestampAnomaly | UnexpectedFile | QuarantinedData => Class::Anomaly,
+            TimestampAnomaly | UnexpectedFile | QuarantinedData | NoCheckpoint => Class::Anomaly,
             _ => Class::Tampering,
         }
     }
