@@ -4,14 +4,22 @@
 //! {"format":"auditlog-keyring","version":1,
 //!  "orgs":{"acme":{"active":2,"keys":[{"id":1,"created_at":"…","secret":"<hex>"}, …]}}}
 //! ```
-//! The file is created with mode 0600 and refused if group or others may read it. Every
-//! change is written to a temporary file, fsynced and renamed over the old one.
+//! The file is created with mode 0600 and refused if group or others may read it.
+//!
+//! Several processes (and several `Keyring`s in one process) may change one file at once:
+//! every change takes an exclusive lock on `<file>.lock` beside it (created 0600, left in
+//! place), re-reads the file under that lock, applies the change to what it read, writes the
+//! result to a temporary file of its own in the same directory (`.<file>.tmp.<pid>.<n>`),
+//! fsyncs it, renames it over the old file and fsyncs the directory. So no key another writer
+//! added is lost, and a change reported as done is on disk. Readers ([`Keyring::open`]) take
+//! no lock: the rename replaces the file whole.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -94,68 +102,31 @@ impl Keyring {
     /// Loads an existing key file. Refuses one readable by group or others.
     pub fn open(path: impl AsRef<Path>) -> Result<Keyring, KeyError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| kerr(path, e))?;
-        let mode = file
-            .metadata()
-            .map_err(|e| kerr(path, e))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::InsecurePermissions {
-                path: path.display().to_string(),
-                mode: mode & 0o777,
-            });
-        }
-        let data: FileData = serde_json::from_reader(std::io::BufReader::new(file))
-            .map_err(|e| kerr(path, format!("not a keyring: {e}")))?;
-        if data.format != FORMAT || data.version != 1 {
-            return Err(kerr(path, "not an auditlog keyring of version 1"));
-        }
-        let mut orgs = BTreeMap::new();
-        for (name, o) in data.orgs {
-            let org = OrgId::new(&name).map_err(|e| kerr(path, e))?;
-            let mut keys = OrgKeys::default();
-            for k in o.keys {
-                let bytes = unhex(&k.secret)
-                    .and_then(|b| Key::new(&b))
-                    .ok_or_else(|| kerr(path, format!("org {name} key {}: bad secret", k.id)))?;
-                if keys
-                    .keys
-                    .insert(KeyId(k.id), (bytes, k.created_at))
-                    .is_some()
-                {
-                    return Err(kerr(
-                        path,
-                        format!("org {name}: key id {} appears twice", k.id),
-                    ));
-                }
-            }
-            if !keys.keys.contains_key(&KeyId(o.active)) {
-                return Err(kerr(
-                    path,
-                    format!("org {name}: active key {} is missing", o.active),
-                ));
-            }
-            keys.active = Some(KeyId(o.active));
-            orgs.insert(org, keys);
-        }
+        let orgs = read_file(path)?.ok_or_else(|| kerr(path, "no such file or directory"))?;
         Ok(Keyring {
             path: Some(path.to_path_buf()),
             orgs: RwLock::new(orgs),
         })
     }
 
-    /// Loads the key file, or creates an empty one (mode 0600) if there is none.
+    /// Loads the key file, or creates an empty one (mode 0600) if there is none. Creating
+    /// takes the file's lock, so concurrent callers agree on one file.
     pub fn open_or_create(path: impl AsRef<Path>) -> Result<Keyring, KeyError> {
         let path = path.as_ref();
-        if path.exists() {
-            return Keyring::open(path);
+        if let Some(orgs) = read_file(path)? {
+            return Ok(Keyring {
+                path: Some(path.to_path_buf()),
+                orgs: RwLock::new(orgs),
+            });
         }
+        let _lock = lock(path)?;
         let ring = Keyring {
             path: Some(path.to_path_buf()),
-            orgs: RwLock::new(BTreeMap::new()),
+            orgs: RwLock::new(read_file(path)?.unwrap_or_default()),
         };
-        ring.save(&ring.orgs.read())?;
+        if !path.exists() {
+            ring.save(&ring.orgs.read())?;
+        }
         Ok(ring)
     }
 
@@ -167,40 +138,57 @@ impl Keyring {
 
     /// Adds a given key as the new signing key (for keys that come from elsewhere).
     pub fn add_key(&self, org: &OrgId, key: Key, created_at: Timestamp) -> Result<KeyId, KeyError> {
-        let mut orgs = self.orgs.write();
-        let mut next = orgs.clone_shallow();
-        let entry = next.entry(org.clone()).or_default();
-        let id = KeyId(entry.keys.keys().next_back().map_or(1, |k| k.0 + 1));
-        entry.keys.insert(id, (key, created_at));
-        entry.active = Some(id);
-        self.save(&next)?;
-        *orgs = next;
-        Ok(id)
+        self.update(|orgs| Ok((push_key(orgs, org, key, created_at), true)))
     }
 
-    /// Rotates `org`'s key if `policy` says it is due at `now`, or if it has none.
+    /// Rotates `org`'s key if `policy` says it is due at `now`, or if it has none. Decided
+    /// again under the file's lock, on the file as it is then: of several processes that
+    /// find a rotation due at once, one rotates.
     pub fn rotate_if_due(
         &self,
         org: &OrgId,
         now: Timestamp,
         policy: RotationPolicy,
     ) -> Result<Option<KeyId>, KeyError> {
-        let created = {
-            let orgs = self.orgs.read();
-            orgs.get(org)
-                .and_then(|o| o.active.and_then(|id| o.keys.get(&id)))
-                .map(|(_, t)| *t)
-        };
-        let due = match (created, policy) {
-            (None, _) => true,
-            (Some(_), RotationPolicy::Manual) => false,
-            (Some(c), RotationPolicy::Quarterly) => quarter(c) < quarter(now),
-        };
-        if due {
-            self.rotate(org).map(Some)
-        } else {
-            Ok(None)
+        if !due(&self.orgs.read(), org, now, policy) {
+            // Nothing another writer may have done since can make it due: rotations only
+            // add newer keys.
+            return Ok(None);
         }
+        self.update(|orgs| {
+            if !due(orgs, org, now, policy) {
+                return Ok((None, false));
+            }
+            let id = push_key(orgs, org, Key::generate()?, Timestamp::now());
+            Ok((Some(id), true))
+        })
+    }
+
+    /// Applies `change` to the keys as they are in the file now (under its exclusive lock,
+    /// merged with those held in memory), persists the result if `change` says it changed
+    /// anything, and keeps it in memory.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<OrgId, OrgKeys>) -> Result<(T, bool), KeyError>,
+    ) -> Result<T, KeyError> {
+        let mut orgs = self.orgs.write();
+        let mut next = orgs.clone_shallow();
+        let _lock = match &self.path {
+            Some(path) => {
+                let lock = lock(path)?;
+                if let Some(on_disk) = read_file(path)? {
+                    next = merge(path, on_disk, next)?;
+                }
+                Some(lock)
+            }
+            None => None,
+        };
+        let (result, changed) = change(&mut next)?;
+        if changed {
+            self.save(&next)?;
+        }
+        *orgs = next;
+        Ok(result)
     }
 
     /// The orgs that have keys.
@@ -237,21 +225,25 @@ impl Keyring {
                 .collect(),
         };
         let json = serde_json::to_vec_pretty(&data).map_err(|e| kerr(path, e))?;
-        let tmp = path.with_extension("tmp");
-        let _ = fs::remove_file(&tmp);
-        let mut f = OpenOptions::new()
+        let tmp = temp_path(path);
+        let written = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| kerr(&tmp, e))?;
-        f.write_all(&json).map_err(|e| kerr(&tmp, e))?;
-        f.sync_all().map_err(|e| kerr(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| kerr(path, e))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+            .and_then(|mut f| {
+                f.write_all(&json)?;
+                f.sync_all()
+            })
+            .and_then(|()| fs::rename(&tmp, path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(kerr(
+                path,
+                format!("writing it through {}: {e}", tmp.display()),
+            ));
+        }
+        let dir = parent_dir(path);
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| kerr(dir, e))?;
@@ -276,6 +268,167 @@ impl CloneShallow for BTreeMap<OrgId, OrgKeys> {
                 )
             })
             .collect()
+    }
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// `<file>.lock` beside the key file.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// A temporary name beside the key file that no other writer (process or thread) uses:
+/// `.<file>.tmp.<pid>.<n>`.
+fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map_or_else(|| "keyring".into(), |n| n.to_string_lossy());
+    parent_dir(path).join(format!(".{name}.tmp.{}.{n}", std::process::id()))
+}
+
+/// Takes the exclusive lock of the key file at `path`; held until the returned file is
+/// dropped.
+fn lock(path: &Path) -> Result<File, KeyError> {
+    let lock_path = lock_path(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| kerr(&lock_path, format!("opening the lock file: {e}")))?;
+    file.lock()
+        .map_err(|e| kerr(&lock_path, format!("locking: {e}")))?;
+    Ok(file)
+}
+
+/// Reads and checks the key file; `None` if there is none.
+fn read_file(path: &Path) -> Result<Option<BTreeMap<OrgId, OrgKeys>>, KeyError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(kerr(path, e)),
+    };
+    let mode = file
+        .metadata()
+        .map_err(|e| kerr(path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::InsecurePermissions {
+            path: path.display().to_string(),
+            mode: mode & 0o777,
+        });
+    }
+    let data: FileData = serde_json::from_reader(std::io::BufReader::new(file))
+        .map_err(|e| kerr(path, format!("not a keyring: {e}")))?;
+    if data.format != FORMAT || data.version != 1 {
+        return Err(kerr(path, "not an auditlog keyring of version 1"));
+    }
+    let mut orgs = BTreeMap::new();
+    for (name, o) in data.orgs {
+        let org = OrgId::new(&name).map_err(|e| kerr(path, e))?;
+        let mut keys = OrgKeys::default();
+        for k in o.keys {
+            let bytes = unhex(&k.secret)
+                .and_then(|b| Key::new(&b))
+                .ok_or_else(|| kerr(path, format!("org {name} key {}: bad secret", k.id)))?;
+            if keys
+                .keys
+                .insert(KeyId(k.id), (bytes, k.created_at))
+                .is_some()
+            {
+                return Err(kerr(
+                    path,
+                    format!("org {name}: key id {} appears twice", k.id),
+                ));
+            }
+        }
+        if !keys.keys.contains_key(&KeyId(o.active)) {
+            return Err(kerr(
+                path,
+                format!("org {name}: active key {} is missing", o.active),
+            ));
+        }
+        keys.active = Some(KeyId(o.active));
+        orgs.insert(org, keys);
+    }
+    Ok(Some(orgs))
+}
+
+/// The file's keys (read under the lock) plus any this `Keyring` holds that the file lacks
+/// (it was replaced behind our back: never drop a key records may be signed with). The
+/// file's active key wins. A key id with different secrets in the two is refused.
+fn merge(
+    path: &Path,
+    mut on_disk: BTreeMap<OrgId, OrgKeys>,
+    in_memory: BTreeMap<OrgId, OrgKeys>,
+) -> Result<BTreeMap<OrgId, OrgKeys>, KeyError> {
+    for (org, mem) in in_memory {
+        let disk = on_disk.entry(org.clone()).or_default();
+        for (id, (key, created)) in mem.keys {
+            match disk.keys.get(&id) {
+                Some((k, _)) if *k != key => {
+                    return Err(kerr(
+                        path,
+                        format!(
+                            "org {org}: key id {id} in the file is not the key this process holds (was the file replaced?)"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    disk.keys.insert(id, (key, created));
+                }
+            }
+        }
+        if disk.active.is_none() {
+            disk.active = mem.active;
+        }
+    }
+    Ok(on_disk)
+}
+
+/// Adds `key` to `org` under the next id and makes it the signing key.
+fn push_key(
+    orgs: &mut BTreeMap<OrgId, OrgKeys>,
+    org: &OrgId,
+    key: Key,
+    created_at: Timestamp,
+) -> KeyId {
+    let entry = orgs.entry(org.clone()).or_default();
+    let id = KeyId(entry.keys.keys().next_back().map_or(1, |k| k.0 + 1));
+    entry.keys.insert(id, (key, created_at));
+    entry.active = Some(id);
+    id
+}
+
+/// Whether `org` needs a new key at `now` under `policy`.
+fn due(
+    orgs: &BTreeMap<OrgId, OrgKeys>,
+    org: &OrgId,
+    now: Timestamp,
+    policy: RotationPolicy,
+) -> bool {
+    let created = orgs
+        .get(org)
+        .and_then(|o| o.active.and_then(|id| o.keys.get(&id)))
+        .map(|(_, t)| *t);
+    match (created, policy) {
+        (None, _) => true,
+        (Some(_), RotationPolicy::Manual) => false,
+        (Some(c), RotationPolicy::Quarterly) => quarter(c) < quarter(now),
     }
 }
 
@@ -374,5 +527,113 @@ mod tests {
                 .unwrap(),
             Some(KeyId(2))
         );
+    }
+
+    /// Independent `Keyring`s on one file (as separate processes would hold), all adding keys
+    /// at once, the file not existing yet: every key reported added is in the file, ids of one
+    /// org are distinct, and an unrelated `keys.tmp` beside the file is left alone.
+    #[test]
+    fn concurrent_writers_lose_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        fs::write(dir.path().join("keys.tmp"), b"not ours").unwrap();
+        let n = 16;
+        let start = std::sync::Barrier::new(n);
+        let shared = org("shared");
+        let ids: Vec<KeyId> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let (path, start, shared) = (&path, &start, &shared);
+                    s.spawn(move || {
+                        start.wait();
+                        let ring = Keyring::open_or_create(path).unwrap();
+                        assert_eq!(ring.rotate(&org(&format!("org-{i}"))).unwrap(), KeyId(1));
+                        let id = ring.rotate(shared).unwrap();
+                        // What this ring signs with is what it reported.
+                        assert_eq!(ring.signing_key(shared).unwrap().0, id);
+                        id
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted: Vec<u32> = ids.iter().map(|k| k.0).collect();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=16).collect::<Vec<u32>>());
+        let again = Keyring::open(&path).unwrap();
+        for i in 0..n {
+            assert!(
+                again
+                    .key(&org(&format!("org-{i}")), KeyId(1))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        for id in 1..=16 {
+            assert!(again.key(&shared, KeyId(id)).unwrap().is_some());
+        }
+        assert_eq!(again.signing_key(&shared).unwrap().0, KeyId(16));
+        assert_eq!(fs::read(dir.path().join("keys.tmp")).unwrap(), b"not ours");
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["keys.json", "keys.json.lock", "keys.tmp"]);
+        let lock_mode = fs::metadata(dir.path().join("keys.json.lock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(lock_mode & 0o777, 0o600);
+    }
+
+    /// Rings loaded before any of them rotated all find a rotation due; under the lock, on
+    /// the file as it is then, only one rotates.
+    #[test]
+    fn concurrent_rotate_if_due_rotates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let rings: Vec<Keyring> = (0..8)
+            .map(|_| Keyring::open_or_create(&path).unwrap())
+            .collect();
+        let a = org("a");
+        let rotated: Vec<Option<KeyId>> = std::thread::scope(|s| {
+            let handles: Vec<_> = rings
+                .iter()
+                .map(|r| {
+                    let a = &a;
+                    s.spawn(move || {
+                        r.rotate_if_due(a, Timestamp::now(), RotationPolicy::Quarterly)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(rotated.iter().flatten().collect::<Vec<_>>(), [&KeyId(1)]);
+        assert!(
+            Keyring::open(&path)
+                .unwrap()
+                .key(&a, KeyId(2))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// A ring holding a key the file lost (the file was replaced with an older copy) writes
+    /// it back on its next change rather than dropping it.
+    #[test]
+    fn a_key_missing_from_the_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let ring = Keyring::open_or_create(&path).unwrap();
+        let a = org("a");
+        ring.rotate(&a).unwrap();
+        let old = fs::read(&path).unwrap();
+        ring.rotate(&a).unwrap();
+        fs::write(&path, old).unwrap();
+        ring.rotate(&org("b")).unwrap();
+        let again = Keyring::open(&path).unwrap();
+        assert!(again.key(&a, KeyId(2)).unwrap().is_some());
     }
 }
