@@ -33,7 +33,10 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Append JSON-lines events from standard input.
+    /// Append JSON-lines events from standard input, one event per line (at most 1 MiB
+    /// once encoded). Stops at the first line that is not UTF-8, not a JSON event, not a
+    /// valid event, too large, or that the log refuses (an org without a key, an archived
+    /// month): exit 2 naming the line, every line before it appended (and receipted).
     Append {
         /// Durability of each append.
         #[arg(long, value_enum, default_value_t = DurabilityArg::Always)]
@@ -507,64 +510,151 @@ fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Resul
 fn append_stdin(log: &Log, print_receipts: bool) -> Result<(), Failure> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
-    let mut out = BufWriter::new(io::stdout().lock());
-    let mut batch: Vec<Event> = Vec::new();
-    let mut line = String::new();
+    let mut out = Receipts {
+        out: BufWriter::new(io::stdout().lock()),
+        print: print_receipts,
+    };
+    let mut batch = Batch::default();
+    let mut line = Vec::new();
     let mut line_no = 0u64;
-    let flush =
-        |batch: &mut Vec<Event>, out: &mut BufWriter<io::StdoutLock<'_>>| -> Result<(), Failure> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let receipts = log.append_batch(batch)?;
-            batch.clear();
-            if print_receipts {
-                for r in receipts {
-                    serde_json::to_writer(&mut *out, &r)?;
-                    out.write_all(b"\n")?;
-                }
-                out.flush()?;
-            }
-            Ok(())
-        };
     loop {
         line.clear();
         let n = input
-            .read_line(&mut line)
-            .map_err(|e| Failure(format!("reading stdin: {e}")))?;
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Failure(format!("reading stdin after line {line_no}: {e}")))?;
         if n == 0 {
             break;
         }
         line_no += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = match serde_json::from_str::<Event>(&line) {
-            Ok(e) => match e.validate() {
-                Ok(_) => {
-                    batch.push(e);
-                    None
-                }
-                Err(err) => Some(err.to_string()),
+        let bad = match std::str::from_utf8(&line) {
+            Err(e) => Some(format!(
+                "not valid UTF-8 (byte {} of the line)",
+                e.valid_up_to() + 1
+            )),
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => match serde_json::from_str::<Event>(text) {
+                Ok(e) => match e.validate() {
+                    Ok(_) => {
+                        batch.events.push(e);
+                        batch.lines.push(line_no);
+                        None
+                    }
+                    Err(err) => Some(err.to_string()),
+                },
+                Err(err) => Some(format!("malformed JSON: {err}")),
             },
-            Err(err) => Some(format!("malformed JSON: {err}")),
         };
         if let Some(reason) = bad {
-            flush(&mut batch, &mut out)?;
+            batch.append(log, &mut out)?;
             return Err(Failure(format!(
-                "line {line_no}: {reason}; the {} line(s) before it were appended",
-                line_no - 1
+                "line {line_no}: {reason}; the lines before it were appended"
             )));
         }
-        if batch.len() >= 1000 || input.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
-            // Only append a batch that a bad line cannot split: check the event once more
-            // by size, then write.
-            if let Err(e) = flush(&mut batch, &mut out) {
-                return Err(Failure(format!("line {line_no}: {}", e.0)));
-            }
+        if batch.events.len() >= 1000 || input.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
+            batch.append(log, &mut out)?;
         }
     }
-    flush(&mut batch, &mut out)
+    batch.append(log, &mut out)
+}
+
+/// Where `append --receipts` prints.
+struct Receipts<'a> {
+    out: BufWriter<io::StdoutLock<'a>>,
+    print: bool,
+}
+
+impl Receipts<'_> {
+    fn print(&mut self, receipts: &[auditlog::Receipt]) -> Result<(), Failure> {
+        if self.print {
+            for r in receipts {
+                serde_json::to_writer(&mut self.out, r)?;
+                self.out.write_all(b"\n")?;
+            }
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Events read but not yet appended, with their input line numbers.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    lines: Vec<u64>,
+}
+
+impl Batch {
+    /// Appends the batch and prints its receipts. If the log refuses one event (see
+    /// [`refused_before_writing`]), the events before it are appended and receipted and the
+    /// error names its line. After any other error nothing is retried (the events may be on
+    /// disk already, and a retry could append them twice).
+    fn append(&mut self, log: &Log, out: &mut Receipts<'_>) -> Result<(), Failure> {
+        let result = append_up_to_refusal(log, &self.events, out);
+        let (first, last) = (
+            self.lines.first().copied().unwrap_or(0),
+            self.lines.last().copied().unwrap_or(0),
+        );
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(Stop::Refused(i, e)) => Err(Failure(format!(
+                "line {}: {e}; the lines before it were appended",
+                self.lines.get(i).copied().unwrap_or(first)
+            ))),
+            Err(Stop::Failed(e)) => Err(Failure(format!(
+                "appending lines {first}..={last}: {e}; some of them may be on disk, none was acknowledged (the lines before {first} were appended)"
+            ))),
+            Err(Stop::Output(e)) => Err(e),
+        };
+        self.events.clear();
+        self.lines.clear();
+        result
+    }
+}
+
+/// Why [`append_up_to_refusal`] stopped.
+enum Stop {
+    /// The event at this index was refused; those before it are appended.
+    Refused(usize, Box<auditlog::Error>),
+    /// Anything else: what was written is unknown.
+    Failed(Box<auditlog::Error>),
+    /// Printing receipts failed.
+    Output(Failure),
+}
+
+/// Errors with which `Log::append_batch` refuses a batch before writing any of it, for one
+/// of its events (its documented contract: invalid event, event too large, missing key,
+/// frozen month, seqs used up). Retrying part of the batch after them cannot duplicate.
+fn refused_before_writing(e: &auditlog::Error) -> bool {
+    matches!(
+        e,
+        auditlog::Error::InvalidEvent(_)
+            | auditlog::Error::EventTooLarge { .. }
+            | auditlog::Error::Key { .. }
+            | auditlog::Error::MonthFrozen { .. }
+            | auditlog::Error::SeqExhausted { .. }
+    )
+}
+
+/// Appends `events` in order, printing receipts. When the batch is refused for one event,
+/// halves it to append every event before the refused one (a few batches, not one fsync
+/// per event), and reports the refused event's index.
+fn append_up_to_refusal(log: &Log, events: &[Event], out: &mut Receipts<'_>) -> Result<(), Stop> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    match log.append_batch(events) {
+        Ok(receipts) => out.print(&receipts).map_err(Stop::Output),
+        Err(e) if !refused_before_writing(&e) => Err(Stop::Failed(Box::new(e))),
+        Err(e) if events.len() == 1 => Err(Stop::Refused(0, Box::new(e))),
+        Err(_) => {
+            let (left, right) = events.split_at(events.len() / 2);
+            append_up_to_refusal(log, left, out)?;
+            append_up_to_refusal(log, right, out).map_err(|stop| match stop {
+                Stop::Refused(i, e) => Stop::Refused(left.len() + i, e),
+                other => other,
+            })
+        }
+    }
 }
 
 /// Copies a log directory (files and one level of org directories).

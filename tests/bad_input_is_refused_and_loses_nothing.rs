@@ -447,9 +447,10 @@ fn cli_stops_at_a_bad_line_after_appending_the_lines_before_it() {
     let out = cli(&["append", "--receipts"], &dir, &keyring, input.as_bytes());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 2: "), "{stderr}");
     assert!(stderr.contains("no signing key"), "{stderr}");
     let rs = receipts(&out);
-    assert!(rs.len() <= 1);
+    assert_eq!(rs.len(), 1);
     expected.extend(events[8..9].iter().cloned().zip(rs));
     assert_intact(&dir, keys.clone(), &expected);
 
@@ -463,6 +464,71 @@ fn cli_stops_at_a_bad_line_after_appending_the_lines_before_it() {
     );
     expected.extend(events[10..12].iter().cloned().zip(receipts(&out)));
     assert_intact(&dir, keys, &expected);
+}
+
+/// The log refusing one event of a batch the CLI read at once (no key for its org, too
+/// large once encoded), or a line that is not UTF-8: the lines before it are appended and
+/// receipted, the error names the line, the lines after it are not appended.
+#[test]
+fn cli_appends_the_lines_before_one_the_log_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let keyring = tmp.path().join("keys.json");
+    let ring = Keyring::open_or_create(&keyring).unwrap();
+    ring.rotate(&org("acme")).unwrap();
+    let keys: Arc<dyn KeyProvider> = Arc::new(ring);
+    let events = good(12, 21);
+    let text = lines(&events);
+    let mut expected: Vec<(Event, Receipt)> = Vec::new();
+    let mut run = |input: Vec<u8>, line: &str, reason: &str, before: std::ops::Range<usize>| {
+        let out = cli(&["append", "--receipts"], &dir, &keyring, &input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("{line}: ")), "{stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+        let rs = receipts(&out);
+        assert_eq!(rs.len(), before.len(), "{stderr}");
+        expected.extend(events[before].iter().cloned().zip(rs));
+        assert_intact(&dir, keys.clone(), &expected);
+    };
+
+    // Lines 1-3 good, line 4 for an org without a key, lines 5-6 good: one batch, refused
+    // whole by the log; the CLI appends lines 1-3 and names line 4.
+    let mut keyless = events[3].clone();
+    keyless.org_id = "nokey".into();
+    let input = format!(
+        "{}\n{}\n{}\n{}\n{}\n{}\n",
+        text[0],
+        text[1],
+        text[2],
+        serde_json::to_string(&keyless).unwrap(),
+        text[4],
+        text[5]
+    );
+    run(input.into_bytes(), "line 4", "no signing key", 0..3);
+
+    // Line 2 is not UTF-8.
+    let mut input = format!("{}\n", text[6]).into_bytes();
+    input.extend_from_slice(b"\xff\xfe\n");
+    input.extend_from_slice(format!("{}\n", text[7]).as_bytes());
+    run(input, "line 2", "not valid UTF-8", 6..7);
+
+    // Line 3 is over the 1 MiB default once encoded (valid otherwise).
+    let mut big = events[10].clone();
+    big.metadata = json!({ "blob": "x".repeat(1024 * 1024 + 1) });
+    let input = format!(
+        "{}\n{}\n{}\n{}\n",
+        text[8],
+        text[9],
+        serde_json::to_string(&big).unwrap(),
+        text[11]
+    );
+    run(
+        input.into_bytes(),
+        "line 3",
+        "the maximum is 1048576",
+        8..10,
+    );
 }
 
 #[test]
