@@ -1,11 +1,14 @@
 //! `auditlog`: the command-line tool, a thin layer over the library's public API.
 //!
-//! Exit codes: 0 success, 1 findings (reserved for verification), 2 usage or I/O errors.
+//! Exit codes: 0 success, 1 findings, 2 usage or I/O errors. A closed standard output
+//! (`| head`) is a quiet end with 0, except for `append --receipts` (exit 2: the lines after
+//! it are not appended). Nothing here panics on a closed stdout or stderr.
 
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use auditlog::checkpoint::Checkpoint;
@@ -42,6 +45,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DurabilityArg::Always)]
         durability: DurabilityArg,
         /// Print one JSON receipt per event once it is as durable as --durability promises.
+        /// If standard output closes, appending stops there (exit 2).
         #[arg(long)]
         receipts: bool,
         /// JSON pointers of personal data inside before/after/metadata (repeatable).
@@ -153,12 +157,48 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// Set once writing to standard output failed with a broken pipe (`| head`): the command
+/// then ends quietly with exit 0, as when the reader took everything it wanted.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Standard output that notes a broken pipe in [`STDOUT_CLOSED`].
+struct Stdout(io::StdoutLock<'static>);
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).inspect_err(note_closed)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().inspect_err(note_closed)
+    }
+}
+
+fn note_closed(e: &io::Error) {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Buffered standard output.
+fn stdout() -> BufWriter<Stdout> {
+    BufWriter::new(Stdout(io::stdout().lock()))
+}
+
+/// A message on standard error; never fails (a closed stderr leaves nowhere to report to).
+fn warn(msg: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr(), "{msg}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(Failure(msg)) => {
-            eprintln!("auditlog: {msg}");
+            if STDOUT_CLOSED.load(Ordering::Relaxed) {
+                // `| head`: the reader left; not a failure of the command.
+                return ExitCode::SUCCESS;
+            }
+            warn(format_args!("auditlog: {msg}"));
             ExitCode::from(2)
         }
     }
@@ -178,7 +218,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let org = OrgId::new(&org)?;
             let ring = Keyring::open_or_create(path)?;
             let id = ring.rotate(&org)?;
-            println!("org {org}: signing key {id} (keyring {})", path.display());
+            let mut out = stdout();
+            writeln!(
+                out,
+                "org {org}: signing key {id} (keyring {})",
+                path.display()
+            )?;
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Append {
@@ -203,6 +249,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             let log = Log::open(dir, opts)?;
             let result = append_stdin(&log, receipts);
+            // Not a quiet end: the lines after the closed pipe were not appended.
+            STDOUT_CLOSED.store(false, Ordering::Relaxed);
             log.close()?;
             result.map(|()| ExitCode::SUCCESS)
         }
@@ -211,7 +259,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let keys = Arc::new(Keyring::in_memory());
             let log = Log::open_read_only(dir, Options::new(keys))?;
             let stats = log.stats()?;
-            let mut out = BufWriter::new(io::stdout().lock());
+            let mut out = stdout();
             if json {
                 for s in &stats {
                     writeln!(out, "{}", serde_json::to_string(s)?)?;
@@ -249,7 +297,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             seed,
             start,
         } => {
-            let mut out = BufWriter::new(io::stdout().lock());
+            let mut out = stdout();
             let cfg = WorkloadConfig {
                 events,
                 orgs,
@@ -287,7 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 None => Log::open_read_only(dir, Options::new(Arc::new(Keyring::in_memory())))?
                     .orgs()?,
             };
-            let mut out = BufWriter::new(io::stdout().lock());
+            let mut out = stdout();
             for org in orgs {
                 let options = auditlog::verify::CheckpointOptions { accept_damage };
                 let cp = auditlog::verify::make_checkpoint_with(dir, &org, &keys, &options)?;
@@ -356,7 +404,7 @@ fn verify_cmd(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let mut out = BufWriter::new(io::stdout().lock());
+    let mut out = stdout();
     if json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
@@ -395,7 +443,7 @@ fn inspect_cmd(
         Some(k) => Some(Keyring::open(k)?),
         None => None,
     };
-    let mut out = BufWriter::new(io::stdout().lock());
+    let mut out = stdout();
     let mut damaged = false;
     let shown = auditlog::inspect::inspect(
         file,
@@ -511,7 +559,7 @@ fn append_stdin(log: &Log, print_receipts: bool) -> Result<(), Failure> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut out = Receipts {
-        out: BufWriter::new(io::stdout().lock()),
+        out: stdout(),
         print: print_receipts,
     };
     let mut batch = Batch::default();
@@ -558,21 +606,24 @@ fn append_stdin(log: &Log, print_receipts: bool) -> Result<(), Failure> {
 }
 
 /// Where `append --receipts` prints.
-struct Receipts<'a> {
-    out: BufWriter<io::StdoutLock<'a>>,
+struct Receipts {
+    out: BufWriter<Stdout>,
     print: bool,
 }
 
-impl Receipts<'_> {
+impl Receipts {
     fn print(&mut self, receipts: &[auditlog::Receipt]) -> Result<(), Failure> {
-        if self.print {
-            for r in receipts {
-                serde_json::to_writer(&mut self.out, r)?;
-                self.out.write_all(b"\n")?;
-            }
-            self.out.flush()?;
+        if !self.print {
+            return Ok(());
         }
-        Ok(())
+        receipts
+            .iter()
+            .try_for_each(|r| {
+                serde_json::to_writer(&mut self.out, r)?;
+                self.out.write_all(b"\n")
+            })
+            .and_then(|()| self.out.flush())
+            .map_err(|e| Failure(format!("writing receipts: {e}")))
     }
 }
 
@@ -588,7 +639,7 @@ impl Batch {
     /// [`refused_before_writing`]), the events before it are appended and receipted and the
     /// error names its line. After any other error nothing is retried (the events may be on
     /// disk already, and a retry could append them twice).
-    fn append(&mut self, log: &Log, out: &mut Receipts<'_>) -> Result<(), Failure> {
+    fn append(&mut self, log: &Log, out: &mut Receipts) -> Result<(), Failure> {
         let result = append_up_to_refusal(log, &self.events, out);
         let (first, last) = (
             self.lines.first().copied().unwrap_or(0),
@@ -603,7 +654,10 @@ impl Batch {
             Err(Stop::Failed(e)) => Err(Failure(format!(
                 "appending lines {first}..={last}: {e}; some of them may be on disk, none was acknowledged (the lines before {first} were appended)"
             ))),
-            Err(Stop::Output(e)) => Err(e),
+            Err(Stop::Output(e)) => Err(Failure(format!(
+                "{}; lines {first}..={last} were appended, and none after them",
+                e.0
+            ))),
         };
         self.events.clear();
         self.lines.clear();
@@ -638,7 +692,7 @@ fn refused_before_writing(e: &auditlog::Error) -> bool {
 /// Appends `events` in order, printing receipts. When the batch is refused for one event,
 /// halves it to append every event before the refused one (a few batches, not one fsync
 /// per event), and reports the refused event's index.
-fn append_up_to_refusal(log: &Log, events: &[Event], out: &mut Receipts<'_>) -> Result<(), Stop> {
+fn append_up_to_refusal(log: &Log, events: &[Event], out: &mut Receipts) -> Result<(), Stop> {
     if events.is_empty() {
         return Ok(());
     }
@@ -691,6 +745,7 @@ fn tamper_record(bytes: &mut [u8], n: usize) -> Option<(usize, usize)> {
 }
 
 fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
+    let mut out = Stdout(io::stdout().lock());
     let scratch;
     let dir = match dir {
         Some(d) => d.to_path_buf(),
@@ -714,7 +769,7 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
         )?;
     }
     let log_dir = dir.join("log");
-    println!("auditlog demo in {}", log_dir.display());
+    writeln!(out, "auditlog demo in {}", log_dir.display())?;
     let log = Log::open(
         &log_dir,
         Options::new(keys.clone()).personal_data(["/after/email"]),
@@ -725,11 +780,12 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
         log.append_batch(chunk)?;
     }
     let secs = t.elapsed().as_secs_f64();
-    println!(
+    writeln!(
+        out,
         "appended {} events durably (fsync per batch of 1000) in {secs:.2}s: {:.0} events/s",
         all.len(),
         all.len() as f64 / secs
-    );
+    )?;
     log.close()?;
 
     let log = Log::open_read_only(&log_dir, Options::new(keys.clone()))?;
@@ -746,30 +802,33 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
             }
             Err(e) => {
                 failures += 1;
-                println!("  finding: {e}");
+                writeln!(out, "  finding: {e}")?;
             }
         }
     }
-    println!(
+    writeln!(
+        out,
         "read back {n} events of {org} with every chain link, HMAC tag and commitment checked in {:.2}s: {failures} failures; {refunds} are payment.refunded",
         t.elapsed().as_secs_f64()
-    );
+    )?;
     for s in log.stats()? {
-        println!(
+        writeln!(
+            out,
             "  {} {}: {} events, {} bytes on disk",
             s.org_id, s.month, s.events, s.bytes
-        );
+        )?;
     }
     // Verify the whole log, and pin it with a signed checkpoint.
     let opts = auditlog::verify::VerifyOptions::default();
     let report = auditlog::verify::verify(&log_dir, Some(&*keys), &opts)?;
-    println!("verify: {}", report.summary());
+    writeln!(out, "verify: {}", report.summary())?;
     let checkpoint = auditlog::verify::make_checkpoint(&log_dir, &org, &*keys)?;
-    println!(
+    writeln!(
+        out,
         "checkpoint of {org}: {} segments, signed with key {}",
         checkpoint.segments.len(),
         checkpoint.key_id
-    );
+    )?;
 
     // Tamper with a copy the way an intruder without the key would: change one byte of a
     // record's body and fix its CRC so the file still looks well formed.
@@ -784,19 +843,20 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
     let (at, frame) = tamper_record(&mut bytes, 10)
         .ok_or_else(|| Failure("segment too short to tamper with".into()))?;
     std::fs::write(&seg, &bytes)?;
-    println!(
+    writeln!(
+        out,
         "changed byte {at} of the record at offset {frame} in a copy of {} and fixed its CRC:",
         seg.display()
-    );
+    )?;
     let opts = auditlog::verify::VerifyOptions {
         checkpoints: vec![checkpoint],
         ..Default::default()
     };
     let tampered = auditlog::verify::verify(&copy_dir, Some(&*keys), &opts)?;
     for f in &tampered.findings {
-        println!("  {f}");
+        writeln!(out, "  {f}")?;
     }
-    println!("verify: {}", tampered.summary());
+    writeln!(out, "verify: {}", tampered.summary())?;
     if tampered.is_intact() || !report.is_intact() {
         return Err(Failure(
             "the demo expected the original to verify and the copy to fail".into(),
@@ -805,7 +865,7 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
     if failures > 0 {
         return Ok(ExitCode::from(1));
     }
-    println!("demo ok");
+    writeln!(out, "demo ok")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -929,7 +989,7 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
         q = q.unverified();
     }
     let matches = q.run()?;
-    let mut out = BufWriter::new(io::stdout().lock());
+    let mut out = stdout();
     let mut findings = 0u64;
     let written = (|| -> io::Result<()> {
         if let QueryFormat::Table = a.format {
@@ -970,7 +1030,7 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
                 Err(e) => {
                     findings += 1;
                     out.flush()?;
-                    eprintln!("auditlog: finding: {e}");
+                    warn(format_args!("auditlog: finding: {e}"));
                 }
             }
         }
@@ -983,7 +1043,9 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
         Err(e) => return Err(Failure(format!("writing results: {e}"))),
     }
     if findings > 0 {
-        eprintln!("auditlog: {findings} record(s) failed verification");
+        warn(format_args!(
+            "auditlog: {findings} record(s) failed verification"
+        ));
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
