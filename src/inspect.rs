@@ -19,6 +19,11 @@ use crate::format::record::FrameError;
 use crate::segment::scan::{self, FileWindow};
 use crate::time::Timestamp;
 
+/// The largest index file [`inspect`] reads (it decodes an index whole, in memory): 256 MiB.
+/// Larger ones are refused with [`Error::Io`]. (An index's user marks alone take two bytes
+/// per record: this is over 100 million records in one segment.)
+pub const INSPECT_INDEX_LIMIT: u64 = 256 * 1024 * 1024;
+
 /// Where to start and how much to show.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InspectOptions {
@@ -121,7 +126,9 @@ pub enum Item {
     },
 }
 
-/// Inspects `path` (segment or index file), calling `visit` for each item found.
+/// Inspects `path` (segment or index file), calling `visit` for each item found. An index
+/// file over [`INSPECT_INDEX_LIMIT`] is refused. A `from_offset` at or past the end of the
+/// file shows no record.
 /// Returns the number of records shown. An error from `visit` (e.g. writing the item out)
 /// stops the walk and is returned as [`Error::Io`].
 pub fn inspect(
@@ -141,8 +148,18 @@ pub fn inspect(
     let io = |e| Error::io("read", path, e);
     let magic = win.get(0, 8).map_err(io)?.to_vec();
     if magic == INDEX_MAGIC {
-        let bytes = win.get(0, len as usize).map_err(io)?.to_vec();
-        return match Index::decode(&bytes) {
+        if len > INSPECT_INDEX_LIMIT {
+            return Err(Error::io(
+                "inspect index",
+                path,
+                std::io::Error::other(format!(
+                    "{len} bytes: over the {INSPECT_INDEX_LIMIT}-byte limit of an index file inspect reads whole (an index that large would cover over 100 million records)"
+                )),
+            ));
+        }
+        // Read once, into the window's buffer; decoded from there.
+        let bytes = win.get(0, len as usize).map_err(io)?;
+        return match Index::decode(bytes) {
             Ok((ix, tag, signed)) => {
                 let status = match keys {
                     None => TagStatus::NotChecked,
@@ -216,10 +233,12 @@ pub fn inspect(
     if let Some(from) = opts.from_offset.filter(|f| *f > off) {
         // Start at the first valid record at or after `from`, silently.
         head = None;
-        off = if win.frame(from).map_err(io)?.is_ok() {
+        off = if from >= len {
+            len
+        } else if win.frame(from).map_err(io)?.is_ok() {
             from
         } else {
-            scan::resync(&mut win, from + 1, None)
+            scan::resync(&mut win, from.saturating_add(1), None)
                 .map_err(io)?
                 .unwrap_or(len)
         };

@@ -106,7 +106,10 @@ enum Command {
         #[arg(long)]
         accept_damage: bool,
     },
-    /// Show one segment or index file record by record, offline; damaged ranges are skipped.
+    /// Show one segment or index file record by record, offline; damaged ranges are shown
+    /// and skipped. Exit 0 if all it showed is intact; 1 if it showed a damaged range, a
+    /// record whose body does not decode, a chain break or a tag that fails (tags are
+    /// checked with --keyring only). An index file over 256 MiB is refused (exit 2).
     Inspect {
         /// The file.
         file: PathBuf,
@@ -444,13 +447,29 @@ fn inspect_cmd(
         None => None,
     };
     let mut out = stdout();
-    let mut damaged = false;
+    let (mut damaged, mut findings) = (false, false);
     let shown = auditlog::inspect::inspect(
         file,
         keys.as_ref().map(|k| k as &dyn auditlog::KeyProvider),
         InspectOptions { from_offset, limit },
         |item| {
-            damaged |= matches!(item, Item::Damage { .. });
+            match &item {
+                Item::Damage { .. } => damaged = true,
+                Item::Record {
+                    linked,
+                    tag,
+                    body_error,
+                    ..
+                } => {
+                    findings |= body_error.is_some()
+                        || *linked == Some(false)
+                        || *tag == auditlog::inspect::TagStatus::Invalid;
+                }
+                Item::Index { tag, .. } => {
+                    findings |= *tag == auditlog::inspect::TagStatus::Invalid;
+                }
+                Item::SegmentHeader { .. } => {}
+            }
             if json {
                 serde_json::to_writer(&mut out, &item)
                     .map_err(io::Error::other)
@@ -463,16 +482,21 @@ fn inspect_cmd(
     if !json {
         writeln!(
             out,
-            "{shown} records shown{}",
+            "{shown} records shown{}{}",
             if damaged {
                 "; damaged ranges were skipped"
+            } else {
+                ""
+            },
+            if findings {
+                "; some failed a check (body, chain or tag: see above)"
             } else {
                 ""
             }
         )?;
     }
     out.flush()?;
-    Ok(if damaged {
+    Ok(if damaged || findings {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

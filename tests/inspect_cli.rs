@@ -247,6 +247,12 @@ fn from_offset_and_limit_select_records() {
     // Past the last record: nothing.
     let it = run(fx.bytes.len() - 5, None);
     assert!(seqs(&it).is_empty());
+    // Far past the end (u64::MAX once wrapped round to 0 and showed everything): nothing.
+    for from in [fx.bytes.len(), fx.bytes.len() + 1, usize::MAX] {
+        let it = run(from, None);
+        assert!(seqs(&it).is_empty(), "{from}");
+        assert!(!it.iter().any(|i| i["item"] == "damage"), "{from}");
+    }
     // The text form counts what it showed.
     let o = inspect(None, &fx.seg, &["--limit", "7"]);
     let text = String::from_utf8(o.stdout).unwrap();
@@ -312,4 +318,55 @@ fn index_file_is_summarised_with_its_tag_checked() {
         "{}",
         it[0]
     );
+}
+
+/// A frame whose CRC holds but whose body does not decode is a finding (exit 1), like a
+/// damaged range, a chain break or a failing tag; the help says so.
+#[test]
+fn undecodable_body_under_a_valid_crc_exits_1() {
+    let fx = fixture();
+    let recs = records(&fx.bytes);
+    let last = recs[recs.len() - 1];
+    let mut b = fx.bytes.clone();
+    let sealed_len = u32::from_le_bytes(b[last.off + 60..last.off + 64].try_into().unwrap());
+    for x in &mut b[last.off + 64..last.off + 64 + sealed_len as usize] {
+        *x = 0xFF;
+    }
+    fix_crc(&mut b, last.off);
+    fs::write(&fx.seg, &b).unwrap();
+    // Without keys: only the body tells (it is the last record: no chain break after it).
+    let o = inspect(None, &fx.seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let it = items(&o);
+    assert!(!it.iter().any(|i| i["item"] == "damage"));
+    let shown = it.last().unwrap();
+    assert_eq!(shown["seq"].as_u64(), Some(last.seq));
+    assert!(shown["event"].is_null());
+    assert!(shown["body_error"].is_string(), "{shown}");
+    let o = inspect(None, &fx.seg, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("some failed a check"), "{}", stdout(&o));
+    // Limited to the intact records before it: exit 0.
+    let n = (recs.len() - 1).to_string();
+    assert_eq!(
+        inspect(None, &fx.seg, &["--limit", &n]).status.code(),
+        Some(0)
+    );
+}
+
+/// An index file is decoded whole, in memory: one beyond the documented 256 MiB limit (here
+/// a sparse file that starts with the index magic) is refused before it is read, not
+/// loaded (a 1 GiB one used to take 2 GB of memory).
+#[test]
+fn index_file_over_the_limit_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = tmp.path().join("huge.idx");
+    let f = fs::File::create(&idx).unwrap();
+    std::io::Write::write_all(&mut &f, b"AUDLOGIX").unwrap();
+    f.set_len(auditlog::inspect::INSPECT_INDEX_LIMIT + 1)
+        .unwrap();
+    let o = inspect(None, &idx, &["--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).is_empty());
+    assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
 }
