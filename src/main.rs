@@ -96,6 +96,9 @@ enum Command {
         threads: Option<u16>,
     },
     /// Print a signed checkpoint (every segment's chain head) per org, to store elsewhere.
+    /// An org that does not verify is refused (named on stderr) and the others are still
+    /// printed: the lines printed are for the orgs that passed. Exit 0 all printed, 1 some
+    /// refused for findings, 2 usage or I/O error.
     Checkpoint {
         /// Only this org.
         #[arg(long)]
@@ -339,12 +342,32 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     .orgs()?,
             };
             let mut out = stdout();
+            let mut refused = 0usize;
             for org in orgs {
                 let options = auditlog::verify::CheckpointOptions { accept_damage };
-                let cp = auditlog::verify::make_checkpoint_with(dir, &org, &keys, &options)?;
-                writeln!(out, "{}", serde_json::to_string(&cp)?)?;
+                match auditlog::verify::make_checkpoint_with(dir, &org, &keys, &options) {
+                    Ok(cp) => writeln!(out, "{}", serde_json::to_string(&cp)?)?,
+                    // A finding: refuse this org, go on with the others.
+                    Err(
+                        e @ auditlog::Error::Integrity {
+                            kind: auditlog::IntegrityKind::FailsVerification { .. },
+                            ..
+                        },
+                    ) => {
+                        out.flush()?;
+                        warn(format_args!("auditlog: org {org}: {e}"));
+                        refused += 1;
+                    }
+                    Err(e) => return Err(Failure(format!("org {org}: {e}"))),
+                }
             }
             out.flush()?;
+            if refused > 0 {
+                warn(format_args!(
+                    "auditlog: {refused} org(s) refused; the checkpoints printed are those of the orgs that verify"
+                ));
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect {

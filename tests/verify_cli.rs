@@ -1,5 +1,5 @@
 //! Guards against the `verify` and `checkpoint` commands misreporting: exit 0 only for an
-//! intact log, 1 for findings, 2 for usage and I/O errors (missing directory, a key file
+//! intact log, 1 for findings (a checkpoint refused for them), 2 for usage and I/O errors (missing directory, a key file
 //! readable by others); `--json` is a parseable report naming each finding; the human output
 //! ends with the summary line and says when authenticity was not checked; a checkpoint
 //! printed by `checkpoint` round-trips through `verify --checkpoint` and catches a rollback;
@@ -267,7 +267,8 @@ fn checkpoint_round_trips_and_catches_rollback() {
     assert_eq!(f[0]["file"], p.display().to_string());
     assert_eq!(f[0]["offset"].as_u64(), Some(cut as u64));
 
-    // A checkpoint of a damaged log is refused (exit 2): it must never bless damage.
+    // A checkpoint of a damaged log is refused (exit 1, a finding): it must never bless
+    // damage.
     let mut b = fs::read(&p).unwrap();
     b[300] ^= 1;
     fs::write(&p, &b).unwrap();
@@ -276,13 +277,34 @@ fn checkpoint_round_trips_and_catches_rollback() {
         Some(&fx.keyring),
         &["checkpoint", "--org", "org-001"],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).is_empty());
     assert!(
         stderr(&o).contains("refusing to checkpoint") && stderr(&o).contains("--accept-damage"),
         "{}",
         stderr(&o)
     );
+    // Every org: the orgs that verify are still printed (org-002 after the refused one
+    // too), the refused one is named on stderr, and the exit code is 1.
+    let o = run(&fx.dir, Some(&fx.keyring), &["checkpoint"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let orgs: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["org_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(orgs, ["org-000", "org-002"]);
+    assert!(
+        stderr(&o).contains("auditlog: org org-001: integrity failure")
+            && stderr(&o).contains("refusing to checkpoint"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("1 org(s) refused"), "{}", stderr(&o));
     // Accepted explicitly, it is signed, pinning April up to its damage: the first record.
     let o = run(
         &fx.dir,
