@@ -117,12 +117,32 @@ impl Checkpoint {
         Ok(want == Tag(tag))
     }
 
-    /// Parses checkpoints from JSON lines (blank lines ignored).
+    /// Parses checkpoints from JSON lines (blank lines ignored). Refuses a line of another
+    /// format or of a version this build does not read (rather than letting it fail its tag
+    /// later, as if forged).
     pub fn parse_lines(text: &str) -> std::result::Result<Vec<Checkpoint>, String> {
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+            .map(|(i, l)| {
+                let c: Checkpoint =
+                    serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1))?;
+                if c.format != FORMAT {
+                    return Err(format!(
+                        "line {}: format {:?} is not {FORMAT:?}",
+                        i + 1,
+                        c.format
+                    ));
+                }
+                if c.version != 1 {
+                    return Err(format!(
+                        "line {}: unsupported checkpoint version {} (this build reads version 1)",
+                        i + 1,
+                        c.version
+                    ));
+                }
+                Ok(c)
+            })
             .collect()
     }
 }

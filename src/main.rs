@@ -68,10 +68,10 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         events: u64,
         /// Number of orgs.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
         orgs: u32,
         /// Days spanned.
-        #[arg(long, default_value_t = 90)]
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
         days: u32,
         /// PRNG seed.
         #[arg(long, default_value_t = 1)]
@@ -215,6 +215,19 @@ fn need<'a>(p: &'a Option<PathBuf>, what: &str, env: &str) -> Result<&'a Path, F
         .ok_or_else(|| Failure(format!("{what} is required (--{what} or {env})")))
 }
 
+/// `--dir` of a command that reads a log: it must exist (only `append` creates one).
+fn existing_dir(p: &Option<PathBuf>) -> Result<&Path, Failure> {
+    let dir = need(p, "dir", "AUDITLOG_DIR")?;
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err(Failure(format!("{}: not a directory", dir.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(Failure(format!("{}: no such log directory", dir.display())))
+        }
+        Err(e) => Err(Failure(format!("{}: {e}", dir.display()))),
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Keys {
@@ -261,7 +274,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             result.map(|()| ExitCode::SUCCESS)
         }
         Command::Stats { json } => {
-            let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
+            let dir = existing_dir(&cli.dir)?;
             let keys = Arc::new(Keyring::in_memory());
             let log = Log::open_read_only(dir, Options::new(keys))?;
             let stats = log.stats()?;
@@ -333,7 +346,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             threads.map(usize::from),
         ),
         Command::Checkpoint { org, accept_damage } => {
-            let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
+            let dir = existing_dir(&cli.dir)?;
             let keyring = need(&cli.keyring, "keyring", "AUDITLOG_KEYRING")?;
             let keys = Keyring::open(keyring)?;
             let orgs = match org {
@@ -358,7 +371,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         warn(format_args!("auditlog: org {org}: {e}"));
                         refused += 1;
                     }
-                    Err(e) => return Err(Failure(format!("org {org}: {e}"))),
+                    Err(e) => return Err(e.into()),
                 }
             }
             out.flush()?;
@@ -388,7 +401,7 @@ fn verify_cmd(
     threads: Option<usize>,
 ) -> Result<ExitCode, Failure> {
     use std::io::IsTerminal;
-    let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
+    let dir = existing_dir(&cli.dir)?;
     let keys = match &cli.keyring {
         Some(k) => Some(Keyring::open(k)?),
         None => None,
@@ -976,7 +989,7 @@ struct QueryLine<'a> {
 }
 
 fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
-    let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
+    let dir = existing_dir(&cli.dir)?;
     let keys = match (&cli.keyring, a.unverified) {
         (Some(k), _) => Keyring::open(k)?,
         (None, true) => Keyring::in_memory(),

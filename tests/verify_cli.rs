@@ -165,6 +165,29 @@ fn usage_and_io_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
+    // Said as it is (it used to say "not a directory"), by every command that reads a log.
+    for args in [
+        &["verify"][..],
+        &["stats"],
+        &["checkpoint"],
+        &["query", "--org", "org-000"],
+    ] {
+        let o = run(&fx.root.join("nope"), Some(&fx.keyring), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&o).contains("nope: no such log directory"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        // A file is not a directory.
+        let o = run(&fx.keyring, Some(&fx.keyring), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&o).contains(": not a directory"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
     // A key file others can read is refused.
     fs::set_permissions(&fx.keyring, fs::Permissions::from_mode(0o644)).unwrap();
     let o = run(&fx.dir, Some(&fx.keyring), &["verify"]);
@@ -184,6 +207,28 @@ fn usage_and_io_errors_exit_2() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
+    // A checkpoint of a version this build does not read: said so, not "not authentic".
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["checkpoint", "--org", "org-000"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v2 = stdout(&o).replace("\"version\":1", "\"version\":2");
+    assert!(v2.contains("\"version\":2"), "{v2}");
+    fs::write(&bad, format!("\n{v2}")).unwrap();
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["verify", "--checkpoint", bad.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 2: unsupported checkpoint version 2"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("authentic"), "{}", stderr(&o));
     // Missing --dir.
     let o = auditlog_cli(None, None, ["verify"]);
     assert_eq!(o.status.code(), Some(2));
