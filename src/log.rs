@@ -735,6 +735,8 @@ impl Log {
     }
 
     /// Per (org, month) counts from the segment files (structure only; no tag checks).
+    /// Records after a damaged stretch are counted; each stretch is listed in
+    /// [`MonthStats::damage`].
     pub fn stats(&self) -> Result<Vec<MonthStats>> {
         let mut out = Vec::new();
         for org in list_orgs(&self.inner.dir)? {
@@ -750,12 +752,14 @@ impl Log {
                     bytes: 0,
                     first: None,
                     last: None,
+                    damage: Vec::new(),
                 });
                 m.segments += 1;
                 m.events += s.events;
                 m.bytes += s.bytes;
                 m.first = min_opt(m.first, s.first);
                 m.last = max_opt(m.last, s.last);
+                m.damage.extend(s.damage);
             }
             out.extend(by_month.into_values());
         }
@@ -900,6 +904,10 @@ pub struct MonthStats {
     pub first: Option<Timestamp>,
     /// Latest `occurred_at`.
     pub last: Option<Timestamp>,
+    /// Stretches of its segments that did not read as records (counted around; `verify`
+    /// says what they are). Omitted from JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<crate::StatsDamage>,
 }
 
 /// Iterator over an org's verified events; see [`Log::scan`].

@@ -1,13 +1,28 @@
 //! Counting a segment's records without keys (structure and CRC only).
 
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::scan::FileWindow;
+use serde::Serialize;
+
+use super::scan::{self, FileWindow};
 use super::{index_file_name, segment_file_name};
 use crate::error::{Error, Result};
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentId};
+use crate::format::record::FrameError;
 use crate::time::Timestamp;
+
+/// A stretch of a segment that [`crate::Log::stats`] could not read as records: the
+/// records after it are counted; `verify` says what it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatsDamage {
+    /// The segment file.
+    pub file: PathBuf,
+    /// First unreadable byte.
+    pub start: u64,
+    /// One past the last (where the next readable record starts, or the end of the file).
+    pub end: u64,
+}
 
 /// Counts of one segment.
 pub(crate) struct SegmentStats {
@@ -15,9 +30,14 @@ pub(crate) struct SegmentStats {
     pub bytes: u64,
     pub first: Option<Timestamp>,
     pub last: Option<Timestamp>,
+    pub damage: Vec<StatsDamage>,
 }
 
-/// Walks the readable records of a segment (stopping at the first unreadable frame).
+/// Walks the readable records of a segment. After an unreadable frame it searches forward
+/// for the next valid one (as verification does), so records after damage are counted and
+/// each damaged stretch is returned. An incomplete last frame with nothing readable after it
+/// (a write in progress beside a live writer, or a torn tail the next writer quarantines)
+/// is neither counted nor damage.
 pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
     let path = dir.join(segment_file_name(id));
     let file = File::open(&path).map_err(|e| Error::io("open segment", &path, e))?;
@@ -32,21 +52,33 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
         bytes: len + index_len,
         first: None,
         last: None,
+        damage: Vec::new(),
     };
+    let io = |e| Error::io("read segment", &path, e);
     let mut off = SEGMENT_HEADER_LEN as u64;
+    let mut max_seq = None;
     while off < len {
-        match win
-            .frame(off)
-            .map_err(|e| Error::io("read segment", &path, e))?
-        {
+        match win.frame(off).map_err(io)? {
             Ok(rec) => {
                 let t = rec.fields.occurred_at;
                 s.events += 1;
                 s.first = Some(s.first.map_or(t, |f| f.min(t)));
                 s.last = Some(s.last.map_or(t, |l| l.max(t)));
+                max_seq = Some(max_seq.map_or(rec.fields.seq, |m: u64| m.max(rec.fields.seq)));
                 off += rec.len();
             }
-            Err(_) => break,
+            Err(err) => {
+                let next = scan::resync(&mut win, off.saturating_add(1), max_seq).map_err(io)?;
+                let tail = matches!(err, FrameError::Incomplete { .. });
+                if next.is_some() || !tail {
+                    s.damage.push(StatsDamage {
+                        file: path.clone(),
+                        start: off,
+                        end: next.unwrap_or(len),
+                    });
+                }
+                off = next.unwrap_or(len);
+            }
         }
     }
     Ok(s)

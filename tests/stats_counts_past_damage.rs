@@ -1,0 +1,102 @@
+//! Guards against `stats` being silently wrong on a damaged segment: it stopped counting at
+//! the first unreadable frame (3000 zeroed bytes in the middle of a month turned thousands of
+//! events into a few hundred) and exited 0 without a word. It must count the records after
+//! the damage, as verification does, name each damaged stretch (file and byte range) on
+//! stderr and in `Log::stats`, and exit 1; an incomplete last frame (a write in progress,
+//! or a torn tail) is neither counted nor damage.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod support;
+
+use std::fs;
+use std::sync::Arc;
+
+use auditlog::{Keyring, Log, Options, StatsDamage};
+use serde_json::Value;
+use support::*;
+
+fn april_events(o: &std::process::Output) -> u64 {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["org_id"] == "org-000" && v["month"] == "2026-04")
+        .unwrap()["events"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn stats_counts_past_damage_and_names_it() {
+    let fx = KeyedLog::new(EVENTS);
+    let seg = seg_path(&fx.dir, "org-000", "2026-04");
+    let mut b = fs::read(&seg).unwrap();
+    let recs = records(&b);
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(april_events(&o), recs.len() as u64);
+    assert!(!stdout(&o).contains("damage"));
+
+    // Zero 3000 bytes from the middle of a record in the middle of the file.
+    let at = recs[recs.len() / 2].off + 7;
+    let zeroed = at..at + 3000;
+    b[zeroed.clone()].fill(0);
+    fs::write(&seg, &b).unwrap();
+    let survive = recs
+        .iter()
+        .filter(|r| r.end() <= zeroed.start || r.off >= zeroed.end)
+        .count() as u64;
+    let first_hit = recs.iter().find(|r| r.end() > zeroed.start).unwrap().off as u64;
+    let next = recs.iter().find(|r| r.off >= zeroed.end).unwrap().off as u64;
+    assert!(survive > recs.len() as u64 / 2 + 1);
+
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(april_events(&o), survive);
+    let want = format!(
+        "{}: bytes {first_hit}..{next} do not read as records",
+        seg.display()
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    // The table form too.
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+
+    // The library says the same.
+    let log = Log::open_read_only(&fx.dir, Options::new(Arc::new(Keyring::in_memory()))).unwrap();
+    let all = log.stats().unwrap();
+    let april = all
+        .iter()
+        .find(|s| s.org_id == "org-000" && s.month.to_string() == "2026-04")
+        .unwrap();
+    assert_eq!(april.events, survive);
+    assert_eq!(
+        april.damage,
+        [StatsDamage {
+            file: seg.clone(),
+            start: first_hit,
+            end: next,
+        }]
+    );
+    assert!(all.iter().filter(|s| s.damage.is_empty()).count() == all.len() - 1);
+}
+
+#[test]
+fn an_incomplete_last_frame_is_not_damage() {
+    let fx = KeyedLog::new(EVENTS);
+    let seg = seg_path(&fx.dir, "org-000", "2026-04");
+    let b = fs::read(&seg).unwrap();
+    let recs = records(&b);
+    let last = recs[recs.len() - 1];
+    fs::write(&seg, &b[..last.off + last.len / 2]).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(april_events(&o), recs.len() as u64 - 1);
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
