@@ -84,12 +84,16 @@ fn writer_is_live(dir: &Path) -> bool {
 
 /// Verifies a log directory. `keys: None` checks structure and chain only.
 pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) -> Result<Report> {
-    if !dir.is_dir() {
-        return Err(Error::io(
-            "open log directory",
-            dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
-        ));
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::io(
+                "open log directory",
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            ));
+        }
+        Err(e) => return Err(Error::io("open log directory", dir, e)),
     }
     let mut report = Report {
         authenticity_checked: keys.is_some(),
