@@ -12,6 +12,11 @@
 //! some moment (a length of the file plus a copy of the bytes then in memory) therefore stays
 //! readable while the spool keeps growing, which lets a writer capture its index under its
 //! state lock and write it out after releasing the lock.
+//!
+//! The spill file is neither fsynced nor trusted: a write error the kernel reports only at
+//! write-back, and a page evicted after it, would read back other bytes, and the index
+//! written from them would be signed. So a spool keeps the CRC-32 of the bytes it spilled,
+//! and a view read back that does not match it is an error (the index is then not written).
 
 use std::fs::File;
 use std::io;
@@ -31,6 +36,8 @@ pub(crate) struct Spool {
     file: Option<Arc<File>>,
     /// Bytes of the stream in the file (its prefix).
     file_len: u64,
+    /// CRC-32 of the bytes in the file, as they were written.
+    file_crc: crc32fast::Hasher,
     /// The stream's bytes after `file_len`.
     mem: Vec<u8>,
 }
@@ -87,6 +94,7 @@ impl Spool {
         file.write_all_at(&self.mem, self.file_len)
             .map_err(|e| Error::io("write index spill file in", dir, e))?;
         self.file_len += self.mem.len() as u64;
+        self.file_crc.update(&self.mem);
         self.mem.clear();
         Ok(())
     }
@@ -97,6 +105,7 @@ impl Spool {
         SpoolView {
             file: self.file.clone(),
             file_len: self.file_len,
+            file_crc: self.file_crc.clone().finalize(),
             mem: self.mem.clone(),
         }
     }
@@ -107,6 +116,8 @@ impl Spool {
 pub(crate) struct SpoolView {
     file: Option<Arc<File>>,
     file_len: u64,
+    /// CRC-32 of the file's first `file_len` bytes as they were written.
+    file_crc: u32,
     mem: Vec<u8>,
 }
 
@@ -117,7 +128,9 @@ impl SpoolView {
     }
 
     /// Hands the stream to `sink` in order, in pieces of at most 64 KiB from the file, then
-    /// the bytes that were in memory. Read errors name `dir`, the spill file's directory.
+    /// the bytes that were in memory. Read errors name `dir`, the spill file's directory;
+    /// file bytes that do not read back as they were written are an error too, found once
+    /// the file's part has been handed over and before the bytes from memory.
     pub fn copy_to(&self, dir: &Path, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         if self.file_len > 0 {
             let file = self.file.as_ref().ok_or_else(|| {
@@ -129,13 +142,25 @@ impl SpoolView {
             })?;
             let mut buf = vec![0u8; READ_CHUNK.min(self.file_len as usize)];
             let mut off = 0u64;
+            let mut crc = crc32fast::Hasher::new();
             while off < self.file_len {
                 let n = (self.file_len - off).min(buf.len() as u64) as usize;
                 let piece = buf.get_mut(..n).unwrap_or_default();
                 file.read_exact_at(piece, off)
                     .map_err(|e| Error::io("read index spill file in", dir, e))?;
+                crc.update(piece);
                 sink(piece)?;
                 off += n as u64;
+            }
+            if crc.finalize() != self.file_crc {
+                return Err(Error::io(
+                    "read index spill file in",
+                    dir,
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "spilled bytes read back differently from how they were written",
+                    ),
+                ));
             }
         }
         sink(&self.mem)
@@ -183,6 +208,31 @@ mod tests {
         }
         // The spill file has no name: nothing is left in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn spilled_bytes_that_read_back_changed_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::default();
+        s.push(&[7u8; 100_000]);
+        s.spill(dir.path()).unwrap();
+        s.push(b"in memory");
+        let v = s.view();
+        assert_eq!(collect(&v, dir.path()).len(), 100_009);
+        // One byte of the spill file changed behind the spool's back (as a lost write-back
+        // would leave it).
+        let file = s.file.as_ref().unwrap();
+        file.write_all_at(&[8], 70_000).unwrap();
+        let mut got = Vec::new();
+        let err = v
+            .copy_to(dir.path(), &mut |b| {
+                got.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("read back differently"), "{err}");
+        // The bytes from memory were not handed over after the mismatch.
+        assert_eq!(got.len(), 100_000);
     }
 
     #[test]
