@@ -1247,8 +1247,12 @@ impl Inner {
                     closed_as = None;
                     continued = true;
                 }
-                Recovered::Damaged { header, outcome } => {
-                    return self.continue_damaged(org, segs, id, header, &outcome);
+                Recovered::Damaged {
+                    header,
+                    outcome,
+                    seq_floor,
+                } => {
+                    return self.continue_damaged(org, segs, id, header, &outcome, seq_floor);
                 }
             }
         }
@@ -1270,17 +1274,19 @@ impl Inner {
         id: SegmentId,
         header: Option<SegmentHeader>,
         outcome: &scan::ScanOutcome,
+        seq_floor: u64,
     ) -> Result<SegmentWriter> {
         let path = org.dir.join(segment_file_name(id));
-        let first_seq =
-            outcome
-                .tally
-                .max_seq
-                .map_or(header.as_ref().map_or(0, |h| h.first_seq), |m| {
-                    // A forged record can claim u64::MAX; its continuation then has
-                    // no seqs left and refuses appends (`Error::SeqExhausted`).
-                    m.saturating_add(1)
-                });
+        let first_seq = outcome
+            .tally
+            .max_seq
+            .map_or(header.as_ref().map_or(0, |h| h.first_seq), |m| {
+                // A forged record can claim u64::MAX; its continuation then has
+                // no seqs left and refuses appends (`Error::SeqExhausted`).
+                m.saturating_add(1)
+            })
+            // Seqs an authentic index vouches for were issued, readable or not.
+            .max(seq_floor);
         let continues = SegmentLink {
             segment: id,
             count: outcome.tally.count,

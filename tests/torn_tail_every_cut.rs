@@ -2,7 +2,9 @@
 //! any byte, or followed by zeros or garbage. Reopening must keep every complete record, move
 //! exactly the unreadable bytes to `quarantine/` before cutting them (nothing when the cut
 //! falls on a record boundary), and leave a chain that the next append continues and a scan
-//! verifies without a single error.
+//! verifies without a single error. A cut inside the bytes a signed index covers is not crash
+//! damage (an index covers fsynced bytes only): there every cut must seal the segment as it is,
+//! keep the index unchanged, and continue the month past every seq the index vouches for.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -71,7 +73,7 @@ fn opts(keys: &Arc<Keyring>) -> Options {
 /// Twelve records. With `crashed`, the sidecar index covers only the first nine, as a
 /// writer killed after appending the last three leaves it (the index is rewritten at
 /// close); otherwise the index of a clean close covers all twelve, and a cut makes the
-/// file shorter than the index says.
+/// file shorter than the index says (which no crash does).
 fn original(crashed: bool) -> Original {
     let (dir, _) = scratch();
     let log_dir = dir.path().join("log");
@@ -200,9 +202,70 @@ fn cut_at_every_byte_of_the_last_records_after_a_crash() {
     cut_at_every_byte(&original(true));
 }
 
+/// Every cut of a cleanly closed segment falls inside its index's range: none is a torn
+/// tail, and each one is sealed, never cut, rebuilt or resumed over.
 #[test]
 fn cut_at_every_byte_of_the_last_records_of_a_closed_segment() {
-    cut_at_every_byte(&original(false));
+    let orig = original(false);
+    let n = orig.receipts.len();
+    let exhaustive = scratch().1;
+    let near_boundary = |cut: u64| orig.bounds.iter().any(|&b| b.abs_diff(cut) <= 32);
+    let first_cut = orig.bounds[n - CUT_RECORDS];
+    for cut in
+        (first_cut..orig.bounds[n]).filter(|&c| exhaustive || near_boundary(c) || c % 23 == 0)
+    {
+        let (work, _) = scratch();
+        check_sealed_copy(&orig, work.path(), cut);
+    }
+}
+
+/// Copies the original, cuts its segment at `cut` (inside the range its index covers),
+/// reopens with `Log::open` and appends: the segment is sealed as it is, its index is left
+/// unchanged, nothing is quarantined, the new record's seq is past every seq the index
+/// vouches for, and `verify` goes on reporting the cut.
+fn check_sealed_copy(orig: &Original, work: &Path, cut: u64) {
+    let log_dir = work.join("log");
+    copy_dir(&orig.log_dir, &log_dir);
+    let seg = log_dir.join(ORG).join(&orig.seg_name);
+    let idx = seg.with_extension("idx");
+    let index = fs::read(&idx).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let log = Log::open(&log_dir, opts(&orig.keys)).unwrap();
+    let r = log.append(&events(1).remove(0)).unwrap();
+    let report = log.recovery_report();
+    log.close().unwrap();
+    assert!(
+        report
+            .iter()
+            .any(|a| matches!(a, RecoveryAction::SegmentSealed { file, .. } if file == &seg)),
+        "cut at {cut}: {report:?}"
+    );
+    assert!(
+        !report.iter().any(|a| matches!(
+            a,
+            RecoveryAction::TornTailQuarantined { .. } | RecoveryAction::IndexRebuilt { .. }
+        )),
+        "cut at {cut}: {report:?}"
+    );
+    assert_eq!(fs::read(&seg).unwrap(), orig.seg_bytes[..cut as usize]);
+    assert_eq!(fs::read(&idx).unwrap(), index, "cut at {cut}: index kept");
+    assert!(
+        r.seq >= orig.receipts.len() as u64,
+        "cut at {cut}: seq {} reissued",
+        r.seq
+    );
+    let report = auditlog::verify::verify(
+        &log_dir,
+        Some(&*orig.keys),
+        &auditlog::verify::VerifyOptions::default(),
+    )
+    .unwrap();
+    assert!(!report.is_intact(), "cut at {cut}: still a finding");
 }
 
 fn cut_at_every_byte(orig: &Original) {

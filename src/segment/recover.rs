@@ -4,15 +4,18 @@
 //! - Torn tail (one unreadable stretch at the end, nothing valid after it, no chain or seq
 //!   failure anywhere): copy the stretch to `quarantine/`, fsync it, then truncate.
 //! - Anything else (damage followed by valid records, a CRC-valid record that breaks the chain
-//!   or the seq order, an unreadable header on a file holding records): nothing is cut. The
-//!   caller seals the file read-only and continues the month in a continuation part.
+//!   or the seq order, an unreadable header on a file holding records, a file shorter than
+//!   an authentic index of it covers or without the header it describes): nothing is cut,
+//!   and such an index is not rebuilt (it is the evidence). The caller seals the file
+//!   read-only and continues the month in a continuation part, past every seq the index
+//!   vouches for.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::scan::{self, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
+use super::scan::{self, DamageCause, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
 use super::{FileStamp, fsync_dir, index_file, index_file_name, segment_file_name};
 use crate::crypto::{self, Hash, KeyProvider};
 use crate::error::{Error, Result};
@@ -20,6 +23,7 @@ use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::index::IndexHead;
 use crate::format::record::FrameError;
+use crate::format::{DecodeError, DecodeErrorKind};
 
 /// Name of the per-org directory that receives quarantined bytes.
 pub const QUARANTINE_DIR: &str = "quarantine";
@@ -42,6 +46,10 @@ pub(crate) enum Recovered {
     Damaged {
         header: Option<SegmentHeader>,
         outcome: ScanOutcome,
+        /// No seq below this was left unissued: the continuation's `first_seq` is at least
+        /// this (the header's `first_seq`, and past every seq an authentic index vouches for,
+        /// readable or not).
+        seq_floor: u64,
     },
 }
 
@@ -110,6 +118,71 @@ fn check_describes(
         ));
     }
     Ok(())
+}
+
+/// The header of an index of segment `id` whose tag verifies with a key of `org`, whatever
+/// the segment holds now; `None` if there is none or it is not authentic (then it is no
+/// evidence of anything, and recovery ignores it as before).
+fn authentic_index(
+    dir: &Path,
+    org: &OrgId,
+    id: SegmentId,
+    keys: &dyn KeyProvider,
+) -> Option<IndexHead> {
+    let file = super::open_regular(&dir.join(index_file_name(id))).ok()?;
+    let checked = index_file::read(file, org, keys, None).ok()?;
+    (&checked.head.org == org && checked.head.segment == id).then_some(checked.head)
+}
+
+/// Where segment `id` (its header, if readable, and its length `file_len`) contradicts what
+/// its authentic index says was durable when the index was written (FORMAT.md §6 step 5):
+/// a header other than the one it describes, or fewer bytes than it covers. Neither is
+/// crash damage: an index only ever covers fsynced bytes.
+fn contradicted(
+    index: &IndexHead,
+    header: Option<(&SegmentHeader, &Hash)>,
+    file_len: u64,
+) -> Vec<DamageRange> {
+    let mut damage = Vec::new();
+    if let Some((header, genesis)) = header
+        && (index.segment_hash != *genesis || index.first_seq != header.first_seq)
+    {
+        damage.push(DamageRange {
+            start: 0,
+            end: SEGMENT_HEADER_LEN as u64,
+            cause: DamageCause::Corrupt(DecodeError {
+                structure: "segment header",
+                field: "header",
+                offset: 0,
+                kind: DecodeErrorKind::Invalid(
+                    "the segment header is not the one its signed index describes",
+                ),
+            }),
+        });
+    }
+    if index.covered_len > file_len {
+        damage.push(DamageRange {
+            // Past the header's range when that is damaged too (a file cut inside it).
+            start: file_len.max(SEGMENT_HEADER_LEN as u64),
+            end: index.covered_len,
+            cause: DamageCause::Corrupt(DecodeError {
+                structure: "segment",
+                field: "records its signed index covers",
+                offset: file_len,
+                kind: DecodeErrorKind::Truncated {
+                    needed: index.covered_len,
+                    available: file_len,
+                },
+            }),
+        });
+    }
+    damage
+}
+
+/// The first seq an authentic index leaves unissued: past its `record_count` records from
+/// its `first_seq` (saturating: a continuation then has no seqs left and refuses appends).
+fn seqs_vouched(index: &IndexHead) -> u64 {
+    index.first_seq.saturating_add(index.record_count)
 }
 
 /// Checks a segment's index (every check of FORMAT.md §3: what `Index::decode` and the tag
@@ -251,7 +324,11 @@ pub(crate) fn recover(
         .ok()
         .filter(|h| &h.org == org && h.id == id);
     let Some(header) = header else {
-        if len <= SEGMENT_HEADER_LEN as u64 {
+        // An authentic index of this segment says its header and `covered_len` bytes were
+        // durable: then a missing or unreadable header is not a crash during creation, and
+        // the seqs it vouches for were issued.
+        let vouched = authentic_index(dir, org, id, keys);
+        if len <= SEGMENT_HEADER_LEN as u64 && vouched.is_none() {
             drop(win);
             let moved_to = quarantine_whole(dir, &path)?;
             return Ok(Recovered::NoHeader { moved_to });
@@ -285,10 +362,16 @@ pub(crate) fn recover(
                 }),
             },
         );
+        let mut seq_floor = 0;
+        if let Some(index) = &vouched {
+            outcome.damage.extend(contradicted(index, None, len));
+            seq_floor = seqs_vouched(index);
+        }
         sync_damaged(&win.into_file(), &path)?;
         return Ok(Recovered::Damaged {
             header: None,
             outcome,
+            seq_floor,
         });
     };
     let genesis = crypto::sha256(&head_bytes);
@@ -297,6 +380,9 @@ pub(crate) fn recover(
     // A valid index also vouches, whatever the walk finds, that its `record_count` records
     // in `covered_len` bytes were complete and durable: `indexed` keeps that evidence.
     let mut indexed: Option<(u64, u64)> = None;
+    // An authentic index of this segment that the file contradicts (its header is another,
+    // or it is shorter than the index covers): bytes that were durable are gone or changed.
+    let mut evidence: Option<(IndexHead, Vec<DamageRange>)> = None;
     let (start, tally, index_rebuilt) =
         match read_index(dir, org, &header, &genesis, len, keys, Some(dir)) {
             Ok(checked) => {
@@ -354,16 +440,36 @@ pub(crate) fn recover(
                     (SEGMENT_HEADER_LEN as u64, fresh, Some(why.into()))
                 }
             }
-            Err(why) => (
-                SEGMENT_HEADER_LEN as u64,
-                fresh,
-                Some(format!("index {why}")),
-            ),
+            Err(why) => {
+                if let Some(index) = authentic_index(dir, org, id, keys) {
+                    let damage = contradicted(&index, Some((&header, &genesis)), len);
+                    if !damage.is_empty() {
+                        evidence = Some((index, damage));
+                    }
+                }
+                (
+                    SEGMENT_HEADER_LEN as u64,
+                    fresh,
+                    Some(format!("index {why}")),
+                )
+            }
         };
     let mut tags = scan::Tags::in_month(org, id.month, keys);
     let outcome = scan::scan(&mut win, start, tally, Some(&mut tags))
         .map_err(|e| Error::io("read segment", &path, e))?;
     let mut file = win.into_file();
+    if let Some((index, damage)) = evidence {
+        // Never resumed, never cut, and the index is left as it is: it is the evidence.
+        let mut outcome = outcome;
+        outcome.damage.extend(damage);
+        outcome.damage.sort_by_key(|d| d.start);
+        sync_damaged(&file, &path)?;
+        return Ok(Recovered::Damaged {
+            seq_floor: header.first_seq.max(seqs_vouched(&index)),
+            header: Some(header),
+            outcome,
+        });
+    }
     if outcome.damage.is_empty() && !continued {
         if sealed {
             // Sealed, yet it reads clean (its mode was changed by hand): resumed as before.
@@ -417,6 +523,7 @@ pub(crate) fn recover(
     }
     sync_damaged(&file, &path)?;
     Ok(Recovered::Damaged {
+        seq_floor: header.first_seq,
         header: Some(header),
         outcome,
     })
