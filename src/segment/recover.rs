@@ -11,7 +11,6 @@
 //!   vouches for.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -554,9 +553,19 @@ fn quarantine_path(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(candidate)
 }
 
+/// Bytes [`quarantine_tail`] holds at a time, whatever the size of the tail.
+const COPY_CHUNK: u64 = 1 << 20;
+
 /// Copies `[start, end)` of `file` into quarantine and makes it durable, then truncates the
 /// segment to `start` and makes that durable. The copy is durable before the cut.
+///
+/// The copy goes through one buffer of [`COPY_CHUNK`] bytes: a torn tail can be any length
+/// (a crash under `Never` can leave a file extended over data that never reached the disk,
+/// and a hand-extended file is sparse and costs nothing to make), so memory must not
+/// depend on it. Chunks of zeros are left as holes of the copy (same bytes, read back as
+/// zeros), so a sparse tail does not fill the disk either.
 fn quarantine_tail(dir: &Path, path: &Path, file: &File, start: u64, end: u64) -> Result<PathBuf> {
+    use std::os::unix::fs::FileExt;
     let name = format!(
         "{}.torn-at-{start}",
         path.file_name()
@@ -564,16 +573,28 @@ fn quarantine_tail(dir: &Path, path: &Path, file: &File, start: u64, end: u64) -
             .unwrap_or("segment")
     );
     let dest = quarantine_path(dir, &name)?;
-    let mut bytes = vec![0u8; (end - start) as usize];
-    std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, start)
-        .map_err(|e| Error::io("read torn tail", path, e))?;
-    let mut out = OpenOptions::new()
+    let out = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o444)
         .open(&dest)
         .map_err(|e| Error::io("create quarantine file", &dest, e))?;
-    out.write_all(&bytes)
+    let len = end.saturating_sub(start);
+    let mut buf = vec![0u8; COPY_CHUNK.min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = COPY_CHUNK.min(len - done) as usize;
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        file.read_exact_at(chunk, start + done)
+            .map_err(|e| Error::io("read torn tail", path, e))?;
+        if chunk.iter().any(|&b| b != 0) {
+            out.write_all_at(chunk, done)
+                .map_err(|e| Error::io("write quarantine file", &dest, e))?;
+        }
+        done += n as u64;
+    }
+    // The length, including a trailing run of zeros never written.
+    out.set_len(len)
         .and_then(|()| out.sync_all())
         .map_err(|e| Error::io("write quarantine file", &dest, e))?;
     if let Some(q) = dest.parent() {
