@@ -271,6 +271,24 @@ pub enum Error {
         next: u64,
     },
 
+    /// A new segment cannot be numbered: its creation ordinal (past the org's most recently
+    /// created segment's) or its continuation part (past the damaged part it continues) would
+    /// overflow. Only a damaged or forged header claims such a number; nothing was written,
+    /// and appends that need no new segment go on.
+    #[error(
+        "org {org} cannot create another segment for {month}: its {field} would be past {max} (only a damaged or forged segment header claims such a number; run verify); nothing was written"
+    )]
+    SegmentNumberExhausted {
+        /// The org.
+        org: String,
+        /// The month of the segment that was to be created.
+        month: Month,
+        /// `ordinal` or `part`.
+        field: &'static str,
+        /// The largest value the field can hold.
+        max: u64,
+    },
+
     /// No such org in the log.
     #[error("unknown org {org}: the log has no directory for it")]
     UnknownOrg {

@@ -539,7 +539,14 @@ impl Log {
                 if !clean {
                     // `writer_in`: opening an earlier month may already have opened this
                     // one (for its prev link); never a second writer on the file.
-                    self.inner.writer_in(&org, &mut segs, month)?;
+                    match self.inner.writer_in(&org, &mut segs, month) {
+                        // A month whose recovery needs a segment that cannot be numbered
+                        // (a forged header claims the last ordinal) must not keep the whole
+                        // log from opening: its appends fail with this error, and the
+                        // other orgs and months go on (as with `SeqExhausted`).
+                        Ok(_) | Err(Error::SegmentNumberExhausted { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -564,7 +571,9 @@ impl Log {
     ///
     /// Errors: [`Error::InvalidEvent`] / [`Error::EventTooLarge`] (nothing written),
     /// [`Error::Key`] (no signing key), [`Error::MonthFrozen`], [`Error::SeqExhausted`] (a
-    /// damaged or forged segment claims seqs near 2^64; nothing written), [`Error::Io`] and
+    /// damaged or forged segment claims seqs near 2^64; nothing written),
+    /// [`Error::SegmentNumberExhausted`] (a new segment is needed and a damaged or forged
+    /// header claims the last ordinal or part; nothing written), [`Error::Io`] and
     /// [`Error::WriterFailed`] (the record may or may not be on disk; reopen the log).
     pub fn append(&self, event: &Event) -> Result<Receipt> {
         self.inner.check_writable()?;
@@ -1294,7 +1303,15 @@ impl Inner {
         };
         let next = SegmentId {
             month: id.month,
-            part: id.part.saturating_add(1),
+            part: id
+                .part
+                .checked_add(1)
+                .ok_or(Error::SegmentNumberExhausted {
+                    org: org.id.to_string(),
+                    month: id.month,
+                    field: "part",
+                    max: u16::MAX.into(),
+                })?,
         };
         let tail_is_damaged = segs.tail.is_some_and(|(_, t)| t == id);
         let prev = if tail_is_damaged {
@@ -1615,11 +1632,23 @@ impl Inner {
             Some((c, None)) => (Some(c), self.tail_link(org, segs)?),
             None => (None, self.tail_link(org, segs)?),
         };
+        // After `tail_link`: opening the tail's writer may itself have created a segment.
+        // A forged or damaged header can claim the largest ordinal: refuse rather than give
+        // every later segment that same number.
+        let ordinal = match segs.tail {
+            None => 0,
+            Some((o, _)) => o.checked_add(1).ok_or(Error::SegmentNumberExhausted {
+                org: org.id.to_string(),
+                month: id.month,
+                field: "ordinal",
+                max: u32::MAX.into(),
+            })?,
+        };
         Ok(SegmentHeader {
             compat_flags: 0,
             org: org.id.clone(),
             id,
-            ordinal: segs.tail.map_or(0, |(o, _)| o.saturating_add(1)),
+            ordinal,
             first_seq,
             created_at: Timestamp::now(),
             prev,
