@@ -606,8 +606,8 @@ impl Log {
     ///
     /// Every event is validated and encoded before anything is written: one invalid event
     /// fails the whole call with nothing written, as do a missing key, a frozen month,
-    /// a month without seqs left and a month whose writer a failed write or fsync poisoned
-    /// (the errors of [`Log::append`]). Events of one (org, month) are framed
+    /// a month without seqs left, a new segment that cannot be numbered and a month whose
+    /// writer a failed write or fsync poisoned (the errors of [`Log::append`]). Events of one (org, month) are framed
     /// together and share one write and one fsync. The batch is not atomic across a crash:
     /// after an I/O error, a prefix of each (org, month) group may be on disk.
     pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {

@@ -753,7 +753,8 @@ enum Stop {
 
 /// Errors with which `Log::append_batch` refuses a batch before writing any of it, for one
 /// of its events (its documented contract: invalid event, event too large, missing key,
-/// frozen month, seqs used up). Retrying part of the batch after them cannot duplicate.
+/// frozen month, seqs or segment numbers used up). Retrying part of the batch after them
+/// cannot duplicate.
 fn refused_before_writing(e: &auditlog::Error) -> bool {
     matches!(
         e,
@@ -762,6 +763,7 @@ fn refused_before_writing(e: &auditlog::Error) -> bool {
             | auditlog::Error::Key { .. }
             | auditlog::Error::MonthFrozen { .. }
             | auditlog::Error::SeqExhausted { .. }
+            | auditlog::Error::SegmentNumberExhausted { .. }
     )
 }
 
