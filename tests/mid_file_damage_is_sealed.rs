@@ -25,7 +25,7 @@ use auditlog::verify::{
 use auditlog::{
     Durability, Error, Event, Keyring, Log, Options, OrgId, Receipt, RecoveryAction, VerifiedEvent,
 };
-use support::{fix_crc, keys_for, month, org, rechain, records, scan, workload};
+use support::{february_of, fix_crc, january_of, keys_for, month, org, rechain, records, scan};
 
 const ORG: &str = "acme";
 
@@ -37,24 +37,12 @@ fn opts(keys: &Arc<Keyring>) -> Options {
 
 /// `n` realistic events of `ORG`, all in January 2026.
 fn january(n: u64, seed: u64) -> Vec<Event> {
-    workload(n, 1, 28, seed)
-        .into_iter()
-        .map(|mut e| {
-            e.org_id = ORG.into();
-            e
-        })
-        .collect()
+    january_of(ORG, n, seed)
 }
 
 /// [`january`]'s events, 31 days later: all in February 2026.
 fn february(n: u64, seed: u64) -> Vec<Event> {
-    january(n, seed)
-        .into_iter()
-        .map(|mut e| {
-            e.occurred_at.0 += 31 * 86_400_000_000;
-            e
-        })
-        .collect()
+    february_of(ORG, n, seed)
 }
 
 struct Setup {

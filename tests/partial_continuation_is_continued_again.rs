@@ -24,7 +24,7 @@ use std::sync::Arc;
 use auditlog::format::header::{SegmentHeader, SegmentId};
 use auditlog::verify::{FindingKind, Severity, VerifyOptions, verify};
 use auditlog::{Durability, Event, Keyring, Log, Options, RecoveryAction};
-use support::{keys_for, month, org, scan, workload};
+use support::{february_of, january_of, keys_for, month, org, scan};
 
 const ORG: &str = "acme";
 
@@ -32,26 +32,14 @@ fn opts(keys: &Arc<Keyring>) -> Options {
     Options::new(keys.clone()).durability(Durability::Always)
 }
 
-/// `n` events of `ORG` in January 2026.
+/// `n` realistic events of `ORG`, all in January 2026.
 fn january(n: u64, seed: u64) -> Vec<Event> {
-    workload(n, 1, 28, seed)
-        .into_iter()
-        .map(|mut e| {
-            e.org_id = ORG.into();
-            e
-        })
-        .collect()
+    january_of(ORG, n, seed)
 }
 
-/// [`january`]'s events, 31 days later: in February 2026.
+/// [`january`]'s events, 31 days later: all in February 2026.
 fn february(n: u64, seed: u64) -> Vec<Event> {
-    january(n, seed)
-        .into_iter()
-        .map(|mut e| {
-            e.occurred_at.0 += 31 * 86_400_000_000;
-            e
-        })
-        .collect()
+    february_of(ORG, n, seed)
 }
 
 /// What a crash leaves when recovery found January's part 0 damaged (10 records, seqs 0..=9,

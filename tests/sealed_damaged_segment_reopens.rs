@@ -23,7 +23,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use auditlog::{Durability, Error, Event, Keyring, Log, Options, RecoveryAction};
-use support::{month, org, scan, workload};
+use support::{january_of, month, org, scan};
 
 const ORG: &str = "acme";
 const CHILD_ENV: &str = "AUDITLOG_SEALED_CHILD_DIR";
@@ -32,15 +32,9 @@ fn opts(keys: Arc<Keyring>) -> Options {
     Options::new(keys).durability(Durability::Always)
 }
 
-/// `n` events of `ORG` in January 2026.
+/// `n` realistic events of `ORG`, all in January 2026.
 fn january(n: u64, seed: u64) -> Vec<Event> {
-    workload(n, 1, 28, seed)
-        .into_iter()
-        .map(|mut e| {
-            e.org_id = ORG.into();
-            e
-        })
-        .collect()
+    january_of(ORG, n, seed)
 }
 
 /// A key file in `root` and a cleanly closed log in `root/log` with 10 January records, a

@@ -71,6 +71,28 @@ pub fn workload(n: u64, orgs: u32, days: u32, seed: u64) -> Vec<Event> {
     .collect()
 }
 
+/// `n` reference events (seed `seed`) of `org`, all in January 2026.
+pub fn january_of(org: &str, n: u64, seed: u64) -> Vec<Event> {
+    workload(n, 1, 28, seed)
+        .into_iter()
+        .map(|mut e| {
+            e.org_id = org.into();
+            e
+        })
+        .collect()
+}
+
+/// [`january_of`]'s events, 31 days later: all in February 2026.
+pub fn february_of(org: &str, n: u64, seed: u64) -> Vec<Event> {
+    january_of(org, n, seed)
+        .into_iter()
+        .map(|mut e| {
+            e.occurred_at.0 += 31 * 86_400_000_000;
+            e
+        })
+        .collect()
+}
+
 /// `n` events of the reference workload starting at `start`, 5 % of them out of order.
 pub fn workload_from(n: u64, orgs: u32, days: u32, seed: u64, start: &str) -> Vec<Event> {
     Workload::new(WorkloadConfig {
