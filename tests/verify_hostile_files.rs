@@ -212,3 +212,38 @@ fn an_org_without_a_checkpoint_among_those_given_is_a_warning() {
     let r = verify_keys(dir.path(), &*keys);
     assert!(r.findings.is_empty(), "{}", dump(&r));
 }
+
+#[test]
+fn a_segment_copied_in_as_a_continuation_part_fails_its_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = three_months(dir.path());
+    // January copied as part 1 of January, its header's part number edited (CRC fixed):
+    // no `continues` link, and seqs that overlap part 0's.
+    let jan = seg_path(dir.path(), "org-000", "2026-01");
+    let mut b = std::fs::read(&jan).unwrap();
+    b[92..94].copy_from_slice(&1u16.to_le_bytes());
+    let crc = crc32(&b[..252]);
+    b[252..256].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(jan.with_file_name("2026-01.1.seg"), b).unwrap();
+    let r = verify_keys(dir.path(), &*keys);
+    let links: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::LinkMismatch && f.file.ends_with("2026-01.1.seg"))
+        .map(|f| f.message.as_str())
+        .collect();
+    assert!(
+        links
+            .iter()
+            .any(|m| m.contains("no link to the part it continues")),
+        "{}",
+        dump(&r)
+    );
+    assert!(
+        links
+            .iter()
+            .any(|m| m.contains("seqs of one month overlap")),
+        "{}",
+        dump(&r)
+    );
+}

@@ -535,6 +535,58 @@ fn check_links(
         if let Some(link) = &h.continues {
             check_link(link, &path, 168, outcomes, org_dir, report);
         }
+        check_continuation(*id, h, &path, outcomes, report);
+    }
+}
+
+/// A part `n ≥ 1` continues part `n-1` of its month (FORMAT.md §2.1): its `continues` link
+/// names that part, and its seqs start past every seq readable there, so seqs stay unique
+/// in the month. A part 0 continues nothing. (A segment copied in as a new part, its header
+/// edited, fails here besides its chain.)
+fn check_continuation(
+    id: SegmentId,
+    h: &crate::format::header::SegmentHeader,
+    path: &Path,
+    outcomes: &BTreeMap<SegmentId, SegmentOutcome>,
+    report: &mut Report,
+) {
+    let mismatch = |what: String| Finding::new(FindingKind::LinkMismatch, path, what).at(168, 48);
+    let Some(before) = id.part.checked_sub(1) else {
+        if h.continues.is_some() {
+            report.findings.push(mismatch(
+                "part 0 of its month, but links to a part it continues".into(),
+            ));
+        }
+        return;
+    };
+    let want = SegmentId {
+        month: id.month,
+        part: before,
+    };
+    match &h.continues {
+        None => report.findings.push(mismatch(format!(
+            "continuation part {id} has no link to the part it continues ({want})"
+        ))),
+        Some(link) if link.segment != want => report.findings.push(mismatch(format!(
+            "continuation part {id} links to {} as the part it continues, not {want}",
+            link.segment
+        ))),
+        Some(_) => {}
+    }
+    if let Some(max) = outcomes.get(&want).and_then(|o| o.max_seq)
+        && h.first_seq <= max
+    {
+        report.findings.push(
+            Finding::new(
+                FindingKind::LinkMismatch,
+                path,
+                format!(
+                    "continuation part {id} starts at seq {}, but {want} holds seqs up to {max}: seqs of one month overlap",
+                    h.first_seq
+                ),
+            )
+            .at(104, 8),
+        );
     }
 }
 

@@ -57,6 +57,8 @@ pub(crate) struct SegmentOutcome {
     /// The segment or its index could not be read (permissions, I/O): not a finding, the
     /// verification as a whole fails.
     pub io_error: Option<crate::error::Error>,
+    /// The largest seq of a readable record.
+    pub max_seq: Option<u64>,
 }
 
 /// How to check a segment.
@@ -142,6 +144,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         damaged: false,
         torn_only: false,
         io_error: None,
+        max_seq: None,
     };
     // The index before the segment's length: an index never covers bytes not yet written, so
     // a length taken after reading it is at least what it covers, even while a live writer
@@ -481,6 +484,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         }
         seen.insert(seq);
         max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+        out.max_seq = max_seq;
         max_ts = max_ts.max(fields.occurred_at);
         max_ts_rebuilt = max_ts_rebuilt.max(match tag_fails {
             true => month_last.max(fields.occurred_at),
