@@ -119,6 +119,33 @@ fn check_describes(
     Ok(())
 }
 
+/// Why the file at `path` cannot be read to its end, if it exists as a regular file and
+/// cannot (`None` also when it is absent or not a regular file).
+fn unreadable(path: &Path) -> Option<std::io::Error> {
+    use std::io::Read;
+    let mut file = match super::open_regular(path) {
+        Ok(f) => f,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+            ) =>
+        {
+            return None;
+        }
+        Err(e) => return Some(e),
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Some(e),
+        }
+    }
+}
+
 /// The header of an index of segment `id` whose tag verifies with a key of `org`, whatever
 /// the segment holds now; `None` if there is none or it is not authentic (then it is no
 /// evidence of anything, and recovery ignores it as before).
@@ -440,6 +467,12 @@ pub(crate) fn recover(
                 }
             }
             Err(why) => {
+                // An index that exists but cannot be read (permissions, I/O) may be the
+                // evidence of records since lost: it is not rebuilt over unread.
+                let ipath = dir.join(index_file_name(id));
+                if let Some(e) = unreadable(&ipath) {
+                    return Err(Error::io("read index", &ipath, e));
+                }
                 if let Some(index) = authentic_index(dir, org, id, keys) {
                     let damage = contradicted(&index, Some((&header, &genesis)), len);
                     if !damage.is_empty() {

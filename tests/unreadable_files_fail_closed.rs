@@ -1,0 +1,176 @@
+//! A file or directory of the log that exists but cannot be read (permissions, I/O) is an
+//! I/O error, never an absence: `verify` must not pass an org directory it could not list
+//! (it once reported it INTACT and empty) nor skip an index it could not open, and recovery
+//! must not rebuild, over an index it could not read, what may be the only evidence of
+//! records since lost.
+//!
+//! Root reads anything, so each case runs in a child process as uid 65534 (`setpriv`) on a
+//! log chowned to it; the cases are skipped, saying so, unless the test runs as root with
+//! `setpriv` available.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use auditlog::verify::{VerifyOptions, verify};
+use auditlog::{Durability, Error, Keyring, Log, Options};
+use support::*;
+
+const CHILD_ENV: &str = "AUDITLOG_UNREADABLE_CHILD";
+
+/// A closed log of two orgs, January, under `root/log`, its key file at `root/keys.json`.
+fn build(root: &Path) -> PathBuf {
+    let ring = root.join("keys.json");
+    let keys = Arc::new(Keyring::open_or_create(&ring).unwrap());
+    for o in ["org-000", "org-001"] {
+        keys.rotate(&org(o)).unwrap();
+    }
+    let dir = root.join("log");
+    let log = Log::open(&dir, Options::new(keys).durability(Durability::Never)).unwrap();
+    for o in ["org-000", "org-001"] {
+        log.append_batch(&january_of(o, 20, 3)).unwrap();
+    }
+    log.close().unwrap();
+    dir
+}
+
+fn keys_in(root: &Path) -> Arc<Keyring> {
+    Arc::new(Keyring::open(root.join("keys.json")).unwrap())
+}
+
+/// What the child checks, by case name; panics on failure.
+fn child(case: &str, root: &Path) {
+    let dir = root.join("log");
+    let keys = keys_in(root);
+    let io = |r: &Result<(), Error>| matches!(r, Err(Error::Io { .. }));
+    match case {
+        "org_dir" | "index" => {
+            let r = verify(&dir, Some(&*keys), &VerifyOptions::default()).map(|_| ());
+            assert!(io(&r), "verify: {r:?}");
+        }
+        "recovery" => {
+            // The append that needs January's writer recovers it: it must fail, not
+            // rebuild the index it cannot read.
+            let r = match Log::open(&dir, Options::new(keys.clone())) {
+                Ok(log) => log.append(&january_of("org-000", 1, 9)[0]).map(|_| ()),
+                Err(e) => Err(e),
+            };
+            assert!(io(&r), "append: {r:?}");
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// Builds a log, lets `lock_out` take permissions away, and runs `case` as uid 65534.
+/// Returns the log directory (and its scratch directory) for the parent's own checks, or
+/// `None` if skipped.
+fn run_as_nobody(
+    test: &str,
+    case: &str,
+    lock_out: impl FnOnce(&Path),
+) -> Option<(tempfile::TempDir, PathBuf)> {
+    if let Ok(root) = std::env::var(CHILD_ENV) {
+        child(case, Path::new(&root));
+        println!("CHILD OK");
+        return None;
+    }
+    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !is_root() || !has_setpriv {
+        eprintln!("SKIPPED: needs root and setpriv to run as uid 65534");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("case");
+    fs::create_dir(&root).unwrap();
+    let dir = build(&root);
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    lock_out(&dir);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CHILD OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((tmp, dir))
+}
+
+fn no_access(p: &Path) {
+    fs::set_permissions(p, fs::Permissions::from_mode(0o000)).unwrap();
+}
+
+#[test]
+fn verify_fails_on_an_org_directory_it_cannot_list() {
+    run_as_nobody(
+        "verify_fails_on_an_org_directory_it_cannot_list",
+        "org_dir",
+        |dir| no_access(&dir.join("org-001")),
+    );
+}
+
+#[test]
+fn verify_fails_on_an_index_it_cannot_open() {
+    run_as_nobody("verify_fails_on_an_index_it_cannot_open", "index", |dir| {
+        no_access(&idx_path(dir, "org-001", "2026-01"))
+    });
+}
+
+#[test]
+fn recovery_does_not_rebuild_over_an_index_it_cannot_read() {
+    let before = std::cell::RefCell::new(Vec::new());
+    let dir = run_as_nobody(
+        "recovery_does_not_rebuild_over_an_index_it_cannot_read",
+        "recovery",
+        |dir| {
+            // The log must need recovery: a record's worth of garbage after January's
+            // last record makes its index lag the segment.
+            let seg = seg_path(dir, "org-000", "2026-01");
+            let mut b = fs::read(&seg).unwrap();
+            b.extend_from_slice(&[0xAB; 40]);
+            fs::write(&seg, b).unwrap();
+            let idx = idx_path(dir, "org-000", "2026-01");
+            *before.borrow_mut() = fs::read(&idx).unwrap();
+            no_access(&idx);
+        },
+    );
+    if let Some((_tmp, dir)) = dir {
+        let idx = idx_path(&dir, "org-000", "2026-01");
+        assert_eq!(fs::read(&idx).unwrap(), *before.borrow(), "index rewritten");
+        assert_eq!(
+            fs::metadata(&idx).unwrap().permissions().mode() & 0o777,
+            0,
+            "index replaced"
+        );
+    }
+}
