@@ -243,6 +243,15 @@ pub enum RecoveryAction {
         /// The continuation segment now receiving the month's appends.
         continuation: PathBuf,
     },
+    /// Recovery of a segment failed (an I/O error, an index that cannot be read, a segment
+    /// that cannot be continued): the log opened all the same, nothing of that month was
+    /// changed, and appends to it fail with the same error until the cause is fixed.
+    RecoveryFailed {
+        /// The month's latest segment.
+        file: PathBuf,
+        /// Why.
+        error: String,
+    },
     /// A sidecar index was missing, stale or failed its check and was rebuilt.
     IndexRebuilt {
         /// The segment.
@@ -377,18 +386,26 @@ impl Log {
     /// Takes an exclusive lock ([`Error::Locked`] if another writer has it), then recovers
     /// every segment that was being written when the last writer stopped without closing:
     /// torn tails are moved to `quarantine/` and cut, mid-file damage is sealed and continued
-    /// (see [`Log::recovery_report`]).
+    /// (see [`Log::recovery_report`]). A month whose recovery fails (an index that cannot be
+    /// read, a segment that cannot be numbered) does not stop the log from opening: it is
+    /// reported as [`RecoveryAction::RecoveryFailed`], left as it is, and its appends fail
+    /// with the same error.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        if !dir.exists() {
+        let created = !dir.exists();
+        if created {
             fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
         }
         // Every time, not only when created here: a process killed between creating the
         // directory and this fsync leaves one that exists and may still vanish in a power
-        // loss, with everything in it.
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(parent)?;
+        // loss, with everything in it. An existing log's parent may be one this process can
+        // pass through but not read (a 0711 home directory): that fsync was its creator's.
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        match fsync_dir(parent.unwrap_or(Path::new("."))) {
+            Err(Error::Io { source, .. })
+                if !created && source.kind() == std::io::ErrorKind::PermissionDenied => {}
+            other => other?,
         }
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -539,13 +556,18 @@ impl Log {
                 if !clean {
                     // `writer_in`: opening an earlier month may already have opened this
                     // one (for its prev link); never a second writer on the file.
-                    match self.inner.writer_in(&org, &mut segs, month) {
-                        // A month whose recovery needs a segment that cannot be numbered
-                        // (a forged header claims the last ordinal) must not keep the whole
-                        // log from opening: its appends fail with this error, and the
-                        // other orgs and months go on (as with `SeqExhausted`).
-                        Ok(_) | Err(Error::SegmentNumberExhausted { .. }) => {}
-                        Err(e) => return Err(e),
+                    // A month whose recovery fails (a segment that cannot be numbered, an
+                    // index that cannot be read, a damaged header) must not keep the whole
+                    // log from opening: it is reported, nothing of it is changed, its
+                    // appends fail with the error, and the other orgs and months go on.
+                    if let Err(e) = self.inner.writer_in(&org, &mut segs, month) {
+                        self.inner
+                            .report
+                            .lock()
+                            .push(RecoveryAction::RecoveryFailed {
+                                file: path,
+                                error: e.to_string(),
+                            });
                     }
                 }
             }
@@ -1675,6 +1697,16 @@ impl Inner {
             // A frozen month gets no writer (and must not block new months): its segment
             // will never change, so read its state from the file.
             _ if org.dir.join(cold_file_name(tail.month)).exists() => {
+                let path = org.dir.join(segment_file_name(tail));
+                return frozen_link(&path, tail, self.opts.index_interval).map(Some);
+            }
+            // The tail is an earlier part of a month (a later part's header is unreadable,
+            // so the catalog does not know it), or of the month being opened right now: it
+            // takes no more appends either, and opening its month's writer here would
+            // re-enter that opening. Its state is the file's.
+            _ if segs.opening.contains(&tail.month)
+                || segs.latest.get(&tail.month).is_some_and(|l| *l != tail) =>
+            {
                 let path = org.dir.join(segment_file_name(tail));
                 return frozen_link(&path, tail, self.opts.index_interval).map(Some);
             }

@@ -191,3 +191,42 @@ fn a_partial_continuation_reissues_no_seq() {
     log.close().unwrap();
     check_continued_again(d.path(), &keys, &report, &damaged);
 }
+
+/// A continuation part (the org's newest segment) whose header rots: the catalog no longer
+/// sees it, so part 0 of the same month passes for the org's tail. Continuing the rotten
+/// part needs a `prev` link to that tail, and getting one by opening the month's writer
+/// re-entered the opening in progress: `Log::open` failed for every org, on every open.
+/// Now the tail's link is read from its file (it takes no more appends).
+#[test]
+fn a_continuation_whose_header_rots_is_continued_and_the_log_opens() {
+    let d = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG, "other"]);
+    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    log.append_batch(&january(10, 1)).unwrap();
+    log.append_batch(&january_of("other", 3, 2)).unwrap();
+    log.close().unwrap();
+    // A byte of January's fourth record flips: recovery continues January in part 1.
+    let seg = d.path().join(ORG).join("2026-01.seg");
+    let recs = support::records(&fs::read(&seg).unwrap());
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[recs[3].off + 100] ^= 0x20;
+    fs::write(&seg, &bytes).unwrap();
+    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    assert_eq!(log.append_batch(&january(3, 7)).unwrap()[0].seq, 10);
+    log.close().unwrap();
+    let p1 = d.path().join(ORG).join("2026-01.1.seg");
+    // One bit of part 1's header (created_at) flips: its CRC fails.
+    let mut b = fs::read(&p1).unwrap();
+    b[113] ^= 0x01;
+    fs::write(&p1, &b).unwrap();
+    for round in 0..2 {
+        let log = Log::open(d.path(), opts(&keys)).unwrap();
+        let r = log.append(&january(1, 8 + round)[0]).unwrap();
+        assert!(r.seq >= 13, "round {round}: seq {}", r.seq);
+        log.append(&january_of("other", 1, 9)[0]).unwrap();
+        log.close().unwrap();
+    }
+    // Part 1 is kept as it is (sealed), and continued.
+    assert_eq!(fs::read(&p1).unwrap(), b);
+    assert!(d.path().join(ORG).join("2026-01.2.seg").exists());
+}

@@ -25,7 +25,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use auditlog::verify::{VerifyOptions, verify};
-use auditlog::{Durability, Error, Keyring, Log, Options};
+use auditlog::{Durability, Error, Keyring, Log, Options, RecoveryAction};
 use support::*;
 
 const CHILD_ENV: &str = "AUDITLOG_UNREADABLE_CHILD";
@@ -60,14 +60,28 @@ fn child(case: &str, root: &Path) {
             let r = verify(&dir, Some(&*keys), &VerifyOptions::default()).map(|_| ());
             assert!(io(&r), "verify: {r:?}");
         }
-        "recovery" => {
-            // The append that needs January's writer recovers it: it must fail, not
-            // rebuild the index it cannot read.
-            let r = match Log::open(&dir, Options::new(keys.clone())) {
-                Ok(log) => log.append(&january_of("org-000", 1, 9)[0]).map(|_| ()),
-                Err(e) => Err(e),
-            };
+        "recovery" | "headerless" => {
+            // The log opens (one month's failed recovery does not stop the others, and is
+            // reported), but the append that needs January's writer fails: nothing is
+            // rebuilt over the index that could not be read, nothing moved or cut.
+            let log = Log::open(&dir, Options::new(keys.clone())).unwrap();
+            assert!(
+                log.recovery_report()
+                    .iter()
+                    .any(|a| matches!(a, RecoveryAction::RecoveryFailed { .. })),
+                "{:?}",
+                log.recovery_report()
+            );
+            let r = log.append(&january_of("org-000", 1, 9)[0]).map(|_| ());
             assert!(io(&r), "append: {r:?}");
+            log.append(&january_of("org-001", 1, 9)[0]).unwrap();
+            log.close().unwrap();
+        }
+        "parent" => {
+            // An existing log under a parent it may pass through but not list.
+            let log = Log::open(&dir, Options::new(keys.clone())).unwrap();
+            log.append(&january_of("org-000", 1, 9)[0]).unwrap();
+            log.close().unwrap();
         }
         other => panic!("unknown case {other}"),
     }
@@ -173,4 +187,46 @@ fn recovery_does_not_rebuild_over_an_index_it_cannot_read() {
             "index replaced"
         );
     }
+}
+
+#[test]
+fn recovery_does_not_move_a_headerless_segment_whose_index_it_cannot_read() {
+    let before = std::cell::RefCell::new((Vec::new(), Vec::new()));
+    let dir = run_as_nobody(
+        "recovery_does_not_move_a_headerless_segment_whose_index_it_cannot_read",
+        "headerless",
+        |dir| {
+            // January cut to 100 bytes (no header): with its index unread, it would pass
+            // for a crash during creation, be moved aside and restart at seq 0.
+            let seg = seg_path(dir, "org-000", "2026-01");
+            let b = fs::read(&seg).unwrap();
+            fs::write(&seg, &b[..100]).unwrap();
+            let idx = idx_path(dir, "org-000", "2026-01");
+            *before.borrow_mut() = (b[..100].to_vec(), fs::read(&idx).unwrap());
+            no_access(&idx);
+        },
+    );
+    if let Some((_tmp, dir)) = dir {
+        let (seg, idx) = &*before.borrow();
+        assert_eq!(
+            &fs::read(seg_path(&dir, "org-000", "2026-01")).unwrap(),
+            seg
+        );
+        assert_eq!(
+            &fs::read(idx_path(&dir, "org-000", "2026-01")).unwrap(),
+            idx
+        );
+    }
+}
+
+#[test]
+fn an_existing_log_opens_under_a_parent_it_cannot_list() {
+    run_as_nobody(
+        "an_existing_log_opens_under_a_parent_it_cannot_list",
+        "parent",
+        |dir| {
+            let parent = dir.parent().unwrap();
+            fs::set_permissions(parent, fs::Permissions::from_mode(0o311)).unwrap();
+        },
+    );
 }

@@ -352,7 +352,12 @@ pub(crate) fn recover(
     let Some(header) = header else {
         // An authentic index of this segment says its header and `covered_len` bytes were
         // durable: then a missing or unreadable header is not a crash during creation, and
-        // the seqs it vouches for were issued.
+        // the seqs it vouches for were issued. One that cannot be read might say so: the
+        // segment is then left as it is.
+        let ipath = dir.join(index_file_name(id));
+        if let Some(e) = unreadable(&ipath) {
+            return Err(Error::io("read index", &ipath, e));
+        }
         let vouched = authentic_index(dir, org, id, keys);
         if len <= SEGMENT_HEADER_LEN as u64 && vouched.is_none() {
             drop(win);
