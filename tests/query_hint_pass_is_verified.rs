@@ -69,15 +69,7 @@ fn write(dir: &Path, keys: &Arc<Keyring>, n: i64, close: bool) -> (Option<Log>, 
 }
 
 fn all(q: Query<'_>) -> (Vec<VerifiedEvent>, Vec<Error>, QueryStats) {
-    let mut m = q.run().unwrap();
-    let (mut ok, mut errs) = (Vec::new(), Vec::new());
-    for item in m.by_ref() {
-        match item {
-            Ok(v) => ok.push(v),
-            Err(e) => errs.push(e),
-        }
-    }
-    (ok, errs, m.stats().clone())
+    run_query(q)
 }
 
 /// The integrity errors among `errs`, as (seq, kind name).

@@ -20,7 +20,7 @@ use auditlog::{
     VerifiedEvent,
 };
 use support::{
-    event, index_of, keys_for, org, resource_id_start, segment_files, ts, workload_from,
+    event, index_of, keys_for, org, resource_id_start, run_query, segment_files, ts, workload_from,
 };
 
 fn opts(keys: &Arc<Keyring>) -> Options {
@@ -54,15 +54,7 @@ fn written(
 }
 
 fn all(q: auditlog::Query<'_>) -> (Vec<VerifiedEvent>, Vec<Error>, auditlog::QueryStats) {
-    let mut m = q.run().unwrap();
-    let (mut ok, mut errs) = (Vec::new(), Vec::new());
-    for item in m.by_ref() {
-        match item {
-            Ok(v) => ok.push(v),
-            Err(e) => errs.push(e),
-        }
-    }
-    (ok, errs, m.stats().clone())
+    run_query(q)
 }
 
 fn key(v: &[VerifiedEvent]) -> Vec<(Timestamp, u64)> {

@@ -19,7 +19,6 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use auditlog::{Durability, Error, Event, Keyring, Log, Options, RecoveryAction};
@@ -109,12 +108,7 @@ fn a_sealed_latest_part_without_continuation_is_continued_by_a_non_root_writer()
         println!("CHILD OK {}", report.len());
         return;
     }
-    let is_root = fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !is_root || !has_setpriv {
+    if !support::can_run_as_nobody() {
         eprintln!("SKIPPED: needs root and setpriv to run a writer as uid 65534");
         return;
     }
@@ -126,29 +120,10 @@ fn a_sealed_latest_part_without_continuation_is_continued_by_a_non_root_writer()
     fs::set_permissions(&seg, fs::Permissions::from_mode(0o444)).unwrap();
     let damaged = fs::read(&seg).unwrap();
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let chown = Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(chown.success());
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_sealed_latest_part_without_continuation_is_continued_by_a_non_root_writer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &root)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("CHILD OK"),
-        "the non-root writer failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_child_as_nobody(
+        "a_sealed_latest_part_without_continuation_is_continued_by_a_non_root_writer",
+        CHILD_ENV,
+        &root,
     );
     assert_eq!(fs::read(&seg).unwrap(), damaged);
     assert!(dir.join(ORG).join("2026-01.1.seg").exists());

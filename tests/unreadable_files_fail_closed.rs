@@ -21,7 +21,6 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use auditlog::verify::{VerifyOptions, verify};
@@ -87,13 +86,6 @@ fn child(case: &str, root: &Path) {
     }
 }
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
 /// Builds a log, lets `lock_out` take permissions away, and runs `case` as uid 65534.
 /// Returns the log directory (and its scratch directory) for the parent's own checks, or
 /// `None` if skipped.
@@ -107,8 +99,7 @@ fn run_as_nobody(
         println!("CHILD OK");
         return None;
     }
-    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !is_root() || !has_setpriv {
+    if !can_run_as_nobody() {
         eprintln!("SKIPPED: needs root and setpriv to run as uid 65534");
         return None;
     }
@@ -117,26 +108,9 @@ fn run_as_nobody(
     let root = tmp.path().join("case");
     fs::create_dir(&root).unwrap();
     let dir = build(&root);
-    let chown = Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(chown.success());
     lock_out(&dir);
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &root)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("CHILD OK"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The tree goes to uid 65534 with its modes as `lock_out` left them.
+    run_child_as_nobody(test, CHILD_ENV, &root);
     Some((tmp, dir))
 }
 

@@ -697,3 +697,52 @@ pub fn dump(r: &Report) -> String {
     s.push(r.summary());
     s.join("\n")
 }
+
+/// Whether this test process can run a child as another user: it is root and `setpriv` is
+/// there. Root reads and writes anything, so tests of permission errors need such a child.
+pub fn can_run_as_nobody() -> bool {
+    let is_root = fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    is_root && Command::new("setpriv").arg("--version").output().is_ok()
+}
+
+/// Hands `root` (the whole tree) to uid 65534, then runs this test binary's test `test` as
+/// that user with `env` set to `root`, and asserts that the child printed `CHILD OK`. The
+/// child, seeing `env`, does its part and prints it. `root`'s parent must let 65534 pass.
+pub fn run_child_as_nobody(test: &str, env: &str, root: &Path) -> String {
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("CHILD OK"),
+        "the child as uid 65534 failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs a query to its end: the events, the error items, and its stats.
+pub fn run_query(q: auditlog::Query<'_>) -> (Vec<VerifiedEvent>, Vec<Error>, auditlog::QueryStats) {
+    let mut m = q.run().unwrap();
+    let (mut ok, mut errs) = (Vec::new(), Vec::new());
+    for item in m.by_ref() {
+        match item {
+            Ok(v) => ok.push(v),
+            Err(e) => errs.push(e),
+        }
+    }
+    (ok, errs, m.stats().clone())
+}
