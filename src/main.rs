@@ -272,6 +272,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let result = append_stdin(&log, receipts);
             // Not a quiet end: the lines after the closed pipe were not appended.
             STDOUT_CLOSED.store(false, Ordering::Relaxed);
+            // What recovery did, at open or when a month was first written: the operator
+            // must hear of quarantined bytes, sealed segments and months it could not open.
+            for a in log.recovery_report() {
+                warn(format_args!(
+                    "auditlog: recovery: {}",
+                    serde_json::to_string(&a).unwrap_or_else(|_| format!("{a:?}"))
+                ));
+            }
             log.close()?;
             result.map(|()| ExitCode::SUCCESS)
         }

@@ -25,7 +25,7 @@ use auditlog::{
     Durability, Error, Event, InvalidField, KeyError, KeyProvider, Keyring, Log, Options, Receipt,
 };
 use serde_json::json;
-use support::{assert_verifies, file_names, keys_for, org, scan_clean, workload};
+use support::{assert_verifies, file_names, keys_for, org, scan_clean, segment_files, workload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_auditlog");
 
@@ -561,4 +561,46 @@ fn world_readable_keyring_is_refused() {
     fs::set_permissions(&keyring, fs::Permissions::from_mode(0o600)).unwrap();
     assert!(Keyring::open(&keyring).is_ok());
     assert_intact(&dir, keys, &sent);
+}
+
+/// `append` says on stderr what recovery did when it opened the log: quarantined bytes,
+/// sealed segments and months it could not open are the operator's to know.
+#[test]
+fn cli_append_reports_what_recovery_did() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let keyring = tmp.path().join("keys.json");
+    let ring = Keyring::open_or_create(&keyring).unwrap();
+    ring.rotate(&org("acme")).unwrap();
+    let events = good(4, 22);
+    let text = lines(&events);
+    let out = cli(
+        &["append"],
+        &dir,
+        &keyring,
+        format!("{}\n", text[0]).as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("recovery"));
+    // A crash left half a record at the end of the month's segment.
+    let seg = segment_files(&dir, "acme").remove(0);
+    let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[0x5a; 40]).unwrap();
+    drop(f);
+    let out = cli(
+        &["append"],
+        &dir,
+        &keyring,
+        format!("{}\n", text[1]).as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("auditlog: recovery: ") && stderr.contains("torn_tail_quarantined"),
+        "{stderr}"
+    );
 }
