@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, OrgId, VerifiedEvent};
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentLink};
 use crate::segment::read::SegmentReader;
-use crate::segment::recover::{self, QUARANTINE_DIR, Recovered};
+use crate::segment::recover::{self, Recovered};
 use crate::segment::scan::{self, DamageCause, FileWindow, IndexBuilder, Tally};
 use crate::segment::writer::{Parked, Receipt, SegmentWriter, write_atomically};
 use crate::segment::{
@@ -1361,11 +1361,7 @@ impl Inner {
         };
         if let Ok(json) = serde_json::to_vec_pretty(&action) {
             let name = format!("{}.damage.json", segment_file_name(id));
-            let q = org.dir.join(QUARANTINE_DIR);
-            let _ = fs::create_dir_all(&q);
-            // The quarantine directory's entry too, whoever created it.
-            fsync_dir(&org.dir)?;
-            write_atomically(&q.join(name), &json)?;
+            write_atomically(&recover::quarantine_dir(&org.dir)?.join(name), &json)?;
         }
         let w = self.create(org, segs, header)?;
         seal(&path);
@@ -1694,17 +1690,13 @@ impl Inner {
             .cloned();
         let writer = match live {
             Some(w) => w,
-            // A frozen month gets no writer (and must not block new months): its segment
-            // will never change, so read its state from the file.
-            _ if org.dir.join(cold_file_name(tail.month)).exists() => {
-                let path = org.dir.join(segment_file_name(tail));
-                return frozen_link(&path, tail, self.opts.index_interval).map(Some);
-            }
-            // The tail is an earlier part of a month (a later part's header is unreadable,
-            // so the catalog does not know it), or of the month being opened right now: it
-            // takes no more appends either, and opening its month's writer here would
-            // re-enter that opening. Its state is the file's.
-            _ if segs.opening.contains(&tail.month)
+            // A segment that takes no more appends gets no writer here: its state is the
+            // file's. So for a frozen month's (it must not block new months), an earlier
+            // part of its month (a later part's header is unreadable, so the catalog does
+            // not know that part), and the month being opened right now (opening its
+            // writer here would re-enter that opening).
+            _ if org.dir.join(cold_file_name(tail.month)).exists()
+                || segs.opening.contains(&tail.month)
                 || segs.latest.get(&tail.month).is_some_and(|l| *l != tail) =>
             {
                 let path = org.dir.join(segment_file_name(tail));

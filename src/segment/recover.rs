@@ -119,45 +119,37 @@ fn check_describes(
     Ok(())
 }
 
-/// Why the file at `path` cannot be read to its end, if it exists as a regular file and
-/// cannot (`None` also when it is absent or not a regular file).
-fn unreadable(path: &Path) -> Option<std::io::Error> {
-    use std::io::Read;
-    let mut file = match super::open_regular(path) {
-        Ok(f) => f,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
-            ) =>
-        {
-            return None;
-        }
-        Err(e) => return Some(e),
-    };
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Some(e),
-        }
-    }
-}
-
 /// The header of an index of segment `id` whose tag verifies with a key of `org`, whatever
 /// the segment holds now; `None` if there is none or it is not authentic (then it is no
-/// evidence of anything, and recovery ignores it as before).
+/// evidence of anything, and recovery ignores it as before). `Err` if it exists but cannot
+/// be read (permissions, I/O): it may be the evidence of records since lost, so recovery
+/// of the segment stops there rather than rebuild over it or move the segment unread.
 fn authentic_index(
     dir: &Path,
     org: &OrgId,
     id: SegmentId,
     keys: &dyn KeyProvider,
-) -> Option<IndexHead> {
-    let file = super::open_regular(&dir.join(index_file_name(id))).ok()?;
-    let checked = index_file::read(file, org, keys, None).ok()?;
-    (&checked.head.org == org && checked.head.segment == id).then_some(checked.head)
+) -> Result<Option<IndexHead>> {
+    use std::io::ErrorKind;
+    let path = dir.join(index_file_name(id));
+    let file = match super::open_regular(&path) {
+        Ok(f) => f,
+        // Absent, or not a regular file (nothing a writer made).
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io("read index", &path, e)),
+    };
+    match index_file::read(file, org, keys, None) {
+        Ok(checked) => {
+            Ok((&checked.head.org == org && checked.head.segment == id).then_some(checked.head))
+        }
+        // A file shorter than its own counts is malformed, not unreadable.
+        Err(index_file::Rejected::Io(e)) if e.kind() != ErrorKind::UnexpectedEof => {
+            Err(Error::io("read index", &path, e))
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// Where segment `id` (its header, if readable, and its length `file_len`) contradicts what
@@ -354,11 +346,7 @@ pub(crate) fn recover(
         // durable: then a missing or unreadable header is not a crash during creation, and
         // the seqs it vouches for were issued. One that cannot be read might say so: the
         // segment is then left as it is.
-        let ipath = dir.join(index_file_name(id));
-        if let Some(e) = unreadable(&ipath) {
-            return Err(Error::io("read index", &ipath, e));
-        }
-        let vouched = authentic_index(dir, org, id, keys);
+        let vouched = authentic_index(dir, org, id, keys)?;
         if len <= SEGMENT_HEADER_LEN as u64 && vouched.is_none() {
             drop(win);
             let moved_to = quarantine_whole(dir, &path)?;
@@ -474,11 +462,7 @@ pub(crate) fn recover(
             Err(why) => {
                 // An index that exists but cannot be read (permissions, I/O) may be the
                 // evidence of records since lost: it is not rebuilt over unread.
-                let ipath = dir.join(index_file_name(id));
-                if let Some(e) = unreadable(&ipath) {
-                    return Err(Error::io("read index", &ipath, e));
-                }
-                if let Some(index) = authentic_index(dir, org, id, keys) {
+                if let Some(index) = authentic_index(dir, org, id, keys)? {
                     let damage = contradicted(&index, Some((&header, &genesis)), len);
                     if !damage.is_empty() {
                         evidence = Some((index, damage));
@@ -574,7 +558,8 @@ fn sync_damaged(file: &File, path: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync segment", path, e))
 }
 
-fn quarantine_path(dir: &Path, name: &str) -> Result<PathBuf> {
+/// The org directory `dir`'s `quarantine/`, created if need be, its entry durable.
+pub(crate) fn quarantine_dir(dir: &Path) -> Result<PathBuf> {
     let q = dir.join(QUARANTINE_DIR);
     if !q.exists() {
         fs::create_dir(&q).map_err(|e| Error::io("create quarantine directory", &q, e))?;
@@ -582,6 +567,11 @@ fn quarantine_path(dir: &Path, name: &str) -> Result<PathBuf> {
     // Every time, not only when created here: a process killed before this fsync left a
     // directory that exists and may still vanish in a power loss (quarantining is rare).
     fsync_dir(dir)?;
+    Ok(q)
+}
+
+fn quarantine_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    let q = quarantine_dir(dir)?;
     let mut candidate = q.join(name);
     let mut n = 1;
     while candidate.exists() {
