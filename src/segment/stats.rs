@@ -1,6 +1,6 @@
 //! Counting a segment's records without keys (structure and CRC only).
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -40,7 +40,7 @@ pub(crate) struct SegmentStats {
 /// is neither counted nor damage.
 pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
     let path = dir.join(segment_file_name(id));
-    let file = File::open(&path).map_err(|e| Error::io("open segment", &path, e))?;
+    let file = super::open_regular(&path).map_err(|e| Error::io("open segment", &path, e))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat segment", &path, e))?

@@ -192,13 +192,14 @@ fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> Result<OrgFiles> {
         let entry = entry.map_err(list)?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
-        let named = parse_segment_file_name(&name).is_some()
-            || name
-                .strip_suffix(".idx")
-                .is_some_and(|stem| parse_segment_file_name(&format!("{stem}.seg")).is_some());
+        let segment = parse_segment_file_name(&name);
+        let index = name
+            .strip_suffix(".idx")
+            .and_then(|stem| parse_segment_file_name(&format!("{stem}.seg")));
         // A FIFO, device or directory under a segment's or index's name is not read (it
         // could block or never end); the records it stands for are missing.
-        if named && !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        if (segment.is_some() || index.is_some()) && !fs::metadata(&path).is_ok_and(|m| m.is_file())
+        {
             findings.push(Finding::new(
                 FindingKind::UnexpectedFile,
                 path,
@@ -218,12 +219,9 @@ fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> Result<OrgFiles> {
                     .at(0, len),
                 );
             }
-        } else if let Some(id) = parse_segment_file_name(&name) {
+        } else if let Some(id) = segment {
             segments.push(id);
-        } else if let Some(id) = name
-            .strip_suffix(".idx")
-            .and_then(|stem| parse_segment_file_name(&format!("{stem}.seg")))
-        {
+        } else if let Some(id) = index {
             indexes.push((id, path));
         } else if name.ends_with(".tmp") || name.ends_with(".cold") {
             // Leftover of an interrupted atomic rewrite / an archived month.
