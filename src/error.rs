@@ -323,4 +323,21 @@ impl Error {
     pub fn is_integrity(&self) -> bool {
         matches!(self, Error::Integrity { .. })
     }
+
+    /// From [`crate::Log::append`] or [`crate::Log::append_batch`]: whether the call was
+    /// refused before anything was written, for one of its events (invalid, too large, no
+    /// signing key, a frozen month, seqs or segment numbers used up). Appending the events
+    /// before the refused one again cannot duplicate them. Any other error may come after
+    /// some records reached the disk.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidEvent(_)
+                | Error::EventTooLarge { .. }
+                | Error::Key { .. }
+                | Error::MonthFrozen { .. }
+                | Error::SeqExhausted { .. }
+                | Error::SegmentNumberExhausted { .. }
+        )
+    }
 }

@@ -720,7 +720,7 @@ struct Batch {
 
 impl Batch {
     /// Appends the batch and prints its receipts. If the log refuses one event (see
-    /// [`refused_before_writing`]), the events before it are appended and receipted and the
+    /// `auditlog::Error::is_refusal`), the events before it are appended and receipted and the
     /// error names its line. After any other error nothing is retried (the events may be on
     /// disk already, and a retry could append them twice).
     fn append(&mut self, log: &Log, out: &mut Receipts) -> Result<(), Failure> {
@@ -759,22 +759,6 @@ enum Stop {
     Output(Failure),
 }
 
-/// Errors with which `Log::append_batch` refuses a batch before writing any of it, for one
-/// of its events (its documented contract: invalid event, event too large, missing key,
-/// frozen month, seqs or segment numbers used up). Retrying part of the batch after them
-/// cannot duplicate.
-fn refused_before_writing(e: &auditlog::Error) -> bool {
-    matches!(
-        e,
-        auditlog::Error::InvalidEvent(_)
-            | auditlog::Error::EventTooLarge { .. }
-            | auditlog::Error::Key { .. }
-            | auditlog::Error::MonthFrozen { .. }
-            | auditlog::Error::SeqExhausted { .. }
-            | auditlog::Error::SegmentNumberExhausted { .. }
-    )
-}
-
 /// Appends `events` in order, printing receipts. When the batch is refused for one event,
 /// halves it to append every event before the refused one (a few batches, not one fsync
 /// per event), and reports the refused event's index.
@@ -784,7 +768,7 @@ fn append_up_to_refusal(log: &Log, events: &[Event], out: &mut Receipts) -> Resu
     }
     match log.append_batch(events) {
         Ok(receipts) => out.print(&receipts).map_err(Stop::Output),
-        Err(e) if !refused_before_writing(&e) => Err(Stop::Failed(Box::new(e))),
+        Err(e) if !e.is_refusal() => Err(Stop::Failed(Box::new(e))),
         Err(e) if events.len() == 1 => Err(Stop::Refused(0, Box::new(e))),
         Err(_) => {
             let (left, right) = events.split_at(events.len() / 2);
