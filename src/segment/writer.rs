@@ -393,10 +393,10 @@ impl SegmentWriter {
     /// append to it would fail. (`Log::append_batch` asks every writer of a batch first,
     /// so that a batch that would fail on one of them buffers nothing on the others.)
     pub fn check_not_failed(&self) -> Result<()> {
-        if self.is_failed() {
-            return Err(self.failed_error());
+        match self.is_failed() {
+            true => Err(self.failed_error()),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     /// [`Error::SeqExhausted`] if `n` more records would not fit now (`append` checks
@@ -442,9 +442,7 @@ impl SegmentWriter {
         events: &[(&SealedEvent, Timestamp)],
         signer: &Signer,
     ) -> Result<(Vec<Receipt>, u64, usize)> {
-        if self.is_failed() {
-            return Err(self.failed_error());
-        }
+        self.check_not_failed()?;
         if self.parked.load(Ordering::Acquire) {
             // Unreachable: a parked writer is in none of the log's maps, and appends find
             // writers only there. Were it reached, the state is gone: refuse, lose nothing.
@@ -500,9 +498,7 @@ impl SegmentWriter {
     pub fn flush(&self, upto: u64, sync: bool) -> Result<()> {
         if !sync {
             let mut io = self.io.lock();
-            if self.is_failed() {
-                return Err(self.failed_error());
-            }
+            self.check_not_failed()?;
             if io.written >= upto {
                 return Ok(());
             }
@@ -608,9 +604,7 @@ impl SegmentWriter {
     /// kernel may have dropped), or write the next buffer at the stale `written` offset,
     /// where records that never reached the file belong, and call the end durable.
     fn write_out(&self, io: &mut IoState, sync: bool) -> Result<()> {
-        if self.is_failed() {
-            return Err(self.failed_error());
-        }
+        self.check_not_failed()?;
         let mut bytes = std::mem::take(&mut io.spare);
         bytes.clear();
         let end = {
@@ -697,9 +691,7 @@ impl SegmentWriter {
     pub fn write_index(&self, signer: &Signer, dir_sync: DirSync<'_>) -> Result<bool> {
         let _serial = self.index_lock.lock();
         let mut io = self.io.lock();
-        if self.is_failed() {
-            return Err(self.failed_error());
-        }
+        self.check_not_failed()?;
         if self.parked.load(Ordering::Acquire) {
             // Its index builder left with the parked state, which writes the index when
             // the segment is reopened or the log closed.
@@ -936,7 +928,8 @@ mod tests {
             while !w.commit.lock().leader {
                 std::thread::yield_now();
             }
-            std::thread::sleep(Duration::from_millis(50));
+            // Whether the leader is still gathering or already waits for `io`, it gets `io`
+            // only after `holder`: no timing is assumed.
             holder(&mut io);
             drop(io);
             leader.join().unwrap()
