@@ -25,7 +25,9 @@ use auditlog::verify::{
 use auditlog::{
     Durability, Error, Event, Keyring, Log, Options, OrgId, Receipt, RecoveryAction, VerifiedEvent,
 };
-use support::{february_of, fix_crc, january_of, keys_for, month, org, rechain, records, scan};
+use support::{
+    february_of, fix_crc, fix_header_crc, january_of, keys_for, month, org, rechain, records, scan,
+};
 
 const ORG: &str = "acme";
 
@@ -435,8 +437,7 @@ fn a_segment_whose_seqs_reach_2_pow_64_is_left_without_an_index() {
     let mut bytes = fs::read(&feb).unwrap();
     let first = u64::MAX - 4;
     bytes[104..112].copy_from_slice(&first.to_le_bytes());
-    let crc = auditlog::format::crc32(&bytes[..252]);
-    bytes[252..256].copy_from_slice(&crc.to_le_bytes());
+    fix_header_crc(&mut bytes);
     for (i, r) in records(&bytes).into_iter().enumerate() {
         bytes[r.off + 8..r.off + 16].copy_from_slice(&(first + i as u64).to_le_bytes());
     }

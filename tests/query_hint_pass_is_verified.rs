@@ -21,7 +21,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use auditlog::format::crc32;
 use auditlog::verify::FindingKind;
 use auditlog::{
     Durability, Error, Keyring, Log, Options, Query, QueryStats, Timestamp, VerifiedEvent,
@@ -207,8 +206,7 @@ fn a_segment_copied_as_a_continuation_part_is_reported() {
     // The copy's header says part 1 (CRC fixed); its first record still chains from part 0.
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[92..94].copy_from_slice(&1u16.to_le_bytes());
-    let crc = crc32(&bytes[..252]);
-    bytes[252..256].copy_from_slice(&crc.to_le_bytes());
+    fix_header_crc(&mut bytes);
     std::fs::write(seg.with_file_name("2026-03.1.seg"), &bytes).unwrap();
     let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
     for blocks in [4096, 1] {

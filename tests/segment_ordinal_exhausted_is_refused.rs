@@ -17,9 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use auditlog::crypto::sha256;
-use auditlog::format::crc32;
 use auditlog::{Durability, Error, Event, Keyring, Log, Options};
-use support::{file_names, header, org, rechain, resign, signer, workload};
+use support::{file_names, fix_header_crc, header, org, rechain, resign, signer, workload};
 
 const ORG: &str = "acme";
 const OTHER: &str = "other";
@@ -43,8 +42,7 @@ fn events(org_id: &str, n: u64, seed: u64, days_later: i64) -> Vec<Event> {
 /// Sets the ordinal of the segment header in `bytes` and fixes its CRC.
 fn forge_ordinal(bytes: &mut [u8], ordinal: u32) {
     bytes[96..100].copy_from_slice(&ordinal.to_le_bytes());
-    let crc = crc32(&bytes[..252]);
-    bytes[252..256].copy_from_slice(&crc.to_le_bytes());
+    fix_header_crc(bytes);
 }
 
 fn is_exhausted(e: &Error) -> bool {

@@ -18,7 +18,6 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 
-use auditlog::format::crc32;
 use auditlog::verify::{CheckpointOptions, FindingKind, make_checkpoint_with};
 use auditlog::{Durability, Keyring, Log, Options};
 use support::*;
@@ -62,8 +61,7 @@ fn kinds(dir: &Path, keys: &Keyring) -> Vec<FindingKind> {
 fn set_header_u32(path: &Path, at: usize, value: u32) {
     let mut b = std::fs::read(path).unwrap();
     b[at..at + 4].copy_from_slice(&value.to_le_bytes());
-    let crc = crc32(&b[..252]);
-    b[252..256].copy_from_slice(&crc.to_le_bytes());
+    fix_header_crc(&mut b);
     std::fs::write(path, b).unwrap();
 }
 
@@ -222,8 +220,7 @@ fn a_segment_copied_in_as_a_continuation_part_fails_its_links() {
     let jan = seg_path(dir.path(), "org-000", "2026-01");
     let mut b = std::fs::read(&jan).unwrap();
     b[92..94].copy_from_slice(&1u16.to_le_bytes());
-    let crc = crc32(&b[..252]);
-    b[252..256].copy_from_slice(&crc.to_le_bytes());
+    fix_header_crc(&mut b);
     std::fs::write(jan.with_file_name("2026-01.1.seg"), b).unwrap();
     let r = verify_keys(dir.path(), &*keys);
     let links: Vec<&str> = r

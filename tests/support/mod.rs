@@ -746,3 +746,9 @@ pub fn run_query(q: auditlog::Query<'_>) -> (Vec<VerifiedEvent>, Vec<Error>, aud
     }
     (ok, errs, m.stats().clone())
 }
+
+/// Recomputes a segment image's header CRC (its last 4 of 256 bytes), after a header edit.
+pub fn fix_header_crc(bytes: &mut [u8]) {
+    let crc = crc32(&bytes[..252]);
+    bytes[252..256].copy_from_slice(&crc.to_le_bytes());
+}
