@@ -369,7 +369,9 @@ fn read_file(path: &Path) -> Result<Option<BTreeMap<OrgId, OrgKeys>>, KeyError> 
 
 /// The file's keys (read under the lock) plus any this `Keyring` holds that the file lacks
 /// (it was replaced behind our back: never drop a key records may be signed with). The
-/// file's active key wins. A key id with different secrets in the two is refused.
+/// active key is the newer of the two: ids are issued in increasing order and a new key
+/// always becomes the active one, so a file replaced by an older copy does not make an
+/// older key sign again. A key id with different secrets in the two is refused.
 fn merge(
     path: &Path,
     mut on_disk: BTreeMap<OrgId, OrgKeys>,
@@ -393,9 +395,7 @@ fn merge(
                 }
             }
         }
-        if disk.active.is_none() {
-            disk.active = mem.active;
-        }
+        disk.active = disk.active.max(mem.active);
     }
     Ok(on_disk)
 }
@@ -635,5 +635,8 @@ mod tests {
         ring.rotate(&org("b")).unwrap();
         let again = Keyring::open(&path).unwrap();
         assert!(again.key(&a, KeyId(2)).unwrap().is_some());
+        // Nor does the older copy make key 1 sign again, in this ring or the file.
+        assert_eq!(ring.signing_key(&a).unwrap().0, KeyId(2));
+        assert_eq!(again.signing_key(&a).unwrap().0, KeyId(2));
     }
 }
