@@ -549,6 +549,8 @@ def walk_segment(path, fname, org, keys, F):
         return None, [], facts, data
     if hdr["org"] != org:
         F.add("bad_header", fname, "header org_id %r, directory %r" % (hdr["org"], org), offset=24)
+    if hdr["part"] == 0 and hdr["first_seq"] != 0:
+        F.add("bad_header", fname, "part 0 has first_seq %d (a month's seqs start at 0)" % hdr["first_seq"], offset=104)
     mstart, mend = month_bounds(hdr["year"], hdr["month"])
     org_b = hdr["org_bytes"]
     ring = keys.get(org, {})
