@@ -4,7 +4,6 @@
 //! skipped (the scanner resynchronises on the next valid frame), never fatal. Reads with
 //! positioned reads only; never maps the file.
 
-use std::fs::File;
 use std::path::Path;
 
 use serde::Serialize;
@@ -128,7 +127,10 @@ pub enum Item {
 
 /// Inspects `path` (segment or index file), calling `visit` for each item found. An index
 /// file over [`INSPECT_INDEX_LIMIT`] is refused. A `from_offset` at or past the end of the
-/// file shows no record.
+/// file shows no record. Anything but a regular file (after symlinks) is refused with
+/// [`Error::Io`] (`InvalidInput`, "not a regular file") before it is opened: opening a FIFO
+/// would block until something wrote to it, and a device could be read for ever (neither
+/// could be inspected anyway: inspection reads at offsets within the file's length).
 /// Returns the number of records shown. An error from `visit` (e.g. writing the item out)
 /// stops the walk and is returned as [`Error::Io`].
 pub fn inspect(
@@ -139,7 +141,8 @@ pub fn inspect(
 ) -> Result<u64> {
     let mut visit =
         |item| visit(item).map_err(|e| Error::io("write inspected item", "<output>", e));
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let file = crate::segment::open_regular(path)
+        .map_err(|e| Error::io("open file to inspect", path, e))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?

@@ -114,7 +114,8 @@ enum Command {
     /// Show one segment or index file record by record, offline; damaged ranges are shown
     /// and skipped. Exit 0 if all it showed is intact; 1 if it showed a damaged range, a
     /// record whose body does not decode, a chain break or a tag that fails (tags are
-    /// checked with --keyring only). An index file over 256 MiB is refused (exit 2).
+    /// checked with --keyring only). An index file over 256 MiB, and anything but a regular
+    /// file (a FIFO would block), are refused (exit 2).
     Inspect {
         /// The file.
         file: PathBuf,

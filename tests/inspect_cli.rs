@@ -370,3 +370,50 @@ fn index_file_over_the_limit_is_refused() {
     assert!(stdout(&o).is_empty());
     assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
 }
+
+/// `inspect` of a FIFO (what a segment's name may hold in a hostile copy) is refused as not
+/// a regular file, exit 2, instead of blocking in `open` until something writes to it.
+/// Inspection reads at offsets within the file's length, so no FIFO or device could be
+/// inspected anyway. The CLI runs as a child that is killed if it outlives the bound, and
+/// the test asserts that it ended by itself.
+#[test]
+fn a_fifo_is_refused_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("2026-01.seg");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_auditlog"))
+        .arg("inspect")
+        .arg(&fifo)
+        .env_remove("AUDITLOG_DIR")
+        .env_remove("AUDITLOG_KEYRING")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let status = status.expect("inspect of a FIFO did not end by itself within 20 s: killed");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(2), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("not a regular file") && err.contains("2026-01.seg"),
+        "{err}"
+    );
+}
