@@ -53,7 +53,18 @@ pub struct Checkpoint {
     pub tag: String,
 }
 
-const FORMAT: &str = "auditlog-checkpoint";
+/// The `format` of every checkpoint.
+pub const FORMAT: &str = "auditlog-checkpoint";
+/// The checkpoint version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// The fields that say what a checkpoint line is, read before the rest: a line of a newer
+/// version may lay out the rest differently.
+#[derive(Deserialize)]
+struct Kind {
+    format: String,
+    version: u32,
+}
 
 impl Checkpoint {
     /// The exact bytes the tag covers (FORMAT.md §8).
@@ -88,7 +99,7 @@ impl Checkpoint {
         })?;
         let mut c = Checkpoint {
             format: FORMAT.into(),
-            version: 1,
+            version: VERSION,
             org_id: org.to_string(),
             created_at: Timestamp::now(),
             segments,
@@ -101,7 +112,7 @@ impl Checkpoint {
 
     /// Checks the tag: `Ok(true)` valid, `Ok(false)` wrong, `Err` key missing.
     pub fn verify_tag(&self, keys: &dyn KeyProvider) -> std::result::Result<bool, String> {
-        if self.format != FORMAT || self.version != 1 {
+        if self.format != FORMAT || self.version != VERSION {
             return Ok(false);
         }
         let org = OrgId::new(&self.org_id).map_err(|e| e.to_string())?;
@@ -119,29 +130,35 @@ impl Checkpoint {
 
     /// Parses checkpoints from JSON lines (blank lines ignored). Refuses a line of another
     /// format or of a version this build does not read (rather than letting it fail its tag
-    /// later, as if forged).
+    /// later, as if forged). The format and version are read first, so a line of a newer
+    /// version is refused as such even if its other fields changed.
     pub fn parse_lines(text: &str) -> std::result::Result<Vec<Checkpoint>, String> {
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
-                let c: Checkpoint =
-                    serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1))?;
-                if c.format != FORMAT {
+                let line = i + 1;
+                let kind: Kind =
+                    serde_json::from_str(l).map_err(|e| format!("line {line}: {e}"))?;
+                if kind.format != FORMAT {
                     return Err(format!(
-                        "line {}: format {:?} is not {FORMAT:?}",
-                        i + 1,
-                        c.format
+                        "line {line}: format {:?} is not {FORMAT:?}",
+                        kind.format
                     ));
                 }
-                if c.version != 1 {
+                if kind.version > VERSION {
                     return Err(format!(
-                        "line {}: unsupported checkpoint version {} (this build reads version 1)",
-                        i + 1,
-                        c.version
+                        "line {line}: unsupported checkpoint version {}: it needs a newer reader (this build reads version {VERSION})",
+                        kind.version
                     ));
                 }
-                Ok(c)
+                if kind.version != VERSION {
+                    return Err(format!(
+                        "line {line}: unsupported checkpoint version {} (this build reads version {VERSION}, and no version below it exists)",
+                        kind.version
+                    ));
+                }
+                serde_json::from_str(l).map_err(|e| format!("line {line}: {e}"))
             })
             .collect()
     }

@@ -181,6 +181,18 @@ pub enum Error {
         source: DecodeError,
     },
 
+    /// A file written in a newer format than this build reads: a `format_version` above
+    /// the one it reads, or incompatible feature flags it does not know (FORMAT.md §9).
+    /// Not damage: nothing in the file was checked; read it with a newer auditlog.
+    #[error("{file} needs a newer reader: {source}")]
+    UnsupportedFormat {
+        /// The file.
+        file: PathBuf,
+        /// The version or flags found (a [`DecodeError`] whose
+        /// [`needs_newer_reader`](DecodeError::needs_newer_reader) is true).
+        source: DecodeError,
+    },
+
     /// Well-formed bytes fail the hash chain or a tag: tampering, or a wrong key.
     #[error("integrity failure in {file} at byte {offset}{}: {kind}", seq_suffix(*seq))]
     Integrity {
@@ -314,6 +326,23 @@ impl Error {
         Error::Io {
             op,
             path: path.into(),
+            source,
+        }
+    }
+
+    /// Bytes of `file` that failed to decode at `source.offset`: [`Error::UnsupportedFormat`]
+    /// when they are of a newer format, else [`Error::Corrupt`].
+    pub(crate) fn decode(file: impl Into<PathBuf>, seq: Option<u64>, source: DecodeError) -> Error {
+        if source.needs_newer_reader() {
+            return Error::UnsupportedFormat {
+                file: file.into(),
+                source,
+            };
+        }
+        Error::Corrupt {
+            file: file.into(),
+            offset: source.offset,
+            seq,
             source,
         }
     }

@@ -127,7 +127,8 @@ pub enum Item {
 
 /// Inspects `path` (segment or index file), calling `visit` for each item found. An index
 /// file over [`INSPECT_INDEX_LIMIT`] is refused. A `from_offset` at or past the end of the
-/// file shows no record. Anything but a regular file (after symlinks) is refused with
+/// file shows no record. A segment or index of a newer format than this build reads is
+/// refused with [`Error::UnsupportedFormat`] before any item. Anything but a regular file (after symlinks) is refused with
 /// [`Error::Io`] (`InvalidInput`, "not a regular file") before it is opened: opening a FIFO
 /// would block until something wrote to it, and a device could be read for ever (neither
 /// could be inspected anyway: inspection reads at offsets within the file's length).
@@ -185,6 +186,8 @@ pub fn inspect(
                 })?;
                 Ok(0)
             }
+            // A newer format is not damage: nothing of it can be shown.
+            Err(e) if e.needs_newer_reader() => Err(Error::decode(path, None, e)),
             Err(e) => {
                 visit(Item::Damage {
                     start: e.offset,
@@ -197,6 +200,13 @@ pub fn inspect(
     }
     let head_bytes = win.get(0, SEGMENT_HEADER_LEN).map_err(io)?.to_vec();
     let header = SegmentHeader::decode(&head_bytes);
+    // A newer format: its records cannot be told from damage by this build, so none is
+    // shown (a walk would show every one of them as damaged bytes).
+    if let Err(e) = &header
+        && e.needs_newer_reader()
+    {
+        return Err(Error::decode(path, None, e.clone()));
+    }
     let mut head: Option<Hash> = None;
     match &header {
         Ok(h) => {

@@ -767,7 +767,8 @@ impl Log {
 
     /// Per (org, month) counts from the segment files (structure only; no tag checks).
     /// Records after a damaged stretch are counted; each stretch is listed in
-    /// [`MonthStats::damage`].
+    /// [`MonthStats::damage`]. A segment of a newer format than this build reads fails
+    /// the call with [`Error::UnsupportedFormat`] naming it.
     pub fn stats(&self) -> Result<Vec<MonthStats>> {
         let mut out = Vec::new();
         for org in list_orgs(&self.inner.dir)? {
@@ -1773,12 +1774,7 @@ fn read_header(path: &Path) -> Result<(SegmentHeader, crate::crypto::Hash)> {
     let f = crate::segment::open_regular(path).map_err(|e| Error::io("open segment", path, e))?;
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 0)
         .map_err(|e| Error::io("read segment header", path, e))?;
-    let h = SegmentHeader::decode(&buf).map_err(|source| Error::Corrupt {
-        file: path.to_path_buf(),
-        offset: source.offset,
-        seq: None,
-        source,
-    })?;
+    let h = SegmentHeader::decode(&buf).map_err(|source| Error::decode(path, None, source))?;
     Ok((h, crate::crypto::sha256(&buf)))
 }
 

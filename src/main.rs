@@ -59,6 +59,7 @@ enum Command {
     /// Events, bytes and time range per org and month, from the segment files (no tag
     /// checks). Records after a damaged stretch are still counted; each stretch is named on
     /// stderr (file and byte range; run verify to learn what it is) and the exit code is 1.
+    /// A segment of a newer format than this build reads is named on stderr, exit 2.
     Stats {
         /// JSON lines instead of a table.
         #[arg(long)]
@@ -82,7 +83,9 @@ enum Command {
         #[arg(long, default_value = "2026-01-01")]
         start: Timestamp,
     },
-    /// Verify every record, index, link (and checkpoint) of a log. Exit 0 intact, 1 findings.
+    /// Verify every record, index, link (and checkpoint) of a log. Exit 0 intact, 1 findings
+    /// (a segment or index of a newer format than this build reads is the error finding
+    /// `unsupported_format`: nothing in it was verified).
     Verify {
         /// Only this org.
         #[arg(long)]
@@ -114,8 +117,9 @@ enum Command {
     /// Show one segment or index file record by record, offline; damaged ranges are shown
     /// and skipped. Exit 0 if all it showed is intact; 1 if it showed a damaged range, a
     /// record whose body does not decode, a chain break or a tag that fails (tags are
-    /// checked with --keyring only). An index file over 256 MiB, and anything but a regular
-    /// file (a FIFO would block), are refused (exit 2).
+    /// checked with --keyring only). An index file over 256 MiB, a file of a newer format
+    /// than this build reads, and anything but a regular file (a FIFO would block) are
+    /// refused (exit 2).
     Inspect {
         /// The file.
         file: PathBuf,
@@ -136,7 +140,9 @@ enum Command {
         events: u64,
     },
     /// Events of one org in a time range, filtered, oldest first, each record verified on
-    /// read. Exit 0, or 1 if a record failed a check (reported on stderr).
+    /// read. Exit 0, or 1 if a record failed a check (reported on stderr), or 2 if a
+    /// segment is of a newer format than this build reads (named on stderr; the other
+    /// segments' events are still printed).
     Query(QueryArgs),
 }
 
@@ -1062,6 +1068,7 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
     let matches = q.run()?;
     let mut out = stdout();
     let mut findings = 0u64;
+    let mut unreadable = 0u64;
     let written = (|| -> io::Result<()> {
         if let QueryFormat::Table = a.format {
             writeln!(
@@ -1098,6 +1105,12 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
                         )?;
                     }
                 },
+                // A segment of a newer format: not a finding, a file this build cannot read.
+                Err(e @ auditlog::Error::UnsupportedFormat { .. }) => {
+                    unreadable += 1;
+                    out.flush()?;
+                    warn(format_args!("auditlog: {e}"));
+                }
                 Err(e) => {
                     findings += 1;
                     out.flush()?;
@@ -1117,6 +1130,14 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
         warn(format_args!(
             "auditlog: {findings} record(s) failed verification"
         ));
+    }
+    if unreadable > 0 {
+        warn(format_args!(
+            "auditlog: {unreadable} segment(s) of a newer format were not read (use a newer auditlog)"
+        ));
+        return Ok(ExitCode::from(2));
+    }
+    if findings > 0 {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

@@ -229,6 +229,26 @@ fn usage_and_io_errors_exit_2() {
         stderr(&o)
     );
     assert!(!stderr(&o).contains("authentic"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs a newer reader"),
+        "{}",
+        stderr(&o)
+    );
+    // A newer version may lay out its other fields differently: the version is what is
+    // reported, not the field this build misses.
+    let v2 = v2.replace("\"segments\"", "\"parts\"");
+    fs::write(&bad, &v2).unwrap();
+    let o = run(
+        &fx.dir,
+        Some(&fx.keyring),
+        &["verify", "--checkpoint", bad.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 1: unsupported checkpoint version 2: it needs a newer reader"),
+        "{}",
+        stderr(&o)
+    );
     // Missing --dir.
     let o = auditlog_cli(None, None, ["verify"]);
     assert_eq!(o.status.code(), Some(2));

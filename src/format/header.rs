@@ -164,6 +164,34 @@ fn get_link(r: &mut Reader<'_>, field: &'static str) -> Result<Option<SegmentLin
     }))
 }
 
+/// An unsupported `format_version` (FORMAT.md §9) is taken for a newer format unless the
+/// header is a v1 header whose version bytes rotted: its CRC holds once the version is put
+/// back to 1. Then it is the checksum failure it is.
+fn version_rot(buf: &[u8], e: DecodeError) -> DecodeError {
+    if !matches!(e.kind, DecodeErrorKind::UnsupportedVersion { .. }) {
+        return e;
+    }
+    let (Some(body), Some(stored)) = (
+        buf.get(..SEGMENT_HEADER_LEN - 4),
+        buf.get(SEGMENT_HEADER_LEN - 4..SEGMENT_HEADER_LEN),
+    ) else {
+        return e;
+    };
+    let stored = u32::from_le_bytes(stored.try_into().unwrap_or_default());
+    if !super::version_rotted(body, stored) {
+        return e;
+    }
+    DecodeError {
+        structure: STRUCTURE,
+        field: "crc32",
+        offset: (SEGMENT_HEADER_LEN - 4) as u64,
+        kind: DecodeErrorKind::ChecksumMismatch {
+            stored,
+            computed: crc32(body),
+        },
+    }
+}
+
 impl SegmentHeader {
     /// Encodes the header into its 256 bytes.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
@@ -207,7 +235,9 @@ impl SegmentHeader {
     /// Decodes a header from the first 256 bytes of `buf` (a segment file's start).
     pub fn decode(buf: &[u8]) -> Result<SegmentHeader, DecodeError> {
         let mut r = Reader::new(buf, 0, STRUCTURE);
-        r.magic_and_version(SEGMENT_MAGIC)?;
+        if let Err(e) = r.magic_and_version(SEGMENT_MAGIC) {
+            return Err(version_rot(buf, e));
+        }
         let header_len = r.u16("header_len")?;
         if usize::from(header_len) != SEGMENT_HEADER_LEN {
             return Err(r.error(

@@ -465,6 +465,22 @@ impl Index {
         }
         let version = r.u16("format_version")?;
         if version != FORMAT_VERSION {
+            // A newer format, unless a v1 index's version rotted (FORMAT.md §9).
+            if let Some(crc_at) = signed.len().checked_sub(4) {
+                let (body, stored) = signed.split_at(crc_at);
+                let stored = u32::from_le_bytes(stored.try_into().unwrap_or([0; 4]));
+                if super::version_rotted(body, stored) {
+                    return Err(DecodeError {
+                        structure: STRUCTURE,
+                        field: "crc32",
+                        offset: crc_at as u64,
+                        kind: DecodeErrorKind::ChecksumMismatch {
+                            stored,
+                            computed: crc32(body),
+                        },
+                    });
+                }
+            }
             return Err(r.error(
                 "format_version",
                 DecodeErrorKind::UnsupportedVersion {

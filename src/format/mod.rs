@@ -38,6 +38,23 @@ pub struct DecodeError {
     pub kind: DecodeErrorKind,
 }
 
+impl DecodeError {
+    /// Whether the bytes are of a newer format than this build reads (FORMAT.md §9): a
+    /// `format_version` above [`FORMAT_VERSION`], or `incompat_flags` bits it does not know.
+    /// That is not damage: nothing of the structure could be checked, and a newer reader is
+    /// needed. (The decoders tell bit rot in those fields apart where the format lets them:
+    /// a segment header's or index's unknown flags count only under a checksum that holds,
+    /// and an unsupported version is reported as a checksum failure when the v1 checksum
+    /// holds with the version put back to 1.)
+    pub fn needs_newer_reader(&self) -> bool {
+        match self.kind {
+            DecodeErrorKind::UnsupportedVersion { found, supported } => found > supported,
+            DecodeErrorKind::UnknownIncompatibleFlags { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// What was wrong with bytes that failed to decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -98,14 +115,23 @@ impl fmt::Display for DecodeErrorKind {
                 write!(f, "truncated: needs {needed} bytes, {available} available")
             }
             DecodeErrorKind::BadMagic { found } => write!(f, "bad magic {found:02x?}"),
+            DecodeErrorKind::UnsupportedVersion { found, supported } if found > supported => {
+                write!(
+                    f,
+                    "format version {found}: this file needs a newer reader (this build reads version {supported})"
+                )
+            }
             DecodeErrorKind::UnsupportedVersion { found, supported } => {
                 write!(
                     f,
-                    "format version {found} is newer than supported {supported}"
+                    "format version {found} was never written (this build reads version {supported})"
                 )
             }
             DecodeErrorKind::UnknownIncompatibleFlags { flags } => {
-                write!(f, "unknown incompatible flags {flags:#010x}")
+                write!(
+                    f,
+                    "incompatible flags {flags:#010x}: this file needs a newer reader (the bits are unknown to this build)"
+                )
             }
             DecodeErrorKind::ChecksumMismatch { stored, computed } => {
                 write!(
@@ -122,6 +148,20 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::Invalid(why) => f.write_str(why),
         }
     }
+}
+
+/// Whether `body` (a v1 structure's bytes under its CRC, with `format_version` at bytes
+/// 8..10) fails the `stored` CRC as it is, but passes it with the version put back to
+/// [`FORMAT_VERSION`]: a v1 structure whose version field rotted, not a newer format.
+pub(crate) fn version_rotted(body: &[u8], stored: u32) -> bool {
+    if crc32(body) == stored {
+        return false;
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(body.get(..8).unwrap_or_default());
+    crc.update(&FORMAT_VERSION.to_le_bytes());
+    crc.update(body.get(10..).unwrap_or_default());
+    body.len() >= 10 && crc.finalize() == stored
 }
 
 /// CRC-32 (IEEE, as computed by `crc32fast`) of `bytes`.

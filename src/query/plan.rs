@@ -565,15 +565,6 @@ fn load(
     })
 }
 
-fn corrupt(path: &Path, source: DecodeError) -> Error {
-    Error::Corrupt {
-        file: path.to_path_buf(),
-        offset: source.offset,
-        seq: None,
-        source,
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Envelopes: forward, the smallest lower bound; reverse, the largest upper bound.
 // ---------------------------------------------------------------------------------------
@@ -714,7 +705,8 @@ fn open_source(
         }
         return Err(Error::io("read segment header", path, e));
     }
-    let header = SegmentHeader::decode(&head).map_err(|e| corrupt(path, e))?;
+    // A newer format is not corruption: the query says which file needs a newer reader.
+    let header = SegmentHeader::decode(&head).map_err(|e| Error::decode(path, None, e))?;
     if header.org != ctx.org || header.id != id {
         return Err(Error::Integrity {
             file: path.to_path_buf(),

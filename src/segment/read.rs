@@ -49,12 +49,8 @@ impl SegmentReader {
             .get(0, SEGMENT_HEADER_LEN)
             .map_err(|e| Error::io("read segment", path, e))?
             .to_vec();
-        let header = SegmentHeader::decode(&head_bytes).map_err(|source| Error::Corrupt {
-            file: path.to_path_buf(),
-            offset: source.offset,
-            seq: None,
-            source,
-        })?;
+        let header = SegmentHeader::decode(&head_bytes)
+            .map_err(|source| Error::decode(path, None, source))?;
         Ok(SegmentReader {
             path: path.to_path_buf(),
             head: crypto::sha256(&head_bytes),

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::scan::{self, FileWindow};
 use super::{index_file_name, segment_file_name};
 use crate::error::{Error, Result};
-use crate::format::header::{SEGMENT_HEADER_LEN, SegmentId};
+use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::record::FrameError;
 use crate::time::Timestamp;
 
@@ -37,7 +37,8 @@ pub(crate) struct SegmentStats {
 /// for the next valid one (as verification does), so records after damage are counted and
 /// each damaged stretch is returned. An incomplete last frame with nothing readable after it
 /// (a write in progress beside a live writer, or a torn tail the next writer quarantines)
-/// is neither counted nor damage.
+/// is neither counted nor damage. A segment of a newer format is refused with
+/// [`Error::UnsupportedFormat`].
 pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
     let path = dir.join(segment_file_name(id));
     let file = super::open_regular(&path).map_err(|e| Error::io("open segment", &path, e))?;
@@ -55,6 +56,14 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
         damage: Vec::new(),
     };
     let io = |e| Error::io("read segment", &path, e);
+    // A newer format is not counted as v1 frames (every byte would read as damage): the
+    // stats fail naming the file. Any other header is not looked at (verify's job).
+    if len >= SEGMENT_HEADER_LEN as u64
+        && let Err(e) = SegmentHeader::decode(win.get(0, SEGMENT_HEADER_LEN).map_err(io)?)
+        && e.needs_newer_reader()
+    {
+        return Err(Error::decode(&path, None, e));
+    }
     let mut off = SEGMENT_HEADER_LEN as u64;
     let mut max_seq = None;
     while off < len {

@@ -54,6 +54,10 @@ pub enum FindingKind {
     /// Checkpoints were given, but none for this org: its truncation or rollback goes
     /// unseen (a warning).
     NoCheckpoint,
+    /// A segment, index or checkpoint of a newer format than this build reads (a higher
+    /// format version, or incompatible flags it does not know): nothing in it was
+    /// verified, so verification fails; verify with a newer auditlog.
+    UnsupportedFormat,
 }
 
 /// What a finding suggests happened.
@@ -69,6 +73,9 @@ pub enum Class {
     Tampering,
     /// Worth a look, not proof of anything.
     Anomaly,
+    /// Written in a newer format than this build reads: not evidence of anything, but
+    /// nothing in it was verified.
+    Unsupported,
 }
 
 /// Whether a finding fails verification.
@@ -88,6 +95,7 @@ impl FindingKind {
         match self {
             TornTail => Class::CrashDamage,
             ChecksumCorruption => Class::Corruption,
+            UnsupportedFormat => Class::Unsupported,
             TimestampAnomaly | UnexpectedFile | QuarantinedData | NoCheckpoint => Class::Anomaly,
             _ => Class::Tampering,
         }

@@ -8,6 +8,7 @@ use super::report::{Finding, FindingKind as K};
 use crate::crypto::{self, Hash, KeyProvider, Signers};
 use crate::entry;
 use crate::event::OrgId;
+use crate::format::DecodeErrorKind;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::index::{
     INDEX_TRAILER_LEN, IndexEntry, IndexHead, KeyFields, MARK_UNKNOWN, TermProbe,
@@ -59,6 +60,10 @@ pub(crate) struct SegmentOutcome {
     pub io_error: Option<crate::error::Error>,
     /// The largest seq of a readable record.
     pub max_seq: Option<u64>,
+    /// Its header is of a newer format than this build reads: nothing in it (nor its
+    /// index) was verified, and links and checkpoints into it cannot be followed (the
+    /// `unsupported_format` finding is the error).
+    pub unsupported: bool,
 }
 
 /// How to check a segment.
@@ -145,6 +150,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         torn_only: false,
         io_error: None,
         max_seq: None,
+        unsupported: false,
     };
     // The index before the segment's length: an index never covers bytes not yet written, so
     // a length taken after reading it is at least what it covers, even while a live writer
@@ -190,6 +196,23 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         .unwrap_or_default();
     let header = match SegmentHeader::decode(&head_bytes) {
         Ok(h) => Some(h),
+        // A newer format: its records cannot be told from damage by this build, so none
+        // is read (and its index, which describes them, is not either).
+        Err(e) if e.needs_newer_reader() => {
+            f.push(
+                Finding::new(
+                    K::UnsupportedFormat,
+                    c.path,
+                    format!(
+                        "segment header: {e}; nothing in this segment or its index was verified: verify it with a newer auditlog"
+                    ),
+                )
+                .at(0, SEGMENT_HEADER_LEN as u64),
+            );
+            out.unsupported = true;
+            out.findings = f.finish();
+            return out;
+        }
         Err(e) if len < SEGMENT_HEADER_LEN as u64 && c.latest && !c.live => {
             f.push(
                 Finding::new(
@@ -561,6 +584,17 @@ const COMPARE_GROUP_BLOCKS: u64 = 1024;
 /// Reads the whole file, in pieces; only called once the index has failed to decode.
 /// `None` if the file cannot be read now (treated as absent, like any unreadable index).
 fn index_crc_fails(file: &File, len: u64) -> Option<bool> {
+    index_crc_check(file, len, false)
+}
+
+/// Whether the index is a v1 index whose format version rotted: its CRC fails as stored
+/// but holds with the version (bytes 8..10) put back to 1. `None` as [`index_crc_fails`].
+fn index_version_rotted(file: &File, len: u64) -> Option<bool> {
+    Some(index_crc_check(file, len, false)? && !index_crc_check(file, len, true)?)
+}
+
+/// [`index_crc_fails`] as stored, or (`restore`) with bytes 8..10 put back to version 1.
+fn index_crc_check(file: &File, len: u64, restore: bool) -> Option<bool> {
     use std::os::unix::fs::FileExt;
     let Some(crc_at) = len.checked_sub(INDEX_TRAILER_LEN as u64) else {
         return Some(true);
@@ -572,6 +606,15 @@ fn index_crc_fails(file: &File, len: u64) -> Option<bool> {
         let n = usize::try_from(crc_at - at).map_or(buf.len(), |r| r.min(buf.len()));
         let piece = buf.get_mut(..n)?;
         file.read_exact_at(piece, at).ok()?;
+        if restore && at == 0 {
+            for (b, v) in piece
+                .iter_mut()
+                .skip(8)
+                .zip(crate::format::FORMAT_VERSION.to_le_bytes())
+            {
+                *b = v;
+            }
+        }
         crc.update(piece);
         at += n as u64;
     }
@@ -600,8 +643,28 @@ fn check_index(
             Err(e) => {
                 // Bytes that fail the index's CRC are corruption, as in a segment (bit rot,
                 // or a change that did not fix the CRC), whatever part of the decoder noticed
-                // first; a CRC-valid index that is malformed was made so.
-                let (kind, what) = if index_crc_fails(&file, ilen)? {
+                // first; a CRC-valid index that is malformed was made so. A newer format
+                // (FORMAT.md §9) is neither: a version above this build's, unless the CRC
+                // holds with the version put back to 1 (a v1 index whose version rotted);
+                // unknown incompatible flags under a CRC that holds.
+                let newer = match &e {
+                    Rejected::Decode(d) => match d.kind {
+                        DecodeErrorKind::UnsupportedVersion { .. } if d.needs_newer_reader() => {
+                            !index_version_rotted(&file, ilen)?
+                        }
+                        DecodeErrorKind::UnknownIncompatibleFlags { .. } => {
+                            !index_crc_fails(&file, ilen)?
+                        }
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                let (kind, what) = if newer {
+                    (
+                        K::UnsupportedFormat,
+                        "index of a newer format, not verified (verify it with a newer auditlog)",
+                    )
+                } else if index_crc_fails(&file, ilen)? {
                     (K::ChecksumCorruption, "index fails its CRC")
                 } else {
                     (K::IndexMismatch, "index does not decode")
