@@ -452,17 +452,35 @@ fn check_links(
     report: &mut Report,
 ) {
     let path_of = |id: SegmentId| org_dir.join(segment_file_name(id));
-    let mut by_ordinal: BTreeMap<u32, SegmentId> = BTreeMap::new();
+    // Each ordinal's holder: of segments sharing an ordinal, the one whose header names
+    // its own file (a copy or a renamed file names another: its `misfiled` finding), else
+    // the first. The others are reported, each on its own file: the evidence is there, and
+    // the links of the segments after them are checked against the holder.
+    let mut claims: BTreeMap<u32, Vec<SegmentId>> = BTreeMap::new();
     for (id, o) in outcomes {
         let Some(h) = &o.header else { continue };
-        if let Some(other) = by_ordinal.insert(h.ordinal, *id) {
+        claims.entry(h.ordinal).or_default().push(*id);
+    }
+    let mut by_ordinal: BTreeMap<u32, SegmentId> = BTreeMap::new();
+    for (&ord, ids) in &claims {
+        let in_place = |id: &SegmentId| {
+            outcomes
+                .get(id)
+                .and_then(|o| o.header.as_ref())
+                .is_some_and(|h| h.id == *id)
+        };
+        let Some(&holder) = ids.iter().find(|id| in_place(id)).or(ids.first()) else {
+            continue;
+        };
+        by_ordinal.insert(ord, holder);
+        for id in ids.iter().filter(|id| **id != holder) {
             report.findings.push(
                 Finding::new(
                     FindingKind::LinkMismatch,
                     path_of(*id),
                     format!(
-                        "segment {id} has ordinal {} like segment {other}",
-                        h.ordinal
+                        "segment {id} has creation ordinal {ord} like segment {holder} ({})",
+                        path_of(holder).display()
                     ),
                 )
                 .at(96, 4),
@@ -490,9 +508,10 @@ fn check_links(
                     ord - 1
                 ),
             };
+            // The evidence is this segment's ordinal.
             report
                 .findings
-                .push(Finding::new(FindingKind::MissingSegment, path_of(id), what));
+                .push(Finding::new(FindingKind::MissingSegment, path_of(id), what).at(96, 4));
         }
         next_expected = ord.saturating_add(1);
     }
@@ -518,26 +537,36 @@ fn check_links(
                 .at(120, 48),
             ),
             (Some(link), _) => {
-                check_link(link, &path, 120, outcomes, org_dir, report);
-                let expected_prev = by_ordinal.get(&(h.ordinal - 1));
-                if expected_prev.is_some_and(|p| *p != link.segment) {
-                    report.findings.push(
+                match by_ordinal.get(&(h.ordinal - 1)) {
+                    // The link names another segment than the one created before this one:
+                    // the evidence is this link (the segment it names is not this one's
+                    // predecessor, so its chain proves nothing about it).
+                    Some(p) if *p != link.segment => report.findings.push(
                         Finding::new(
                             FindingKind::LinkMismatch,
                             &path,
                             format!(
-                                "links to {} as its predecessor, but ordinal {} is {}",
+                                "links to segment {} ({}) as its predecessor, but the segment of creation ordinal {} is {} ({})",
                                 link.segment,
+                                path_of(link.segment).display(),
                                 h.ordinal - 1,
-                                expected_prev.map(|p| p.to_string()).unwrap_or_default()
+                                p,
+                                path_of(*p).display()
                             ),
                         )
                         .at(120, 48),
-                    );
+                    ),
+                    _ => check_link(link, &path, 120, outcomes, org_dir, report),
                 }
             }
         }
-        if let Some(link) = &h.continues {
+        // A continuation link to another part than the one before is `check_continuation`'s
+        // finding, on this file; the part it names is not the one continued, so its chain
+        // proves nothing about it.
+        if let Some(link) = &h.continues
+            && id.part.checked_sub(1) == Some(link.segment.part)
+            && link.segment.month == id.month
+        {
             check_link(link, &path, 168, outcomes, org_dir, report);
         }
         check_continuation(*id, h, &path, outcomes, report);
@@ -605,13 +634,38 @@ fn check_link(
 ) {
     let target_path = org_dir.join(segment_file_name(link.segment));
     match outcomes.get(&link.segment) {
+        // The evidence is the link, in the linking file.
         None => report.findings.push(
             Finding::new(
                 FindingKind::MissingSegment,
-                &target_path,
-                format!("{} links to segment {} (held {} records then), which is missing", path.display(), link.segment, link.count),
-            ),
+                path,
+                format!(
+                    "links to segment {} (held {} records then), but {} is missing: it was deleted",
+                    link.segment,
+                    link.count,
+                    target_path.display()
+                ),
+            )
+            .at(field_at, 48),
         ),
+        // The file under the linked name holds another segment (its `misfiled` finding):
+        // the link cannot be followed into it, and the file is not short of records.
+        Some(t) if t.header.as_ref().is_some_and(|h| h.id != link.segment) => {
+            let holds = t.header.as_ref().map(|h| h.id.to_string()).unwrap_or_default();
+            report.findings.push(
+                Finding::new(
+                    FindingKind::LinkMismatch,
+                    path,
+                    format!(
+                        "links to segment {} ({} records), but {} holds segment {holds} (its header says so): files were swapped, renamed or copied",
+                        link.segment,
+                        link.count,
+                        target_path.display()
+                    ),
+                )
+                .at(field_at, 48),
+            );
+        }
         Some(t) => match t.heads.get(&link.count) {
             Some(h) if *h == link.head => {}
             Some(h) => report.findings.push(
@@ -619,8 +673,8 @@ fn check_link(
                     FindingKind::LinkMismatch,
                     path,
                     format!(
-                        "links to segment {} at {} records with chain hash {}, but that segment's chain there is {h}: it was swapped or rewritten",
-                        link.segment, link.count, link.head
+                        "links to segment {} at {} records with chain hash {}, but the chain of {} there is {h}: it was swapped or rewritten",
+                        link.segment, link.count, link.head, target_path.display()
                     ),
                 )
                 .at(field_at, 48),
