@@ -209,19 +209,39 @@ fn a_segment_copied_as_a_continuation_part_is_reported() {
     fix_header_crc(&mut bytes);
     std::fs::write(seg.with_file_name("2026-03.1.seg"), &bytes).unwrap();
     let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
-    for blocks in [4096, 1] {
-        let (v, e, _) = all(log
+    for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
+        let mut q = log
             .query(&org("org-000"))
             .since(at(150))
             .until(at(155))
-            .plan_blocks(blocks));
+            .plan_blocks(blocks);
+        if reverse {
+            q = q.reverse();
+        }
+        let (v, e, s) = all(q);
         let found = integrity(&e);
         assert!(
             found.iter().any(|(_, k)| k.starts_with("ChainBreak")),
             "{} events, errors {found:?}",
             v.len()
         );
+        // The copies are authentic but not where the chain leads: withheld, so each event
+        // comes back once, from part 0.
+        assert_placed_once(&v, 150..155, reverse);
+        assert!(v.iter().all(|x| x.part == 0), "{v:?}");
+        assert_eq!(s.withheld, 5, "reverse {reverse}, blocks {blocks}");
     }
+}
+
+/// `v` holds exactly the events of seqs `want`, each once, in time order (reversed if
+/// `reverse`).
+#[track_caller]
+fn assert_placed_once(v: &[VerifiedEvent], want: std::ops::Range<u64>, reverse: bool) {
+    let mut seqs: Vec<u64> = v.iter().map(|x| x.seq).collect();
+    if reverse {
+        seqs.reverse();
+    }
+    assert_eq!(seqs, want.collect::<Vec<_>>(), "reverse {reverse}");
 }
 
 #[test]
@@ -256,14 +276,93 @@ fn records_copied_past_the_end_of_a_segment_are_reported() {
         if reverse {
             q = q.reverse();
         }
-        let (v, e, _) = all(q);
+        let (v, e, s) = all(q);
+        let found = integrity(&e);
+        assert!(!found.is_empty(), "the copies' first link is reported");
+        // Each event once: the copies are withheld (and counted).
+        assert_placed_once(&v, 150..155, reverse);
+        assert_eq!(s.withheld, 5, "reverse {reverse}, blocks {blocks}");
+    }
+}
+
+#[test]
+fn records_copied_after_garbage_past_the_end_are_withheld() {
+    // Unreadable bytes, then copies: after the damage a record is placed only if its seq
+    // is past every seq before it, which no copy's is.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    let (_, seg) = write(dir.path(), &keys, 300, true);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let recs = records(&bytes);
+    let copies: Vec<u8> = (150..155)
+        .flat_map(|k| bytes[recs[k].off..recs[k].end()].to_vec())
+        .collect();
+    bytes.extend_from_slice(&[0x5a; 200]);
+    bytes.extend_from_slice(&copies);
+    std::fs::write(&seg, &bytes).unwrap();
+    for drop_index in [false, true] {
+        if drop_index {
+            std::fs::remove_file(seg.with_extension("idx")).unwrap();
+        }
+        let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+        for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
+            let mut q = log
+                .query(&org("org-000"))
+                .since(at(150))
+                .until(at(155))
+                .plan_blocks(blocks);
+            if reverse {
+                q = q.reverse();
+            }
+            let (v, e, s) = all(q);
+            assert!(
+                e.iter().any(|x| matches!(x, Error::Corrupt { .. })),
+                "the garbage is reported: {e:?}"
+            );
+            assert_placed_once(&v, 150..155, reverse);
+            // With the index the walk of its tail starts at the garbage, and reads the
+            // copies after it; without, the walk resumes after damage only at a seq past
+            // the ones before, so the copies are part of the damaged stretch.
+            let copies_read = if drop_index { 0 } else { 5 };
+            assert_eq!(
+                s.withheld, copies_read,
+                "index {}, reverse {reverse}",
+                !drop_index
+            );
+        }
+    }
+}
+
+#[test]
+fn without_an_index_an_altered_record_costs_that_record_only() {
+    // The break after an altered record (its tag fails, the seqs go on) is that record's
+    // doing: the records after it are placed and returned, forward and in reverse.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000"]);
+    let (_, seg) = write(dir.path(), &keys, 300, true);
+    std::fs::remove_file(seg.with_extension("idx")).unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let r = records(&bytes)[120];
+    let b = resource_id_byte(&bytes, r);
+    change_ascii(&mut bytes[b]);
+    fix_crc(&mut bytes, r.off);
+    std::fs::write(&seg, &bytes).unwrap();
+    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
+        let mut q = log.query(&org("org-000")).plan_blocks(blocks);
+        if reverse {
+            q = q.reverse();
+        }
+        let (v, e, s) = all(q);
         let found = integrity(&e);
         assert!(
-            v.len() == 5 || !found.is_empty(),
-            "reverse {reverse}, blocks {blocks}: {} events and no error",
-            v.len()
+            found
+                .iter()
+                .any(|(s, k)| *s == Some(120) && k.starts_with("TagMismatch"))
         );
-        assert!(!found.is_empty(), "the copies' first link is reported");
+        assert_eq!(v.len(), 299, "reverse {reverse}, blocks {blocks}");
+        assert!(v.iter().all(|x| x.seq != 120));
+        assert_eq!(s.withheld, 0);
     }
 }
 

@@ -8,10 +8,18 @@
 //! - record checks (a failure replaces the record by an error item): CRC and framing, the
 //!   record's month, its time inside the block's bounds, the HMAC tag (verified mode), and,
 //!   when the event is decoded, its personal-data commitments;
-//! - link checks (a failure adds an error item; the record itself is still authentic and is
-//!   returned): consecutive seqs and `prev_hash` = chain hash of the record before, inside a
-//!   block; across blocks the consumer checks the seams (see `Cursor`), and a block after a
-//!   skipped stretch must start with the seq the signed index gives its first record.
+//! - link checks (a failure adds an error item): consecutive seqs and `prev_hash` = chain
+//!   hash of the record before, inside a block; across blocks the consumer checks the seams
+//!   (see `Cursor`), and a block after a skipped stretch must start with the seq the signed
+//!   index gives its first record. In a verified query a record that fails them cannot be
+//!   placed in the chain, nor can the records after it up to the next signed anchor (a
+//!   block the signed index starts with a seq it names): they are withheld, not returned,
+//!   though authentic (a copy of an authentic record passes its tag). Two failures do not
+//!   unplace: a chain break with the seqs going on, right after a record whose tag fails
+//!   (that altered record's doing), and the gap after unreadable bytes when the next
+//!   record's seq is past every seq before them. A signed block's records must also have
+//!   seqs inside its signed range. So each placed record's seq is one no other placed
+//!   record of the segment has: copies are never returned beside their originals.
 //!
 //! One exception: when the signed index's user marks (FORMAT.md §3.3) name the only records
 //! of a block that can be the queried user's (`Block::pick`), the others are passed over
@@ -27,7 +35,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::plan::{Block, Ctx, Round, Source};
+use super::plan::{Block, Ctx, Expect, Round, Source};
 use crate::crypto::{self, Hash, KeyId, Signer, Signers};
 use crate::error::{Error, IntegrityKind};
 use crate::format::index::KeyFields;
@@ -139,6 +147,12 @@ pub(crate) struct BlockOut {
     pub records: u64,
     /// Records passed over unchecked (see the module's documentation).
     pub passed: u64,
+    /// Verified mode: no link fault or unreadable bytes after its first record, so its
+    /// records are placed in the chain if its first one is (the consumer decides that).
+    pub placed_end: bool,
+    /// Matches not returned: they follow a fault in this block (or the block is
+    /// [`Block::withheld`]), so they cannot be placed in the chain.
+    pub withheld: u64,
 }
 
 /// What reading one batch found.
@@ -212,6 +226,8 @@ pub(crate) fn run_batch(
             })],
             records: 0,
             passed: 0,
+            placed_end: false,
+            withheld: 0,
         });
         return out;
     }
@@ -256,6 +272,8 @@ pub(crate) fn run_batch(
                 items: vec![Item::Err(Error::io("read segment", &src.path, e))],
                 records: 0,
                 passed: 0,
+                placed_end: false,
+                withheld: 0,
             });
             return out;
         }
@@ -288,7 +306,28 @@ fn run_block(
         items: Vec::new(),
         records: 0,
         passed: 0,
+        placed_end: true,
+        withheld: 0,
     };
+    // Verified mode: whether the record at hand is placed in the chain, given that the
+    // block's first one is (the consumer decides that). A copy of an authentic record
+    // passes its tag; only its link shows it is not where the chain leads. So after a
+    // broken link no record of the block is placed, unless the break is the doing of an
+    // altered record just before (its tag fails) and the seqs go on; after unreadable
+    // bytes, only from a record whose seq is past every seq before them. Records of a
+    // signed block must also have seqs inside its signed range. Unplaced records are read
+    // and checked, not returned.
+    let mut placed = !(ctx.verify && block.withheld);
+    let signed_from = match block.expect {
+        Expect::Seq(n) | Expect::SeqPrev(n, _) => Some(n),
+        Expect::Nothing => None,
+    };
+    let signed_to = signed_from
+        .zip(block.records)
+        .map(|(n, c)| n.saturating_add(c));
+    let mut floor = signed_from;
+    let mut after_damage = false;
+    let mut prev_failed = false;
     let pick = block.pick.as_deref();
     let mut picked = 0usize;
     let path = &src.path;
@@ -315,6 +354,7 @@ fn run_block(
                     source,
                 }));
                 out.broken = true;
+                after_damage = true;
                 head = None;
                 next_seq = None;
                 let mut win = MemWindow {
@@ -347,7 +387,8 @@ fn run_block(
                 kind,
             })
         };
-        // Link checks: reported, the record stays.
+        // Link checks: reported; in verified mode the record and the rest of the block are
+        // withheld (not placed in the chain).
         if let Some(expected) = next_seq
             && expected != seq
         {
@@ -355,6 +396,7 @@ fn run_block(
                 expected,
                 found: seq,
             }));
+            placed &= !ctx.verify;
         } else if let Some(expected) = head
             && expected != fields.prev
         {
@@ -362,7 +404,18 @@ fn run_block(
                 expected,
                 found: fields.prev,
             }));
+            placed &= !ctx.verify || prev_failed;
         }
+        if ctx.verify {
+            if after_damage && floor.is_none_or(|f| seq < f) {
+                placed = false;
+            }
+            if signed_from.is_some_and(|f| seq < f) || signed_to.is_some_and(|t| seq >= t) {
+                placed = false;
+            }
+        }
+        after_damage = false;
+        floor = Some(floor.map_or(seq, |f| f.max(seq)).max(seq.saturating_add(1)));
         let chosen = pick.is_none_or(|p| p.binary_search(&seq).is_ok());
         picked += usize::from(chosen && pick.is_some());
         out.passed += u64::from(!chosen);
@@ -394,6 +447,13 @@ fn run_block(
         }
         head = hash;
         next_seq = Some(seq.saturating_add(1));
+        prev_failed = matches!(
+            problem,
+            Some(Item::Err(Error::Integrity {
+                kind: IntegrityKind::TagMismatch { .. } | IntegrityKind::UnknownKey { .. },
+                ..
+            }))
+        );
         if let Some(p) = problem {
             out.items.push(p);
             off += len;
@@ -417,7 +477,9 @@ fn run_block(
             } else {
                 true
             };
-            if matched {
+            if matched && !placed {
+                out.withheld += 1;
+            } else if matched {
                 let payload = Payload::Raw(Arc::clone(buf), rel(off) as u32);
                 out.items.push(Item::Match(Match {
                     ts,
@@ -472,6 +534,7 @@ fn run_block(
         out.items.push(mismatch(out.first, what));
     }
     out.last = next_seq.map(|n| (n, head));
+    out.placed_end = placed;
     out
 }
 

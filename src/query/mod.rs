@@ -397,6 +397,10 @@ pub struct QueryStats {
     pub peak_waiting_bytes: u64,
     /// Matches spilled (given up and read again) to stay within the buffer limit.
     pub spilled: u64,
+    /// Matches a verified query did not return because it could not place them in the
+    /// chain: they follow a broken link or unreadable bytes (reported as error items) with
+    /// no signed anchor in between (FORMAT.md §7; ARCHITECTURE.md, "Checks").
+    pub withheld: u64,
 }
 
 /// Where the reading of one side of a block boundary left off, per segment.
@@ -408,6 +412,9 @@ struct Seam {
     seq: u64,
     /// Forward: the chain hash it must link to; reverse: the prev_hash of the record after.
     hash: Option<Hash>,
+    /// Forward, verified: the record before the boundary is placed in the chain, so a
+    /// record linked to it is too.
+    placed: bool,
 }
 
 struct MonthRun {
@@ -659,8 +666,16 @@ impl Cursor {
                 seq: Some(seq),
                 kind,
             };
-            // The block's first record against what comes before it.
+            // The block's first record against what comes before it. In a verified query
+            // its records are returned only if it is placed in the chain: linked to a placed
+            // record just before it (forward, across the seam), or where its planned
+            // expectation puts it (a signed anchor: the genesis, an index entry's seq or the
+            // index head; or, in a hint pass, the chain followed from one, which the pass
+            // judged: `Block::withheld`, `Block::explained`).
+            let mut placed_start = true;
             if let Some((seq, prev)) = bo.first {
+                let via_seam = matches!(seam, Some(s) if !reverse && s.at == block.start);
+                let mut fault = false;
                 let expect: Option<(u64, Option<Hash>)> = match seam {
                     Some(s) if !reverse && s.at == block.start => {
                         // A block read with user marks may not have hashed its last record;
@@ -679,6 +694,7 @@ impl Cursor {
                 };
                 if let Some((n, h)) = expect {
                     if n != seq {
+                        fault = true;
                         self.errors.push_back(link_err(
                             block.start,
                             seq,
@@ -690,6 +706,7 @@ impl Cursor {
                     } else if let Some(h) = h
                         && h != prev
                     {
+                        fault = true;
                         self.errors.push_back(link_err(
                             block.start,
                             seq,
@@ -700,7 +717,17 @@ impl Cursor {
                         ));
                     }
                 }
+                let anchored = match block.expect {
+                    // Only a verified hint pass plans this, after unreadable bytes, having
+                    // checked the record's seq against the ones before them.
+                    Expect::Nothing => block.records.is_none(),
+                    Expect::Seq(n) => n == seq,
+                    Expect::SeqPrev(n, h) => n == seq && (h == prev || block.explained),
+                };
+                let linked = via_seam && !fault && seam.is_some_and(|s| s.placed);
+                placed_start = anchored || linked;
             }
+            placed_start = !self.ctx.verify || (placed_start && !block.withheld);
             // Reverse: the block's last record against the first of the block after it.
             if reverse
                 && let (Some(s), Some((next_seq, hash))) = (seam, bo.last)
@@ -736,19 +763,23 @@ impl Cursor {
                         at: block.start,
                         seq,
                         hash: Some(prev),
+                        placed: true,
                     })
                 } else {
                     bo.last.map(|(seq, hash)| Seam {
                         at: block.end,
                         seq,
                         hash,
+                        placed: placed_start && bo.placed_end,
                     })
                 };
             }
+            self.stats.withheld += bo.withheld;
             for item in bo.items {
                 match item {
                     Item::Err(e) => self.errors.push_back(e),
-                    Item::Match(m) => matches.push(m),
+                    Item::Match(m) if placed_start => matches.push(m),
+                    Item::Match(_) => self.stats.withheld += 1,
                 }
             }
         }

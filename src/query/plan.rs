@@ -112,6 +112,16 @@ pub(crate) struct Block {
     /// The seqs, in order, of the only records that may match: those the signed index's
     /// user marks (FORMAT.md §3.3) give to the queried user. `None`: any record may.
     pub pick: Option<Vec<u64>>,
+    /// A verified hint pass cannot place this block's records in the chain: a broken link
+    /// that no altered record explains came before its first record or is at it, or its
+    /// first record follows unreadable bytes with a seq not past every seq before them (no
+    /// signed anchor follows in unindexed bytes). Its records are read and checked, none
+    /// is returned.
+    pub withheld: bool,
+    /// A verified hint pass found its first record's broken link explained: the record
+    /// before it fails its tag (it was altered) and the seqs go on, so the first record is
+    /// placed all the same.
+    pub explained: bool,
 }
 
 /// The next blocks of a month in the order they are read, and where reading may stop.
@@ -919,7 +929,7 @@ struct HintGroup {
     stop: u64,
     /// The walk's state at `start`.
     expect: Expect,
-    max_seq: Option<u64>,
+    at: WalkAt,
     /// Blocks (damage blocks not counted) and their time envelope.
     blocks: u64,
     lo: Timestamp,
@@ -1104,9 +1114,9 @@ impl Stream {
             self.src,
             (from, to),
             vouched,
-            (expect, None),
+            (expect, WalkAt::starting(expect)),
             HintCheck::new(ctx, self.month).as_mut(),
-            &mut |b, max_seq| {
+            &mut |b, at| {
                 if groups.last().is_none_or(|g| g.count >= per_group) {
                     if groups.len() as u64 >= ROUND_GROUPS {
                         kept = None;
@@ -1115,7 +1125,7 @@ impl Stream {
                         start: b.start,
                         stop: b.start,
                         expect: b.expect,
-                        max_seq,
+                        at,
                         blocks: 0,
                         lo: Timestamp(i64::MAX),
                         hi: Timestamp(i64::MIN),
@@ -1224,6 +1234,8 @@ fn load_group(
                     records: Some(last_seq.saturating_sub(e.seq)),
                     damage: None,
                     pick,
+                    withheld: false,
+                    explained: false,
                 });
             };
             match marked {
@@ -1263,7 +1275,7 @@ fn load_group(
                 src,
                 (hg.start, hg.stop),
                 *vouched,
-                (hg.expect, hg.max_seq),
+                (hg.expect, hg.at),
                 HintCheck::new(ctx, *month).as_mut(),
                 &mut |b, _| keep(b),
             );
@@ -1346,11 +1358,40 @@ impl<'a> HintCheck<'a> {
     }
 }
 
+/// Where a hint walk stands before a block: noted per group, so that the group can be
+/// walked again from its start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WalkAt {
+    /// The highest seq before.
+    pub max_seq: Option<u64>,
+    /// Verified walks: a broken link that no altered record explains, or a record after
+    /// unreadable bytes below `floor`, came before: every later block is
+    /// [`Block::withheld`].
+    pub faulted: bool,
+    /// Verified walks: past every seq walked so far (and at least the first seq the walk
+    /// expected). After unreadable bytes the next record is placed only at or above it.
+    pub floor: u64,
+}
+
+impl WalkAt {
+    /// The state at the start of a walk whose first record must be `expect`.
+    fn starting(expect: Expect) -> WalkAt {
+        WalkAt {
+            max_seq: None,
+            faulted: false,
+            floor: match expect {
+                Expect::Seq(n) | Expect::SeqPrev(n, _) => n,
+                Expect::Nothing => 0,
+            },
+        }
+    }
+}
+
 /// The block a walk is building.
 struct OpenHint {
     block: Block,
-    /// The highest seq before the block.
-    max_seq: Option<u64>,
+    /// The walk's state before the block.
+    at: WalkAt,
     /// A record of the block failed its link to the one before (verified walks only).
     unlinked: bool,
     /// The key id, chain hash and tag of the block's last record (verified walks only).
@@ -1363,7 +1404,7 @@ impl OpenHint {
     /// last one's tag verifying, which vouches for the whole block's bytes through the
     /// chain. Otherwise the block spans the whole month, so that a query of any range reads
     /// it and reports what is wrong with it.
-    fn finish(self, check: Option<&mut HintCheck<'_>>) -> (Block, Option<u64>) {
+    fn finish(self, check: Option<&mut HintCheck<'_>>) -> (Block, WalkAt) {
         let mut b = self.block;
         if let Some(c) = check {
             let authentic = !self.unlinked
@@ -1375,7 +1416,7 @@ impl OpenHint {
                 b.hi = b.hi.max(c.month.1);
             }
         }
-        (b, self.max_seq)
+        (b, self.at)
     }
 }
 
@@ -1392,41 +1433,63 @@ impl OpenHint {
 /// `prev_hash` against the record before, and each block's last tag. Each block then
 /// expects what the chain says must precede it (so a block read after a skipped one still
 /// has its link checked), and a block that is not proven authentic spans its whole month
-/// (see [`OpenHint::finish`]).
+/// (see [`OpenHint::finish`]). Every block after the first broken link or unreadable bytes
+/// is [`Block::withheld`]: nothing signed places its records in the chain (`start`'s last
+/// item says whether such a fault came before `from`).
 fn walk(
     win: &mut FileWindow,
     src: usize,
     (from, to): (u64, u64),
     vouched: u64,
-    start: (Expect, Option<u64>),
+    start: (Expect, WalkAt),
     mut check: Option<&mut HintCheck<'_>>,
-    sink: &mut dyn FnMut(Block, Option<u64>),
+    sink: &mut dyn FnMut(Block, WalkAt),
 ) -> std::io::Result<()> {
     let end = win.end();
     let stop = to.min(end);
     let mut off = from;
     let mut cur: Option<OpenHint> = None;
-    let (mut expect, mut max_seq) = start;
-    // Verified walks: what the next record must be, from the chain so far.
+    let (mut expect, mut at) = start;
+    // Verified walks: what the next record must be, from the chain so far (nothing known
+    // after unreadable bytes: a walk of a verified query starts at an anchor otherwise).
     let mut link = start.0;
+    let mut after_damage = link == Expect::Nothing;
+    // Verified walks: the key id, chain hash and tag of the record before, which explains
+    // a broken link after it when its tag fails (it was altered).
+    let mut prev: Option<(KeyId, Hash, Tag)> = None;
     let mut next_boundary = 0u64;
     while off < stop {
         let (damage, incomplete) = match win.frame(off)? {
             Ok(rec) => {
                 let (ts, seq, len) = (rec.fields.occurred_at, rec.fields.seq, rec.len());
                 let mut unlinked = false;
+                let mut explained = false;
                 let mut last = None;
                 let before = link;
-                if check.is_some() {
+                if let Some(c) = check.as_deref_mut() {
                     let hash = crypto::chain_hash(rec.chained_bytes());
+                    let seq_ok = match link {
+                        Expect::SeqPrev(n, _) | Expect::Seq(n) => seq == n,
+                        Expect::Nothing => true,
+                    };
                     unlinked = match link {
                         Expect::SeqPrev(n, h) => seq != n || rec.fields.prev != h,
                         Expect::Seq(n) => seq != n,
                         Expect::Nothing => false,
                     };
+                    // Placement (see `Block::withheld`): a chain break where the seqs go on,
+                    // right after a record whose tag fails, is that altered record's doing.
+                    explained = unlinked
+                        && seq_ok
+                        && prev.is_some_and(|(id, h, t)| !c.tags.authentic(id, &h, &t));
+                    if (unlinked && !explained) || (after_damage && seq < at.floor) {
+                        at.faulted = true;
+                    }
                     link = Expect::SeqPrev(seq.saturating_add(1), hash);
                     last = Some((rec.fields.key_id, hash, rec.tag));
+                    prev = last;
                 }
+                after_damage = false;
                 match &mut cur {
                     Some(o) if off < next_boundary => {
                         o.block.end = off + len;
@@ -1450,10 +1513,12 @@ fn walk(
                             records: None,
                             damage: None,
                             pick: None,
+                            withheld: check.is_some() && at.faulted,
+                            explained,
                         };
                         cur = Some(OpenHint {
                             block: b,
-                            max_seq,
+                            at,
                             unlinked,
                             last,
                         });
@@ -1461,7 +1526,8 @@ fn walk(
                         next_boundary = (off / HINT_INTERVAL + 1) * HINT_INTERVAL;
                     }
                 }
-                max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+                at.max_seq = Some(at.max_seq.map_or(seq, |m| m.max(seq)));
+                at.floor = at.floor.max(seq.saturating_add(1));
                 off += len;
                 continue;
             }
@@ -1476,7 +1542,7 @@ fn walk(
                 true,
             ),
         };
-        let next = scan::resync(win, off + 1, max_seq)?;
+        let next = scan::resync(win, off + 1, at.max_seq)?;
         if incomplete && next.is_none() && off >= vouched {
             break;
         }
@@ -1495,8 +1561,12 @@ fn walk(
             records: None,
             damage: Some(damage),
             pick: None,
+            withheld: check.is_some() && at.faulted,
+            explained: false,
         };
-        sink(b, max_seq);
+        sink(b, at);
+        after_damage = true;
+        prev = None;
         expect = Expect::Nothing;
         // Past damage the chain cannot be followed: what comes next is not known.
         link = Expect::Nothing;
@@ -1612,9 +1682,11 @@ mod tests {
         );
         // One that does not decode is not used: every record is read from the segment
         // itself, and the one finding is that its first record is not the seq its header
-        // names. (Trusted, it would have the tail expected at seq 7 + u64::MAX - 3.)
+        // names. (Trusted, it would have the tail expected at seq 7 + u64::MAX - 3.) No
+        // record is returned: none is where the header (the genesis) places the chain's
+        // start, and no signed anchor follows in the unindexed segment.
         let (events, errs) = query_with(u64::MAX - 3);
-        assert_eq!(events, 12, "{errs:#?}");
+        assert_eq!(events, 0, "{errs:#?}");
         assert!(
             matches!(
                 errs.as_slice(),
