@@ -63,6 +63,7 @@ pub enum FindingKind {
 /// What a finding suggests happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Class {
     /// What a crash leaves: a torn tail.
     CrashDamage,
