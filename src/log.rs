@@ -967,6 +967,13 @@ impl Iterator for Scan {
                 self.current = None;
             }
             let path = self.paths.next()?;
+            // A segment being created (its header not complete yet) has no records; queries
+            // pass it over the same way.
+            if std::fs::metadata(&path)
+                .is_ok_and(|m| m.is_file() && m.len() < SEGMENT_HEADER_LEN as u64)
+            {
+                continue;
+            }
             match SegmentReader::open(&path, Arc::clone(&self.keys)) {
                 Ok(r) => self.current = Some(r),
                 Err(e) => return Some(Err(e)),

@@ -391,12 +391,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 let options = auditlog::verify::CheckpointOptions { accept_damage };
                 match auditlog::verify::make_checkpoint_with(dir, &org, &keys, &options) {
                     Ok(cp) => writeln!(out, "{}", serde_json::to_string(&cp)?)?,
-                    // A finding: refuse this org, go on with the others.
+                    // A finding, or no key to sign with: refuse this org, go on with the
+                    // others.
                     Err(
-                        e @ auditlog::Error::Integrity {
+                        e @ (auditlog::Error::Integrity {
                             kind: auditlog::IntegrityKind::FailsVerification { .. },
                             ..
-                        },
+                        }
+                        | auditlog::Error::Key { .. }),
                     ) => {
                         out.flush()?;
                         warn(format_args!("auditlog: org {org}: {e}"));

@@ -60,6 +60,9 @@ pub(crate) struct SegmentOutcome {
     pub io_error: Option<crate::error::Error>,
     /// The largest seq of a readable record.
     pub max_seq: Option<u64>,
+    /// The most records the unreadable bytes before the segment's end could have held (a
+    /// torn tail not counted): how far damage can explain a count that falls short.
+    pub hidden_max: u64,
     /// Its header is of a newer format than this build reads: nothing in it (nor its
     /// index) was verified, and links and checkpoints into it cannot be followed (the
     /// `unsupported_format` finding is the error).
@@ -150,6 +153,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         torn_only: false,
         io_error: None,
         max_seq: None,
+        hidden_max: 0,
         unsupported: false,
     };
     // The index before the segment's length: an index never covers bytes not yet written, so
@@ -350,6 +354,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                         if let Some(x) = cmp.as_mut() {
                             x.damage(off, end);
                         }
+                        out.hidden_max = out
+                            .hidden_max
+                            .saturating_add((end - off) / u64::from(MIN_FRAME_LEN));
                         let why = match e {
                             Some(FrameError::Corrupt(d)) => d.to_string(),
                             Some(FrameError::Incomplete { needed, .. }) => {
