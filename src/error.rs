@@ -301,6 +301,24 @@ pub enum Error {
         max: u64,
     },
 
+    /// Recovery of a month had to put bytes or a report in the org's `quarantine/`, and
+    /// that entry is not a directory (a symbolic link, whatever it points to, a regular
+    /// file...). Recovery never writes evidence through a link it did not create, nor
+    /// anywhere else: it stopped before changing anything of the month, whose appends fail
+    /// with this error until the entry is moved away and the log reopened. Other months and
+    /// orgs go on.
+    #[error(
+        "org {org}: {path} is {found}, not a directory; recovery does not write evidence through it and stopped before changing the month (move it away and reopen the log); nothing was written"
+    )]
+    QuarantineUnusable {
+        /// The org.
+        org: String,
+        /// The `quarantine` entry.
+        path: PathBuf,
+        /// What it is instead of a directory.
+        found: &'static str,
+    },
+
     /// No such org in the log.
     #[error("unknown org {org}: the log has no directory for it")]
     UnknownOrg {
@@ -355,7 +373,8 @@ impl Error {
 
     /// From [`crate::Log::append`] or [`crate::Log::append_batch`]: whether the call was
     /// refused before anything was written, for one of its events (invalid, too large, no
-    /// signing key, a frozen month, seqs or segment numbers used up). Appending the events
+    /// signing key, a frozen month, seqs or segment numbers used up, a `quarantine` recovery
+    /// cannot use). Appending the events
     /// before the refused one again cannot duplicate them. Any other error may come after
     /// some records reached the disk.
     pub fn is_refusal(&self) -> bool {
@@ -367,6 +386,7 @@ impl Error {
                 | Error::MonthFrozen { .. }
                 | Error::SeqExhausted { .. }
                 | Error::SegmentNumberExhausted { .. }
+                | Error::QuarantineUnusable { .. }
         )
     }
 }

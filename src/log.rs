@@ -26,10 +26,11 @@ use crate::entry::{self, SealedEvent};
 use crate::error::{Error, Result};
 use crate::event::{Event, OrgId, VerifiedEvent};
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentLink};
+use crate::segment::quarantine::Quarantine;
 use crate::segment::read::SegmentReader;
 use crate::segment::recover::{self, Recovered};
 use crate::segment::scan::{self, DamageCause, FileWindow, IndexBuilder, Tally};
-use crate::segment::writer::{Parked, Receipt, SegmentWriter, write_atomically};
+use crate::segment::writer::{Parked, Receipt, SegmentWriter};
 use crate::segment::{
     DirSync, DirsToSync, FileStamp, cold_file_name, fsync_dir, parse_segment_file_name,
     segment_file_name,
@@ -1369,7 +1370,7 @@ impl Inner {
         };
         if let Ok(json) = serde_json::to_vec_pretty(&action) {
             let name = format!("{}.damage.json", segment_file_name(id));
-            write_atomically(&recover::quarantine_dir(&org.dir)?.join(name), &json)?;
+            Quarantine::open(&org.dir, &org.id)?.write_report(&name, &json)?;
         }
         let w = self.create(org, segs, header)?;
         seal(&path);

@@ -4,6 +4,7 @@
 //! recovery in another process, and a mapped file that shrinks kills its reader with SIGBUS.
 
 pub(crate) mod index_file;
+pub(crate) mod quarantine;
 pub mod read;
 pub(crate) mod recover;
 pub(crate) mod scan;

@@ -11,11 +11,12 @@
 //!   vouches for.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::quarantine::Quarantine;
 use super::scan::{self, DamageCause, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
-use super::{FileStamp, fsync_dir, index_file, index_file_name, segment_file_name};
+use super::{FileStamp, index_file, index_file_name, segment_file_name};
 use crate::crypto::{self, Hash, KeyProvider};
 use crate::error::{Error, Result};
 use crate::event::OrgId;
@@ -23,9 +24,6 @@ use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::index::IndexHead;
 use crate::format::record::FrameError;
 use crate::format::{DecodeError, DecodeErrorKind};
-
-/// Name of the per-org directory that receives quarantined bytes.
-pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// What recovery found in one segment.
 pub(crate) enum Recovered {
@@ -349,7 +347,7 @@ pub(crate) fn recover(
         let vouched = authentic_index(dir, org, id, keys)?;
         if len <= SEGMENT_HEADER_LEN as u64 && vouched.is_none() {
             drop(win);
-            let moved_to = quarantine_whole(dir, &path)?;
+            let moved_to = quarantine_whole(dir, org, &path)?;
             return Ok(Recovered::NoHeader { moved_to });
         }
         let tally = Tally {
@@ -521,7 +519,7 @@ pub(crate) fn recover(
         .filter(|t| !sealed && t.start >= indexed_len)
         .cloned()
     {
-        let moved_to = quarantine_tail(dir, &path, &file, torn.start, torn.end)?;
+        let moved_to = quarantine_tail(dir, org, &path, &file, torn.start, torn.end)?;
         return Ok(Recovered::Ready {
             header,
             genesis,
@@ -558,76 +556,20 @@ fn sync_damaged(file: &File, path: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync segment", path, e))
 }
 
-/// The org directory `dir`'s `quarantine/`, created if need be, its entry durable.
-pub(crate) fn quarantine_dir(dir: &Path) -> Result<PathBuf> {
-    let q = dir.join(QUARANTINE_DIR);
-    if !q.exists() {
-        fs::create_dir(&q).map_err(|e| Error::io("create quarantine directory", &q, e))?;
-    }
-    // Every time, not only when created here: a process killed before this fsync left a
-    // directory that exists and may still vanish in a power loss (quarantining is rare).
-    fsync_dir(dir)?;
-    Ok(q)
-}
-
-fn quarantine_path(dir: &Path, name: &str) -> Result<PathBuf> {
-    let q = quarantine_dir(dir)?;
-    let mut candidate = q.join(name);
-    let mut n = 1;
-    while candidate.exists() {
-        candidate = q.join(format!("{name}.{n}"));
-        n += 1;
-    }
-    Ok(candidate)
-}
-
-/// Bytes [`quarantine_tail`] holds at a time, whatever the size of the tail.
-const COPY_CHUNK: u64 = 1 << 20;
-
 /// Copies `[start, end)` of `file` into quarantine and makes it durable, then truncates the
 /// segment to `start` and makes that durable. The copy is durable before the cut.
-///
-/// The copy goes through one buffer of [`COPY_CHUNK`] bytes: a torn tail can be any length
-/// (a crash under `Never` can leave a file extended over data that never reached the disk,
-/// and a hand-extended file is sparse and costs nothing to make), so memory must not
-/// depend on it. Chunks of zeros are left as holes of the copy (same bytes, read back as
-/// zeros), so a sparse tail does not fill the disk either.
-fn quarantine_tail(dir: &Path, path: &Path, file: &File, start: u64, end: u64) -> Result<PathBuf> {
-    use std::os::unix::fs::FileExt;
-    let name = format!(
-        "{}.torn-at-{start}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("segment")
-    );
-    let dest = quarantine_path(dir, &name)?;
-    let out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(&dest)
-        .map_err(|e| Error::io("create quarantine file", &dest, e))?;
-    let len = end.saturating_sub(start);
-    let mut buf = vec![0u8; COPY_CHUNK.min(len) as usize];
-    let mut done = 0;
-    while done < len {
-        let n = COPY_CHUNK.min(len - done) as usize;
-        let chunk = buf.get_mut(..n).unwrap_or_default();
-        file.read_exact_at(chunk, start + done)
-            .map_err(|e| Error::io("read torn tail", path, e))?;
-        if chunk.iter().any(|&b| b != 0) {
-            out.write_all_at(chunk, done)
-                .map_err(|e| Error::io("write quarantine file", &dest, e))?;
-        }
-        done += n as u64;
-    }
-    // The length, including a trailing run of zeros never written.
-    out.set_len(len)
-        .and_then(|()| out.sync_all())
-        .map_err(|e| Error::io("write quarantine file", &dest, e))?;
-    if let Some(q) = dest.parent() {
-        fsync_dir(q)?;
-    }
+fn quarantine_tail(
+    dir: &Path,
+    org: &OrgId,
+    path: &Path,
+    file: &File,
+    start: u64,
+    end: u64,
+) -> Result<PathBuf> {
+    let name = format!("{}.torn-at-{start}", file_name(path));
+    let q = Quarantine::open(dir, org)?;
+    let dest = q.copy_in(file, path, start, end.saturating_sub(start), &name)?;
+    q.sync()?;
     file.set_len(start)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io("truncate segment", path, e))?;
@@ -635,18 +577,14 @@ fn quarantine_tail(dir: &Path, path: &Path, file: &File, start: u64, end: u64) -
 }
 
 /// Moves a whole file into quarantine (a segment that never got a complete header).
-fn quarantine_whole(dir: &Path, path: &Path) -> Result<PathBuf> {
-    let name = format!(
-        "{}.partial-header",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("segment")
-    );
-    let dest = quarantine_path(dir, &name)?;
-    fs::rename(path, &dest).map_err(|e| Error::io("move to quarantine", path, e))?;
-    if let Some(q) = dest.parent() {
-        fsync_dir(q)?;
-    }
-    fsync_dir(dir)?;
-    Ok(dest)
+fn quarantine_whole(dir: &Path, org: &OrgId, path: &Path) -> Result<PathBuf> {
+    let name = file_name(path);
+    Quarantine::open(dir, org)?.move_in(&name, &format!("{name}.partial-header"))
+}
+
+/// The last component of a path of the log (always UTF-8: names the log gave).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "segment".into())
 }

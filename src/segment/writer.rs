@@ -733,14 +733,9 @@ impl SegmentWriter {
     }
 }
 
-/// Writes `bytes` to `path` via a temporary file, fsync and rename, then fsyncs the directory.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically_with(path, DirSync::Now, |sink| sink(bytes))
-}
-
-/// Like [`write_atomically`], with the bytes handed piece by piece by `fill` to the sink it
-/// is given (buffered writes to the temporary file), and the directory fsynced as `dir_sync`
-/// says.
+/// Writes the bytes `fill` hands piece by piece to the sink it is given (buffered writes to
+/// a temporary file) to `path`: temporary file, fsync, rename, then the directory fsynced as
+/// `dir_sync` says.
 pub(crate) fn write_atomically_with(
     path: &Path,
     dir_sync: DirSync<'_>,

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentId};
 use crate::log::LOCK_FILE;
-use crate::segment::recover::QUARANTINE_DIR;
+use crate::segment::quarantine::QUARANTINE_DIR;
 use crate::segment::{parse_segment_file_name, segment_file_name};
 use crate::time::Timestamp;
 use segment::{SegmentCheck, SegmentOutcome, verify_segment};
