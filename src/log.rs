@@ -1302,7 +1302,7 @@ impl Inner {
     /// `first_seq` one more than the largest seq it holds or its index vouched for,
     /// `continues` naming its last readable record. Recovery made the damaged file durable
     /// before it returned. In this order, so that a crash or a failure at any point leaves
-    /// a state the next recovery finishes: the damage report (replaced if there is one),
+    /// a state the next recovery finishes: the damage report (a new one beside any earlier),
     /// the continuation (header and directory entry durable), then the damaged file sealed
     /// read-only. Before the continuation exists, the damaged part is still the month's
     /// latest part, unsealed, and is found damaged again; after, the continuation is the
@@ -1369,8 +1369,14 @@ impl Inner {
             continuation: org.dir.join(segment_file_name(next)),
         };
         if let Ok(json) = serde_json::to_vec_pretty(&action) {
-            let name = format!("{}.damage.json", segment_file_name(id));
-            Quarantine::open(&org.dir, &org.id)?.write_report(&name, &json)?;
+            // `<name>.damage.json`, or `<name>.damage.<n>.json` past the reports of earlier
+            // continuations of the same part: none is ever replaced.
+            let seg = segment_file_name(id);
+            let name_of = |n: u32| match n {
+                0 => format!("{seg}.damage.json"),
+                n => format!("{seg}.damage.{n}.json"),
+            };
+            Quarantine::open(&org.dir, &org.id)?.write_report(&name_of, &json)?;
         }
         let w = self.create(org, segs, header)?;
         seal(&path);

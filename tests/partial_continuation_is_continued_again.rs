@@ -230,3 +230,46 @@ fn a_continuation_whose_header_rots_is_continued_and_the_log_opens() {
     assert_eq!(fs::read(&p1).unwrap(), b);
     assert!(d.path().join(ORG).join("2026-01.2.seg").exists());
 }
+
+/// Continuing a part a second time (its continuation lost its header in a crash) writes a
+/// second damage report beside the first: it used to rewrite `damage.json`, and nothing
+/// recovery wrote as evidence may be overwritten.
+#[test]
+fn a_part_continued_again_keeps_its_first_damage_report() {
+    let d = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    log.append_batch(&january(10, 1)).unwrap();
+    log.close().unwrap();
+    let seg = d.path().join(ORG).join("2026-01.seg");
+    let recs = support::records(&fs::read(&seg).unwrap());
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[recs[3].off + 100] ^= 0x20;
+    fs::write(&seg, &bytes).unwrap();
+    // Without an index the damage is found at open: part 1 is created, nothing appended.
+    fs::remove_file(d.path().join(ORG).join("2026-01.idx")).unwrap();
+    Log::open(d.path(), opts(&keys)).unwrap().close().unwrap();
+    let q = d.path().join(ORG).join("quarantine");
+    let first = fs::read(q.join("2026-01.seg.damage.json")).unwrap();
+    // The crash: part 1 created, its header never written (so no index of it either);
+    // part 0 not yet sealed.
+    let p1 = d.path().join(ORG).join("2026-01.1.seg");
+    fs::write(&p1, b"").unwrap();
+    fs::remove_file(d.path().join(ORG).join("2026-01.1.idx")).unwrap();
+    fs::set_permissions(&seg, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let report = log.recovery_report();
+    assert_eq!(log.append(&january(1, 9)[0]).unwrap().seq, 10);
+    log.close().unwrap();
+    check_continued_again(d.path(), &keys, &report, &bytes);
+    assert_eq!(
+        fs::read(q.join("2026-01.seg.damage.json")).unwrap(),
+        first,
+        "the first report was overwritten"
+    );
+    let second = fs::read(q.join("2026-01.seg.damage.1.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&second).unwrap();
+    assert_eq!(v["action"], "segment_sealed");
+    assert!(!q.join("2026-01.seg.damage.2.json").exists());
+}

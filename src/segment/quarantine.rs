@@ -183,11 +183,17 @@ impl Quarantine {
         Err(no_free_name(&self.path.join(dest)))
     }
 
-    /// Writes `bytes` as the report `name`: through a temporary file, fsynced, then renamed
-    /// over any report of that name, and the directory fsynced. A crash leaves a whole
+    /// Writes `bytes` as a new report named `name_of(0)`, or `name_of(1)`, … if taken:
+    /// through a temporary file, fsynced, then renamed in without replacing anything, and the
+    /// directory fsynced. An earlier report is never overwritten; a crash leaves a whole
     /// report or none (and perhaps a `.*.tmp*` file, which nothing reads).
-    pub(crate) fn write_report(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
-        let tmp_of = |n: u32| numbered(&format!(".{name}.tmp.{}", std::process::id()), n);
+    pub(crate) fn write_report(
+        &self,
+        name_of: &dyn Fn(u32) -> String,
+        bytes: &[u8],
+    ) -> Result<PathBuf> {
+        let base = name_of(0);
+        let tmp_of = |n: u32| numbered(&format!(".{base}.tmp.{}", std::process::id()), n);
         let (tmp, tmp_path) = self.create_with(&tmp_of, 0o444)?;
         let tmp_name = tmp_path
             .file_name()
@@ -197,16 +203,38 @@ impl Quarantine {
             .write_all_at(bytes, 0)
             .and_then(|()| tmp.sync_all())
             .map_err(|e| Error::io("write quarantine file", &tmp_path, e))
-            .and_then(|()| {
-                rustix::fs::renameat(&self.dir, tmp_name.as_str(), &self.dir, name)
-                    .map_err(|e| Error::io("rename in quarantine", self.path.join(name), e.into()))
-            });
+            .and_then(|()| self.rename_within(&tmp_name, name_of));
         if placed.is_err() {
             let _ = rustix::fs::unlinkat(&self.dir, tmp_name.as_str(), AtFlags::empty());
         }
-        placed?;
+        let dest = placed?;
         self.sync()?;
-        Ok(self.path.join(name))
+        Ok(dest)
+    }
+
+    /// Renames `from` (in quarantine) to the first free name of `name_of(0)`, `name_of(1)`…
+    fn rename_within(&self, from: &str, name_of: &dyn Fn(u32) -> String) -> Result<PathBuf> {
+        for n in 0..MAX_NAMES {
+            let to = name_of(n);
+            match rustix::fs::renameat_with(
+                &self.dir,
+                from,
+                &self.dir,
+                to.as_str(),
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => return Ok(self.path.join(to)),
+                Err(Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        "rename in quarantine",
+                        self.path.join(from),
+                        e.into(),
+                    ));
+                }
+            }
+        }
+        Err(no_free_name(&self.path.join(name_of(0))))
     }
 }
 
@@ -350,13 +378,29 @@ mod tests {
         assert!(!root.path().join("nowhere").exists());
         assert_eq!(std::fs::read(q.path().join("x.2")).unwrap(), b"other");
 
-        // A report replaces a link at its name, never writes through it.
+        // Reports: never over an earlier one, nor through a link.
         symlink(&outside, q.path().join("r.json")).unwrap();
-        let r = q.write_report("r.json", b"report").unwrap();
-        assert_eq!(r, q.path().join("r.json"));
-        assert_eq!(std::fs::read(&r).unwrap(), b"report");
-        assert!(!std::fs::symlink_metadata(&r).unwrap().is_symlink());
+        let name_of = |n: u32| {
+            if n == 0 {
+                "r.json".to_string()
+            } else {
+                format!("r.{n}.json")
+            }
+        };
+        let a = q.write_report(&name_of, b"first").unwrap();
+        let b = q.write_report(&name_of, b"second").unwrap();
+        assert_eq!(
+            (a.clone(), b.clone()),
+            (q.path().join("r.1.json"), q.path().join("r.2.json"))
+        );
+        assert_eq!(std::fs::read(&a).unwrap(), b"first");
+        assert_eq!(std::fs::read(&b).unwrap(), b"second");
         assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+        assert!(
+            std::fs::symlink_metadata(q.path().join("r.json"))
+                .unwrap()
+                .is_symlink()
+        );
 
         // Moves: never over anything.
         std::fs::write(org_dir.join("seg"), b"moved").unwrap();
