@@ -253,6 +253,19 @@ pub enum RecoveryAction {
         /// Why.
         error: String,
     },
+    /// A segment's index could not be checked (the key provider lacks the key its tag
+    /// names, or failed), so it may be signed evidence, and recovery was about to rebuild
+    /// over it: it was first copied, byte for byte, into quarantine, where it can be
+    /// checked once the key is found. (An index the segment contradicts, shorter or with
+    /// another header, is not rebuilt at all: the segment is sealed and continued.)
+    IndexKeptAside {
+        /// The index file (rebuilt since).
+        file: PathBuf,
+        /// Why it could not be checked.
+        reason: String,
+        /// Its copy.
+        copied_to: PathBuf,
+    },
     /// A sidecar index was missing, stale or failed its check and was rebuilt.
     IndexRebuilt {
         /// The segment.
@@ -1225,6 +1238,7 @@ impl Inner {
                     tally,
                     torn,
                     index_rebuilt,
+                    index_kept,
                 } => {
                     let path = org.dir.join(segment_file_name(id));
                     if let Some(part) = id.part.checked_sub(1) {
@@ -1238,6 +1252,13 @@ impl Inner {
                         w.index_is_current();
                     }
                     let mut report = self.report.lock();
+                    if let Some(k) = index_kept {
+                        report.push(RecoveryAction::IndexKeptAside {
+                            file: k.index,
+                            reason: k.reason,
+                            copied_to: k.copied_to,
+                        });
+                    }
                     if let Some(t) = torn {
                         report.push(RecoveryAction::TornTailQuarantined {
                             file: path.clone(),

@@ -551,6 +551,17 @@ pub(crate) fn read(
     )?)
 }
 
+/// Checks the index file `file` as [`read`] does, except that it is returned whatever became
+/// of its tag ([`Checked::tag`]): recovery reads an index whose key is missing as possibly
+/// authentic.
+pub(crate) fn read_unauthenticated(
+    file: File,
+    org: &OrgId,
+    keys: &dyn KeyProvider,
+) -> Result<Checked, Rejected> {
+    read_with(file, org, Some(keys), Want::default())
+}
+
 /// `checked` if its tag verified, else why not.
 fn authentic(checked: Checked) -> Result<Checked, Rejected> {
     match &checked.tag {

@@ -35,6 +35,9 @@ pub(crate) enum Recovered {
         tally: Tally,
         torn: Option<TornTail>,
         index_rebuilt: Option<String>,
+        /// An index that could not be checked (its key is missing), copied to quarantine
+        /// before the writer rebuilds over it.
+        index_kept: Option<IndexKept>,
     },
     /// The file held only a partial header (a crash while creating it); it was moved to
     /// quarantine and the segment does not exist any more.
@@ -48,6 +51,17 @@ pub(crate) enum Recovered {
         /// readable or not).
         seq_floor: u64,
     },
+}
+
+/// An index copied to quarantine before it is rebuilt over.
+#[derive(Clone, Debug)]
+pub(crate) struct IndexKept {
+    /// The index file.
+    pub index: PathBuf,
+    /// Why it could not be checked.
+    pub reason: String,
+    /// Its copy.
+    pub copied_to: PathBuf,
 }
 
 /// A torn tail that was moved aside.
@@ -117,37 +131,97 @@ fn check_describes(
     Ok(())
 }
 
-/// The header of an index of segment `id` whose tag verifies with a key of `org`, whatever
-/// the segment holds now; `None` if there is none or it is not authentic (then it is no
-/// evidence of anything, and recovery ignores it as before). `Err` if it exists but cannot
-/// be read (permissions, I/O): it may be the evidence of records since lost, so recovery
-/// of the segment stops there rather than rebuild over it or move the segment unread.
-fn authentic_index(
+/// What an index file of segment `id` is evidence of, whatever the segment holds now.
+enum IndexEvidence {
+    /// Nothing: absent, not a regular file, malformed, describing another segment, or its
+    /// tag does not verify (recovery ignores and rebuilds it, FORMAT.md §3).
+    None,
+    /// Its tag verifies with a key of the org.
+    Authentic(IndexHead),
+    /// Well formed and naming this segment, but its tag could not be checked: the key
+    /// provider lacks the key it names, or failed. It may be authentic (the key may turn up,
+    /// or be restored), so recovery reads it as if it were wherever that is the safe
+    /// reading (what it vouches for was durable; its seqs were issued) and never rebuilds
+    /// over it without a copy.
+    KeyMissing { head: IndexHead, why: String },
+}
+
+impl IndexEvidence {
+    /// The header of an index that is, or may be, authentic.
+    fn vouching(&self) -> Option<&IndexHead> {
+        match self {
+            IndexEvidence::None => None,
+            IndexEvidence::Authentic(head) | IndexEvidence::KeyMissing { head, .. } => Some(head),
+        }
+    }
+}
+
+/// Reads the index of segment `id` for what it is evidence of ([`IndexEvidence`]). `Err` if
+/// it exists but cannot be read (permissions, I/O): it may be the evidence of records since
+/// lost, so recovery of the segment stops there rather than rebuild over it or move the
+/// segment unread.
+fn index_evidence(
     dir: &Path,
     org: &OrgId,
     id: SegmentId,
     keys: &dyn KeyProvider,
-) -> Result<Option<IndexHead>> {
+) -> Result<IndexEvidence> {
     use std::io::ErrorKind;
     let path = dir.join(index_file_name(id));
     let file = match super::open_regular(&path) {
         Ok(f) => f,
         // Absent, or not a regular file (nothing a writer made).
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput) => {
-            return Ok(None);
+            return Ok(IndexEvidence::None);
         }
         Err(e) => return Err(Error::io("read index", &path, e)),
     };
-    match index_file::read(file, org, keys, None) {
-        Ok(checked) => {
-            Ok((&checked.head.org == org && checked.head.segment == id).then_some(checked.head))
+    match index_file::read_unauthenticated(file, org, keys) {
+        Ok(checked) if &checked.head.org == org && checked.head.segment == id => {
+            Ok(match checked.tag {
+                index_file::TagCheck::Verified => IndexEvidence::Authentic(checked.head),
+                index_file::TagCheck::UnknownKey(why) => IndexEvidence::KeyMissing {
+                    head: checked.head,
+                    why,
+                },
+                index_file::TagCheck::Mismatch | index_file::TagCheck::NotChecked => {
+                    IndexEvidence::None
+                }
+            })
         }
+        Ok(_) => Ok(IndexEvidence::None),
         // A file shorter than its own counts is malformed, not unreadable.
         Err(index_file::Rejected::Io(e)) if e.kind() != ErrorKind::UnexpectedEof => {
             Err(Error::io("read index", &path, e))
         }
-        Err(_) => Ok(None),
+        Err(_) => Ok(IndexEvidence::None),
     }
+}
+
+/// Copies the index of segment `id`, byte for byte, into quarantine before recovery
+/// rebuilds over it: its tag names a key the key provider lacks (`why`), so it may be
+/// signed evidence that can be checked once the key is found.
+fn keep_index(dir: &Path, org: &OrgId, id: SegmentId, why: String) -> Result<IndexKept> {
+    let index = dir.join(index_file_name(id));
+    let file = super::open_regular(&index).map_err(|e| Error::io("read index", &index, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat index", &index, e))?
+        .len();
+    let q = Quarantine::open(dir, org)?;
+    let copied_to = q.copy_in(
+        &file,
+        &index,
+        0,
+        len,
+        &format!("{}.key-missing", index_file_name(id)),
+    )?;
+    q.sync()?;
+    Ok(IndexKept {
+        index,
+        reason: why,
+        copied_to,
+    })
 }
 
 /// Where segment `id` (its header, if readable, and its length `file_len`) contradicts what
@@ -344,7 +418,8 @@ pub(crate) fn recover(
         // durable: then a missing or unreadable header is not a crash during creation, and
         // the seqs it vouches for were issued. One that cannot be read might say so: the
         // segment is then left as it is.
-        let vouched = authentic_index(dir, org, id, keys)?;
+        let evidence = index_evidence(dir, org, id, keys)?;
+        let vouched = evidence.vouching();
         if len <= SEGMENT_HEADER_LEN as u64 && vouched.is_none() {
             drop(win);
             let moved_to = quarantine_whole(dir, org, &path)?;
@@ -380,7 +455,7 @@ pub(crate) fn recover(
             },
         );
         let mut seq_floor = 0;
-        if let Some(index) = &vouched {
+        if let Some(index) = vouched {
             outcome.damage.extend(contradicted(index, None, len));
             seq_floor = seqs_vouched(index);
         }
@@ -400,6 +475,9 @@ pub(crate) fn recover(
     // An authentic index of this segment that the file contradicts (its header is another,
     // or it is shorter than the index covers): bytes that were durable are gone or changed.
     let mut evidence: Option<(IndexHead, Vec<DamageRange>)> = None;
+    // An index of this segment whose key is missing and that the file does not contradict:
+    // copied to quarantine before the writer rebuilds over it.
+    let mut unchecked: Option<String> = None;
     let (start, tally, index_rebuilt) =
         match read_index(dir, org, &header, &genesis, len, keys, Some(dir)) {
             Ok(checked) => {
@@ -460,10 +538,16 @@ pub(crate) fn recover(
             Err(why) => {
                 // An index that exists but cannot be read (permissions, I/O) may be the
                 // evidence of records since lost: it is not rebuilt over unread.
-                if let Some(index) = authentic_index(dir, org, id, keys)? {
-                    let damage = contradicted(&index, Some((&header, &genesis)), len);
+                // One whose key is missing may be authentic: read as if it were.
+                let found = index_evidence(dir, org, id, keys)?;
+                if let Some(index) = found.vouching() {
+                    let damage = contradicted(index, Some((&header, &genesis)), len);
                     if !damage.is_empty() {
-                        evidence = Some((index, damage));
+                        evidence = Some((index.clone(), damage));
+                    } else if let IndexEvidence::KeyMissing { head, why } = found {
+                        // What it vouches for was durable and issued (see `indexed`).
+                        indexed = Some((head.covered_len, head.record_count));
+                        unchecked = Some(format!("index {why}"));
                     }
                 }
                 (
@@ -503,6 +587,10 @@ pub(crate) fn recover(
             file.sync_data()
                 .map_err(|e| Error::io("fsync segment", &path, e))?;
         }
+        let index_kept = match unchecked {
+            Some(why) => Some(keep_index(dir, org, id, why)?),
+            None => None,
+        };
         return Ok(Recovered::Ready {
             header,
             genesis,
@@ -510,6 +598,7 @@ pub(crate) fn recover(
             tally: outcome.tally,
             torn: None,
             index_rebuilt,
+            index_kept,
         });
     }
     // Damage inside the indexed range is not a torn tail: those bytes were durable.
@@ -519,6 +608,10 @@ pub(crate) fn recover(
         .filter(|t| !sealed && t.start >= indexed_len)
         .cloned()
     {
+        let index_kept = match unchecked {
+            Some(why) => Some(keep_index(dir, org, id, why)?),
+            None => None,
+        };
         let moved_to = quarantine_tail(dir, org, &path, &file, torn.start, torn.end)?;
         return Ok(Recovered::Ready {
             header,
@@ -531,6 +624,7 @@ pub(crate) fn recover(
                 moved_to,
             }),
             index_rebuilt,
+            index_kept,
         });
     }
     // Seqs the index vouches for were issued even if their records are now unreadable
