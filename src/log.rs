@@ -1313,6 +1313,12 @@ impl Inner {
                     outcome,
                     seq_floor,
                 } => {
+                    if let Some(part) = id.part.checked_sub(1) {
+                        // `id` exists, so the part before it was continued: sealed, even
+                        // if a crash came between `id`'s creation and the sealing and `id`
+                        // is itself found damaged now, before it was ever resumed.
+                        seal(&org.dir.join(segment_file_name(SegmentId { month, part })));
+                    }
                     return self.continue_damaged(org, segs, id, header, &outcome, seq_floor);
                 }
             }
@@ -1327,7 +1333,7 @@ impl Inner {
     /// the continuation (header and directory entry durable), then the damaged file sealed
     /// read-only. Before the continuation exists, the damaged part is still the month's
     /// latest part, unsealed, and is found damaged again; after, the continuation is the
-    /// latest and seals the part before it when resumed.
+    /// latest and seals the part before it when it is recovered (resumed or damaged).
     fn continue_damaged(
         &self,
         org: &Org,

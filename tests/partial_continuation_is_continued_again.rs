@@ -273,3 +273,45 @@ fn a_part_continued_again_keeps_its_first_damage_report() {
     assert_eq!(v["action"], "segment_sealed");
     assert!(!q.join("2026-01.seg.damage.2.json").exists());
 }
+
+/// A crash between a continuation's creation and the sealing of the part it continues leaves
+/// that part writable; resuming the continuation seals it. If the continuation is itself
+/// found damaged before it is resumed, the part before it must be sealed all the same (it
+/// stayed writable for good).
+#[test]
+fn the_part_before_a_damaged_continuation_is_sealed() {
+    let d = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    log.append_batch(&january(10, 1)).unwrap();
+    log.close().unwrap();
+    let seg = d.path().join(ORG).join("2026-01.seg");
+    let mut bytes = fs::read(&seg).unwrap();
+    let recs = support::records(&bytes);
+    bytes[recs[3].off + 100] ^= 0x20;
+    fs::write(&seg, &bytes).unwrap();
+    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    assert_eq!(log.append_batch(&january(3, 7)).unwrap()[0].seq, 10);
+    log.close().unwrap();
+    // The crash before the sealing: part 0 writable again.
+    fs::set_permissions(&seg, fs::Permissions::from_mode(0o644)).unwrap();
+    // Part 1 is damaged in its middle before anything resumes it.
+    let p1 = d.path().join(ORG).join("2026-01.1.seg");
+    let mut b1 = fs::read(&p1).unwrap();
+    let recs1 = support::records(&b1);
+    b1[recs1[0].off + 100] ^= 0x20;
+    fs::write(&p1, &b1).unwrap();
+
+    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    assert_eq!(log.append(&january(1, 9)[0]).unwrap().seq, 13);
+    log.close().unwrap();
+    assert!(d.path().join(ORG).join("2026-01.2.seg").exists());
+    for part in [&seg, &p1] {
+        assert_eq!(
+            fs::metadata(part).unwrap().permissions().mode() & 0o777,
+            0o444,
+            "{} is not sealed",
+            part.display()
+        );
+    }
+}
