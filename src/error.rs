@@ -319,6 +319,24 @@ pub enum Error {
         found: &'static str,
     },
 
+    /// A continuation part's header is unreadable (and neither its records nor an index of
+    /// it name its seqs), and the part it continues is missing: nothing on disk tells which
+    /// seqs the month issued before it, so none is issued rather than any reissued. Recovery
+    /// of the month changes nothing and its appends fail with this error until the missing
+    /// part is restored (or the month's parts are moved away to start it afresh); other
+    /// months and orgs go on.
+    #[error(
+        "org {org} segment {segment}: its header is unreadable and {missing}, the part it continues, is missing, so the seqs the month issued cannot be known and none is issued (restore the missing part); nothing was written"
+    )]
+    ContinuedPartMissing {
+        /// The org.
+        org: String,
+        /// The headerless part (`YYYY-MM.part`).
+        segment: String,
+        /// The missing part's file.
+        missing: PathBuf,
+    },
+
     /// No such org in the log.
     #[error("unknown org {org}: the log has no directory for it")]
     UnknownOrg {
@@ -374,7 +392,7 @@ impl Error {
     /// From [`crate::Log::append`] or [`crate::Log::append_batch`]: whether the call was
     /// refused before anything was written, for one of its events (invalid, too large, no
     /// signing key, a frozen month, seqs or segment numbers used up, a `quarantine` recovery
-    /// cannot use). Appending the events
+    /// cannot use, a month whose issued seqs cannot be known). Appending the events
     /// before the refused one again cannot duplicate them. Any other error may come after
     /// some records reached the disk.
     pub fn is_refusal(&self) -> bool {
@@ -387,6 +405,7 @@ impl Error {
                 | Error::SeqExhausted { .. }
                 | Error::SegmentNumberExhausted { .. }
                 | Error::QuarantineUnusable { .. }
+                | Error::ContinuedPartMissing { .. }
         )
     }
 }

@@ -1326,7 +1326,8 @@ impl Inner {
     }
 
     /// Continues the damaged segment `id` (the latest part of its month) in part n+1:
-    /// `first_seq` one more than the largest seq it holds or its index vouched for,
+    /// `first_seq` past every seq it may have issued (recovery's `seq_floor`: its readable
+    /// seqs, its index's, room for records in its unreadable end),
     /// `continues` naming its last readable record. Recovery made the damaged file durable
     /// before it returned. In this order, so that a crash or a failure at any point leaves
     /// a state the next recovery finishes: the damage report (a new one beside any earlier),

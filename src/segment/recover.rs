@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::index::IndexHead;
-use crate::format::record::FrameError;
+use crate::format::record::{FrameError, MIN_FRAME_LEN};
 use crate::format::{DecodeError, DecodeErrorKind};
 
 /// What recovery found in one segment.
@@ -46,9 +46,10 @@ pub(crate) enum Recovered {
     Damaged {
         header: Option<SegmentHeader>,
         outcome: ScanOutcome,
-        /// No seq below this was left unissued: the continuation's `first_seq` is at least
-        /// this (the header's `first_seq`, and past every seq an authentic index vouches for,
-        /// readable or not).
+        /// Past every seq the part may have issued: the continuation's `first_seq` is at
+        /// least this (the header's `first_seq`, past every seq readable or vouched for by
+        /// an index that is or may be authentic, and room for records in its unreadable
+        /// end; for a headerless part without records or index, from the part before it).
         seq_floor: u64,
     },
 }
@@ -421,6 +422,12 @@ pub(crate) fn recover(
         let evidence = index_evidence(dir, org, id, keys)?;
         let vouched = evidence.vouching();
         if len <= SEGMENT_HEADER_LEN as u64 && vouched.is_none() {
+            // The month is then continued from the part before (FORMAT.md §6 step 1): if
+            // that is gone, nothing tells which seqs were issued, and this file must stay,
+            // so that every later recovery stops here too rather than start the month anew.
+            if let Some(before) = id.part.checked_sub(1) {
+                continued_part(dir, org, id, before)?;
+            }
             drop(win);
             let moved_to = quarantine_whole(dir, org, &path)?;
             return Ok(Recovered::NoHeader { moved_to });
@@ -454,10 +461,24 @@ pub(crate) fn recover(
                 }),
             },
         );
-        let mut seq_floor = 0;
+        // Its first seq is gone with the header. Its readable records, or an index of it,
+        // are past every seq of the part before; without either, the part before says
+        // where this one began (as the continuation of it this file must be).
+        let base = match (outcome.tally.max_seq, vouched) {
+            (Some(m), _) => m.saturating_add(1),
+            (None, Some(index)) => seqs_vouched(index),
+            (None, None) => match id.part.checked_sub(1) {
+                Some(before) => seqs_through(dir, org, id, before, keys, interval)?,
+                None => 0,
+            },
+        };
+        let known_end = vouched
+            .map_or(0, |i| i.covered_len)
+            .max(outcome.tally.valid_end);
+        let mut seq_floor = base.saturating_add(unreadable_room(len, known_end));
         if let Some(index) = vouched {
             outcome.damage.extend(contradicted(index, None, len));
-            seq_floor = seqs_vouched(index);
+            seq_floor = seq_floor.max(seqs_vouched(index));
         }
         sync_damaged(&win.into_file(), &path)?;
         return Ok(Recovered::Damaged {
@@ -471,7 +492,7 @@ pub(crate) fn recover(
     // Fast path: trust a valid index for the prefix it covers after a CRC walk of it.
     // A valid index also vouches, whatever the walk finds, that its `record_count` records
     // in `covered_len` bytes were complete and durable: `indexed` keeps that evidence.
-    let mut indexed: Option<(u64, u64)> = None;
+    let mut indexed: Option<IndexHead> = None;
     // An authentic index of this segment that the file contradicts (its header is another,
     // or it is shorter than the index covers): bytes that were durable are gone or changed.
     let mut evidence: Option<(IndexHead, Vec<DamageRange>)> = None;
@@ -482,7 +503,7 @@ pub(crate) fn recover(
         match read_index(dir, org, &header, &genesis, len, keys, Some(dir)) {
             Ok(checked) => {
                 let index = checked.head;
-                indexed = Some((index.covered_len, index.record_count));
+                indexed = Some(index.clone());
                 let walked = if unchanged && index.covered_len == len {
                     Some(index.record_count)
                 } else {
@@ -546,7 +567,7 @@ pub(crate) fn recover(
                         evidence = Some((index.clone(), damage));
                     } else if let IndexEvidence::KeyMissing { head, why } = found {
                         // What it vouches for was durable and issued (see `indexed`).
-                        indexed = Some((head.covered_len, head.record_count));
+                        indexed = Some(head);
                         unchecked = Some(format!("index {why}"));
                     }
                 }
@@ -568,7 +589,7 @@ pub(crate) fn recover(
         outcome.damage.sort_by_key(|d| d.start);
         sync_damaged(&file, &path)?;
         return Ok(Recovered::Damaged {
-            seq_floor: header.first_seq.max(seqs_vouched(&index)),
+            seq_floor: seqs_through_damage(&header, &outcome.tally, len, Some(&index)),
             header: Some(header),
             outcome,
         });
@@ -602,7 +623,7 @@ pub(crate) fn recover(
         });
     }
     // Damage inside the indexed range is not a torn tail: those bytes were durable.
-    let indexed_len = indexed.map_or(0, |(covered, _)| covered);
+    let indexed_len = indexed.as_ref().map_or(0, |i| i.covered_len);
     if let Some(torn) = outcome
         .torn_tail()
         .filter(|t| !sealed && t.start >= indexed_len)
@@ -630,16 +651,146 @@ pub(crate) fn recover(
     // Seqs the index vouches for were issued even if their records are now unreadable
     // (damage at the end of the file leaves no later record to tell): never reissue them.
     let mut outcome = outcome;
-    if let Some(last) = indexed.and_then(|(_, n)| n.checked_sub(1)) {
+    if let Some(last) = indexed.as_ref().and_then(|i| i.record_count.checked_sub(1)) {
         let last = header.first_seq.saturating_add(last);
         outcome.tally.max_seq = Some(outcome.tally.max_seq.map_or(last, |m| m.max(last)));
     }
     sync_damaged(&file, &path)?;
     Ok(Recovered::Damaged {
-        seq_floor: header.first_seq,
+        seq_floor: seqs_through_damage(&header, &outcome.tally, len, indexed.as_ref()),
         header: Some(header),
         outcome,
     })
+}
+
+/// Records that may lie, unreadable, in the `len − known_end` bytes after a part's last
+/// readable record (or after its header, without one) and past what an index vouches for:
+/// at most one per smallest frame. Their seqs, one after another past the last known one,
+/// may have been issued and acknowledged before the bytes were damaged.
+fn unreadable_room(len: u64, known_end: u64) -> u64 {
+    len.saturating_sub(known_end) / u64::from(MIN_FRAME_LEN)
+}
+
+/// One past every seq that may have been issued in a damaged part with a readable header:
+/// past its readable records (or from its `first_seq`) and every seq `index` (which is, or
+/// may be, authentic) vouches for, plus [`unreadable_room`] after both.
+fn seqs_through_damage(
+    header: &SegmentHeader,
+    tally: &Tally,
+    len: u64,
+    index: Option<&IndexHead>,
+) -> u64 {
+    let base = tally
+        .max_seq
+        .map_or(header.first_seq, |m| m.saturating_add(1))
+        .max(header.first_seq)
+        .max(index.map_or(0, seqs_vouched));
+    let known_end = index.map_or(0, |i| i.covered_len).max(tally.valid_end);
+    base.saturating_add(unreadable_room(len, known_end))
+}
+
+/// Part `before` of `id`'s month, which `id` continues, exists; `Err` (typed) if it does not:
+/// nothing on disk then tells which seqs the month issued before `id`.
+fn continued_part(dir: &Path, org: &OrgId, id: SegmentId, before: u16) -> Result<PathBuf> {
+    let path = dir.join(segment_file_name(SegmentId {
+        month: id.month,
+        part: before,
+    }));
+    match fs::symlink_metadata(&path) {
+        Ok(_) => Ok(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::ContinuedPartMissing {
+            org: org.to_string(),
+            segment: id.to_string(),
+            missing: path,
+        }),
+        Err(e) => Err(Error::io("stat segment", &path, e)),
+    }
+}
+
+/// One past every seq that may have been issued in parts `..= before` of `id`'s month,
+/// read from the files without writing anything: where the headerless part `id`, which
+/// continues part `before`, had its `first_seq`. Each part is examined as recovery would
+/// continue it (its readable records, its header's `first_seq`, an index that vouches for
+/// it, [`unreadable_room`]); a part with none of these (no header, no readable record, no
+/// index) began where the part before it ended, down to part 0, which begins at seq 0.
+/// `Err` ([`Error::ContinuedPartMissing`]) if a part needed is missing.
+fn seqs_through(
+    dir: &Path,
+    org: &OrgId,
+    id: SegmentId,
+    before: u16,
+    keys: &dyn KeyProvider,
+    interval: u32,
+) -> Result<u64> {
+    // The rooms of the parts walked past (each began where the one before it ended).
+    let mut carried = 0u64;
+    let mut part = before;
+    let mut after = id;
+    loop {
+        let path = continued_part(dir, org, after, part)?;
+        let this = SegmentId {
+            month: id.month,
+            part,
+        };
+        let file = super::open_regular(&path).map_err(|e| Error::io("open segment", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &path, e))?
+            .len();
+        let mut win = FileWindow::new(file, len);
+        let head_bytes = win
+            .get(0, SEGMENT_HEADER_LEN)
+            .map_err(|e| Error::io("read segment", &path, e))?
+            .to_vec();
+        let header = SegmentHeader::decode(&head_bytes)
+            .ok()
+            .filter(|h| &h.org == org && h.id == this);
+        let tally = match &header {
+            Some(h) => Tally::fresh(
+                h,
+                crypto::sha256(&head_bytes),
+                IndexBuilder::new(interval, dir),
+            ),
+            None => Tally {
+                head: Hash::ZERO,
+                next_seq: 0,
+                count: 0,
+                valid_end: SEGMENT_HEADER_LEN as u64,
+                max_seq: None,
+                index: IndexBuilder::new(interval, dir),
+            },
+        };
+        let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, None)
+            .map_err(|e| Error::io("read segment", &path, e))?;
+        let room = unreadable_room(len, outcome.tally.valid_end);
+        let vouched = index_evidence(dir, org, this, keys)?.vouching().cloned();
+        let own = match (&header, outcome.tally.max_seq) {
+            (Some(h), _) => Some(seqs_through_damage(
+                h,
+                &outcome.tally,
+                len,
+                vouched.as_ref(),
+            )),
+            (None, Some(m)) => Some(m.saturating_add(1).saturating_add(room)),
+            (None, None) => vouched.as_ref().map(|v| {
+                let past = unreadable_room(len, v.covered_len.max(outcome.tally.valid_end));
+                seqs_vouched(v).saturating_add(past)
+            }),
+        };
+        if let Some(own) = own {
+            let vouched = vouched.as_ref().map_or(0, seqs_vouched);
+            return Ok(own.max(vouched).saturating_add(carried));
+        }
+        carried = carried.saturating_add(room);
+        match part.checked_sub(1) {
+            Some(p) => {
+                after = this;
+                part = p;
+            }
+            // Part 0 begins at seq 0.
+            None => return Ok(carried),
+        }
+    }
 }
 
 /// Makes a damaged segment's bytes durable before its continuation's `continues` (and maybe
