@@ -303,6 +303,12 @@ struct OrgSegments {
     closed: HashMap<SegmentId, ClosedSegment>,
     /// Most recently created segment (highest ordinal).
     tail: Option<(u32, SegmentId)>,
+    /// Segments whose header cannot be read (it fails its CRC or structure) and whose
+    /// ordinal no readable `prev` link gives away: each may have had an ordinal above
+    /// `tail`'s, so a new segment is numbered past all of them, never with an ordinal one
+    /// of them may hold (FORMAT.md §2.1). Zero once a segment is created (its ordinal is
+    /// past them).
+    unplaced: u32,
     /// Whether this process made the org directory durable: created it if it was missing,
     /// then fsynced the log directory. Not whether it exists: a directory that a process
     /// killed before that fsync created exists and may still vanish in a power loss with
@@ -1284,17 +1290,17 @@ impl Inner {
                     self.report
                         .lock()
                         .push(RecoveryAction::PartialSegmentQuarantined { moved_to });
+                    // The catalog again without the file moved: it may have been the tail,
+                    // and it counted among the unplaced headers if it had 256 bytes.
+                    *segs = OrgSegments {
+                        writers: std::mem::take(&mut segs.writers),
+                        closing: std::mem::take(&mut segs.closing),
+                        closed: std::mem::take(&mut segs.closed),
+                        opening: std::mem::take(&mut segs.opening),
+                        dir_durable: segs.dir_durable,
+                        ..load_catalog(&org.dir)
+                    };
                     segs.latest.remove(&month);
-                    if segs.tail.is_some_and(|(_, t)| t == id) {
-                        segs.tail = None;
-                        *segs = OrgSegments {
-                            writers: std::mem::take(&mut segs.writers),
-                            closing: std::mem::take(&mut segs.closing),
-                            closed: std::mem::take(&mut segs.closed),
-                            opening: std::mem::take(&mut segs.opening),
-                            ..load_catalog(&org.dir)
-                        };
-                    }
                     let Some(part) = id.part.checked_sub(1) else {
                         // The month's first segment: nothing before it in the month.
                         let header = self.new_header(org, segs, id, 0, None)?;
@@ -1695,16 +1701,18 @@ impl Inner {
         };
         // After `tail_link`: opening the tail's writer may itself have created a segment.
         // A forged or damaged header can claim the largest ordinal: refuse rather than give
-        // every later segment that same number.
+        // every later segment that same number. Past the segments whose header is unreadable
+        // too: any of them may have been created after the tail.
         let ordinal = match segs.tail {
-            None => 0,
-            Some((o, _)) => o.checked_add(1).ok_or(Error::SegmentNumberExhausted {
-                org: org.id.to_string(),
-                month: id.month,
-                field: "ordinal",
-                max: u32::MAX.into(),
-            })?,
-        };
+            None => Some(segs.unplaced),
+            Some((o, _)) => o.checked_add(1).and_then(|n| n.checked_add(segs.unplaced)),
+        }
+        .ok_or(Error::SegmentNumberExhausted {
+            org: org.id.to_string(),
+            month: id.month,
+            field: "ordinal",
+            max: u32::MAX.into(),
+        })?;
         Ok(SegmentHeader {
             compat_flags: 0,
             org: org.id.clone(),
@@ -1775,6 +1783,7 @@ impl Inner {
         let w = SegmentWriter::create(&org.dir, header, self.opts.index_interval)?;
         segs.latest.insert(id.month, id);
         segs.tail = Some((ordinal, id));
+        segs.unplaced = 0;
         Ok(w)
     }
 }
@@ -1850,17 +1859,33 @@ fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink>
 
 fn load_catalog(dir: &Path) -> OrgSegments {
     let mut segs = OrgSegments::default();
+    // Segments whose header is unreadable, and those a readable `prev` link names (whose
+    // ordinal is then one below the linking segment's, so not past the tail).
+    let mut unreadable = Vec::new();
+    let mut named = std::collections::HashSet::new();
     for id in list_segments(dir).unwrap_or_default() {
         let latest = segs.latest.entry(id.month).or_insert(id);
         if id.part > latest.part {
             *latest = id;
         }
-        if let Ok((h, _)) = read_header(&dir.join(segment_file_name(id)))
-            && segs.tail.is_none_or(|(o, _)| h.ordinal >= o)
-        {
-            segs.tail = Some((h.ordinal, id));
+        match read_header(&dir.join(segment_file_name(id))) {
+            Ok((h, _)) => {
+                if segs.tail.is_none_or(|(o, _)| h.ordinal >= o) {
+                    segs.tail = Some((h.ordinal, id));
+                }
+                if let Some(prev) = h.prev {
+                    named.insert(prev.segment);
+                }
+            }
+            // A header that fails its checks; not one shorter than a header (a crash while
+            // creating it: recovery moves it aside and it never had an ordinal on disk), nor
+            // a file that cannot be read (its recovery fails anyway).
+            Err(Error::Corrupt { .. }) => unreadable.push(id),
+            Err(_) => {}
         }
     }
+    let unplaced = unreadable.iter().filter(|id| !named.contains(*id)).count();
+    segs.unplaced = u32::try_from(unplaced).unwrap_or(u32::MAX);
     segs
 }
 
