@@ -240,3 +240,61 @@ fn the_cli_says_which_file_needs_a_newer_reader() {
         );
     }
 }
+
+/// A writer opening a log whose month's latest segment is of a newer format leaves it as it
+/// is: recovery of that month fails with `Error::UnsupportedFormat` (reported, not fatal),
+/// appends to it fail the same way, and nothing is sealed, cut or continued. Before, the
+/// file was taken for damage: sealed read-only, and the month continued in this build's
+/// format in a new part.
+#[test]
+fn a_writer_leaves_a_newer_format_segment_alone() {
+    for (at, value) in [(8usize, 2u32), (16, 0x4)] {
+        let (d, keys) = two_months();
+        let feb = seg(d.path(), "2026-02");
+        edit(&feb, |b| {
+            if at == 8 {
+                b[8..10].copy_from_slice(&(value as u16).to_le_bytes());
+            } else {
+                b[16..20].copy_from_slice(&value.to_le_bytes());
+            }
+            fix_header_crc(b);
+        });
+        let before = fs::read(&feb).unwrap();
+        let mode = fs::metadata(&feb).unwrap().permissions();
+        let names = file_names(&d.path().join(ORG));
+
+        let log = Log::open(
+            d.path(),
+            Options::new(keys.clone()).durability(Durability::Never),
+        )
+        .unwrap();
+        let failed: Vec<_> = log
+            .recovery_report()
+            .into_iter()
+            .filter_map(|a| match a {
+                auditlog::RecoveryAction::RecoveryFailed { file, error } => Some((file, error)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, feb);
+        assert!(
+            failed[0].1.contains("needs a newer reader"),
+            "{}",
+            failed[0].1
+        );
+        let e = log.append(&february_of(ORG, 1, 9)[0]).unwrap_err();
+        assert_eq!(unsupported_file(&e), feb);
+        // Other months still take appends.
+        log.append(&january_of(ORG, 1, 9)[0]).unwrap();
+        log.close().unwrap();
+
+        assert_eq!(fs::read(&feb).unwrap(), before, "newer-format file changed");
+        assert_eq!(fs::metadata(&feb).unwrap().permissions(), mode, "sealed");
+        assert_eq!(
+            file_names(&d.path().join(ORG)),
+            names,
+            "files added or moved"
+        );
+    }
+}

@@ -411,6 +411,10 @@ pub(crate) fn recover(
         .get(0, SEGMENT_HEADER_LEN)
         .map_err(|e| Error::io("read segment", &path, e))?
         .to_vec();
+    // Written by a newer auditlog: not damage. Sealing it and continuing the month in this
+    // build's format would mix formats in one month; the month's recovery fails instead,
+    // its appends with it, and the file is left as it is (FORMAT.md §9).
+    newer_format(&path, &head_bytes)?;
     let header = SegmentHeader::decode(&head_bytes)
         .ok()
         .filter(|h| &h.org == org && h.id == id);
@@ -742,6 +746,7 @@ fn seqs_through(
             .get(0, SEGMENT_HEADER_LEN)
             .map_err(|e| Error::io("read segment", &path, e))?
             .to_vec();
+        newer_format(&path, &head_bytes)?;
         let header = SegmentHeader::decode(&head_bytes)
             .ok()
             .filter(|h| &h.org == org && h.id == this);
@@ -832,4 +837,14 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "segment".into())
+}
+
+/// `Err(Error::UnsupportedFormat)` when `head_bytes` are the header of a newer format
+/// than this build reads (a checksum that holds over an unknown version or incompatible
+/// flags): recovery must not take such a file for damage.
+fn newer_format(path: &Path, head_bytes: &[u8]) -> Result<()> {
+    match SegmentHeader::decode(head_bytes) {
+        Err(e) if e.needs_newer_reader() => Err(Error::decode(path, None, e)),
+        _ => Ok(()),
+    }
 }
