@@ -337,6 +337,20 @@ pub enum Error {
         missing: PathBuf,
     },
 
+    /// Work the log does on its own behalf panicked: a bug in the engine, not the caller's
+    /// input (a key provider's panics are [`Error::Key`] with [`KeyError::Panicked`]). The
+    /// log contained it: the background flusher goes on with its next tick and
+    /// [`crate::Log::close`] returns this error; a writer whose retirement panicked is
+    /// poisoned, so its appends fail with [`Error::WriterFailed`] until the log is reopened
+    /// (recovery then decides from the bytes on disk what survived).
+    #[error("{task} panicked: {message} (a bug in auditlog; reopening the log recovers)")]
+    Panicked {
+        /// What was running: `background flusher`, `writer retirement`.
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+
     /// No such org in the log.
     #[error("unknown org {org}: the log has no directory for it")]
     UnknownOrg {

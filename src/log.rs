@@ -373,8 +373,9 @@ struct Inner {
     /// Held by the one thread retiring writers at a time, and by the flusher for its whole
     /// tick. Appenders skip retirement while it is held; `Log::sync` waits for it.
     retiring: Mutex<()>,
-    /// The first failure that lost nothing and had no caller to go to when it happened: a
-    /// failed index spill of a writer that retirement then closed. `Log::close` returns it.
+    /// The first failure that had no caller to go to when it happened: a failed index spill
+    /// of a writer that retirement then closed (it lost nothing), a panic in a tick of the
+    /// background flusher (contained). `Log::close` returns it.
     unreported: Mutex<Option<Error>>,
     /// Personal-data seeds of the events this log seals (its own PRF key: see `SeedSource`).
     seeds: crate::crypto::SeedSource,
@@ -461,7 +462,15 @@ impl Log {
         Self::assemble(dir, opts, true, None)
     }
 
-    fn assemble(dir: PathBuf, opts: Options, read_only: bool, lock: Option<File>) -> Result<Log> {
+    fn assemble(
+        dir: PathBuf,
+        mut opts: Options,
+        read_only: bool,
+        lock: Option<File>,
+    ) -> Result<Log> {
+        // Every call the log makes to the provider (here, in the flusher, in retirement, at
+        // close and drop) returns a panic as `KeyError::Panicked` (see `KeyProvider`).
+        opts.keys = Arc::new(crate::crypto::PanicContained(opts.keys));
         let cache_bytes = opts.query_index_cache;
         Ok(Log {
             inner: Arc::new(Inner {
@@ -612,7 +621,9 @@ impl Log {
     /// Appends one event. Returns once it is as durable as [`Options::durability`] promises.
     ///
     /// Errors: [`Error::InvalidEvent`] / [`Error::EventTooLarge`] (nothing written),
-    /// [`Error::Key`] (no signing key), [`Error::MonthFrozen`], [`Error::SeqExhausted`] (a
+    /// [`Error::Key`] (no signing key: the provider failed, or panicked, which the log
+    /// returns as [`KeyError::Panicked`](crate::KeyError::Panicked); nothing written),
+    /// [`Error::MonthFrozen`], [`Error::SeqExhausted`] (a
     /// damaged or forged segment claims seqs near 2^64; nothing written),
     /// [`Error::SegmentNumberExhausted`] (a new segment is needed and a damaged or forged
     /// header claims the last ordinal or part; nothing written), [`Error::Io`] and
@@ -819,6 +830,13 @@ impl Log {
     }
 
     /// Flushes, fsyncs and writes every index, then releases the directory lock.
+    ///
+    /// Every segment is tried whatever fails, and the first error is returned. Every record
+    /// is written and fsynced before the key of its index is asked for: a key provider that
+    /// fails or panics ([`Error::Key`]) leaves indexes for the next open to rebuild, and
+    /// loses nothing. Also returns the first failure that had no caller when it happened:
+    /// a spill failure of a retired writer, a panic in the background flusher
+    /// ([`Error::Panicked`]).
     pub fn close(self) -> Result<()> {
         self.shutdown()
     }
@@ -829,10 +847,17 @@ impl Log {
         }
         *self.inner.stop.lock() = true;
         self.inner.stop_cv.notify_all();
-        if let Some(h) = self.flusher.lock().take() {
-            let _ = h.join();
-        }
         let mut first_err = None;
+        // The flusher contains a panic in a tick (`Inner::flush_tick`); one outside it is
+        // reported all the same.
+        if let Some(h) = self.flusher.lock().take()
+            && let Err(payload) = h.join()
+        {
+            first_err = Some(Error::Panicked {
+                task: "background flusher",
+                message: crate::crypto::panic_message(&*payload),
+            });
+        }
         // Each index written below is renamed into its org's directory; each directory is
         // fsynced once, after all of them.
         let dirs = DirsToSync::default();
@@ -1099,31 +1124,55 @@ impl Inner {
                 break;
             }
             drop(stop);
-            // The whole tick holds `retiring`: the writers cloned below look in use, and a
-            // `Log::sync` (which waits for `retiring`) must not find them so and skip them.
-            let retiring = self.retiring.lock();
-            for org in self.all_orgs() {
-                let writers: Vec<Arc<SegmentWriter>> =
-                    org.segs.lock().writers.values().cloned().collect();
-                for w in writers {
-                    // Errors poison the writer; the next append reports them.
-                    let _ = match self.opts.durability {
-                        Durability::Never => w.flush(u64::MAX, false),
-                        _ => w.sync(),
-                    };
-                    if w.unindexed_bytes() >= self.opts.index_flush_bytes
-                        && let Ok(s) = org.signer(&*self.opts.keys)
-                        && let Some(signer) = s.read().as_ref()
-                    {
-                        let _ = w.write_index(signer, DirSync::Now);
-                    }
-                }
-            }
-            // The writers cloned above are dropped: idle ones can be closed.
-            self.retire_locked(self.opts.max_open_writers);
-            drop(retiring);
+            self.flush_tick();
             stop = self.stop.lock();
         }
+    }
+
+    /// One tick of the background flusher ([`Inner::flush_tick_work`]). A panic in it (none
+    /// is expected: the key provider's are contained) does not end the thread, and with it
+    /// every later background fsync, index write and retirement: the first one is kept for
+    /// [`Log::close`] to return, and the next tick runs as usual.
+    fn flush_tick(&self) {
+        let ticked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.flush_tick_work()));
+        if let Err(payload) = ticked {
+            self.unreported.lock().get_or_insert(Error::Panicked {
+                task: "background flusher",
+                message: crate::crypto::panic_message(&*payload),
+            });
+        }
+    }
+
+    /// Under `Interval` fsyncs every open writer, under `Never` hands their buffers to the
+    /// OS; writes the index of each that grew by `index_flush_bytes`; retires idle writers
+    /// beyond the limit.
+    fn flush_tick_work(&self) {
+        #[cfg(test)]
+        provider_panics::panic_point("flush_tick");
+        // The whole tick holds `retiring`: the writers cloned below look in use, and a
+        // `Log::sync` (which waits for `retiring`) must not find them so and skip them.
+        let retiring = self.retiring.lock();
+        for org in self.all_orgs() {
+            let writers: Vec<Arc<SegmentWriter>> =
+                org.segs.lock().writers.values().cloned().collect();
+            for w in writers {
+                // Errors poison the writer; the next append reports them.
+                let _ = match self.opts.durability {
+                    Durability::Never => w.flush(u64::MAX, false),
+                    _ => w.sync(),
+                };
+                if w.unindexed_bytes() >= self.opts.index_flush_bytes
+                    && let Ok(s) = org.signer(&*self.opts.keys)
+                    && let Some(signer) = s.read().as_ref()
+                {
+                    let _ = w.write_index(signer, DirSync::Now);
+                }
+            }
+        }
+        // The writers cloned above are dropped: idle ones can be closed.
+        self.retire_locked(self.opts.max_open_writers);
+        drop(retiring);
     }
 
     /// The writer for `month`: the open one if there is one (a segment never gets a second
@@ -1434,25 +1483,22 @@ impl Inner {
     }
 
     /// Makes everything `w` holds durable and, with `index`, writes its index if it lags
-    /// (its directory fsynced as `index` says). The index is best effort after the data: if
-    /// the key lookup fails, the data is fsynced all the same and the key error returned.
+    /// (its directory fsynced as `index` says). The index is best effort after the data:
+    /// everything is written and fsynced before the key provider is asked, so that a key
+    /// lookup that fails (or a provider that panics) loses nothing; its error is returned.
     fn finish(&self, org: &Org, w: &SegmentWriter, index: Option<DirSync<'_>>) -> Result<()> {
-        // An index that covers every byte was written after they were fsynced.
+        // The data first, whatever the index needs: an index that covers every byte was
+        // written after they were fsynced, and one that lags needs the provider.
+        w.sync()?;
         let Some(dir_sync) = index.filter(|_| w.unindexed_bytes() > 0) else {
-            return w.sync();
+            return Ok(());
         };
         // A copy of the signer: a key rotation by an appender (which takes the signer's
         // write lock) need not wait for the index to be streamed out.
-        let signer = match org.signer(&*self.opts.keys) {
-            Ok(s) => s.read().clone(),
-            Err(e) => {
-                w.sync()?;
-                return Err(e);
-            }
-        };
+        let signer = org.signer(&*self.opts.keys)?.read().clone();
         match signer {
             Some(signer) => w.write_index(&signer, dir_sync).map(|_| ()),
-            None => w.sync(),
+            None => Ok(()),
         }
     }
 
@@ -1575,9 +1621,22 @@ impl Inner {
     /// Closes the month's writer ([`Inner::begin_close`], [`Inner::close_writer`],
     /// [`Inner::end_close`]) if it is still idle and unused since tick `used`; `None` if
     /// it is not.
+    ///
+    /// A panic in the close (none is expected: the key provider's are contained) must not
+    /// leave the month in `closing`, where its appenders would wait for good: it fails the
+    /// close like an error, with the writer, which it may have left half closed, poisoned
+    /// ([`Error::Panicked`]; its appends fail with [`Error::WriterFailed`] until the log is
+    /// reopened and recovery reads what is on disk).
     fn retire(&self, org: &Org, month: Month, used: u64) -> Option<Result<()>> {
         let w = Self::begin_close(org, month, used)?;
-        let closed = self.close_writer(org, &w);
+        let closed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.close_writer(org, &w)))
+                .unwrap_or_else(|payload| {
+                    Err(w.poison(Error::Panicked {
+                        task: "writer retirement",
+                        message: crate::crypto::panic_message(&*payload),
+                    }))
+                });
         Some(self.end_close(org, month, w, closed))
     }
 
@@ -1600,6 +1659,8 @@ impl Inner {
     /// (and fsynced unless under `Never`), its state kept within the log's budget. Else
     /// closed fully: everything fsynced, the index written.
     fn close_writer(&self, org: &Org, w: &SegmentWriter) -> Result<ClosedSegment> {
+        #[cfg(test)]
+        provider_panics::panic_point("close_writer");
         match self.opts.durability {
             Durability::Never => w.flush(u64::MAX, false)?,
             Durability::Always | Durability::Interval(_) => w.sync()?,
@@ -1922,6 +1983,9 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentId>> {
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod provider_panics;
 
 #[cfg(test)]
 mod tests {

@@ -156,17 +156,72 @@ pub enum KeyError {
     /// Any other failure inside a key provider (KMS unavailable...).
     #[error("key provider: {0}")]
     Provider(String),
+    /// The key provider panicked. A [`crate::Log`] calls its provider inside
+    /// `catch_unwind` and returns the panic as this error (with the panic's message), so
+    /// that a panicking provider cannot leave the log half-changed: see [`KeyProvider`].
+    #[error("key provider panicked: {0}")]
+    Panicked(String),
 }
 
 /// Where keys come from: the application's KMS or vault, or a [`Keyring`] file.
 ///
 /// Contract: `signing_key` returns the org's current key; after a rotation it returns the
 /// new one, and `key` keeps returning every older key by id so old records still verify.
+///
+/// A provider should report failures as errors, but a [`crate::Log`] does not rely on it:
+/// it calls the provider from its own background thread, from writer retirement, from
+/// `close` and from `Drop` as well as from the caller's `append`, so every call it makes
+/// runs inside `catch_unwind`, and a panic is returned as [`KeyError::Panicked`] (in
+/// [`crate::Error::Key`], with the org) like any other key failure. The panic hook still
+/// runs (by default it prints the panic), and a build with `panic = "abort"` aborts as it
+/// would anywhere. Functions that take a provider directly (`verify`, checkpoints) let its
+/// panic reach their caller.
 pub trait KeyProvider: Send + Sync {
     /// The key new records of `org` are signed with.
     fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError>;
     /// A key of `org` by id, for verification; `Ok(None)` if unknown.
     fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError>;
+}
+
+/// The provider a [`crate::Log`] calls: the application's, with every panic caught and
+/// returned as [`KeyError::Panicked`].
+///
+/// A log calls its provider where an unwinding panic would leave work half done: a
+/// retirement that moved a writer to `closing` and never back (its month's appenders then
+/// wait for good), the background flusher (whose death would end every background fsync
+/// and index write, silently), `close` (already marked closed, so that `Drop` would not
+/// try again and records buffered under `Never` were lost), recovery (a month left marked
+/// as being opened). Catching the panic at the one place the log crosses into the
+/// provider covers all of these, and those yet to be written, at no cost worth measuring
+/// (`catch_unwind` costs nothing unless it catches).
+pub(crate) struct PanicContained(pub(crate) Arc<dyn KeyProvider>);
+
+impl KeyProvider for PanicContained {
+    fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError> {
+        contain(|| self.0.signing_key(org))
+    }
+
+    fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
+        contain(|| self.0.key(org, id))
+    }
+}
+
+/// Runs `call`; a panic becomes [`KeyError::Panicked`] with its message.
+fn contain<T>(call: impl FnOnce() -> Result<T, KeyError>) -> Result<T, KeyError> {
+    // `AssertUnwindSafe`: nothing of the log's is borrowed by `call`; whatever state the
+    // provider itself kept across the panic is the provider's, and it is asked again next
+    // time as after any error.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+        .unwrap_or_else(|payload| Err(KeyError::Panicked(panic_message(&*payload))))
+}
+
+/// The message of a panic's payload (`panic!` with a literal or a format string).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a payload that is not a string)".to_string())
 }
 
 /// Signers of one org by key id, each made on first use (a stream of records names few keys).
@@ -529,6 +584,35 @@ mod tests {
             assert!(s.get_or_unknown(&keys, &org, KeyId(id)).is_none());
         }
         assert_eq!(calls(), 5 + 20_000);
+    }
+
+    /// Panics on every call.
+    struct Panicking;
+
+    impl KeyProvider for Panicking {
+        fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError> {
+            panic!("no key for {org} today")
+        }
+        fn key(&self, _: &OrgId, _: KeyId) -> Result<Option<Key>, KeyError> {
+            std::panic::panic_any(42_u32)
+        }
+    }
+
+    /// The log's view of a provider returns its panics as errors, with their message.
+    #[test]
+    fn a_contained_provider_returns_its_panics_as_errors() {
+        let keys = PanicContained(Arc::new(Panicking));
+        let org = OrgId::new("acme").expect("valid");
+        assert_eq!(
+            keys.signing_key(&org).map(|(id, _)| id),
+            Err(KeyError::Panicked("no key for acme today".into()))
+        );
+        assert_eq!(
+            keys.key(&org, KeyId(1)),
+            Err(KeyError::Panicked(
+                "(a payload that is not a string)".into()
+            ))
+        );
     }
 
     #[test]

@@ -425,7 +425,9 @@ impl SegmentWriter {
         ));
     }
 
-    fn poison(&self, e: Error) -> Error {
+    /// Poisons the writer with `e` as the cause (the first cause is kept) and returns `e`:
+    /// after a failed write or fsync, or a close that panicked half way.
+    pub fn poison(&self, e: Error) -> Error {
         let mut f = self.poison.cause.lock();
         if f.is_none() {
             *f = Some(e.to_string());
