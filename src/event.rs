@@ -10,9 +10,13 @@ use serde_json::Value;
 use crate::crypto::{Hash, KeyId};
 use crate::time::{Month, Timestamp};
 
-/// An organisation (tenant) id: 1–64 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+/// An organisation (tenant) id: 1–64 characters of `[A-Za-z0-9._-]`, not `.` or `..`, and
+/// not a name the log directory uses for itself: `LOCK` ([`crate::LOCK_FILE`]).
 ///
-/// Org ids name directories, so the rule rules out path traversal by construction.
+/// Org ids name directories, so the rule rules out path traversal by construction, and an
+/// org's directory never collides with the directory's lock file (whose org could never
+/// be written). The rule is case-sensitive (`lock` is an org id), as the file systems the
+/// log supports are.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OrgId(Arc<str>);
 
@@ -40,6 +44,14 @@ impl OrgId {
         Ok(OrgId(Arc::from(id)))
     }
 
+    /// An org id read back from a file that may predate the reserved names (a keyring):
+    /// the character rule only, so that such a file stays readable. No log can have
+    /// written such an org (its directory would have collided), so nothing else needs it.
+    pub(crate) fn stored(id: &str) -> Result<OrgId, InvalidField> {
+        check_org_chars(id)?;
+        Ok(OrgId(Arc::from(id)))
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -54,8 +66,24 @@ impl std::borrow::Borrow<str> for OrgId {
     }
 }
 
+/// The names the log directory uses beside its org directories, and what for: no org id
+/// may be one of them (docs/FORMAT.md §1).
+const RESERVED_ORG_IDS: &[(&str, &str)] = &[(crate::log::LOCK_FILE, "the writer's lock file")];
+
 /// The org id rule, without allocating.
 pub(crate) fn check_org_id(id: &str) -> Result<(), InvalidField> {
+    check_org_chars(id)?;
+    if let Some((_, what)) = RESERVED_ORG_IDS.iter().find(|(name, _)| *name == id) {
+        return Err(invalid(
+            "org_id",
+            format!("{id:?} is reserved: the log directory uses that name for {what}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The org id rule without the reserved names.
+fn check_org_chars(id: &str) -> Result<(), InvalidField> {
     if id.is_empty() || id.len() > 64 {
         return Err(invalid(
             "org_id",
@@ -279,6 +307,29 @@ mod tests {
         ] {
             assert!(OrgId::new(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Review finding 4: `LOCK` names the log directory's lock file, so an org of that name
+    /// could never get its directory; it is refused as an org id, with the reason, by
+    /// `OrgId::new` and by an event's check (the append path). Other case spellings are
+    /// other names.
+    #[test]
+    fn the_lock_files_name_is_not_an_org_id() {
+        for err in [
+            OrgId::new(crate::LOCK_FILE).map(|_| ()),
+            check_org_id("LOCK"),
+        ] {
+            let e = err.unwrap_err();
+            assert_eq!(e.field, "org_id");
+            assert!(
+                e.reason.contains("reserved") && e.reason.contains("lock file"),
+                "{e}"
+            );
+        }
+        for ok in ["lock", "Lock", "LOCK2", "LOCK.d"] {
+            assert!(OrgId::new(ok).is_ok(), "{ok}");
+        }
+        assert!(OrgId::stored("LOCK").is_ok());
     }
 
     #[test]

@@ -309,6 +309,34 @@ fn org_without_a_key_is_refused_and_writes_nothing() {
     assert_intact(tmp.path(), keys, &sent);
 }
 
+/// Review finding 4: `LOCK` is the name of the log directory's lock file, so an org of that
+/// name could never get its directory (appends failed with an `Io` error that was not a
+/// refusal). It is refused as an invalid org id, before anything is written, and the lock
+/// file is left as it was.
+#[test]
+fn org_named_like_the_lock_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let (log, sent) = seeded(tmp.path(), Options::new(keys.clone()), 10);
+    let lock = Event {
+        org_id: auditlog::LOCK_FILE.into(),
+        ..sent[0].0.clone()
+    };
+    let e = invalid_field(log.append(&lock));
+    assert_eq!(e.field, "org_id");
+    assert!(e.reason.contains("reserved"), "{e}");
+    let batch = log.append_batch(&[sent[1].0.clone(), lock]);
+    match batch {
+        Err(e @ Error::InvalidEvent(_)) => assert!(e.is_refusal()),
+        other => panic!("expected Error::InvalidEvent, got {other:?}"),
+    }
+    assert!(auditlog::OrgId::new("LOCK").is_err());
+    let meta = fs::metadata(tmp.path().join(auditlog::LOCK_FILE)).unwrap();
+    assert!(meta.is_file() && meta.len() == 0);
+    log.close().unwrap();
+    assert_intact(tmp.path(), keys, &sent);
+}
+
 #[test]
 fn second_writer_is_locked_out_while_readers_still_work() {
     let tmp = tempfile::tempdir().unwrap();

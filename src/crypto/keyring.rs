@@ -338,7 +338,9 @@ fn read_file(path: &Path) -> Result<Option<BTreeMap<OrgId, OrgKeys>>, KeyError> 
     }
     let mut orgs = BTreeMap::new();
     for (name, o) in data.orgs {
-        let org = OrgId::new(&name).map_err(|e| kerr(path, e))?;
+        // A keyring written before `LOCK` was reserved as an org id may name it: it stays
+        // readable (and keeps its keys when rewritten).
+        let org = OrgId::stored(&name).map_err(|e| kerr(path, e))?;
         let mut keys = OrgKeys::default();
         for k in o.keys {
             let bytes = unhex(&k.secret)
@@ -488,6 +490,25 @@ mod tests {
         assert!(again.key(&a, KeyId(3)).unwrap().is_none());
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// A keyring that holds keys of an org named `LOCK` (possible before that name was
+    /// reserved) still opens, and a rotation of another org keeps them.
+    #[test]
+    fn a_keyring_naming_a_reserved_org_id_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let ring = Keyring::open_or_create(&path).unwrap();
+        ring.rotate(&org("acme")).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"acme\"").count(), 1, "{text}");
+        fs::write(&path, text.replace("\"acme\"", "\"LOCK\"")).unwrap();
+        let again = Keyring::open(&path).unwrap();
+        again.rotate(&org("other")).unwrap();
+        let again = Keyring::open(&path).unwrap();
+        let locked = OrgId::stored("LOCK").unwrap();
+        assert_eq!(again.signing_key(&locked).unwrap().0, KeyId(1));
+        assert_eq!(again.orgs(), vec![locked, org("other")]);
     }
 
     #[test]
