@@ -45,6 +45,8 @@ pub enum Durability {
     Always,
     /// Written to the OS before `append` returns (survives a crash of the process); fsynced
     /// by a background thread at least this often (a power loss can lose this window).
+    /// From 1 ms to 1 hour ([`Error::InvalidOption`] otherwise): the thread wakes this often
+    /// even when idle, and a shorter window is [`Durability::Always`]'s job.
     Interval(Duration),
     /// Buffered in the process (up to 256 KiB per segment) and handed to the OS when the
     /// buffer fills, every second, on `sync` and on `close`; never fsynced except by `sync`
@@ -53,20 +55,29 @@ pub enum Durability {
 }
 
 /// Settings of a log.
+///
+/// Each field's bounds are in its documentation. [`Log::open`] and [`Log::open_read_only`]
+/// check them and refuse a value outside with [`Error::InvalidOption`], which names the
+/// option and the bound.
 #[derive(Clone)]
 pub struct Options {
     /// Durability of appends. Default [`Durability::Always`].
     pub durability: Durability,
-    /// Largest encoded event (sealed body plus openings) accepted, in bytes. Default 1 MiB,
-    /// at most 64 MiB.
+    /// Largest encoded event (sealed body plus openings) accepted, in bytes. Default 1 MiB;
+    /// from 1 byte to 64 MiB.
     pub max_event_size: usize,
     /// JSON pointers (RFC 6901, rooted at the event: `/after/email`) of personal data inside
     /// `before`, `after` and `metadata`. `ip`, `user_agent` and `session_id` always are.
+    /// Each must point into one of those three fields and be at most 256 bytes. Default
+    /// none.
     pub personal_data: Vec<String>,
-    /// Bytes between sparse index entries. Default 4096.
+    /// Bytes between sparse index entries. Default 4096; from 256 bytes to 16 MiB.
     pub index_interval: u32,
-    /// The index of a segment being written is rewritten after this many new bytes, so that
-    /// recovery after a crash rescans at most this much. Default 64 MiB.
+    /// The index of a segment being written is rewritten (by the background thread, every
+    /// second or every `Interval`) once the segment has grown this many bytes past it, so
+    /// that recovery after a crash rescans at most about this much. Default 64 MiB; at
+    /// least 4 KiB (each rewrite writes the segment's whole index and fsyncs twice); no
+    /// upper bound (`u64::MAX`: only `close` and retirement write indexes).
     pub index_flush_bytes: u64,
     /// Segment writers kept open. Each open writer holds up to ~0.75 MiB (its buffers,
     /// which grow as records arrive, and the part of its index not yet spilled) and up to
@@ -76,7 +87,8 @@ pub struct Options {
     /// for a close.
     ///
     /// A close *parks* the writer when it can (see [`Options::parked_bytes`]); otherwise it
-    /// closes it fully: buffer written, fsynced, index written. Default 256; at least 1.
+    /// closes it fully: buffer written, fsynced, index written. Default 256; at least 1, no
+    /// upper bound.
     pub max_open_writers: usize,
     /// Heap bytes that closed writers may keep *parked*. Parking a writer writes its buffer
     /// (and fsyncs it, except under [`Durability::Never`], where [`Log::sync`] and
@@ -90,7 +102,7 @@ pub struct Options {
     /// 32 MiB; 0 disables parking. Under `Never`, a parked segment holds no descriptor, so a
     /// writeback error the kernel meets while it is parked can go unreported by the next
     /// `sync` if the file's inode is evicted meanwhile (docs/ARCHITECTURE.md, "Parked
-    /// writers"); set 0 if that matters more than the speed of cycling writers.
+    /// writers"); set 0 if that matters more than the speed of cycling writers. Any value.
     pub parked_bytes: usize,
     /// Bytes of checked segment indexes that queries keep for later queries: each index's
     /// summary (~5 KB for a month of 1.7M events), checked once (tag included), and the
@@ -99,7 +111,7 @@ pub struct Options {
     /// whose groups do not all fit keeps those it read first, and its next run reads only
     /// the rest (docs/ARCHITECTURE.md, "Queries"). Default 64 MiB; 0 disables the cache.
     /// Without it a query still reads the index of a segment it opens a group at a time,
-    /// in memory independent of its size.
+    /// in memory independent of its size. Any value.
     pub query_index_cache: usize,
     keys: Arc<dyn KeyProvider>,
 }
@@ -121,6 +133,12 @@ impl std::fmt::Debug for Options {
 
 const MAX_EVENT_SIZE_LIMIT: usize = 64 * 1024 * 1024;
 const NEVER_BUFFER_LIMIT: usize = 256 * 1024;
+/// Shortest `Durability::Interval`: the background thread wakes this often, busy or not.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+/// Longest `Durability::Interval`.
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// Smallest `Options::index_flush_bytes`: each rewrite streams the whole index out.
+pub(crate) const MIN_INDEX_FLUSH_BYTES: u64 = 4096;
 
 impl Options {
     /// Defaults, with keys from `keys`.
@@ -138,7 +156,7 @@ impl Options {
         }
     }
 
-    /// Sets the durability.
+    /// Sets the durability (`Interval` from 1 ms to 1 hour: see [`Durability::Interval`]).
     pub fn durability(mut self, d: Durability) -> Options {
         self.durability = d;
         self
@@ -200,9 +218,18 @@ impl Options {
             );
         }
         if let Durability::Interval(d) = self.durability
-            && (d.is_zero() || d > Duration::from_secs(3600))
+            && !(MIN_INTERVAL..=MAX_INTERVAL).contains(&d)
         {
-            return bad("durability", format!("interval {d:?} is outside (0, 1h]"));
+            return bad("durability", format!("interval {d:?} is outside 1ms..=1h"));
+        }
+        if self.index_flush_bytes < MIN_INDEX_FLUSH_BYTES {
+            return bad(
+                "index_flush_bytes",
+                format!(
+                    "{} is below the minimum of 4096 bytes (4 KiB)",
+                    self.index_flush_bytes
+                ),
+            );
         }
         for p in &self.personal_data {
             if let Err(reason) = entry::validate_pointer(p) {

@@ -632,3 +632,101 @@ fn cli_append_reports_what_recovery_did() {
         "{stderr}"
     );
 }
+
+/// Review finding 5: every option outside its documented bounds is refused by `open` and
+/// `open_read_only` with `InvalidOption` naming the option and the bound, and the values
+/// at the bounds are accepted. `Interval(1ns)` used to be accepted and kept the background
+/// thread busy while idle; `index_flush_bytes = 0` rewrote every writer's index each second.
+#[test]
+fn options_outside_their_bounds_are_refused_with_the_bound() {
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let base = || Options::new(keys.clone());
+    let interval = |d| base().durability(Durability::Interval(d));
+    let with = |f: &dyn Fn(&mut Options)| {
+        let mut o = base();
+        f(&mut o);
+        o
+    };
+    let refused: Vec<(Options, &str, &str)> = vec![
+        (interval(Duration::ZERO), "durability", "1ms..=1h"),
+        (interval(Duration::from_nanos(1)), "durability", "1ms..=1h"),
+        (
+            interval(Duration::from_micros(999)),
+            "durability",
+            "1ms..=1h",
+        ),
+        (
+            interval(Duration::from_secs(3600) + Duration::from_nanos(1)),
+            "durability",
+            "1ms..=1h",
+        ),
+        (
+            with(&|o| o.index_flush_bytes = 0),
+            "index_flush_bytes",
+            "4096",
+        ),
+        (
+            with(&|o| o.index_flush_bytes = 4095),
+            "index_flush_bytes",
+            "4096",
+        ),
+        (base().max_event_size(0), "max_event_size", "64 MiB"),
+        (
+            base().max_event_size((64 << 20) + 1),
+            "max_event_size",
+            "64 MiB",
+        ),
+        (with(&|o| o.index_interval = 255), "index_interval", "256"),
+        (
+            with(&|o| o.index_interval = (16 << 20) + 1),
+            "index_interval",
+            "16 MiB",
+        ),
+        (base().max_open_writers(0), "max_open_writers", "at least 1"),
+        (
+            base().personal_data(["/user_id"]),
+            "personal_data",
+            "/after",
+        ),
+    ];
+    for (i, (opts, option, bound)) in refused.into_iter().enumerate() {
+        let dir = tmp.path().join(format!("refused-{i}"));
+        for r in [
+            Log::open(&dir, opts.clone()).map(|_| ()),
+            Log::open_read_only(tmp.path(), opts).map(|_| ()),
+        ] {
+            match r {
+                Err(Error::InvalidOption { option: o, reason }) => {
+                    assert_eq!(o, option);
+                    assert!(reason.contains(bound), "{option}: {reason}");
+                }
+                other => panic!("{option}: expected InvalidOption, got {other:?}"),
+            }
+        }
+        assert!(
+            !dir.exists(),
+            "{option}: a refused open created the directory"
+        );
+    }
+    let accepted = [
+        interval(Duration::from_millis(1)),
+        interval(Duration::from_secs(3600)),
+        with(&|o| o.index_flush_bytes = 4096),
+        with(&|o| o.index_flush_bytes = u64::MAX),
+        with(&|o| o.index_interval = 256),
+        with(&|o| o.index_interval = 16 << 20),
+        base().max_event_size(1).max_event_size(64 << 20),
+        base()
+            .max_open_writers(1)
+            .parked_bytes(0)
+            .query_index_cache(0),
+    ];
+    for (i, opts) in accepted.into_iter().enumerate() {
+        let log = Log::open(tmp.path().join(format!("accepted-{i}")), opts.clone());
+        log.unwrap_or_else(|e| panic!("{opts:?}: {e}"))
+            .close()
+            .unwrap();
+    }
+}

@@ -241,7 +241,7 @@ fn a_provider_panic_in_the_flusher_does_not_stop_background_fsyncs() {
     let keys = PanickingKeys::new();
     let mut opts =
         Options::new(keys.clone()).durability(Durability::Interval(Duration::from_millis(10)));
-    opts.index_flush_bytes = 4096;
+    opts.index_flush_bytes = MIN_INDEX_FLUSH_BYTES;
     let log = Log::open(dir.path(), opts).unwrap();
     keys.set(IN_FLUSHER);
     let batch: Vec<Event> = (0..40).map(|n| event(ORG, month(1), n)).collect();
