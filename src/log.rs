@@ -687,7 +687,11 @@ impl Log {
     /// Every event is validated and encoded before anything is written: one invalid event
     /// fails the whole call with nothing written, as do a missing key, a frozen month,
     /// a month without seqs left, a new segment that cannot be numbered and a month whose
-    /// writer a failed write or fsync poisoned (the errors of [`Log::append`]). Events of one (org, month) are framed
+    /// writer a failed write or fsync poisoned (the errors of [`Log::append`]); each is
+    /// checked for every (org, month) before any segment is created, so such a refusal
+    /// creates no file either. (One that only recovering an unopened segment finds, such as
+    /// a continuation part that cannot be numbered, may come after an earlier group's new
+    /// segment was created: empty, no record written.) Events of one (org, month) are framed
     /// together and share one write and one fsync. The batch is not atomic across a crash:
     /// after an I/O error, a prefix of each (org, month) group may be on disk.
     pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
@@ -711,13 +715,22 @@ impl Log {
         for (i, (org, month, _, _)) in sealed.iter().enumerate() {
             groups.entry((org, *month)).or_default().push(i);
         }
-        // Every group's key, writer and seqs before framing anything: a missing key, a frozen
-        // month, a month without seqs left or a writer poisoned by a failed write or fsync
-        // fails the whole batch with nothing written (the caller gets no receipts).
-        let mut prepared = Vec::with_capacity(groups.len());
+        // Every group's refusals before any file is created: a missing key, a frozen month,
+        // a month without seqs left, a new segment that cannot be numbered, a writer poisoned
+        // by a failed write or fsync fails the whole batch with nothing written, not even an
+        // empty segment for a group before the refused one (the caller gets no receipts).
+        let mut checked = Vec::with_capacity(groups.len());
         for ((org_name, month), idx) in groups {
             let org = self.inner.org_named(org_name)?;
             org.signer(&*opts.keys)?;
+            self.inner.check_refusals(&org, month, idx.len())?;
+            checked.push((org, month, idx));
+        }
+        // Then every group's writer (recovering or creating its segment), checked again
+        // before framing anything: another thread may have appended or a write failed
+        // meanwhile, and recovery finds what only reading the file tells.
+        let mut prepared = Vec::with_capacity(checked.len());
+        for (org, month, idx) in checked {
             let writer = self.inner.writer(&org, month)?;
             writer.check_not_failed()?;
             writer.check_seq_room(idx.len())?;
@@ -1131,6 +1144,46 @@ impl Inner {
         }
         // Nothing was read before the last wait ended: `open_writer` sees one state of `segs`.
         self.open_writer(org, segs, month)
+    }
+
+    /// The refusals that [`Inner::writer`] and an append of `n` events to `month` would meet,
+    /// as far as they are known without opening or creating a file: a poisoned writer (open,
+    /// being closed or parked), seqs used up, a frozen month, a new segment past the last
+    /// ordinal. Not what only recovering an unopened segment finds (its damage, a
+    /// continuation part that cannot be numbered).
+    fn check_refusals(&self, org: &Org, month: Month, n: usize) -> Result<()> {
+        let segs = org.segs.lock();
+        if let Some(w) = segs
+            .writers
+            .get(&month)
+            .or_else(|| segs.closing.get(&month))
+        {
+            w.check_not_failed()?;
+            return w.check_seq_room(n);
+        }
+        let latest = segs.latest.get(&month);
+        // A parked writer resumes as it was (`open_new_writer`: no frozen check either).
+        if let Some(parked) = latest
+            .and_then(|id| segs.closed.get(id))
+            .and_then(|c| c.parked.as_ref())
+        {
+            return parked.check_append(n);
+        }
+        if org.dir.join(cold_file_name(month)).exists() {
+            return Err(Error::MonthFrozen {
+                org: org.id.to_string(),
+                month,
+            });
+        }
+        if latest.is_none() && segs.tail.is_some_and(|(ordinal, _)| ordinal == u32::MAX) {
+            return Err(Error::SegmentNumberExhausted {
+                org: org.id.to_string(),
+                month,
+                field: "ordinal",
+                max: u32::MAX.into(),
+            });
+        }
+        Ok(())
     }
 
     /// Makes a record appended up to `end` as durable as the mode promises.

@@ -309,6 +309,49 @@ fn org_without_a_key_is_refused_and_writes_nothing() {
     assert_intact(tmp.path(), keys, &sent);
 }
 
+/// Review finding 6: a batch refused for a later (org, month) group writes nothing for the
+/// groups before it either, not even an empty segment: `acme`'s new August used to get a
+/// segment (no records, but the org's newest, every later segment's `prev` link) before
+/// the keyless org, or a frozen month sorted after it, refused the batch.
+#[test]
+fn a_refused_batch_creates_no_segment_for_an_earlier_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let (log, sent) = seeded(tmp.path(), Options::new(keys.clone()), 10);
+    let acme = tmp.path().join("acme");
+    let before = file_names(&acme);
+    let in_month = |org: &str, month: &str, n: usize| Event {
+        org_id: org.into(),
+        occurred_at: auditlog::Timestamp::parse(&format!("2026-{month}-02T00:00:00Z")).unwrap(),
+        ..sent[n].0.clone()
+    };
+    // Groups are taken in (org, month) order: `acme` August before `nokey` August.
+    let r = log.append_batch(&[in_month("acme", "08", 1), in_month("nokey", "08", 2)]);
+    match r {
+        Err(e @ Error::Key { .. }) => assert!(e.is_refusal()),
+        other => panic!("expected Error::Key, got {other:?}"),
+    }
+    // August before a frozen December.
+    fs::write(acme.join("2026-12.cold"), b"").unwrap();
+    let r = log.append_batch(&[in_month("acme", "12", 3), in_month("acme", "08", 4)]);
+    match r {
+        Err(e @ Error::MonthFrozen { .. }) => assert!(e.is_refusal()),
+        other => panic!("expected Error::MonthFrozen, got {other:?}"),
+    }
+    let mut with_cold = before.clone();
+    with_cold.push("2026-12.cold".into());
+    with_cold.sort();
+    assert_eq!(
+        file_names(&acme),
+        with_cold,
+        "a refused batch created a file"
+    );
+    assert!(!tmp.path().join("nokey").exists());
+    fs::remove_file(acme.join("2026-12.cold")).unwrap();
+    log.close().unwrap();
+    assert_intact(tmp.path(), keys, &sent);
+}
+
 /// Review finding 4: `LOCK` is the name of the log directory's lock file, so an org of that
 /// name could never get its directory (appends failed with an `Io` error that was not a
 /// refusal). It is refused as an invalid org id, before anything is written, and the lock

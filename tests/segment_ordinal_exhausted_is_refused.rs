@@ -63,22 +63,30 @@ fn setup(dir: &Path, keys: &Arc<Keyring>) {
     log.close().unwrap();
 }
 
-/// January re-chained and re-signed by a key holder after the forgery, its index removed:
-/// it reads clean and resumes. A new month needs a new segment and is refused.
+/// `ORG`'s January forged to claim the last ordinal, then re-chained and re-signed by a key
+/// holder, its index removed: it reads clean and resumes. Returns the segment's path and
+/// its bytes.
+fn forge_last_ordinal(dir: &Path, keys: &Arc<Keyring>) -> (std::path::PathBuf, Vec<u8>) {
+    setup(dir, keys);
+    let seg = dir.join(ORG).join("2026-01.seg");
+    let mut bytes = fs::read(&seg).unwrap();
+    forge_ordinal(&mut bytes, u32::MAX);
+    rechain(&mut bytes, 0);
+    resign(&mut bytes, &org(ORG), &signer(&**keys, &org(ORG), 1));
+    fs::write(&seg, &bytes).unwrap();
+    fs::remove_file(seg.with_extension("idx")).unwrap();
+    assert_eq!(header(&bytes).ordinal, u32::MAX);
+    (seg, bytes)
+}
+
+/// January after [`forge_last_ordinal`] resumes. A new month needs a new segment and is
+/// refused.
 #[test]
 fn a_new_month_after_the_last_ordinal_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let keys = support::keys_for(&[ORG, OTHER]);
-    setup(dir.path(), &keys);
-    let seg = dir.path().join(ORG).join("2026-01.seg");
-    let mut bytes = fs::read(&seg).unwrap();
-    forge_ordinal(&mut bytes, u32::MAX);
-    rechain(&mut bytes, 0);
-    resign(&mut bytes, &org(ORG), &signer(&*keys, &org(ORG), 1));
-    fs::write(&seg, &bytes).unwrap();
-    fs::remove_file(seg.with_extension("idx")).unwrap();
+    let (seg, bytes) = forge_last_ordinal(dir.path(), &keys);
     let genesis = sha256(&bytes[..256]);
-    assert_eq!(header(&bytes).ordinal, u32::MAX);
 
     let log = Log::open(dir.path(), opts(&keys)).unwrap();
     let before = file_names(&dir.path().join(ORG));
@@ -99,6 +107,31 @@ fn a_new_month_after_the_last_ordinal_is_refused_and_writes_nothing() {
     assert_eq!(sha256(&after[..256]), genesis, "the forged header is kept");
     assert!(!dir.path().join(ORG).join("2026-02.seg").exists());
     assert!(dir.path().join(OTHER).join("2026-02.seg").exists());
+}
+
+/// Review finding 6: a batch whose later group needs a segment past the last ordinal is
+/// refused before an earlier group's new segment is created (it used to leave that
+/// segment behind, empty, as its org's newest).
+#[test]
+fn a_batch_refused_for_the_last_ordinal_creates_no_segment_for_an_earlier_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = support::keys_for(&["aaa", ORG, OTHER]);
+    forge_last_ordinal(dir.path(), &keys);
+    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let before = file_names(&dir.path().join(ORG));
+    // Groups are taken in (org, month) order: "aaa" before ORG.
+    let mut batch = events("aaa", 2, 7, 31);
+    batch.extend(events(ORG, 2, 4, 31));
+    let e = log.append_batch(&batch).unwrap_err();
+    assert!(is_exhausted(&e) && e.is_refusal(), "{e:?}");
+    assert!(
+        !dir.path().join("aaa").exists(),
+        "a segment for the refused batch"
+    );
+    assert_eq!(file_names(&dir.path().join(ORG)), before);
+    // Without the refused group, the batch goes through.
+    log.append_batch(&events("aaa", 2, 7, 31)).unwrap();
+    log.close().unwrap();
 }
 
 /// The forgery alone breaks January's chain, so recovery must continue it in a new part,

@@ -165,6 +165,26 @@ impl Parked {
     pub fn index_is_current(&self) -> bool {
         self.index_written_at >= self.tally.valid_end
     }
+
+    /// What the writer resumed from this state would refuse an append of `n` records with
+    /// ([`SegmentWriter::check_not_failed`], [`SegmentWriter::check_seq_room`]), without
+    /// resuming it.
+    pub fn check_append(&self, n: usize) -> Result<()> {
+        let (org, segment) = (self.header.org.to_string(), self.header.id.to_string());
+        if self.poison.failed.load(Ordering::Acquire) {
+            let cause = self.poison.cause.lock().clone().unwrap_or_default();
+            return Err(Error::WriterFailed {
+                org,
+                segment,
+                cause,
+            });
+        }
+        let next = self.tally.next_seq;
+        if next.checked_add(n as u64).is_none() {
+            return Err(Error::SeqExhausted { org, segment, next });
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for SegmentWriter {
