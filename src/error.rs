@@ -362,7 +362,10 @@ pub enum Error {
     #[error("the log was opened read-only")]
     ReadOnly,
 
-    /// The log has been closed.
+    /// The log has been closed. Never returned as things are: [`crate::Log::close`] takes
+    /// the log by value, and dropping it is the only other way it closes, so no call can
+    /// reach a closed log. Kept (the enum is `#[non_exhaustive]` and code may match on it)
+    /// for a future way to close a shared log.
     #[error("the log is closed")]
     Closed,
 }

@@ -1072,6 +1072,7 @@ impl Inner {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
+        // Unreachable from the API (`close` takes the log by value; see `Error::Closed`).
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
