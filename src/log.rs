@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use serde::Serialize;
@@ -48,9 +48,11 @@ pub enum Durability {
     /// From 1 ms to 1 hour ([`Error::InvalidOption`] otherwise): the thread wakes this often
     /// even when idle, and a shorter window is [`Durability::Always`]'s job.
     Interval(Duration),
-    /// Buffered in the process (up to 256 KiB per segment) and handed to the OS when the
-    /// buffer fills, every second, on `sync` and on `close`; never fsynced except by `sync`
-    /// and `close`. A process crash can lose the buffer; a power loss anything unsynced.
+    /// Buffered in the process and handed to the OS when 256 KiB of a segment are buffered
+    /// (by the background flusher, so the appender goes on; by the appender itself once
+    /// 1 MiB is buffered), every second, on `sync` and on `close`; never fsynced except by
+    /// `sync` and `close`. A process crash can lose the buffer; a power loss anything
+    /// unsynced.
     Never,
 }
 
@@ -133,6 +135,9 @@ impl std::fmt::Debug for Options {
 
 const MAX_EVENT_SIZE_LIMIT: usize = 64 * 1024 * 1024;
 const NEVER_BUFFER_LIMIT: usize = 256 * 1024;
+/// Under `Never`, the buffered bytes at which an appender writes its segment's buffer
+/// itself instead of leaving it to the flusher.
+const NEVER_INLINE_LIMIT: usize = 4 * NEVER_BUFFER_LIMIT;
 /// Shortest `Durability::Interval`: the background thread wakes this often, busy or not.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// Longest `Durability::Interval`.
@@ -406,6 +411,11 @@ struct Inner {
     unreported: Mutex<Option<Error>>,
     /// Personal-data seeds of the events this log seals (its own PRF key: see `SeedSource`).
     seeds: crate::crypto::SeedSource,
+    /// Under `Never`, writers whose buffer filled, for the flusher to hand to the OS
+    /// (`Inner::settle`); empty under the other modes.
+    writeback: Mutex<Vec<Arc<SegmentWriter>>>,
+    /// Whether the flusher thread runs (it drains `writeback`).
+    flusher_running: AtomicBool,
 }
 
 /// An open log directory. `Send + Sync`: share it between threads (e.g. in an `Arc`).
@@ -517,6 +527,8 @@ impl Log {
                 retiring: Mutex::new(()),
                 unreported: Mutex::new(None),
                 seeds: crate::crypto::SeedSource::new(),
+                writeback: Mutex::new(Vec::new()),
+                flusher_running: AtomicBool::new(false),
             }),
             flusher: Mutex::new(None),
         })
@@ -642,6 +654,7 @@ impl Log {
             .spawn(move || inner.flush_loop(tick));
         if let Ok(h) = handle {
             *self.flusher.lock() = Some(h);
+            self.inner.flusher_running.store(true, Ordering::Release);
         }
     }
 
@@ -888,7 +901,7 @@ impl Log {
         *self.inner.stop.lock() = true;
         self.inner.stop_cv.notify_all();
         let mut first_err = None;
-        // The flusher contains a panic in a tick (`Inner::flush_tick`); one outside it is
+        // The flusher contains a panic in its work (`Inner::contain_panic`); one outside it is
         // reported all the same.
         if let Some(h) = self.flusher.lock().take()
             && let Err(payload) = h.join()
@@ -1188,41 +1201,92 @@ impl Inner {
     }
 
     /// Makes a record appended up to `end` as durable as the mode promises.
-    fn settle(&self, w: &SegmentWriter, end: u64, buffered: usize) -> Result<()> {
+    fn settle(&self, w: &Arc<SegmentWriter>, end: u64, buffered: usize) -> Result<()> {
         match self.opts.durability {
             Durability::Always => w.flush(end, true),
             Durability::Interval(_) => w.flush(end, false),
-            Durability::Never if buffered >= NEVER_BUFFER_LIMIT => w.flush(end, false),
+            Durability::Never if buffered >= NEVER_INLINE_LIMIT => w.flush(end, false),
+            Durability::Never
+                if buffered >= NEVER_BUFFER_LIMIT
+                    && !self.flusher_running.load(Ordering::Acquire) =>
+            {
+                w.flush(end, false)
+            }
+            Durability::Never if buffered >= NEVER_BUFFER_LIMIT => {
+                // The flusher hands the buffer to the OS on the other core while this
+                // thread goes on sealing; past `NEVER_INLINE_LIMIT` (the flusher behind)
+                // the appender writes it itself, so a buffer never grows without bound.
+                self.queue_writeback(w);
+                Ok(())
+            }
             Durability::Never => Ok(()),
         }
     }
 
     fn flush_loop(&self, tick: Duration) {
+        let mut next_tick = Instant::now() + tick;
         let mut stop = self.stop.lock();
         while !*stop {
-            self.stop_cv.wait_for(&mut stop, tick);
-            if *stop {
-                break;
+            let queued = std::mem::take(&mut *self.writeback.lock());
+            if !queued.is_empty() {
+                drop(stop);
+                self.contain_panic("background writeback", || {
+                    for w in queued {
+                        // An error poisons the writer; its next append reports it.
+                        let _ = w.flush(u64::MAX, false);
+                    }
+                });
+                stop = self.stop.lock();
+                continue;
+            }
+            let now = Instant::now();
+            if now < next_tick {
+                self.stop_cv.wait_for(&mut stop, next_tick - now);
+                continue;
             }
             drop(stop);
             self.flush_tick();
+            next_tick = Instant::now() + tick;
             stop = self.stop.lock();
         }
+        // Appenders write their buffers themselves from now on; `close` writes what is left.
+        self.flusher_running.store(false, Ordering::Release);
+        self.writeback.lock().clear();
     }
 
-    /// One tick of the background flusher ([`Inner::flush_tick_work`]). A panic in it (none
-    /// is expected: the key provider's are contained) does not end the thread, and with it
-    /// every later background fsync, index write and retirement: the first one is kept for
-    /// [`Log::close`] to return, and the next tick runs as usual.
-    fn flush_tick(&self) {
-        let ticked =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.flush_tick_work()));
-        if let Err(payload) = ticked {
+    /// Hands writers whose buffer filled under `Never` to the flusher (`Inner::settle`),
+    /// which writes them on its own thread while the appenders go on sealing.
+    fn queue_writeback(&self, w: &Arc<SegmentWriter>) {
+        {
+            let mut queue = self.writeback.lock();
+            if queue.iter().any(|q| Arc::ptr_eq(q, w)) {
+                return;
+            }
+            queue.push(Arc::clone(w));
+        }
+        // Under `stop`, which the flusher holds from looking at the queue to sleeping: it
+        // either sees this writer or is asleep and woken.
+        let _stop = self.stop.lock();
+        self.stop_cv.notify_all();
+    }
+
+    /// Runs work of the background flusher (a tick, or buffers handed over under `Never`).
+    /// A panic in it (none is expected: the key provider's are contained) does not end the
+    /// thread, and with it every later background fsync, index write and retirement: the
+    /// first one is kept for [`Log::close`] to return, and the flusher goes on as usual.
+    fn contain_panic(&self, task: &'static str, work: impl FnOnce()) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        if let Err(payload) = ran {
             self.unreported.lock().get_or_insert(Error::Panicked {
-                task: "background flusher",
+                task,
                 message: crate::crypto::panic_message(&*payload),
             });
         }
+    }
+
+    /// One tick of the background flusher ([`Inner::flush_tick_work`]), its panic contained.
+    fn flush_tick(&self) {
+        self.contain_panic("background flusher", || self.flush_tick_work());
     }
 
     /// Under `Interval` fsyncs every open writer, under `Never` hands their buffers to the
@@ -2146,6 +2210,63 @@ mod tests {
         assert_eq!(log.append(&event_in(jan, 3)).unwrap().seq, 1);
         drop((w_jan, w_feb));
         assert!(log.close().is_err(), "close reports the poisoned writer");
+    }
+
+    /// Under `Never` a full buffer is handed to the flusher, which writes it without a
+    /// `sync`, while the appender goes on; and a writer whose flusher is behind (here: not
+    /// running) never buffers past `NEVER_INLINE_LIMIT`: its appender writes it itself.
+    #[test]
+    fn never_hands_a_full_buffer_to_the_os_without_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = org_000_keys();
+        let opts = Options::new(keys.clone()).durability(Durability::Never);
+        let log = Log::open(dir.path(), opts).unwrap();
+        let jan = Month::new(2026, 1).unwrap();
+        let path = log.segment_path(
+            &OrgId::new("org-000").unwrap(),
+            SegmentId {
+                month: jan,
+                part: 0,
+            },
+        );
+        let writer = || {
+            let org = log.inner.org(&OrgId::new("org-000").unwrap());
+            org.segs.lock().writers[&jan].clone()
+        };
+        let mut n = 1;
+        log.append(&event_in(jan, n)).unwrap();
+        while writer().snapshot().end < NEVER_BUFFER_LIMIT as u64 {
+            n += 1;
+            log.append(&event_in(jan, n)).unwrap();
+        }
+        // The flusher writes it on its own thread: wait for the bytes (no fixed delay; the
+        // deadline only keeps a broken build from hanging).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fs::metadata(&path).unwrap().len() < NEVER_BUFFER_LIMIT as u64 {
+            assert!(
+                Instant::now() < deadline,
+                "the full buffer never reached the file"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        // The flusher stopped: appends go on, and write their buffer themselves.
+        log.inner.flusher_running.store(false, Ordering::Release);
+        let w = writer();
+        let on_disk = fs::metadata(&path).unwrap().len();
+        while w.snapshot().end < on_disk + NEVER_BUFFER_LIMIT as u64 {
+            n += 1;
+            log.append(&event_in(jan, n)).unwrap();
+        }
+        assert!(
+            fs::metadata(&path).unwrap().len() > on_disk,
+            "an appender without a flusher left its full buffer in memory"
+        );
+        drop(w);
+        log.close().unwrap();
+        let report = crate::verify::verify(dir.path(), Some(&*keys), &Default::default()).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert_eq!(report.records, n as u64);
     }
 
     /// An event of org-000 in `month` (day 1 plus `n` seconds).
