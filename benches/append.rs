@@ -503,6 +503,29 @@ fn bounds(c: &mut Criterion) {
         });
     }
 
+    // Waking a group of 64 waiting threads, with no work and no I/O: each "event" is one
+    // thread arriving, the last arrival of a round wakes the other 63 with one FUTEX_WAKE, and
+    // each sleeps in FUTEX_WAIT until then. The least a group commit of 64 single appends
+    // pays on this machine besides the appends and the fsync ((b)'s closed-loop ceiling).
+    {
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("wake_64t", |b| {
+            b.iter_custom(|iters| {
+                let (rounds, events) = rounds(iters.max(64 * 8), 64);
+                let el = wake_rounds(64, rounds);
+                record(
+                    "bound/wake_64t",
+                    Sample {
+                        events,
+                        elapsed: el,
+                        ..Sample::default()
+                    },
+                );
+                scaled(el, iters, events)
+            });
+        });
+    }
+
     // SHA-256 over each event's JSON bytes, one digest per event.
     {
         g.throughput(Throughput::Elements(1));
@@ -532,6 +555,31 @@ fn bounds(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// `threads` threads meet `rounds` times; each meeting ends when the last one arrives and
+/// wakes the others (one `FUTEX_WAKE`; waiters sleep in `FUTEX_WAIT`, taking no lock on the
+/// way out, which is the cheapest wake-up Linux offers a group). Returns the elapsed time.
+fn wake_rounds(threads: usize, rounds: u64) -> Duration {
+    use rustix::thread::futex;
+    use std::sync::atomic::AtomicU32;
+    let round = AtomicU32::new(0);
+    let arrived = AtomicUsize::new(0);
+    run_threads(threads, |_| {
+        for _ in 0..rounds {
+            let r = round.load(Ordering::Acquire);
+            if arrived.fetch_add(1, Ordering::AcqRel) + 1 == threads {
+                arrived.store(0, Ordering::Release);
+                round.store(r.wrapping_add(1), Ordering::Release);
+                // The count is an `int` in the kernel: all ones would read as -1.
+                let _ = futex::wake(&round, futex::Flags::PRIVATE, i32::MAX as u32);
+            } else {
+                while round.load(Ordering::Acquire) == r {
+                    let _ = futex::wait(&round, futex::Flags::PRIVATE, r, None);
+                }
+            }
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -766,6 +814,41 @@ fn auditlog_benches(c: &mut Criterion) {
         });
         log.close().unwrap();
     }
+
+    // (c) without fsync: the same 4 threads and batches under Never, on the same cores. The
+    // most segment bandwidth (c) could reach if its fsyncs cost nothing: (c)'s CPU ceiling.
+    {
+        settle("never_4t_batch1000");
+        let dir = tempdir();
+        let path = dir.path().join("log");
+        let mut log = Some(open_log(&path, Durability::Never));
+        let mut since_open = 0u64;
+        let cursor = AtomicUsize::new(0);
+        g.bench_function("never_4t_batch1000", |b| {
+            b.iter_custom(|iters| {
+                if since_open > NEVER_REOPEN_EVENTS {
+                    log.take().unwrap().close().unwrap();
+                    fs::remove_dir_all(&path).unwrap();
+                    log = Some(open_log(&path, Durability::Never));
+                    since_open = 0;
+                }
+                let l = log.as_ref().unwrap();
+                let (batches, events) = rounds(iters, 4 * BATCH as u64);
+                let el = threaded_batches(l, &f.events, &cursor, 4, batches);
+                since_open += events;
+                record(
+                    "auditlog/never_4t_batch1000",
+                    Sample {
+                        events,
+                        elapsed: el,
+                        ..Sample::default()
+                    },
+                );
+                scaled(el, iters, events)
+            });
+        });
+        log.take().unwrap().close().unwrap();
+    }
     g.finish();
 }
 
@@ -945,6 +1028,11 @@ fn fmt_rate(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |v| format!("{v:>12.0}"))
 }
 
+/// A figure with one decimal, unpadded.
+fn fmt_1(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.1}"))
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(a? / b?)
 }
@@ -1024,6 +1112,22 @@ fn summary(_c: &mut Criterion) {
     let eff = ratio(g64, bound(g64_p50));
     let bw_ratio = ratio(c4_bw, c4_disk_bw);
 
+    // (b)'s closed-loop ceiling. Each of the 64 threads waits for its own event, so while
+    // a fsync runs every thread is waiting on it and nothing else can be done: a round lasts
+    // the fsync F plus the refill R, in which all 64 are woken and each appends again. R is
+    // at least 64 wake-ups (`bound/wake_64t`, both cores) plus 64 appends at (a)'s hot cost
+    // spread over the cores, so efficiency (64/(F + R)) / (64/F) is at most F / (F + R).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let wake_round = secs_per_event("bound/wake_64t").map(|w| 64.0 * w);
+    let refill = wake_round.zip(a_hot).map(|(w, a)| w + 64.0 * a / cores);
+    let ceiling = |f: Option<Duration>| {
+        f.zip(refill)
+            .map(|(f, r)| f.as_secs_f64() / (f.as_secs_f64() + r))
+    };
+    // (c)'s CPU ceiling: the same threads and batches without fsync, at (c)'s bytes per event.
+    let c4_never = events_per_sec("auditlog/never_4t_batch1000");
+    let c4_never_bw = c4_never.map(|e| e * b.seg as f64 / n);
+
     println!();
     println!("==================== append bench summary ====================");
     let t = profile::append();
@@ -1052,6 +1156,10 @@ fn summary(_c: &mut Criterion) {
     println!(
         "1 MiB write + fdatasync        {} MB/s",
         fmt_rate(disk_bw.map(|v| v / 1e6))
+    );
+    println!(
+        "waking 64 waiting threads      {} us a round (one FUTEX_WAKE; each thread sleeps and wakes once)",
+        fmt_1(wake_round.map(|w| w * 1e6))
     );
     println!(
         "SHA-256 of event JSON          {} ns/event  ({} MB/s)",
@@ -1103,6 +1211,15 @@ fn summary(_c: &mut Criterion) {
         fmt_ratio(ratio(g64, bound(fsync_p50)))
     );
     println!(
+        "    closed-loop ceiling F/(F+R): {}  (F = fsync meanwhile; R = 64 wake-ups {} us + 64 appends at (a) hot on {cores} cores {} us); \
+         0.8 needs F >= 4R = {} ms; efficiency / ceiling {}",
+        fmt_ratio(ceiling(g64_p50)),
+        fmt_1(wake_round.map(|w| w * 1e6)),
+        fmt_1(a_hot.map(|a| 64.0 * a / cores * 1e6)),
+        fmt_ratio(refill.map(|r| 4.0 * r * 1e3)),
+        fmt_ratio(ratio(eff, ceiling(g64_p50)))
+    );
+    println!(
         "    same, one org (1 writer)   {} events/s  fsync meanwhile median {} p99 {} (n={g64_1_n})  efficiency {}",
         fmt_rate(g64_1),
         ms(g64_1_p50),
@@ -1120,6 +1237,13 @@ fn summary(_c: &mut Criterion) {
     println!(
         "    ratio against the start-of-run bandwidth: {}",
         fmt_ratio(ratio(c4_bw, disk_bw))
+    );
+    println!(
+        "    CPU ceiling: the same under Never {} events/s = {} MB/s of records = {} of the disk; (c) / it {}",
+        fmt_rate(c4_never),
+        fmt_rate(c4_never_bw.map(|v| v / 1e6)),
+        fmt_ratio(ratio(c4_never_bw, c4_disk_bw)),
+        fmt_ratio(ratio(c4, c4_never))
     );
     println!(
         "bytes/event on disk: segment {:.1} + index {:.1} = {on_disk:.1} B; JSON {json_avg:.1} B; ratio {:.3}   target <= 1.1: {}",
