@@ -416,6 +416,10 @@ struct Inner {
     writeback: Mutex<Vec<Arc<SegmentWriter>>>,
     /// Whether the flusher thread runs (it drains `writeback`).
     flusher_running: AtomicBool,
+    /// Tests: the flusher queues every writer it wrote back again, so that its queue is
+    /// never found empty.
+    #[cfg(test)]
+    requeue_for_test: AtomicBool,
 }
 
 /// An open log directory. `Send + Sync`: share it between threads (e.g. in an `Arc`).
@@ -529,6 +533,8 @@ impl Log {
                 seeds: crate::crypto::SeedSource::new(),
                 writeback: Mutex::new(Vec::new()),
                 flusher_running: AtomicBool::new(false),
+                #[cfg(test)]
+                requeue_for_test: AtomicBool::new(false),
             }),
             flusher: Mutex::new(None),
         })
@@ -1228,25 +1234,30 @@ impl Inner {
         let mut stop = self.stop.lock();
         while !*stop {
             let queued = std::mem::take(&mut *self.writeback.lock());
-            if !queued.is_empty() {
-                drop(stop);
-                self.contain_panic("background writeback", || {
-                    for w in queued {
-                        // An error poisons the writer; its next append reports it.
-                        let _ = w.flush(u64::MAX, false);
-                    }
-                });
-                stop = self.stop.lock();
-                continue;
-            }
             let now = Instant::now();
-            if now < next_tick {
+            if queued.is_empty() && now < next_tick {
                 self.stop_cv.wait_for(&mut stop, next_tick - now);
                 continue;
             }
             drop(stop);
-            self.flush_tick();
-            next_tick = Instant::now() + tick;
+            if !queued.is_empty() {
+                self.contain_panic("background writeback", || {
+                    for w in queued {
+                        // An error poisons the writer; its next append reports it.
+                        let _ = w.flush(u64::MAX, false);
+                        #[cfg(test)]
+                        if self.requeue_for_test.load(Ordering::Relaxed) {
+                            self.writeback.lock().push(w);
+                        }
+                    }
+                });
+            }
+            // Due ticks run however busy the writeback keeps the thread: they write the
+            // indexes of growing segments and retire idle writers.
+            if Instant::now() >= next_tick {
+                self.flush_tick();
+                next_tick = Instant::now() + tick;
+            }
             stop = self.stop.lock();
         }
         // Appenders write their buffers themselves from now on; `close` writes what is left.
@@ -2267,6 +2278,43 @@ mod tests {
         let report = crate::verify::verify(dir.path(), Some(&*keys), &Default::default()).unwrap();
         assert!(report.findings.is_empty(), "{:?}", report.findings);
         assert_eq!(report.records, n as u64);
+    }
+
+    /// The flusher's tick (index writes, retirement) runs on time however busy handing
+    /// `Never` buffers to the OS keeps it: here the flusher finds its writeback queue
+    /// non-empty every time it looks, and its tick must still write the segment's index.
+    #[test]
+    fn the_flusher_ticks_while_writeback_keeps_it_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = Options::new(org_000_keys()).durability(Durability::Never);
+        opts.index_flush_bytes = MIN_INDEX_FLUSH_BYTES;
+        let log = Log::open(dir.path(), opts).unwrap();
+        let jan = Month::new(2026, 1).unwrap();
+        for n in 1..=20 {
+            log.append(&event_in(jan, n)).unwrap();
+        }
+        let org = log.inner.org(&OrgId::new("org-000").unwrap());
+        let w = org.segs.lock().writers[&jan].clone();
+        assert!(w.unindexed_bytes() >= MIN_INDEX_FLUSH_BYTES);
+        let index = org.dir.join(crate::segment::index_file_name(SegmentId {
+            month: jan,
+            part: 0,
+        }));
+        assert!(!index.exists());
+        log.inner.requeue_for_test.store(true, Ordering::Relaxed);
+        log.inner.queue_writeback(&w);
+        drop(w);
+        // No fixed delay: the deadline only keeps a broken build from hanging.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !index.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            index.exists(),
+            "no tick ran while the writeback queue stayed busy"
+        );
+        log.inner.requeue_for_test.store(false, Ordering::Relaxed);
+        log.close().unwrap();
     }
 
     /// An event of org-000 in `month` (day 1 plus `n` seconds).
