@@ -641,6 +641,50 @@ fn threaded_batches(
     })
 }
 
+/// A `Never` log in a directory of its own, replaced by a fresh one once it has taken
+/// `NEVER_REOPEN_EVENTS`, so that a long run does not fill the disk.
+struct FreshLog {
+    path: PathBuf,
+    open: fn(&Path) -> Log,
+    log: Option<Log>,
+    since_open: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl FreshLog {
+    fn new(open: fn(&Path) -> Log) -> FreshLog {
+        let dir = tempdir();
+        let path = dir.path().join("log");
+        FreshLog {
+            log: Some(open(&path)),
+            path,
+            open,
+            since_open: 0,
+            _dir: dir,
+        }
+    }
+
+    /// The log for the next `events` appends (outside the clock: a replacement happens here).
+    fn take_events(&mut self, events: u64) -> &Log {
+        if self.since_open > NEVER_REOPEN_EVENTS {
+            self.log.take().unwrap().close().unwrap();
+            fs::remove_dir_all(&self.path).unwrap();
+            self.log = Some((self.open)(&self.path));
+            self.since_open = 0;
+        }
+        self.since_open += events;
+        self.log.as_ref().unwrap()
+    }
+
+    fn close(mut self) {
+        self.log.take().unwrap().close().unwrap();
+    }
+}
+
+fn open_never_log(dir: &Path) -> Log {
+    open_log(dir, Durability::Never)
+}
+
 fn auditlog_benches(c: &mut Criterion) {
     let f = fixture();
     let mut g = configure(c, "auditlog");
@@ -653,34 +697,24 @@ fn auditlog_benches(c: &mut Criterion) {
     // Also over the pool spread over 1,000 orgs, at the default `max_open_writers` (256):
     // nearly every append finds its writer retired and reopens it.
     let many: fn(&Path) -> Log = open_many_orgs_log;
-    let few: fn(&Path) -> Log = |p| open_log(p, Durability::Never);
+    let few: fn(&Path) -> Log = open_never_log;
     for (name, pool, open) in [
         ("never_1t_append", &f.events[..], few),
         ("never_1t_append_hot", &f.events[..HOT_POOL], few),
         ("never_1t_append_many_orgs", &f.many_orgs[..], many),
     ] {
         settle(name);
-        let dir = tempdir();
-        let path = dir.path().join("log");
-        let mut log = Some(open(&path));
-        let mut since_open = 0u64;
+        let mut log = FreshLog::new(open);
         let mut i = 0usize;
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                if since_open > NEVER_REOPEN_EVENTS {
-                    log.take().unwrap().close().unwrap();
-                    fs::remove_dir_all(&path).unwrap();
-                    log = Some(open(&path));
-                    since_open = 0;
-                }
-                let l = log.as_ref().unwrap();
+                let l = log.take_events(iters);
                 let start = Instant::now();
                 for _ in 0..iters {
                     black_box(l.append(&pool[i]).unwrap());
                     i = (i + 1) % pool.len();
                 }
                 let el = start.elapsed();
-                since_open += iters;
                 record(
                     &format!("auditlog/{name}"),
                     Sample {
@@ -692,37 +726,34 @@ fn auditlog_benches(c: &mut Criterion) {
                 el
             });
         });
-        log.take().unwrap().close().unwrap();
+        log.close();
     }
 
-    // One thread, Never, append_batch of 1,000: the engine's best case (compares with
-    // SQLite synchronous=OFF, batched).
-    {
-        settle("never_1t_batch1000");
-        let dir = tempdir();
-        let path = dir.path().join("log");
-        let mut log = Some(open_log(&path, Durability::Never));
-        let mut since_open = 0u64;
+    // Never, append_batch of 1,000. One thread: the engine's best case (compares with
+    // SQLite synchronous=OFF, batched). Four threads: (c) without fsync, the same threads and
+    // batches on the same cores, the most segment bandwidth (c) could reach if its fsyncs
+    // cost nothing: (c)'s CPU ceiling.
+    for (name, threads) in [("never_1t_batch1000", 1), ("never_4t_batch1000", 4)] {
+        settle(name);
+        let mut log = FreshLog::new(open_never_log);
         let cursor = AtomicUsize::new(0);
-        g.bench_function("never_1t_batch1000", |b| {
+        let key = format!("auditlog/{name}");
+        g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                if since_open > NEVER_REOPEN_EVENTS {
-                    log.take().unwrap().close().unwrap();
-                    fs::remove_dir_all(&path).unwrap();
-                    log = Some(open_log(&path, Durability::Never));
-                    since_open = 0;
-                }
-                let l = log.as_ref().unwrap();
-                let (n, events) = rounds(iters, BATCH as u64);
-                let start = Instant::now();
-                for _ in 0..n {
-                    let s = cursor.fetch_add(BATCH, Ordering::Relaxed) % POOL;
-                    black_box(l.append_batch(&f.events[s..s + BATCH]).unwrap());
-                }
-                let el = start.elapsed();
-                since_open += events;
+                let (batches, events) = rounds(iters, (threads * BATCH) as u64);
+                let l = log.take_events(events);
+                let el = if threads == 1 {
+                    let start = Instant::now();
+                    for _ in 0..batches {
+                        let s = cursor.fetch_add(BATCH, Ordering::Relaxed) % POOL;
+                        black_box(l.append_batch(&f.events[s..s + BATCH]).unwrap());
+                    }
+                    start.elapsed()
+                } else {
+                    threaded_batches(l, &f.events, &cursor, threads, batches)
+                };
                 record(
-                    "auditlog/never_1t_batch1000",
+                    &key,
                     Sample {
                         events,
                         elapsed: el,
@@ -732,7 +763,7 @@ fn auditlog_benches(c: &mut Criterion) {
                 scaled(el, iters, events)
             });
         });
-        log.take().unwrap().close().unwrap();
+        log.close();
     }
 
     // (b) 64 threads, Always, single appends (group commit). Reference workload (4 orgs:
@@ -813,41 +844,6 @@ fn auditlog_benches(c: &mut Criterion) {
             });
         });
         log.close().unwrap();
-    }
-
-    // (c) without fsync: the same 4 threads and batches under Never, on the same cores. The
-    // most segment bandwidth (c) could reach if its fsyncs cost nothing: (c)'s CPU ceiling.
-    {
-        settle("never_4t_batch1000");
-        let dir = tempdir();
-        let path = dir.path().join("log");
-        let mut log = Some(open_log(&path, Durability::Never));
-        let mut since_open = 0u64;
-        let cursor = AtomicUsize::new(0);
-        g.bench_function("never_4t_batch1000", |b| {
-            b.iter_custom(|iters| {
-                if since_open > NEVER_REOPEN_EVENTS {
-                    log.take().unwrap().close().unwrap();
-                    fs::remove_dir_all(&path).unwrap();
-                    log = Some(open_log(&path, Durability::Never));
-                    since_open = 0;
-                }
-                let l = log.as_ref().unwrap();
-                let (batches, events) = rounds(iters, 4 * BATCH as u64);
-                let el = threaded_batches(l, &f.events, &cursor, 4, batches);
-                since_open += events;
-                record(
-                    "auditlog/never_4t_batch1000",
-                    Sample {
-                        events,
-                        elapsed: el,
-                        ..Sample::default()
-                    },
-                );
-                scaled(el, iters, events)
-            });
-        });
-        log.take().unwrap().close().unwrap();
     }
     g.finish();
 }
