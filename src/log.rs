@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,9 +50,11 @@ pub enum Durability {
     Interval(Duration),
     /// Buffered in the process and handed to the OS when 256 KiB of a segment are buffered
     /// (by the background flusher, so the appender goes on; by the appender itself once
-    /// 1 MiB is buffered), every second, on `sync` and on `close`; never fsynced except by
-    /// `sync` and `close`. A process crash can lose the buffer; a power loss anything
-    /// unsynced.
+    /// 1 MiB is buffered, the flusher being behind), every second, on `sync` and on `close`;
+    /// never fsynced except by `sync` and `close`. A process crash can lose the buffer (up to
+    /// 1 MiB per segment, plus the last append or batch); a power loss anything unsynced. A
+    /// background write that fails poisons the segment: the next `append`, `sync` or
+    /// `close` returns the error.
     Never,
 }
 
@@ -82,8 +84,9 @@ pub struct Options {
     /// upper bound (`u64::MAX`: only `close` and retirement write indexes).
     pub index_flush_bytes: u64,
     /// Segment writers kept open. Each open writer holds up to ~0.75 MiB (its buffers,
-    /// which grow as records arrive, and the part of its index not yet spilled) and up to
-    /// four file descriptors. Past this many, the background flusher (every second, or
+    /// which grow as records arrive, and the part of its index not yet spilled; up to
+    /// ~1.75 MiB under [`Durability::Never`] while the flusher is behind) and up to four
+    /// file descriptors. Past this many, the background flusher (every second, or
     /// every `Interval`) and [`Log::sync`] close the least recently used idle writers;
     /// appends close writers themselves only beyond twice this many, so they rarely pay
     /// for a close.
@@ -412,8 +415,9 @@ struct Inner {
     /// Personal-data seeds of the events this log seals (its own PRF key: see `SeedSource`).
     seeds: crate::crypto::SeedSource,
     /// Under `Never`, writers whose buffer filled, for the flusher to hand to the OS
-    /// (`Inner::settle`); empty under the other modes.
-    writeback: Mutex<Vec<Arc<SegmentWriter>>>,
+    /// (`Inner::settle`); empty under the other modes. Weak, so that a queued writer still
+    /// counts as idle for retirement (closing or parking it leaves nothing to write).
+    writeback: Mutex<Vec<Weak<SegmentWriter>>>,
     /// Whether the flusher thread runs (it drains `writeback`).
     flusher_running: AtomicBool,
     /// Tests: the flusher queues every writer it wrote back again, so that its queue is
@@ -1242,23 +1246,28 @@ impl Inner {
             drop(stop);
             if !queued.is_empty() {
                 self.contain_panic("background writeback", || {
-                    for w in queued {
+                    // As for a tick: `Log::sync`, which waits for `retiring`, must not find
+                    // the writers upgraded here in use and leave them open.
+                    let _retiring = self.retiring.lock();
+                    for w in queued.iter().filter_map(Weak::upgrade) {
                         // An error poisons the writer; its next append reports it.
                         let _ = w.flush(u64::MAX, false);
-                        #[cfg(test)]
-                        if self.requeue_for_test.load(Ordering::Relaxed) {
-                            self.writeback.lock().push(w);
-                        }
+                    }
+                    #[cfg(test)]
+                    if self.requeue_for_test.load(Ordering::Relaxed) {
+                        self.writeback.lock().extend(queued);
                     }
                 });
             }
+            stop = self.stop.lock();
             // Due ticks run however busy the writeback keeps the thread: they write the
             // indexes of growing segments and retire idle writers.
-            if Instant::now() >= next_tick {
+            if !*stop && Instant::now() >= next_tick {
+                drop(stop);
                 self.flush_tick();
                 next_tick = Instant::now() + tick;
+                stop = self.stop.lock();
             }
-            stop = self.stop.lock();
         }
         // Appenders write their buffers themselves from now on; `close` writes what is left.
         self.flusher_running.store(false, Ordering::Release);
@@ -1270,10 +1279,13 @@ impl Inner {
     fn queue_writeback(&self, w: &Arc<SegmentWriter>) {
         {
             let mut queue = self.writeback.lock();
-            if queue.iter().any(|q| Arc::ptr_eq(q, w)) {
+            if queue
+                .iter()
+                .any(|q| std::ptr::eq(q.as_ptr(), Arc::as_ptr(w)))
+            {
                 return;
             }
-            queue.push(Arc::clone(w));
+            queue.push(Arc::downgrade(w));
         }
         // Under `stop`, which the flusher holds from looking at the queue to sleeping: it
         // either sees this writer or is asleep and woken.
@@ -2314,6 +2326,34 @@ mod tests {
             "no tick ran while the writeback queue stayed busy"
         );
         log.inner.requeue_for_test.store(false, Ordering::Relaxed);
+        log.close().unwrap();
+    }
+
+    /// Writers waiting in the flusher's writeback queue are still idle to retirement: a
+    /// `sync` with no appender running ends with at most `max_open_writers` open, whatever
+    /// the queue holds (here the flusher is kept from taking it).
+    #[test]
+    fn queued_writers_do_not_keep_sync_from_retiring_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options::new(org_000_keys())
+            .durability(Durability::Never)
+            .max_open_writers(1);
+        let log = Log::open(dir.path(), opts).unwrap();
+        let (jan, feb) = (Month::new(2026, 1).unwrap(), Month::new(2026, 2).unwrap());
+        log.append_batch(&[event_in(jan, 1), event_in(feb, 1)])
+            .unwrap();
+        let org = log.inner.org(&OrgId::new("org-000").unwrap());
+        {
+            // The flusher looks at its queue only with `stop` held.
+            let _flusher_kept_out = log.inner.stop.lock();
+            for m in [jan, feb] {
+                let w = org.segs.lock().writers[&m].clone();
+                // What `queue_writeback` queues (it would wait for `stop` to wake the flusher).
+                log.inner.writeback.lock().push(Arc::downgrade(&w));
+            }
+            log.sync().unwrap();
+            assert_eq!(log.inner.open_writers.load(Ordering::Relaxed), 1);
+        }
         log.close().unwrap();
     }
 
