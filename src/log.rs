@@ -1215,21 +1215,19 @@ impl Inner {
         match self.opts.durability {
             Durability::Always => w.flush(end, true),
             Durability::Interval(_) => w.flush(end, false),
-            Durability::Never if buffered >= NEVER_INLINE_LIMIT => w.flush(end, false),
+            Durability::Never if buffered < NEVER_BUFFER_LIMIT => Ok(()),
             Durability::Never
-                if buffered >= NEVER_BUFFER_LIMIT
-                    && !self.flusher_running.load(Ordering::Acquire) =>
+                if buffered < NEVER_INLINE_LIMIT
+                    && self.flusher_running.load(Ordering::Acquire) =>
             {
-                w.flush(end, false)
-            }
-            Durability::Never if buffered >= NEVER_BUFFER_LIMIT => {
                 // The flusher hands the buffer to the OS on the other core while this
-                // thread goes on sealing; past `NEVER_INLINE_LIMIT` (the flusher behind)
-                // the appender writes it itself, so a buffer never grows without bound.
+                // thread goes on sealing; past `NEVER_INLINE_LIMIT` (the flusher behind),
+                // or without a flusher, the appender writes it itself, so a buffer never
+                // grows without bound.
                 self.queue_writeback(w);
                 Ok(())
             }
-            Durability::Never => Ok(()),
+            Durability::Never => w.flush(end, false),
         }
     }
 

@@ -641,12 +641,12 @@ impl SegmentWriter {
             }
             io.written = end;
         }
-        // The spare buffer is kept for the next swap, but not one that grew past
-        // `SPARE_MAX` (a batch, or a `Never` buffer the flusher was late for): that memory
-        // would stay with the writer for as long as it is open.
-        if bytes.capacity() <= SPARE_MAX {
-            io.spare = bytes;
-        }
+        // The spare buffer is kept for the next swap, cut back to `SPARE_MAX` if it grew
+        // past it (a batch, or a `Never` buffer the flusher was late for): that memory
+        // would otherwise stay with the writer for as long as it is open.
+        bytes.clear();
+        bytes.shrink_to(SPARE_MAX);
+        io.spare = bytes;
         if sync && io.synced < io.written {
             if let Err(e) = io.file.sync_data() {
                 return Err(self.poison(Error::io("fsync segment", &self.path, e)));
@@ -791,7 +791,7 @@ pub(crate) fn write_atomically_with(
     Ok(())
 }
 
-/// Largest buffer capacity a writer keeps as its spare after writing it out.
+/// Largest capacity a writer's spare buffer keeps after it was written out.
 const SPARE_MAX: usize = 512 * 1024;
 
 /// A `std::sync` lock or wait result, poisoned or not: what `rounds` guards (a counter only
