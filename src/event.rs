@@ -173,19 +173,11 @@ fn check_text(field: &'static str, v: &str, max: usize) -> Result<(), InvalidFie
             format!("{} bytes, at most {max} allowed", v.len()),
         ));
     }
-    // One pass without early exit (the compiler vectorises it); the char walk only for
-    // the rare non-ASCII text, whose control characters include C1.
-    let bytes = v.as_bytes();
-    let ascii_control = bytes
-        .iter()
-        .fold(false, |c, &b| c | (b < 0x20) | (b == 0x7f));
-    let non_ascii = bytes.iter().fold(0, |acc, &b| acc | b) >= 0x80;
-    let control = if non_ascii {
-        v.chars().any(char::is_control)
-    } else {
-        ascii_control
-    };
-    if control {
+    // One vectorised pass for the common case, plain ASCII text without control
+    // characters; the char walk only for the rest: non-ASCII text, whose control
+    // characters include C1, or text with a control character.
+    let suspect = crate::json::any_byte(v.as_bytes(), |b| !(0x20..0x7f).contains(&b));
+    if suspect && v.chars().any(char::is_control) {
         return Err(invalid(field, "must not contain control characters"));
     }
     Ok(())
@@ -351,6 +343,37 @@ mod tests {
             "a..b",
         ] {
             assert!(validate_action(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Control characters (C0, DEL and, in non-ASCII text, C1) are refused wherever they
+    /// stand in the text, also in the short tail the vectorised scan pads; other text,
+    /// non-ASCII included, is accepted.
+    #[test]
+    fn text_fields_refuse_control_characters_at_every_position() {
+        for len in 1..40 {
+            for at in 0..len {
+                for c in ['\0', '\n', '\u{1f}', '\u{7f}', '\u{85}', '\u{9f}'] {
+                    let mut v: Vec<char> = "é".repeat(len).chars().collect();
+                    if c.is_ascii() {
+                        v = vec!['a'; len];
+                    }
+                    v[at] = c;
+                    let v: String = v.into_iter().collect();
+                    let e = check_text("resource_id", &v, 256).unwrap_err();
+                    assert!(e.reason.contains("control"), "{v:?}: {e}");
+                    if !c.is_ascii() {
+                        continue;
+                    }
+                    // The same ASCII control character in otherwise non-ASCII text.
+                    let mixed: String = v.replace('a', "é");
+                    assert!(check_text("resource_id", &mixed, 512).is_err(), "{mixed:?}");
+                }
+            }
+            for ok in ["a", "é", "日本", "🙂", "~", " "] {
+                let v = ok.repeat(len);
+                assert!(check_text("resource_id", &v, 4096).is_ok(), "{v:?}");
+            }
         }
     }
 }
