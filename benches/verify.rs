@@ -368,7 +368,7 @@ fn main() {
                     })
                     .collect();
                 if r.has_root {
-                    black_box(pii_root(&commitments));
+                    black_box(pii_root(commitments.iter().copied()));
                 }
             }
         }

@@ -184,17 +184,16 @@ fn seal_with(
             org: org.to_string(),
             source: e,
         })?;
-        let commitments: Vec<Hash> = slots
+        let commitments = slots
             .iter()
             .enumerate()
-            .map(|(i, (_, v))| crypto::commitment(&crypto::derive_salt(&seed, i as u8), v))
-            .collect();
+            .map(|(i, (_, v))| crypto::commitment(&crypto::derive_salt(&seed, i as u8), v));
         (
             Openings::Seeded {
                 seed,
                 values: slots.iter().map(|(_, v)| v.as_ref()).collect(),
             },
-            Some(crypto::pii_root(&commitments)),
+            Some(crypto::pii_root(commitments)),
         )
     };
     let body = SealedBody {
@@ -319,11 +318,10 @@ pub(crate) fn check(
     let openings =
         Openings::decode(rec.openings, open_at, body.pii.len()).map_err(OpenError::Decode)?;
     let values = opened_values(&openings);
-    if let Some(root) = body.pii_root {
-        let commitments: Vec<Hash> = values.iter().map(|(_, c)| *c).collect();
-        if crypto::pii_root(&commitments) != root {
-            return Err(OpenError::Commitment);
-        }
+    if let Some(root) = body.pii_root
+        && crypto::pii_root(values.iter().map(|(_, c)| *c)) != root
+    {
+        return Err(OpenError::Commitment);
     }
     for (bytes, field) in [
         (body.before, "before"),
@@ -436,11 +434,10 @@ pub(crate) fn open(
     let openings =
         Openings::decode(rec.openings, open_at, body.pii.len()).map_err(OpenError::Decode)?;
     let values = opened_values(&openings);
-    if let Some(root) = body.pii_root {
-        let commitments: Vec<Hash> = values.iter().map(|(_, c)| *c).collect();
-        if crypto::pii_root(&commitments) != root {
-            return Err(OpenError::Commitment);
-        }
+    if let Some(root) = body.pii_root
+        && crypto::pii_root(values.iter().map(|(_, c)| *c)) != root
+    {
+        return Err(OpenError::Commitment);
     }
     let mut event = Event {
         org_id: org.to_string(),

@@ -694,15 +694,18 @@ impl Log {
         // The key first: an org that cannot sign must not get a segment.
         let signer = org.signer(&*opts.keys)?;
         let writer = self.inner.writer(&org, month)?;
-        let (mut receipts, end, buffered) = {
+        let mut receipt = None;
+        let (end, buffered) = {
             let signer = signer.read();
             let signer = signer.as_ref().ok_or_else(|| no_signer(org_id))?;
-            writer.append(&[(&sealed, event.occurred_at)], signer)?
+            writer.append(&[(&sealed, event.occurred_at)], signer, |r| {
+                receipt = Some(r);
+            })?
         };
         self.inner.settle(&writer, end, buffered)?;
         drop(writer);
         self.inner.retire_idle();
-        receipts.pop().ok_or_else(|| no_signer(org_id))
+        receipt.ok_or_else(|| no_signer(org_id))
     }
 
     /// Appends events in order; returns one receipt per event, in order.
@@ -769,16 +772,16 @@ impl Log {
                 .iter()
                 .filter_map(|&i| sealed.get(i).map(|(_, _, s, t)| (s, *t)))
                 .collect();
-            let (rs, end, buffered) = {
+            let mut slots = idx.iter();
+            let (end, buffered) = {
                 let signer = signer.read();
                 let signer = signer.as_ref().ok_or_else(|| no_signer(org_id))?;
-                writer.append(&items, signer)?
+                writer.append(&items, signer, |r| {
+                    if let Some(slot) = slots.next().and_then(|&i| receipts.get_mut(i)) {
+                        *slot = Some(r);
+                    }
+                })?
             };
-            for (i, r) in idx.into_iter().zip(rs) {
-                if let Some(slot) = receipts.get_mut(i) {
-                    *slot = Some(r);
-                }
-            }
             pending.push((writer, end, buffered));
         }
         if pending.len() > 1 && self.inner.opts.durability == Durability::Always {

@@ -423,7 +423,7 @@ pub fn commitment(salt: &[u8; 16], value: &[u8]) -> Hash {
 }
 
 /// Root over a record's commitments: SHA-256("auditlog.piiroot.v1" ‖ c_0 ‖ … ‖ c_n-1).
-pub fn pii_root(commitments: &[Hash]) -> Hash {
+pub fn pii_root(commitments: impl IntoIterator<Item = Hash>) -> Hash {
     let mut h = Sha256::new().chain_update(ROOT_DOMAIN);
     for c in commitments {
         h.update(c.0);

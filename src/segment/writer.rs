@@ -457,13 +457,15 @@ impl SegmentWriter {
     }
 
     /// Frames, chains and signs `events` (all of this segment's month) as consecutive
-    /// records. Returns their receipts, the logical end offset after the last one, and the
-    /// bytes now buffered.
+    /// records, handing each one's receipt to `receipt` in order (the caller keeps them as
+    /// it likes: a single append needs no vector). Returns the logical end offset after the
+    /// last one and the bytes now buffered.
     pub fn append(
         &self,
         events: &[(&SealedEvent, Timestamp)],
         signer: &Signer,
-    ) -> Result<(Vec<Receipt>, u64, usize)> {
+        mut receipt: impl FnMut(Receipt),
+    ) -> Result<(u64, usize)> {
         self.check_not_failed()?;
         if self.parked.load(Ordering::Acquire) {
             // Unreachable: a parked writer is in none of the log's maps, and appends find
@@ -473,7 +475,6 @@ impl SegmentWriter {
                 segment: self.header.id.to_string(),
             });
         }
-        let mut receipts = Vec::with_capacity(events.len());
         let mut st = self.state.lock();
         let st = &mut *st;
         self.seq_room(st.tally.next_seq, events.len())?;
@@ -502,7 +503,7 @@ impl SegmentWriter {
             st.end += len;
             st.tally.valid_end = st.end;
             st.buffered += 1;
-            receipts.push(Receipt {
+            receipt(Receipt {
                 org_id: self.org.to_string(),
                 month: self.header.id.month,
                 seq: fields.seq,
@@ -512,7 +513,7 @@ impl SegmentWriter {
         if st.gathering != 0 && st.buffered >= st.gathering {
             self.gather_cv.notify_one();
         }
-        Ok((receipts, st.end, st.buf.len()))
+        Ok((st.end, st.buf.len()))
     }
 
     /// Makes every record up to logical offset `upto` reach the OS (`sync` false) or the
