@@ -55,7 +55,38 @@ struct FileOrg {
 struct FileData {
     format: String,
     version: u32,
+    #[serde(deserialize_with = "orgs_once")]
     orgs: BTreeMap<String, FileOrg>,
+}
+
+/// The `orgs` object, refused if it names an org twice: a map would keep the last one's
+/// keys and drop the others', and the next save would remove them from the file.
+fn orgs_once<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, FileOrg>, D::Error> {
+    struct Once;
+    impl<'de> serde::de::Visitor<'de> for Once {
+        type Value = BTreeMap<String, FileOrg>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of orgs")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut orgs = BTreeMap::new();
+            while let Some((name, org)) = m.next_entry::<String, FileOrg>()? {
+                if orgs.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "org {name} appears twice (each org's keys must be in one entry)"
+                    )));
+                }
+                orgs.insert(name, org);
+            }
+            Ok(orgs)
+        }
+    }
+    d.deserialize_map(Once)
 }
 
 #[derive(Default)]
@@ -101,7 +132,7 @@ impl Keyring {
 
     /// Loads an existing key file. Refuses one readable by group or others.
     pub fn open(path: impl AsRef<Path>) -> Result<Keyring, KeyError> {
-        let path = path.as_ref();
+        let path = &resolve(path.as_ref())?;
         let orgs = read_file(path)?.ok_or_else(|| kerr(path, "no such file or directory"))?;
         Ok(Keyring {
             path: Some(path.to_path_buf()),
@@ -112,7 +143,7 @@ impl Keyring {
     /// Loads the key file, or creates an empty one (mode 0600) if there is none. Creating
     /// takes the file's lock, so concurrent callers agree on one file.
     pub fn open_or_create(path: impl AsRef<Path>) -> Result<Keyring, KeyError> {
-        let path = path.as_ref();
+        let path = &resolve(path.as_ref())?;
         if let Some(orgs) = read_file(path)? {
             return Ok(Keyring {
                 path: Some(path.to_path_buf()),
@@ -313,9 +344,26 @@ fn lock(path: &Path) -> Result<File, KeyError> {
     Ok(file)
 }
 
-/// Reads and checks the key file; `None` if there is none.
+/// The file a keyring path names: a symbolic link is followed to its target once, here, so
+/// that a change is written over the target (a rename over the link would replace the link
+/// with a file of its own, and the target would never see the new key) and locked beside
+/// it. A link whose target does not exist is refused rather than replaced.
+fn resolve(path: &Path) -> Result<PathBuf, KeyError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).map_err(|e| {
+            kerr(
+                path,
+                format!("a symbolic link whose target cannot be resolved: {e}"),
+            )
+        }),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Reads and checks the key file; `None` if there is none. Anything but a regular file (a
+/// directory; a FIFO, whose open would block) is refused.
 fn read_file(path: &Path) -> Result<Option<BTreeMap<OrgId, OrgKeys>>, KeyError> {
-    let file = match File::open(path) {
+    let file = match crate::segment::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(kerr(path, e)),
@@ -344,8 +392,20 @@ fn read_file(path: &Path) -> Result<Option<BTreeMap<OrgId, OrgKeys>>, KeyError> 
         let mut keys = OrgKeys::default();
         for k in o.keys {
             let bytes = unhex(&k.secret)
-                .and_then(|b| Key::new(&b))
-                .ok_or_else(|| kerr(path, format!("org {name} key {}: bad secret", k.id)))?;
+                .ok_or_else(|| kerr(path, format!("org {name} key {}: secret is not hex", k.id)))
+                .and_then(|b| {
+                    Key::new(&b).ok_or_else(|| {
+                        kerr(
+                            path,
+                            format!(
+                                "org {name} key {}: secret of {} bytes; a key has at least {}",
+                                k.id,
+                                b.len(),
+                                Key::MIN_LEN
+                            ),
+                        )
+                    })
+                })?;
             if keys
                 .keys
                 .insert(KeyId(k.id), (bytes, k.created_at))
@@ -659,5 +719,101 @@ mod tests {
         // Nor does the older copy make key 1 sign again, in this ring or the file.
         assert_eq!(ring.signing_key(&a).unwrap().0, KeyId(2));
         assert_eq!(again.signing_key(&a).unwrap().0, KeyId(2));
+    }
+
+    /// A rotation through a symbolic link reaches the file it points to: the link stays a
+    /// link and the target holds the new key (review finding: the rename replaced the link
+    /// with a file of its own, and the real keyring never got the key its records are
+    /// signed with). A link to nothing is refused, not replaced.
+    #[test]
+    fn a_rotation_through_a_symlink_reaches_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (real, link) = (dir.path().join("real.json"), dir.path().join("link.json"));
+        Keyring::open_or_create(&real)
+            .unwrap()
+            .rotate(&org("a"))
+            .unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(
+            Keyring::open_or_create(&link)
+                .unwrap()
+                .rotate(&org("a"))
+                .unwrap(),
+            KeyId(2)
+        );
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            Keyring::open(&real)
+                .unwrap()
+                .signing_key(&org("a"))
+                .unwrap()
+                .0,
+            KeyId(2)
+        );
+        let dangling = dir.path().join("dangling.json");
+        std::os::unix::fs::symlink(dir.path().join("gone.json"), &dangling).unwrap();
+        let e = Keyring::open_or_create(&dangling)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(
+            fs::symlink_metadata(&dangling)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    /// Anything but a regular file is refused with that reason; a FIFO does not block.
+    #[test]
+    fn a_keyring_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        for path in [fifo, dir.path().to_path_buf()] {
+            let e = Keyring::open(&path).err().unwrap().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+    }
+
+    /// An org named twice in the file is refused (a map would keep one entry's keys and
+    /// the next save would drop the others'); a bad secret says what is wrong with it.
+    #[test]
+    fn duplicate_orgs_and_bad_secrets_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let key = |id: u32, secret: &str| {
+            format!(
+                r#"{{"active":{id},"keys":[{{"id":{id},"created_at":"2026-01-01T00:00:00Z","secret":"{secret}"}}]}}"#
+            )
+        };
+        let good = "ab".repeat(32);
+        for (orgs, want) in [
+            (
+                format!(r#""a":{},"a":{}"#, key(1, &good), key(2, &good)),
+                "org a appears twice",
+            ),
+            (format!(r#""a":{}"#, key(1, "xyz")), "secret is not hex"),
+            (format!(r#""a":{}"#, key(1, "abcd")), "secret of 2 bytes"),
+        ] {
+            let text = format!(r#"{{"format":"auditlog-keyring","version":1,"orgs":{{{orgs}}}}}"#);
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            let e = Keyring::open(&path).err().unwrap().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }
