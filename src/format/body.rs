@@ -150,7 +150,7 @@ impl<'a> SealedBody<'a> {
         let mut r = Reader::new(buf, base, SEALED);
         let flags = r.u8("flags")?;
         if flags & !(FLAG_USER | FLAG_TRACE) != 0 {
-            return Err(r.error("flags", DecodeErrorKind::Invalid("unknown flag bits")));
+            return Err(r.error_in_last("flags", DecodeErrorKind::Invalid("unknown flag bits")));
         }
         let user_id = if flags & FLAG_USER != 0 {
             Some(r.str("user_id")?)
@@ -170,7 +170,7 @@ impl<'a> SealedBody<'a> {
         let metadata = r.bytes("metadata")?;
         let count = usize::from(r.u8("pii_count")?);
         if count > MAX_PII_SLOTS {
-            return Err(r.error(
+            return Err(r.error_in_last(
                 "pii_count",
                 DecodeErrorKind::BadLength {
                     found: count as u64,
@@ -186,7 +186,12 @@ impl<'a> SealedBody<'a> {
                 2 => PiiField::UserAgent,
                 3 => PiiField::SessionId,
                 4 => PiiField::Json(r.str("pii_pointer")?),
-                _ => return Err(r.error("pii_field", DecodeErrorKind::Invalid("unknown field code"))),
+                _ => {
+                    return Err(r.error_in_last(
+                        "pii_field",
+                        DecodeErrorKind::Invalid("unknown field code"),
+                    ));
+                }
             });
         }
         let pii_root = if count > 0 {
@@ -269,7 +274,7 @@ impl<'a> Openings<'a> {
                             commitment: Hash(r.array("commitment")?),
                         },
                         _ => {
-                            return Err(r.error(
+                            return Err(r.error_in_last(
                                 "state",
                                 DecodeErrorKind::Invalid("unknown opening state"),
                             ));
@@ -278,7 +283,11 @@ impl<'a> Openings<'a> {
                 }
                 Openings::Explicit(slots)
             }
-            _ => return Err(r.error("kind", DecodeErrorKind::Invalid("unknown openings kind"))),
+            _ => {
+                return Err(
+                    r.error_in_last("kind", DecodeErrorKind::Invalid("unknown openings kind"))
+                );
+            }
         };
         r.finish("end of openings")?;
         Ok(out)

@@ -44,6 +44,8 @@ pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Where the field read last begins (for [`Reader::error_in_last`]).
+    last: usize,
     base: u64,
     structure: &'static str,
 }
@@ -54,6 +56,7 @@ impl<'a> Reader<'a> {
         Reader {
             buf,
             pos: 0,
+            last: 0,
             base,
             structure,
         }
@@ -81,7 +84,7 @@ impl<'a> Reader<'a> {
         }
         let version = self.u16("format_version")?;
         if version != super::FORMAT_VERSION {
-            return Err(self.error(
+            return Err(self.error_in_last(
                 "format_version",
                 DecodeErrorKind::UnsupportedVersion {
                     found: version,
@@ -97,7 +100,8 @@ impl<'a> Reader<'a> {
         self.buf.len().saturating_sub(self.pos)
     }
 
-    /// An error at the current position.
+    /// An error at the next unread byte: for a field not read yet, or for what follows
+    /// everything read (trailing bytes).
     pub fn error(&self, field: &'static str, kind: DecodeErrorKind) -> DecodeError {
         DecodeError {
             structure: self.structure,
@@ -107,8 +111,30 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An error at `offset`, for a structure of several fields read before the check.
+    pub fn error_at(&self, offset: u64, field: &'static str, kind: DecodeErrorKind) -> DecodeError {
+        DecodeError {
+            structure: self.structure,
+            field,
+            offset,
+            kind,
+        }
+    }
+
+    /// An error in the field just read, at the offset where that field begins (not past
+    /// its end, where [`Reader::error`] would put it).
+    pub fn error_in_last(&self, field: &'static str, kind: DecodeErrorKind) -> DecodeError {
+        DecodeError {
+            structure: self.structure,
+            field,
+            offset: self.base + self.last as u64,
+            kind,
+        }
+    }
+
     /// Takes the next `n` bytes.
     pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        self.last = self.pos;
         let end = self.pos.checked_add(n);
         match end.and_then(|end| self.buf.get(self.pos..end)) {
             Some(s) => {
@@ -166,16 +192,20 @@ impl<'a> Reader<'a> {
             let byte = self.u8(field)?;
             value |= u64::from(byte & 0x7f) << (7 * i);
             if byte & 0x80 == 0 {
+                self.last = start;
                 let v = u32::try_from(value).map_err(|_| {
-                    self.error(field, DecodeErrorKind::Invalid("varint exceeds u32"))
+                    self.error_in_last(field, DecodeErrorKind::Invalid("varint exceeds u32"))
                 })?;
                 if self.pos - start != varint_len(v) {
-                    return Err(self.error(field, DecodeErrorKind::Invalid("non-minimal varint")));
+                    return Err(
+                        self.error_in_last(field, DecodeErrorKind::Invalid("non-minimal varint"))
+                    );
                 }
                 return Ok(v);
             }
         }
-        Err(self.error(
+        self.last = start;
+        Err(self.error_in_last(
             field,
             DecodeErrorKind::Invalid("varint longer than 5 bytes"),
         ))

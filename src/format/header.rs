@@ -240,7 +240,7 @@ impl SegmentHeader {
         }
         let header_len = r.u16("header_len")?;
         if usize::from(header_len) != SEGMENT_HEADER_LEN {
-            return Err(r.error(
+            return Err(r.error_in_last(
                 "header_len",
                 DecodeErrorKind::BadLength {
                     found: header_len.into(),
@@ -249,23 +249,17 @@ impl SegmentHeader {
                 },
             ));
         }
-        // Check the CRC before trusting any other field.
-        let body = buf.get(..SEGMENT_HEADER_LEN - 4).ok_or(r.error(
-            "crc32",
-            DecodeErrorKind::Truncated {
-                needed: SEGMENT_HEADER_LEN as u64,
-                available: buf.len() as u64,
-            },
-        ))?;
+        // Check the CRC before trusting any other field. A header cut short fails here, at
+        // the CRC's offset.
         let mut crc_reader = Reader::new(
             buf.get(SEGMENT_HEADER_LEN - 4..).unwrap_or_default(),
             (SEGMENT_HEADER_LEN - 4) as u64,
             STRUCTURE,
         );
         let stored = crc_reader.u32("crc32")?;
-        let computed = crc32(body);
+        let computed = crc32(buf.get(..SEGMENT_HEADER_LEN - 4).unwrap_or_default());
         if stored != computed {
-            return Err(crc_reader.error(
+            return Err(crc_reader.error_in_last(
                 "crc32",
                 DecodeErrorKind::ChecksumMismatch { stored, computed },
             ));
@@ -273,7 +267,7 @@ impl SegmentHeader {
         let compat_flags = r.u32("compat_flags")?;
         let incompat = r.u32("incompat_flags")?;
         if incompat & !KNOWN_INCOMPAT_FLAGS != 0 {
-            return Err(r.error(
+            return Err(r.error_in_last(
                 "incompat_flags",
                 DecodeErrorKind::UnknownIncompatibleFlags {
                     flags: incompat & !KNOWN_INCOMPAT_FLAGS,
@@ -286,7 +280,7 @@ impl SegmentHeader {
             ("key_id_scheme", KEY_ID_SCHEME_U32),
         ] {
             if r.u8(field)? != want {
-                return Err(r.error(field, DecodeErrorKind::Invalid("unknown algorithm")));
+                return Err(r.error_in_last(field, DecodeErrorKind::Invalid("unknown algorithm")));
             }
         }
         let org_len = usize::from(r.u8("org_len")?);
@@ -381,6 +375,45 @@ mod tests {
         let bytes = h.as_ref().map(|h| h.encode());
         assert_eq!(bytes.map(|b| b.len()), Some(SEGMENT_HEADER_LEN));
         assert_eq!(bytes.and_then(|b| SegmentHeader::decode(&b).ok()), h);
+    }
+
+    /// A decode error names the field at the offset FORMAT.md §1 gives it, not the offset
+    /// after it (the reader's position once the field is read, as errors used to say).
+    #[test]
+    fn errors_name_the_offset_where_the_field_begins() {
+        let Some(h) = sample() else { panic!("sample") };
+        let error_after = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = h.encode().to_vec();
+            edit(&mut b);
+            SegmentHeader::decode(&b).err().map(|e| (e.field, e.offset))
+        };
+        // Rewrites a field and fixes the CRC, so that the field's own check is reached.
+        let with_crc = |b: &mut Vec<u8>| {
+            let crc = crc32(&b[..SEGMENT_HEADER_LEN - 4]);
+            b[SEGMENT_HEADER_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
+        };
+        type Edit<'a> = &'a dyn Fn(&mut Vec<u8>);
+        let cases: [(&str, u64, Edit<'_>); 7] = [
+            ("magic", 0, &|b| b[0] ^= 1),
+            ("format_version", 8, &|b| {
+                b[8] = 2;
+                with_crc(b)
+            }),
+            ("header_len", 10, &|b| b[10] = 1),
+            ("crc32", 252, &|b| b[100] ^= 1),
+            ("crc32", 252, &|b| b.truncate(200)),
+            ("incompat_flags", 16, &|b| {
+                b[16] = 1;
+                with_crc(b)
+            }),
+            ("hash_alg", 20, &|b| {
+                b[20] = 9;
+                with_crc(b)
+            }),
+        ];
+        for (field, offset, edit) in cases {
+            assert_eq!(error_after(edit), Some((field, offset)), "{field}");
+        }
     }
 
     proptest! {

@@ -274,7 +274,7 @@ impl IndexHead {
         let compat_flags = r.u32("compat_flags")?;
         let incompat = r.u32("incompat_flags")?;
         if incompat != 0 {
-            return Err(r.error(
+            return Err(r.error_in_last(
                 "incompat_flags",
                 DecodeErrorKind::UnknownIncompatibleFlags { flags: incompat },
             ));
@@ -298,16 +298,20 @@ impl IndexHead {
             .ok()
             .and_then(|s| OrgId::new(s).ok())
             .ok_or(bad_org)?;
+        let month_at = r.offset();
         let year = r.u16("year")?;
         let month = r.u8("month")?;
-        let month = Month::new(year, month)
-            .ok_or(r.error("month", DecodeErrorKind::Invalid("invalid year or month")))?;
+        let month = Month::new(year, month).ok_or(r.error_at(
+            month_at,
+            "month",
+            DecodeErrorKind::Invalid("invalid year or month"),
+        ))?;
         zero(r, 1)?;
         let part = r.u16("part")?;
         zero(r, 2)?;
         let interval = r.u32("interval")?;
         if interval == 0 {
-            return Err(r.error(
+            return Err(r.error_in_last(
                 "interval",
                 DecodeErrorKind::Invalid("interval must be positive"),
             ));
@@ -481,7 +485,7 @@ impl Index {
                     });
                 }
             }
-            return Err(r.error(
+            return Err(r.error_in_last(
                 "format_version",
                 DecodeErrorKind::UnsupportedVersion {
                     found: version,
@@ -540,9 +544,11 @@ impl Index {
         let mut entries = Vec::with_capacity(entry_count);
         let mut last_offset = None;
         for _ in 0..entry_count {
+            let entry_at = r.offset();
             let e = IndexEntry::decode(&mut r)?;
             if last_offset.is_some_and(|o| e.offset <= o) || e.offset >= covered_len {
-                return Err(r.error(
+                return Err(r.error_at(
+                    entry_at,
                     "entry.offset",
                     DecodeErrorKind::Invalid("entries out of order or past covered_len"),
                 ));
@@ -869,10 +875,12 @@ pub fn decode_block_times(
     let mut r = Reader::new(bytes, at, STRUCTURE);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
+        let block_at = r.offset();
         let lo = Timestamp(r.i64("block_times.min_ts")?);
         let hi = Timestamp(r.i64("block_times.max_ts")?);
         if lo > hi {
-            return Err(r.error(
+            return Err(r.error_at(
+                block_at,
                 "block_times",
                 DecodeErrorKind::Invalid("block min_ts above max_ts"),
             ));
@@ -961,7 +969,7 @@ impl BlockFilters {
         let k = r.u8("block_filters.k")?;
         let probing = Probing::check(scheme, k, at)?;
         if r.u16("block_filters.reserved")? != 0 {
-            return Err(r.error(
+            return Err(r.error_in_last(
                 "block_filters.reserved",
                 DecodeErrorKind::Invalid("reserved bytes must be zero"),
             ));

@@ -187,7 +187,7 @@ pub fn decode_frame(buf: &[u8], offset: u64) -> Result<RawRecord<'_>, FrameError
     let sealed_len = r.u32("sealed_len").map_err(corrupt)?;
     let body_room = frame.len() - FRAME_HEADER_LEN - TAG_LEN;
     if sealed_len as usize > body_room {
-        return Err(corrupt(r.error(
+        return Err(corrupt(r.error_in_last(
             "sealed_len",
             DecodeErrorKind::BadLength {
                 found: sealed_len.into(),

@@ -520,10 +520,15 @@ impl Feed {
     }
 
     fn error(&self, field: &'static str, kind: DecodeErrorKind) -> Rejected {
+        self.error_at(self.pos, field, kind)
+    }
+
+    /// An error in a field (or structure) read already, at the offset where it begins.
+    fn error_at(&self, offset: u64, field: &'static str, kind: DecodeErrorKind) -> Rejected {
         Rejected::Decode(DecodeError {
             structure: "index",
             field,
-            offset: self.pos,
+            offset,
             kind,
         })
     }
@@ -725,7 +730,8 @@ fn read_with(
             });
         }
         if last_offset.is_some_and(|o| e.offset <= o) || e.offset >= head.covered_len {
-            return Err(feed.error(
+            return Err(feed.error_at(
+                at,
                 "entry.offset",
                 DecodeErrorKind::Invalid("entries out of order or past covered_len"),
             ));
@@ -756,6 +762,7 @@ fn read_with(
     let (mut seen_times, mut seen_filters, mut seen_marks) = (false, false, false);
     let mut own_probing = true;
     for _ in 0..count {
+        let section_at = feed.pos;
         let kind = u32::from_le_bytes(feed.array(body_end, "section.type")?);
         let slen = u64::from(u32::from_le_bytes(feed.array(body_end, "section.len")?));
         if slen > body_end - feed.pos {
@@ -769,7 +776,8 @@ fn read_with(
         };
         if let Some(seen) = seen {
             if *seen {
-                return Err(feed.error(
+                return Err(feed.error_at(
+                    section_at,
                     "section.type",
                     DecodeErrorKind::Invalid("a section type appears twice"),
                 ));
@@ -891,7 +899,8 @@ fn read_times(
         let bmin = Timestamp(r.i64("block_times.min_ts")?);
         let bmax = Timestamp(r.i64("block_times.max_ts")?);
         if bmin > bmax {
-            return Err(feed.error(
+            return Err(feed.error_at(
+                feed.pos - 16,
                 "block_times",
                 DecodeErrorKind::Invalid("block min_ts above max_ts"),
             ));
@@ -944,7 +953,8 @@ fn read_filters(
     let [scheme, k, r0, r1] = feed.array::<FILTER_HEADER_LEN>(end, "block_filters")?;
     let probing = Probing::check(scheme, k, at)?;
     if [r0, r1] != [0, 0] {
-        return Err(feed.error(
+        return Err(feed.error_at(
+            at + 2,
             "block_filters.reserved",
             DecodeErrorKind::Invalid("reserved bytes must be zero"),
         ));
