@@ -4,6 +4,10 @@
 //! (`| head`) is a quiet end with 0, except for `append --receipts` (exit 2: the lines after
 //! it are not appended). Nothing here panics on a closed stdout or stderr.
 
+mod cli {
+    pub(crate) mod strict_json;
+}
+
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,12 +44,22 @@ enum Command {
     /// once encoded). Stops at the first line that is not UTF-8, not a JSON event, not a
     /// valid event, too large, or that the log refuses (an org without a key, an archived
     /// month): exit 2 naming the line, every line before it appended (and receipted).
+    ///
+    /// JSON that would not be stored as written is refused as well: a key twice in one
+    /// object (at any depth), an integer outside -2^63..2^64-1, a float too large for 64
+    /// bits or not zero but too small to be stored as anything but 0 (ordinary rounding,
+    /// 0.1, is kept). A line is read at most 8 MiB far (8 times the largest event); a
+    /// longer one is refused without reading the rest. A UTF-8 byte order mark is skipped
+    /// at the start of the input only. The log directory is created if missing, but not
+    /// its parent. What recovery did is printed on stderr, one line each:
+    /// `auditlog: recovery: ` and a JSON object.
     Append {
         /// Durability of each append.
         #[arg(long, value_enum, default_value_t = DurabilityArg::Always)]
         durability: DurabilityArg,
         /// Print one JSON receipt per event once it is as durable as --durability promises.
-        /// If standard output closes, appending stops there (exit 2).
+        /// If standard output closes, appending stops there (exit 2); if it is closed or
+        /// /dev/null from the start, nothing is appended (exit 2).
         #[arg(long)]
         receipts: bool,
         /// JSON pointers of personal data inside before/after/metadata (repeatable).
@@ -263,6 +277,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         } => {
             let dir = need(&cli.dir, "dir", "AUDITLOG_DIR")?;
             let keyring = need(&cli.keyring, "keyring", "AUDITLOG_KEYRING")?;
+            if receipts && stdout_is_dev_null() {
+                return Err(Failure(
+                    "--receipts: standard output is closed or /dev/null, so no receipt could be read; nothing was appended"
+                        .into(),
+                ));
+            }
+            new_log_parent_exists(dir)?;
             let keys = Arc::new(Keyring::open(keyring)?);
             let durability = match durability {
                 DurabilityArg::Always => Durability::Always,
@@ -275,8 +296,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if let Some(n) = max_open_writers {
                 opts = opts.max_open_writers(n);
             }
+            let max_line = max_line(opts.max_event_size);
             let log = Log::open(dir, opts)?;
-            let result = append_stdin(&log, receipts);
+            let result = append_stdin(&log, receipts, max_line);
             // Not a quiet end: the lines after the closed pipe were not appended.
             STDOUT_CLOSED.store(false, Ordering::Relaxed);
             // What recovery did, at open or when a month was first written: the operator
@@ -646,49 +668,101 @@ fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Resul
     }
 }
 
+/// How many times its largest event an input line of `append` may be: JSON escapes can
+/// write one byte of an event as six (`\u0041`), and a line may carry some whitespace.
+const LINE_FACTOR: u64 = 8;
+
+/// The longest input line `append` reads, in bytes, for events of at most
+/// `max_event_size` bytes.
+fn max_line(max_event_size: usize) -> u64 {
+    u64::try_from(max_event_size)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(LINE_FACTOR)
+}
+
+/// Whether standard output is `/dev/null`, which is also what the Rust runtime opens in
+/// place of a closed standard output (`>&-`) before `main` runs.
+fn stdout_is_dev_null() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(fd) = io::stdout().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match (
+        std::fs::File::from(fd).metadata(),
+        std::fs::metadata("/dev/null"),
+    ) {
+        (Ok(out), Ok(null)) => {
+            out.file_type().is_char_device()
+                && null.file_type().is_char_device()
+                && out.rdev() == null.rdev()
+        }
+        _ => false,
+    }
+}
+
+/// `append` creates its log directory, but not the directories above it: a mistyped
+/// `--dir` should not silently start a new log somewhere deep.
+fn new_log_parent_exists(dir: &Path) -> Result<(), Failure> {
+    if dir.exists() {
+        return Ok(());
+    }
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) if !parent.is_dir() => Err(Failure(format!(
+            "{}: no such directory, and its parent {} does not exist either; append creates the log directory but not its parents",
+            dir.display(),
+            parent.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Reads JSON lines; appends them in batches of what is already buffered (so a slow
 /// producer is not kept waiting); stops at the first bad line after appending those before.
-fn append_stdin(log: &Log, print_receipts: bool) -> Result<(), Failure> {
+/// A line is read at most `max_line` bytes far: a longer one is refused without reading
+/// (or holding) the rest of it.
+fn append_stdin(log: &Log, print_receipts: bool, max_line: u64) -> Result<(), Failure> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut out = Receipts {
         out: stdout(),
         print: print_receipts,
+        appended: 0,
     };
     let mut batch = Batch::default();
     let mut line = Vec::new();
     let mut line_no = 0u64;
     loop {
         line.clear();
-        let n = input
+        let n = io::Read::take(&mut input, max_line.saturating_add(1))
             .read_until(b'\n', &mut line)
             .map_err(|e| Failure(format!("reading stdin after line {line_no}: {e}")))?;
         if n == 0 {
             break;
         }
         line_no += 1;
-        let bad = match std::str::from_utf8(&line) {
-            Err(e) => Some(format!(
-                "not valid UTF-8 (byte {} of the line)",
-                e.valid_up_to() + 1
-            )),
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => match serde_json::from_str::<Event>(text) {
-                Ok(e) => match e.validate() {
-                    Ok(_) => {
-                        batch.events.push(e);
-                        batch.lines.push(line_no);
-                        None
-                    }
-                    Err(err) => Some(err.to_string()),
-                },
-                Err(err) => Some(format!("malformed JSON: {err}")),
-            },
+        let bad = if u64::try_from(line.len()).unwrap_or(u64::MAX) > max_line
+            && line.last() != Some(&b'\n')
+        {
+            Some(format!(
+                "longer than {max_line} bytes ({LINE_FACTOR} times the largest event); the rest of it was not read"
+            ))
+        } else {
+            match parse_line(&line, line_no == 1) {
+                Ok(Some(e)) => {
+                    batch.events.push(e);
+                    batch.lines.push(line_no);
+                    None
+                }
+                Ok(None) => continue,
+                Err(reason) => Some(reason),
+            }
         };
         if let Some(reason) = bad {
             batch.append(log, &mut out)?;
             return Err(Failure(format!(
-                "line {line_no}: {reason}; the lines before it were appended"
+                "line {line_no}: {reason}; {}",
+                out.before_this_line()
             )));
         }
         if batch.events.len() >= 1000 || input.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
@@ -698,14 +772,81 @@ fn append_stdin(log: &Log, print_receipts: bool) -> Result<(), Failure> {
     batch.append(log, &mut out)
 }
 
-/// Where `append --receipts` prints.
+/// The event on one input line, `None` for a blank line, or why the line is refused.
+///
+/// A UTF-8 byte order mark is skipped at the start of the input (`first`) only. Besides
+/// what serde_json refuses and [`Event::validate`] checks, JSON that would not be stored
+/// as written is refused ([`cli::strict_json`]): a duplicate key at any depth, an integer
+/// outside the 64-bit range, a float that overflows or that is not zero but would be
+/// stored as zero.
+fn parse_line(line: &[u8], first: bool) -> Result<Option<Event>, String> {
+    let text = std::str::from_utf8(line)
+        .map_err(|e| format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1))?;
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) if first => rest,
+        Some(_) => {
+            return Err(
+                "starts with a byte order mark (U+FEFF), which is skipped only at the start of the input"
+                    .into(),
+            );
+        }
+        None => text,
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    // Without its line end, serde_json's errors point into the line (an incomplete object
+    // is missing something at its last column, not on a second line).
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    let event = serde_json::from_str::<Event>(text).map_err(|e| {
+        // A float too large for an f64 is valid JSON that serde_json cannot hold: say so
+        // as the check below would.
+        match cli::strict_json::check(text) {
+            Err(overflow @ cli::strict_json::Altered::FloatOverflow { .. }) => {
+                format!("invalid event: {overflow}")
+            }
+            _ => json_error(&e),
+        }
+    })?;
+    cli::strict_json::check(text).map_err(|e| format!("invalid event: {e}"))?;
+    event
+        .validate()
+        .map_err(|e| format!("invalid event: {e}"))?;
+    Ok(Some(event))
+}
+
+/// serde_json's error without its line number (an input line is one JSON text: its line
+/// is always 1), with the byte column, and called what it is: text that is not JSON, or
+/// JSON that is not a valid event.
+fn json_error(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let msg = full.strip_suffix(&suffix).unwrap_or(&full);
+    let what = match e.classify() {
+        serde_json::error::Category::Data => "invalid event",
+        _ => "malformed JSON",
+    };
+    if e.line() == 0 {
+        format!("{what}: {msg}")
+    } else {
+        format!("{what}: {msg} (column {})", e.column())
+    }
+}
+
+/// Where `append --receipts` prints, and how many events were appended.
 struct Receipts {
     out: BufWriter<Stdout>,
     print: bool,
+    appended: u64,
 }
 
 impl Receipts {
+    /// Counts `receipts` as appended and prints them if asked to.
     fn print(&mut self, receipts: &[auditlog::Receipt]) -> Result<(), Failure> {
+        self.appended = self
+            .appended
+            .saturating_add(u64::try_from(receipts.len()).unwrap_or(u64::MAX));
         if !self.print {
             return Ok(());
         }
@@ -716,7 +857,16 @@ impl Receipts {
                 self.out.write_all(b"\n")
             })
             .and_then(|()| self.out.flush())
-            .map_err(|e| Failure(format!("writing receipts: {e}")))
+            .map_err(|e| Failure(format!("receipts: {e}")))
+    }
+
+    /// What became of the input before a refused line.
+    fn before_this_line(&self) -> &'static str {
+        if self.appended == 0 {
+            "no line was appended"
+        } else {
+            "the lines before it were appended"
+        }
     }
 }
 
@@ -741,11 +891,17 @@ impl Batch {
         let result = match result {
             Ok(()) => Ok(()),
             Err(Stop::Refused(i, e)) => Err(Failure(format!(
-                "line {}: {e}; the lines before it were appended",
-                self.lines.get(i).copied().unwrap_or(first)
+                "line {}: {e}; {}",
+                self.lines.get(i).copied().unwrap_or(first),
+                out.before_this_line()
             ))),
             Err(Stop::Failed(e)) => Err(Failure(format!(
-                "appending lines {first}..={last}: {e}; some of them may be on disk, none was acknowledged (the lines before {first} were appended)"
+                "appending lines {first}..={last}: {e}; some of them may be on disk, none was acknowledged ({})",
+                if out.appended == 0 {
+                    "no line before them was appended".to_string()
+                } else {
+                    format!("the lines before {first} were appended")
+                }
             ))),
             Err(Stop::Output(e)) => Err(Failure(format!(
                 "{}; lines {first}..={last} were appended, and none after them",
