@@ -1,11 +1,14 @@
 //! `auditlog`: the command-line tool, a thin layer over the library's public API.
 //!
 //! Exit codes: 0 success, 1 findings, 2 usage or I/O errors. A closed standard output
-//! (`| head`) is a quiet end with 0, except for `append --receipts` (exit 2: the lines after
-//! it are not appended). Nothing here panics on a closed stdout or stderr.
+//! (`| head`) is a quiet end, with the exit code of what was checked up to then (`verify`
+//! and `stats` check everything before printing: theirs is the whole verdict), except for
+//! `append --receipts` (exit 2: the lines after it are not appended). Nothing here panics on
+//! a closed stdout or stderr.
 
 mod cli {
     pub(crate) mod strict_json;
+    pub(crate) mod visible;
 }
 
 use std::io::{self, BufRead, BufWriter, Write};
@@ -130,8 +133,10 @@ enum Command {
     },
     /// Show one segment or index file record by record, offline; damaged ranges are shown
     /// and skipped. Exit 0 if all it showed is intact; 1 if it showed a damaged range, a
-    /// record whose body does not decode, a chain break or a tag that fails (tags are
-    /// checked with --keyring only). An index file over 256 MiB, a file of a newer format
+    /// record whose body does not decode, a chain break, a tag that fails, or (with
+    /// --keyring) a tag the keyring has no key for (tags are checked with --keyring only).
+    /// Control, bidirectional and invisible characters are shown escaped (\u{202e}) in
+    /// text output. An index file over 256 MiB, a file of a newer format
     /// than this build reads, and anything but a regular file (a FIFO would block) are
     /// refused (exit 2).
     Inspect {
@@ -195,16 +200,30 @@ struct Stdout(io::StdoutLock<'static>);
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf).inspect_err(note_closed)
+        self.0.write(buf).map_err(stdout_error)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush().inspect_err(note_closed)
+        self.0.flush().map_err(stdout_error)
     }
 }
 
-fn note_closed(e: &io::Error) {
+/// A failed write to standard output: a broken pipe is noted in [`STDOUT_CLOSED`]; every
+/// error says it was standard output that failed (`> /dev/full`).
+fn stdout_error(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+    io::Error::new(e.kind(), format!("write to standard output: {e}"))
+}
+
+/// The end of a command whose verdict is `verdict` once its output is written: a closed
+/// standard output (`| head`) ends it quietly with that verdict all the same; any other
+/// failed write is an error.
+fn finish(written: io::Result<()>, verdict: ExitCode) -> Result<ExitCode, Failure> {
+    match written {
+        Ok(()) => Ok(verdict),
+        Err(_) if STDOUT_CLOSED.load(Ordering::Relaxed) => Ok(verdict),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -318,34 +337,37 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let log = Log::open_read_only(dir, Options::new(keys))?;
             let stats = log.stats()?;
             let mut out = stdout();
-            if json {
-                for s in &stats {
-                    writeln!(out, "{}", serde_json::to_string(s)?)?;
-                }
-            } else {
-                writeln!(
-                    out,
-                    "{:<20} {:<8} {:>4} {:>10} {:>12}  {:<27} {:<27}",
-                    "org", "month", "segs", "events", "bytes", "first", "last"
-                )?;
-                for s in &stats {
-                    let t = |t: Option<Timestamp>| {
-                        t.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
-                    };
+            let written = (|| -> io::Result<()> {
+                if json {
+                    for s in &stats {
+                        serde_json::to_writer(&mut out, s)?;
+                        writeln!(out)?;
+                    }
+                } else {
                     writeln!(
                         out,
                         "{:<20} {:<8} {:>4} {:>10} {:>12}  {:<27} {:<27}",
-                        s.org_id,
-                        s.month.to_string(),
-                        s.segments,
-                        s.events,
-                        s.bytes,
-                        t(s.first),
-                        t(s.last)
+                        "org", "month", "segs", "events", "bytes", "first", "last"
                     )?;
+                    for s in &stats {
+                        let t = |t: Option<Timestamp>| {
+                            t.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+                        };
+                        writeln!(
+                            out,
+                            "{:<20} {:<8} {:>4} {:>10} {:>12}  {:<27} {:<27}",
+                            s.org_id,
+                            s.month.to_string(),
+                            s.segments,
+                            s.events,
+                            s.bytes,
+                            t(s.first),
+                            t(s.last)
+                        )?;
+                    }
                 }
-            }
-            out.flush()?;
+                out.flush()
+            })();
             let damage: Vec<&auditlog::StatsDamage> =
                 stats.iter().flat_map(|s| &s.damage).collect();
             for d in &damage {
@@ -356,11 +378,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     d.end
                 ));
             }
-            Ok(if damage.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            finish(
+                written,
+                if damage.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
         }
         Command::Gen {
             events,
@@ -499,30 +524,37 @@ fn verify_cmd(
         b.finish_and_clear();
     }
     let mut out = stdout();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        for f in &report.findings {
-            writeln!(out, "{f}")?;
+    let written = (|| -> io::Result<()> {
+        if json {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        } else {
+            for f in &report.findings {
+                writeln!(out, "{f}")?;
+            }
+            for l in &report.live {
+                writeln!(
+                    out,
+                    "live: {} verified up to byte {} ({} records)",
+                    l.file.display(),
+                    l.verified_to,
+                    l.records
+                )?;
+            }
+            writeln!(out, "{}", report.summary())?;
         }
-        for l in &report.live {
-            writeln!(
-                out,
-                "live: {} verified up to byte {} ({} records)",
-                l.file.display(),
-                l.verified_to,
-                l.records
-            )?;
-        }
-        writeln!(out, "{}", report.summary())?;
-    }
-    out.flush()?;
-    Ok(if report.is_intact() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+        out.flush()
+    })();
+    // The whole log is verified before anything is printed: a reader that leaves early
+    // still gets the verdict as the exit code.
+    finish(
+        written,
+        if report.is_intact() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 fn inspect_cmd(
@@ -537,9 +569,15 @@ fn inspect_cmd(
         Some(k) => Some(Keyring::open(k)?),
         None => None,
     };
+    use auditlog::inspect::TagStatus;
     let mut out = stdout();
     let (mut damaged, mut findings) = (false, false);
-    let shown = auditlog::inspect::inspect(
+    // Tags the keyring has no key for: not checked, so not a pass (as `verify` says
+    // unknown_key). The org and key ids, for one message at the end.
+    let mut org = String::new();
+    let mut unknown: std::collections::BTreeSet<u32> = Default::default();
+    let mut unknown_tags = 0u64;
+    let inspected = auditlog::inspect::inspect(
         file,
         keys.as_ref().map(|k| k as &dyn auditlog::KeyProvider),
         InspectOptions { from_offset, limit },
@@ -550,16 +588,25 @@ fn inspect_cmd(
                     linked,
                     tag,
                     body_error,
+                    key_id,
                     ..
                 } => {
                     findings |= body_error.is_some()
                         || *linked == Some(false)
-                        || *tag == auditlog::inspect::TagStatus::Invalid;
+                        || *tag == TagStatus::Invalid;
+                    if *tag == TagStatus::UnknownKey {
+                        unknown_tags += 1;
+                        unknown.insert(*key_id);
+                    }
                 }
-                Item::Index { tag, .. } => {
-                    findings |= *tag == auditlog::inspect::TagStatus::Invalid;
+                Item::Index { tag, org_id: o, .. } => {
+                    findings |= *tag == TagStatus::Invalid;
+                    if *tag == TagStatus::UnknownKey {
+                        unknown_tags += 1;
+                        org.clone_from(o);
+                    }
                 }
-                Item::SegmentHeader { .. } => {}
+                Item::SegmentHeader { org_id: o, .. } => org.clone_from(o),
             }
             if json {
                 serde_json::to_writer(&mut out, &item)
@@ -569,9 +616,9 @@ fn inspect_cmd(
                 write_item(&mut out, &item)
             }
         },
-    )?;
-    if !json {
-        writeln!(
+    );
+    let written = match inspected {
+        Ok(shown) if !json => writeln!(
             out,
             "{shown} records shown{}{}",
             if damaged {
@@ -584,18 +631,40 @@ fn inspect_cmd(
             } else {
                 ""
             }
-        )?;
+        )
+        .and_then(|()| out.flush()),
+        Ok(_) => out.flush(),
+        // The reader left (`| head`): what was shown up to then decides the exit code.
+        Err(_) if STDOUT_CLOSED.load(Ordering::Relaxed) => Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if unknown_tags > 0 {
+        let ids: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+        warn(format_args!(
+            "auditlog: {unknown_tags} tag(s) could not be checked: the keyring has no such key for org {}{}",
+            cli::visible::visible(&org),
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(" (record key id {})", ids.join(", "))
+            }
+        ));
     }
-    out.flush()?;
-    Ok(if damaged || findings {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    finish(
+        written,
+        if damaged || findings || unknown_tags > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
+/// One item of `inspect`'s text output. Text from the file is shown through
+/// [`cli::visible::visible`]: a bidirectional control in an event cannot reorder the line.
 fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Result<()> {
     use auditlog::inspect::Item;
+    use cli::visible::visible;
     match item {
         Item::SegmentHeader {
             org_id,
@@ -609,13 +678,15 @@ fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Resul
         } => {
             writeln!(
                 out,
-                "segment org={org_id} {segment} ordinal={ordinal} first_seq={first_seq} created={created_at} genesis={genesis}"
+                "segment org={} {} ordinal={ordinal} first_seq={first_seq} created={created_at} genesis={genesis}",
+                visible(org_id),
+                visible(segment)
             )?;
             writeln!(
                 out,
                 "  prev={} continues={}",
-                prev.as_deref().unwrap_or("-"),
-                continues.as_deref().unwrap_or("-")
+                visible(prev.as_deref().unwrap_or("-")),
+                visible(continues.as_deref().unwrap_or("-"))
             )
         }
         Item::Index {
@@ -628,7 +699,9 @@ fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Resul
             tag,
         } => writeln!(
             out,
-            "index org={org_id} {segment} covers {covered_len} bytes, {record_count} records, head={head}, {entries} entries, tag {tag:?}"
+            "index org={} {} covers {covered_len} bytes, {record_count} records, head={head}, {entries} entries, tag {tag:?}",
+            visible(org_id),
+            visible(segment)
         ),
         Item::Record {
             offset,
@@ -653,16 +726,21 @@ fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Resul
                 "@{offset}+{len} seq={seq} t={occurred_at} key={key_id} tag={tag:?} {link} prev={prev_hash} hash={hash}"
             )?;
             match (event, body_error) {
-                (Some(e), _) => writeln!(out, "  {}", serde_json::to_string(e).unwrap_or_default()),
-                (None, Some(err)) => writeln!(out, "  body: {err}"),
+                (Some(e), _) => writeln!(
+                    out,
+                    "  {}",
+                    visible(&serde_json::to_string(e).unwrap_or_default())
+                ),
+                (None, Some(err)) => writeln!(out, "  body: {}", visible(err)),
                 (None, None) => Ok(()),
             }
         }
         Item::Damage { start, end, reason } => {
             writeln!(
                 out,
-                "DAMAGED bytes {start}..{end} ({} bytes): {reason}",
-                end - start
+                "DAMAGED bytes {start}..{end} ({} bytes): {}",
+                end.saturating_sub(*start),
+                visible(reason)
             )
         }
     }
@@ -1142,7 +1220,8 @@ struct QueryArgs {
     /// segment is walked frame by frame.
     #[arg(long)]
     unverified: bool,
-    /// Output: JSON lines (each event plus month, seq and hash) or a table.
+    /// Output: JSON lines (each event plus month, seq and hash) or a table (control,
+    /// bidirectional and invisible characters shown escaped, as \u{202e}).
     #[arg(long, value_enum, default_value_t = QueryFormat::Jsonl)]
     format: QueryFormat,
 }
@@ -1178,7 +1257,8 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
     let org = OrgId::new(&a.org)?;
     // One query per process: caching checked index groups for later queries would only
     // hold memory (the summaries the query needs are kept while it runs either way).
-    let log = Log::open_read_only(dir, Options::new(Arc::new(keys)).query_index_cache(0))?;
+    let keys = Arc::new(keys);
+    let log = Log::open_read_only(dir, Options::new(keys.clone()).query_index_cache(0))?;
     let orgs = log.orgs()?;
     if !orgs.contains(&org) {
         let known: Vec<String> = orgs.iter().map(ToString::to_string).collect();
@@ -1190,6 +1270,17 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
             } else {
                 known.join(", ")
             }
+        )));
+    }
+    // Without any key of the org, every record would fail its tag check: one error, not a
+    // finding per record.
+    if !a.unverified && !keys.orgs().contains(&org) {
+        return Err(Failure(format!(
+            "no key for org {org} in the keyring {}: its records cannot be verified (pass --unverified to read them without checks)",
+            cli.keyring
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
         )));
     }
     let mut q = log.query(&org);
@@ -1223,7 +1314,7 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
     if a.unverified {
         q = q.unverified();
     }
-    let matches = q.run()?;
+    let mut matches = q.run()?;
     let mut out = stdout();
     let mut findings = 0u64;
     let mut unreadable = 0u64;
@@ -1235,7 +1326,7 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
                 "occurred_at", "month", "seq", "user", "action", "type"
             )?;
         }
-        for item in matches {
+        for item in matches.by_ref() {
             match item {
                 Ok(v) => match a.format {
                     QueryFormat::Jsonl => {
@@ -1249,6 +1340,9 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
                         out.write_all(b"\n")?;
                     }
                     QueryFormat::Table => {
+                        // Bidirectional controls and invisible characters escaped: a
+                        // field cannot redraw the columns after it.
+                        use cli::visible::visible;
                         let e = &v.event;
                         writeln!(
                             out,
@@ -1256,10 +1350,10 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
                             e.occurred_at.to_string(),
                             v.month.to_string(),
                             v.seq,
-                            e.user_id.as_deref().unwrap_or("-"),
-                            e.action,
-                            e.resource_type,
-                            e.resource_id
+                            visible(e.user_id.as_deref().unwrap_or("-")),
+                            visible(&e.action),
+                            visible(&e.resource_type),
+                            visible(&e.resource_id)
                         )?;
                     }
                 },
@@ -1280,13 +1374,28 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
     })();
     match written {
         Ok(()) => {}
-        // `| head`: the reader left; not a failure of the query.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(e) => return Err(Failure(format!("writing results: {e}"))),
+        // `| head`: the reader left; not a failure of the query, whose exit code is that
+        // of the records read up to then.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            return Ok(if findings > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        Err(e) => return Err(e.into()),
     }
     if findings > 0 {
+        let withheld = matches.stats().withheld;
         warn(format_args!(
-            "auditlog: {findings} record(s) failed verification"
+            "auditlog: {findings} verification finding(s){}",
+            if withheld > 0 {
+                format!(
+                    "; {withheld} matching record(s) after a failed check were withheld (they cannot be placed in the verified chain)"
+                )
+            } else {
+                String::new()
+            }
         ));
     }
     if unreadable > 0 {

@@ -1,0 +1,275 @@
+//! Guards against CLI exit codes and output that hide what was found: `inspect` passing
+//! with tags it could not check, `verify` exiting 0 for a damaged log when its reader
+//! leaves early, `query` flooding one finding per record when the keyring lacks the org's
+//! key and calling findings "records that failed", write errors without saying what was
+//! written to, and bidirectional controls printed raw in tables.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use support::*;
+
+fn cli(dir: Option<&Path>, keyring: Option<&Path>, args: &[&str], stdout: Stdio) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_auditlog"));
+    if let Some(d) = dir {
+        c.arg("--dir").arg(d);
+    }
+    if let Some(k) = keyring {
+        c.arg("--keyring").arg(k);
+    }
+    c.args(args)
+        .env_remove("AUDITLOG_DIR")
+        .env_remove("AUDITLOG_KEYRING")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// A standard output whose reader is already gone: every write fails with a broken pipe.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer.into()
+}
+
+fn dev_full() -> Stdio {
+    fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+        .into()
+}
+
+/// A keyring with a key for another org only.
+fn foreign_keyring(root: &Path) -> std::path::PathBuf {
+    let other = root.join("other.json");
+    let o = auditlog_cli(None, Some(&other), ["keys", "new", "--org", "someone-else"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    other
+}
+
+/// Removes the 6th record of org-000's first segment (and nothing else).
+fn delete_a_record(dir: &Path) {
+    let seg = segment_files(dir, "org-000").remove(0);
+    let mut bytes = fs::read(&seg).unwrap();
+    let r = records(&bytes)[5];
+    bytes.drain(r.off..r.end());
+    fs::write(&seg, bytes).unwrap();
+}
+
+#[test]
+fn inspect_with_a_keyring_lacking_the_key_exits_1_and_says_so_once() {
+    let fx = KeyedLog::new(EVENTS);
+    let other = foreign_keyring(&fx.root);
+    let seg = segment_files(&fx.dir, "org-000").remove(0);
+    let seg = seg.to_str().unwrap();
+    let o = cli(None, Some(&other), &["inspect", seg], Stdio::piped());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("could not be checked"), "{err}");
+    assert!(err.contains("org-000"), "{err}");
+    assert!(stdout(&o).contains("tag=UnknownKey"));
+    // With the right keyring, the same file passes; without one, tags are not checked
+    // and that is not a finding (as documented: tags are checked with --keyring only).
+    let o = cli(None, Some(&fx.keyring), &["inspect", seg], Stdio::piped());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = cli(None, None, &["inspect", seg], Stdio::piped());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn verify_into_a_closed_pipe_still_exits_with_its_verdict() {
+    let fx = KeyedLog::new(EVENTS);
+    let k = Some(fx.keyring.as_path());
+    for args in [&["verify"][..], &["verify", "--json"]] {
+        let o = cli(Some(&fx.dir), k, args, closed_pipe());
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    }
+    delete_a_record(&fx.dir);
+    for args in [&["verify"][..], &["verify", "--json"]] {
+        let o = cli(Some(&fx.dir), k, args, closed_pipe());
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn query_without_the_orgs_key_fails_once_up_front() {
+    let fx = KeyedLog::new(EVENTS);
+    let other = foreign_keyring(&fx.root);
+    let o = cli(
+        Some(&fx.dir),
+        Some(&other),
+        &["query", "--org", "org-000", "--limit", "2"],
+        Stdio::piped(),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no key for org org-000"), "{err}");
+    assert!(o.stdout.is_empty());
+    // --unverified still reads it.
+    let o = cli(
+        Some(&fx.dir),
+        Some(&other),
+        &["query", "--org", "org-000", "--limit", "2", "--unverified"],
+        Stdio::piped(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2);
+}
+
+#[test]
+fn query_counts_findings_and_withheld_records_apart() {
+    let fx = KeyedLog::new(EVENTS);
+    let k = Some(fx.keyring.as_path());
+    let all = cli(
+        Some(&fx.dir),
+        k,
+        &["query", "--org", "org-000"],
+        Stdio::piped(),
+    );
+    let total = stdout(&all).lines().count();
+    delete_a_record(&fx.dir);
+    let o = cli(
+        Some(&fx.dir),
+        k,
+        &["query", "--org", "org-000"],
+        Stdio::piped(),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let returned = stdout(&o).lines().count();
+    assert!(returned < total - 1, "{returned} of {total}");
+    let last = err.lines().last().unwrap();
+    let findings = err.lines().filter(|l| l.contains("finding: ")).count();
+    assert!(
+        last.starts_with(&format!("auditlog: {findings} verification finding(s); ")),
+        "{err}"
+    );
+    assert!(!err.contains("record(s) failed verification"), "{err}");
+    let withheld: u64 = last
+        .split("; ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{last}"));
+    assert!(withheld > 0, "{last}");
+    assert!(last.contains("were withheld"), "{last}");
+
+    // A reader that is gone from the start: the finding at the 6th record is read before
+    // the first write (five records fill less than the output buffer), and a query that
+    // read a finding exits 1, quietly, however early its reader left.
+    let o = cli(
+        Some(&fx.dir),
+        k,
+        &["query", "--org", "org-000"],
+        closed_pipe(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("Broken pipe"), "{}", stderr(&o));
+    // The intact org's query into the same closed pipe ends quietly with 0.
+    let o = cli(
+        Some(&fx.dir),
+        k,
+        &["query", "--org", "org-001"],
+        closed_pipe(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn write_errors_say_standard_output() {
+    let fx = KeyedLog::new(300);
+    let k = Some(fx.keyring.as_path());
+    for args in [
+        &["verify"][..],
+        &["stats"],
+        &["checkpoint"],
+        &["gen", "--events", "10"],
+        &["query", "--org", "org-000"],
+    ] {
+        let o = cli(Some(&fx.dir), k, args, dev_full());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("write to standard output: No space left on device"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bidi_controls_are_escaped_in_tables_and_inspect_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, ring) = (tmp.path().join("log"), tmp.path().join("keys.json"));
+    let o = auditlog_cli(None, Some(&ring), ["keys", "new", "--org", "acme"]);
+    assert!(o.status.success());
+    let line = "{\"org_id\":\"acme\",\"occurred_at\":\"2026-03-01T10:00:00Z\",\"user_id\":\"eve\u{202e}nimda\",\"action\":\"file.read\",\"resource_type\":\"file\",\"resource_id\":\"report\u{2066}.pdf\u{200f}\"}\n";
+    let mut append = Command::new(env!("CARGO_BIN_EXE_auditlog"))
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--keyring")
+        .arg(&ring)
+        .args(["append"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    append
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(line.as_bytes())
+        .unwrap();
+    let o = append.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let raw = ['\u{202e}', '\u{2066}', '\u{200f}'];
+    let o = cli(
+        Some(&dir),
+        Some(&ring),
+        &["query", "--org", "acme", "--format", "table"],
+        Stdio::piped(),
+    );
+    let table = stdout(&o);
+    assert!(!table.contains(raw), "{table}");
+    assert!(table.contains("eve\\u{202e}nimda"), "{table}");
+    assert!(table.contains("report\\u{2066}.pdf\\u{200f}"), "{table}");
+
+    let seg = segment_files(&dir, "acme").remove(0);
+    let o = cli(
+        None,
+        Some(&ring),
+        &["inspect", seg.to_str().unwrap()],
+        Stdio::piped(),
+    );
+    let text = stdout(&o);
+    assert!(!text.contains(raw), "{text}");
+    assert!(text.contains("eve\\u{202e}nimda"), "{text}");
+
+    // JSON output keeps the characters as they are stored.
+    let o = cli(
+        Some(&dir),
+        Some(&ring),
+        &["query", "--org", "acme"],
+        Stdio::piped(),
+    );
+    assert!(stdout(&o).contains("eve\u{202e}nimda"));
+}
