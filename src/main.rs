@@ -96,7 +96,10 @@ enum Command {
         /// PRNG seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// First event time (RFC 3339 or YYYY-MM-DD).
+        /// First event time (RFC 3339 or YYYY-MM-DD). Every event must fall in
+        /// 1970-01-01..=9999-12-31, as `append` requires: some are stamped up to an hour
+        /// before --start, and the last is before --start plus --days, so --start is at
+        /// least 1970-01-01T01:00:00Z and at most 10000-01-01 minus --days.
         #[arg(long, default_value = "2026-01-01")]
         start: Timestamp,
     },
@@ -152,16 +155,21 @@ enum Command {
         #[arg(long)]
         limit: Option<u64>,
     },
-    /// Append, read back and verify a generated workload in a scratch directory.
+    /// Append, read back and verify a generated workload, then tamper with a copy and show
+    /// verification catching it. Runs in a scratch directory removed after; with --dir (or
+    /// AUDITLOG_DIR), in that directory, which must be new or empty, and where the demo's
+    /// keyring.json (secret keys), keyring.json.lock, log/ and tampered/ are left.
     Demo {
-        /// Number of events.
+        /// Number of events (at least 1000: the demo tampers with the 11th record of
+        /// org-000's first month).
         #[arg(long, default_value_t = 20_000)]
         events: u64,
     },
     /// Events of one org in a time range, filtered, oldest first, each record verified on
-    /// read. Exit 0, or 1 if a record failed a check (reported on stderr), or 2 if a
-    /// segment is of a newer format than this build reads (named on stderr; the other
-    /// segments' events are still printed).
+    /// read. Exit 0, or 1 if a record failed a check (reported on stderr, with how many
+    /// matching records after it were withheld), or 2 if a segment is of a newer format
+    /// than this build reads (named on stderr; the other segments' events are still
+    /// printed) or if the keyring has no key for the org (without --unverified).
     Query(QueryArgs),
 }
 
@@ -250,6 +258,39 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Microseconds in an hour: how much earlier than its place an out-of-order event of the
+/// reference workload may be stamped ([`WorkloadConfig::out_of_order`]).
+const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// Refuses a `gen` range with events outside what `append` accepts (1970-01-01 to
+/// 9999-12-31): the workload stamps events from `start` to before `start + days`, some up
+/// to an hour early.
+fn check_gen_range(cfg: &WorkloadConfig) -> Result<(), Failure> {
+    use auditlog::time::{MAX_TIMESTAMP, MIN_TIMESTAMP};
+    let span = i128::from(cfg.days) * 86_400_000_000;
+    let start = i128::from(cfg.start.micros());
+    let earliest = start - i128::from(HOUR_MICROS);
+    let latest = start + span - 1;
+    if earliest >= i128::from(MIN_TIMESTAMP.micros())
+        && latest <= i128::from(MAX_TIMESTAMP.micros())
+    {
+        return Ok(());
+    }
+    let last_start = i128::from(MAX_TIMESTAMP.micros()) + 1 - span;
+    let last_start = i64::try_from(last_start)
+        .ok()
+        .map(Timestamp)
+        .filter(|t| *t >= Timestamp(HOUR_MICROS))
+        .map_or_else(
+            || format!("no --start fits {} days", cfg.days),
+            |t| format!("--start must be in {}..={t}", Timestamp(HOUR_MICROS)),
+        );
+    Err(Failure(format!(
+        "--start {} with --days {}: events would fall outside 1970-01-01..=9999-12-31, which append refuses (some are stamped up to an hour before --start, the last just before --start plus --days); {last_start}",
+        cfg.start, cfg.days
+    )))
 }
 
 fn need<'a>(p: &'a Option<PathBuf>, what: &str, env: &str) -> Result<&'a Path, Failure> {
@@ -394,7 +435,6 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             seed,
             start,
         } => {
-            let mut out = stdout();
             let cfg = WorkloadConfig {
                 events,
                 orgs,
@@ -403,6 +443,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 start,
                 ..WorkloadConfig::default()
             };
+            check_gen_range(&cfg)?;
+            let mut out = stdout();
             for e in Workload::new(cfg) {
                 serde_json::to_writer(&mut out, &e)?;
                 out.write_all(b"\n")?;
@@ -1057,16 +1099,43 @@ fn tamper_record(bytes: &mut [u8], n: usize) -> Option<(usize, usize)> {
     Some((at, off))
 }
 
-fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
-    let mut out = Stdout(io::stdout().lock());
-    let scratch;
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => {
-            scratch = tempfile::tempdir()?;
-            scratch.path().to_path_buf()
-        }
+/// Fewest events `demo` runs with: enough for org-000's first month to hold the record
+/// it tampers with (its 11th) whatever the draw.
+const DEMO_MIN_EVENTS: u64 = 1000;
+
+/// The directory `demo` runs in: `dir` if given (created if missing; refused unless
+/// empty, as the demo leaves its keyring and logs there), else a scratch directory
+/// removed when the returned guard is dropped.
+fn demo_dir(dir: Option<&Path>) -> Result<(PathBuf, Option<tempfile::TempDir>), Failure> {
+    let Some(d) = dir else {
+        let scratch =
+            tempfile::tempdir().map_err(|e| Failure(format!("create a scratch directory: {e}")))?;
+        return Ok((scratch.path().to_path_buf(), Some(scratch)));
     };
+    match std::fs::read_dir(d) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Failure(format!(
+                    "demo --dir {} (or AUDITLOG_DIR): not empty; the demo writes keyring.json, log/ and tampered/ there and leaves them: give a new or empty directory, or none for a scratch directory",
+                    d.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(d)
+            .map_err(|e| Failure(format!("demo: create {}: {e}", d.display())))?,
+        Err(e) => return Err(Failure(format!("demo: {}: {e}", d.display()))),
+    }
+    Ok((d.to_path_buf(), None))
+}
+
+fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
+    if events < DEMO_MIN_EVENTS {
+        return Err(Failure(format!(
+            "demo --events {events}: at least {DEMO_MIN_EVENTS} are needed (the demo tampers with the 11th record of org-000's first month)"
+        )));
+    }
+    let mut out = Stdout(io::stdout().lock());
+    let (dir, _scratch) = demo_dir(dir)?;
     let keys = Arc::new(Keyring::open_or_create(dir.join("keyring.json"))?);
     let cfg = WorkloadConfig {
         events,
@@ -1087,17 +1156,25 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
         &log_dir,
         Options::new(keys.clone()).personal_data(["/after/email"]),
     )?;
-    let all: Vec<Event> = Workload::new(cfg).collect();
+    // Generated and appended 1000 at a time: memory does not grow with --events.
+    let mut workload = Workload::new(cfg);
+    let mut chunk: Vec<Event> = Vec::with_capacity(1000);
+    let mut appended = 0u64;
     let t = Instant::now();
-    for chunk in all.chunks(1000) {
-        log.append_batch(chunk)?;
+    loop {
+        chunk.clear();
+        chunk.extend(workload.by_ref().take(1000));
+        if chunk.is_empty() {
+            break;
+        }
+        log.append_batch(&chunk)?;
+        appended += chunk.len() as u64;
     }
     let secs = t.elapsed().as_secs_f64();
     writeln!(
         out,
-        "appended {} events durably (fsync per batch of 1000) in {secs:.2}s: {:.0} events/s",
-        all.len(),
-        all.len() as f64 / secs
+        "appended {appended} events durably (fsync per batch of 1000) in {secs:.2}s: {:.0} events/s",
+        appended as f64 / secs
     )?;
     log.close()?;
 
