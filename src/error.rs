@@ -319,6 +319,23 @@ pub enum Error {
         found: &'static str,
     },
 
+    /// An org's entry in the log directory is not a directory: a symbolic link (whatever
+    /// it points to), a regular file, a FIFO... The writer never writes evidence through
+    /// it, nor anywhere else, and `verify` does not follow it either: appends for the org
+    /// fail with this error, nothing written, until the entry is replaced by the directory
+    /// itself. Other orgs go on.
+    #[error(
+        "org {org}: {path} is {found}, not a directory; auditlog does not write evidence through it (verify does not follow it either): put the org's directory itself there; nothing was written"
+    )]
+    OrgDirUnusable {
+        /// The org.
+        org: String,
+        /// The org's entry in the log directory.
+        path: PathBuf,
+        /// What it is instead of a directory.
+        found: &'static str,
+    },
+
     /// A continuation part's header is unreadable (and neither its records nor an index of
     /// it name its seqs), and the part it continues is missing: nothing on disk tells which
     /// seqs the month issued before it, so none is issued rather than any reissued. Recovery
@@ -409,7 +426,7 @@ impl Error {
     /// From [`crate::Log::append`] or [`crate::Log::append_batch`]: whether the call was
     /// refused before anything was written, for one of its events (invalid, too large, no
     /// signing key, a frozen month, seqs or segment numbers used up, a `quarantine` recovery
-    /// cannot use, a month whose issued seqs cannot be known). Appending the events
+    /// cannot use, an org entry that is not a directory, a month whose issued seqs cannot be known). Appending the events
     /// before the refused one again cannot duplicate them. Any other error may come after
     /// some records reached the disk.
     pub fn is_refusal(&self) -> bool {
@@ -422,6 +439,7 @@ impl Error {
                 | Error::SeqExhausted { .. }
                 | Error::SegmentNumberExhausted { .. }
                 | Error::QuarantineUnusable { .. }
+                | Error::OrgDirUnusable { .. }
                 | Error::ContinuedPartMissing { .. }
         )
     }

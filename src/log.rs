@@ -1387,6 +1387,7 @@ impl Inner {
         segs: &mut OrgSegments,
         month: Month,
     ) -> Result<Arc<SegmentWriter>> {
+        check_org_dir(org)?;
         let latest = segs.latest.get(&month).copied();
         let mut closed_as = None;
         if let Some(id) = latest
@@ -2030,6 +2031,26 @@ impl Org {
             *self.signer.write() = Some(Signer::new(id, &key));
         }
         Ok(&self.signer)
+    }
+}
+
+/// Refuses an org entry that exists and is not a directory itself
+/// ([`Error::OrgDirUnusable`]): a symbolic link would send the org's evidence to wherever
+/// it points, where `verify` (which does not follow links) never looks. A missing entry is
+/// created later, with the first segment.
+fn check_org_dir(org: &Org) -> Result<()> {
+    use rustix::fs::FileType;
+    match rustix::fs::lstat(&org.dir) {
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => Ok(()),
+            other => Err(Error::OrgDirUnusable {
+                org: org.id.to_string(),
+                path: org.dir.clone(),
+                found: crate::segment::what_instead_of_a_directory(other),
+            }),
+        },
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::io("examine org directory", &org.dir, e.into())),
     }
 }
 

@@ -80,6 +80,19 @@ pub(crate) fn open_regular_with(
     options.open(path)
 }
 
+/// What an entry that should be a directory is instead, for errors that name it.
+pub(crate) fn what_instead_of_a_directory(found: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match found {
+        FileType::Symlink => "a symbolic link",
+        FileType::RegularFile => "a regular file",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice | FileType::BlockDevice => "a device",
+        _ => "not a directory",
+    }
+}
+
 /// fsyncs a directory so that entries created or renamed in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

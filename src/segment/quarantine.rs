@@ -267,14 +267,7 @@ fn unusable(org_dir: &File, path: &Path, org: &OrgId, e: Errno) -> Error {
         return Error::io("open quarantine directory", path, e.into());
     }
     let found = match rustix::fs::statat(org_dir, QUARANTINE_DIR, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
-            FileType::Symlink => "a symbolic link",
-            FileType::RegularFile => "a regular file",
-            FileType::Fifo => "a FIFO",
-            FileType::Socket => "a socket",
-            FileType::CharacterDevice | FileType::BlockDevice => "a device",
-            _ => "not a directory",
-        },
+        Ok(st) => super::what_instead_of_a_directory(FileType::from_raw_mode(st.st_mode)),
         Err(_) => "not a directory",
     };
     Error::QuarantineUnusable {

@@ -1,0 +1,81 @@
+//! An org's entry in the log directory must be a directory itself. The writer used to write
+//! through a symbolic link planted there (its segments landed wherever the link pointed),
+//! while `verify`, `stats` and `query` do not follow links: the org's evidence was written
+//! where no reader looked, and `verify` passed the log. A regular file there made the first
+//! append fail with a bare "create org directory: File exists". Both are now
+//! `Error::OrgDirUnusable`, a refusal: nothing written, anywhere; other orgs go on.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use auditlog::{Durability, Error, Log, Options};
+use support::{file_names, january_of, keys_for};
+
+#[test]
+fn an_org_entry_that_is_not_a_directory_is_refused_and_nothing_is_written() {
+    let keys = keys_for(&["acme", "other"]);
+    let root = tempfile::tempdir().unwrap();
+    let elsewhere = root.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    type Plant<'a> = dyn Fn(&Path) + 'a;
+    let cases: [(&str, &Plant<'_>, &str); 3] = [
+        (
+            "link",
+            &|p| symlink(&elsewhere, p).unwrap(),
+            "a symbolic link",
+        ),
+        (
+            "dangling",
+            &|p| symlink(root.path().join("nowhere"), p).unwrap(),
+            "a symbolic link",
+        ),
+        ("file", &|p| fs::write(p, b"x").unwrap(), "a regular file"),
+    ];
+    for (name, plant, found) in cases {
+        let dir = root.path().join(name);
+        // A log whose `acme` already has a month, so that recovery's path is taken too.
+        let opts = || Options::new(keys.clone()).durability(Durability::Always);
+        let log = Log::open(&dir, opts()).unwrap();
+        log.append_batch(&january_of("acme", 3, 1)).unwrap();
+        log.close().unwrap();
+        let moved = root.path().join(format!("{name}-acme"));
+        fs::rename(dir.join("acme"), &moved).unwrap();
+        plant(&dir.join("acme"));
+
+        let log = Log::open(&dir, opts()).unwrap();
+        let e = log.append(&january_of("acme", 1, 2)[0]).unwrap_err();
+        assert!(
+            matches!(&e, Error::OrgDirUnusable { org, found: f, .. } if org == "acme" && *f == found),
+            "{name}: {e}"
+        );
+        assert!(e.is_refusal(), "{name}");
+        assert!(e.to_string().contains("not a directory"), "{name}: {e}");
+        let e = log.append_batch(&january_of("acme", 2, 3)).unwrap_err();
+        assert!(matches!(e, Error::OrgDirUnusable { .. }), "{name}: {e}");
+        // Other orgs go on.
+        log.append_batch(&january_of("other", 2, 4)).unwrap();
+        log.close().unwrap();
+        assert!(
+            file_names(&elsewhere).is_empty(),
+            "{name}: written through the link"
+        );
+        assert_eq!(
+            file_names(&moved),
+            vec!["2026-01.idx".to_string(), "2026-01.seg".to_string()],
+            "{name}"
+        );
+        if name == "file" {
+            assert_eq!(fs::read(dir.join("acme")).unwrap(), b"x");
+        }
+    }
+}
