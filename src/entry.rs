@@ -101,6 +101,16 @@ pub(crate) fn validate_pointer(p: &str) -> Result<(), String> {
     if p.len() > 256 {
         return Err(format!("{p:?} is longer than 256 bytes"));
     }
+    // RFC 6901: `~` only as `~0` (a `~`) or `~1` (a `/`).
+    let mut rest = p;
+    while let Some(at) = rest.find('~') {
+        rest = rest.get(at + 1..).unwrap_or_default();
+        if !(rest.starts_with('0') || rest.starts_with('1')) {
+            return Err(format!(
+                "{p:?} has a `~` that is not `~0` or `~1` (JSON pointer escapes)"
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -733,6 +733,16 @@ fn options_outside_their_bounds_are_refused_with_the_bound() {
             "personal_data",
             "/after",
         ),
+        (
+            base().personal_data(["/after/~2"]),
+            "personal_data",
+            "`~0` or `~1`",
+        ),
+        (
+            base().personal_data(["/after/a~"]),
+            "personal_data",
+            "`~0` or `~1`",
+        ),
     ];
     for (i, (opts, option, bound)) in refused.into_iter().enumerate() {
         let dir = tmp.path().join(format!("refused-{i}"));
@@ -765,6 +775,7 @@ fn options_outside_their_bounds_are_refused_with_the_bound() {
             .max_open_writers(1)
             .parked_bytes(0)
             .query_index_cache(0),
+        base().personal_data(["/after/a~0b~1c", "/metadata/~1"]),
     ];
     for (i, opts) in accepted.into_iter().enumerate() {
         let log = Log::open(tmp.path().join(format!("accepted-{i}")), opts.clone());
