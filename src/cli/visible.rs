@@ -45,6 +45,12 @@ pub(crate) fn visible(s: &str) -> Cow<'_, str> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
