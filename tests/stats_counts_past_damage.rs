@@ -100,3 +100,21 @@ fn an_incomplete_last_frame_is_not_damage() {
     assert_eq!(april_events(&o), recs.len() as u64 - 1);
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
+
+/// A segment header that fails its checks is a damaged stretch (bytes 0..256), named and
+/// exit 1, and the records after it are still counted; it used to pass without a word.
+#[test]
+fn a_damaged_header_is_damage_and_the_records_still_count() {
+    let fx = KeyedLog::new(EVENTS);
+    let seg = seg_path(&fx.dir, "org-000", "2026-04");
+    let before = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(before.status.code(), Some(0), "{}", stderr(&before));
+    let mut b = fs::read(&seg).unwrap();
+    b[100] ^= 1;
+    fs::write(&seg, &b).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(april_events(&o), april_events(&before));
+    let want = format!("{}: bytes 0..256 do not read as records", seg.display());
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+}

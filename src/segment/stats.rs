@@ -57,12 +57,20 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
     };
     let io = |e| Error::io("read segment", &path, e);
     // A newer format is not counted as v1 frames (every byte would read as damage): the
-    // stats fail naming the file. Any other header is not looked at (verify's job).
+    // stats fail naming the file. A whole header that fails its checks is a damaged
+    // stretch like any other (what it is, verify says); the records after it are counted.
+    // One shorter than a header is a creation cut short, like a torn tail: not damage.
     if len >= SEGMENT_HEADER_LEN as u64
         && let Err(e) = SegmentHeader::decode(win.get(0, SEGMENT_HEADER_LEN).map_err(io)?)
-        && e.needs_newer_reader()
     {
-        return Err(Error::decode(&path, None, e));
+        if e.needs_newer_reader() {
+            return Err(Error::decode(&path, None, e));
+        }
+        s.damage.push(StatsDamage {
+            file: path.clone(),
+            start: 0,
+            end: SEGMENT_HEADER_LEN as u64,
+        });
     }
     let mut off = SEGMENT_HEADER_LEN as u64;
     let mut max_seq = None;
