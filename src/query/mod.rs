@@ -33,6 +33,13 @@
 //! [`Query::unverified`] skips the chain hash and tag (CRC, seq, month and bounds are still
 //! checked, so crash damage is reported, tampering is not).
 //!
+//! **Missing segments.** A month is never read as empty in silence when its files show it
+//! held records: a segment file shorter than its header, or gone, while an index of it that
+//! is (or, its key missing, may be) authentic covers more bytes, or cannot be read; a
+//! segment without a readable header otherwise, unless it is the latest part of its month
+//! while a writer holds the log's lock (being created). Each is an `Err` item naming the
+//! file (ARCHITECTURE.md, "Queries").
+//!
 //! **Pruning.** Months outside the range are not opened. Inside a segment, the signed index
 //! (checked once per process and cached) gives every 4 KiB block its time bounds and a
 //! Bloom filter of its user, action, action prefixes, resource type, resource id and trace
@@ -55,7 +62,7 @@ mod filter;
 mod order;
 mod plan;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -73,10 +80,12 @@ use crate::entry;
 use crate::error::{Error, IntegrityKind, Result};
 use crate::event::{OrgId, VerifiedEvent};
 use crate::format::DecodeError;
+use crate::format::header::SegmentId;
 use crate::format::index::KeyFields;
 use crate::format::record::{FRAME_HEADER_LEN, RawRecord, decode_frame};
-use crate::log::{Log, list_segments};
+use crate::log::Log;
 use crate::segment::index_file_name;
+use crate::segment::parse_segment_file_name;
 use crate::time::{Month, Timestamp};
 
 /// Months at least this large (bytes to read) are read with helper threads.
@@ -248,7 +257,8 @@ impl<'a> Query<'a> {
     ///
     /// Errors: [`Error::InvalidOption`] for a bad argument (`until` before `since`, an empty
     /// value, a malformed action pattern); [`Error::Io`] if the org's directory cannot be
-    /// listed. An org without a directory has no events.
+    /// listed. An org without a directory has no events. Everything found while reading
+    /// (damage, tampering, a missing segment or key) is an `Err` item of the iterator.
     pub fn run(self) -> Result<Matches> {
         // Decoding happens on the calling thread: a `VerifiedEvent` is a tree of small
         // allocations (serde_json values), and building them on helper threads only to free
@@ -279,16 +289,10 @@ impl<'a> Query<'a> {
         filter.finish();
         self.log.hand_buffers_to_os(&self.org);
         let dir = self.log.dir().join(self.org.as_str());
-        let mut months: Vec<(Month, Vec<crate::format::header::SegmentId>)> = Vec::new();
-        for id in list_segments(&dir)? {
-            if id.month.start() >= filter.until || id.month.end() <= filter.since {
-                continue;
-            }
-            match months.last_mut() {
-                Some((m, parts)) if *m == id.month => parts.push(id),
-                _ => months.push((id.month, vec![id])),
-            }
-        }
+        let mut months: Vec<MonthParts> = list_org(&dir)?
+            .into_values()
+            .filter(|m| m.month.start() < filter.until && m.month.end() > filter.since)
+            .collect();
         if self.reverse {
             months.reverse();
         }
@@ -305,7 +309,7 @@ impl<'a> Query<'a> {
         let (keys, cache) = self.log.query_parts();
         let indexes: Vec<_> = months
             .iter()
-            .flat_map(|(_, ids)| ids.iter().map(|id| dir.join(index_file_name(*id))))
+            .flat_map(|m| m.parts.iter().map(|id| dir.join(index_file_name(*id))))
             .collect();
         let cache_session = cache.session(indexes.iter().map(PathBuf::as_path));
         let ctx = Arc::new(Ctx {
@@ -403,6 +407,58 @@ pub struct QueryStats {
     pub withheld: u64,
 }
 
+/// One month of the org, as its directory was listed.
+struct MonthParts {
+    month: Month,
+    /// Its segment files' parts, in order.
+    parts: Vec<SegmentId>,
+    /// Parts with an index file but no segment file: an index is written only over records
+    /// already durable, so the segment may have been deleted ([`MonthPlan::new`]).
+    orphans: Vec<SegmentId>,
+}
+
+/// The months of an org directory (`<month>[.<part>].seg` and `.idx` files), in order.
+/// Missing directory: none.
+fn list_org(dir: &std::path::Path) -> Result<BTreeMap<Month, MonthParts>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(Error::io("list org directory", dir, e)),
+    };
+    let mut segments = BTreeSet::new();
+    let mut indexes = BTreeSet::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::io("list org directory", dir, e))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if let Some(id) = parse_segment_file_name(name) {
+            segments.insert(id);
+        } else if let Some(id) = name
+            .strip_suffix(".idx")
+            .and_then(|stem| parse_segment_file_name(&format!("{stem}.seg")))
+        {
+            indexes.insert(id);
+        }
+    }
+    fn month(months: &mut BTreeMap<Month, MonthParts>, id: SegmentId) -> &mut MonthParts {
+        months.entry(id.month).or_insert_with(|| MonthParts {
+            month: id.month,
+            parts: Vec::new(),
+            orphans: Vec::new(),
+        })
+    }
+    let mut months = BTreeMap::new();
+    for id in &segments {
+        month(&mut months, *id).parts.push(*id);
+    }
+    for id in indexes.difference(&segments) {
+        month(&mut months, *id).orphans.push(*id);
+    }
+    Ok(months)
+}
+
 /// Where the reading of one side of a block boundary left off, per segment.
 #[derive(Clone, Copy)]
 struct Seam {
@@ -437,7 +493,7 @@ enum Current {
 /// A running query over borrowed matches; see [`Query::cursor`].
 pub struct Cursor {
     ctx: Arc<Ctx>,
-    months: VecDeque<(Month, Vec<crate::format::header::SegmentId>)>,
+    months: VecDeque<MonthParts>,
     run: Option<MonthRun>,
     pending: Pending,
     errors: VecDeque<Error>,
@@ -551,14 +607,11 @@ impl Cursor {
                 return Some(Ok(m));
             }
             if self.run.is_none() {
-                let parts = match self.months.pop_front() {
-                    Some((_, parts)) => parts,
-                    None => {
-                        self.finish();
-                        continue;
-                    }
+                let Some(month) = self.months.pop_front() else {
+                    self.finish();
+                    continue;
                 };
-                self.start_month(&parts);
+                self.start_month(&month);
                 continue;
             }
             if !self.step() {
@@ -579,8 +632,8 @@ impl Cursor {
         self.months.clear();
     }
 
-    fn start_month(&mut self, parts: &[crate::format::header::SegmentId]) {
-        let plan = MonthPlan::new(&self.ctx, parts);
+    fn start_month(&mut self, month: &MonthParts) {
+        let plan = MonthPlan::new(&self.ctx, &month.parts, &month.orphans);
         self.stats.months += 1;
         self.stats.segments += plan.sources.len() as u64;
         let n = plan.sources.len();

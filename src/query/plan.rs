@@ -35,10 +35,11 @@ use crate::crypto::{self, Hash, KeyId, KeyProvider, Tag};
 use crate::error::{Error, IntegrityKind};
 use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
+use crate::format::index::IndexHead;
 use crate::format::index::MARK_UNKNOWN;
 use crate::format::record::FrameError;
 use crate::format::{DecodeError, DecodeErrorKind};
-use crate::segment::index_file::{GroupBlocks, Rejected, Summary};
+use crate::segment::index_file::{self, GroupBlocks, Rejected, Summary, TagCheck};
 use crate::segment::scan::{self, FileWindow};
 use crate::segment::{FileStamp, index_file_name, recover, segment_file_name};
 use crate::time::{Month, Timestamp};
@@ -161,6 +162,9 @@ pub(crate) struct MonthPlan {
     round_blocks: usize,
 }
 
+/// A checked index and the index file it was checked from, or why there is none.
+type Loaded = Result<(Arc<LoadedIndex>, File), Arc<Unused>>;
+
 /// A checked index, in the form the planner keeps it: its header's figures, its summary,
 /// and the groups read and checked while it is in the cache.
 pub(crate) struct LoadedIndex {
@@ -187,7 +191,7 @@ struct CacheEntry {
     stamp: FileStamp,
     genesis: Hash,
     group_blocks: u64,
-    loaded: Result<Arc<LoadedIndex>, String>,
+    loaded: Result<Arc<LoadedIndex>, Arc<Unused>>,
     /// Bytes held: the summary and the cached groups.
     mem: usize,
     used: u64,
@@ -268,12 +272,12 @@ impl IndexCache {
         keys: &dyn KeyProvider,
         group_blocks: u64,
         session: &CacheSession,
-    ) -> (Result<(Arc<LoadedIndex>, File), String>, bool) {
+    ) -> (Loaded, bool) {
         let path = org_dir.join(index_file_name(header.id));
         let opened = crate::segment::open_regular(&path).and_then(|f| f.metadata().map(|m| (f, m)));
         let (file, meta) = match opened {
             Ok(fm) => fm,
-            Err(e) => return (Err(recover::unopened(&e)), false),
+            Err(e) => return (Err(Arc::new(Unused::unopened(e))), false),
         };
         let stamp = FileStamp::of(&meta);
         {
@@ -287,10 +291,11 @@ impl IndexCache {
                 return (e.loaded.clone().map(|l| (l, file)), false);
             }
         }
-        let checked = file.try_clone().map_err(|e| recover::unopened(&e));
+        let checked = file.try_clone().map_err(|e| Box::new(Unused::unopened(e)));
         let loaded = checked
             .and_then(|f| load(path.clone(), f, org, header, genesis, keys, group_blocks))
-            .map(Arc::new);
+            .map(Arc::new)
+            .map_err(Arc::from);
         let mem = loaded.as_ref().map_or(FAILURE_BYTES, |l| l.summary_mem());
         if mem <= self.capacity {
             let mut c = self.inner.lock();
@@ -549,9 +554,193 @@ impl LoadedIndex {
     }
 }
 
+/// Why a segment's index is not used, and what it may be evidence of all the same.
+pub(crate) struct Unused {
+    /// Why (for [`crate::query::QueryStats::indexes_bypassed`]).
+    pub why: String,
+    /// What it says of the segment that a query must not pass over in silence.
+    pub evidence: Evidence,
+}
+
+/// What an index that is not used to plan a segment is evidence of (FORMAT.md §6: an
+/// index whose tag does not verify is evidence of nothing).
+pub(crate) enum Evidence {
+    /// Nothing: absent, not a regular file, malformed, its tag does not verify, or it
+    /// describes another segment.
+    Nothing,
+    /// It exists but cannot be read (permissions, I/O): it may be the only evidence of
+    /// records since lost, so the query reports it (as recovery and `verify` do).
+    Unreadable(std::io::Error),
+    /// Authentic and naming this segment. Beside a readable header it describes another
+    /// one (its `segment_hash` or `first_seq` differs, or it covers less than a header).
+    Authentic(IndexHead),
+    /// Naming this segment, its tag made with a key the provider lacks or fails to give
+    /// (why): it cannot be checked, and may be authentic.
+    KeyMissing(IndexHead, String),
+}
+
+impl Unused {
+    /// An index file that could not be opened (or its descriptor cloned).
+    fn unopened(e: std::io::Error) -> Unused {
+        Unused {
+            why: recover::unopened(&e),
+            evidence: Evidence::unread(e),
+        }
+    }
+}
+
+impl Evidence {
+    /// An index that could not be opened or read: absent or not a regular file (nothing a
+    /// writer made), or a file shorter than its own counts (malformed) is no evidence.
+    fn unread(e: std::io::Error) -> Evidence {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::NotFound | ErrorKind::InvalidInput | ErrorKind::UnexpectedEof => {
+                Evidence::Nothing
+            }
+            _ => Evidence::Unreadable(e),
+        }
+    }
+
+    /// What the index of segment `id`, read without its segment's header, is evidence of:
+    /// for a segment file that is missing or shorter than its header. `index` is its path.
+    fn of(index: &Path, ctx: &Ctx, id: SegmentId) -> Evidence {
+        match crate::segment::open_regular(index) {
+            Ok(f) => Evidence::read(f, &ctx.org, id, &*ctx.keys),
+            Err(e) => Evidence::unread(e),
+        }
+    }
+
+    /// What the index file `file` of segment `id` of `org` is evidence of.
+    fn read(file: File, org: &OrgId, id: SegmentId, keys: &dyn KeyProvider) -> Evidence {
+        match index_file::read_unauthenticated(file, org, keys) {
+            Ok(c) if &c.head.org == org && c.head.segment == id => match c.tag {
+                TagCheck::Verified => Evidence::Authentic(c.head),
+                TagCheck::UnknownKey(why) => Evidence::KeyMissing(c.head, why),
+                TagCheck::Mismatch | TagCheck::NotChecked => Evidence::Nothing,
+            },
+            Ok(_) => Evidence::Nothing,
+            Err(Rejected::Io(e)) => Evidence::unread(e),
+            Err(_) => Evidence::Nothing,
+        }
+    }
+
+    /// The error item for an index that is not used although the segment `seg` (`len`
+    /// bytes, its header readable) has one: `None` when it is evidence of nothing the
+    /// segment contradicts. An authentic index that does not describe the header, one that
+    /// may be authentic and covers more than the file has, and one that cannot be read, are
+    /// reported (the segment is read all the same, without the index).
+    fn beside_header(&self, seg: &Path, index: &Path, len: u64) -> Option<Error> {
+        match self {
+            Evidence::Nothing => None,
+            Evidence::Unreadable(e) => Some(unreadable_index(index, e)),
+            Evidence::Authentic(_) => Some(Error::Integrity {
+                file: seg.to_path_buf(),
+                offset: 0,
+                seq: None,
+                kind: IntegrityKind::IndexMismatch {
+                    what: format!(
+                        "its header is not the one its signed index {} describes (segment_hash, \
+                         first_seq or covered_len): the header was replaced or altered",
+                        index.display()
+                    ),
+                },
+            }),
+            Evidence::KeyMissing(ix, why) if ix.covered_len > len => {
+                Some(uncheckable_claim(seg, index, Some(len), ix, why))
+            }
+            Evidence::KeyMissing(..) => None,
+        }
+    }
+
+    /// The error item for the index of a segment file that is missing (`len` None) or
+    /// shorter than a header (`len` bytes): `None` when it is evidence of nothing. An
+    /// index is written only over a header and records already durable, so an index that
+    /// is (or may be) authentic and covers more than the file holds shows records were
+    /// removed; one that cannot be read may show it.
+    fn without_header(&self, seg: &Path, index: &Path, len: Option<u64>) -> Option<Error> {
+        match self {
+            Evidence::Nothing => None,
+            Evidence::Unreadable(e) => Some(unreadable_index(index, e)),
+            Evidence::Authentic(ix) => match len {
+                Some(length) if ix.covered_len > length => Some(Error::Integrity {
+                    file: seg.to_path_buf(),
+                    offset: length,
+                    seq: ix.first_seq.checked_add(ix.record_count),
+                    kind: IntegrityKind::Truncated {
+                        length,
+                        covered_len: ix.covered_len,
+                        records: ix.record_count,
+                    },
+                }),
+                Some(_) => None,
+                None => Some(Error::Integrity {
+                    file: seg.to_path_buf(),
+                    offset: 0,
+                    seq: None,
+                    kind: IntegrityKind::IndexMismatch {
+                        what: format!(
+                            "the segment file is missing, but its signed index {} covers {} \
+                             bytes ({} records from seq {}): it was deleted or moved",
+                            index.display(),
+                            ix.covered_len,
+                            ix.record_count,
+                            ix.first_seq
+                        ),
+                    },
+                }),
+            },
+            Evidence::KeyMissing(ix, why) => match len {
+                Some(length) if ix.covered_len <= length => None,
+                _ => Some(uncheckable_claim(seg, index, len, ix, why)),
+            },
+        }
+    }
+}
+
+/// An index file that exists but cannot be read.
+fn unreadable_index(index: &Path, e: &std::io::Error) -> Error {
+    Error::io(
+        "read index",
+        index,
+        std::io::Error::new(e.kind(), e.to_string()),
+    )
+}
+
+/// An index that may be authentic (its key is missing) and covers more than the segment
+/// file `seg` has (`len` bytes; `None`: the file is missing).
+fn uncheckable_claim(
+    seg: &Path,
+    index: &Path,
+    len: Option<u64>,
+    ix: &IndexHead,
+    why: &str,
+) -> Error {
+    let has = len.map_or_else(|| "is missing".to_string(), |l| format!("has {l} bytes"));
+    Error::Integrity {
+        file: seg.to_path_buf(),
+        offset: len.unwrap_or(0),
+        seq: None,
+        kind: IntegrityKind::IndexMismatch {
+            what: format!(
+                "its index {} covers {} bytes ({} records from seq {}) but the segment {has}: \
+                 records may have been removed (the index names key {}, which could not be had \
+                 to check it: {why})",
+                index.display(),
+                ix.covered_len,
+                ix.record_count,
+                ix.first_seq,
+                ix.key_id
+            ),
+        },
+    }
+}
+
 /// Checks an index in one streaming pass (CRC, structure and sections, tag, org/segment,
 /// header hash, first_seq) and summarises it. `covered_len` against the segment's length is
-/// checked by the caller.
+/// checked by the caller. An index that fails is read once more for what it is evidence of
+/// all the same ([`Evidence`]; failures are cached like summaries, so this costs one more
+/// pass per index file, not per query).
 fn load(
     path: PathBuf,
     file: File,
@@ -560,9 +749,30 @@ fn load(
     genesis: &Hash,
     keys: &dyn KeyProvider,
     group_blocks: u64,
-) -> Result<LoadedIndex, String> {
+) -> Result<LoadedIndex, Box<Unused>> {
+    let again = file
+        .try_clone()
+        .map_err(|e| Box::new(Unused::unopened(e)))?;
     let (head, summary) =
-        recover::read_index_summary(file, org, header, genesis, u64::MAX, keys, group_blocks)?;
+        match recover::read_index_summary(file, org, header, genesis, u64::MAX, keys, group_blocks)
+        {
+            Ok(loaded) => loaded,
+            Err(why) => {
+                let evidence = match Evidence::read(again, org, header.id, keys) {
+                    // Authentic and describing this header: the first read failed on
+                    // something that did not recur (an I/O error); not evidence of damage.
+                    Evidence::Authentic(ix)
+                        if ix.segment_hash == *genesis
+                            && ix.first_seq == header.first_seq
+                            && ix.covered_len >= SEGMENT_HEADER_LEN as u64 =>
+                    {
+                        Evidence::Nothing
+                    }
+                    other => other,
+                };
+                return Err(Box::new(Unused { why, evidence }));
+            }
+        };
     Ok(LoadedIndex {
         path,
         covered_len: head.covered_len,
@@ -596,13 +806,16 @@ fn edge(reverse: bool, lo: Timestamp, hi: Timestamp) -> Timestamp {
 
 impl MonthPlan {
     /// Opens `month`'s segment parts (sorted by part) and readies their first groups.
-    pub fn new(ctx: &Ctx, parts: &[SegmentId]) -> MonthPlan {
+    /// `orphans`: parts of the month with an index file and no segment file when the org's
+    /// directory was listed.
+    pub fn new(ctx: &Ctx, parts: &[SegmentId], orphans: &[SegmentId]) -> MonthPlan {
         let mut found = Findings::default();
         let mut sources = Vec::new();
         let mut streams = Vec::new();
         for id in parts {
             let path = ctx.dir.join(segment_file_name(*id));
-            match open_source(ctx, &path, *id, sources.len(), &mut found) {
+            let latest = parts.last() == Some(id);
+            match open_source(ctx, &path, *id, latest, sources.len(), &mut found) {
                 Ok(Some((src, stream))) => {
                     sources.push(src);
                     streams.push(stream);
@@ -610,6 +823,15 @@ impl MonthPlan {
                 Ok(None) => {}
                 Err(e) => found.errors.push(e),
             }
+        }
+        for id in orphans {
+            let path = ctx.dir.join(segment_file_name(*id));
+            // Created since the listing: its records were all appended after the query
+            // began, so it is not read (as bytes written past a segment's planned end).
+            if std::fs::symlink_metadata(&path).is_ok() {
+                continue;
+            }
+            found.errors.extend(missing_segment(ctx, &path, *id));
         }
         MonthPlan {
             sources: Arc::new(sources),
@@ -694,24 +916,28 @@ fn batches(blocks: &[Block], batch: u64) -> Vec<(usize, usize)> {
 }
 
 /// Opens one segment and readies its blocks. `Ok(None)`: the segment has nothing to read.
+/// `latest`: it is the last part of its month that was listed.
 fn open_source(
     ctx: &Ctx,
     path: &Path,
     id: SegmentId,
+    latest: bool,
     src: usize,
     found: &mut Findings,
 ) -> Result<Option<(Source, Stream)>, Error> {
     let file = match crate::segment::open_regular(path) {
         Ok(f) => f,
-        // Renamed away between listing and opening (quarantine): nothing to read.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Gone between listing and opening (recovery moved a segment without records to
+        // quarantine): nothing to read, unless an index of it says it held records.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return missing_segment(ctx, path, id).map_or(Ok(None), Err);
+        }
         Err(e) => return Err(Error::io("open segment", path, e)),
     };
     let mut head = [0u8; SEGMENT_HEADER_LEN];
     if let Err(e) = file.read_exact_at(&mut head, 0) {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            // A segment being created: its header is not complete yet, so it has no records.
-            return Ok(None);
+            return short_segment(ctx, path, &file, id, latest).map(|()| None);
         }
         return Err(Error::io("read segment header", path, e));
     }
@@ -770,8 +996,14 @@ fn open_source(
         }
         Ok((ix, f)) if ix.segment_hash == genesis => Some((ix, f)),
         Ok(_) => None,
-        Err(why) => {
-            found.bypassed.push((path.to_path_buf(), why));
+        Err(unused) => {
+            let index = ctx.dir.join(index_file_name(id));
+            found
+                .errors
+                .extend(unused.evidence.beside_header(path, &index, end));
+            found
+                .bypassed
+                .push((path.to_path_buf(), unused.why.clone()));
             None
         }
     };
@@ -871,6 +1103,92 @@ fn open_source(
         month_end: id.month.end(),
     };
     Ok(Some((source, stream)))
+}
+
+/// The error item for segment `id` (at `path`), listed but missing: `None` unless an
+/// index of it, which a writer writes only over records already durable, says it held
+/// records ([`Evidence::without_header`]).
+fn missing_segment(ctx: &Ctx, path: &Path, id: SegmentId) -> Option<Error> {
+    let index = ctx.dir.join(index_file_name(id));
+    Evidence::of(&index, ctx, id).without_header(path, &index, None)
+}
+
+/// A segment file shorter than a header (`Ok`: nothing to read; `Err`: the error item).
+///
+/// A writer creates a segment and writes its header before any record and before any index
+/// of it, so such a file holds no record, and is one of: a segment being created by a live
+/// writer, one whose creation a crash cut short, or one cut or emptied after the fact. An
+/// index of it that is, or may be, authentic, or that cannot be read, tells the last apart:
+/// reported as [`Evidence::without_header`] says. Without one, the file is passed over only
+/// as `verify` passes it over: the latest part of its month while a writer holds the log's
+/// lock (being created). Otherwise its header is damage (`verify`: `torn_tail` for the
+/// latest part, `checksum_corruption` for an earlier one, both errors) and is reported as
+/// [`Error::Corrupt`], never an empty month.
+fn short_segment(
+    ctx: &Ctx,
+    path: &Path,
+    file: &File,
+    id: SegmentId,
+    latest: bool,
+) -> Result<(), Error> {
+    let stat = |f: &File| {
+        f.metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io("stat segment", path, e))
+    };
+    let len = stat(file)?;
+    let index = ctx.dir.join(index_file_name(id));
+    if let Some(e) = Evidence::of(&index, ctx, id).without_header(path, &index, Some(len)) {
+        return Err(e);
+    }
+    if latest && writer_is_live(ctx) {
+        return Ok(());
+    }
+    // Asked after the header was found short: a segment a writer was creating then has its
+    // header now (the writer held the lock until it was written), or was removed after a
+    // failed write. Either way it held no record when the query looked.
+    let now = std::fs::metadata(path);
+    let file_now = file.metadata();
+    let same = match (&now, &file_now) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            a.dev() == b.dev() && a.ino() == b.ino()
+        }
+        _ => false,
+    };
+    let len = stat(file)?;
+    if !same || len >= SEGMENT_HEADER_LEN as u64 {
+        return Ok(());
+    }
+    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read segment header", path, e))?;
+    let source = match SegmentHeader::decode(&bytes) {
+        Err(e) => e,
+        Ok(_) => DecodeError {
+            structure: "segment header",
+            field: "header",
+            offset: 0,
+            kind: DecodeErrorKind::Truncated {
+                needed: SEGMENT_HEADER_LEN as u64,
+                available: len,
+            },
+        },
+    };
+    Err(Error::decode(path, None, source))
+}
+
+/// Whether a writer holds the log directory's lock now (as `verify` asks it: a shared lock
+/// tried and, if had, released at once). A writer in this process counts too: its lock is
+/// another open file description.
+fn writer_is_live(ctx: &Ctx) -> bool {
+    let Some(log_dir) = ctx.dir.parent() else {
+        return false;
+    };
+    match crate::segment::open_regular(&log_dir.join(crate::log::LOCK_FILE)) {
+        Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
 }
 
 /// One segment's blocks still to come, in reading order.

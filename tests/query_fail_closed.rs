@@ -1,0 +1,300 @@
+//! A verified query never passes over in silence what it cannot read or check: a segment cut
+//! below its header or gone while an index of it says it held records, a segment without a
+//! readable header (unless a live writer is creating it), an index that may be authentic
+//! but cannot be checked and says the segment was longer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use auditlog::{
+    Durability, Error, Event, IntegrityKind, Key, KeyError, KeyId, KeyProvider, Keyring, Log,
+    Options, OrgId, Timestamp,
+};
+use support::{copy_dir, index_of, keys_for, org, run_query, seg_path, ts, workload_from};
+
+const ORG: &str = "org-000";
+
+fn opts(keys: Arc<dyn KeyProvider>) -> Options {
+    Options::new(keys).durability(Durability::Never)
+}
+
+/// A closed log of org-000 from 2026-01-05 over 80 days (January to March), and its keys.
+fn three_months() -> (tempfile::TempDir, Arc<Keyring>, Vec<Event>) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let events = workload_from(3000, 1, 80, 7, "2026-01-05");
+    let log = Log::open(dir.path(), opts(keys.clone())).unwrap();
+    for c in events.chunks(500) {
+        log.append_batch(c).unwrap();
+    }
+    log.close().unwrap();
+    (dir, keys, events)
+}
+
+fn copy_of(base: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    copy_dir(base, to.path());
+    to
+}
+
+fn cut(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+fn in_month(events: &[Event], m: &str) -> usize {
+    let (from, to) = (ts(&format!("{m}-01")), month_end(m));
+    events
+        .iter()
+        .filter(|e| e.occurred_at >= from && e.occurred_at < to)
+        .count()
+}
+
+fn month_end(m: &str) -> Timestamp {
+    m.parse::<auditlog::Month>().unwrap().end()
+}
+
+fn feb(log: &Log) -> auditlog::Query<'_> {
+    log.query(&org(ORG))
+        .since(ts("2026-02-01"))
+        .until(ts("2026-03-01"))
+}
+
+/// Issue: a segment cut below its header's 256 bytes made a verified query return nothing
+/// for its month, with no error, although its signed index said it held 559,505 bytes; at
+/// 256 bytes or more the same cut was reported. Every length below the header is reported
+/// the same way now, in either direction, and the other months are returned whole.
+#[test]
+fn a_segment_cut_below_its_header_is_reported_when_its_signed_index_covers_more() {
+    let (base, keys, events) = three_months();
+    let seg = seg_path(base.path(), ORG, "2026-02");
+    let ix = index_of(&seg);
+    assert!(ix.covered_len > 256 && ix.record_count > 0);
+    for len in [0u64, 100, 255, 256] {
+        let d = copy_of(base.path());
+        let seg = seg_path(d.path(), ORG, "2026-02");
+        cut(&seg, len);
+        let log = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+        for reverse in [false, true] {
+            let q = if reverse {
+                feb(&log).reverse()
+            } else {
+                feb(&log)
+            };
+            let (v, e, _) = run_query(q);
+            assert!(v.is_empty(), "{len}: {} events", v.len());
+            match e.as_slice() {
+                [
+                    Error::Integrity {
+                        file,
+                        offset,
+                        kind:
+                            IntegrityKind::Truncated {
+                                length,
+                                covered_len,
+                                records,
+                            },
+                        ..
+                    },
+                ] => {
+                    assert_eq!(file, &seg);
+                    assert_eq!((*offset, *length), (len, len));
+                    assert_eq!((*covered_len, *records), (ix.covered_len, ix.record_count));
+                }
+                other => panic!("{len} bytes, reverse {reverse}: {other:#?}"),
+            }
+        }
+        // The whole range: January and March in full, and the one error for February.
+        let (v, e, _) = run_query(log.query(&org(ORG)));
+        assert_eq!(e.len(), 1, "{len}: {e:#?}");
+        assert_eq!(
+            v.len(),
+            in_month(&events, "2026-01") + in_month(&events, "2026-03"),
+            "{len}"
+        );
+    }
+}
+
+/// Without an index, a segment shorter than its header is damage (`verify`: `torn_tail`),
+/// reported as `Error::Corrupt`, unless it is the latest part of its month while a writer
+/// holds the log's lock: a segment being created has no header yet (`verify` passes it the
+/// same way).
+#[test]
+fn a_headerless_segment_without_an_index_is_damage_unless_a_live_writer_creates_it() {
+    let (base, keys, events) = three_months();
+    let d = copy_of(base.path());
+    let seg = seg_path(d.path(), ORG, "2026-02");
+    std::fs::remove_file(seg.with_extension("idx")).unwrap();
+    cut(&seg, 100);
+    let log = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+    let (v, e, _) = run_query(feb(&log));
+    assert!(v.is_empty());
+    assert!(
+        matches!(e.as_slice(), [Error::Corrupt { file, .. }] if *file == seg),
+        "{e:#?}"
+    );
+
+    // A live writer, and a segment of a month it has not written, as it is when the writer
+    // has just created the file: no header yet.
+    let d = copy_of(base.path());
+    let writer = Log::open(d.path(), opts(keys.clone())).unwrap();
+    let april = seg_path(d.path(), ORG, "2026-04");
+    std::fs::File::create(&april).unwrap();
+    let reader = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+    for log in [&reader, &writer] {
+        let (v, e, _) = run_query(log.query(&org(ORG)));
+        assert!(e.is_empty(), "{e:#?}");
+        assert_eq!(v.len(), events.len());
+    }
+    // The writer gone, nothing is creating it: its missing header is damage.
+    writer.close().unwrap();
+    let (v, e, _) = run_query(reader.query(&org(ORG)));
+    assert_eq!(v.len(), events.len());
+    assert!(
+        matches!(e.as_slice(), [Error::Corrupt { file, .. }] if *file == april),
+        "{e:#?}"
+    );
+}
+
+/// A signed index covering more than a segment has is evidence of removed records, even
+/// beside a live writer: a writer writes an index only over a header and records already
+/// durable, so no segment being created has one.
+#[test]
+fn a_cut_segment_with_a_signed_index_is_reported_beside_a_live_writer() {
+    let (base, keys, _) = three_months();
+    let d = copy_of(base.path());
+    let writer = Log::open(d.path(), opts(keys.clone())).unwrap();
+    let seg = seg_path(d.path(), ORG, "2026-02");
+    cut(&seg, 0);
+    let reader = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+    let (v, e, _) = run_query(feb(&reader));
+    assert!(v.is_empty());
+    assert!(
+        matches!(
+            e.as_slice(),
+            [Error::Integrity { file, kind: IntegrityKind::Truncated { length: 0, .. }, .. }]
+                if *file == seg
+        ),
+        "{e:#?}"
+    );
+    drop(writer);
+}
+
+/// A segment file gone while its signed index remains: the month is not empty, it lost a
+/// segment (`verify`: `missing_segment`).
+#[test]
+fn a_missing_segment_whose_signed_index_remains_is_reported() {
+    let (base, keys, events) = three_months();
+    let d = copy_of(base.path());
+    let seg = seg_path(d.path(), ORG, "2026-02");
+    std::fs::remove_file(&seg).unwrap();
+    let log = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+    for reverse in [false, true] {
+        let q = log.query(&org(ORG));
+        let (v, e, _) = run_query(if reverse { q.reverse() } else { q });
+        assert_eq!(
+            v.len(),
+            in_month(&events, "2026-01") + in_month(&events, "2026-03")
+        );
+        assert!(
+            matches!(
+                e.as_slice(),
+                [Error::Integrity { file, kind: IntegrityKind::IndexMismatch { what }, .. }]
+                    if *file == seg && what.contains("missing")
+            ),
+            "{e:#?}"
+        );
+    }
+}
+
+/// A provider that has every key of `inner` but `hidden`, and counts the lookups of keys.
+struct Hiding {
+    inner: Arc<Keyring>,
+    hidden: Option<KeyId>,
+    /// Fail every lookup instead.
+    failing: bool,
+    lookups: AtomicU64,
+}
+
+impl Hiding {
+    fn new(inner: &Arc<Keyring>, hidden: Option<KeyId>, failing: bool) -> Arc<Hiding> {
+        Arc::new(Hiding {
+            inner: inner.clone(),
+            hidden,
+            failing,
+            lookups: AtomicU64::new(0),
+        })
+    }
+}
+
+impl KeyProvider for Hiding {
+    fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError> {
+        self.inner.signing_key(org)
+    }
+
+    fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        if self.failing {
+            return Err(KeyError::Provider("key service unavailable".into()));
+        }
+        if Some(id) == self.hidden {
+            return Ok(None);
+        }
+        self.inner.key(org, id)
+    }
+}
+
+/// An index whose key is missing cannot be checked, but may be authentic: one that covers
+/// more than its segment has is reported, not bypassed in silence (the records' own tags,
+/// which the provider can check, cannot show a clean cut).
+#[test]
+fn an_index_whose_key_is_missing_still_shows_a_cut_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let events = workload_from(1000, 1, 10, 11, "2026-02-03");
+    let log = Log::open(dir.path(), opts(keys.clone())).unwrap();
+    log.append_batch(&events[..999]).unwrap();
+    // The records are signed with key 1; the index, written at close, with key 2.
+    assert_eq!(keys.rotate(&org(ORG)).unwrap(), KeyId(2));
+    log.append_batch(&events[999..]).unwrap();
+    log.close().unwrap();
+    let seg = seg_path(dir.path(), ORG, "2026-02");
+    let ix = index_of(&seg);
+    assert_eq!(ix.key_id, KeyId(2));
+    let lacking = Hiding::new(&keys, Some(KeyId(2)), false);
+    let reader = Log::open_read_only(dir.path(), opts(lacking)).unwrap();
+
+    // Intact: the index is bypassed, the records of key 1 verify and are returned.
+    let (v, e, s) = run_query(reader.query(&org(ORG)));
+    assert_eq!(v.len(), 999);
+    assert_eq!(e.len(), 1, "the record of key 2: {e:#?}");
+    assert_eq!(s.indexes_bypassed.len(), 1);
+
+    // Cut cleanly at a record boundary: only the index can tell.
+    let last = v.iter().map(|x| x.offset).max().unwrap();
+    cut(&seg, last);
+    let (v, e, _) = run_query(reader.query(&org(ORG)));
+    assert_eq!(v.len(), 998);
+    assert!(
+        matches!(
+            e.as_slice(),
+            [Error::Integrity { file, offset, kind: IntegrityKind::IndexMismatch { what }, .. }]
+                if *file == seg && *offset == last && what.contains("may have been removed")
+        ),
+        "{e:#?}"
+    );
+}
