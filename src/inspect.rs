@@ -228,7 +228,7 @@ pub fn inspect(
         }
         Err(e) => {
             let reason = if magic == SEGMENT_MAGIC {
-                format!("damaged segment header: {e}")
+                format!("damaged {e}")
             } else {
                 format!("not a segment or index header: {e}")
             };

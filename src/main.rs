@@ -74,9 +74,11 @@ enum Command {
         max_open_writers: Option<usize>,
     },
     /// Events, bytes and time range per org and month, from the segment files (no tag
-    /// checks). Records after a damaged stretch are still counted; each stretch is named on
-    /// stderr (file and byte range; run verify to learn what it is) and the exit code is 1.
-    /// A segment of a newer format than this build reads is named on stderr, exit 2.
+    /// checks). Records after a damaged stretch are still counted; each stretch (a header
+    /// that fails its checks is one) is named on stderr (file and byte range; run verify to
+    /// learn what it is) and the exit code is 1, as for a segment name that is not a regular
+    /// file (not counted). A segment of a newer format than this build reads is named on
+    /// stderr, exit 2.
     Stats {
         /// JSON lines instead of a table.
         #[arg(long)]
@@ -412,6 +414,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let damage: Vec<&auditlog::StatsDamage> =
                 stats.iter().flat_map(|s| &s.damage).collect();
             for d in &damage {
+                if d.not_a_file {
+                    warn(format_args!(
+                        "auditlog: {}: not a regular file; not counted (run verify)",
+                        d.file.display()
+                    ));
+                    continue;
+                }
                 warn(format_args!(
                     "auditlog: {}: bytes {}..{} do not read as records; counted around them (run verify)",
                     d.file.display(),

@@ -82,6 +82,7 @@ fn stats_counts_past_damage_and_names_it() {
             file: seg.clone(),
             start: first_hit,
             end: next,
+            not_a_file: false,
         }]
     );
     assert!(all.iter().filter(|s| s.damage.is_empty()).count() == all.len() - 1);
@@ -117,4 +118,26 @@ fn a_damaged_header_is_damage_and_the_records_still_count() {
     assert_eq!(april_events(&o), april_events(&before));
     let want = format!("{}: bytes 0..256 do not read as records", seg.display());
     assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+}
+
+/// A segment name that is not a regular file (a directory, a dangling link) is named and
+/// the exit code is 1, while every other segment is still counted; it used to end stats
+/// with no rows at all and exit 2.
+#[test]
+fn a_segment_name_that_is_not_a_file_is_named_and_the_rest_counted() {
+    let fx = KeyedLog::new(EVENTS);
+    let before = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    let odd = [
+        seg_path(&fx.dir, "org-000", "2030-01"),
+        seg_path(&fx.dir, "org-000", "2030-02"),
+    ];
+    fs::create_dir(&odd[0]).unwrap();
+    std::os::unix::fs::symlink(fx.dir.join("nowhere"), &odd[1]).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(april_events(&o), april_events(&before));
+    for p in &odd {
+        let want = format!("{}: not a regular file", p.display());
+        assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    }
 }

@@ -13,7 +13,9 @@ use crate::format::record::FrameError;
 use crate::time::Timestamp;
 
 /// A stretch of a segment that [`crate::Log::stats`] could not read as records: the
-/// records after it are counted; `verify` says what it is.
+/// records after it are counted; `verify` says what it is. A segment name that is not a
+/// regular file (a directory, a FIFO, a dangling link) is named with `start` and `end` 0
+/// and `not_a_file`: nothing of it is read, and the other segments are still counted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StatsDamage {
     /// The segment file.
@@ -22,6 +24,8 @@ pub struct StatsDamage {
     pub start: u64,
     /// One past the last (where the next readable record starts, or the end of the file).
     pub end: u64,
+    /// The name is not a regular file, so none of it was read.
+    pub not_a_file: bool,
 }
 
 /// Counts of one segment.
@@ -41,7 +45,24 @@ pub(crate) struct SegmentStats {
 /// [`Error::UnsupportedFormat`].
 pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
     let path = dir.join(segment_file_name(id));
-    let file = super::open_regular(&path).map_err(|e| Error::io("open segment", &path, e))?;
+    let file = match super::open_regular(&path) {
+        Ok(file) => file,
+        Err(e) if not_a_file(&path, &e) => {
+            return Ok(SegmentStats {
+                events: 0,
+                bytes: 0,
+                first: None,
+                last: None,
+                damage: vec![StatsDamage {
+                    file: path,
+                    start: 0,
+                    end: 0,
+                    not_a_file: true,
+                }],
+            });
+        }
+        Err(e) => return Err(Error::io("open segment", &path, e)),
+    };
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat segment", &path, e))?
@@ -70,6 +91,7 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
             file: path.clone(),
             start: 0,
             end: SEGMENT_HEADER_LEN as u64,
+            not_a_file: false,
         });
     }
     let mut off = SEGMENT_HEADER_LEN as u64;
@@ -92,6 +114,7 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
                         file: path.clone(),
                         start: off,
                         end: next.unwrap_or(len),
+                        not_a_file: false,
                     });
                 }
                 off = next.unwrap_or(len);
@@ -99,4 +122,11 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
         }
     }
     Ok(s)
+}
+
+/// Whether opening `path` failed because the name is not a regular file (what
+/// [`super::open_regular`] refuses, or a link to nothing), rather than for an I/O error.
+fn not_a_file(path: &Path, e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidInput
+        || fs::symlink_metadata(path).is_ok_and(|m| !m.is_file())
 }
