@@ -1,7 +1,8 @@
 //! A verified query never passes over in silence what it cannot read or check: a segment cut
 //! below its header or gone while an index of it says it held records, a segment without a
 //! readable header (unless a live writer is creating it), an index that may be authentic
-//! but cannot be checked and says the segment was longer.
+//! but cannot be checked and says the segment was longer; and records whose key is missing
+//! make one error per segment and key id, not one per record.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,7 +13,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -256,6 +257,120 @@ impl KeyProvider for Hiding {
         }
         self.inner.key(org, id)
     }
+}
+
+fn files_of(e: &[Error]) -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = e
+        .iter()
+        .map(|e| match e {
+            Error::Integrity { file, .. } => file.clone(),
+            other => panic!("{other:#?}"),
+        })
+        .collect();
+    f.sort();
+    f
+}
+
+/// Issue: a query of an org whose key the provider lacks gave one error per record (1,323
+/// lines in the CLI, reading on past `--limit 2`). Now each segment gives one error per key
+/// id it cannot check, at its first such record, and the rest are counted; the same whatever
+/// the threads, the direction or the limit.
+#[test]
+fn a_missing_key_is_one_error_per_segment_and_key_id() {
+    let (base, keys, events) = three_months();
+    let segs: Vec<PathBuf> = ["2026-01", "2026-02", "2026-03"]
+        .iter()
+        .map(|m| seg_path(base.path(), ORG, m))
+        .collect();
+    let lacking = Hiding::new(&keys, Some(KeyId(1)), false);
+    let log = Log::open_read_only(base.path(), opts(lacking.clone())).unwrap();
+    for threads in [1, 4] {
+        for reverse in [false, true] {
+            for limit in [None, Some(2)] {
+                let mut q = log.query(&org(ORG)).threads(threads);
+                if reverse {
+                    q = q.reverse();
+                }
+                if let Some(n) = limit {
+                    q = q.limit(n);
+                }
+                let (v, e, s) = run_query(q);
+                let what = format!("threads {threads}, reverse {reverse}, limit {limit:?}");
+                assert!(v.is_empty(), "{what}");
+                assert_eq!(files_of(&e), segs, "{what}: {e:#?}");
+                assert!(
+                    e.iter().all(|e| matches!(
+                        e,
+                        Error::Integrity {
+                            kind: IntegrityKind::UnknownKey { key_id: KeyId(1) },
+                            seq: Some(_),
+                            ..
+                        }
+                    )),
+                    "{what}: {e:#?}"
+                );
+                assert_eq!(s.unchecked, events.len() as u64, "{what}");
+                assert_eq!(s.errors, 3, "{what}");
+            }
+        }
+    }
+
+    // A provider that fails: one `Error::Key` per segment, and it is asked about each key
+    // id a bounded number of times (per index and reading thread), not once per record.
+    let failing = Hiding::new(&keys, None, true);
+    let log = Log::open_read_only(base.path(), opts(failing.clone())).unwrap();
+    let (v, e, s) = run_query(log.query(&org(ORG)).threads(1));
+    assert!(v.is_empty());
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e.iter().all(|e| matches!(
+            e,
+            Error::Key {
+                source: KeyError::Provider(_),
+                ..
+            }
+        )),
+        "{e:#?}"
+    );
+    assert_eq!(s.unchecked, events.len() as u64);
+    let asked = failing.lookups.load(Ordering::Relaxed);
+    assert!(
+        asked <= 30,
+        "asked {asked} times for {} records",
+        events.len()
+    );
+}
+
+/// Records signed with a key the provider still has are returned beside those whose key is
+/// missing (one error per segment for the latter): the query goes on.
+#[test]
+fn records_of_a_known_key_are_returned_beside_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let events = workload_from(2000, 1, 50, 9, "2026-01-05");
+    let rotate_at = ts("2026-01-25");
+    let log = Log::open(dir.path(), opts(keys.clone())).unwrap();
+    let (before, after): (Vec<Event>, Vec<Event>) = events
+        .iter()
+        .cloned()
+        .partition(|e| e.occurred_at < rotate_at);
+    log.append_batch(&before).unwrap();
+    assert_eq!(keys.rotate(&org(ORG)).unwrap(), KeyId(2));
+    log.append_batch(&after).unwrap();
+    log.close().unwrap();
+
+    let lacking = Hiding::new(&keys, Some(KeyId(1)), false);
+    let reader = Log::open_read_only(dir.path(), opts(lacking)).unwrap();
+    let (v, e, s) = run_query(reader.query(&org(ORG)));
+    // January holds records of both keys; February only of key 2.
+    assert_eq!(
+        files_of(&e),
+        vec![seg_path(dir.path(), ORG, "2026-01")],
+        "{e:#?}"
+    );
+    assert_eq!(s.unchecked, before.len() as u64);
+    assert_eq!(v.len(), after.len());
+    assert!(v.iter().all(|x| x.key_id == KeyId(2)));
 }
 
 /// An index whose key is missing cannot be checked, but may be authentic: one that covers

@@ -7,7 +7,9 @@
 //!
 //! - record checks (a failure replaces the record by an error item): CRC and framing, the
 //!   record's month, its time inside the block's bounds, the HMAC tag (verified mode), and,
-//!   when the event is decoded, its personal-data commitments;
+//!   when the event is decoded, its personal-data commitments. A tag whose key the provider
+//!   does not have or fails to give cannot be checked: the record is an [`Item::Unchecked`],
+//!   which the consumer reports once per segment and key id and counts otherwise;
 //! - link checks (a failure adds an error item): consecutive seqs and `prev_hash` = chain
 //!   hash of the record before, inside a block; across blocks the consumer checks the seams
 //!   (see `Cursor`), and a block after a skipped stretch must start with the seq the signed
@@ -27,7 +29,7 @@
 //! altered so as to leave the user is one the marks still pick, so its tag check reports
 //! it; a picked record missing from the block is reported too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,7 +38,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use super::plan::{Block, Ctx, Expect, Round, Source};
-use crate::crypto::{self, Hash, KeyId, Signer, Signers};
+use crate::crypto::{self, Hash, KeyError, KeyId, Signer, Signers};
 use crate::error::{Error, IntegrityKind};
 use crate::format::index::KeyFields;
 use crate::format::record::{FRAME_HEADER_LEN, FrameError, TAG_LEN, decode_frame};
@@ -133,6 +135,10 @@ pub(crate) struct Match {
 pub(crate) enum Item {
     Err(Error),
     Match(Match),
+    /// A record whose tag could not be checked: the key provider has no key of the id it
+    /// names, or failed to give it. The consumer reports the first per segment and key id,
+    /// and counts the others ([`crate::QueryStats::unchecked`]).
+    Unchecked(KeyId, Error),
 }
 
 /// What reading one block found.
@@ -161,25 +167,38 @@ pub(crate) struct BatchOut {
     pub bytes: u64,
 }
 
-/// Per-thread verification state: signers by key id.
+/// Per-thread verification state: signers by key id, and the ids the key provider failed
+/// to give.
 pub(crate) struct Verifier {
     signers: Signers,
+    /// A failure is kept: the provider is asked once per key id and thread, not once per
+    /// record (every record naming that id gets the same error).
+    failed: HashMap<KeyId, KeyError>,
 }
 
 impl Verifier {
     pub fn new() -> Verifier {
         Verifier {
             signers: Signers::default(),
+            failed: HashMap::new(),
         }
     }
 
     fn signer(&mut self, ctx: &Ctx, id: KeyId) -> Result<Option<&Signer>, Error> {
-        self.signers
-            .get(&*ctx.keys, &ctx.org, id)
-            .map_err(|source| Error::Key {
-                org: ctx.org.to_string(),
-                source,
-            })
+        let key_error = |source| Error::Key {
+            org: ctx.org.to_string(),
+            source,
+        };
+        if let Some(e) = self.failed.get(&id) {
+            return Err(key_error(e.clone()));
+        }
+        match self.signers.get(&*ctx.keys, &ctx.org, id) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.failed.insert(id, e.clone());
+                Err(key_error(e))
+            }
+        }
     }
 }
 
@@ -422,6 +441,8 @@ fn run_block(
         let hash = (ctx.verify && chosen).then(|| crypto::chain_hash(rec.chained_bytes()));
         // Record checks: a failure replaces the record.
         let mut problem = None;
+        // Its tag does not verify, or cannot be checked: it may have been altered.
+        let mut tag_fails = false;
         if ts < src.month_start || ts >= src.month_end {
             problem = Some(integrity(IntegrityKind::WrongMonth));
         } else if ts < block.lo || ts > block.hi {
@@ -432,28 +453,28 @@ fn run_block(
                 ),
             }));
         } else if let Some(h) = &hash {
-            problem = match v.signer(ctx, fields.key_id) {
-                Err(e) => Some(Item::Err(e)),
-                Ok(None) => Some(integrity(IntegrityKind::UnknownKey {
-                    key_id: fields.key_id,
-                })),
+            let id = fields.key_id;
+            problem = match v.signer(ctx, id) {
+                Err(e) => Some(Item::Unchecked(id, e)),
+                Ok(None) => Some(Item::Unchecked(
+                    id,
+                    Error::Integrity {
+                        file: path.clone(),
+                        offset: off,
+                        seq: Some(seq),
+                        kind: IntegrityKind::UnknownKey { key_id: id },
+                    },
+                )),
                 Ok(Some(s)) if !s.verify_record(&ctx.org, h, &rec.tag) => {
-                    Some(integrity(IntegrityKind::TagMismatch {
-                        key_id: fields.key_id,
-                    }))
+                    Some(integrity(IntegrityKind::TagMismatch { key_id: id }))
                 }
                 Ok(Some(_)) => None,
             };
+            tag_fails = problem.is_some();
         }
         head = hash;
         next_seq = Some(seq.saturating_add(1));
-        prev_failed = matches!(
-            problem,
-            Some(Item::Err(Error::Integrity {
-                kind: IntegrityKind::TagMismatch { .. } | IntegrityKind::UnknownKey { .. },
-                ..
-            }))
-        );
+        prev_failed = tag_fails;
         if let Some(p) = problem {
             out.items.push(p);
             off += len;

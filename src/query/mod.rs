@@ -30,8 +30,10 @@
 //! commitments. A record that fails yields an `Err` item naming file, offset and seq instead
 //! of the event; a broken link between two authentic records (deleted, inserted or
 //! reordered records) yields an `Err` item in addition. Reading continues after either.
-//! [`Query::unverified`] skips the chain hash and tag (CRC, seq, month and bounds are still
-//! checked, so crash damage is reported, tampering is not).
+//! Records whose key the key provider does not have (or fails to give) are never returned,
+//! and only the first of each segment and key id is an `Err` item; the others are counted
+//! in [`QueryStats::unchecked`]. [`Query::unverified`] skips the chain hash and tag (CRC,
+//! seq, month and bounds are still checked, so crash damage is reported, tampering is not).
 //!
 //! **Missing segments.** A month is never read as empty in silence when its files show it
 //! held records: a segment file shorter than its header, or gone, while an index of it that
@@ -62,7 +64,7 @@ mod filter;
 mod order;
 mod plan;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -405,6 +407,12 @@ pub struct QueryStats {
     /// chain: they follow a broken link or unreadable bytes (reported as error items) with
     /// no signed anchor in between (FORMAT.md §7; ARCHITECTURE.md, "Checks").
     pub withheld: u64,
+    /// Records read whose tag could not be checked, because the key provider has no key
+    /// of the id they name for the org, or failed to give it; none is returned. Only the
+    /// first of them per segment and key id is an error item (naming its file, offset and
+    /// seq, and the key id: [`IntegrityKind::UnknownKey`], or the provider's
+    /// [`Error::Key`]); the others are counted here only.
+    pub unchecked: u64,
 }
 
 /// One month of the org, as its directory was listed.
@@ -482,6 +490,8 @@ struct MonthRun {
     next: usize,
     frontier: Timestamp,
     seams: Vec<Option<Seam>>,
+    /// (segment, key id) pairs whose unchecked records have been reported.
+    unchecked: HashSet<(usize, KeyId)>,
 }
 
 /// The match last released, kept so an [`EventRef`] can borrow it.
@@ -645,6 +655,7 @@ impl Cursor {
             next: 0,
             frontier: Timestamp(if self.ctx.reverse { i64::MAX } else { i64::MIN }),
             seams: vec![None; n],
+            unchecked: HashSet::new(),
         });
     }
 
@@ -833,6 +844,12 @@ impl Cursor {
                     Item::Err(e) => self.errors.push_back(e),
                     Item::Match(m) if placed_start => matches.push(m),
                     Item::Match(_) => self.stats.withheld += 1,
+                    Item::Unchecked(id, e) => {
+                        self.stats.unchecked += 1;
+                        if run.unchecked.insert((block.src, id)) {
+                            self.errors.push_back(e);
+                        }
+                    }
                 }
             }
         }
