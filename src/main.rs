@@ -487,25 +487,37 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let mut refused = 0usize;
             for org in orgs {
                 let options = auditlog::verify::CheckpointOptions { accept_damage };
-                match auditlog::verify::make_checkpoint_with(dir, &org, &keys, &options) {
-                    Ok(cp) => writeln!(out, "{}", serde_json::to_string(&cp)?)?,
-                    // A finding, or no key to sign with: refuse this org, go on with the
-                    // others.
-                    Err(
-                        e @ (auditlog::Error::Integrity {
-                            kind: auditlog::IntegrityKind::FailsVerification { .. },
-                            ..
+                let written =
+                    match auditlog::verify::make_checkpoint_with(dir, &org, &keys, &options) {
+                        Ok(cp) => writeln!(out, "{}", serde_json::to_string(&cp)?),
+                        // A finding, or no key to sign with: refuse this org, go on with the
+                        // others.
+                        Err(
+                            e @ (auditlog::Error::Integrity {
+                                kind: auditlog::IntegrityKind::FailsVerification { .. },
+                                ..
+                            }
+                            | auditlog::Error::Key { .. }),
+                        ) => {
+                            let flushed = out.flush();
+                            warn(format_args!("auditlog: org {org}: {e}"));
+                            refused += 1;
+                            flushed
                         }
-                        | auditlog::Error::Key { .. }),
-                    ) => {
-                        out.flush()?;
-                        warn(format_args!("auditlog: org {org}: {e}"));
-                        refused += 1;
-                    }
-                    Err(e) => return Err(e.into()),
+                        Err(e) => return Err(e.into()),
+                    };
+                // A reader that left (`| head`): stop quietly, with the verdict on the orgs
+                // checked so far (1 if one was refused), as query and inspect do.
+                if written.is_err() && STDOUT_CLOSED.load(Ordering::Relaxed) {
+                    return Ok(ExitCode::from(u8::from(refused > 0)));
+                }
+                written?;
+            }
+            if let Err(e) = out.flush() {
+                if !STDOUT_CLOSED.load(Ordering::Relaxed) {
+                    return Err(e.into());
                 }
             }
-            out.flush()?;
             if refused > 0 {
                 warn(format_args!(
                     "auditlog: {refused} org(s) refused; the checkpoints printed are those of the orgs that verify"

@@ -108,6 +108,20 @@ fn verify_into_a_closed_pipe_still_exits_with_its_verdict() {
     }
 }
 
+/// `checkpoint` into a reader that left: the exit code still says an org was refused
+/// (it used to be 0, as the failed write ended the command like a success).
+#[test]
+fn checkpoint_into_a_closed_pipe_still_exits_1_for_a_refused_org() {
+    let fx = KeyedLog::new(EVENTS);
+    let k = Some(fx.keyring.as_path());
+    let o = cli(Some(&fx.dir), k, &["checkpoint"], closed_pipe());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    delete_a_record(&fx.dir);
+    let o = cli(Some(&fx.dir), k, &["checkpoint"], closed_pipe());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+}
+
 #[test]
 fn query_without_the_orgs_key_fails_once_up_front() {
     let fx = KeyedLog::new(EVENTS);
