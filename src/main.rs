@@ -1484,16 +1484,20 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
         Err(e) => return Err(e.into()),
     }
     if findings > 0 {
-        let withheld = matches.stats().withheld;
+        let (withheld, unchecked) = (matches.stats().withheld, matches.stats().unchecked);
+        let mut held = String::new();
+        if withheld > 0 {
+            held.push_str(&format!(
+                "; {withheld} matching record(s) after a failed check were withheld (they cannot be placed in the verified chain)"
+            ));
+        }
+        if unchecked > 0 {
+            held.push_str(&format!(
+                "; {unchecked} record(s) read that name a key the keyring lacks were not returned (their tags could not be checked)"
+            ));
+        }
         warn(format_args!(
-            "auditlog: {findings} verification finding(s){}",
-            if withheld > 0 {
-                format!(
-                    "; {withheld} matching record(s) after a failed check were withheld (they cannot be placed in the verified chain)"
-                )
-            } else {
-                String::new()
-            }
+            "auditlog: {findings} verification finding(s){held}"
         ));
     }
     if unreadable > 0 {

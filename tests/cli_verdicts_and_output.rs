@@ -122,6 +122,50 @@ fn checkpoint_into_a_closed_pipe_still_exits_1_for_a_refused_org() {
     assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
 }
 
+/// A keyring that lacks one of the org's key ids (not all of them): the query returns the
+/// records it can check, reports the others once, and its closing line says how many
+/// records were not returned for want of their key.
+#[test]
+fn query_counts_the_records_a_missing_key_id_held_back() {
+    use auditlog::{Durability, Keyring, Log, Options};
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, keyring) = (tmp.path().join("log"), tmp.path().join("keys.json"));
+    let keys = std::sync::Arc::new(Keyring::open_or_create(&keyring).unwrap());
+    keys.rotate(&org("acme")).unwrap();
+    let log = Log::open(
+        &dir,
+        Options::new(keys.clone()).durability(Durability::Never),
+    )
+    .unwrap();
+    log.append_batch(&january_of("acme", 30, 1)).unwrap();
+    keys.rotate(&org("acme")).unwrap();
+    log.append_batch(&february_of("acme", 20, 2)).unwrap();
+    log.close().unwrap();
+    // Drop key 1 from the file.
+    let mut ring: serde_json::Value = serde_json::from_slice(&fs::read(&keyring).unwrap()).unwrap();
+    ring["orgs"]["acme"]["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["id"] != 1);
+    fs::write(&keyring, serde_json::to_vec(&ring).unwrap()).unwrap();
+    fs::set_permissions(&keyring, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let o = cli(
+        Some(&dir),
+        Some(&keyring),
+        &["query", "--org", "acme"],
+        Stdio::piped(),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(stdout(&o).lines().count(), 20, "{err}");
+    assert!(
+        err.contains("30 record(s) read that name a key the keyring lacks were not returned"),
+        "{err}"
+    );
+}
+
 #[test]
 fn query_without_the_orgs_key_fails_once_up_front() {
     let fx = KeyedLog::new(EVENTS);
