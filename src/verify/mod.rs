@@ -501,20 +501,49 @@ fn check_links(
     // A segment of a newer format hides its ordinal from this build: as many missing
     // ordinals as there are such segments may be theirs (their `unsupported_format`
     // finding fails the verification).
+    //
+    // A present segment whose header cannot be read (its own `checksum_corruption`) hides
+    // its ordinal too, but where the readable header created after it links to it as its
+    // `prev`, that link says whose the ordinal before its own is: that ordinal is not a
+    // deleted segment's. (Without such a link nothing ties the unreadable file to a
+    // missing ordinal, and the hole stays a deletion.)
+    let attributed: BTreeSet<u32> = by_ordinal
+        .iter()
+        .filter_map(|(&ord, id)| {
+            let link = outcomes.get(id)?.header.as_ref()?.prev.as_ref()?;
+            let target = outcomes.get(&link.segment)?;
+            (target.header.is_none() && !target.unsupported)
+                .then(|| ord.checked_sub(1))
+                .flatten()
+        })
+        .collect();
     let mut unread = outcomes.values().filter(|o| o.unsupported).count() as u64;
     let mut next_expected = 0u32;
     for (&ord, &id) in &by_ordinal {
-        let hole = u64::from(ord.saturating_sub(next_expected));
-        if hole > 0 && hole <= unread {
-            unread -= hole;
-        } else if ord > next_expected {
-            let what = match ord - next_expected {
-                1 => format!(
-                    "no segment with creation ordinal {next_expected}: a segment was deleted"
-                ),
+        // The hole before `ord`, less the ordinals links attribute: ranges `[from, to)`.
+        let mut holes = Vec::new();
+        let mut from = next_expected;
+        if next_expected < ord {
+            for &a in attributed.range(next_expected..ord) {
+                holes.push((from, a));
+                from = a.saturating_add(1);
+            }
+        }
+        holes.push((from, ord));
+        for (from, to) in holes {
+            let hole = u64::from(to.saturating_sub(from));
+            if hole == 0 {
+                continue;
+            }
+            if hole <= unread {
+                unread -= hole;
+                continue;
+            }
+            let what = match hole {
+                1 => format!("no segment with creation ordinal {from}: a segment was deleted"),
                 n => format!(
-                    "no segments with creation ordinals {next_expected} to {}: {n} segments were deleted, or an ordinal was altered",
-                    ord - 1
+                    "no segments with creation ordinals {from} to {}: {n} segments were deleted, or an ordinal was altered",
+                    to - 1
                 ),
             };
             // The evidence is this segment's ordinal.

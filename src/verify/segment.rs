@@ -208,7 +208,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                     K::UnsupportedFormat,
                     c.path,
                     format!(
-                        "segment header: {e}; nothing in this segment or its index was verified: verify it with a newer auditlog"
+                        "{e}; nothing in this segment or its index was verified: verify it with a newer auditlog"
                     ),
                 )
                 .at(0, SEGMENT_HEADER_LEN as u64),
@@ -231,12 +231,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         Err(_) if len < SEGMENT_HEADER_LEN as u64 && c.live => None,
         Err(e) => {
             f.push(
-                Finding::new(
-                    K::ChecksumCorruption,
-                    c.path,
-                    format!("segment header: {e}"),
-                )
-                .at(0, SEGMENT_HEADER_LEN as u64),
+                // The error names the structure (`segment header: field ...`).
+                Finding::new(K::ChecksumCorruption, c.path, e.to_string())
+                    .at(0, SEGMENT_HEADER_LEN as u64),
             );
             None
         }
@@ -719,8 +716,26 @@ fn check_index(
             ));
         }
     }
+    // Whose index it is: the segment its header (when readable) or else its file name says
+    // the file holds. Another segment's index (copied from another month or org, or
+    // written before this segment's header was) says nothing about this one's records:
+    // comparing it would report what is not true of this segment (a truncation, entries
+    // that do not match). Its identity is the finding.
+    let own = match (header, genesis) {
+        (Some(h), Some(g)) => ix.org == h.org && ix.segment == h.id && ix.segment_hash == g,
+        _ => &ix.org == c.org && ix.segment == c.id,
+    };
+    if !own {
+        problems.push(
+            "it was written for another segment (or for another header than this one), so nothing else in it was compared with this segment"
+                .to_string(),
+        );
+    }
     if !problems.is_empty() {
         f.push(Finding::new(K::IndexMismatch, &ipath, problems.join("; ")).at(0, ilen));
+    }
+    if !own {
+        return None;
     }
     Some(CheckedIndex {
         head: ix,
