@@ -101,14 +101,21 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
         ..Report::default()
     };
     let mut orgs: BTreeSet<OrgId> = BTreeSet::new();
+    // Entries named like an org that are symbolic links: never followed (`org_link`).
+    let mut linked: BTreeSet<OrgId> = BTreeSet::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
         let entry = entry.map_err(|e| Error::io("list log directory", dir, e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let kind = entry.file_type();
+        let is_dir = kind.as_ref().is_ok_and(|t| t.is_dir());
+        let is_link = kind.as_ref().is_ok_and(|t| t.is_symlink());
         match OrgId::new(&name) {
             Ok(org) if is_dir => {
                 orgs.insert(org);
+            }
+            Ok(org) if is_link => {
+                linked.insert(org);
             }
             _ if name == LOCK_FILE => {}
             _ => report.findings.push(Finding::new(
@@ -119,18 +126,31 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
         }
     }
     if let Some(org) = &opts.org {
-        if !orgs.contains(org) && !opts.checkpoints.iter().any(|c| c.org_id == org.as_str()) {
+        if !orgs.contains(org)
+            && !linked.contains(org)
+            && !opts.checkpoints.iter().any(|c| c.org_id == org.as_str())
+        {
             return Err(Error::UnknownOrg {
                 org: org.to_string(),
             });
         }
         orgs.retain(|o| o == org);
+        linked.retain(|o| o == org);
     }
     for c in &opts.checkpoints {
         if let Ok(org) = OrgId::new(&c.org_id)
             && opts.org.as_ref().is_none_or(|o| *o == org)
         {
             orgs.insert(org);
+        }
+    }
+    // A linked org is reported, and neither verified nor checked against its checkpoints,
+    // with or without them (a link followed only for checkpoints would verify files outside
+    // the log that plain `verify` passes over).
+    for org in &linked {
+        orgs.remove(org);
+        if let Some(f) = org_link(dir, org) {
+            report.findings.push(f);
         }
     }
     let now = Timestamp::now();
@@ -176,6 +196,47 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
 
 /// Segments verified in one pool before their orgs are reported (see [`verify`]).
 const CHUNK_SEGMENTS: usize = 256;
+
+/// The orgs of a log directory as [`verify`] sees them: every entry named like an org
+/// that is a directory or a symbolic link (to anything), sorted. A link is not followed:
+/// `verify` reports it as [`FindingKind::SymbolicLink`] and [`make_checkpoint`] refuses
+/// its org, so a caller checkpointing every org lists them here, not with
+/// [`crate::Log::orgs`] (directories only), which would leave such an org out silently.
+pub fn orgs(dir: &Path) -> Result<Vec<OrgId>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list log directory", dir, e))?;
+        let listed = entry
+            .file_type()
+            .is_ok_and(|t| t.is_dir() || t.is_symlink());
+        if listed && let Some(org) = entry.file_name().to_str().and_then(|n| OrgId::new(n).ok()) {
+            out.push(org);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The finding of an org whose entry in the log directory is a symbolic link, if it is one
+/// (to a directory or to anything else, dangling included). The link is never followed:
+/// its org is not verified, and checkpoints refuse it.
+fn org_link(dir: &Path, org: &OrgId) -> Option<Finding> {
+    let path = dir.join(org.as_str());
+    if !fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return None;
+    }
+    let target = match fs::read_link(&path) {
+        Ok(t) => format!("{:?}", t.display().to_string()),
+        Err(e) => format!("a target that cannot be read ({e})"),
+    };
+    Some(Finding::new(
+        FindingKind::SymbolicLink,
+        &path,
+        format!(
+            "the directory of org {org} is a symbolic link to {target}: not followed, so org {org} was not verified, nor checked against any checkpoint (the engine never makes such a link; put the org's directory itself here)"
+        ),
+    ))
+}
 
 #[derive(Default)]
 struct OrgFiles {
@@ -887,6 +948,11 @@ pub fn make_checkpoint_with(
     options: &CheckpointOptions,
 ) -> Result<Checkpoint> {
     let org_dir = dir.join(org.as_str());
+    // Never followed: `verify` reports the link (an error), so it is refused as any other
+    // error finding is (not taken for an unknown org either).
+    if let Some(f) = org_link(dir, org) {
+        return Err(refuse(&f, ""));
+    }
     if !org_dir.is_dir() {
         return Err(Error::UnknownOrg {
             org: org.to_string(),
@@ -913,14 +979,7 @@ pub fn make_checkpoint_with(
         } else {
             ""
         };
-        return Err(Error::Integrity {
-            file: f.file.clone(),
-            offset: f.offset.unwrap_or(0),
-            seq: f.seq,
-            kind: crate::error::IntegrityKind::FailsVerification {
-                finding: format!("refusing to checkpoint: {f}{hint}"),
-            },
-        });
+        return Err(refuse(f, hint));
     }
     // A live writer's newest segment shorter than a header is being created (verify passes
     // it without a finding): it holds no records yet, so the checkpoint leaves it out.
@@ -982,4 +1041,16 @@ pub fn make_checkpoint_with(
         });
     }
     Checkpoint::sign(org, segments, keys)
+}
+
+/// The refusal to checkpoint over the error finding `f` (`hint`: what could be done).
+fn refuse(f: &Finding, hint: &str) -> Error {
+    Error::Integrity {
+        file: f.file.clone(),
+        offset: f.offset.unwrap_or(0),
+        seq: f.seq,
+        kind: crate::error::IntegrityKind::FailsVerification {
+            finding: format!("refusing to checkpoint: {f}{hint}"),
+        },
+    }
 }

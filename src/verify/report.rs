@@ -44,6 +44,11 @@ pub enum FindingKind {
     LinkMismatch,
     /// A file that is not part of a log.
     UnexpectedFile,
+    /// An entry of the log directory named like an org that is a symbolic link (to a
+    /// directory or to anything else). It is never followed, so that org is not verified,
+    /// and verification fails: the engine never makes one (its writer refuses an org
+    /// directory that is a link), and following it would verify files outside the log.
+    SymbolicLink,
     /// Recovery moved bytes into `quarantine/` (a warning: look at them).
     QuarantinedData,
     /// The log holds fewer records than a checkpoint pinned: truncation or rollback.
@@ -69,8 +74,9 @@ pub enum Class {
     CrashDamage,
     /// Bytes that fail a checksum: bit rot, or an edit that did not fix the CRC.
     Corruption,
-    /// Well-formed bytes that fail the chain, a tag, a link or a checkpoint: deliberate
-    /// alteration, or verification with the wrong key.
+    /// Well-formed bytes that fail the chain, a tag, a link or a checkpoint, or an org
+    /// directory replaced by a symbolic link: deliberate alteration, or verification with
+    /// the wrong key.
     Tampering,
     /// Worth a look, not proof of anything.
     Anomaly,
