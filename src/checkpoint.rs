@@ -132,7 +132,22 @@ impl Checkpoint {
     /// format or of a version this build does not read (rather than letting it fail its tag
     /// later, as if forged). The format and version are read first, so a line of a newer
     /// version is refused as such even if its other fields changed.
+    ///
+    /// Refuses a text without any checkpoint (empty, or blank lines only): given to
+    /// `verify`, it would check nothing, and a verification that was asked to hold the log
+    /// to checkpoints would pass as if none had been asked for. (An invalid `org_id` in a
+    /// line is not refused here: `verify` reports it as an error finding.)
     pub fn parse_lines(text: &str) -> std::result::Result<Vec<Checkpoint>, String> {
+        let checkpoints = Self::parse_each(text)?;
+        if checkpoints.is_empty() {
+            return Err(
+                "no checkpoint in it (empty, or blank lines only): it would check nothing".into(),
+            );
+        }
+        Ok(checkpoints)
+    }
+
+    fn parse_each(text: &str) -> std::result::Result<Vec<Checkpoint>, String> {
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())

@@ -6,7 +6,10 @@
 //!   that loses every other org's result;
 //! - `checkpoint` over every org refuses an org without a key and still prints the others;
 //! - a live writer's segment still being created is left out of a checkpoint and passed
-//!   over by a scan, as queries and `verify` already did.
+//!   over by a scan, as queries and `verify` already did;
+//! - a checkpoint file without any checkpoint is refused (a usage error), not taken for
+//!   "no checkpoints asked for", and a checkpoint naming no valid org is an error finding,
+//!   not dropped.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,7 +24,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use auditlog::verify::{FindingKind, VerifyOptions, make_checkpoint, verify};
+use auditlog::checkpoint::Checkpoint;
+use auditlog::verify::{FindingKind, Severity, VerifyOptions, make_checkpoint, verify};
 use auditlog::{Keyring, Log, Options};
 use serde_json::Value;
 use support::*;
@@ -194,4 +198,108 @@ fn build_log_small(dir: &Path) -> std::sync::Arc<Keyring> {
     let keys = keyring(Keyring::in_memory());
     build_log_n(dir, keys.clone(), EVENTS);
     keys
+}
+
+#[test]
+fn a_checkpoint_file_without_checkpoints_is_refused() {
+    for text in ["", "\n", "  \n\n\t\n"] {
+        let e = Checkpoint::parse_lines(text).unwrap_err();
+        assert!(e.contains("no checkpoint"), "{text:?}: {e}");
+    }
+    let fx = KeyedLog::new(600);
+    let cp = fx.root.join("empty.jsonl");
+    for text in ["", "\n  \n"] {
+        fs::write(&cp, text).unwrap();
+        let o = run(&fx, &["verify", "--checkpoint", cp.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{text:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&cp.display().to_string()) && err.contains("no checkpoint"),
+            "{err}"
+        );
+    }
+    // One line is enough (the orgs it does not cover are warned about, as before).
+    let one = checkpoint_file(&fx);
+    let first = fs::read_to_string(&one).unwrap();
+    fs::write(&cp, format!("\n{}\n\n", first.lines().next().unwrap())).unwrap();
+    let o = run(
+        &fx,
+        &["verify", "--checkpoint", cp.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let k = kinds(&o);
+    assert_eq!(k.len(), 2, "{k:?}");
+    assert!(k.iter().all(|(kind, _)| kind == "no_checkpoint"), "{k:?}");
+}
+
+#[test]
+fn a_checkpoint_naming_no_valid_org_is_an_error() {
+    let fx = KeyedLog::new(600);
+    let cp = checkpoint_file(&fx);
+    let first = fs::read_to_string(&cp).unwrap();
+    let first = first.lines().next().unwrap();
+    let bad_file = fx.root.join("bad.jsonl");
+    for bad in ["../x", "LOCK", "", "a/b"] {
+        let mut v: Value = serde_json::from_str(first).unwrap();
+        v["org_id"] = bad.into();
+        fs::write(&bad_file, format!("{v}\n")).unwrap();
+        let o = run(
+            &fx,
+            &[
+                "verify",
+                "--checkpoint",
+                bad_file.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{bad:?}: {}", stderr(&o));
+        let k = kinds(&o);
+        let on_dir: Vec<_> = k
+            .iter()
+            .filter(|(_, file)| *file == fx.dir.display().to_string())
+            .collect();
+        assert_eq!(
+            on_dir,
+            [&(
+                "checkpoint_mismatch".to_string(),
+                fx.dir.display().to_string()
+            )],
+            "{bad:?}: {k:?}"
+        );
+        // Whatever org is verified: it is no org's, so it is no other org's either.
+        let o = run(
+            &fx,
+            &[
+                "verify",
+                "--org",
+                "org-001",
+                "--checkpoint",
+                bad_file.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{bad:?}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains(&format!("names org {bad:?}, which is not an org id")),
+            "{}",
+            stdout(&o)
+        );
+    }
+    // Through the API, beside a valid checkpoint of the same org: still an error.
+    let keys = keyring(Keyring::open(&fx.keyring).unwrap());
+    let good = make_checkpoint(&fx.dir, &org("org-000"), &*keys).unwrap();
+    let mut bad = good.clone();
+    bad.org_id = "LOCK".into();
+    let r = verify(
+        &fx.dir,
+        Some(&*keys),
+        &VerifyOptions {
+            org: Some(org("org-000")),
+            checkpoints: vec![good, bad],
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.errors(), 1, "{}", dump(&r));
+    assert_eq!(r.findings[0].kind, FindingKind::CheckpointMismatch);
+    assert_eq!(r.findings[0].severity, Severity::Error);
 }

@@ -138,10 +138,21 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
         linked.retain(|o| o == org);
     }
     for c in &opts.checkpoints {
-        if let Ok(org) = OrgId::new(&c.org_id)
-            && opts.org.as_ref().is_none_or(|o| *o == org)
-        {
-            orgs.insert(org);
+        match OrgId::new(&c.org_id) {
+            Ok(org) if opts.org.as_ref().is_none_or(|o| *o == org) => {
+                orgs.insert(org);
+            }
+            Ok(_) => {}
+            // No org can have it: whatever it pins is checked against nothing. Reported
+            // whatever org is verified, as an invalid segment name in a checkpoint is.
+            Err(why) => report.findings.push(Finding::new(
+                FindingKind::CheckpointMismatch,
+                dir,
+                format!(
+                    "a checkpoint of {} names org {:?}, which is not an org id ({why}): it is no org's checkpoint and was not checked",
+                    c.created_at, c.org_id
+                ),
+            )),
         }
     }
     // A linked org is reported, and neither verified nor checked against its checkpoints,
