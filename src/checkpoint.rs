@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Hash, KeyId, KeyProvider, Signer, Tag, hex, unhex};
+use crate::crypto::{Hash, Key, KeyId, KeyProvider, Signer, Tag, hex, unhex};
 use crate::error::{Error, Result};
 use crate::event::OrgId;
 use crate::format::header::SegmentId;
@@ -97,6 +97,16 @@ impl Checkpoint {
             org: org.to_string(),
             source,
         })?;
+        Ok(Checkpoint::sign_with(org, segments, id, &key))
+    }
+
+    /// [`Checkpoint::sign`] with a key already looked up.
+    pub(crate) fn sign_with(
+        org: &OrgId,
+        segments: Vec<CheckpointSegment>,
+        id: KeyId,
+        key: &Key,
+    ) -> Checkpoint {
         let mut c = Checkpoint {
             format: FORMAT.into(),
             version: VERSION,
@@ -106,8 +116,8 @@ impl Checkpoint {
             key_id: id.0,
             tag: String::new(),
         };
-        c.tag = hex(&Signer::new(id, &key).checkpoint_tag(&c.statement()).0);
-        Ok(c)
+        c.tag = hex(&Signer::new(id, key).checkpoint_tag(&c.statement()).0);
+        c
     }
 
     /// Checks the tag: `Ok(true)` valid, `Ok(false)` wrong, `Err` key missing.

@@ -9,7 +9,9 @@
 //!   over by a scan, as queries and `verify` already did;
 //! - a checkpoint file without any checkpoint is refused (a usage error), not taken for
 //!   "no checkpoints asked for", and a checkpoint naming no valid org is an error finding,
-//!   not dropped.
+//!   not dropped;
+//! - a refused checkpoint says what stands in the way: a missing key or a file of a newer
+//!   format, not "integrity failure".
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,8 +27,11 @@ use std::path::Path;
 use std::process::Output;
 
 use auditlog::checkpoint::Checkpoint;
-use auditlog::verify::{FindingKind, Severity, VerifyOptions, make_checkpoint, verify};
-use auditlog::{Keyring, Log, Options};
+use auditlog::verify::{
+    CheckpointOptions, FindingKind, Severity, VerifyOptions, make_checkpoint, make_checkpoint_with,
+    verify,
+};
+use auditlog::{Error, Key, KeyError, KeyId, KeyProvider, Keyring, Log, Options, OrgId};
 use serde_json::Value;
 use support::*;
 
@@ -302,4 +307,104 @@ fn a_checkpoint_naming_no_valid_org_is_an_error() {
     assert_eq!(r.errors(), 1, "{}", dump(&r));
     assert_eq!(r.findings[0].kind, FindingKind::CheckpointMismatch);
     assert_eq!(r.findings[0].severity, Severity::Error);
+}
+
+/// The keys of another provider, less key 1 of every org.
+struct WithoutKeyOne(std::sync::Arc<Keyring>);
+
+impl KeyProvider for WithoutKeyOne {
+    fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError> {
+        self.0.signing_key(org)
+    }
+
+    fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
+        if id == KeyId(1) {
+            return Ok(None);
+        }
+        self.0.key(org, id)
+    }
+}
+
+/// Recomputes an index file's CRC (the 4 bytes before its 32-byte tag).
+fn fix_index_crc(b: &mut [u8]) {
+    let at = b.len() - 36;
+    let crc = auditlog::format::crc32(&b[..at]);
+    b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn a_refused_checkpoint_says_what_stands_in_the_way() {
+    let (d, keys) = fresh_log();
+    let dir = d.path();
+    let a = org("org-000");
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    let both = |keys: &dyn KeyProvider| {
+        [
+            make_checkpoint(dir, &a, keys).unwrap_err(),
+            make_checkpoint_with(dir, &a, keys, &accept).unwrap_err(),
+        ]
+    };
+
+    // No signing key for the org: said before anything is read.
+    for e in both(&*keys_for(&["org-001"])) {
+        assert!(
+            matches!(&e, Error::Key { source: KeyError::NoSigningKey { org }, .. } if org == "org-000"),
+            "{e}"
+        );
+    }
+    // A key that signed records of the org is missing (key 1; the build rotated to key 2
+    // halfway): the records cannot be authenticated, which is not an integrity failure.
+    for e in both(&WithoutKeyOne(keys.clone())) {
+        assert!(
+            matches!(
+                &e,
+                Error::Key {
+                    source: KeyError::UnknownKey {
+                        key_id: KeyId(1),
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("integrity failure"), "{e}");
+    }
+
+    // A segment of a newer format (version 2, CRC fixed).
+    let mar = seg_path(dir, "org-000", "2026-03");
+    let original = fs::read(&mar).unwrap();
+    let mut b = original.clone();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    fix_header_crc(&mut b);
+    fs::write(&mar, &b).unwrap();
+    for e in both(&*keys) {
+        match &e {
+            Error::UnsupportedFormat { file, source } => {
+                assert_eq!(file, &mar);
+                assert!(source.needs_newer_reader(), "{source}");
+            }
+            other => panic!("not UnsupportedFormat: {other}"),
+        }
+    }
+    fs::write(&mar, &original).unwrap();
+
+    // An index of a newer format.
+    let idx = idx_path(dir, "org-000", "2026-02");
+    let mut b = fs::read(&idx).unwrap();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    fix_index_crc(&mut b);
+    fs::write(&idx, &b).unwrap();
+    for e in both(&*keys) {
+        match &e {
+            Error::UnsupportedFormat { file, .. } => assert_eq!(file, &idx),
+            other => panic!("not UnsupportedFormat: {other}"),
+        }
+    }
+    fs::remove_file(&idx).unwrap();
+
+    // Control: everything restored (the index is derived data), it signs.
+    make_checkpoint(dir, &a, &*keys).unwrap();
 }

@@ -939,9 +939,20 @@ pub struct CheckpointOptions {
 
 /// Computes an org's checkpoint (all segments' heads) from the files and signs it.
 ///
-/// Refuses (with `Error::Integrity`/`Error::Corrupt`) if any segment does not verify from its
-/// start to its end: a checkpoint must never bless damage. [`make_checkpoint_with`] can
-/// accept damage explicitly.
+/// Refuses if the org does not verify from the start to the end of every segment: a
+/// checkpoint must never bless damage. [`make_checkpoint_with`] can accept damage
+/// explicitly. The refusal says what stands in the way:
+///
+/// - `Error::Key` when the key provider has no signing key for the org (checked before
+///   anything is read), or lacks a key that signed records or an index of it
+///   (`KeyError::UnknownKey`, the first such finding's key): they cannot be authenticated;
+/// - `Error::UnsupportedFormat` when the first finding that refuses is a segment or index
+///   of a newer format than this build reads (nothing in it was verified);
+/// - `Error::UnknownOrg` when the org has no directory;
+/// - `Error::Integrity` with `IntegrityKind::FailsVerification` for every other finding
+///   (damage, tampering, a missing segment, an org directory that is a symbolic link, a
+///   segment header that cannot be read), naming it;
+/// - `Error::Io` when a file cannot be read or fsynced.
 pub fn make_checkpoint(dir: &Path, org: &OrgId, keys: &dyn KeyProvider) -> Result<Checkpoint> {
     make_checkpoint_with(dir, org, keys, &CheckpointOptions::default())
 }
@@ -969,6 +980,12 @@ pub fn make_checkpoint_with(
             org: org.to_string(),
         });
     }
+    // The signing key first: without it nothing can be signed, whatever the files hold
+    // (and every record would otherwise be refused as `unknown_key`, not for what it is).
+    let (key_id, key) = keys.signing_key(org).map_err(|source| Error::Key {
+        org: org.to_string(),
+        source,
+    })?;
     // The org verified as `verify` would (segments, indexes, links between segments): a
     // deleted or swapped month fails here too, not only damage inside a segment.
     let mut scratch = Report {
@@ -983,6 +1000,37 @@ pub fn make_checkpoint_with(
         .iter()
         .find(|f| f.severity == Severity::Error && !(options.accept_damage && damage(f)))
     {
+        // Said for what it is: a key the keyring lacks, a newer format.
+        match f.kind {
+            FindingKind::UnknownKey => {
+                if let Some(key_id) = outcomes
+                    .values()
+                    .flat_map(|o| o.unknown_keys.iter())
+                    .find_map(|(p, k)| (*p == f.file).then_some(*k))
+                {
+                    return Err(Error::Key {
+                        org: org.to_string(),
+                        source: crate::crypto::KeyError::UnknownKey {
+                            org: org.to_string(),
+                            key_id,
+                        },
+                    });
+                }
+            }
+            FindingKind::UnsupportedFormat => {
+                if let Some((file, source)) = outcomes
+                    .values()
+                    .filter_map(|o| o.newer.as_ref())
+                    .find(|(p, _)| *p == f.file)
+                {
+                    return Err(Error::UnsupportedFormat {
+                        file: file.clone(),
+                        source: source.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
         // Only reached with damage when it was not accepted.
         let hint = if damage(f) {
             " (damage only: `checkpoint --accept-damage` or `CheckpointOptions::accept_damage` \
@@ -1051,7 +1099,7 @@ pub fn make_checkpoint_with(
             head,
         });
     }
-    Checkpoint::sign(org, segments, keys)
+    Ok(Checkpoint::sign_with(org, segments, key_id, &key))
 }
 
 /// The refusal to checkpoint over the error finding `f` (`hint`: what could be done).

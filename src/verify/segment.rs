@@ -5,15 +5,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::report::{Finding, FindingKind as K};
-use crate::crypto::{self, Hash, KeyProvider, Signers};
+use crate::crypto::{self, Hash, KeyId, KeyProvider, Signers};
 use crate::entry;
 use crate::event::OrgId;
-use crate::format::DecodeErrorKind;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::index::{
     INDEX_TRAILER_LEN, IndexEntry, IndexHead, KeyFields, MARK_UNKNOWN, TermProbe,
 };
 use crate::format::record::{FrameError, MIN_FRAME_LEN};
+use crate::format::{DecodeError, DecodeErrorKind};
 use crate::segment::index_file::{self, GroupBlocks, Rejected, Summary, TagCheck};
 use crate::segment::scan::{self, FileWindow};
 use crate::time::Timestamp;
@@ -67,6 +67,12 @@ pub(crate) struct SegmentOutcome {
     /// index) was verified, and links and checkpoints into it cannot be followed (the
     /// `unsupported_format` finding is the error).
     pub unsupported: bool,
+    /// The segment's header or its index is of a newer format: the file and what says so
+    /// (for refusing a checkpoint with what it is, not as a failed verification).
+    pub newer: Option<(PathBuf, DecodeError)>,
+    /// Per file (the segment, its index), the first key id the keyring lacks that signed
+    /// something in it: the `unknown_key` findings' key.
+    pub unknown_keys: Vec<(PathBuf, KeyId)>,
 }
 
 /// How to check a segment.
@@ -85,18 +91,37 @@ pub(crate) struct SegmentCheck<'a> {
 }
 
 /// Findings of one segment and its index, capped per (kind, file).
+#[derive(Default)]
 struct Findings {
     list: Vec<Finding>,
     per_kind: HashMap<(K, PathBuf), usize>,
+    /// See [`SegmentOutcome::newer`].
+    newer: Option<(PathBuf, DecodeError)>,
+    /// See [`SegmentOutcome::unknown_keys`].
+    unknown_keys: Vec<(PathBuf, KeyId)>,
 }
 
 impl Findings {
+    /// Notes that `file` holds something signed with `key`, which the keyring lacks.
+    fn unknown_key(&mut self, file: &Path, key: KeyId) {
+        if !self.unknown_keys.iter().any(|(p, _)| p == file) {
+            self.unknown_keys.push((file.to_path_buf(), key));
+        }
+    }
+
     fn push(&mut self, f: Finding) {
         let n = self.per_kind.entry((f.kind, f.file.clone())).or_insert(0);
         *n += 1;
         if *n <= PER_KIND_LIMIT {
             self.list.push(f);
         }
+    }
+
+    /// The findings, and moves what else was learnt into `out`.
+    fn finish_into(self, out: &mut SegmentOutcome) {
+        out.newer = self.newer.clone();
+        out.unknown_keys = self.unknown_keys.clone();
+        out.findings = self.finish();
     }
 
     fn finish(mut self) -> Vec<Finding> {
@@ -133,10 +158,7 @@ struct AtOffset {
 }
 
 pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
-    let mut f = Findings {
-        list: Vec::new(),
-        per_kind: HashMap::new(),
-    };
+    let mut f = Findings::default();
     let mut out = SegmentOutcome {
         header: None,
         findings: Vec::new(),
@@ -155,6 +177,8 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         max_seq: None,
         hidden_max: 0,
         unsupported: false,
+        newer: None,
+        unknown_keys: Vec::new(),
     };
     // The index before the segment's length: an index never covers bytes not yet written, so
     // a length taken after reading it is at least what it covers, even while a live writer
@@ -187,7 +211,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 c.path,
                 format!("cannot open: {e}"),
             ));
-            out.findings = f.finish();
+            f.finish_into(&mut out);
             return out;
         }
     };
@@ -213,8 +237,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 )
                 .at(0, SEGMENT_HEADER_LEN as u64),
             );
+            f.newer = Some((c.path.to_path_buf(), e));
             out.unsupported = true;
-            out.findings = f.finish();
+            f.finish_into(&mut out);
             return out;
         }
         Err(e) if len < SEGMENT_HEADER_LEN as u64 && c.latest && !c.live => {
@@ -452,6 +477,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 None => {
                     authentic = false;
                     tag_fails = true;
+                    f.unknown_key(c.path, fields.key_id);
                     f.push(finding(
                         K::UnknownKey,
                         format!(
@@ -546,7 +572,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         x.finish(c, off, here, &mut f);
     }
     out.header = header;
-    out.findings = f.finish();
+    f.finish_into(&mut out);
     // Only the segment's own unreadable bytes excuse a link that cannot be followed: a
     // corrupt index (derived data) says nothing about how many records the segment held.
     let own_damage = || {
@@ -664,6 +690,9 @@ fn check_index(
                     _ => false,
                 };
                 let (kind, what) = if newer {
+                    if let Rejected::Decode(d) = &e {
+                        f.newer = Some((ipath.clone(), d.clone()));
+                    }
                     (
                         K::UnsupportedFormat,
                         "index of a newer format, not verified (verify it with a newer auditlog)",
@@ -679,17 +708,20 @@ fn check_index(
         };
     let ix = checked.head;
     match checked.tag {
-        TagCheck::UnknownKey(_) => f.push(
-            Finding::new(
-                K::UnknownKey,
-                &ipath,
-                format!(
-                    "index signed with key {} the keyring does not have",
-                    ix.key_id
-                ),
-            )
-            .at(ilen.saturating_sub(32), 32),
-        ),
+        TagCheck::UnknownKey(_) => {
+            f.unknown_key(&ipath, ix.key_id);
+            f.push(
+                Finding::new(
+                    K::UnknownKey,
+                    &ipath,
+                    format!(
+                        "index signed with key {} the keyring does not have",
+                        ix.key_id
+                    ),
+                )
+                .at(ilen.saturating_sub(32), 32),
+            );
+        }
         TagCheck::Mismatch => f.push(
             Finding::new(
                 K::TagMismatch,
@@ -1192,10 +1224,7 @@ mod tests {
             now: Timestamp::now(),
         };
         let run = |change: bool| {
-            let mut f = Findings {
-                list: Vec::new(),
-                per_kind: HashMap::new(),
-            };
+            let mut f = Findings::default();
             let ix = check_index(
                 &c,
                 ipath.clone(),
