@@ -848,15 +848,15 @@ impl Log {
 
     /// Reads every event of `org`, in (month, part, seq) order, verifying each record's
     /// CRC, chain link, seq, tag and personal-data commitments. A record that fails yields
-    /// an `Err` naming file, offset and seq, and reading continues after it.
+    /// an `Err` naming file, offset and seq, and reading continues after it. A segment
+    /// shorter than its header is passed over as a query passes it over (being created by a
+    /// live writer, no index saying it held records), else it is an `Err` too.
     pub fn scan(&self, org: &OrgId) -> Result<Scan> {
         let segments = self.segments(org)?;
         Ok(Scan {
-            paths: segments
-                .into_iter()
-                .map(|id| self.segment_path(org, id))
-                .collect::<Vec<_>>()
-                .into_iter(),
+            dir: self.inner.dir.join(org.as_str()),
+            org: org.clone(),
+            ids: segments.into_iter().peekable(),
             keys: Arc::clone(&self.inner.opts.keys),
             current: None,
         })
@@ -1055,7 +1055,10 @@ pub struct MonthStats {
 
 /// Iterator over an org's verified events; see [`Log::scan`].
 pub struct Scan {
-    paths: std::vec::IntoIter<PathBuf>,
+    /// The org's directory.
+    dir: PathBuf,
+    org: OrgId,
+    ids: std::iter::Peekable<std::vec::IntoIter<SegmentId>>,
     keys: Arc<dyn KeyProvider>,
     current: Option<SegmentReader>,
 }
@@ -1077,13 +1080,26 @@ impl Iterator for Scan {
                 }
                 self.current = None;
             }
-            let path = self.paths.next()?;
-            // A segment being created (its header not complete yet) has no records; queries
-            // pass it over the same way.
-            if std::fs::metadata(&path)
-                .is_ok_and(|m| m.is_file() && m.len() < SEGMENT_HEADER_LEN as u64)
+            let id = self.ids.next()?;
+            let path = self.dir.join(segment_file_name(id));
+            // A segment shorter than its header holds no record. It is passed over only as
+            // queries pass it over: being created by a live writer, with no index saying it
+            // held records; otherwise it is reported (`query::plan::short_segment`).
+            if let Ok(file) = crate::segment::open_regular(&path)
+                && file
+                    .metadata()
+                    .is_ok_and(|m| m.len() < SEGMENT_HEADER_LEN as u64)
             {
-                continue;
+                let latest = self.ids.peek().is_none_or(|next| next.month != id.month);
+                let place = crate::query::plan::Place {
+                    dir: &self.dir,
+                    org: &self.org,
+                    keys: &*self.keys,
+                };
+                match crate::query::plan::short_segment(&place, &path, &file, id, latest) {
+                    Ok(()) => continue,
+                    Err(e) => return Some(Err(e)),
+                }
             }
             match SegmentReader::open(&path, Arc::clone(&self.keys)) {
                 Ok(r) => self.current = Some(r),

@@ -79,6 +79,48 @@ fn feb(log: &Log) -> auditlog::Query<'_> {
 /// for its month, with no error, although its signed index said it held 559,505 bytes; at
 /// 256 bytes or more the same cut was reported. Every length below the header is reported
 /// the same way now, in either direction, and the other months are returned whole.
+/// `Log::scan` decides about a segment shorter than its header as the query does: it
+/// passed over every one of them without a word, also one its signed index says held
+/// records, and a headerless one no live writer is creating.
+#[test]
+fn scan_reports_a_segment_cut_below_its_header_as_the_query_does() {
+    let (base, keys, events) = three_months();
+    let d = copy_of(base.path());
+    let seg = seg_path(d.path(), ORG, "2026-02");
+    let ix = index_of(&seg);
+    cut(&seg, 100);
+    let log = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+    let (ok, errs): (Vec<_>, Vec<_>) = log.scan(&org(ORG)).unwrap().partition(|r| r.is_ok());
+    assert_eq!(
+        ok.len(),
+        in_month(&events, "2026-01") + in_month(&events, "2026-03")
+    );
+    match errs.as_slice() {
+        [
+            Err(Error::Integrity {
+                file,
+                kind: IntegrityKind::Truncated { covered_len, .. },
+                ..
+            }),
+        ] => {
+            assert_eq!(file, &seg);
+            assert_eq!(*covered_len, ix.covered_len);
+        }
+        other => panic!("{other:#?}"),
+    }
+    // Without its index, and no writer live: damage, not an empty month.
+    std::fs::remove_file(seg.with_extension("idx")).unwrap();
+    let errs: Vec<_> = log
+        .scan(&org(ORG))
+        .unwrap()
+        .filter_map(Result::err)
+        .collect();
+    assert!(
+        matches!(errs.as_slice(), [Error::Corrupt { file, .. }] if file == &seg),
+        "{errs:#?}"
+    );
+}
+
 #[test]
 fn a_segment_cut_below_its_header_is_reported_when_its_signed_index_covers_more() {
     let (base, keys, events) = three_months();

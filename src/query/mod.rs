@@ -62,7 +62,7 @@
 mod exec;
 mod filter;
 mod order;
-mod plan;
+pub(crate) mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt;

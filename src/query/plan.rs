@@ -74,6 +74,26 @@ pub(crate) struct Ctx {
     pub cache_session: CacheSession,
 }
 
+/// Where an org's segments are and the keys that check them: what deciding about a segment
+/// missing or shorter than its header needs ([`short_segment`]), for a query and for
+/// [`crate::Log::scan`].
+pub(crate) struct Place<'a> {
+    /// The org's directory.
+    pub dir: &'a Path,
+    pub org: &'a OrgId,
+    pub keys: &'a dyn KeyProvider,
+}
+
+impl Ctx {
+    fn place(&self) -> Place<'_> {
+        Place {
+            dir: &self.dir,
+            org: &self.org,
+            keys: &*self.keys,
+        }
+    }
+}
+
 /// One segment file open for the query.
 pub(crate) struct Source {
     pub path: PathBuf,
@@ -604,9 +624,9 @@ impl Evidence {
 
     /// What the index of segment `id`, read without its segment's header, is evidence of:
     /// for a segment file that is missing or shorter than its header. `index` is its path.
-    fn of(index: &Path, ctx: &Ctx, id: SegmentId) -> Evidence {
+    fn of(index: &Path, place: &Place<'_>, id: SegmentId) -> Evidence {
         match crate::segment::open_regular(index) {
-            Ok(f) => Evidence::read(f, &ctx.org, id, &*ctx.keys),
+            Ok(f) => Evidence::read(f, place.org, id, place.keys),
             Err(e) => Evidence::unread(e),
         }
     }
@@ -831,7 +851,9 @@ impl MonthPlan {
             if std::fs::symlink_metadata(&path).is_ok() {
                 continue;
             }
-            found.errors.extend(missing_segment(ctx, &path, *id));
+            found
+                .errors
+                .extend(missing_segment(&ctx.place(), &path, *id));
         }
         MonthPlan {
             sources: Arc::new(sources),
@@ -930,14 +952,14 @@ fn open_source(
         // Gone between listing and opening (recovery moved a segment without records to
         // quarantine): nothing to read, unless an index of it says it held records.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return missing_segment(ctx, path, id).map_or(Ok(None), Err);
+            return missing_segment(&ctx.place(), path, id).map_or(Ok(None), Err);
         }
         Err(e) => return Err(Error::io("open segment", path, e)),
     };
     let mut head = [0u8; SEGMENT_HEADER_LEN];
     if let Err(e) = file.read_exact_at(&mut head, 0) {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            return short_segment(ctx, path, &file, id, latest).map(|()| None);
+            return short_segment(&ctx.place(), path, &file, id, latest).map(|()| None);
         }
         return Err(Error::io("read segment header", path, e));
     }
@@ -1108,9 +1130,9 @@ fn open_source(
 /// The error item for segment `id` (at `path`), listed but missing: `None` unless an
 /// index of it, which a writer writes only over records already durable, says it held
 /// records ([`Evidence::without_header`]).
-fn missing_segment(ctx: &Ctx, path: &Path, id: SegmentId) -> Option<Error> {
-    let index = ctx.dir.join(index_file_name(id));
-    Evidence::of(&index, ctx, id).without_header(path, &index, None)
+fn missing_segment(place: &Place<'_>, path: &Path, id: SegmentId) -> Option<Error> {
+    let index = place.dir.join(index_file_name(id));
+    Evidence::of(&index, place, id).without_header(path, &index, None)
 }
 
 /// A segment file shorter than a header (`Ok`: nothing to read; `Err`: the error item).
@@ -1124,8 +1146,8 @@ fn missing_segment(ctx: &Ctx, path: &Path, id: SegmentId) -> Option<Error> {
 /// lock (being created). Otherwise its header is damage (`verify`: `torn_tail` for the
 /// latest part, `checksum_corruption` for an earlier one, both errors) and is reported as
 /// [`Error::Corrupt`], never an empty month.
-fn short_segment(
-    ctx: &Ctx,
+pub(crate) fn short_segment(
+    place: &Place<'_>,
     path: &Path,
     file: &File,
     id: SegmentId,
@@ -1137,11 +1159,11 @@ fn short_segment(
             .map_err(|e| Error::io("stat segment", path, e))
     };
     let len = stat(file)?;
-    let index = ctx.dir.join(index_file_name(id));
-    if let Some(e) = Evidence::of(&index, ctx, id).without_header(path, &index, Some(len)) {
+    let index = place.dir.join(index_file_name(id));
+    if let Some(e) = Evidence::of(&index, place, id).without_header(path, &index, Some(len)) {
         return Err(e);
     }
-    if latest && writer_is_live(ctx) {
+    if latest && writer_is_live(place) {
         return Ok(());
     }
     // Asked after the header was found short: a segment a writer was creating then has its
@@ -1181,8 +1203,8 @@ fn short_segment(
 /// Whether a writer holds the log directory's lock now (as `verify` asks it: a shared lock
 /// tried and, if had, released at once). A writer in this process counts too: its lock is
 /// another open file description.
-fn writer_is_live(ctx: &Ctx) -> bool {
-    let Some(log_dir) = ctx.dir.parent() else {
+fn writer_is_live(place: &Place<'_>) -> bool {
+    let Some(log_dir) = place.dir.parent() else {
         return false;
     };
     match crate::segment::open_regular(&log_dir.join(crate::log::LOCK_FILE)) {
