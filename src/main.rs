@@ -513,10 +513,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 }
                 written?;
             }
-            if let Err(e) = out.flush() {
-                if !STDOUT_CLOSED.load(Ordering::Relaxed) {
-                    return Err(e.into());
-                }
+            if let Err(e) = out.flush()
+                && !STDOUT_CLOSED.load(Ordering::Relaxed)
+            {
+                return Err(e.into());
             }
             if refused > 0 {
                 warn(format_args!(
