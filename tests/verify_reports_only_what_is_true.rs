@@ -1,8 +1,10 @@
 //! `verify` does not add findings that the evidence does not support:
 //! - a segment whose header fails its CRC hides its creation ordinal, but when the next
-//!   segment's readable `prev` link names that (present) file, the ordinal is the damaged
-//!   file's, not a deleted segment's: no `missing_segment` (and so `checkpoint
-//!   --accept-damage` refuses for the unreadable header, not for a "deletion");
+//!   segment's readable `prev` link names that (present) file, and the file holds the record
+//!   the link names, the ordinal is the damaged file's, not a deleted segment's: no
+//!   `missing_segment` (and so `checkpoint --accept-damage` refuses for the unreadable
+//!   header, not for a "deletion"); a file put under a deleted segment's name that does not
+//!   hold that record still leaves the deletion reported;
 //! - an index copied from another month (or org) is reported as another segment's index,
 //!   and is not compared with the segment as if it were its own (which claimed that the
 //!   segment was truncated after its index was written).
@@ -129,6 +131,39 @@ fn an_unreadable_header_that_a_link_names_is_not_a_deleted_segment() {
         "{}",
         dump(&r)
     );
+}
+
+#[test]
+fn a_file_put_under_a_deleted_segments_name_does_not_hide_the_deletion() {
+    // The link that would give February's ordinal away names records the file must hold:
+    // junk, or another month's records under a spoiled header, do not.
+    for junk in [false, true] {
+        let (d, keys) = fresh_log();
+        let dir = d.path();
+        let feb = seg_path(dir, A, "2026-02");
+        let feb_ordinal = header(&fs::read(&feb).unwrap()).ordinal;
+        fs::remove_file(&feb).unwrap();
+        fs::remove_file(idx_path(dir, A, "2026-02")).unwrap();
+        let bytes = if junk {
+            vec![0xa5; 5000]
+        } else {
+            let mut b = fs::read(seg_path(dir, A, "2026-01")).unwrap();
+            b[100] ^= 0xff;
+            b
+        };
+        fs::write(&feb, bytes).unwrap();
+        let r = verify_keys(dir, &*keys);
+        assert!(
+            r.findings.iter().any(|x| x.kind == K::MissingSegment
+                && x.file == seg_path(dir, A, "2026-03")
+                && x.offset == Some(96)
+                && x.message.contains(&format!(
+                    "creation ordinal {feb_ordinal}: a segment was deleted"
+                ))),
+            "junk {junk}: {}",
+            dump(&r)
+        );
+    }
 }
 
 #[test]

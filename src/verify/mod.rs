@@ -576,15 +576,19 @@ fn check_links(
     //
     // A present segment whose header cannot be read (its own `checksum_corruption`) hides
     // its ordinal too, but where the readable header created after it links to it as its
-    // `prev`, that link says whose the ordinal before its own is: that ordinal is not a
-    // deleted segment's. (Without such a link nothing ties the unreadable file to a
-    // missing ordinal, and the hole stays a deletion.)
+    // `prev`, and the file holds the record that link names (its chain hash after the
+    // link's count of records is the link's head), that link says whose the ordinal before
+    // its own is: that ordinal is not a deleted segment's. Without such a link, or with a
+    // file that does not hold what it names (a file put under a deleted segment's name),
+    // nothing ties the unreadable file to the missing ordinal, and the hole stays a
+    // deletion.
     let attributed: BTreeSet<u32> = by_ordinal
         .iter()
         .filter_map(|(&ord, id)| {
             let link = outcomes.get(id)?.header.as_ref()?.prev.as_ref()?;
             let target = outcomes.get(&link.segment)?;
-            (target.header.is_none() && !target.unsupported)
+            let holds = target.loose_heads.get(&link.count) == Some(&link.head);
+            (target.header.is_none() && !target.unsupported && holds)
                 .then(|| ord.checked_sub(1))
                 .flatten()
         })

@@ -36,6 +36,11 @@ pub(crate) struct SegmentOutcome {
     /// Chain hash after `count` records, for each requested count that was reached
     /// (0 = genesis). Only records in an unbroken run from the start count.
     pub heads: HashMap<u64, Hash>,
+    /// Chain hash after `count` readable records, for each requested count that was
+    /// reached, whether or not the run from the start is unbroken (the header may be
+    /// unreadable): the evidence that a file whose header cannot be read is the segment a
+    /// readable link names (the link's head is one of its records' chain hashes).
+    pub loose_heads: HashMap<u64, Hash>,
     /// Records in the unbroken run from the start.
     pub run_count: u64,
     /// Where the unbroken run from the start ends: the first byte not covered by it.
@@ -165,6 +170,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         records: 0,
         bytes: 0,
         heads: HashMap::new(),
+        loose_heads: HashMap::new(),
         run_count: 0,
         run_end: 0,
         head_ends: HashMap::new(),
@@ -549,6 +555,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         count += 1;
         out.records += 1;
         run_intact &= linked;
+        if c.wanted.contains(&count) {
+            out.loose_heads.insert(count, hash);
+        }
         if run_intact {
             out.run_count = count;
             out.run_end = off + flen;
