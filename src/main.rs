@@ -478,10 +478,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let dir = existing_dir(&cli.dir)?;
             let keyring = need(&cli.keyring, "keyring", "AUDITLOG_KEYRING")?;
             let keys = Keyring::open(keyring)?;
+            // Every org entry, a symbolic link included: make_checkpoint refuses a linked
+            // org (verify's `symbolic_link`), where the log's own list would leave it out.
             let orgs = match org {
                 Some(o) => vec![OrgId::new(&o)?],
-                None => Log::open_read_only(dir, Options::new(Arc::new(Keyring::in_memory())))?
-                    .orgs()?,
+                None => auditlog::verify::orgs(dir)?,
             };
             let mut out = stdout();
             let mut refused = 0usize;
@@ -490,17 +491,23 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 let written =
                     match auditlog::verify::make_checkpoint_with(dir, &org, &keys, &options) {
                         Ok(cp) => writeln!(out, "{}", serde_json::to_string(&cp)?),
-                        // A finding, or no key to sign with: refuse this org, go on with the
-                        // others.
+                        // A finding, no key to sign with or check by, or a file of a newer
+                        // format: refuse this org, go on with the others.
                         Err(
                             e @ (auditlog::Error::Integrity {
                                 kind: auditlog::IntegrityKind::FailsVerification { .. },
                                 ..
                             }
-                            | auditlog::Error::Key { .. }),
+                            | auditlog::Error::Key { .. }
+                            | auditlog::Error::UnsupportedFormat { .. }),
                         ) => {
                             let flushed = out.flush();
-                            warn(format_args!("auditlog: org {org}: {e}"));
+                            // A key error names its org already.
+                            if matches!(e, auditlog::Error::Key { .. }) {
+                                warn(format_args!("auditlog: {e}"));
+                            } else {
+                                warn(format_args!("auditlog: org {org}: {e}"));
+                            }
                             refused += 1;
                             flushed
                         }

@@ -166,6 +166,29 @@ fn query_counts_the_records_a_missing_key_id_held_back() {
     );
 }
 
+/// A segment of a newer format refuses its org's checkpoint (exit 1) and the other orgs
+/// are still printed; it used to end the command (exit 2) before the orgs after it.
+#[test]
+fn checkpoint_refuses_an_org_with_a_newer_format_file_and_prints_the_others() {
+    let fx = KeyedLog::new(EVENTS);
+    let k = Some(fx.keyring.as_path());
+    let all = cli(Some(&fx.dir), k, &["checkpoint"], Stdio::piped());
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    let orgs = stdout(&all).lines().count();
+    assert!(orgs >= 2);
+    let seg = segment_files(&fx.dir, "org-000").remove(0);
+    let mut b = fs::read(&seg).unwrap();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let crc = auditlog::format::crc32(&b[..252]);
+    b[252..256].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&seg, b).unwrap();
+    let o = cli(Some(&fx.dir), k, &["checkpoint"], Stdio::piped());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(stdout(&o).lines().count(), orgs - 1, "{err}");
+    assert!(err.contains("org org-000") && err.contains("newer"), "{err}");
+}
+
 #[test]
 fn query_without_the_orgs_key_fails_once_up_front() {
     let fx = KeyedLog::new(EVENTS);

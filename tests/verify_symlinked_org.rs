@@ -230,7 +230,6 @@ fn the_cli_fails_on_a_linked_org_with_and_without_checkpoints() {
 /// so it still leaves a linked org out and exits 0. It must list them with
 /// `auditlog::verify::orgs`, which includes links, so that `make_checkpoint` refuses the org.
 #[test]
-#[ignore = "needs src/main.rs's `checkpoint` to list orgs with auditlog::verify::orgs"]
 fn checkpoint_of_every_org_refuses_a_linked_org() {
     let fx = KeyedLog::new(600);
     let target = fx.root.join("org-002");
