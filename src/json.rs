@@ -59,42 +59,16 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    // Most strings need no escape: one vectorised pass, one copy.
-    if !any_byte(bytes, |b| (b < 0x20) | (b == b'"') | (b == b'\\')) {
+    // Most strings need no escape: one pass without early exit (vectorised), one copy.
+    let plain = bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
         out.extend_from_slice(bytes);
     } else {
         write_escaped(bytes, out);
     }
     out.push(b'"');
-}
-
-/// Whether any byte of `bytes` satisfies `pred`, which must be false for `b'a'`.
-///
-/// Without an early exit and 16 bytes at a time, the short tail padded with `b'a'`: the
-/// compiler turns each 16-byte step into a few vector instructions. A plain fold over the
-/// bytes is vectorised only for its long middle part; the strings of an event (keys,
-/// ids, values of a few to a hundred bytes) went byte by byte through its scalar tail.
-#[inline]
-pub(crate) fn any_byte(bytes: &[u8], pred: impl Fn(u8) -> bool) -> bool {
-    let mut hits = [0u8; 16];
-    let mut step = |chunk: &[u8; 16]| {
-        for (hit, &b) in hits.iter_mut().zip(chunk) {
-            *hit |= u8::from(pred(b));
-        }
-    };
-    let mut chunks = bytes.chunks_exact(16);
-    for chunk in &mut chunks {
-        if let Ok(chunk) = <&[u8; 16]>::try_from(chunk) {
-            step(chunk);
-        }
-    }
-    let rest = chunks.remainder();
-    let mut tail = [b'a'; 16];
-    if let Some(t) = tail.get_mut(..rest.len()) {
-        t.copy_from_slice(rest);
-    }
-    step(&tail);
-    hits.iter().fold(0, |acc, &h| acc | h) != 0
 }
 
 /// The escapes serde_json writes: `\"`, `\\`, the five short control escapes and `\u00xx`
@@ -169,26 +143,6 @@ mod tests {
             let mut out = Vec::new();
             write_compact(&v, &mut out);
             prop_assert_eq!(out, serde_json::to_vec(&v).unwrap());
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn any_byte_agrees_with_any(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
-            let pred = |b: u8| (b < 0x20) | (b == b'"') | (b >= 0xf0);
-            prop_assert_eq!(any_byte(&bytes, pred), bytes.iter().any(|&b| pred(b)));
-        }
-    }
-
-    #[test]
-    fn any_byte_finds_a_byte_at_every_position() {
-        for len in 0..50 {
-            assert!(!any_byte(&vec![b'x'; len], |b| b == b'"'));
-            for at in 0..len {
-                let mut v = vec![b'x'; len];
-                v[at] = b'"';
-                assert!(any_byte(&v, |b| b == b'"'), "len {len}, at {at}");
-            }
         }
     }
 

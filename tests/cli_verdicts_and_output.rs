@@ -186,7 +186,10 @@ fn checkpoint_refuses_an_org_with_a_newer_format_file_and_prints_the_others() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(stdout(&o).lines().count(), orgs - 1, "{err}");
-    assert!(err.contains("org org-000") && err.contains("newer"), "{err}");
+    assert!(
+        err.contains("org org-000") && err.contains("newer"),
+        "{err}"
+    );
 }
 
 #[test]
