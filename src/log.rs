@@ -462,6 +462,12 @@ impl Log {
         let created = !dir.exists();
         if created {
             fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
+        } else if !dir.is_dir() {
+            return Err(Error::io(
+                "open log directory",
+                &dir,
+                std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            ));
         }
         // Every time, not only when created here: a process killed between creating the
         // directory and this fsync leaves one that exists and may still vanish in a power

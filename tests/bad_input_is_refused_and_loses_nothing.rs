@@ -784,3 +784,26 @@ fn options_outside_their_bounds_are_refused_with_the_bound() {
             .unwrap();
     }
 }
+
+/// A log directory path that names a file is refused as such, before anything is created
+/// beside or in it (it used to fail on `<file>/LOCK` with "Not a directory").
+#[test]
+fn a_log_directory_that_is_a_file_is_refused_as_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let opts = Options::new(keys_for(&["acme"]));
+    for r in [
+        Log::open(&file, opts.clone()).map(|_| ()),
+        Log::open_read_only(&file, opts).map(|_| ()),
+    ] {
+        match r {
+            Err(Error::Io { op, path, source }) => {
+                assert_eq!((op, path.as_path()), ("open log directory", file.as_path()));
+                assert!(source.to_string().contains("not a directory"), "{source}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
