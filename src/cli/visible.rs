@@ -5,7 +5,9 @@
 //! OVERRIDE and the like) and invisible characters; printed raw, they make a table show
 //! something other than what is stored (the characters after an override are drawn right to
 //! left, over the next columns). Those characters, and control characters, are shown as
-//! escapes (`\u{202e}`) instead. JSON output is left as serde_json writes it.
+//! escapes (`\u{202e}`) instead, and a backslash as `\\`, so that text that spells an
+//! escape (`\u{202e}` typed into a field) cannot pass for one. JSON output is left as
+//! serde_json writes it.
 
 use std::borrow::Cow;
 
@@ -27,15 +29,22 @@ pub(crate) fn is_hidden(c: char) -> bool {
         )
 }
 
-/// `s` with every character of [`is_hidden`] written as `\u{hex}`; borrowed when there is
-/// none (printable ASCII is checked without decoding).
+/// `s` with every character of [`is_hidden`] written as `\u{hex}` and every backslash as
+/// `\\`; borrowed when there is none (printable ASCII is checked without decoding).
 pub(crate) fn visible(s: &str) -> Cow<'_, str> {
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(is_hidden) {
+    let plain = if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        !s.contains('\\')
+    } else {
+        !s.chars().any(|c| c == '\\' || is_hidden(c))
+    };
+    if plain {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
-        if is_hidden(c) {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if is_hidden(c) {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);
@@ -67,6 +76,14 @@ mod tests {
             assert_eq!(v, format!("a\\u{{{:x}}}b", u32::from(c)), "{c:?}");
             assert!(!v.chars().any(is_hidden), "{c:?}");
         }
+    }
+
+    /// Text that spells an escape is told apart from one: its backslash is doubled.
+    #[test]
+    fn a_backslash_is_doubled_so_typed_escapes_do_not_pass_for_real_ones() {
+        assert_eq!(visible("a\\u{202e}b"), "a\\\\u{202e}b");
+        assert_eq!(visible("a\u{202e}b"), "a\\u{202e}b");
+        assert_eq!(visible("C:\\dir é"), "C:\\\\dir é");
     }
 
     #[test]
