@@ -884,6 +884,7 @@ impl Log {
                     month: id.month,
                     segments: 0,
                     events: 0,
+                    misfiled: 0,
                     bytes: 0,
                     first: None,
                     last: None,
@@ -895,6 +896,7 @@ impl Log {
                 m.first = min_opt(m.first, s.first);
                 m.last = max_opt(m.last, s.last);
                 m.damage.extend(s.damage);
+                m.misfiled += s.misfiled;
             }
             out.extend(by_month.into_values());
         }
@@ -1047,6 +1049,10 @@ pub struct MonthStats {
     pub segments: u32,
     /// Records.
     pub events: u64,
+    /// Of them, records dated outside the month (a segment renamed or swapped with
+    /// another month's: `verify` says `misfiled`). Omitted from JSON when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub misfiled: u64,
     /// Bytes on disk: segments plus indexes.
     pub bytes: u64,
     /// Earliest `occurred_at`.
@@ -1057,6 +1063,10 @@ pub struct MonthStats {
     /// says what they are). Omitted from JSON when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damage: Vec<crate::StatsDamage>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Iterator over an org's verified events; see [`Log::scan`].

@@ -77,7 +77,8 @@ enum Command {
     /// checks). Records after a damaged stretch are still counted; each stretch (a header
     /// that fails its checks is one) is named on stderr (file and byte range; run verify to
     /// learn what it is) and the exit code is 1, as for a segment name that is not a regular
-    /// file (not counted). A segment of a newer format than this build reads is named on
+    /// file (not counted), or for records dated outside their file's month (a segment
+    /// renamed or swapped). A segment of a newer format than this build reads is named on
     /// stderr, exit 2.
     Stats {
         /// JSON lines instead of a table.
@@ -428,9 +429,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     d.end
                 ));
             }
+            let mut misfiled = false;
+            for s in stats.iter().filter(|s| s.misfiled > 0) {
+                misfiled = true;
+                warn(format_args!(
+                    "auditlog: org {} {}: {} record(s) dated outside the month (a segment renamed or swapped; run verify)",
+                    s.org_id, s.month, s.misfiled
+                ));
+            }
             finish(
                 written,
-                if damage.is_empty() {
+                if damage.is_empty() && !misfiled {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)

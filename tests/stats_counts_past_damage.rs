@@ -141,3 +141,33 @@ fn a_segment_name_that_is_not_a_file_is_named_and_the_rest_counted() {
         assert!(stderr(&o).contains(&want), "{}", stderr(&o));
     }
 }
+
+/// Two months' segments swapped (and their indexes): stats says each month holds records
+/// dated outside it, and exits 1; it used to show January holding February's times, exit 0.
+#[test]
+fn swapped_months_are_named_as_records_outside_their_month() {
+    let fx = KeyedLog::new(EVENTS);
+    let before = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(before.status.code(), Some(0), "{}", stderr(&before));
+    assert!(!stdout(&before).contains("misfiled"));
+    let (a, b) = (
+        seg_path(&fx.dir, "org-000", "2026-03"),
+        seg_path(&fx.dir, "org-000", "2026-04"),
+    );
+    let tmp = fx.root.join("swap");
+    fs::rename(&a, &tmp).unwrap();
+    fs::rename(&b, &a).unwrap();
+    fs::rename(&tmp, &b).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for m in ["2026-03", "2026-04"] {
+        let want = format!("org org-000 {m}: ");
+        assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+        let row = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["org_id"] == "org-000" && v["month"] == m)
+            .unwrap();
+        assert_eq!(row["misfiled"], row["events"], "{row}");
+    }
+}

@@ -31,6 +31,8 @@ pub struct StatsDamage {
 /// Counts of one segment.
 pub(crate) struct SegmentStats {
     pub events: u64,
+    /// Records dated outside the segment's month (counted in `events` too).
+    pub misfiled: u64,
     pub bytes: u64,
     pub first: Option<Timestamp>,
     pub last: Option<Timestamp>,
@@ -50,6 +52,7 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
         Err(e) if not_a_file(&path, &e) => {
             return Ok(SegmentStats {
                 events: 0,
+                misfiled: 0,
                 bytes: 0,
                 first: None,
                 last: None,
@@ -71,12 +74,14 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
     let mut win = FileWindow::new(file, len);
     let mut s = SegmentStats {
         events: 0,
+        misfiled: 0,
         bytes: len + index_len,
         first: None,
         last: None,
         damage: Vec::new(),
     };
     let io = |e| Error::io("read segment", &path, e);
+    let month = (id.month.start(), id.month.end());
     // A newer format is not counted as v1 frames (every byte would read as damage): the
     // stats fail naming the file. A whole header that fails its checks is a damaged
     // stretch like any other (what it is, verify says); the records after it are counted.
@@ -101,6 +106,7 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
             Ok(rec) => {
                 let t = rec.fields.occurred_at;
                 s.events += 1;
+                s.misfiled += u64::from(t < month.0 || t >= month.1);
                 s.first = Some(s.first.map_or(t, |f| f.min(t)));
                 s.last = Some(s.last.map_or(t, |l| l.max(t)));
                 max_seq = Some(max_seq.map_or(rec.fields.seq, |m: u64| m.max(rec.fields.seq)));
