@@ -16,7 +16,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -45,27 +44,9 @@ fn fixture() -> Fx {
 /// standard input (written from a thread; a write the process did not read is not an
 /// error) and standard output as `stdout`.
 fn append_with(fx: &Fx, dir: &Path, input: Vec<u8>, args: &[&str], stdout: Stdio) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_auditlog"))
-        .arg("--dir")
-        .arg(dir)
-        .arg("--keyring")
-        .arg(&fx.keyring)
-        .args(["append", "--durability", "never"])
-        .args(args)
-        .env_remove("AUDITLOG_DIR")
-        .env_remove("AUDITLOG_KEYRING")
-        .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
+    let mut cmd = auditlog_command(Some(dir), Some(&fx.keyring));
+    cmd.args(["append", "--durability", "never"]).args(args);
+    run_with_input(cmd, input, stdout)
 }
 
 fn append(fx: &Fx, input: &str) -> Output {

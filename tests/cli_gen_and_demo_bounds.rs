@@ -11,20 +11,14 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use support::*;
 
 fn cli(dir: Option<&Path>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_auditlog"));
-    if let Some(d) = dir {
-        c.arg("--dir").arg(d);
-    }
-    c.args(args)
-        .env_remove("AUDITLOG_DIR")
-        .env_remove("AUDITLOG_KEYRING")
+    auditlog_command(dir, None)
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -59,23 +53,9 @@ fn gen_refuses_a_range_append_would_refuse() {
             ],
         );
         assert_eq!(generated.status.code(), Some(0), "{}", stderr(&generated));
-        let mut append = Command::new(env!("CARGO_BIN_EXE_auditlog"))
-            .arg("--dir")
-            .arg(tmp.path().join("log"))
-            .arg("--keyring")
-            .arg(&ring)
-            .args(["append", "--durability", "never"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        append
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&generated.stdout)
-            .unwrap();
-        let o = append.wait_with_output().unwrap();
+        let mut append = auditlog_command(Some(&tmp.path().join("log")), Some(&ring));
+        append.args(["append", "--durability", "never"]);
+        let o = run_with_input(append, generated.stdout.clone(), Stdio::piped());
         assert_eq!(o.status.code(), Some(0), "{start}: {}", stderr(&o));
     }
 }

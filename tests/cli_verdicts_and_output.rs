@@ -14,23 +14,15 @@
 mod support;
 
 use std::fs;
-use std::io::Write;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use support::*;
 
 fn cli(dir: Option<&Path>, keyring: Option<&Path>, args: &[&str], stdout: Stdio) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_auditlog"));
-    if let Some(d) = dir {
-        c.arg("--dir").arg(d);
-    }
-    if let Some(k) = keyring {
-        c.arg("--keyring").arg(k);
-    }
-    c.args(args)
-        .env_remove("AUDITLOG_DIR")
-        .env_remove("AUDITLOG_KEYRING")
+    auditlog_command(dir, keyring)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::piped())
@@ -306,23 +298,9 @@ fn bidi_controls_are_escaped_in_tables_and_inspect_text() {
     let o = auditlog_cli(None, Some(&ring), ["keys", "new", "--org", "acme"]);
     assert!(o.status.success());
     let line = "{\"org_id\":\"acme\",\"occurred_at\":\"2026-03-01T10:00:00Z\",\"user_id\":\"eve\u{202e}nimda\",\"action\":\"file.read\",\"resource_type\":\"file\",\"resource_id\":\"report\u{2066}.pdf\u{200f}\"}\n";
-    let mut append = Command::new(env!("CARGO_BIN_EXE_auditlog"))
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--keyring")
-        .arg(&ring)
-        .args(["append"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    append
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(line.as_bytes())
-        .unwrap();
-    let o = append.wait_with_output().unwrap();
+    let mut append = auditlog_command(Some(&dir), Some(&ring));
+    append.arg("append");
+    let o = run_with_input(append, line.as_bytes().to_vec(), Stdio::piped());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     let raw = ['\u{202e}', '\u{2066}', '\u{200f}'];

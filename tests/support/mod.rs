@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use auditlog::crypto::{Signer, chain_hash, sha256};
@@ -410,13 +410,9 @@ pub fn in_child_with_file_size_limit(
     Some((tmp, dir, stdout))
 }
 
-/// Runs `auditlog [--dir DIR] [--keyring FILE] ARGS…` with neither `AUDITLOG_DIR` nor
-/// `AUDITLOG_KEYRING` taken from the environment.
-pub fn auditlog_cli<S: AsRef<OsStr>>(
-    dir: Option<&Path>,
-    keyring: Option<&Path>,
-    args: impl IntoIterator<Item = S>,
-) -> Output {
+/// `auditlog [--dir DIR] [--keyring FILE]`, to be given its arguments, with neither
+/// `AUDITLOG_DIR` nor `AUDITLOG_KEYRING` taken from the environment.
+pub fn auditlog_command(dir: Option<&Path>, keyring: Option<&Path>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_auditlog"));
     if let Some(d) = dir {
         c.arg("--dir").arg(d);
@@ -424,11 +420,37 @@ pub fn auditlog_cli<S: AsRef<OsStr>>(
     if let Some(k) = keyring {
         c.arg("--keyring").arg(k);
     }
-    c.args(args)
-        .env_remove("AUDITLOG_DIR")
-        .env_remove("AUDITLOG_KEYRING")
-        .output()
-        .unwrap()
+    c.env_remove("AUDITLOG_DIR").env_remove("AUDITLOG_KEYRING");
+    c
+}
+
+/// Runs `auditlog [--dir DIR] [--keyring FILE] ARGS…` ([`auditlog_command`]).
+pub fn auditlog_cli<S: AsRef<OsStr>>(
+    dir: Option<&Path>,
+    keyring: Option<&Path>,
+    args: impl IntoIterator<Item = S>,
+) -> Output {
+    auditlog_command(dir, keyring).args(args).output().unwrap()
+}
+
+/// Runs `cmd` with `input` on its standard input (written from a thread: a write the
+/// process did not read is not an error), standard output as `stdout`, standard error
+/// captured.
+pub fn run_with_input(mut cmd: Command, input: Vec<u8>, stdout: Stdio) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
 }
 
 /// Standard output of a run, as UTF-8.
