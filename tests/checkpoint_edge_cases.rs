@@ -31,7 +31,7 @@ use auditlog::verify::{
     CheckpointOptions, FindingKind, Severity, VerifyOptions, make_checkpoint, make_checkpoint_with,
     verify,
 };
-use auditlog::{Error, Key, KeyError, KeyId, KeyProvider, Keyring, Log, Options, OrgId};
+use auditlog::{Error, KeyError, KeyId, KeyProvider, Keyring, Log, Options};
 use serde_json::Value;
 use support::*;
 
@@ -307,22 +307,6 @@ fn a_checkpoint_naming_no_valid_org_is_an_error() {
     assert_eq!(r.errors(), 1, "{}", dump(&r));
     assert_eq!(r.findings[0].kind, FindingKind::CheckpointMismatch);
     assert_eq!(r.findings[0].severity, Severity::Error);
-}
-
-/// The keys of another provider, less key 1 of every org.
-struct WithoutKeyOne(std::sync::Arc<Keyring>);
-
-impl KeyProvider for WithoutKeyOne {
-    fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError> {
-        self.0.signing_key(org)
-    }
-
-    fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
-        if id == KeyId(1) {
-            return Ok(None);
-        }
-        self.0.key(org, id)
-    }
 }
 
 /// Recomputes an index file's CRC (the 4 bytes before its 32-byte tag).

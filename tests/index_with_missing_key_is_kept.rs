@@ -22,28 +22,10 @@ use std::sync::Arc;
 
 use auditlog::format::index::Index;
 use auditlog::verify::{FindingKind, VerifyOptions, verify};
-use auditlog::{
-    Durability, Key, KeyError, KeyId, KeyProvider, Keyring, Log, Options, OrgId, RecoveryAction,
-};
-use support::{january_of, org, records};
+use auditlog::{Durability, KeyId, KeyProvider, Keyring, Log, Options, RecoveryAction};
+use support::{WithoutKeyOne, january_of, org, records};
 
 const ORG: &str = "acme";
-
-/// The keyring, except that key 1 is missing (its `key` lookup finds nothing).
-struct WithoutKeyOne(Arc<Keyring>);
-
-impl KeyProvider for WithoutKeyOne {
-    fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError> {
-        self.0.signing_key(org)
-    }
-
-    fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
-        if id == KeyId(1) {
-            return Ok(None);
-        }
-        self.0.key(org, id)
-    }
-}
 
 /// A closed log of 10 January records whose index is signed with key 1; then key 2 is made
 /// active. Returns the keyring and the index's bytes.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use auditlog::crypto::{Signer, chain_hash, sha256};
+use auditlog::crypto::{KeyError, Signer, chain_hash, sha256};
 use auditlog::format::crc32;
 use auditlog::format::header::SegmentHeader;
 use auditlog::format::index::Index;
@@ -408,6 +408,23 @@ pub fn in_child_with_file_size_limit(
         String::from_utf8_lossy(&out.stderr)
     );
     Some((tmp, dir, stdout))
+}
+
+/// A keyring's keys, except that key 1 of every org is missing (its `key` lookup finds
+/// nothing): records and indexes signed with it cannot be checked.
+pub struct WithoutKeyOne(pub Arc<Keyring>);
+
+impl KeyProvider for WithoutKeyOne {
+    fn signing_key(&self, org: &OrgId) -> Result<(KeyId, Key), KeyError> {
+        self.0.signing_key(org)
+    }
+
+    fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
+        if id == KeyId(1) {
+            return Ok(None);
+        }
+        self.0.key(org, id)
+    }
 }
 
 /// `auditlog [--dir DIR] [--keyring FILE]`, to be given its arguments, with neither
