@@ -1489,9 +1489,11 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
     match written {
         Ok(()) => {}
         // `| head`: the reader left; not a failure of the query, whose exit code is that
-        // of the records read up to then.
+        // of what was read up to then (2 for a segment of a newer format, as without it).
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-            return Ok(if findings > 0 {
+            return Ok(if unreadable > 0 {
+                ExitCode::from(2)
+            } else if findings > 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

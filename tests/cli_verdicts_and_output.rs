@@ -184,6 +184,28 @@ fn checkpoint_refuses_an_org_with_a_newer_format_file_and_prints_the_others() {
     );
 }
 
+/// A query into a reader that left still exits 2 after naming a segment of a newer
+/// format (it exited 0).
+#[test]
+fn query_into_a_closed_pipe_still_exits_2_for_a_newer_format() {
+    let fx = KeyedLog::new(EVENTS);
+    let seg = segment_files(&fx.dir, "org-000").remove(0);
+    let mut b = fs::read(&seg).unwrap();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let crc = auditlog::format::crc32(&b[..252]);
+    b[252..256].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&seg, b).unwrap();
+    let k = Some(fx.keyring.as_path());
+    let o = cli(
+        Some(&fx.dir),
+        k,
+        &["query", "--org", "org-000"],
+        closed_pipe(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("newer"), "{}", stderr(&o));
+}
+
 #[test]
 fn query_without_the_orgs_key_fails_once_up_front() {
     let fx = KeyedLog::new(EVENTS);
