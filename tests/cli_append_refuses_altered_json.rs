@@ -136,6 +136,21 @@ fn numbers_and_keys_that_are_kept_as_written_are_accepted() {
     assert_eq!(events[0]["before"]["m"]["x"], 2);
 }
 
+/// Floats are read correctly rounded (serde_json's `float_roundtrip`), as the check reads
+/// them: a literal just above half the smallest subnormal is that subnormal, not 0 (which
+/// serde_json's default parsing stored, past a check that rounded correctly), and the
+/// largest finite f64 is accepted (it was refused as "number out of range").
+#[test]
+fn floats_at_the_edges_are_read_as_the_check_reads_them() {
+    let fx = fixture();
+    let extra = r#","after":{"sub":2.4703282292062328e-324,"max":1.7976931348623158e308}"#;
+    let o = append(&fx, &format!("{}\n", line("r1", extra)));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let after = &stored(&fx)[0]["after"];
+    assert_eq!(after["sub"].as_f64(), Some(f64::from_bits(1)));
+    assert_eq!(after["max"].as_f64(), Some(f64::MAX));
+}
+
 #[test]
 fn a_line_longer_than_eight_times_the_event_limit_is_refused_by_its_number() {
     let fx = fixture();
