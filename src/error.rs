@@ -320,12 +320,12 @@ pub enum Error {
     },
 
     /// An org's entry in the log directory is not a directory: a symbolic link (whatever
-    /// it points to), a regular file, a FIFO... The writer never writes evidence through
-    /// it, nor anywhere else, and `verify` does not follow it either: appends for the org
-    /// fail with this error, nothing written, until the entry is replaced by the directory
-    /// itself. Other orgs go on.
+    /// it points to), a regular file, a FIFO... auditlog neither writes evidence through it
+    /// nor reads through it, and `verify` reports it (`symbolic_link`): appends for the org
+    /// fail with this error, nothing written, and so do its queries, scans and segment
+    /// listings, until the entry is replaced by the directory itself. Other orgs go on.
     #[error(
-        "org {org}: {path} is {found}, not a directory; auditlog does not write evidence through it (verify does not follow it either): put the org's directory itself there; nothing was written"
+        "org {org}: {path} is {found}, not a directory; auditlog neither writes nor reads evidence through it (verify reports it): put the org's directory itself there"
     )]
     OrgDirUnusable {
         /// The org.

@@ -598,7 +598,9 @@ impl Log {
 
     /// The segments of `org`, in (month, part) order.
     pub fn segments(&self, org: &OrgId) -> Result<Vec<SegmentId>> {
-        list_segments(&self.inner.dir.join(org.as_str()))
+        let dir = self.inner.dir.join(org.as_str());
+        check_org_dir(&dir, org)?;
+        list_segments(&dir)
     }
 
     /// Path of a segment file.
@@ -1419,7 +1421,7 @@ impl Inner {
         segs: &mut OrgSegments,
         month: Month,
     ) -> Result<Arc<SegmentWriter>> {
-        check_org_dir(org)?;
+        check_org_dir(&org.dir, &org.id)?;
         let latest = segs.latest.get(&month).copied();
         let mut closed_as = None;
         if let Some(id) = latest
@@ -2066,23 +2068,23 @@ impl Org {
     }
 }
 
-/// Refuses an org entry that exists and is not a directory itself
+/// Refuses an org entry `dir` that exists and is not a directory itself
 /// ([`Error::OrgDirUnusable`]): a symbolic link would send the org's evidence to wherever
-/// it points, where `verify` (which does not follow links) never looks. A missing entry is
-/// created later, with the first segment.
-fn check_org_dir(org: &Org) -> Result<()> {
+/// it points (or read it from there), where `verify` (which does not follow links) never
+/// looks. A missing entry is no org yet (a writer creates it with the first segment).
+pub(crate) fn check_org_dir(dir: &Path, org: &OrgId) -> Result<()> {
     use rustix::fs::FileType;
-    match rustix::fs::lstat(&org.dir) {
+    match rustix::fs::lstat(dir) {
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => Ok(()),
             other => Err(Error::OrgDirUnusable {
-                org: org.id.to_string(),
-                path: org.dir.clone(),
+                org: org.to_string(),
+                path: dir.to_path_buf(),
                 found: crate::segment::what_instead_of_a_directory(other),
             }),
         },
         Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(Error::io("examine org directory", &org.dir, e.into())),
+        Err(e) => Err(Error::io("examine org directory", dir, e.into())),
     }
 }
 

@@ -3,7 +3,9 @@
 //! while `verify`, `stats` and `query` do not follow links: the org's evidence was written
 //! where no reader looked, and `verify` passed the log. A regular file there made the first
 //! append fail with a bare "create org directory: File exists". Both are now
-//! `Error::OrgDirUnusable`, a refusal: nothing written, anywhere; other orgs go on.
+//! `Error::OrgDirUnusable`, a refusal: nothing written, anywhere; other orgs go on. A query,
+//! a scan or a segment listing of such an org fails the same way: `Log::query` used to
+//! read a linked org's events with no error, where `verify` reports the link.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -64,6 +66,19 @@ fn an_org_entry_that_is_not_a_directory_is_refused_and_nothing_is_written() {
         assert!(matches!(e, Error::OrgDirUnusable { .. }), "{name}: {e}");
         // Other orgs go on.
         log.append_batch(&january_of("other", 2, 4)).unwrap();
+        // Nor is it read through.
+        let acme = auditlog::OrgId::new("acme").unwrap();
+        let read = [
+            log.query(&acme).run().map(|_| ()),
+            log.scan(&acme).map(|_| ()),
+            log.segments(&acme).map(|_| ()),
+        ];
+        for r in read {
+            assert!(
+                matches!(&r, Err(Error::OrgDirUnusable { found: f, .. }) if *f == found),
+                "{name}: {r:?}"
+            );
+        }
         log.close().unwrap();
         assert!(
             file_names(&elsewhere).is_empty(),

@@ -291,6 +291,7 @@ impl<'a> Query<'a> {
         filter.finish();
         self.log.hand_buffers_to_os(&self.org);
         let dir = self.log.dir().join(self.org.as_str());
+        crate::log::check_org_dir(&dir, &self.org)?;
         let mut months: Vec<MonthParts> = list_org(&dir)?
             .into_values()
             .filter(|m| m.month.start() < filter.until && m.month.end() > filter.since)
