@@ -872,15 +872,31 @@ impl Log {
 
     /// Per (org, month) counts from the segment files (structure only; no tag checks).
     /// Records after a damaged stretch are counted; each stretch is listed in
-    /// [`MonthStats::damage`]. A segment of a newer format than this build reads fails
-    /// the call with [`Error::UnsupportedFormat`] naming it.
+    /// [`MonthStats::damage`], as is a segment shorter than its header that the query
+    /// would report (any but the latest part of its month being created by a live writer,
+    /// with no index saying it held records). Only org entries that are directories are
+    /// listed (`verify` reports a symbolic link). A segment of a newer format than this
+    /// build reads fails the call with [`Error::UnsupportedFormat`] naming it.
     pub fn stats(&self) -> Result<Vec<MonthStats>> {
         let mut out = Vec::new();
         for org in list_orgs(&self.inner.dir)? {
             let dir = self.inner.dir.join(org.as_str());
             let mut by_month: BTreeMap<Month, MonthStats> = BTreeMap::new();
-            for id in list_segments(&dir)? {
-                let s = crate::segment::stats::segment_stats(&dir, id)?;
+            let ids = list_segments(&dir)?;
+            for (i, &id) in ids.iter().enumerate() {
+                // A segment shorter than its header: damage unless the query would pass it
+                // over (the latest part of its month being created by a live writer, with no
+                // index saying it held records).
+                let latest = ids.get(i + 1).is_none_or(|next| next.month != id.month);
+                let place = crate::query::plan::Place {
+                    dir: &dir,
+                    org: &org,
+                    keys: &*self.inner.opts.keys,
+                };
+                let short_is_damage = |path: &Path, file: &File| {
+                    crate::query::plan::short_segment(&place, path, file, id, latest).is_err()
+                };
+                let s = crate::segment::stats::segment_stats(&dir, id, short_is_damage)?;
                 let m = by_month.entry(id.month).or_insert_with(|| MonthStats {
                     org_id: org.to_string(),
                     month: id.month,

@@ -77,8 +77,8 @@ enum Command {
     /// checks). Records after a damaged stretch are still counted; each stretch (a header
     /// that fails its checks is one) is named on stderr (file and byte range; run verify to
     /// learn what it is) and the exit code is 1, as for a segment name that is not a regular
-    /// file (not counted), or for records dated outside their file's month (a segment
-    /// renamed or swapped). A segment of a newer format than this build reads is named on
+    /// file (not counted), an org entry that is a symbolic link (not counted), or records
+    /// dated outside their file's month (a segment renamed or swapped). A segment of a newer format than this build reads is named on
     /// stderr, exit 2.
     Stats {
         /// JSON lines instead of a table.
@@ -429,6 +429,18 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     d.end
                 ));
             }
+            // Org entries that are not directories (a symbolic link): not counted, named.
+            let mut unusable = false;
+            for org in auditlog::verify::orgs(dir)? {
+                let path = dir.join(org.as_str());
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+                    unusable = true;
+                    warn(format_args!(
+                        "auditlog: {}: org {org} is not a directory (a symbolic link); not counted (run verify)",
+                        path.display()
+                    ));
+                }
+            }
             let mut misfiled = false;
             for s in stats.iter().filter(|s| s.misfiled > 0) {
                 misfiled = true;
@@ -439,7 +451,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             finish(
                 written,
-                if damage.is_empty() && !misfiled {
+                if damage.is_empty() && !misfiled && !unusable {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)

@@ -171,3 +171,34 @@ fn swapped_months_are_named_as_records_outside_their_month() {
         assert_eq!(row["misfiled"], row["events"], "{row}");
     }
 }
+
+/// A segment cut below its header is damage (bytes 0..len) unless a live writer is creating
+/// it: stats counted 0 events for such a month and exited 0. An org directory replaced by a
+/// symbolic link is named and not counted (it was left out without a word, exit 0).
+#[test]
+fn a_cut_header_and_a_linked_org_are_named() {
+    let fx = KeyedLog::new(EVENTS);
+    let seg = seg_path(&fx.dir, "org-000", "2026-03");
+    for with_index in [true, false] {
+        if !with_index {
+            fs::remove_file(seg.with_extension("idx")).unwrap();
+        }
+        let b = fs::read(&seg).unwrap();
+        fs::write(&seg, &b[..100.min(b.len())]).unwrap();
+        let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let want = format!("{}: bytes 0..100 do not read as records", seg.display());
+        assert!(stderr(&o).contains(&want), "{with_index}: {}", stderr(&o));
+    }
+    let target = fx.root.join("org-001");
+    fs::rename(fx.dir.join("org-001"), &target).unwrap();
+    std::os::unix::fs::symlink(&target, fx.dir.join("org-001")).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("org org-001 is not a directory"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("\"org-001\""), "{}", stdout(&o));
+}

@@ -43,9 +43,15 @@ pub(crate) struct SegmentStats {
 /// for the next valid one (as verification does), so records after damage are counted and
 /// each damaged stretch is returned. An incomplete last frame with nothing readable after it
 /// (a write in progress beside a live writer, or a torn tail the next writer quarantines)
-/// is neither counted nor damage. A segment of a newer format is refused with
+/// is neither counted nor damage. A segment shorter than its header is damage (bytes
+/// `0..len`) when `short_is_damage` says so for its open file (the query's rule: not a
+/// segment a live writer is creating). A segment of a newer format is refused with
 /// [`Error::UnsupportedFormat`].
-pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
+pub(crate) fn segment_stats(
+    dir: &Path,
+    id: SegmentId,
+    short_is_damage: impl FnOnce(&Path, &std::fs::File) -> bool,
+) -> Result<SegmentStats> {
     let path = dir.join(segment_file_name(id));
     let file = match super::open_regular(&path) {
         Ok(file) => file,
@@ -71,6 +77,7 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
         .map_err(|e| Error::io("stat segment", &path, e))?
         .len();
     let index_len = fs::metadata(dir.join(index_file_name(id))).map_or(0, |m| m.len());
+    let short_damage = len < SEGMENT_HEADER_LEN as u64 && short_is_damage(&path, &file);
     let mut win = FileWindow::new(file, len);
     let mut s = SegmentStats {
         events: 0,
@@ -80,12 +87,20 @@ pub(crate) fn segment_stats(dir: &Path, id: SegmentId) -> Result<SegmentStats> {
         last: None,
         damage: Vec::new(),
     };
+    if short_damage {
+        s.damage.push(StatsDamage {
+            file: path.clone(),
+            start: 0,
+            end: len,
+            not_a_file: false,
+        });
+    }
     let io = |e| Error::io("read segment", &path, e);
     let month = (id.month.start(), id.month.end());
     // A newer format is not counted as v1 frames (every byte would read as damage): the
     // stats fail naming the file. A whole header that fails its checks is a damaged
     // stretch like any other (what it is, verify says); the records after it are counted.
-    // One shorter than a header is a creation cut short, like a torn tail: not damage.
+    // One shorter than a header is damage as the caller's rule says (above).
     if len >= SEGMENT_HEADER_LEN as u64
         && let Err(e) = SegmentHeader::decode(win.get(0, SEGMENT_HEADER_LEN).map_err(io)?)
     {
