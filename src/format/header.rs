@@ -249,8 +249,18 @@ impl SegmentHeader {
                 },
             ));
         }
-        // Check the CRC before trusting any other field. A header cut short fails here, at
-        // the CRC's offset.
+        // A header cut short is named as a whole: how much of its 256 bytes there is.
+        if buf.len() < SEGMENT_HEADER_LEN {
+            return Err(r.error_at(
+                0,
+                "header",
+                DecodeErrorKind::Truncated {
+                    needed: SEGMENT_HEADER_LEN as u64,
+                    available: buf.len() as u64,
+                },
+            ));
+        }
+        // Check the CRC before trusting any other field.
         let mut crc_reader = Reader::new(
             buf.get(SEGMENT_HEADER_LEN - 4..).unwrap_or_default(),
             (SEGMENT_HEADER_LEN - 4) as u64,
@@ -401,7 +411,7 @@ mod tests {
             }),
             ("header_len", 10, &|b| b[10] = 1),
             ("crc32", 252, &|b| b[100] ^= 1),
-            ("crc32", 252, &|b| b.truncate(200)),
+            ("header", 0, &|b| b.truncate(200)),
             ("incompat_flags", 16, &|b| {
                 b[16] = 1;
                 with_crc(b)

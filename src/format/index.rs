@@ -547,8 +547,9 @@ impl Index {
             let entry_at = r.offset();
             let e = IndexEntry::decode(&mut r)?;
             if last_offset.is_some_and(|o| e.offset <= o) || e.offset >= covered_len {
+                // The entry's offset field: after its seq and max_ts_before.
                 return Err(r.error_at(
-                    entry_at,
+                    entry_at + 16,
                     "entry.offset",
                     DecodeErrorKind::Invalid("entries out of order or past covered_len"),
                 ));

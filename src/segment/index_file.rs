@@ -730,8 +730,9 @@ fn read_with(
             });
         }
         if last_offset.is_some_and(|o| e.offset <= o) || e.offset >= head.covered_len {
+            // The entry's offset field: after its seq and max_ts_before.
             return Err(feed.error_at(
-                at,
+                at + 16,
                 "entry.offset",
                 DecodeErrorKind::Invalid("entries out of order or past covered_len"),
             ));
