@@ -276,3 +276,57 @@ fn a_log_directory_with_a_missing_parent_is_not_created() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stored(&fx).len(), 1);
 }
+
+/// A producer that waits for each receipt before it writes the next line gets it: the
+/// batch is appended once no more input is buffered, without waiting for more. It used to
+/// wait for the next line first, so such a producer and the CLI waited on each other.
+/// (The channel's long timeout only ends a deadlocked run; nothing is timed.)
+#[test]
+fn each_receipt_comes_before_the_next_line_is_written() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let fx = fixture();
+    let mut cmd = auditlog_command(Some(&fx.dir), Some(&fx.keyring));
+    let mut child = cmd
+        .args(["append", "--receipts"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            if tx.send(l.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    for (i, rid) in ["r1", "r2", "r3"].iter().enumerate() {
+        stdin
+            .write_all(format!("{}\n", line(rid, "")).as_bytes())
+            .unwrap();
+        stdin.flush().unwrap();
+        let receipt = rx.recv_timeout(Duration::from_secs(120));
+        let receipt: serde_json::Value = match receipt {
+            Ok(r) => serde_json::from_str(&r).unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no receipt for line {} while the producer waits", i + 1);
+            }
+        };
+        assert_eq!(receipt["seq"], i as u64);
+    }
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
