@@ -21,7 +21,7 @@ use auditlog::{
     Durability, Error, Event, IntegrityKind, Key, KeyError, KeyId, KeyProvider, Keyring, Log,
     Options, OrgId, Timestamp,
 };
-use support::{copy_dir, index_of, keys_for, org, run_query, seg_path, ts, workload_from};
+use support::{copy_dir, index_of, keys_for, org, records, run_query, seg_path, ts, workload_from};
 
 const ORG: &str = "org-000";
 
@@ -454,4 +454,32 @@ fn an_index_whose_key_is_missing_still_shows_a_cut_segment() {
         ),
         "{e:#?}"
     );
+}
+
+/// A record deleted from a segment without its index: the reverse query reports the break
+/// once, as the forward one does. It reported it twice: the later block's own expectation
+/// (a hint pass plans one) and the seam with the block before it both named it.
+#[test]
+fn a_chain_break_is_one_finding_in_either_direction() {
+    // The review's log (`auditlog gen --events 5000 --orgs 3 --seed 7`): org-001's 101st
+    // January record starts, once the 100th is cut out, where a 64 KiB block of the hint
+    // pass starts.
+    let d = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000", "org-001", "org-002"]);
+    let log = Log::open(d.path(), opts(keys.clone())).unwrap();
+    log.append_batch(&support::workload(5000, 3, 90, 7))
+        .unwrap();
+    log.close().unwrap();
+    let seg = seg_path(d.path(), "org-001", "2026-01");
+    let mut b = std::fs::read(&seg).unwrap();
+    let r = records(&b)[100];
+    b.drain(r.off..r.end());
+    std::fs::write(&seg, b).unwrap();
+    std::fs::remove_file(seg.with_extension("idx")).unwrap();
+    let log = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+    let (fwd, fwd_err, _) = run_query(log.query(&org("org-001")));
+    let (rev, rev_err, _) = run_query(log.query(&org("org-001")).reverse());
+    assert_eq!(fwd_err.len(), 1, "{fwd_err:#?}");
+    assert_eq!(rev_err.len(), 1, "{rev_err:#?}");
+    assert_eq!(fwd.len(), rev.len());
 }

@@ -480,6 +480,9 @@ struct Seam {
     /// Forward, verified: the record before the boundary is placed in the chain, so a
     /// record linked to it is too.
     placed: bool,
+    /// Reverse: the record after the boundary already failed its own block's expectation
+    /// there, so the break is reported (once, not again from the block before it).
+    reported: bool,
 }
 
 struct MonthRun {
@@ -738,9 +741,9 @@ impl Cursor {
             // index head; or, in a hint pass, the chain followed from one, which the pass
             // judged: `Block::withheld`, `Block::explained`).
             let mut placed_start = true;
+            let mut fault = false;
             if let Some((seq, prev)) = bo.first {
                 let via_seam = matches!(seam, Some(s) if !reverse && s.at == block.start);
-                let mut fault = false;
                 let expect: Option<(u64, Option<Hash>)> = match seam {
                     Some(s) if !reverse && s.at == block.start => {
                         // A block read with user marks may not have hashed its last record;
@@ -797,6 +800,7 @@ impl Cursor {
             if reverse
                 && let (Some(s), Some((next_seq, hash))) = (seam, bo.last)
                 && s.at == block.end
+                && !s.reported
             {
                 if next_seq != s.seq {
                     self.errors.push_back(link_err(
@@ -829,6 +833,7 @@ impl Cursor {
                         seq,
                         hash: Some(prev),
                         placed: true,
+                        reported: fault,
                     })
                 } else {
                     bo.last.map(|(seq, hash)| Seam {
@@ -836,6 +841,7 @@ impl Cursor {
                         seq,
                         hash,
                         placed: placed_start && bo.placed_end,
+                        reported: false,
                     })
                 };
             }
