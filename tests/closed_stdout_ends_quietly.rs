@@ -104,8 +104,7 @@ fn append_with_receipts_says_where_it_stopped() {
                 .unwrap()
         })
         .sum();
-    assert!(
-        events > 0 && events < 5000 && events.is_multiple_of(1000),
-        "{events}"
-    );
+    // A batch is what was buffered when it was cut (at most 1,000 lines), so the count is
+    // not a multiple of 1,000 (stderr, which goes into `head` here, names the lines).
+    assert!(events > 0 && events < 5000, "{events}");
 }
