@@ -45,6 +45,14 @@ fn dev_full() -> Stdio {
         .into()
 }
 
+/// Makes the segment at `seg` one of format version 2, its header CRC right.
+fn newer_format(seg: &Path) {
+    let mut b = fs::read(seg).unwrap();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    fix_header_crc(&mut b);
+    fs::write(seg, b).unwrap();
+}
+
 /// A keyring with a key for another org only.
 fn foreign_keyring(root: &Path) -> std::path::PathBuf {
     let other = root.join("other.json");
@@ -169,11 +177,7 @@ fn checkpoint_refuses_an_org_with_a_newer_format_file_and_prints_the_others() {
     let orgs = stdout(&all).lines().count();
     assert!(orgs >= 2);
     let seg = segment_files(&fx.dir, "org-000").remove(0);
-    let mut b = fs::read(&seg).unwrap();
-    b[8..10].copy_from_slice(&2u16.to_le_bytes());
-    let crc = auditlog::format::crc32(&b[..252]);
-    b[252..256].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&seg, b).unwrap();
+    newer_format(&seg);
     let o = cli(Some(&fx.dir), k, &["checkpoint"], Stdio::piped());
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -190,11 +194,7 @@ fn checkpoint_refuses_an_org_with_a_newer_format_file_and_prints_the_others() {
 fn query_into_a_closed_pipe_still_exits_2_for_a_newer_format() {
     let fx = KeyedLog::new(EVENTS);
     let seg = segment_files(&fx.dir, "org-000").remove(0);
-    let mut b = fs::read(&seg).unwrap();
-    b[8..10].copy_from_slice(&2u16.to_le_bytes());
-    let crc = auditlog::format::crc32(&b[..252]);
-    b[252..256].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&seg, b).unwrap();
+    newer_format(&seg);
     let k = Some(fx.keyring.as_path());
     let o = cli(
         Some(&fx.dir),
