@@ -2084,6 +2084,17 @@ impl Org {
     }
 }
 
+/// Whether a writer holds the lock of the log directory `dir` right now: a shared lock
+/// tried and, if had, released at once (what `verify` and queries ask before passing over
+/// a segment being created). A writer in this process counts too: its lock is another
+/// open file description.
+pub(crate) fn writer_is_live(dir: &Path) -> bool {
+    match crate::segment::open_regular(&dir.join(LOCK_FILE)) {
+        Ok(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
 /// Refuses an org entry `dir` that exists and is not a directory itself
 /// ([`Error::OrgDirUnusable`]): a symbolic link would send the org's evidence to wherever
 /// it points (or read it from there), where `verify` (which does not follow links) never

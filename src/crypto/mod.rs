@@ -234,6 +234,8 @@ pub(crate) struct Signers {
     known: HashMap<KeyId, Signer>,
     /// Ids `keys` has no key for (and, through [`Signers::get_or_unknown`], failed to give).
     unknown: HashSet<KeyId>,
+    /// Ids `keys` failed to give, with the error, through [`Signers::get_or_failed`].
+    failed: HashMap<KeyId, KeyError>,
 }
 
 impl Signers {
@@ -275,6 +277,25 @@ impl Signers {
             self.unknown.insert(id);
         }
         self.known.get(&id)
+    }
+
+    /// As [`Signers::get`], but an error of `keys` is kept and returned again for that id
+    /// without asking `keys` once more: for a query, which reports the failure (once per
+    /// segment and key id) and reads on, so that a failing provider is asked once per id.
+    pub fn get_or_failed(
+        &mut self,
+        keys: &dyn KeyProvider,
+        org: &OrgId,
+        id: KeyId,
+    ) -> Result<Option<&Signer>, KeyError> {
+        if let Some(e) = self.failed.get(&id) {
+            return Err(e.clone());
+        }
+        if let Err(e) = self.get(keys, org, id) {
+            self.failed.insert(id, e.clone());
+            return Err(e);
+        }
+        Ok(self.known.get(&id))
     }
 }
 

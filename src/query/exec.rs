@@ -29,7 +29,7 @@
 //! altered so as to leave the user is one the marks still pick, so its tag check reports
 //! it; a picked record missing from the block is reported too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use super::plan::{Block, Ctx, Expect, Round, Source};
-use crate::crypto::{self, Hash, KeyError, KeyId, Signer, Signers};
+use crate::crypto::{self, Hash, KeyId, Signer, Signers};
 use crate::error::{Error, IntegrityKind};
 use crate::format::index::KeyFields;
 use crate::format::record::{FRAME_HEADER_LEN, FrameError, TAG_LEN, decode_frame};
@@ -167,38 +167,26 @@ pub(crate) struct BatchOut {
     pub bytes: u64,
 }
 
-/// Per-thread verification state: signers by key id, and the ids the key provider failed
-/// to give.
+/// Per-thread verification state: signers by key id. A key the provider failed to give is
+/// not asked for again (every record naming that id gets the same error).
 pub(crate) struct Verifier {
     signers: Signers,
-    /// A failure is kept: the provider is asked once per key id and thread, not once per
-    /// record (every record naming that id gets the same error).
-    failed: HashMap<KeyId, KeyError>,
 }
 
 impl Verifier {
     pub fn new() -> Verifier {
         Verifier {
             signers: Signers::default(),
-            failed: HashMap::new(),
         }
     }
 
     fn signer(&mut self, ctx: &Ctx, id: KeyId) -> Result<Option<&Signer>, Error> {
-        let key_error = |source| Error::Key {
-            org: ctx.org.to_string(),
-            source,
-        };
-        if let Some(e) = self.failed.get(&id) {
-            return Err(key_error(e.clone()));
-        }
-        match self.signers.get(&*ctx.keys, &ctx.org, id) {
-            Ok(s) => Ok(s),
-            Err(e) => {
-                self.failed.insert(id, e.clone());
-                Err(key_error(e))
-            }
-        }
+        self.signers
+            .get_or_failed(&*ctx.keys, &ctx.org, id)
+            .map_err(|source| Error::Key {
+                org: ctx.org.to_string(),
+                source,
+            })
     }
 }
 

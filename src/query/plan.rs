@@ -1200,17 +1200,10 @@ pub(crate) fn short_segment(
     Err(Error::decode(path, None, source))
 }
 
-/// Whether a writer holds the log directory's lock now (as `verify` asks it: a shared lock
-/// tried and, if had, released at once). A writer in this process counts too: its lock is
-/// another open file description.
+/// Whether a writer holds the lock of the log the org directory is in
+/// ([`crate::log::writer_is_live`]).
 fn writer_is_live(place: &Place<'_>) -> bool {
-    let Some(log_dir) = place.dir.parent() else {
-        return false;
-    };
-    match crate::segment::open_regular(&log_dir.join(crate::log::LOCK_FILE)) {
-        Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
+    place.dir.parent().is_some_and(crate::log::writer_is_live)
 }
 
 /// One segment's blocks still to come, in reading order.

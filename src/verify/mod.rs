@@ -74,14 +74,6 @@ pub fn total_bytes(dir: &Path, org: Option<&OrgId>) -> u64 {
         .sum()
 }
 
-/// Whether a writer holds the directory lock right now.
-fn writer_is_live(dir: &Path) -> bool {
-    match crate::segment::open_regular(&dir.join(LOCK_FILE)) {
-        Ok(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
-}
-
 /// Verifies a log directory. `keys: None` checks structure and chain only.
 pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) -> Result<Report> {
     match fs::metadata(dir) {
@@ -97,7 +89,7 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
     }
     let mut report = Report {
         authenticity_checked: keys.is_some(),
-        live_writer: writer_is_live(dir),
+        live_writer: crate::log::writer_is_live(dir),
         ..Report::default()
     };
     let mut orgs: BTreeSet<OrgId> = BTreeSet::new();
@@ -994,7 +986,7 @@ pub fn make_checkpoint_with(
     // deleted or swapped month fails here too, not only damage inside a segment.
     let mut scratch = Report {
         authenticity_checked: true,
-        live_writer: writer_is_live(dir),
+        live_writer: crate::log::writer_is_live(dir),
         ..Report::default()
     };
     let outcomes = verify_org(dir, org, Some(keys), Timestamp::now(), &mut scratch)?;
