@@ -536,23 +536,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     };
                 // A reader that left (`| head`): stop quietly, with the verdict on the orgs
                 // checked so far (1 if one was refused), as query and inspect do.
-                if written.is_err() && STDOUT_CLOSED.load(Ordering::Relaxed) {
-                    return Ok(ExitCode::from(u8::from(refused > 0)));
+                if written.is_err() {
+                    return finish(written, ExitCode::from(u8::from(refused > 0)));
                 }
-                written?;
             }
-            if let Err(e) = out.flush()
-                && !STDOUT_CLOSED.load(Ordering::Relaxed)
-            {
-                return Err(e.into());
-            }
+            let flushed = out.flush();
             if refused > 0 {
                 warn(format_args!(
                     "auditlog: {refused} org(s) refused; the checkpoints printed are those of the orgs that verify"
                 ));
-                return Ok(ExitCode::from(1));
             }
-            Ok(ExitCode::SUCCESS)
+            finish(flushed, ExitCode::from(u8::from(refused > 0)))
         }
         Command::Inspect {
             ref file,
