@@ -391,8 +391,8 @@ struct Inner {
     dir: PathBuf,
     opts: Options,
     read_only: bool,
-    /// The directory's lock file, locked (`flock`), for a writer.
-    lock: Option<File>,
+    /// A writer's locks on the directory and its lock file.
+    lock: Option<WriterLock>,
     orgs: RwLock<HashMap<OrgId, Arc<Org>>>,
     closed: AtomicBool,
     report: Mutex<Vec<RecoveryAction>>,
@@ -479,19 +479,7 @@ impl Log {
                 if !created && source.kind() == std::io::ErrorKind::PermissionDenied => {}
             other => other?,
         }
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
-        }
+        let lock = WriterLock::take(&dir)?;
         let log = Self::assemble(dir, opts, false, Some(lock))?;
         log.recover_dirty()?;
         log.start_flusher();
@@ -517,7 +505,7 @@ impl Log {
         dir: PathBuf,
         mut opts: Options,
         read_only: bool,
-        lock: Option<File>,
+        lock: Option<WriterLock>,
     ) -> Result<Log> {
         // Every call the log makes to the provider (here, in the flusher, in retirement, at
         // close and drop) returns a panic as `KeyError::Panicked` (see `KeyProvider`).
@@ -988,7 +976,7 @@ impl Log {
         // `close` could fail with `Locked`. An unlock that fails leaves the lock to the
         // descriptor's close.
         if let Some(lock) = &self.inner.lock {
-            let _ = lock.unlock();
+            lock.release();
         }
         first_err.or(unreported).map_or(Ok(()), Err)
     }
@@ -2084,10 +2072,59 @@ impl Org {
     }
 }
 
-/// Whether a writer holds the lock of the log directory `dir` right now: a shared lock
-/// tried and, if had, released at once (what `verify` and queries ask before passing over
-/// a segment being created). A writer in this process counts too: its lock is another
-/// open file description.
+/// A writer's two `flock`s, held from [`Log::open`] to [`Log::close`].
+///
+/// - The directory itself, exclusive, tried once: writers shut each other out with it, so
+///   [`Error::Locked`] means another writer and nothing else. Readers never take it.
+/// - `LOCK`, exclusive, waited for: it says a writer is live. Readers probe it with a shared
+///   lock tried and released at once ([`writer_is_live`]), so the only thing that can hold
+///   it against a writer is such a probe, for an instant. Before this lock was split off,
+///   a writer opening during a probe failed with `Locked`.
+struct WriterLock {
+    dir: File,
+    live: File,
+}
+
+impl WriterLock {
+    fn take(dir: &Path) -> Result<WriterLock> {
+        let dir_file = File::open(dir).map_err(|e| Error::io("open log directory", dir, e))?;
+        match dir_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", dir, e)),
+        }
+        let path = dir.join(LOCK_FILE);
+        let live = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        live.lock().map_err(|e| Error::io("lock", &path, e))?;
+        Ok(WriterLock {
+            dir: dir_file,
+            live,
+        })
+    }
+
+    /// Unlocks both, the liveness lock first. An unlock that fails leaves that lock to the
+    /// descriptor's close.
+    fn release(&self) {
+        let _ = self.live.unlock();
+        let _ = self.dir.unlock();
+    }
+}
+
+/// Whether a writer holds the lock of the log directory `dir` right now: a shared lock on
+/// `LOCK` tried and, if had, released at once (what `verify` and queries ask before passing
+/// over a segment being created). A writer in this process counts too: its lock is another
+/// open file description. A writer that opens meanwhile waits for the probe to let go
+/// ([`WriterLock`]); it does not fail.
 pub(crate) fn writer_is_live(dir: &Path) -> bool {
     match crate::segment::open_regular(&dir.join(LOCK_FILE)) {
         Ok(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
@@ -2773,13 +2810,60 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = org_000_keys();
         let log = Log::open(dir.path(), Options::new(keys.clone())).unwrap();
-        let copy = log.inner.lock.as_ref().unwrap().try_clone().unwrap();
+        let lock = log.inner.lock.as_ref().unwrap();
+        let copies = [
+            lock.dir.try_clone().unwrap(),
+            lock.live.try_clone().unwrap(),
+        ];
         log.close().unwrap();
         Log::open(dir.path(), Options::new(keys))
             .unwrap()
             .close()
             .unwrap();
-        drop(copy);
+        drop(copies);
+    }
+
+    /// Readers probe for a live writer (`writer_is_live`, run by `verify` and by queries
+    /// that meet a short segment) with a shared lock taken and released at once. A writer
+    /// opening at that instant used to fail with `Locked`: with a probe running in a loop,
+    /// no run of these 300 opens got through without one. Now it waits for the probe, and
+    /// `Locked` still means a second writer, probes or not.
+    #[test]
+    fn a_probe_for_a_live_writer_never_locks_a_writer_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = org_000_keys();
+        Log::open(dir.path(), Options::new(keys.clone()))
+            .unwrap()
+            .close()
+            .unwrap();
+        let stop = AtomicBool::new(false);
+        let probes = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    writer_is_live(dir.path());
+                    probes.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let opened = (0..300)
+                .map(|_| Log::open(dir.path(), Options::new(keys.clone())))
+                .map(|log| {
+                    let log = log?;
+                    let locked_out = matches!(
+                        Log::open(dir.path(), Options::new(keys.clone())),
+                        Err(Error::Locked { .. })
+                    );
+                    let live = writer_is_live(dir.path());
+                    log.close()?;
+                    Ok((locked_out, live))
+                })
+                .collect::<Result<Vec<_>>>();
+            stop.store(true, Ordering::Relaxed);
+            let opened = opened.unwrap();
+            assert!(opened.iter().all(|&(locked_out, live)| locked_out && live));
+        });
+        assert!(probes.load(Ordering::Relaxed) > 0);
+        assert!(!writer_is_live(dir.path()));
     }
 
     /// `for_each_at_once` (the settling of `sync` and `close`) works on every item whatever
