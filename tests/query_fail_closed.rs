@@ -21,6 +21,7 @@ use auditlog::{
     Durability, Error, Event, IntegrityKind, Key, KeyError, KeyId, KeyProvider, Keyring, Log,
     Options, OrgId, Timestamp,
 };
+use auditlog::verify::{FindingKind, VerifyOptions, verify};
 use support::{copy_dir, index_of, keys_for, org, records, run_query, seg_path, ts, workload_from};
 
 const ORG: &str = "org-000";
@@ -211,6 +212,40 @@ fn a_headerless_segment_without_an_index_is_damage_unless_a_live_writer_creates_
         matches!(e.as_slice(), [Error::Corrupt { file, .. }] if *file == april),
         "{e:#?}"
     );
+}
+
+/// Beside a live writer only the latest part of a month can be a segment being created: a
+/// writer starts a month's next part only after the one before it has a header. An earlier
+/// part without one is damage to `verify` as to the query. `verify` passed it over (the
+/// query reported it) whenever a writer was live.
+#[test]
+fn beside_a_live_writer_only_the_latest_part_may_lack_its_header() {
+    let (base, keys, events) = three_months();
+    let d = copy_of(base.path());
+    let writer = Log::open(d.path(), opts(keys.clone())).unwrap();
+    // April: part 0 cut short, part 1 as it is just after its creation.
+    let (part0, part1) = (
+        seg_path(d.path(), ORG, "2026-04"),
+        seg_path(d.path(), ORG, "2026-04.1"),
+    );
+    std::fs::write(&part0, [0u8; 100]).unwrap();
+    std::fs::File::create(&part1).unwrap();
+    let reader = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+    let (v, e, _) = run_query(reader.query(&org(ORG)));
+    assert_eq!(v.len(), events.len());
+    assert!(
+        matches!(e.as_slice(), [Error::Corrupt { file, .. }] if *file == part0),
+        "{e:#?}"
+    );
+    let report = verify(d.path(), Some(&*keys), &VerifyOptions::default()).unwrap();
+    assert!(report.live_writer);
+    let found: Vec<_> = report
+        .findings
+        .iter()
+        .map(|f| (f.kind, f.file.clone()))
+        .collect();
+    assert_eq!(found, [(FindingKind::ChecksumCorruption, part0)], "{report:#?}");
+    drop(writer);
 }
 
 /// A signed index covering more than a segment has is evidence of removed records, even
