@@ -91,7 +91,10 @@ impl std::fmt::Display for IntegrityKind {
                 write!(f, "HMAC tag does not verify with key {key_id}")
             }
             IntegrityKind::UnknownKey { key_id } => {
-                write!(f, "no key with id {key_id} (the keyring or key provider lacks it)")
+                write!(
+                    f,
+                    "no key with id {key_id} (the keyring or key provider lacks it)"
+                )
             }
             IntegrityKind::SeqMismatch { expected, found } => {
                 write!(f, "seq {found} where {expected} was expected")

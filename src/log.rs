@@ -449,6 +449,10 @@ pub const LOCK_FILE: &str = "LOCK";
 impl Log {
     /// Opens (creating if needed) a log directory for writing.
     ///
+    /// Only the directory itself is created, not missing directories above it: a mistyped
+    /// path fails with [`Error::Io`] (`NotFound`) instead of starting a new log somewhere
+    /// else.
+    ///
     /// Takes an exclusive lock ([`Error::Locked`] if another writer has it), then recovers
     /// every segment that was being written when the last writer stopped without closing:
     /// torn tails are moved to `quarantine/` and cut, mid-file damage is sealed and continued
@@ -459,10 +463,20 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let created = !dir.exists();
-        if created {
-            fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
-        } else if !dir.is_dir() {
+        let created = !dir.exists()
+            && match fs::create_dir(&dir) {
+                Ok(()) => true,
+                // Another process created it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let why = "its parent directory does not exist (the log directory is \
+                               created, its parents are not)";
+                    let e = std::io::Error::new(e.kind(), why);
+                    return Err(Error::io("create log directory", &dir, e));
+                }
+                Err(e) => return Err(Error::io("create log directory", &dir, e)),
+            };
+        if !dir.is_dir() {
             return Err(Error::io(
                 "open log directory",
                 &dir,

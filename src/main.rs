@@ -346,7 +346,6 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         .into(),
                 ));
             }
-            new_log_parent_exists(dir)?;
             let keys = Arc::new(Keyring::open(keyring)?);
             let durability = match durability {
                 DurabilityArg::Always => Durability::Always,
@@ -861,22 +860,6 @@ fn stdout_is_dev_null() -> bool {
                 && out.rdev() == null.rdev()
         }
         _ => false,
-    }
-}
-
-/// `append` creates its log directory, but not the directories above it: a mistyped
-/// `--dir` should not silently start a new log somewhere deep.
-fn new_log_parent_exists(dir: &Path) -> Result<(), Failure> {
-    if dir.exists() {
-        return Ok(());
-    }
-    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) if !parent.is_dir() => Err(Failure(format!(
-            "{}: no such directory, and its parent {} does not exist either; append creates the log directory but not its parents",
-            dir.display(),
-            parent.display()
-        ))),
-        _ => Ok(()),
     }
 }
 

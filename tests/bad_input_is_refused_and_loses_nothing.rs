@@ -807,3 +807,32 @@ fn a_log_directory_that_is_a_file_is_refused_as_one() {
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
+
+/// `Log::open` creates the log directory but not missing directories above it: a mistyped
+/// parent fails, naming the path, and creates nothing (it used to create the whole chain,
+/// starting a new, empty log wherever the typo pointed).
+#[test]
+fn a_log_directory_whose_parent_is_missing_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deep = tmp.path().join("typo").join("log");
+    match Log::open(&deep, Options::new(keys_for(&["acme"]))) {
+        Err(Error::Io { op, path, source }) => {
+            assert_eq!(
+                (op, path.as_path()),
+                ("create log directory", deep.as_path())
+            );
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            assert!(
+                source
+                    .to_string()
+                    .contains("parent directory does not exist")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!tmp.path().join("typo").exists());
+    // One missing level is the log directory itself, and is created.
+    let log = Log::open(tmp.path().join("log"), Options::new(keys_for(&["acme"]))).unwrap();
+    log.close().unwrap();
+    assert!(tmp.path().join("log").join(auditlog::LOCK_FILE).is_file());
+}

@@ -269,7 +269,7 @@ fn a_log_directory_with_a_missing_parent_is_not_created() {
     );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("does not exist either"), "{err}");
+    assert!(err.contains("parent directory does not exist"), "{err}");
     assert!(!fx.dir.exists());
     // One missing level is created, as before.
     let o = append(&fx, &format!("{}\n", line("r1", "")));

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use auditlog::verify::{FindingKind, VerifyOptions, verify};
 use auditlog::{
     Durability, Error, Event, IntegrityKind, Key, KeyError, KeyId, KeyProvider, Keyring, Log,
     Options, OrgId, Timestamp,
 };
-use auditlog::verify::{FindingKind, VerifyOptions, verify};
 use support::{copy_dir, index_of, keys_for, org, records, run_query, seg_path, ts, workload_from};
 
 const ORG: &str = "org-000";
@@ -244,7 +244,11 @@ fn beside_a_live_writer_only_the_latest_part_may_lack_its_header() {
         .iter()
         .map(|f| (f.kind, f.file.clone()))
         .collect();
-    assert_eq!(found, [(FindingKind::ChecksumCorruption, part0)], "{report:#?}");
+    assert_eq!(
+        found,
+        [(FindingKind::ChecksumCorruption, part0)],
+        "{report:#?}"
+    );
     drop(writer);
 }
 
