@@ -218,6 +218,27 @@ pub enum Error {
         source: KeyError,
     },
 
+    /// A record read could not be checked: the key provider failed to give the key its
+    /// tag names (a key it does not have at all is [`IntegrityKind::UnknownKey`]).
+    #[error(
+        "{file} at byte {offset}{}: tag not checked: org {org}, key id {key_id}: {source}",
+        seq_suffix(*seq)
+    )]
+    RecordKey {
+        /// Segment file.
+        file: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// Its sequence number, when known.
+        seq: Option<u64>,
+        /// The org.
+        org: String,
+        /// The key id the record names.
+        key_id: KeyId,
+        /// The provider's failure.
+        source: KeyError,
+    },
+
     /// The event's month was frozen into a cold file; appends to it are refused.
     #[error(
         "month {month} of org {org} is archived (frozen); record a correcting event in a current month instead"

@@ -396,23 +396,33 @@ fn a_missing_key_is_one_error_per_segment_and_key_id() {
         }
     }
 
-    // A provider that fails: one `Error::Key` per segment, and it is asked about each key
-    // id a bounded number of times (per index and reading thread), not once per record.
+    // A provider that fails: one `Error::RecordKey` per segment, naming the segment's first
+    // record (it named only the org), and the provider is asked about each key id a bounded
+    // number of times (per index and reading thread), not once per record.
     let failing = Hiding::new(&keys, None, true);
     let log = Log::open_read_only(base.path(), opts(failing.clone())).unwrap();
     let (v, e, s) = run_query(log.query(&org(ORG)).threads(1));
     assert!(v.is_empty());
-    assert_eq!(e.len(), 3, "{e:#?}");
-    assert!(
-        e.iter().all(|e| matches!(
-            e,
-            Error::Key {
+    let files: Vec<_> = e
+        .iter()
+        .map(|e| match e {
+            Error::RecordKey {
+                file,
+                offset: 256,
+                seq: Some(_),
+                org,
+                key_id: KeyId(1),
                 source: KeyError::Provider(_),
-                ..
-            }
-        )),
-        "{e:#?}"
-    );
+            } if org == ORG => file.clone(),
+            other => panic!("{other:#?}"),
+        })
+        .collect();
+    let months = ["2026-01", "2026-02", "2026-03"];
+    let want: Vec<_> = months
+        .iter()
+        .map(|m| seg_path(base.path(), ORG, m))
+        .collect();
+    assert_eq!(files, want);
     assert_eq!(s.unchecked, events.len() as u64);
     let asked = failing.lookups.load(Ordering::Relaxed);
     assert!(

@@ -180,13 +180,8 @@ impl Verifier {
         }
     }
 
-    fn signer(&mut self, ctx: &Ctx, id: KeyId) -> Result<Option<&Signer>, Error> {
-        self.signers
-            .get_or_failed(&*ctx.keys, &ctx.org, id)
-            .map_err(|source| Error::Key {
-                org: ctx.org.to_string(),
-                source,
-            })
+    fn signer(&mut self, ctx: &Ctx, id: KeyId) -> Result<Option<&Signer>, crate::crypto::KeyError> {
+        self.signers.get_or_failed(&*ctx.keys, &ctx.org, id)
     }
 }
 
@@ -443,7 +438,17 @@ fn run_block(
         } else if let Some(h) = &hash {
             let id = fields.key_id;
             problem = match v.signer(ctx, id) {
-                Err(e) => Some(Item::Unchecked(id, e)),
+                Err(source) => Some(Item::Unchecked(
+                    id,
+                    Error::RecordKey {
+                        file: path.clone(),
+                        offset: off,
+                        seq: Some(seq),
+                        org: ctx.org.to_string(),
+                        key_id: id,
+                        source,
+                    },
+                )),
                 Ok(None) => Some(Item::Unchecked(
                     id,
                     Error::Integrity {

@@ -411,8 +411,8 @@ pub struct QueryStats {
     /// Records read whose tag could not be checked, because the key provider has no key
     /// of the id they name for the org, or failed to give it; none is returned. Only the
     /// first of them per segment and key id is an error item (naming its file, offset and
-    /// seq, and the key id: [`IntegrityKind::UnknownKey`], or the provider's
-    /// [`Error::Key`]); the others are counted here only.
+    /// seq, and the key id: [`IntegrityKind::UnknownKey`], or [`Error::RecordKey`] with the
+    /// provider's failure); the others are counted here only.
     pub unchecked: u64,
 }
 

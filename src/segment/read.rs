@@ -74,13 +74,12 @@ impl SegmentReader {
         self.off
     }
 
-    fn signer(&mut self, org: &OrgId, id: KeyId) -> Result<Option<&Signer>> {
-        self.signers
-            .get(&*self.keys, org, id)
-            .map_err(|source| Error::Key {
-                org: org.to_string(),
-                source,
-            })
+    fn signer(
+        &mut self,
+        org: &OrgId,
+        id: KeyId,
+    ) -> std::result::Result<Option<&Signer>, crate::crypto::KeyError> {
+        self.signers.get(&*self.keys, org, id)
     }
 
     fn read_next(&mut self) -> Option<Result<VerifiedEvent>> {
@@ -158,7 +157,14 @@ impl SegmentReader {
         self.next_seq = fields.seq.saturating_add(1);
         if result.is_ok() {
             result = match self.signer(&org, fields.key_id) {
-                Err(e) => Err(e),
+                Err(source) => Err(Error::RecordKey {
+                    file: path.clone(),
+                    offset: off,
+                    seq: Some(fields.seq),
+                    org: org.to_string(),
+                    key_id: fields.key_id,
+                    source,
+                }),
                 Ok(None) => Err(integrity(IntegrityKind::UnknownKey {
                     key_id: fields.key_id,
                 })),
