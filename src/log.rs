@@ -565,9 +565,9 @@ impl Log {
         )
     }
 
-    /// For the query layer: hands records of `org` still buffered in this process to the
-    /// OS, so a query sees every append that returned (errors poison the writer and are
-    /// reported by the next append).
+    /// Hands records of `org` still buffered in this process to the OS, so a query, a scan
+    /// or the stats see every append that returned, whatever the durability (errors poison
+    /// the writer and are reported by the next append).
     pub(crate) fn hand_buffers_to_os(&self, org: &OrgId) {
         let org = self.inner.orgs.read().get(org).cloned();
         if let Some(org) = org {
@@ -862,6 +862,7 @@ impl Log {
     /// shorter than its header is passed over as a query passes it over (being created by a
     /// live writer, no index saying it held records), else it is an `Err` too.
     pub fn scan(&self, org: &OrgId) -> Result<Scan> {
+        self.hand_buffers_to_os(org);
         let segments = self.segments(org)?;
         Ok(Scan {
             dir: self.inner.dir.join(org.as_str()),
@@ -882,6 +883,7 @@ impl Log {
     pub fn stats(&self) -> Result<Vec<MonthStats>> {
         let mut out = Vec::new();
         for org in list_orgs(&self.inner.dir)? {
+            self.hand_buffers_to_os(&org);
             let dir = self.inner.dir.join(org.as_str());
             let mut by_month: BTreeMap<Month, MonthStats> = BTreeMap::new();
             let ids = list_segments(&dir)?;
@@ -2533,6 +2535,31 @@ mod tests {
         let ring = Keyring::in_memory();
         ring.rotate(&OrgId::new("org-000").unwrap()).unwrap();
         Arc::new(ring)
+    }
+
+    /// Review finding: under `Never` a scan and the stats missed appends that had returned
+    /// (0 of 3, while a query saw all 3): records still in the writer's buffer were not
+    /// handed to the OS first, as a query hands them.
+    #[test]
+    fn scan_and_stats_see_every_append_that_returned_under_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = OrgId::new("org-000").unwrap();
+        let opts = Options::new(org_000_keys()).durability(Durability::Never);
+        let log = Log::open(dir.path(), opts).unwrap();
+        let events: Vec<Event> = Workload::new(WorkloadConfig {
+            events: 3,
+            orgs: 1,
+            ..WorkloadConfig::default()
+        })
+        .collect();
+        for e in &events {
+            log.append(e).unwrap();
+        }
+        let scanned: Vec<_> = log.scan(&org).unwrap().collect::<Result<_>>().unwrap();
+        assert_eq!(scanned.len(), 3);
+        let stats = log.stats().unwrap();
+        assert_eq!(stats.iter().map(|m| m.events).sum::<u64>(), 3);
+        log.close().unwrap();
     }
 
     /// Issue #2 (retirement thrash with more active months than `max_open_writers`): a
