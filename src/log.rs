@@ -1250,6 +1250,7 @@ impl Inner {
         {
             return parked.check_append(n);
         }
+        check_org_dir(&org.dir, &org.id)?;
         if org.dir.join(cold_file_name(month)).exists() {
             return Err(Error::MonthFrozen {
                 org: org.id.to_string(),

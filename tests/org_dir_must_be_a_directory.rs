@@ -25,7 +25,7 @@ use support::{file_names, january_of, keys_for};
 
 #[test]
 fn an_org_entry_that_is_not_a_directory_is_refused_and_nothing_is_written() {
-    let keys = keys_for(&["acme", "other"]);
+    let keys = keys_for(&["aaa", "acme", "other"]);
     let root = tempfile::tempdir().unwrap();
     let elsewhere = root.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
@@ -64,6 +64,13 @@ fn an_org_entry_that_is_not_a_directory_is_refused_and_nothing_is_written() {
         assert!(e.to_string().contains("not a directory"), "{name}: {e}");
         let e = log.append_batch(&january_of("acme", 2, 3)).unwrap_err();
         assert!(matches!(e, Error::OrgDirUnusable { .. }), "{name}: {e}");
+        // A batch with an org whose checks come first is refused before anything is
+        // created for either (it used to create that org's segment, empty).
+        let mut mixed = january_of("aaa", 1, 5);
+        mixed.extend(january_of("acme", 1, 6));
+        let e = log.append_batch(&mixed).unwrap_err();
+        assert!(matches!(e, Error::OrgDirUnusable { .. }), "{name}: {e}");
+        assert!(!dir.join("aaa").exists(), "{name}");
         // Other orgs go on.
         log.append_batch(&january_of("other", 2, 4)).unwrap();
         // Nor is it read through.
