@@ -169,12 +169,13 @@ impl Keyring {
 
     /// Adds a given key as the new signing key (for keys that come from elsewhere).
     pub fn add_key(&self, org: &OrgId, key: Key, created_at: Timestamp) -> Result<KeyId, KeyError> {
-        self.update(|orgs| Ok((push_key(orgs, org, key, created_at), true)))
+        self.update(|orgs| Ok((push_key(orgs, org, key, created_at)?, true)))
     }
 
     /// Rotates `org`'s key if `policy` says it is due at `now`, or if it has none. Decided
     /// again under the file's lock, on the file as it is then: of several processes that
-    /// find a rotation due at once, one rotates.
+    /// find a rotation due at once, one rotates. The new key is dated `now`, so the next
+    /// call with the same clock finds nothing due, whatever the machine's clock says.
     pub fn rotate_if_due(
         &self,
         org: &OrgId,
@@ -190,7 +191,7 @@ impl Keyring {
             if !due(orgs, org, now, policy) {
                 return Ok((None, false));
             }
-            let id = push_key(orgs, org, Key::generate()?, Timestamp::now());
+            let id = push_key(orgs, org, Key::generate()?, now)?;
             Ok((Some(id), true))
         })
     }
@@ -462,18 +463,26 @@ fn merge(
     Ok(on_disk)
 }
 
-/// Adds `key` to `org` under the next id and makes it the signing key.
+/// Adds `key` to `org` under the next id and makes it the signing key. Past id
+/// `u32::MAX` there is no next id: [`KeyError::KeyIdsExhausted`], nothing changed (the
+/// next id used to wrap to 0 and replace a key).
 fn push_key(
     orgs: &mut BTreeMap<OrgId, OrgKeys>,
     org: &OrgId,
     key: Key,
     created_at: Timestamp,
-) -> KeyId {
+) -> Result<KeyId, KeyError> {
     let entry = orgs.entry(org.clone()).or_default();
-    let id = KeyId(entry.keys.keys().next_back().map_or(1, |k| k.0 + 1));
+    let next = match entry.keys.keys().next_back() {
+        None => Some(1),
+        Some(last) => last.0.checked_add(1),
+    };
+    let id = KeyId(next.ok_or_else(|| KeyError::KeyIdsExhausted {
+        org: org.to_string(),
+    })?);
     entry.keys.insert(id, (key, created_at));
     entry.active = Some(id);
-    id
+    Ok(id)
 }
 
 /// Whether `org` needs a new key at `now` under `policy`.
@@ -608,6 +617,39 @@ mod tests {
                 .unwrap(),
             Some(KeyId(2))
         );
+        // The new key is dated by the clock given, not the machine's: a clock ahead of the
+        // machine's (simulated, or event time) used to rotate again on every call.
+        let later = Timestamp::parse("2099-01-01").unwrap();
+        let policy = RotationPolicy::Quarterly;
+        assert_eq!(
+            ring.rotate_if_due(&a, later, policy).unwrap(),
+            Some(KeyId(3))
+        );
+        assert_eq!(ring.rotate_if_due(&a, later, policy).unwrap(), None);
+    }
+
+    /// An org at key id `u32::MAX` has no next id: rotating is refused and changes nothing.
+    /// The id used to wrap to 0, and a second rotation replaced that key in the file.
+    #[test]
+    fn rotation_past_the_last_key_id_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let last = u32::MAX;
+        let secret = "ab".repeat(32);
+        let text = format!(
+            r#"{{"format":"auditlog-keyring","version":1,"orgs":{{"a":{{"active":{last},"keys":[{{"id":{last},"created_at":"2026-01-01T00:00:00Z","secret":"{secret}"}}]}}}}}}"#
+        );
+        fs::write(&path, &text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let ring = Keyring::open(&path).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                ring.rotate(&org("a")),
+                Err(KeyError::KeyIdsExhausted { org }) if org == "a"
+            ));
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(ring.signing_key(&org("a")).unwrap().0, KeyId(last));
     }
 
     /// Independent `Keyring`s on one file (as separate processes would hold), all adding keys

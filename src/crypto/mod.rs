@@ -127,6 +127,15 @@ pub enum KeyError {
         /// The org.
         org: String,
     },
+    /// The org's newest key id is `u32::MAX`: no id is left for another key.
+    #[error(
+        "org {org} has used every key id (up to {}); no key can be added",
+        u32::MAX
+    )]
+    KeyIdsExhausted {
+        /// The org.
+        org: String,
+    },
     /// The provider does not know this key id.
     #[error("org {org} has no key with id {key_id}")]
     UnknownKey {
