@@ -135,23 +135,34 @@ impl Quarantine {
         name: &str,
     ) -> Result<PathBuf> {
         let (out, dest) = self.create_with(&|n| numbered(name, n), 0o444)?;
-        let mut buf = vec![0u8; COPY_CHUNK.min(len) as usize];
-        let mut done = 0;
-        while done < len {
-            let n = COPY_CHUNK.min(len - done) as usize;
-            let chunk = buf.get_mut(..n).unwrap_or_default();
-            src.read_exact_at(chunk, start + done)
-                .map_err(|e| Error::io("read for quarantine", src_path, e))?;
-            if chunk.iter().any(|&b| b != 0) {
-                out.write_all_at(chunk, done)
-                    .map_err(|e| Error::io("write quarantine file", &dest, e))?;
+        let copied = (|| {
+            let mut buf = vec![0u8; COPY_CHUNK.min(len) as usize];
+            let mut done = 0;
+            while done < len {
+                let n = COPY_CHUNK.min(len - done) as usize;
+                let chunk = buf.get_mut(..n).unwrap_or_default();
+                src.read_exact_at(chunk, start + done)
+                    .map_err(|e| Error::io("read for quarantine", src_path, e))?;
+                if chunk.iter().any(|&b| b != 0) {
+                    out.write_all_at(chunk, done)
+                        .map_err(|e| Error::io("write quarantine file", &dest, e))?;
+                }
+                done += n as u64;
             }
-            done += n as u64;
+            // The length, including a trailing run of zeros never written.
+            out.set_len(len)
+                .and_then(|()| out.sync_all())
+                .map_err(|e| Error::io("write quarantine file", &dest, e))
+        })();
+        if let Err(e) = copied {
+            // An incomplete copy is no evidence (the bytes are still in `src`, which the
+            // caller leaves as it is), and one left behind per failed attempt would use up
+            // the names ([`MAX_NAMES`]) while a disk stays full.
+            if let Some(file) = dest.file_name() {
+                let _ = rustix::fs::unlinkat(&self.dir, file, AtFlags::empty());
+            }
+            return Err(e);
         }
-        // The length, including a trailing run of zeros never written.
-        out.set_len(len)
-            .and_then(|()| out.sync_all())
-            .map_err(|e| Error::io("write quarantine file", &dest, e))?;
         Ok(dest)
     }
 
@@ -349,6 +360,36 @@ mod tests {
 
     /// A name already taken, by a dangling symbolic link, a link to a file elsewhere, a
     /// file or a directory, is left as it is and the next free name is used.
+    /// Review finding: a copy that failed (a full disk) left its empty file behind, one more
+    /// per retried append, until the names ran out and the month refused appends for good.
+    #[test]
+    fn a_failed_copy_leaves_no_file() {
+        let root = tempfile::tempdir().unwrap();
+        let org_dir = root.path().join("acme");
+        std::fs::create_dir(&org_dir).unwrap();
+        let q = Quarantine::open(&org_dir, &org()).unwrap();
+        let src_path = root.path().join("src");
+        std::fs::write(&src_path, b"0123456789").unwrap();
+        let src = File::open(&src_path).unwrap();
+        for _ in 0..3 {
+            // Past the source's end: the read fails after the copy's file was created.
+            let e = q.copy_in(&src, &src_path, 2, 50, "x").unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Io {
+                        op: "read for quarantine",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(q.path()).unwrap().count(), 0);
+        let dest = q.copy_in(&src, &src_path, 2, 5, "x").unwrap();
+        assert_eq!(dest, q.path().join("x"));
+    }
+
     #[test]
     fn taken_names_are_skipped_never_written_through() {
         let root = tempfile::tempdir().unwrap();
