@@ -505,12 +505,13 @@ impl Log {
     pub fn open_read_only(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        if !dir.is_dir() {
-            return Err(Error::io(
-                "open log directory",
-                &dir,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
-            ));
+        match fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory");
+                return Err(Error::io("open log directory", &dir, e));
+            }
+            Err(e) => return Err(Error::io("open log directory", &dir, e)),
         }
         Self::assemble(dir, opts, true, None)
     }

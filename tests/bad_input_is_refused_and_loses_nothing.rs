@@ -801,11 +801,21 @@ fn a_log_directory_that_is_a_file_is_refused_as_one() {
             Err(Error::Io { op, path, source }) => {
                 assert_eq!((op, path.as_path()), ("open log directory", file.as_path()));
                 assert!(source.to_string().contains("not a directory"), "{source}");
+                assert_eq!(source.kind(), std::io::ErrorKind::NotADirectory);
             }
             other => panic!("{other:?}"),
         }
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    // A missing one is reported as missing to a reader (it said "not a directory").
+    let missing = tmp.path().join("missing");
+    match Log::open_read_only(&missing, Options::new(keys_for(&["acme"]))) {
+        Err(Error::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            assert!(!source.to_string().contains("not a directory"), "{source}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// `Log::open` creates the log directory but not missing directories above it: a mistyped
