@@ -2022,7 +2022,19 @@ impl Inner {
                 let path = org.dir.join(segment_file_name(tail));
                 return frozen_link(&path, tail, self.opts.index_interval).map(Some);
             }
-            _ => self.open_writer(org, segs, tail.month)?,
+            // A month whose recovery fails takes no appends until it is repaired, and must
+            // not block the org's new months (it did: each new month's link reopened it and
+            // failed with its error). Linked as a frozen one, over its valid records; the
+            // original error if even that cannot be read.
+            _ => match self.open_writer(org, segs, tail.month) {
+                Ok(w) => w,
+                Err(e) => {
+                    let path = org.dir.join(segment_file_name(tail));
+                    return frozen_link(&path, tail, self.opts.index_interval)
+                        .map(Some)
+                        .map_err(|_| e);
+                }
+            },
         };
         // A link must only name records that are on disk: under `Never` or `Interval` the
         // tail may hold buffered records a crash would lose, and a link to them would later
@@ -2179,10 +2191,14 @@ fn read_header(path: &Path) -> Result<(SegmentHeader, crate::crypto::Hash)> {
 }
 
 /// The link to a segment that takes no more appends: its valid records and chain head.
+/// The file is fsynced first: a link must name only durable records, and a process that
+/// died without a crash of the machine may have left the last ones in the page cache only.
 fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink> {
     let (header, genesis) = read_header(path)?;
     let file =
         crate::segment::open_regular(path).map_err(|e| Error::io("open segment", path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fsync segment", path, e))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat segment", path, e))?

@@ -226,3 +226,43 @@ fn a_link_at_the_torn_tail_copys_name_is_skipped() {
     assert_eq!(log.append(&january_of(ORG, 1, 9)[0]).unwrap().seq, 5);
     log.close().unwrap();
 }
+
+/// The month whose recovery is refused is the org's newest segment: only that month waits
+/// for the repair. New months used to be refused with its error too (each one's `prev` link
+/// reopened it). They link to its valid records, and once `quarantine` is a directory
+/// again the month recovers and the whole log verifies.
+#[test]
+fn a_refused_newest_month_does_not_block_new_months() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG, "other"]);
+    log_with_records(dir.path(), &keys);
+    let february = dir.path().join(ORG).join("2026-02.seg");
+    let mut f = OpenOptions::new().append(true).open(&february).unwrap();
+    f.write_all(&[0xab; 40]).unwrap();
+    drop(f);
+    let torn = fs::read(&february).unwrap();
+    let q = dir.path().join(ORG).join("quarantine");
+    fs::write(&q, b"not mine").unwrap();
+
+    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let e = log.append(&february_of(ORG, 1, 7)[0]).unwrap_err();
+    assert!(matches!(e, Error::QuarantineUnusable { .. }), "{e}");
+    let at = |day: &str| support::event(ORG, support::ts(day), None, "booking.created", "bk_1");
+    assert_eq!(log.append(&at("2026-03-05")).unwrap().seq, 0);
+    assert_eq!(log.append(&at("2026-01-30")).unwrap().seq, 5);
+    log.close().unwrap();
+    assert_eq!(fs::read(&february).unwrap(), torn);
+
+    fs::remove_file(&q).unwrap();
+    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    assert!(
+        log.recovery_report()
+            .iter()
+            .any(|a| matches!(a, RecoveryAction::TornTailQuarantined { .. })),
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_eq!(log.append(&at("2026-02-20")).unwrap().seq, 2);
+    log.close().unwrap();
+    support::assert_only_quarantined_data(dir.path(), &*keys);
+}
