@@ -2026,8 +2026,11 @@ impl Inner {
             // not block the org's new months (it did: each new month's link reopened it and
             // failed with its error). Linked as a frozen one, over its valid records; the
             // original error if even that cannot be read.
+            // A key the provider cannot give, or whose secret fails the org's records
+            // (`KeyError::WrongKey`), is the org's problem, not the month's: no fallback.
             _ => match self.open_writer(org, segs, tail.month) {
                 Ok(w) => w,
+                Err(e @ Error::Key { .. }) => return Err(e),
                 Err(e) => {
                     let path = org.dir.join(segment_file_name(tail));
                     return frozen_link(&path, tail, self.opts.index_interval)

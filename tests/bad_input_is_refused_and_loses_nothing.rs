@@ -846,3 +846,71 @@ fn a_log_directory_whose_parent_is_missing_is_refused() {
     log.close().unwrap();
     assert!(tmp.path().join("log").join(auditlog::LOCK_FILE).is_file());
 }
+
+/// Review finding: a log reopened with another keyring holding the same key ids (other
+/// secrets) rebuilt each index over under the wrong key, the authentic one gone, and went on
+/// appending, so the segment then verified under neither keyring. Now recovery finds that
+/// not one record verifies and refuses the month, changing nothing; a new month, whose
+/// `prev` link would need that month, is refused the same way. The right keyring then
+/// recovers and appends as before.
+#[test]
+fn a_wrong_keyring_with_the_same_key_ids_is_refused_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let right = keys_for(&["acme"]);
+    let (log, mut sent) = seeded(tmp.path(), Options::new(right.clone()), 20);
+    log.close().unwrap();
+    let files: Vec<_> = file_names(&tmp.path().join("acme"))
+        .into_iter()
+        .map(|n| {
+            let p = tmp.path().join("acme").join(&n);
+            (n, fs::read(p).unwrap())
+        })
+        .collect();
+
+    let wrong = keys_for(&["acme"]);
+    let log = Log::open(tmp.path(), Options::new(wrong.clone())).unwrap();
+    let report = log.recovery_report();
+    assert!(
+        report.iter().all(|a| matches!(
+            a,
+            auditlog::RecoveryAction::RecoveryFailed { error, .. } if error.contains("wrong keyring")
+        )) && !report.is_empty(),
+        "{report:?}"
+    );
+    let mut later = sent[0].0.clone();
+    later.occurred_at = support::ts("2027-06-01");
+    for e in [&sent[0].0, &later] {
+        match log.append(e) {
+            Err(
+                e @ Error::Key {
+                    source: KeyError::WrongKey { records, .. },
+                    ..
+                },
+            ) => {
+                assert!(records > 0);
+                assert!(e.is_refusal());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    log.close().unwrap();
+    for (name, bytes) in &files {
+        assert_eq!(
+            &fs::read(tmp.path().join("acme").join(name)).unwrap(),
+            bytes,
+            "{name}"
+        );
+    }
+    assert_eq!(file_names(&tmp.path().join("acme")).len(), files.len());
+
+    let log = Log::open(tmp.path(), Options::new(right.clone())).unwrap();
+    assert!(
+        log.recovery_report().is_empty(),
+        "{:?}",
+        log.recovery_report()
+    );
+    let r = log.append(&later).unwrap();
+    sent.push((later, r));
+    log.close().unwrap();
+    assert_intact(tmp.path(), right, &sent);
+}

@@ -127,6 +127,22 @@ pub enum KeyError {
         /// The org.
         org: String,
     },
+    /// Not one record of a segment whose index could not vouch for it verifies with the
+    /// keys the provider gave for their key ids: a wrong keyring or key provider for this
+    /// log (same ids, other secrets), or every record altered. Recovery refuses the month
+    /// rather than rebuild its index and append under those keys.
+    #[error(
+        "not one of the {records} records of {file} that were checked verifies with the key \
+         provider's key for its key id: a wrong keyring or key provider for this log, or \
+         every record altered (run verify). Nothing was changed, and the month takes no \
+         appends"
+    )]
+    WrongKey {
+        /// The segment file.
+        file: std::path::PathBuf,
+        /// Records checked.
+        records: u64,
+    },
     /// The org's newest key id is `u32::MAX`: no id is left for another key.
     #[error(
         "org {org} has used every key id (up to {}); no key can be added",

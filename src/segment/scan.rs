@@ -745,6 +745,9 @@ pub(crate) struct Tags<'a> {
     signers: Signers,
     /// The segment's month, `[start, last]`, when known.
     month: Option<(Timestamp, Timestamp)>,
+    /// Records checked with a key the provider gave, and how many of them failed.
+    pub checked: u64,
+    pub failed: u64,
 }
 
 impl<'a> Tags<'a> {
@@ -754,6 +757,8 @@ impl<'a> Tags<'a> {
             keys,
             signers: Signers::default(),
             month: None,
+            checked: 0,
+            failed: 0,
         }
     }
 
@@ -770,8 +775,19 @@ impl<'a> Tags<'a> {
     /// Whether `tag` is the tag of chain hash `hash` under key `id` (false for a key that
     /// is unknown or cannot be had).
     pub(crate) fn authentic(&mut self, id: KeyId, hash: &Hash, tag: &Tag) -> bool {
-        let signer = self.signers.get_or_unknown(self.keys, self.org, id);
-        signer.is_some_and(|s| s.verify_record(self.org, hash, tag))
+        let Some(signer) = self.signers.get_or_unknown(self.keys, self.org, id) else {
+            return false;
+        };
+        let ok = signer.verify_record(self.org, hash, tag);
+        self.checked += 1;
+        self.failed += u64::from(!ok);
+        ok
+    }
+
+    /// Whether records were checked and not one verified: the provider's keys are not the
+    /// ones that signed them (or every record was altered).
+    pub(crate) fn none_verified(&self) -> bool {
+        self.checked > 0 && self.failed == self.checked
     }
 }
 
