@@ -350,10 +350,24 @@ struct OrgSegments {
     /// every segment in it, so each process fsyncs the log directory once before its first
     /// segment in the org.
     dir_durable: bool,
+    /// Records a segment held by what other segments' `prev` and `continues` links say (the
+    /// largest count naming it): they were durable when the link was written, so recovery
+    /// never takes fewer for a torn tail (`recover::recover`).
+    linked: HashMap<SegmentId, u64>,
     /// Months whose writer [`Inner::open_writer`] is opening now (in this call stack: `segs`
     /// is held throughout). Opening one needs the org's tail for its `prev` link, which may
     /// mean opening another month's writer, never this one's again.
     opening: Vec<Month>,
+}
+
+impl OrgSegments {
+    /// Keeps what `header`'s links say of the segments they name ([`OrgSegments::linked`]).
+    fn note_links(&mut self, header: &SegmentHeader) {
+        for link in [&header.prev, &header.continues].into_iter().flatten() {
+            let n = self.linked.entry(link.segment).or_insert(0);
+            *n = (*n).max(link.count);
+        }
+    }
 }
 
 /// A segment whose writer this process retired, as the writer left it.
@@ -1493,7 +1507,11 @@ impl Inner {
         // was damaged and is continued again, never resumed.
         let mut continued = false;
         loop {
-            match recover::recover(&org.dir, &org.id, id, keys, interval, closed_as, continued)? {
+            let linked = segs.linked.get(&id).copied().unwrap_or(0);
+            let found = recover::recover(
+                &org.dir, &org.id, id, keys, interval, closed_as, continued, linked,
+            )?;
+            match found {
                 Recovered::Ready {
                     header,
                     genesis,
@@ -2064,6 +2082,7 @@ impl Inner {
             segs.dir_durable = true;
         }
         let (id, ordinal) = (header.id, header.ordinal);
+        segs.note_links(&header);
         let w = SegmentWriter::create(&org.dir, header, self.opts.index_interval)?;
         segs.latest.insert(id.month, id);
         segs.tail = Some((ordinal, id));
@@ -2241,9 +2260,10 @@ fn load_catalog(dir: &Path) -> OrgSegments {
                 if segs.tail.is_none_or(|(o, _)| h.ordinal >= o) {
                     segs.tail = Some((h.ordinal, id));
                 }
-                if let Some(prev) = h.prev {
+                if let Some(prev) = &h.prev {
                     named.insert(prev.segment);
                 }
+                segs.note_links(&h);
             }
             // A header that fails its checks; not one shorter than a header (a crash while
             // creating it: recovery moves it aside and it never had an ordinal on disk), nor

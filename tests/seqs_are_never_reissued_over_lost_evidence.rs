@@ -180,3 +180,60 @@ fn unreadable_records_at_the_end_of_a_damaged_part_keep_their_seqs() {
     log.close().unwrap();
     assert_eq!(seq, 8 + room, "seqs 8 and 9 were acknowledged");
 }
+
+/// Review finding: January's index is stale (a killed writer: it covers 3 records), and
+/// February's `prev` link says January held 10, fsynced before the link was written. Then
+/// January loses its end from inside record 8, or exactly at its start. Recovery took that
+/// for a torn tail (it lies past the index), cut it, and handed out seq 8 again. Now the
+/// link counts as an index would: January is sealed and continued past seq 9 (and past
+/// every seq the bytes left after its last readable record could hold), nothing is cut,
+/// and `verify` reports it. (Seqs 10 and 11 left no trace on disk that the cut did not
+/// take: nothing can keep them from being issued again.)
+#[test]
+fn records_a_later_segments_link_names_are_never_taken_for_a_torn_tail() {
+    for inside in [50, 0] {
+        let d = tempfile::tempdir().unwrap();
+        let keys = keys_for(&[ORG]);
+        let log = Log::open(d.path(), opts(&keys)).unwrap();
+        log.append_batch(&january_of(ORG, 3, 1)).unwrap();
+        log.close().unwrap();
+        let stale = fs::read(part(d.path(), "2026-01.idx")).unwrap();
+        let log = Log::open(d.path(), opts(&keys)).unwrap();
+        for e in january_of(ORG, 7, 2) {
+            log.append(&e).unwrap();
+        }
+        log.append(&february_of(ORG, 1, 3)[0]).unwrap();
+        let last = log.append_batch(&january_of(ORG, 2, 4)).unwrap();
+        assert_eq!(last[1].seq, 11);
+        drop(log);
+        let feb = SegmentHeader::decode(&fs::read(part(d.path(), "2026-02.seg")).unwrap()[..256])
+            .unwrap();
+        assert_eq!(feb.prev.as_ref().map(|l| l.count), Some(10));
+        fs::write(part(d.path(), "2026-01.idx"), &stale).unwrap();
+        let seg = part(d.path(), "2026-01.seg");
+        let bytes = fs::read(&seg).unwrap();
+        let cut_at = records(&bytes)[8].off + inside;
+        fs::write(&seg, &bytes[..cut_at]).unwrap();
+
+        let log = Log::open(d.path(), opts(&keys)).unwrap();
+        let report = log.recovery_report();
+        assert!(
+            !report
+                .iter()
+                .any(|a| matches!(a, RecoveryAction::TornTailQuarantined { .. })),
+            "{inside}: {report:?}"
+        );
+        assert!(
+            report
+                .iter()
+                .any(|a| matches!(a, RecoveryAction::SegmentSealed { .. })),
+            "{inside}: {report:?}"
+        );
+        let seq = log.append(&january_of(ORG, 1, 5)[0]).unwrap().seq;
+        log.close().unwrap();
+        assert!(seq >= 10, "{inside}: seq {seq} was issued before");
+        assert_eq!(fs::read(&seg).unwrap(), &bytes[..cut_at], "{inside}");
+        let r = auditlog::verify::verify(d.path(), Some(&*keys), &Default::default()).unwrap();
+        assert!(!r.is_intact(), "{inside}");
+    }
+}

@@ -393,6 +393,7 @@ fn open_to_recover(path: &Path, sealed: bool) -> Result<(File, fs::Metadata, boo
 ///
 /// Before [`Recovered::Damaged`] returns, the file is fsynced: the continuation's links
 /// name its records, and links name durable records only (FORMAT.md §6).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn recover(
     dir: &Path,
     org: &OrgId,
@@ -401,6 +402,7 @@ pub(crate) fn recover(
     interval: u32,
     closed_as: Option<FileStamp>,
     continued: bool,
+    linked: u64,
 ) -> Result<Recovered> {
     let path = dir.join(segment_file_name(id));
     let (file, meta, sealed) = open_to_recover(&path, continued)?;
@@ -606,6 +608,36 @@ pub(crate) fn recover(
         sync_damaged(&file, &path)?;
         return Ok(Recovered::Damaged {
             seq_floor: seqs_through_damage(&header, &outcome.tally, len, Some(&index)),
+            header: Some(header),
+            outcome,
+        });
+    }
+    // Another segment's link says this one held `linked` records, fsynced before the link
+    // was written: fewer now is not a crash's tear, however the file ends (even cut at a
+    // record boundary). Sealed and continued past every seq the link vouches for, as for
+    // a file an authentic index contradicts; never cut, never reissued.
+    if outcome.tally.count < linked {
+        let mut outcome = outcome;
+        if outcome.damage.is_empty() {
+            let at = outcome.tally.valid_end;
+            outcome.damage.push(DamageRange {
+                start: at,
+                end: at.max(len),
+                cause: DamageCause::Corrupt(DecodeError {
+                    structure: "segment",
+                    field: "records a later segment's link names",
+                    offset: at,
+                    kind: DecodeErrorKind::Invalid(
+                        "the file ends before the records another segment's link says it held",
+                    ),
+                }),
+            });
+        }
+        sync_damaged(&file, &path)?;
+        let floor = seqs_through_damage(&header, &outcome.tally, len, indexed.as_ref())
+            .max(header.first_seq.saturating_add(linked));
+        return Ok(Recovered::Damaged {
+            seq_floor: floor,
             header: Some(header),
             outcome,
         });
