@@ -273,16 +273,30 @@ fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> Result<OrgFiles> {
             continue;
         }
         if name == QUARANTINE_DIR && entry.file_type().is_ok_and(|t| t.is_dir()) {
-            for q in fs::read_dir(&path).into_iter().flatten().flatten() {
-                let len = q.metadata().map_or(0, |m| m.len());
-                findings.push(
-                    Finding::new(
-                        FindingKind::QuarantinedData,
-                        q.path(),
-                        "recovery moved these bytes aside (torn tail or damage report): inspect them",
-                    )
-                    .at(0, len),
-                );
+            // One that cannot be listed is said so: its warnings used to vanish.
+            let listed = fs::read_dir(&path).and_then(|entries| {
+                for q in entries {
+                    let q = q?;
+                    let len = q.metadata().map_or(0, |m| m.len());
+                    findings.push(
+                        Finding::new(
+                            FindingKind::QuarantinedData,
+                            q.path(),
+                            "recovery moved these bytes aside (torn tail or damage report): inspect them",
+                        )
+                        .at(0, len),
+                    );
+                }
+                Ok(())
+            });
+            if let Err(e) = listed {
+                findings.push(Finding::new(
+                    FindingKind::QuarantinedData,
+                    path,
+                    format!(
+                        "cannot be listed ({e}): whatever recovery moved aside there is not shown"
+                    ),
+                ));
             }
         } else if let Some(id) = segment {
             segments.push(id);
