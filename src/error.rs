@@ -133,6 +133,18 @@ pub enum Error {
     #[error(transparent)]
     InvalidEvent(#[from] InvalidField),
 
+    /// [`crate::Log::append_batch`] failed before it framed anything, for the event at
+    /// `index` of the batch (for a check of a whole (org, month) group, such as a missing
+    /// key or a frozen month, the group's first event). Nothing of the batch was written;
+    /// [`Error::is_refusal`] is `source`'s.
+    #[error("event {index} of the batch: {source}")]
+    InBatch {
+        /// Index of the event in the batch.
+        index: usize,
+        /// Why.
+        source: Box<Error>,
+    },
+
     /// The encoded event is larger than `Options::max_event_size` (nothing was written).
     #[error("event for org {org} is {size} bytes encoded; the maximum is {max}")]
     EventTooLarge {
@@ -447,6 +459,14 @@ impl Error {
         matches!(self, Error::Integrity { .. })
     }
 
+    /// The error itself, or for [`Error::InBatch`] the error of the event it names.
+    pub fn unbatched(&self) -> &Error {
+        match self {
+            Error::InBatch { source, .. } => source.unbatched(),
+            other => other,
+        }
+    }
+
     /// From [`crate::Log::append`] or [`crate::Log::append_batch`]: whether the call was
     /// refused before anything was written, for one of its events (invalid, too large, no
     /// signing key, a frozen month, seqs or segment numbers used up, a `quarantine` recovery
@@ -454,6 +474,9 @@ impl Error {
     /// before the refused one again cannot duplicate them. Any other error may come after
     /// some records reached the disk.
     pub fn is_refusal(&self) -> bool {
+        if let Error::InBatch { source, .. } = self {
+            return source.is_refusal();
+        }
         matches!(
             self,
             Error::InvalidEvent(_)

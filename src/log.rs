@@ -742,24 +742,34 @@ impl Log {
     /// checked for every (org, month) before any segment is created, so such a refusal
     /// creates no file either. (One that only recovering an unopened segment finds, such as
     /// a continuation part that cannot be numbered, may come after an earlier group's new
-    /// segment was created: empty, no record written.) Events of one (org, month) are framed
-    /// together and share one write and one fsync. The batch is not atomic across a crash:
-    /// after an I/O error, a prefix of each (org, month) group may be on disk.
+    /// segment was created: empty, no record written.) Such a failure is
+    /// [`Error::InBatch`]: the index of the event refused (for a refusal of a whole (org,
+    /// month) group, its first event) and the error [`Log::append`] would give for it
+    /// ([`Error::unbatched`]). Events of one (org, month) are framed together and share one
+    /// write and one fsync. The batch is not atomic across a crash: after an I/O error, a
+    /// prefix of each (org, month) group may be on disk.
     pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
         self.inner.check_writable()?;
         // Also here, not only after a success: a failed call may have opened writers.
         self.inner.retire_idle();
         let opts = &self.inner.opts;
+        let in_batch = |index: usize| {
+            move |e: Error| Error::InBatch {
+                index,
+                source: Box::new(e),
+            }
+        };
         let mut sealed = Vec::with_capacity(events.len());
-        for e in events {
-            let month = e.check()?;
+        for (i, e) in events.iter().enumerate() {
+            let month = e.check().map_err(|f| in_batch(i)(f.into()))?;
             let s = entry::seal(
                 e,
                 &e.org_id,
                 &opts.personal_data,
                 opts.max_event_size,
                 &self.inner.seeds,
-            )?;
+            )
+            .map_err(in_batch(i))?;
             sealed.push((e.org_id.as_str(), month, s, e.occurred_at));
         }
         let mut groups: BTreeMap<(&str, Month), Vec<usize>> = BTreeMap::new();
@@ -772,9 +782,12 @@ impl Log {
         // empty segment for a group before the refused one (the caller gets no receipts).
         let mut checked = Vec::with_capacity(groups.len());
         for ((org_name, month), idx) in groups {
-            let org = self.inner.org_named(org_name)?;
-            org.signer(&*opts.keys)?;
-            self.inner.check_refusals(&org, month, idx.len())?;
+            let first = in_batch(idx.first().copied().unwrap_or(0));
+            let org = self.inner.org_named(org_name).map_err(first)?;
+            org.signer(&*opts.keys).map_err(first)?;
+            self.inner
+                .check_refusals(&org, month, idx.len())
+                .map_err(first)?;
             checked.push((org, month, idx));
         }
         // Then every group's writer (recovering or creating its segment), checked again
@@ -782,9 +795,10 @@ impl Log {
         // meanwhile, and recovery finds what only reading the file tells.
         let mut prepared = Vec::with_capacity(checked.len());
         for (org, month, idx) in checked {
-            let writer = self.inner.writer(&org, month)?;
-            writer.check_not_failed()?;
-            writer.check_seq_room(idx.len())?;
+            let first = in_batch(idx.first().copied().unwrap_or(0));
+            let writer = self.inner.writer(&org, month).map_err(first)?;
+            writer.check_not_failed().map_err(first)?;
+            writer.check_seq_room(idx.len()).map_err(first)?;
             prepared.push((org, writer, idx));
         }
         let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
@@ -2381,7 +2395,8 @@ mod tests {
         w_feb.fail_for_test();
         let before = w_jan.snapshot();
         let r = log.append_batch(&[event_in(jan, 2), event_in(feb, 2)]);
-        assert!(matches!(r, Err(Error::WriterFailed { .. })), "{r:?}");
+        let e = r.unwrap_err();
+        assert!(matches!(e.unbatched(), Error::WriterFailed { .. }), "{e:?}");
         let after = w_jan.snapshot();
         assert_eq!(
             (after.count, after.end),

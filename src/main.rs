@@ -1073,9 +1073,9 @@ enum Stop {
     Output(Failure),
 }
 
-/// Appends `events` in order, printing receipts. When the batch is refused for one event,
-/// halves it to append every event before the refused one (a few batches, not one fsync
-/// per event), and reports the refused event's index.
+/// Appends `events` in order, printing receipts. When the batch is refused for the event
+/// at index i (`Error::InBatch`), appends the events before it (which may in turn be
+/// refused for an earlier one), and reports the first refused event's index.
 fn append_up_to_refusal(log: &Log, events: &[Event], out: &mut Receipts) -> Result<(), Stop> {
     if events.is_empty() {
         return Ok(());
@@ -1083,15 +1083,12 @@ fn append_up_to_refusal(log: &Log, events: &[Event], out: &mut Receipts) -> Resu
     match log.append_batch(events) {
         Ok(receipts) => out.print(&receipts).map_err(Stop::Output),
         Err(e) if !e.is_refusal() => Err(Stop::Failed(Box::new(e))),
-        Err(e) if events.len() == 1 => Err(Stop::Refused(0, Box::new(e))),
-        Err(_) => {
-            let (left, right) = events.split_at(events.len() / 2);
-            append_up_to_refusal(log, left, out)?;
-            append_up_to_refusal(log, right, out).map_err(|stop| match stop {
-                Stop::Refused(i, e) => Stop::Refused(left.len() + i, e),
-                other => other,
-            })
+        Err(auditlog::Error::InBatch { index, source }) if index < events.len() => {
+            append_up_to_refusal(log, events.get(..index).unwrap_or_default(), out)?;
+            Err(Stop::Refused(index, source))
         }
+        // Refused for all of it (a read-only log): nothing before the first event.
+        Err(e) => Err(Stop::Refused(0, Box::new(e))),
     }
 }
 

@@ -210,11 +210,14 @@ fn invalid_fields_are_refused_before_anything_is_written() {
     for (field, e) in &cases {
         let f = invalid_field(log.append(e));
         assert_eq!(&f.field, field, "{e:?}");
-        // The same event inside a batch fails the whole batch.
+        // The same event inside a batch fails the whole batch, naming the event.
         let batch = vec![base.clone(), e.clone(), base.clone()];
         match log.append_batch(&batch) {
-            Err(Error::InvalidEvent(f)) => assert_eq!(&f.field, field),
-            other => panic!("expected InvalidEvent for a batch, got {other:?}"),
+            Err(Error::InBatch { index: 1, source }) => match *source {
+                Error::InvalidEvent(f) => assert_eq!(&f.field, field),
+                other => panic!("expected InvalidEvent, got {other:?}"),
+            },
+            other => panic!("expected InBatch for a batch, got {other:?}"),
         }
     }
     // Path traversal created nothing outside (or inside) the log directory.
@@ -260,7 +263,7 @@ fn oversized_event_is_refused() {
     ));
     assert!(matches!(
         log.append_batch(&[sent[1].0.clone(), big.clone()]),
-        Err(Error::EventTooLarge { .. })
+        Err(Error::InBatch { index: 1, source }) if matches!(*source, Error::EventTooLarge { .. })
     ));
     // Just under the limit is fine.
     let mut fits = sent[0].0.clone();
@@ -299,7 +302,10 @@ fn org_without_a_key_is_refused_and_writes_nothing() {
     // A batch mixing a keyed and a keyless org fails as a whole: the keyed org's events
     // must not be written behind the caller's back (it got no receipts for them).
     let mixed = vec![sent[1].0.clone(), nokey.clone(), sent[2].0.clone()];
-    assert!(matches!(log.append_batch(&mixed), Err(Error::Key { .. })));
+    assert!(matches!(
+        log.append_batch(&mixed),
+        Err(Error::InBatch { index: 1, source }) if matches!(*source, Error::Key { .. })
+    ));
     assert!(
         log.segments(&org("nokey")).unwrap().is_empty(),
         "no segment for an org that cannot sign"
@@ -327,14 +333,14 @@ fn a_refused_batch_creates_no_segment_for_an_earlier_group() {
     };
     // Groups are taken in (org, month) order: `acme` August before `nokey` August.
     let r = log.append_batch(&[in_month("acme", "08", 1), in_month("nokey", "08", 2)]);
-    match r {
+    match r.as_ref().map_err(Error::unbatched) {
         Err(e @ Error::Key { .. }) => assert!(e.is_refusal()),
         other => panic!("expected Error::Key, got {other:?}"),
     }
     // August before a frozen December.
     fs::write(acme.join("2026-12.cold"), b"").unwrap();
     let r = log.append_batch(&[in_month("acme", "12", 3), in_month("acme", "08", 4)]);
-    match r {
+    match r.as_ref().map_err(Error::unbatched) {
         Err(e @ Error::MonthFrozen { .. }) => assert!(e.is_refusal()),
         other => panic!("expected Error::MonthFrozen, got {other:?}"),
     }
@@ -370,7 +376,12 @@ fn org_named_like_the_lock_file_is_refused() {
     assert!(e.reason.contains("reserved"), "{e}");
     let batch = log.append_batch(&[sent[1].0.clone(), lock]);
     match batch {
-        Err(e @ Error::InvalidEvent(_)) => assert!(e.is_refusal()),
+        Err(e @ Error::InBatch { index: 1, .. }) => {
+            assert!(e.is_refusal());
+            assert!(
+                matches!(e, Error::InBatch { source, .. } if matches!(*source, Error::InvalidEvent(_)))
+            );
+        }
         other => panic!("expected Error::InvalidEvent, got {other:?}"),
     }
     assert!(auditlog::OrgId::new("LOCK").is_err());

@@ -67,11 +67,15 @@ fn appends_to_a_frozen_month_are_refused() {
     // Refused again on retry (the refusal is not a one-off).
     assert_frozen(log.append(&in_month(&proto[2], "2026-01-21")), "2026-01");
     // A batch touching a frozen month fails whole: its February event is not written.
-    match log.append_batch(&[
-        in_month(&proto[3], "2026-02-11"),
-        in_month(&proto[4], "2026-03-11"),
-    ]) {
-        Err(Error::MonthFrozen { month: m, .. }) => assert_eq!(m, month("2026-03")),
+    match log
+        .append_batch(&[
+            in_month(&proto[3], "2026-02-11"),
+            in_month(&proto[4], "2026-03-11"),
+        ])
+        .as_ref()
+        .map_err(Error::unbatched)
+    {
+        Err(Error::MonthFrozen { month: m, .. }) => assert_eq!(*m, month("2026-03")),
         other => panic!("expected MonthFrozen, got {other:?}"),
     }
     assert!(

@@ -371,7 +371,7 @@ fn a_forged_seq_near_2_pow_64_makes_its_month_refuse_appends() {
     let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
     let err = log.append_batch(&january(2, 78)).unwrap_err();
     assert!(
-        matches!(&err, Error::SeqExhausted { next, .. } if *next == u64::MAX),
+        matches!(err.unbatched(), Error::SeqExhausted { next, .. } if *next == u64::MAX),
         "{err:?}"
     );
     // A batch with a group that sorts first (December 2025) fails whole, before that group
@@ -380,7 +380,10 @@ fn a_forged_seq_near_2_pow_64_makes_its_month_refuse_appends() {
     december[0].occurred_at.0 -= 31 * 86_400_000_000;
     let both = [december, january(1, 81)].concat();
     let err = log.append_batch(&both).unwrap_err();
-    assert!(matches!(err, Error::SeqExhausted { .. }), "{err:?}");
+    assert!(
+        matches!(err.unbatched(), Error::SeqExhausted { .. }),
+        "{err:?}"
+    );
     let (file, _, continuation) = sealed(&log.recovery_report());
     assert_eq!(file, s.seg);
     let rs = log.append_batch(&february(2, 79)).unwrap();
@@ -454,7 +457,7 @@ fn a_segment_whose_seqs_reach_2_pow_64_is_left_without_an_index() {
         let err = log.append_batch(&february(1, 82)).unwrap_err();
         assert!(
             matches!(
-                &err,
+                err.unbatched(),
                 Error::Key {
                     source: KeyError::WrongKey { records: 5, .. },
                     ..
@@ -483,7 +486,7 @@ fn a_segment_whose_seqs_reach_2_pow_64_is_left_without_an_index() {
     let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
     let err = log.append_batch(&february(1, 82)).unwrap_err();
     assert!(
-        matches!(&err, Error::SeqExhausted { next, .. } if *next == u64::MAX),
+        matches!(err.unbatched(), Error::SeqExhausted { next, .. } if *next == u64::MAX),
         "{err:?}"
     );
     log.close().unwrap();

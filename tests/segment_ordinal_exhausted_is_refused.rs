@@ -95,7 +95,7 @@ fn a_new_month_after_the_last_ordinal_is_refused_and_writes_nothing() {
         assert!(is_exhausted(&e), "{e:?}");
         assert!(e.to_string().contains("nothing was written"), "{e}");
         let e = log.append_batch(&events(ORG, 2, 4, 31)).unwrap_err();
-        assert!(is_exhausted(&e), "{e:?}");
+        assert!(is_exhausted(e.unbatched()), "{e:?}");
     }
     assert_eq!(file_names(&dir.path().join(ORG)), before, "no new file");
     // January needs no new segment: it goes on. So does the other org, February included.
@@ -123,7 +123,7 @@ fn a_batch_refused_for_the_last_ordinal_creates_no_segment_for_an_earlier_group(
     let mut batch = events("aaa", 2, 7, 31);
     batch.extend(events(ORG, 2, 4, 31));
     let e = log.append_batch(&batch).unwrap_err();
-    assert!(is_exhausted(&e) && e.is_refusal(), "{e:?}");
+    assert!(is_exhausted(e.unbatched()) && e.is_refusal(), "{e:?}");
     assert!(
         !dir.path().join("aaa").exists(),
         "a segment for the refused batch"

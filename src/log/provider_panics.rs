@@ -309,7 +309,7 @@ fn a_provider_panic_in_append_is_a_refusal() {
         log.append_batch(&[event(OTHER, month(2), 1), event(ORG, month(3), 1)])
             .map(|_| ()),
     ] {
-        match r {
+        match r.as_ref().map_err(Error::unbatched) {
             Err(e @ Error::Key { .. }) => assert!(e.is_refusal()),
             other => panic!("expected a key error, got {other:?}"),
         }
