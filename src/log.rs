@@ -785,9 +785,8 @@ impl Log {
             let first = in_batch(idx.first().copied().unwrap_or(0));
             let org = self.inner.org_named(org_name).map_err(first)?;
             org.signer(&*opts.keys).map_err(first)?;
-            self.inner
-                .check_refusals(&org, month, idx.len())
-                .map_err(first)?;
+            let check = |n| self.inner.check_refusals(&org, month, n);
+            check(idx.len()).map_err(|e| in_batch(first_refused(&idx, check))(e))?;
             checked.push((org, month, idx));
         }
         // Then every group's writer (recovering or creating its segment), checked again
@@ -798,7 +797,8 @@ impl Log {
             let first = in_batch(idx.first().copied().unwrap_or(0));
             let writer = self.inner.writer(&org, month).map_err(first)?;
             writer.check_not_failed().map_err(first)?;
-            writer.check_seq_room(idx.len()).map_err(first)?;
+            let check = |n| writer.check_seq_room(n);
+            check(idx.len()).map_err(|e| in_batch(first_refused(&idx, check))(e))?;
             prepared.push((org, writer, idx));
         }
         let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
@@ -1017,6 +1017,18 @@ impl Drop for Log {
 
 /// Threads [`for_each_at_once`] uses at most, the caller's included.
 const SETTLE_THREADS: usize = 8;
+
+/// The event of a batch that a group's refusal is for: `idx` is the group's events (their
+/// indexes in the batch, in order), and `check(n)` the group's check for its first `n`
+/// events, which fails for all of them. The first event whose inclusion makes it fail: the
+/// first one for a refusal of the whole group (a frozen month), the first past the room
+/// for one of a count (seqs left), so that the events before it are those `Log::append`
+/// would accept.
+fn first_refused(idx: &[usize], check: impl Fn(usize) -> Result<()>) -> usize {
+    let counts: Vec<usize> = (1..=idx.len()).collect();
+    let ok = counts.partition_point(|&n| check(n).is_ok());
+    idx.get(ok).or(idx.first()).copied().unwrap_or(0)
+}
 
 /// Runs `work` on every item, on up to [`SETTLE_THREADS`] threads (the caller's one of
 /// them), and returns the first error; a failure does not stop the other items.

@@ -350,6 +350,40 @@ fn checkpoint_after_sealed_damage_needs_consent_and_pins_up_to_the_damage() {
     );
 }
 
+/// Review finding: with room for two more seqs in January, a batch of three January events
+/// was refused naming the first, which `Log::append` accepts (and the CLI, trusting the
+/// index, stopped there). The refusal names the event past the room: the third.
+#[test]
+fn a_batch_refused_for_seq_room_names_the_first_event_past_it() {
+    let s = setup();
+    let mut bytes = fs::read(&s.seg).unwrap();
+    let last = *records(&bytes).last().unwrap();
+    let mut forged = bytes[last.off..last.end()].to_vec();
+    forged[8..16].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+    let at = bytes.len();
+    bytes.extend_from_slice(&forged);
+    fix_crc(&mut bytes, at);
+    fs::write(&s.seg, &bytes).unwrap();
+
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    let mut batch = february(1, 90);
+    batch.extend(january(3, 91));
+    match log.append_batch(&batch) {
+        Err(Error::InBatch { index: 3, source }) => {
+            assert!(matches!(*source, Error::SeqExhausted { .. }), "{source:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    for e in &batch[..3] {
+        log.append(e).unwrap();
+    }
+    assert!(matches!(
+        log.append(&batch[3]),
+        Err(Error::SeqExhausted { .. })
+    ));
+    log.close().unwrap();
+}
+
 /// A keyless forger appends a copy of the last frame claiming seq 2^64 − 2, with its CRC
 /// fixed. Recovery seals the part and starts the continuation at seq 2^64 − 1. A record
 /// there would leave the next seq at 2^64, which an index's `first_seq + record_count`
