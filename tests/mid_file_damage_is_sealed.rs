@@ -350,6 +350,33 @@ fn checkpoint_after_sealed_damage_needs_consent_and_pins_up_to_the_damage() {
     );
 }
 
+/// Review finding: January's authentic index covers 30 records; a keyless forger cuts the
+/// file to 3 and alters each one's tag (CRCs fixed). Not one record verifies, yet the index
+/// does: the keys are right, and the file contradicts signed evidence. Recovery refused the
+/// month as a wrong keyring (`KeyError::WrongKey`), and with it every new month of the org.
+/// It is sealed and continued past seq 29, like any file an authentic index contradicts.
+#[test]
+fn altered_tags_under_an_authentic_index_are_damage_not_a_wrong_key() {
+    let s = setup();
+    let mut bytes = fs::read(&s.seg).unwrap();
+    let recs = records(&bytes);
+    bytes.truncate(recs[2].end());
+    for r in &recs[..3] {
+        bytes[r.end() - 1] ^= 1;
+        fix_crc(&mut bytes, r.off);
+    }
+    fs::write(&s.seg, &bytes).unwrap();
+
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    let (file, _, _) = sealed(&log.recovery_report());
+    assert_eq!(file, s.seg);
+    assert_eq!(log.append_batch(&january(1, 92)).unwrap()[0].seq, 30);
+    let mut march = february(1, 93);
+    march[0].occurred_at.0 += 31 * 86_400_000_000;
+    assert_eq!(log.append(&march[0]).unwrap().seq, 0);
+    log.close().unwrap();
+}
+
 /// Review finding: with room for two more seqs in January, a batch of three January events
 /// was refused naming the first, which `Log::append` accepts (and the CLI, trusting the
 /// index, stopped there). The refusal names the event past the room: the third.

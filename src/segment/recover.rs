@@ -587,10 +587,13 @@ pub(crate) fn recover(
     let mut tags = scan::Tags::in_month(org, id.month, keys);
     let outcome = scan::scan(&mut win, start, tally, Some(&mut tags))
         .map_err(|e| Error::io("read segment", &path, e))?;
-    // No index vouched for the records, and not one verifies: the provider's keys are not
-    // those of this log. Rebuilding would sign the index over with them (the old one gone)
-    // and the writer would append under them: refused before anything changes.
-    if index_rebuilt.is_some() && indexed.is_none() && tags.none_verified() {
+    // No index vouches for the records (an authentic one, even one the file contradicts,
+    // shows the keys are right: that file is sealed and continued below), and not one
+    // record verifies: the provider's keys are not those of this log. Rebuilding would
+    // sign the index over with them (the old one gone) and the writer would append under
+    // them: refused before anything changes.
+    let vouched = indexed.is_some() || evidence.is_some();
+    if index_rebuilt.is_some() && !vouched && tags.none_verified() {
         return Err(Error::Key {
             org: org.to_string(),
             source: crate::crypto::KeyError::WrongKey {
