@@ -11,7 +11,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -361,6 +361,20 @@ struct OrgSegments {
 }
 
 impl OrgSegments {
+    /// The catalog read again from the org directory `dir`, keeping what only this process
+    /// knows: its writers (open, closing, retired), the months being opened, and whether it
+    /// made the directory durable.
+    fn reload(&mut self, dir: &Path) {
+        *self = OrgSegments {
+            writers: std::mem::take(&mut self.writers),
+            closing: std::mem::take(&mut self.closing),
+            closed: std::mem::take(&mut self.closed),
+            opening: std::mem::take(&mut self.opening),
+            dir_durable: self.dir_durable,
+            ..load_catalog(dir)
+        };
+    }
+
     /// Keeps what `header`'s links say of the segments they name ([`OrgSegments::linked`]).
     fn note_links(&mut self, header: &SegmentHeader) {
         for link in [&header.prev, &header.continues].into_iter().flatten() {
@@ -1593,14 +1607,7 @@ impl Inner {
                         .push(RecoveryAction::PartialSegmentQuarantined { moved_to });
                     // The catalog again without the file moved: it may have been the tail,
                     // and it counted among the unplaced headers if it had 256 bytes.
-                    *segs = OrgSegments {
-                        writers: std::mem::take(&mut segs.writers),
-                        closing: std::mem::take(&mut segs.closing),
-                        closed: std::mem::take(&mut segs.closed),
-                        opening: std::mem::take(&mut segs.opening),
-                        dir_durable: segs.dir_durable,
-                        ..load_catalog(&org.dir)
-                    };
+                    segs.reload(&org.dir);
                     segs.latest.remove(&month);
                     let Some(part) = id.part.checked_sub(1) else {
                         // The month's first segment: nothing before it in the month.
@@ -2109,11 +2116,20 @@ impl Inner {
         }
         let (id, ordinal) = (header.id, header.ordinal);
         segs.note_links(&header);
-        let w = SegmentWriter::create(&org.dir, header, self.opts.index_interval)?;
-        segs.latest.insert(id.month, id);
-        segs.tail = Some((ordinal, id));
-        segs.unplaced = 0;
-        Ok(w)
+        let created = SegmentWriter::create(&org.dir, header, self.opts.index_interval);
+        // A failure may leave the file there all the same, its header written and fsynced
+        // (the directory's fsync failed): the catalog counts it then, so that no segment
+        // created later takes its ordinal, and the month's next append resumes it.
+        let on_disk = || {
+            read_header(&org.dir.join(segment_file_name(id)))
+                .is_ok_and(|(h, _)| h.id == id && h.ordinal == ordinal)
+        };
+        if created.is_ok() || on_disk() {
+            segs.latest.insert(id.month, id);
+            segs.tail = Some((ordinal, id));
+            segs.unplaced = 0;
+        }
+        created
     }
 }
 
@@ -2158,14 +2174,28 @@ impl WriterLock {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", dir, e)),
         }
         let path = dir.join(LOCK_FILE);
-        let live = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("open lock file", &path, e))?;
-        live.lock().map_err(|e| Error::io("lock", &path, e))?;
+        let live = open_lock_file(&dir_file, &path)?;
+        // Waited for, but not for ever: what holds it longer than a probe does (a writer of
+        // an older release, which took only this lock; a probe's descriptor inherited by a
+        // child forked without exec) is treated as another writer.
+        let deadline = std::time::Instant::now() + LIVE_LOCK_WAIT;
+        let mut pause = Duration::from_micros(20);
+        loop {
+            match live.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let _ = dir_file.unlock();
+                    return Err(Error::Locked {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+            }
+        }
         Ok(WriterLock {
             dir: dir_file,
             live,
@@ -2180,6 +2210,33 @@ impl WriterLock {
     }
 }
 
+/// How long [`WriterLock::take`] waits for `LOCK` once it holds the directory's lock: far
+/// longer than any probe holds it (microseconds).
+const LIVE_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens (creating it) `LOCK` in the log directory `dir`, never through a symbolic link
+/// (a writer would create or lock its target, wherever that is) and only a regular file (a
+/// FIFO would be locked by the writer yet passed over by readers' probes).
+fn open_lock_file(dir: &File, path: &Path) -> Result<File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let refused = |what: &str| {
+        let why = format!("is {what}; the lock file must be a regular file");
+        Error::io("open lock file", path, std::io::Error::other(why))
+    };
+    let fd = match rustix::fs::openat(dir, LOCK_FILE, flags, Mode::from_raw_mode(0o644)) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => return Err(refused("a symbolic link")),
+        Err(e) => return Err(Error::io("open lock file", path, e.into())),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("open lock file", path, e.into()))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => Ok(File::from(fd)),
+        FileType::Directory => Err(refused("a directory")),
+        other => Err(refused(crate::segment::what_instead_of_a_directory(other))),
+    }
+}
+
 /// Whether a writer holds the lock of the log directory `dir` right now: a shared lock on
 /// `LOCK` tried and, if had, released at once (what `verify` and queries ask before passing
 /// over a segment being created). A writer in this process counts too: its lock is another
@@ -2187,7 +2244,14 @@ impl WriterLock {
 /// ([`WriterLock`]); it does not fail.
 pub(crate) fn writer_is_live(dir: &Path) -> bool {
     match crate::segment::open_regular(&dir.join(LOCK_FILE)) {
-        Ok(f) => matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)),
+        Ok(f) => match f.try_lock_shared() {
+            Ok(()) => {
+                // Explicitly: a child forked meanwhile holds a copy of the descriptor.
+                let _ = f.unlock();
+                false
+            }
+            Err(e) => matches!(e, fs::TryLockError::WouldBlock),
+        },
         Err(_) => false,
     }
 }
@@ -2723,7 +2787,7 @@ mod tests {
         assert_eq!(closed_of(&log, jan, |c| c.parked.is_some()), Some(true));
         let path = dir.path().join("org-000/2026-01.seg");
         let len = fs::metadata(&path).unwrap().len();
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
         std::io::Write::write_all(&mut f, &[0xab; 10]).unwrap();
         drop(f);
 
@@ -2955,6 +3019,102 @@ mod tests {
         });
         assert!(probes.load(Ordering::Relaxed) > 0);
         assert!(!writer_is_live(dir.path()));
+    }
+
+    /// Review finding: a segment whose header was written and fsynced, but whose directory
+    /// fsync failed, stayed on disk while the catalog did not count it, so the next month
+    /// created took its ordinal (two segments with one ordinal: `verify` then reports the
+    /// org's order as broken). The catalog is read again after a failed creation.
+    #[test]
+    fn a_segment_whose_creation_failed_keeps_its_ordinal() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = org_000_keys();
+        let log = Log::open(dir.path(), Options::new(keys.clone())).unwrap();
+        let month = |m| Month::new(2026, m).unwrap();
+        log.append(&event_in(month(1), 0)).unwrap();
+        crate::segment::TEST_FAIL_FSYNC_DIR.with(|f| f.set(true));
+        let failed = log.append(&event_in(month(2), 0));
+        crate::segment::TEST_FAIL_FSYNC_DIR.with(|f| f.set(false));
+        assert!(
+            matches!(
+                failed,
+                Err(Error::Io {
+                    op: "fsync directory",
+                    ..
+                })
+            ),
+            "{failed:?}"
+        );
+        log.append(&event_in(month(3), 0)).unwrap();
+        log.append(&event_in(month(2), 1)).unwrap();
+        log.close().unwrap();
+        let ordinal = |name: &str| {
+            let bytes = fs::read(dir.path().join("org-000").join(name)).unwrap();
+            SegmentHeader::decode(bytes.get(..256).unwrap())
+                .unwrap()
+                .ordinal
+        };
+        let ordinals = [
+            ordinal("2026-01.seg"),
+            ordinal("2026-02.seg"),
+            ordinal("2026-03.seg"),
+        ];
+        assert_eq!(ordinals, [0, 1, 2]);
+        let report = crate::verify::verify(dir.path(), Some(&*keys), &Default::default()).unwrap();
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    }
+
+    /// Review findings: `LOCK` held by something that is not a probe (a writer of an older
+    /// release, which locked only `LOCK`) made `Log::open` wait for as long as it lasted,
+    /// holding the directory's lock meanwhile; a `LOCK` that is a symbolic link was created
+    /// or locked wherever it pointed; a FIFO was locked by the writer and passed over by the
+    /// probes. Now: `Locked` after a bounded wait, the directory's lock released; the other
+    /// two refused, nothing created.
+    #[test]
+    fn a_lock_file_held_long_or_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = org_000_keys();
+        Log::open(dir.path(), Options::new(keys.clone()))
+            .unwrap()
+            .close()
+            .unwrap();
+        let lock_path = dir.path().join(LOCK_FILE);
+        let old_writer = File::options().write(true).open(&lock_path).unwrap();
+        old_writer.lock().unwrap();
+        match Log::open(dir.path(), Options::new(keys.clone())) {
+            Err(Error::Locked { dir: d }) => assert_eq!(d, dir.path()),
+            other => panic!("{other:?}"),
+        }
+        assert!(writer_is_live(dir.path()));
+        drop(old_writer);
+        Log::open(dir.path(), Options::new(keys.clone()))
+            .unwrap()
+            .close()
+            .unwrap();
+
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("target");
+        fs::remove_file(&lock_path).unwrap();
+        std::os::unix::fs::symlink(&target, &lock_path).unwrap();
+        let e = Log::open(dir.path(), Options::new(keys.clone())).unwrap_err();
+        assert!(e.to_string().contains("a symbolic link"), "{e}");
+        assert!(!target.exists());
+        fs::remove_file(&lock_path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &lock_path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = Log::open(dir.path(), Options::new(keys.clone())).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        fs::remove_file(&lock_path).unwrap();
+        Log::open(dir.path(), Options::new(keys))
+            .unwrap()
+            .close()
+            .unwrap();
     }
 
     /// `for_each_at_once` (the settling of `sync` and `close`) works on every item whatever

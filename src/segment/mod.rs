@@ -95,9 +95,24 @@ pub(crate) fn what_instead_of_a_directory(found: rustix::fs::FileType) -> &'stat
 
 /// fsyncs a directory so that entries created or renamed in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    #[cfg(test)]
+    if TEST_FAIL_FSYNC_DIR.with(|f| f.get()) {
+        return Err(Error::io(
+            "fsync directory",
+            dir,
+            std::io::Error::from_raw_os_error(5),
+        ));
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: directory fsyncs on this thread fail with EIO.
+    pub(crate) static TEST_FAIL_FSYNC_DIR: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
 }
 
 /// When the directory fsync that follows a rename (an index written atomically) happens.
