@@ -2978,6 +2978,17 @@ mod tests {
         drop(copies);
     }
 
+    /// An empty log, opened and closed once (its `LOCK` exists), and its keys.
+    fn closed_log() -> (tempfile::TempDir, Arc<Keyring>) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = org_000_keys();
+        Log::open(dir.path(), Options::new(keys.clone()))
+            .unwrap()
+            .close()
+            .unwrap();
+        (dir, keys)
+    }
+
     /// Readers probe for a live writer (`writer_is_live`, run by `verify` and by queries
     /// that meet a short segment) with a shared lock taken and released at once. A writer
     /// opening at that instant used to fail with `Locked`: with a probe running in a loop,
@@ -2985,12 +2996,7 @@ mod tests {
     /// `Locked` still means a second writer, probes or not.
     #[test]
     fn a_probe_for_a_live_writer_never_locks_a_writer_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = org_000_keys();
-        Log::open(dir.path(), Options::new(keys.clone()))
-            .unwrap()
-            .close()
-            .unwrap();
+        let (dir, keys) = closed_log();
         let stop = AtomicBool::new(false);
         let probes = AtomicUsize::new(0);
         std::thread::scope(|s| {
@@ -3072,12 +3078,7 @@ mod tests {
     /// two refused, nothing created.
     #[test]
     fn a_lock_file_held_long_or_not_a_regular_file_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = org_000_keys();
-        Log::open(dir.path(), Options::new(keys.clone()))
-            .unwrap()
-            .close()
-            .unwrap();
+        let (dir, keys) = closed_log();
         let lock_path = dir.path().join(LOCK_FILE);
         let old_writer = File::options().write(true).open(&lock_path).unwrap();
         old_writer.lock().unwrap();

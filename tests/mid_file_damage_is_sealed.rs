@@ -81,6 +81,20 @@ fn setup() -> Setup {
     }
 }
 
+/// Appends to `path` a copy of its last frame claiming seq `seq`, its CRC fixed (a keyless
+/// forger's record); returns the file's new bytes.
+fn forge_last_seq(path: &Path, seq: u64) -> Vec<u8> {
+    let mut bytes = fs::read(path).unwrap();
+    let last = *records(&bytes).last().unwrap();
+    let mut forged = bytes[last.off..last.end()].to_vec();
+    forged[8..16].copy_from_slice(&seq.to_le_bytes());
+    let at = bytes.len();
+    bytes.extend_from_slice(&forged);
+    fix_crc(&mut bytes, at);
+    fs::write(path, &bytes).unwrap();
+    bytes
+}
+
 fn flip(path: &Path, at: u64) -> Vec<u8> {
     let mut bytes = fs::read(path).unwrap();
     bytes[at as usize] ^= 0x20;
@@ -381,14 +395,7 @@ fn altered_tags_under_an_authentic_index_are_damage_not_a_wrong_key() {
 #[test]
 fn a_batch_refused_for_seq_room_names_the_first_event_past_it() {
     let s = setup();
-    let mut bytes = fs::read(&s.seg).unwrap();
-    let last = *records(&bytes).last().unwrap();
-    let mut forged = bytes[last.off..last.end()].to_vec();
-    forged[8..16].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
-    let at = bytes.len();
-    bytes.extend_from_slice(&forged);
-    fix_crc(&mut bytes, at);
-    fs::write(&s.seg, &bytes).unwrap();
+    forge_last_seq(&s.seg, u64::MAX - 3);
 
     let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
     let mut batch = february(1, 90);
@@ -418,14 +425,7 @@ fn a_batch_refused_for_seq_room_names_the_first_event_past_it() {
 #[test]
 fn a_forged_seq_near_2_pow_64_makes_its_month_refuse_appends() {
     let s = setup();
-    let mut bytes = fs::read(&s.seg).unwrap();
-    let last = *records(&bytes).last().unwrap();
-    let mut forged = bytes[last.off..last.end()].to_vec();
-    forged[8..16].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
-    let at = bytes.len();
-    bytes.extend_from_slice(&forged);
-    fix_crc(&mut bytes, at);
-    fs::write(&s.seg, &bytes).unwrap();
+    forge_last_seq(&s.seg, u64::MAX - 1);
 
     let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
     let err = log.append_batch(&january(2, 78)).unwrap_err();
