@@ -128,3 +128,56 @@ fn live_writer_durability_interval() {
 fn live_writer_durability_never() {
     run_live(Durability::Never, 10);
 }
+
+/// Review finding: `verify` asked once, at its start, whether a writer was live. A writer
+/// that opened after that and was half-way through a record when `verify` reached its
+/// segment had that record reported as a torn tail (an error, exit 1). The question is now
+/// asked when an incomplete end is found. Here the "writer" takes the log's lock (as a
+/// writer does) after the first segment is verified, and org-001's last record is
+/// incomplete.
+#[test]
+fn a_writer_that_opens_during_verification_is_seen() {
+    let d = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["org-000", "org-001"]);
+    let log = Log::open(d.path(), Options::new(keys.clone())).unwrap();
+    log.append_batch(&january_of("org-000", 5, 1)).unwrap();
+    log.append_batch(&january_of("org-001", 5, 2)).unwrap();
+    log.close().unwrap();
+    let seg = seg_path(d.path(), "org-001", "2026-01");
+    let bytes = std::fs::read(&seg).unwrap();
+    let last = *records(&bytes).last().unwrap();
+    std::fs::remove_file(seg.with_extension("idx")).unwrap();
+    std::fs::write(&seg, &bytes[..last.off + 40]).unwrap();
+
+    let opts = |writer: Option<Arc<std::sync::Mutex<Option<std::fs::File>>>>| VerifyOptions {
+        threads: Some(1),
+        progress: writer.map(|w| {
+            let lock = d.path().join(auditlog::LOCK_FILE);
+            Arc::new(move |_| {
+                let mut w = w.lock().unwrap();
+                if w.is_none() {
+                    let f = std::fs::File::options().write(true).open(&lock).unwrap();
+                    f.lock().unwrap();
+                    *w = Some(f);
+                }
+            }) as auditlog::verify::Progress
+        }),
+        ..VerifyOptions::default()
+    };
+    // No writer at all: a torn tail.
+    let r = verify(d.path(), Some(&*keys), &opts(None)).unwrap();
+    assert!(!r.live_writer);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.kind == auditlog::verify::FindingKind::TornTail),
+        "{:#?}",
+        r.findings
+    );
+    // A writer from the first segment on: a record being written.
+    let writer = Arc::new(std::sync::Mutex::new(None));
+    let r = verify(d.path(), Some(&*keys), &opts(Some(writer.clone()))).unwrap();
+    assert!(writer.lock().unwrap().is_some());
+    assert!(r.live_writer);
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+}

@@ -29,6 +29,54 @@ use crate::segment::{parse_segment_file_name, segment_file_name};
 use crate::time::Timestamp;
 use segment::{SegmentCheck, SegmentOutcome, verify_segment};
 
+/// Whether a writer holds the log's lock, asked when it matters: when verification finds
+/// the end of a latest part incomplete. A writer that opened after verification began is
+/// then seen too (asking once, at the start, took what it was writing for a torn tail).
+/// Once seen live, live for the rest of the run.
+pub(crate) struct Liveness {
+    dir: Option<PathBuf>,
+    seen: std::sync::atomic::AtomicBool,
+}
+
+impl Liveness {
+    /// Probed at once (so that [`Report::live_writer`] says it from the start).
+    pub(crate) fn probe(dir: &Path) -> Liveness {
+        let l = Liveness {
+            dir: Some(dir.to_path_buf()),
+            seen: std::sync::atomic::AtomicBool::new(false),
+        };
+        l.now();
+        l
+    }
+
+    /// Never live.
+    #[cfg(test)]
+    pub(crate) fn never() -> Liveness {
+        Liveness {
+            dir: None,
+            seen: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a writer is live now, or was seen live earlier in this run.
+    pub(crate) fn now(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.seen.load(Relaxed) {
+            return true;
+        }
+        let live = self.dir.as_deref().is_some_and(crate::log::writer_is_live);
+        if live {
+            self.seen.store(true, Relaxed);
+        }
+        live
+    }
+
+    /// Whether a writer was seen live in this run.
+    pub(crate) fn seen(&self) -> bool {
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Called with the number of bytes just verified (for progress bars).
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -87,9 +135,10 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
         }
         Err(e) => return Err(Error::io("open log directory", dir, e)),
     }
+    let live = Liveness::probe(dir);
     let mut report = Report {
         authenticity_checked: keys.is_some(),
-        live_writer: crate::log::writer_is_live(dir),
+        live_writer: live.seen(),
         ..Report::default()
     };
     let mut orgs: BTreeSet<OrgId> = BTreeSet::new();
@@ -187,7 +236,8 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
         chunk_segments += plan.files.segments.len().max(1);
         chunk.push(plan);
         if chunk_segments >= CHUNK_SEGMENTS || orgs.peek().is_none() {
-            let outcomes = run_segments(&chunk, keys, opts, now, report.live_writer);
+            let outcomes = run_segments(&chunk, keys, opts, now, &live);
+            report.live_writer = live.seen();
             for (plan, outcomes) in chunk.drain(..).zip(outcomes) {
                 finish_org(plan, outcomes, keys, &mut report)?;
             }
@@ -403,7 +453,7 @@ fn run_segments(
     keys: Option<&dyn KeyProvider>,
     opts: &VerifyOptions,
     now: Timestamp,
-    live: bool,
+    live: &Liveness,
 ) -> Vec<Vec<SegmentOutcome>> {
     let work: Vec<(usize, usize)> = plans
         .iter()
@@ -513,13 +563,9 @@ fn verify_org(
     report: &mut Report,
 ) -> Result<BTreeMap<SegmentId, SegmentOutcome>> {
     let plans = [plan_org(dir, org.clone(), Vec::new())?];
-    let outcomes = run_segments(
-        &plans,
-        keys,
-        &VerifyOptions::default(),
-        now,
-        report.live_writer,
-    );
+    let live = Liveness::probe(dir);
+    let outcomes = run_segments(&plans, keys, &VerifyOptions::default(), now, &live);
+    report.live_writer = live.seen();
     let [plan] = plans;
     let outcomes = outcomes.into_iter().next().unwrap_or_default();
     finish_org(plan, outcomes, keys, report)
@@ -1000,7 +1046,6 @@ pub fn make_checkpoint_with(
     // deleted or swapped month fails here too, not only damage inside a segment.
     let mut scratch = Report {
         authenticity_checked: true,
-        live_writer: crate::log::writer_is_live(dir),
         ..Report::default()
     };
     let outcomes = verify_org(dir, org, Some(keys), Timestamp::now(), &mut scratch)?;

@@ -86,8 +86,9 @@ pub(crate) struct SegmentCheck<'a> {
     pub id: SegmentId,
     pub path: &'a Path,
     pub keys: Option<&'a dyn KeyProvider>,
-    /// A live writer may be appending to this file: an incomplete last frame is not damage.
-    pub live: bool,
+    /// Whether a live writer may be appending to this file (then an incomplete last frame,
+    /// or a header not yet whole, is not damage): asked only when such an end is found.
+    pub live: &'a super::Liveness,
     /// Whether this is the latest part of its month (the only file a crash can tear).
     pub latest: bool,
     /// Counts at which the chain head is wanted (links, checkpoints).
@@ -248,7 +249,10 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             f.finish_into(&mut out);
             return out;
         }
-        Err(e) if len < SEGMENT_HEADER_LEN as u64 && c.latest && !c.live => {
+        // Being created, if a writer is live: it only ever creates the latest part of a
+        // month.
+        Err(_) if len < SEGMENT_HEADER_LEN as u64 && c.latest && c.live.now() => None,
+        Err(e) if len < SEGMENT_HEADER_LEN as u64 && c.latest => {
             f.push(
                 Finding::new(
                     K::TornTail,
@@ -259,8 +263,6 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             );
             None
         }
-        // Being created: a writer only ever creates the latest part of a month.
-        Err(_) if len < SEGMENT_HEADER_LEN as u64 && c.live && c.latest => None,
         Err(e) => {
             f.push(
                 // The error names the structure (`segment header: field ...`).
@@ -353,7 +355,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 let next = scan::resync(&mut win, off + 1, max_seq).ok().flatten();
                 let incomplete = matches!(e, Some(FrameError::Incomplete { .. }));
                 match next {
-                    None if c.live && c.latest && incomplete => {
+                    None if c.latest && incomplete && c.live.now() => {
                         // A record being written right now: stop at the consistent prefix.
                         if let Some(x) = cmp.as_mut() {
                             x.record(off, here);
@@ -1228,7 +1230,7 @@ mod tests {
             id,
             path: &seg,
             keys: Some(&FuzzKeys),
-            live: false,
+            live: &crate::verify::Liveness::never(),
             latest: true,
             wanted: &wanted,
             now: Timestamp::now(),
