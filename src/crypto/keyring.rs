@@ -522,13 +522,30 @@ impl KeyProvider for Keyring {
             })
     }
 
+    /// A key id this keyring does not hold is looked for again in its file, read anew: another
+    /// process (`auditlog keys new`, a writer's quarterly rotation) may have added it since
+    /// this one was opened. Reading a log while its keys rotate used to report every record
+    /// of the new key as `unknown_key`. Every key held is kept; a file whose key for an id
+    /// held differs is refused, as on any update.
     fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
-        Ok(self
-            .orgs
-            .read()
-            .get(org)
-            .and_then(|o| o.keys.get(&id))
-            .map(|(k, _)| k.clone()))
+        let held = |orgs: &BTreeMap<OrgId, OrgKeys>| {
+            orgs.get(org)
+                .and_then(|o| o.keys.get(&id))
+                .map(|(k, _)| k.clone())
+        };
+        if let Some(k) = held(&self.orgs.read()) {
+            return Ok(Some(k));
+        }
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        // Readers take no lock: the file is only ever replaced whole, by a rename.
+        let Some(on_disk) = read_file(path)? else {
+            return Ok(None);
+        };
+        let mut orgs = self.orgs.write();
+        *orgs = merge(path, on_disk, orgs.clone_shallow())?;
+        Ok(held(&orgs))
     }
 }
 
@@ -626,6 +643,24 @@ mod tests {
             Some(KeyId(3))
         );
         assert_eq!(ring.rotate_if_due(&a, later, policy).unwrap(), None);
+    }
+
+    /// A keyring opened before another process rotated a key finds the new key id in the
+    /// file when asked for it (a reader during a rotation).
+    #[test]
+    fn a_key_added_by_another_process_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let writer = Keyring::open_or_create(&path).unwrap();
+        writer.rotate(&org("a")).unwrap();
+        let reader = Keyring::open(&path).unwrap();
+        assert!(reader.key(&org("a"), KeyId(2)).unwrap().is_none());
+        assert_eq!(writer.rotate(&org("a")).unwrap(), KeyId(2));
+        let added = reader.key(&org("a"), KeyId(2)).unwrap();
+        assert_eq!(added, writer.key(&org("a"), KeyId(2)).unwrap());
+        assert!(added.is_some());
+        assert!(reader.key(&org("a"), KeyId(3)).unwrap().is_none());
+        assert!(reader.key(&org("b"), KeyId(1)).unwrap().is_none());
     }
 
     /// An org at key id `u32::MAX` has no next id: rotating is refused and changes nothing.
