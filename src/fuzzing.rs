@@ -220,7 +220,9 @@ pub fn fuzz_inspect(data: &[u8]) {
             assert!(items <= data.len() + 2, "inspect does not advance");
             let (start, end) = match &item {
                 Item::Record { offset, len, .. } => (*offset, offset + len),
-                Item::Damage { start, end, .. } => (*start, *end),
+                Item::Damage { start, end, .. } | Item::BeingWritten { start, end } => {
+                    (*start, *end)
+                }
                 Item::SegmentHeader { .. } | Item::Index { .. } => (0, 0),
             };
             assert!(

@@ -12,10 +12,11 @@ use crate::crypto::{self, Hash, KeyProvider, Signer, Signers};
 use crate::entry;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::format::header::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
+use crate::format::header::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, SegmentId};
 use crate::format::index::{INDEX_MAGIC, Index};
 use crate::format::record::FrameError;
 use crate::segment::scan::{self, FileWindow};
+use crate::segment::segment_file_name;
 use crate::time::Timestamp;
 
 /// The largest index file [`inspect`] reads (it decodes an index whole, in memory): 256 MiB.
@@ -123,6 +124,31 @@ pub enum Item {
         /// What was wrong at `start`.
         reason: String,
     },
+    /// The end of the latest part of a month is an incomplete record while a writer holds
+    /// the log's lock: a record being written, not damage (`verify` stops there too).
+    BeingWritten {
+        /// Where the incomplete record begins.
+        start: u64,
+        /// The file's length when it was read.
+        end: u64,
+    },
+}
+
+enum Kind {
+    Incomplete,
+    Corrupt,
+}
+
+/// Whether segment file `path` (of segment `id`) may be being written right now: it is the
+/// latest part of its month, in a log directory whose writer is live.
+fn being_written(path: &Path, id: Option<SegmentId>) -> bool {
+    let Some(id) = id else {
+        return false;
+    };
+    let later = id.part.checked_add(1).map(|part| SegmentId { part, ..id });
+    let latest = later.is_none_or(|l| !path.with_file_name(segment_file_name(l)).exists());
+    let log_dir = path.parent().and_then(Path::parent);
+    latest && log_dir.is_some_and(crate::log::writer_is_live)
 }
 
 /// Inspects `path` (segment or index file), calling `visit` for each item found. An index
@@ -266,13 +292,22 @@ pub fn inspect(
         let rec = match frame {
             Ok(rec) => rec,
             Err(err) => {
-                let reason = match err {
-                    FrameError::Incomplete { needed, available } => {
-                        format!("incomplete frame: needs {needed} bytes, {available} left")
-                    }
-                    FrameError::Corrupt(d) => d.to_string(),
+                let (err_kind, reason) = match err {
+                    FrameError::Incomplete { needed, available } => (
+                        Kind::Incomplete,
+                        format!("incomplete frame: needs {needed} bytes, {available} left"),
+                    ),
+                    FrameError::Corrupt(d) => (Kind::Corrupt, d.to_string()),
                 };
                 let next = scan::resync(&mut win, off + 1, max_seq).map_err(io)?;
+                let incomplete = matches!(err_kind, Kind::Incomplete);
+                if incomplete && next.is_none() && being_written(path, segment) {
+                    visit(Item::BeingWritten {
+                        start: off,
+                        end: len,
+                    })?;
+                    break;
+                }
                 let end = next.unwrap_or(len);
                 visit(Item::Damage {
                     start: off,

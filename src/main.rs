@@ -141,7 +141,8 @@ enum Command {
     /// and skipped. Exit 0 if all it showed is intact; 1 if it showed a damaged range, a
     /// record whose body does not decode, a chain break, a tag that fails, or (with
     /// --keyring) a tag the keyring has no key for (tags are checked with --keyring only).
-    /// Control, bidirectional and invisible characters are shown escaped (\u{202e}) in
+    /// The incomplete last record of a month's latest part, while a writer holds the log's
+    /// lock, is shown as being written, not as damage. Control, bidirectional and invisible characters are shown escaped (\u{202e}) in
     /// text output. An index file over 256 MiB, a file of a newer format
     /// than this build reads, and anything but a regular file (a FIFO would block) are
     /// refused (exit 2).
@@ -691,6 +692,7 @@ fn inspect_cmd(
                     }
                 }
                 Item::SegmentHeader { org_id: o, .. } => org.clone_from(o),
+                Item::BeingWritten { .. } => {}
             }
             if json {
                 serde_json::to_writer(&mut out, &item)
@@ -827,6 +829,10 @@ fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Resul
                 visible(reason)
             )
         }
+        Item::BeingWritten { start, end } => writeln!(
+            out,
+            "BEING WRITTEN bytes {start}..{end}: an incomplete last record while a writer holds the log's lock (not damage)"
+        ),
     }
 }
 

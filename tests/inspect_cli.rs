@@ -417,3 +417,30 @@ fn a_fifo_is_refused_not_waited_on() {
         "{err}"
     );
 }
+
+/// Review finding: `inspect` on the segment a live writer appends to showed the record
+/// being written (the file's size moves page by page during a write) as damage, exit 1.
+/// The incomplete end of the month's latest part is now shown as being written while the
+/// writer holds the log's lock, exit 0; once the writer is gone it is damage again.
+#[test]
+fn the_incomplete_end_of_a_live_segment_is_being_written_not_damage() {
+    let log = KeyedLog::new(EVENTS);
+    let seg = seg_path(&log.dir, "org-000", "2026-04");
+    let keys = std::sync::Arc::new(Keyring::open(&log.keyring).unwrap());
+    let writer = auditlog::Log::open(&log.dir, auditlog::Options::new(keys)).unwrap();
+    let bytes = fs::read(&seg).unwrap();
+    let last = *records(&bytes).last().unwrap();
+    fs::write(&seg, &bytes[..last.off + 30]).unwrap();
+    let o = inspect(Some(&log.keyring), &seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let all = items(&o);
+    let end = all.last().unwrap();
+    assert_eq!(end["item"], "being_written", "{end}");
+    assert_eq!(end["start"].as_u64(), Some(last.off as u64));
+    assert!(!all.iter().any(|i| i["item"] == "damage"));
+    drop(writer);
+    fs::write(&seg, &bytes[..last.off + 30]).unwrap();
+    let o = inspect(Some(&log.keyring), &seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(items(&o).last().unwrap()["item"], "damage");
+}
