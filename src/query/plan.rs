@@ -39,7 +39,7 @@ use crate::format::index::IndexHead;
 use crate::format::index::MARK_UNKNOWN;
 use crate::format::record::FrameError;
 use crate::format::{DecodeError, DecodeErrorKind};
-use crate::segment::index_file::{self, GroupBlocks, Rejected, Summary, TagCheck};
+use crate::segment::index_file::{self, GroupBlocks, IndexEvidence, Rejected, Summary};
 use crate::segment::scan::{self, FileWindow};
 use crate::segment::{FileStamp, index_file_name, recover, segment_file_name};
 use crate::time::{Month, Timestamp};
@@ -609,6 +609,18 @@ impl Unused {
     }
 }
 
+/// Recovery's reading of an index ([`index_file::evidence`]), or why it could not be read.
+impl From<std::io::Result<IndexEvidence>> for Evidence {
+    fn from(read: std::io::Result<IndexEvidence>) -> Evidence {
+        match read {
+            Ok(IndexEvidence::None) => Evidence::Nothing,
+            Ok(IndexEvidence::Authentic(head)) => Evidence::Authentic(head),
+            Ok(IndexEvidence::KeyMissing { head, why }) => Evidence::KeyMissing(head, why),
+            Err(e) => Evidence::Unreadable(e),
+        }
+    }
+}
+
 impl Evidence {
     /// An index that could not be opened or read: absent or not a regular file (nothing a
     /// writer made), or a file shorter than its own counts (malformed) is no evidence.
@@ -625,24 +637,12 @@ impl Evidence {
     /// What the index of segment `id`, read without its segment's header, is evidence of:
     /// for a segment file that is missing or shorter than its header. `index` is its path.
     fn of(index: &Path, place: &Place<'_>, id: SegmentId) -> Evidence {
-        match crate::segment::open_regular(index) {
-            Ok(f) => Evidence::read(f, place.org, id, place.keys),
-            Err(e) => Evidence::unread(e),
-        }
+        index_file::evidence_at(index, place.org, id, place.keys).into()
     }
 
     /// What the index file `file` of segment `id` of `org` is evidence of.
     fn read(file: File, org: &OrgId, id: SegmentId, keys: &dyn KeyProvider) -> Evidence {
-        match index_file::read_unauthenticated(file, org, keys) {
-            Ok(c) if &c.head.org == org && c.head.segment == id => match c.tag {
-                TagCheck::Verified => Evidence::Authentic(c.head),
-                TagCheck::UnknownKey(why) => Evidence::KeyMissing(c.head, why),
-                TagCheck::Mismatch | TagCheck::NotChecked => Evidence::Nothing,
-            },
-            Ok(_) => Evidence::Nothing,
-            Err(Rejected::Io(e)) => Evidence::unread(e),
-            Err(_) => Evidence::Nothing,
-        }
+        index_file::evidence(file, org, id, keys).into()
     }
 
     /// The error item for an index that is not used although the segment `seg` (`len`

@@ -28,6 +28,7 @@ use crate::crypto::{Hash, IndexTagger, KeyProvider, Signer, Tag};
 use crate::error::Result;
 use crate::event::OrgId;
 use crate::format::codec::{Reader, varint_len};
+use crate::format::header::SegmentId;
 use crate::format::index::{
     BlockFilters, ENTRY_LEN, FILTER_HEADER_LEN, INDEX_HEADER_LEN, INDEX_TRAILER_LEN, IndexEntry,
     IndexHead, MARK_LEN, MARKS_HEADER_LEN, Probing, SECTION_BLOCK_FILTERS, SECTION_BLOCK_TIMES,
@@ -559,6 +560,75 @@ pub(crate) fn read(
 /// Checks the index file `file` as [`read`] does, except that it is returned whatever became
 /// of its tag ([`Checked::tag`]): recovery reads an index whose key is missing as possibly
 /// authentic.
+/// What an index file of segment `id` is evidence of, whatever the segment holds now
+/// (FORMAT.md §6). Recovery and the query layer read it the same way.
+pub(crate) enum IndexEvidence {
+    /// Nothing: absent, not a regular file, malformed, describing another segment, or its
+    /// tag does not verify (recovery ignores and rebuilds it, FORMAT.md §3).
+    None,
+    /// Its tag verifies with a key of the org.
+    Authentic(IndexHead),
+    /// Well formed and naming this segment, but its tag could not be checked: the key
+    /// provider lacks the key it names, or failed. It may be authentic (the key may turn up,
+    /// or be restored), so recovery reads it as if it were wherever that is the safe
+    /// reading (what it vouches for was durable; its seqs were issued) and never rebuilds
+    /// over it without a copy.
+    KeyMissing { head: IndexHead, why: String },
+}
+
+impl IndexEvidence {
+    /// The header of an index that is, or may be, authentic.
+    pub(crate) fn vouching(&self) -> Option<&IndexHead> {
+        match self {
+            IndexEvidence::None => None,
+            IndexEvidence::Authentic(head) | IndexEvidence::KeyMissing { head, .. } => Some(head),
+        }
+    }
+}
+
+/// [`evidence`] of the index file at `path`: absent, or not a regular file (nothing a
+/// writer made), is [`IndexEvidence::None`].
+pub(crate) fn evidence_at(
+    path: &Path,
+    org: &OrgId,
+    id: SegmentId,
+    keys: &dyn KeyProvider,
+) -> io::Result<IndexEvidence> {
+    match crate::segment::open_regular(path) {
+        Ok(f) => evidence(f, org, id, keys),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::InvalidInput
+            ) =>
+        {
+            Ok(IndexEvidence::None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads index file `file` of segment `id` of `org` for what it is evidence of. `Err` if
+/// it cannot be read (permissions, I/O): it may be the evidence of records since lost. A
+/// file shorter than its own counts is malformed, not unreadable.
+pub(crate) fn evidence(
+    file: File,
+    org: &OrgId,
+    id: SegmentId,
+    keys: &dyn KeyProvider,
+) -> io::Result<IndexEvidence> {
+    match read_unauthenticated(file, org, keys) {
+        Ok(c) if &c.head.org == org && c.head.segment == id => Ok(match c.tag {
+            TagCheck::Verified => IndexEvidence::Authentic(c.head),
+            TagCheck::UnknownKey(why) => IndexEvidence::KeyMissing { head: c.head, why },
+            TagCheck::Mismatch | TagCheck::NotChecked => IndexEvidence::None,
+        }),
+        Ok(_) => Ok(IndexEvidence::None),
+        Err(Rejected::Io(e)) if e.kind() != io::ErrorKind::UnexpectedEof => Err(e),
+        Err(_) => Ok(IndexEvidence::None),
+    }
+}
+
 pub(crate) fn read_unauthenticated(
     file: File,
     org: &OrgId,

@@ -14,9 +14,10 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::index_file::{self, IndexEvidence};
 use super::quarantine::Quarantine;
 use super::scan::{self, DamageCause, DamageRange, FileWindow, IndexBuilder, ScanOutcome, Tally};
-use super::{FileStamp, index_file, index_file_name, segment_file_name};
+use super::{FileStamp, index_file_name, segment_file_name};
 use crate::crypto::{self, Hash, KeyProvider};
 use crate::error::{Error, Result};
 use crate::event::OrgId;
@@ -132,31 +133,6 @@ fn check_describes(
     Ok(())
 }
 
-/// What an index file of segment `id` is evidence of, whatever the segment holds now.
-enum IndexEvidence {
-    /// Nothing: absent, not a regular file, malformed, describing another segment, or its
-    /// tag does not verify (recovery ignores and rebuilds it, FORMAT.md §3).
-    None,
-    /// Its tag verifies with a key of the org.
-    Authentic(IndexHead),
-    /// Well formed and naming this segment, but its tag could not be checked: the key
-    /// provider lacks the key it names, or failed. It may be authentic (the key may turn up,
-    /// or be restored), so recovery reads it as if it were wherever that is the safe
-    /// reading (what it vouches for was durable; its seqs were issued) and never rebuilds
-    /// over it without a copy.
-    KeyMissing { head: IndexHead, why: String },
-}
-
-impl IndexEvidence {
-    /// The header of an index that is, or may be, authentic.
-    fn vouching(&self) -> Option<&IndexHead> {
-        match self {
-            IndexEvidence::None => None,
-            IndexEvidence::Authentic(head) | IndexEvidence::KeyMissing { head, .. } => Some(head),
-        }
-    }
-}
-
 /// Reads the index of segment `id` for what it is evidence of ([`IndexEvidence`]). `Err` if
 /// it exists but cannot be read (permissions, I/O): it may be the evidence of records since
 /// lost, so recovery of the segment stops there rather than rebuild over it or move the
@@ -167,36 +143,8 @@ fn index_evidence(
     id: SegmentId,
     keys: &dyn KeyProvider,
 ) -> Result<IndexEvidence> {
-    use std::io::ErrorKind;
     let path = dir.join(index_file_name(id));
-    let file = match super::open_regular(&path) {
-        Ok(f) => f,
-        // Absent, or not a regular file (nothing a writer made).
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput) => {
-            return Ok(IndexEvidence::None);
-        }
-        Err(e) => return Err(Error::io("read index", &path, e)),
-    };
-    match index_file::read_unauthenticated(file, org, keys) {
-        Ok(checked) if &checked.head.org == org && checked.head.segment == id => {
-            Ok(match checked.tag {
-                index_file::TagCheck::Verified => IndexEvidence::Authentic(checked.head),
-                index_file::TagCheck::UnknownKey(why) => IndexEvidence::KeyMissing {
-                    head: checked.head,
-                    why,
-                },
-                index_file::TagCheck::Mismatch | index_file::TagCheck::NotChecked => {
-                    IndexEvidence::None
-                }
-            })
-        }
-        Ok(_) => Ok(IndexEvidence::None),
-        // A file shorter than its own counts is malformed, not unreadable.
-        Err(index_file::Rejected::Io(e)) if e.kind() != ErrorKind::UnexpectedEof => {
-            Err(Error::io("read index", &path, e))
-        }
-        Err(_) => Ok(IndexEvidence::None),
-    }
+    index_file::evidence_at(&path, org, id, keys).map_err(|e| Error::io("read index", &path, e))
 }
 
 /// Copies the index of segment `id`, byte for byte, into quarantine before recovery
