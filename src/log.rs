@@ -364,14 +364,14 @@ impl OrgSegments {
     /// The catalog read again from the org directory `dir`, keeping what only this process
     /// knows: its writers (open, closing, retired), the months being opened, and whether it
     /// made the directory durable.
-    fn reload(&mut self, dir: &Path) {
+    fn reload(&mut self, dir: &Path, org: &OrgId) {
         *self = OrgSegments {
             writers: std::mem::take(&mut self.writers),
             closing: std::mem::take(&mut self.closing),
             closed: std::mem::take(&mut self.closed),
             opening: std::mem::take(&mut self.opening),
             dir_durable: self.dir_durable,
-            ..load_catalog(dir)
+            ..load_catalog(dir, org)
         };
     }
 
@@ -1214,7 +1214,7 @@ impl Inner {
             let dir = self.dir.join(id.as_str());
             Arc::new(Org {
                 id: id.clone(),
-                segs: Mutex::new(load_catalog(&dir)),
+                segs: Mutex::new(load_catalog(&dir, id)),
                 dir,
                 signer: RwLock::new(None),
                 close_done: Condvar::new(),
@@ -1607,7 +1607,7 @@ impl Inner {
                         .push(RecoveryAction::PartialSegmentQuarantined { moved_to });
                     // The catalog again without the file moved: it may have been the tail,
                     // and it counted among the unplaced headers if it had 256 bytes.
-                    segs.reload(&org.dir);
+                    segs.reload(&org.dir, &org.id);
                     segs.latest.remove(&month);
                     let Some(part) = id.part.checked_sub(1) else {
                         // The month's first segment: nothing before it in the month.
@@ -2334,7 +2334,8 @@ fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink>
     })
 }
 
-fn load_catalog(dir: &Path) -> OrgSegments {
+/// The catalog of `org`'s segments in `dir`, from their file names and headers.
+fn load_catalog(dir: &Path, org: &OrgId) -> OrgSegments {
     let mut segs = OrgSegments::default();
     // Segments whose header is unreadable, and those a readable `prev` link names (whose
     // ordinal is then one below the linking segment's, so not past the tail).
@@ -2346,7 +2347,12 @@ fn load_catalog(dir: &Path) -> OrgSegments {
             *latest = id;
         }
         match read_header(&dir.join(segment_file_name(id))) {
-            Ok((h, _)) => {
+            // A header naming another org or segment (a copy, a renamed or planted file) is
+            // read as recovery reads it: not this segment's. Its ordinal and links say
+            // nothing of this org's segments, and believing them let a planted file make
+            // recovery cut no torn tail, or seal and continue a sound segment (a link
+            // counting more records than it holds).
+            Ok((h, _)) if h.org == *org && h.id == id => {
                 if segs.tail.is_none_or(|(o, _)| h.ordinal >= o) {
                     segs.tail = Some((h.ordinal, id));
                 }
@@ -2355,10 +2361,10 @@ fn load_catalog(dir: &Path) -> OrgSegments {
                 }
                 segs.note_links(&h);
             }
-            // A header that fails its checks; not one shorter than a header (a crash while
-            // creating it: recovery moves it aside and it never had an ordinal on disk), nor
-            // a file that cannot be read (its recovery fails anyway).
-            Err(Error::Corrupt { .. }) => unreadable.push(id),
+            // A header that fails its checks or names another segment; not one shorter than
+            // a header (a crash while creating it: recovery moves it aside and it never had
+            // an ordinal on disk), nor a file that cannot be read (its recovery fails anyway).
+            Ok(_) | Err(Error::Corrupt { .. }) => unreadable.push(id),
             Err(_) => {}
         }
     }
