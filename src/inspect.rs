@@ -124,8 +124,9 @@ pub enum Item {
         /// What was wrong at `start`.
         reason: String,
     },
-    /// The end of the latest part of a month is an incomplete record while a writer holds
-    /// the log's lock: a record being written, not damage (`verify` stops there too).
+    /// The end of the latest part of a month is an incomplete record, or its header is
+    /// shorter than a header, while a writer holds the log's lock: a record or a segment
+    /// being written, not damage (`verify` stops there too).
     BeingWritten {
         /// Where the incomplete record begins.
         start: u64,
@@ -149,6 +150,13 @@ fn being_written(path: &Path, id: Option<SegmentId>) -> bool {
     let latest = later.is_none_or(|l| !path.with_file_name(segment_file_name(l)).exists());
     let log_dir = path.parent().and_then(Path::parent);
     latest && log_dir.is_some_and(crate::log::writer_is_live)
+}
+
+/// The segment id `path`'s file name gives, if it is a segment's name.
+fn path_segment_id(path: &Path) -> Option<SegmentId> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(crate::segment::parse_segment_file_name)
 }
 
 /// Inspects `path` (segment or index file), calling `visit` for each item found. An index
@@ -251,6 +259,12 @@ pub fn inspect(
                 continues: h.continues.as_ref().map(link),
                 genesis,
             })?;
+        }
+        // A header not yet all written, in a file the live writer is creating: its bytes
+        // are still coming (recovery moves such a file aside only once no writer is live).
+        Err(_) if len < SEGMENT_HEADER_LEN as u64 && being_written(path, path_segment_id(path)) => {
+            visit(Item::BeingWritten { start: 0, end: len })?;
+            return Ok(0);
         }
         Err(e) => {
             let reason = if magic == SEGMENT_MAGIC {

@@ -831,7 +831,7 @@ fn write_item(out: &mut impl Write, item: &auditlog::inspect::Item) -> io::Resul
         }
         Item::BeingWritten { start, end } => writeln!(
             out,
-            "BEING WRITTEN bytes {start}..{end}: an incomplete last record while a writer holds the log's lock (not damage)"
+            "BEING WRITTEN bytes {start}..{end}: an incomplete last record (or header) while a writer holds the log's lock (not damage)"
         ),
     }
 }

@@ -444,3 +444,29 @@ fn the_incomplete_end_of_a_live_segment_is_being_written_not_damage() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(items(&o).last().unwrap()["item"], "damage");
 }
+
+/// A segment file shorter than its header, the latest part of its month, while the writer
+/// holds the log's lock, is one being created: shown as being written (exit 0), not as a
+/// damaged header; once the writer is gone it is damage.
+#[test]
+fn a_live_segment_shorter_than_its_header_is_being_written_not_damage() {
+    let log = KeyedLog::new(EVENTS);
+    let seg = seg_path(&log.dir, "org-000", "2026-04");
+    let keys = std::sync::Arc::new(Keyring::open(&log.keyring).unwrap());
+    let writer = auditlog::Log::open(&log.dir, auditlog::Options::new(keys)).unwrap();
+    let bytes = fs::read(&seg).unwrap();
+    fs::write(&seg, &bytes[..100]).unwrap();
+    let o = inspect(Some(&log.keyring), &seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let all = items(&o);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["item"], "being_written");
+    assert_eq!(
+        (all[0]["start"].as_u64(), all[0]["end"].as_u64()),
+        (Some(0), Some(100))
+    );
+    drop(writer);
+    let o = inspect(Some(&log.keyring), &seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(items(&o)[0]["item"], "damage");
+}
