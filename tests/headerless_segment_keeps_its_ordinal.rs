@@ -22,14 +22,10 @@ use std::sync::Arc;
 
 use auditlog::format::header::SegmentHeader;
 use auditlog::verify::{FindingKind, VerifyOptions, verify};
-use auditlog::{Durability, Event, Keyring, Log, Options};
+use auditlog::{Event, Keyring, Log};
 use support::{february_of, january_of, keys_for, month};
 
 const ORG: &str = "acme";
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Always)
-}
 
 /// `n` events of `ORG` in February 2026.
 fn february(n: u64, seed: u64) -> Vec<Event> {
@@ -77,14 +73,14 @@ fn errors(dir: &Path, keys: &Arc<Keyring>) -> Vec<(FindingKind, String)> {
 fn the_continuation_of_a_headerless_newest_segment_does_not_take_its_ordinal() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     log.append_batch(&february(2, 2)).unwrap();
     log.append_batch(&january_of(ORG, 5, 1)).unwrap();
     log.close().unwrap();
     assert_eq!(header(d.path(), "2026-01.seg").ordinal, 1);
     rot_header(d.path(), "2026-01.seg");
 
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     assert_eq!(log.append(&january_of(ORG, 1, 9)[0]).unwrap().seq, 5);
     log.append(&march(1, 3)[0]).unwrap();
     log.close().unwrap();
@@ -118,7 +114,7 @@ fn the_continuation_of_a_headerless_newest_segment_does_not_take_its_ordinal() {
 fn a_continuation_does_not_fill_the_ordinal_of_a_deleted_segment() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     log.append_batch(&january_of(ORG, 3, 1)).unwrap();
     log.append_batch(&february(3, 2)).unwrap();
     log.append_batch(&march(3, 3)).unwrap();
@@ -128,7 +124,7 @@ fn a_continuation_does_not_fill_the_ordinal_of_a_deleted_segment() {
     }
     rot_header(d.path(), "2026-03.seg");
 
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     assert_eq!(log.append(&march(1, 9)[0]).unwrap().seq, 3);
     log.close().unwrap();
     assert_eq!(header(d.path(), "2026-03.1.seg").ordinal, 2);
@@ -148,13 +144,13 @@ fn a_continuation_does_not_fill_the_ordinal_of_a_deleted_segment() {
 fn an_ordinal_a_readable_link_gives_away_is_not_skipped() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     log.append_batch(&january_of(ORG, 5, 1)).unwrap();
     log.append_batch(&february(2, 2)).unwrap();
     log.close().unwrap();
     rot_header(d.path(), "2026-01.seg");
 
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     assert_eq!(log.append(&january_of(ORG, 1, 9)[0]).unwrap().seq, 5);
     log.close().unwrap();
     assert_eq!(header(d.path(), "2026-01.1.seg").ordinal, 2);

@@ -15,17 +15,12 @@ mod support;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 
-use auditlog::{Durability, Event, Keyring, Log, Options, RecoveryAction};
+use auditlog::{Event, Log, RecoveryAction};
 use support::{keys_for, workload};
 
 const ORG: &str = "acme";
 const MIB: u64 = 1 << 20;
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Never)
-}
 
 fn events(n: u64, seed: u64) -> Vec<Event> {
     workload(n, 1, 28, seed)
@@ -41,7 +36,7 @@ fn events(n: u64, seed: u64) -> Vec<Event> {
 fn a_sparse_tail_far_past_the_end_is_quarantined_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     log.append_batch(&events(20, 1)).unwrap();
     log.close().unwrap();
     let seg = dir.path().join(ORG).join("2026-01.seg");
@@ -69,7 +64,7 @@ fn a_sparse_tail_far_past_the_end_is_quarantined_byte_for_byte() {
         if hit { 0xff } else { 0 }
     };
 
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     let report = log.recovery_report();
     let torn: Vec<_> = report
         .iter()

@@ -23,14 +23,10 @@ use std::sync::Arc;
 
 use auditlog::format::header::{SegmentHeader, SegmentId};
 use auditlog::verify::{FindingKind, Severity, VerifyOptions, verify};
-use auditlog::{Durability, Event, Keyring, Log, Options, RecoveryAction};
+use auditlog::{Event, Keyring, Log, RecoveryAction};
 use support::{february_of, january_of, keys_for, month, org, scan};
 
 const ORG: &str = "acme";
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Always)
-}
 
 /// `n` realistic events of `ORG`, all in January 2026.
 fn january(n: u64, seed: u64) -> Vec<Event> {
@@ -54,14 +50,14 @@ fn crashed_before_continuation_header(
     february_tail: bool,
     sealed: bool,
 ) -> Vec<u8> {
-    let log = Log::open(dir, opts(keys)).unwrap();
+    let log = Log::open(dir, support::always(keys)).unwrap();
     let rs = log.append_batch(&january(10, 1)).unwrap();
     assert_eq!(rs.last().unwrap().seq, 9);
     if february_tail {
         log.append_batch(&february(2, 2)).unwrap();
     }
     log.close().unwrap();
-    let ro = Log::open_read_only(dir, opts(keys)).unwrap();
+    let ro = Log::open_read_only(dir, support::always(keys)).unwrap();
     let (read, errs) = scan(&ro, &org(ORG));
     assert!(errs.is_empty());
     let victim = read[3].offset;
@@ -154,7 +150,7 @@ fn a_partial_continuation_of_the_latest_segment_reopens_as_its_continuation() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
     let damaged = crashed_before_continuation_header(d.path(), &keys, false, false);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     let r = log.append(&january(1, 9)[0]).unwrap();
     assert_eq!((r.month, r.seq), (month("2026-01"), 10));
     let report = log.recovery_report();
@@ -173,7 +169,7 @@ fn a_partial_continuation_reissues_no_seq() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
     let damaged = crashed_before_continuation_header(d.path(), &keys, true, true);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     let r = log.append(&january(1, 9)[0]).unwrap();
     assert_eq!((r.month, r.seq), (month("2026-01"), 10));
     assert_eq!(log.append(&february(1, 9)[0]).unwrap().seq, 2);
@@ -201,7 +197,7 @@ fn a_partial_continuation_reissues_no_seq() {
 fn a_continuation_whose_header_rots_is_continued_and_the_log_opens() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG, "other"]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     log.append_batch(&january(10, 1)).unwrap();
     log.append_batch(&january_of("other", 3, 2)).unwrap();
     log.close().unwrap();
@@ -211,7 +207,7 @@ fn a_continuation_whose_header_rots_is_continued_and_the_log_opens() {
     let mut bytes = fs::read(&seg).unwrap();
     bytes[recs[3].off + 100] ^= 0x20;
     fs::write(&seg, &bytes).unwrap();
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     assert_eq!(log.append_batch(&january(3, 7)).unwrap()[0].seq, 10);
     log.close().unwrap();
     let p1 = d.path().join(ORG).join("2026-01.1.seg");
@@ -220,7 +216,7 @@ fn a_continuation_whose_header_rots_is_continued_and_the_log_opens() {
     b[113] ^= 0x01;
     fs::write(&p1, &b).unwrap();
     for round in 0..2 {
-        let log = Log::open(d.path(), opts(&keys)).unwrap();
+        let log = Log::open(d.path(), support::always(&keys)).unwrap();
         let r = log.append(&january(1, 8 + round)[0]).unwrap();
         assert!(r.seq >= 13, "round {round}: seq {}", r.seq);
         log.append(&january_of("other", 1, 9)[0]).unwrap();
@@ -238,7 +234,7 @@ fn a_continuation_whose_header_rots_is_continued_and_the_log_opens() {
 fn a_part_continued_again_keeps_its_first_damage_report() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     log.append_batch(&january(10, 1)).unwrap();
     log.close().unwrap();
     let seg = d.path().join(ORG).join("2026-01.seg");
@@ -248,7 +244,10 @@ fn a_part_continued_again_keeps_its_first_damage_report() {
     fs::write(&seg, &bytes).unwrap();
     // Without an index the damage is found at open: part 1 is created, nothing appended.
     fs::remove_file(d.path().join(ORG).join("2026-01.idx")).unwrap();
-    Log::open(d.path(), opts(&keys)).unwrap().close().unwrap();
+    Log::open(d.path(), support::always(&keys))
+        .unwrap()
+        .close()
+        .unwrap();
     let q = d.path().join(ORG).join("quarantine");
     let first = fs::read(q.join("2026-01.seg.damage.json")).unwrap();
     // The crash: part 1 created, its header never written (so no index of it either);
@@ -258,7 +257,7 @@ fn a_part_continued_again_keeps_its_first_damage_report() {
     fs::remove_file(d.path().join(ORG).join("2026-01.1.idx")).unwrap();
     fs::set_permissions(&seg, fs::Permissions::from_mode(0o644)).unwrap();
 
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     let report = log.recovery_report();
     assert_eq!(log.append(&january(1, 9)[0]).unwrap().seq, 10);
     log.close().unwrap();
@@ -282,7 +281,7 @@ fn a_part_continued_again_keeps_its_first_damage_report() {
 fn the_part_before_a_damaged_continuation_is_sealed() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     log.append_batch(&january(10, 1)).unwrap();
     log.close().unwrap();
     let seg = d.path().join(ORG).join("2026-01.seg");
@@ -290,7 +289,7 @@ fn the_part_before_a_damaged_continuation_is_sealed() {
     let recs = support::records(&bytes);
     bytes[recs[3].off + 100] ^= 0x20;
     fs::write(&seg, &bytes).unwrap();
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     assert_eq!(log.append_batch(&january(3, 7)).unwrap()[0].seq, 10);
     log.close().unwrap();
     // The crash before the sealing: part 0 writable again.
@@ -302,7 +301,7 @@ fn the_part_before_a_damaged_continuation_is_sealed() {
     b1[recs1[0].off + 100] ^= 0x20;
     fs::write(&p1, &b1).unwrap();
 
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     assert_eq!(log.append(&january(1, 9)[0]).unwrap().seq, 13);
     log.close().unwrap();
     assert!(d.path().join(ORG).join("2026-01.2.seg").exists());

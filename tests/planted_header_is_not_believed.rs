@@ -16,23 +16,18 @@
 mod support;
 
 use std::fs;
-use std::sync::Arc;
 
+use auditlog::Log;
 use auditlog::format::header::SegmentHeader;
-use auditlog::{Durability, Keyring, Log, Options};
 use support::{february_of, january_of, keys_for, month, seg_path};
 
 const ORG: &str = "acme";
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Always)
-}
 
 #[test]
 fn a_header_naming_another_segment_cannot_make_a_sound_segment_damaged() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     log.append_batch(&january_of(ORG, 3, 1)).unwrap();
     log.append_batch(&february_of(ORG, 3, 2)).unwrap();
     log.close().unwrap();
@@ -47,7 +42,7 @@ fn a_header_naming_another_segment_cannot_make_a_sound_segment_damaged() {
     bytes[..256].copy_from_slice(&h.encode());
     fs::write(seg_path(d.path(), ORG, "2026-05"), &bytes).unwrap();
 
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     let r = log.append(&january_of(ORG, 4, 1)[3]).unwrap();
     assert_eq!((r.month, r.seq), (month("2026-01"), 3));
     log.close().unwrap();

@@ -23,18 +23,14 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use auditlog::{Durability, Error, Keyring, Log, Options, RecoveryAction};
+use auditlog::{Error, Keyring, Log, RecoveryAction};
 use support::{february_of, january_of, keys_for, records};
 
 const ORG: &str = "acme";
 
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Always)
-}
-
 /// A closed log with 5 January and 2 February records of `ORG`, and 2 of `other`.
 fn log_with_records(dir: &Path, keys: &Arc<Keyring>) {
-    let log = Log::open(dir, opts(keys)).unwrap();
+    let log = Log::open(dir, support::always(keys)).unwrap();
     log.append_batch(&january_of(ORG, 5, 1)).unwrap();
     log.append_batch(&february_of(ORG, 2, 2)).unwrap();
     log.append_batch(&january_of("other", 2, 3)).unwrap();
@@ -106,7 +102,7 @@ fn a_symlinked_quarantine_receives_no_torn_tail() {
     let q = dir.join(ORG).join("quarantine");
     symlink(&outside, &q).unwrap();
 
-    let log = Log::open(&dir, opts(&keys)).unwrap();
+    let log = Log::open(&dir, support::always(&keys)).unwrap();
     assert_refused(&log, &dir, "a symbolic link", true);
     log.close().unwrap();
     assert_eq!(
@@ -121,7 +117,7 @@ fn a_symlinked_quarantine_receives_no_torn_tail() {
     );
 
     fs::remove_file(&q).unwrap();
-    let log = Log::open(&dir, opts(&keys)).unwrap();
+    let log = Log::open(&dir, support::always(&keys)).unwrap();
     let report = log.recovery_report();
     let moved_to = report
         .iter()
@@ -156,7 +152,7 @@ fn a_quarantine_link_stops_the_months_recovery_before_it_changes_anything() {
         }
         symlink(&target, dir.join(ORG).join("quarantine")).unwrap();
 
-        let log = Log::open(&dir, opts(&keys)).unwrap();
+        let log = Log::open(&dir, support::always(&keys)).unwrap();
         // The index covers the whole file: recovery runs at the month's first append.
         assert_refused(&log, &dir, "a symbolic link", false);
         log.close().unwrap();
@@ -183,7 +179,7 @@ fn a_regular_file_named_quarantine_is_refused_and_kept() {
     let q = dir.path().join(ORG).join("quarantine");
     fs::write(&q, b"not mine").unwrap();
 
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::always(&keys)).unwrap();
     assert_refused(&log, dir.path(), "a regular file", true);
     log.close().unwrap();
     assert_eq!(fs::read(&q).unwrap(), b"not mine");
@@ -209,7 +205,7 @@ fn a_link_at_the_torn_tail_copys_name_is_skipped() {
     symlink(&dangling, q.join(&name)).unwrap();
     symlink(&victim, q.join(format!("{name}.1"))).unwrap();
 
-    let log = Log::open(&dir, opts(&keys)).unwrap();
+    let log = Log::open(&dir, support::always(&keys)).unwrap();
     let report = log.recovery_report();
     let moved_to = report
         .iter()
@@ -244,7 +240,7 @@ fn a_refused_newest_month_does_not_block_new_months() {
     let q = dir.path().join(ORG).join("quarantine");
     fs::write(&q, b"not mine").unwrap();
 
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::always(&keys)).unwrap();
     let e = log.append(&february_of(ORG, 1, 7)[0]).unwrap_err();
     assert!(matches!(e, Error::QuarantineUnusable { .. }), "{e}");
     let at = |day: &str| support::event(ORG, support::ts(day), None, "booking.created", "bk_1");
@@ -254,7 +250,7 @@ fn a_refused_newest_month_does_not_block_new_months() {
     assert_eq!(fs::read(&february).unwrap(), torn);
 
     fs::remove_file(&q).unwrap();
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::always(&keys)).unwrap();
     assert!(
         log.recovery_report()
             .iter()

@@ -22,16 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use auditlog::verify::FindingKind;
-use auditlog::{
-    Durability, Error, Keyring, Log, Options, Query, QueryStats, Timestamp, VerifiedEvent,
-};
+use auditlog::{Error, Keyring, Log, Query, QueryStats, Timestamp, VerifiedEvent};
 use support::*;
 
 const MIN: i64 = 60_000_000;
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Never)
-}
 
 fn t0() -> Timestamp {
     ts("2026-03-10")
@@ -45,7 +39,7 @@ fn at(i: i64) -> Timestamp {
 /// `n` events of org-000, one a minute (about 60 records per 4 KiB block). With `close`
 /// the log is closed (index written); otherwise the writer stays open, nothing indexed.
 fn write(dir: &Path, keys: &Arc<Keyring>, n: i64, close: bool) -> (Option<Log>, PathBuf) {
-    let log = Log::open(dir, opts(keys)).unwrap();
+    let log = Log::open(dir, support::never(keys)).unwrap();
     let evs: Vec<_> = (0..n)
         .map(|i| {
             event(
@@ -126,7 +120,7 @@ fn with_the_writers_index_a_record_moved_out_of_range_is_reported() {
     let keys = keys_for(&["org-000"]);
     let (_, seg) = write(dir.path(), &keys, 300, true);
     move_back(&seg, 299, false);
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     assert_reported(&log, 299);
 }
 
@@ -141,7 +135,7 @@ fn without_an_index_a_record_moved_out_of_range_is_reported() {
         let (_, seg) = write(dir.path(), &keys, 300, true);
         move_back(&seg, i, rechain);
         std::fs::remove_file(seg.with_extension("idx")).unwrap();
-        let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+        let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
         assert_reported(&log, i as i64);
         let r = verify_keys(dir.path(), &*keys);
         assert!(!r.is_intact());
@@ -155,7 +149,7 @@ fn beside_a_live_writer_a_record_moved_out_of_the_unindexed_tail_is_reported() {
     let (writer, seg) = write(dir.path(), &keys, 300, false);
     assert!(!seg.with_extension("idx").exists());
     move_back(&seg, 299, false);
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     assert_reported(&log, 299);
     drop(writer);
 }
@@ -173,7 +167,10 @@ fn an_index_rebuilt_over_a_moved_record_gives_it_the_whole_month() {
         move_back(&seg, i, rechain);
         std::fs::remove_file(seg.with_extension("idx")).unwrap();
         // Recovery rebuilds and signs the index, checking each record's tag as it goes.
-        Log::open(dir.path(), opts(&keys)).unwrap().close().unwrap();
+        Log::open(dir.path(), support::never(&keys))
+            .unwrap()
+            .close()
+            .unwrap();
         let ix = read_index(&seg.with_extension("idx"));
         assert_eq!(ix.entries.len(), before.entries.len());
         let times = ix.block_times().unwrap().unwrap();
@@ -186,7 +183,7 @@ fn an_index_rebuilt_over_a_moved_record_gives_it_the_whole_month() {
                 assert!(hi < at(i as i64), "block {b} keeps its times");
             }
         }
-        let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+        let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
         let (_, _, s) = all(log.query(&org("org-000")));
         assert!(s.indexes_bypassed.is_empty(), "{:?}", s.indexes_bypassed);
         assert_reported(&log, i as i64);
@@ -208,7 +205,7 @@ fn a_segment_copied_as_a_continuation_part_is_reported() {
     bytes[92..94].copy_from_slice(&1u16.to_le_bytes());
     fix_header_crc(&mut bytes);
     std::fs::write(seg.with_file_name("2026-03.1.seg"), &bytes).unwrap();
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
         let mut q = log
             .query(&org("org-000"))
@@ -266,7 +263,7 @@ fn records_copied_past_the_end_of_a_segment_are_reported() {
     }
     bytes.extend_from_slice(&tail);
     std::fs::write(&seg, &bytes).unwrap();
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
         let mut q = log
             .query(&org("org-000"))
@@ -304,7 +301,7 @@ fn records_copied_after_garbage_past_the_end_are_withheld() {
         if drop_index {
             std::fs::remove_file(seg.with_extension("idx")).unwrap();
         }
-        let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+        let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
         for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
             let mut q = log
                 .query(&org("org-000"))
@@ -347,7 +344,7 @@ fn without_an_index_an_altered_record_costs_that_record_only() {
     change_ascii(&mut bytes[b]);
     fix_crc(&mut bytes, r.off);
     std::fs::write(&seg, &bytes).unwrap();
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
         let mut q = log.query(&org("org-000")).plan_blocks(blocks);
         if reverse {
@@ -373,7 +370,7 @@ fn an_intact_segment_without_an_index_reads_the_same_verified_and_not() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
     let (_, seg) = write(dir.path(), &keys, 300, true);
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let want: Vec<u64> = all(log.query(&org("org-000")).since(at(100)).until(at(200)))
         .0
         .iter()
@@ -382,7 +379,7 @@ fn an_intact_segment_without_an_index_reads_the_same_verified_and_not() {
     assert_eq!(want.len(), 100);
     drop(log);
     std::fs::remove_file(seg.with_extension("idx")).unwrap();
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     for (reverse, blocks, unverified) in [
         (false, 4096, false),
         (true, 4096, false),

@@ -16,19 +16,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use auditlog::{
-    Durability, Error, Event, IntegrityKind, Keyring, Log, Options, SegmentReader, Timestamp,
-    VerifiedEvent,
+    Error, Event, IntegrityKind, Keyring, Log, SegmentReader, Timestamp, VerifiedEvent,
 };
 use support::{
     event, index_of, keys_for, org, resource_id_start, run_query, segment_files, ts, workload_from,
 };
 
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Never)
-}
-
 fn write(dir: &Path, keys: &Arc<Keyring>, events: &[Event]) {
-    let log = Log::open(dir, opts(keys)).unwrap();
+    let log = Log::open(dir, support::never(keys)).unwrap();
     for c in events.chunks(500) {
         log.append_batch(c).unwrap();
     }
@@ -78,7 +73,7 @@ fn range_is_half_open_and_arguments_are_checked() {
         })
         .collect();
     write(dir.path(), &keys, &events);
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let o = org("acme");
     let at = |i: i64| Timestamp(t0.0 + i * 1_000_000);
     let (v, e, _) = all(log.query(&o).since(at(2)).until(at(5)));
@@ -135,7 +130,7 @@ fn orgs_are_isolated_even_from_copied_files() {
         ));
     }
     write(dir.path(), &keys, &events);
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let (v, e, _) = all(log.query(&org("a")).user("shared"));
     assert!(e.is_empty());
     assert_eq!(v.len(), 50);
@@ -185,7 +180,7 @@ fn a_tampered_record_in_range_is_reported_by_verified_queries_only() {
     let rid = resource_id_start(&victim.event);
     tamper(&seg, victim.offset, rid + 3);
 
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let o = org("org-000");
     let t = victim.event.occurred_at;
     fn range(q: auditlog::Query<'_>, t: Timestamp) -> auditlog::Query<'_> {
@@ -259,7 +254,7 @@ fn a_damaged_or_missing_index_is_bypassed_with_the_same_results() {
             all(log.query(&o).action("payment.*").reverse().limit(25)),
         ]
     };
-    let good = queries(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    let good = queries(&Log::open_read_only(dir.path(), support::never(&keys)).unwrap());
     for (v, e, s) in &good {
         assert!(e.is_empty());
         assert!(s.indexes_bypassed.is_empty());
@@ -273,15 +268,15 @@ fn a_damaged_or_missing_index_is_bypassed_with_the_same_results() {
     let n = bytes.len();
     bytes[n - 100] ^= 0xff;
     std::fs::write(&idx, &bytes).unwrap();
-    let damaged = queries(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    let damaged = queries(&Log::open_read_only(dir.path(), support::never(&keys)).unwrap());
     // The CRC fixed too: caught by the tag.
     let n = bytes.len();
     let crc = crc32fast::hash(&bytes[..n - 36]);
     bytes[n - 36..n - 32].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&idx, &bytes).unwrap();
-    let forged = queries(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    let forged = queries(&Log::open_read_only(dir.path(), support::never(&keys)).unwrap());
     std::fs::remove_file(&idx).unwrap();
-    let missing = queries(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    let missing = queries(&Log::open_read_only(dir.path(), support::never(&keys)).unwrap());
     for other in [&damaged, &forged, &missing] {
         for (i, ((gv, _, _), (v, e, s))) in good.iter().zip(other).enumerate() {
             assert!(e.is_empty(), "{e:?}");
@@ -314,7 +309,7 @@ fn a_segment_cut_inside_its_indexed_range_is_reported() {
     // Cut cleanly at a record boundary: nothing but the signed index can tell.
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(recs[900].offset).unwrap();
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let (v, e, _) = all(log.query(&org("org-000")));
     assert_eq!(v.len(), 900);
     assert_eq!(e.len(), 1, "{e:?}");
@@ -341,17 +336,17 @@ fn readers_beside_a_live_writer_see_a_consistent_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&["org-000"]);
     let events = workload_from(3000, 1, 5, 8, "2026-03-03");
-    let writer = Log::open(dir.path(), opts(&keys)).unwrap();
+    let writer = Log::open(dir.path(), support::never(&keys)).unwrap();
     writer.append_batch(&events[..1000]).unwrap();
     writer.sync().unwrap();
     // An index covering the first 1000 (as the flusher writes every 64 MiB)...
     drop(writer);
-    let writer = Log::open(dir.path(), opts(&keys)).unwrap();
+    let writer = Log::open(dir.path(), support::never(&keys)).unwrap();
     // ...and 2000 more past it, not indexed yet.
     writer.append_batch(&events[1000..]).unwrap();
     writer.sync().unwrap();
     let o = org("org-000");
-    let reader = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let reader = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let (v, e, s) = all(reader.query(&o));
     assert!(e.is_empty(), "{e:?}");
     assert_eq!(v.len(), 3000);
@@ -384,7 +379,7 @@ fn indexes_prune_blocks() {
     let keys = keys_for(&["org-000"]);
     let events = workload_from(20_000, 1, 60, 11, "2026-01-01");
     write(dir.path(), &keys, &events);
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let o = org("org-000");
     let (full, _, fs) = all(log.query(&o));
     assert_eq!(full.len(), 20_000);
@@ -458,7 +453,7 @@ fn out_of_order_events_are_ordered_within_the_buffer_limit() {
         })
         .collect();
     write(dir.path(), &keys, &events);
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let o = org("acme");
     let (v, e, s) = all(log.query(&o));
     assert!(e.is_empty());
@@ -522,7 +517,7 @@ fn a_corrupt_record_costs_that_record_only() {
     }
     std::fs::write(&seg, &bytes).unwrap();
 
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     for verified in [true, false] {
         let q = log.query(&org("org-000"));
         let (v, e, _) = all(if verified { q } else { q.unverified() });
@@ -543,8 +538,9 @@ fn a_corrupt_record_costs_that_record_only() {
 #[test]
 fn index_groups_are_read_once_while_cached() {
     let (dir, keys) = written(3000, 1, 20, 5, "2026-03-03");
-    let cached = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
-    let uncached = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(0)).unwrap();
+    let cached = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
+    let uncached =
+        Log::open_read_only(dir.path(), support::never(&keys).query_index_cache(0)).unwrap();
     let o = org("org-000");
     let (_, _, first) = all(cached.query(&o).plan_blocks(64));
     let (_, _, second) = all(cached.query(&o).plan_blocks(64));
@@ -566,13 +562,16 @@ fn a_query_larger_than_the_index_cache_keeps_what_fits() {
     let (dir, keys) = written(6000, 1, 80, 5, "2026-01-03");
     let o = org("org-000");
     let run = |log: &Log| all(log.query(&o).plan_blocks(16)).2;
-    let whole = run(&Log::open_read_only(dir.path(), opts(&keys)).unwrap());
+    let whole = run(&Log::open_read_only(dir.path(), support::never(&keys)).unwrap());
     let (groups, months) = (whole.index_groups_read, whole.indexes_checked);
     assert!(months >= 3 && groups > 20, "{whole:?}");
     let mut reread = Vec::new();
     for kib in [8, 16, 32, 64, 128, 256] {
-        let log =
-            Log::open_read_only(dir.path(), opts(&keys).query_index_cache(kib << 10)).unwrap();
+        let log = Log::open_read_only(
+            dir.path(),
+            support::never(&keys).query_index_cache(kib << 10),
+        )
+        .unwrap();
         let runs: Vec<_> = (0..4).map(|_| run(&log)).collect();
         let read: Vec<u64> = runs.iter().map(|s| s.index_groups_read).collect();
         let checked: Vec<u64> = runs.iter().map(|s| s.indexes_checked).collect();
@@ -611,7 +610,11 @@ fn month_groups_read(log: &Log, from: &str, to: &str, plan_blocks: u64) -> u64 {
 #[test]
 fn groups_of_a_query_not_run_again_leave_the_cache_first() {
     let (dir, keys) = written(6000, 1, 80, 5, "2026-01-03");
-    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(80 << 10)).unwrap();
+    let log = Log::open_read_only(
+        dir.path(),
+        support::never(&keys).query_index_cache(80 << 10),
+    )
+    .unwrap();
     let feb_mar = || {
         month_groups_read(&log, "2026-02-01", "2026-03-01", 16)
             + month_groups_read(&log, "2026-03-01", "2026-04-01", 16)
@@ -628,7 +631,11 @@ fn groups_of_a_query_not_run_again_leave_the_cache_first() {
 #[test]
 fn summaries_no_longer_used_make_way_for_groups() {
     let (dir, keys) = written(6000, 1, 80, 5, "2026-01-03");
-    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(112 << 10)).unwrap();
+    let log = Log::open_read_only(
+        dir.path(),
+        support::never(&keys).query_index_cache(112 << 10),
+    )
+    .unwrap();
     // Two one-day queries load January's and March's summaries and read no group
     // (plan_blocks(1) makes the summaries large: one entry per block).
     assert_eq!(month_groups_read(&log, "2026-01-01", "2026-01-02", 1), 0);
@@ -642,8 +649,9 @@ fn summaries_no_longer_used_make_way_for_groups() {
 #[test]
 fn queries_answer_the_same_without_an_index_cache() {
     let (dir, keys) = written(2000, 1, 60, 3, "2026-03-03");
-    let cached = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
-    let uncached = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(0)).unwrap();
+    let cached = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
+    let uncached =
+        Log::open_read_only(dir.path(), support::never(&keys).query_index_cache(0)).unwrap();
     for _ in 0..2 {
         let (a, ea, sa) = all(cached.query(&org("org-000")).user("user-00001"));
         let (b, eb, sb) = all(uncached.query(&org("org-000")).user("user-00001"));
@@ -684,7 +692,7 @@ fn a_month_of_several_parts_merges_the_same_a_group_at_a_time() {
     write(dir.path(), &keys, &second);
     assert!(support::seg_path(dir.path(), "org-000", "2026-03.1").exists());
 
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let o = org("org-000");
     let (reference, errs, _) = all(log.query(&o).since(march.0).until(march.1).threads(1));
     assert_eq!(reference.len(), in_march(&first) + in_march(&second) - 1);
@@ -760,7 +768,8 @@ fn an_index_changed_after_its_check_is_not_trusted() {
     let (dir, keys) = written(3000, 1, 20, 5, "2026-03-03");
     // A cache that holds the index's summary (~1 KB here) but not its groups (≥ 2.5 KB
     // each), so that the second query reads the groups again.
-    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(2048)).unwrap();
+    let log =
+        Log::open_read_only(dir.path(), support::never(&keys).query_index_cache(2048)).unwrap();
     let o = org("org-000");
     let (before, e, stats) = all(log.query(&o).plan_blocks(64));
     assert_eq!(before.len(), 3000);
@@ -790,7 +799,7 @@ fn an_index_changed_after_its_check_is_not_trusted() {
         );
     }
     // So does a new reader.
-    let fresh = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let fresh = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let (again, e, stats) = all(fresh.query(&o));
     assert_eq!(key(&again), key(&before));
     assert!(e.is_empty());
@@ -806,7 +815,8 @@ fn an_index_changed_after_its_check_is_not_trusted() {
 fn an_altered_frame_length_is_damage_not_an_end() {
     let (dir, keys) = written(3000, 1, 20, 5, "2026-03-03");
     let o = org("org-000");
-    let log = Log::open_read_only(dir.path(), opts(&keys).query_index_cache(2048)).unwrap();
+    let log =
+        Log::open_read_only(dir.path(), support::never(&keys).query_index_cache(2048)).unwrap();
     let (clean, e, _) = all(log.query(&o).plan_blocks(64));
     assert_eq!((clean.len(), e.len()), (3000, 0));
 
@@ -842,7 +852,7 @@ fn an_altered_frame_length_is_damage_not_an_end() {
 
     // No index at all: the whole segment by a hint pass.
     std::fs::remove_file(&idx).unwrap();
-    let fresh = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let fresh = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     check("no index", all(fresh.query(&o)));
     check("no index, reverse", all(fresh.query(&o).reverse()));
 }

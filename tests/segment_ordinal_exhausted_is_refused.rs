@@ -17,15 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use auditlog::crypto::sha256;
-use auditlog::{Durability, Error, Event, Keyring, Log, Options};
+use auditlog::{Error, Event, Keyring, Log};
 use support::{file_names, fix_header_crc, header, org, rechain, resign, signer, workload};
 
 const ORG: &str = "acme";
 const OTHER: &str = "other";
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Never)
-}
 
 /// `n` events of `org_id` in January 2026, `days_later` days on (31: February).
 fn events(org_id: &str, n: u64, seed: u64, days_later: i64) -> Vec<Event> {
@@ -57,7 +53,7 @@ fn is_exhausted(e: &Error) -> bool {
 
 /// A closed log: 10 records of `ORG` in January, 3 of `OTHER`.
 fn setup(dir: &Path, keys: &Arc<Keyring>) {
-    let log = Log::open(dir, opts(keys)).unwrap();
+    let log = Log::open(dir, support::never(keys)).unwrap();
     log.append_batch(&events(ORG, 10, 1, 0)).unwrap();
     log.append_batch(&events(OTHER, 3, 2, 0)).unwrap();
     log.close().unwrap();
@@ -88,7 +84,7 @@ fn a_new_month_after_the_last_ordinal_is_refused_and_writes_nothing() {
     let (seg, bytes) = forge_last_ordinal(dir.path(), &keys);
     let genesis = sha256(&bytes[..256]);
 
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     let before = file_names(&dir.path().join(ORG));
     for _ in 0..2 {
         let e = log.append(&events(ORG, 1, 3, 31)[0]).unwrap_err();
@@ -117,7 +113,7 @@ fn a_batch_refused_for_the_last_ordinal_creates_no_segment_for_an_earlier_group(
     let dir = tempfile::tempdir().unwrap();
     let keys = support::keys_for(&["aaa", ORG, OTHER]);
     forge_last_ordinal(dir.path(), &keys);
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     let before = file_names(&dir.path().join(ORG));
     // Groups are taken in (org, month) order: "aaa" before ORG.
     let mut batch = events("aaa", 2, 7, 31);
@@ -148,7 +144,7 @@ fn a_damaged_month_that_cannot_be_continued_does_not_stop_the_log() {
     fs::write(&seg, &bytes).unwrap();
     let before = file_names(&dir.path().join(ORG));
 
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     let e = log.append(&events(ORG, 1, 3, 0)[0]).unwrap_err();
     assert!(is_exhausted(&e), "{e:?}");
     log.append(&events(OTHER, 1, 6, 0)[0]).unwrap();

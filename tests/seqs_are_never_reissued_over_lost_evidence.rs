@@ -22,14 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use auditlog::format::header::SegmentHeader;
-use auditlog::{Durability, Error, Keyring, Log, Options, RecoveryAction};
+use auditlog::{Error, Keyring, Log, RecoveryAction};
 use support::{february_of, january_of, keys_for, records};
 
 const ORG: &str = "acme";
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Always)
-}
 
 fn part(dir: &Path, name: &str) -> PathBuf {
     dir.join(ORG).join(name)
@@ -38,7 +34,7 @@ fn part(dir: &Path, name: &str) -> PathBuf {
 /// January with 10 records (seqs 0..=9), a byte flipped in record 3, found at open (its
 /// index removed): part 1 is created, empty, at seq 10. February has 2 records.
 fn continued_once(dir: &Path, keys: &Arc<Keyring>) {
-    let log = Log::open(dir, opts(keys)).unwrap();
+    let log = Log::open(dir, support::always(keys)).unwrap();
     log.append_batch(&january_of(ORG, 10, 1)).unwrap();
     log.append_batch(&february_of(ORG, 2, 2)).unwrap();
     log.close().unwrap();
@@ -48,7 +44,10 @@ fn continued_once(dir: &Path, keys: &Arc<Keyring>) {
     bytes[recs[3].off + 100] ^= 0x20;
     fs::write(&seg, &bytes).unwrap();
     fs::remove_file(part(dir, "2026-01.idx")).unwrap();
-    Log::open(dir, opts(keys)).unwrap().close().unwrap();
+    Log::open(dir, support::always(keys))
+        .unwrap()
+        .close()
+        .unwrap();
     let h = SegmentHeader::decode(&fs::read(part(dir, "2026-01.1.seg")).unwrap()[..256]).unwrap();
     assert_eq!(h.first_seq, 10);
 }
@@ -65,7 +64,7 @@ fn lose_part_zero(dir: &Path, p1: &[u8]) {
 /// part stays where it is; February goes on.
 fn assert_refused_for_good(dir: &Path, keys: &Arc<Keyring>, p1: &[u8]) {
     for round in 0..2 {
-        let log = Log::open(dir, opts(keys)).unwrap();
+        let log = Log::open(dir, support::always(keys)).unwrap();
         let report = log.recovery_report();
         assert!(
             report.iter().any(|a| matches!(
@@ -141,7 +140,7 @@ fn a_headerless_continuation_without_records_continues_past_the_part_before() {
     fs::write(&p1_path, &p1).unwrap();
     fs::remove_file(part(d.path(), "2026-01.1.idx")).unwrap();
 
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     assert_eq!(log.append(&january_of(ORG, 1, 9)[0]).unwrap().seq, 15);
     log.close().unwrap();
     let h =
@@ -159,7 +158,7 @@ fn a_headerless_continuation_without_records_continues_past_the_part_before() {
 fn unreadable_records_at_the_end_of_a_damaged_part_keep_their_seqs() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     let rs = log.append_batch(&january_of(ORG, 10, 1)).unwrap();
     assert_eq!(rs.last().unwrap().seq, 9);
     log.close().unwrap();
@@ -175,7 +174,7 @@ fn unreadable_records_at_the_end_of_a_damaged_part_keep_their_seqs() {
     let room = (bytes.len() - recs[8].off) as u64 / 96;
     assert!(room >= 2);
 
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::always(&keys)).unwrap();
     let seq = log.append(&january_of(ORG, 1, 9)[0]).unwrap().seq;
     log.close().unwrap();
     assert_eq!(seq, 8 + room, "seqs 8 and 9 were acknowledged");
@@ -194,11 +193,11 @@ fn records_a_later_segments_link_names_are_never_taken_for_a_torn_tail() {
     for inside in [50, 0] {
         let d = tempfile::tempdir().unwrap();
         let keys = keys_for(&[ORG]);
-        let log = Log::open(d.path(), opts(&keys)).unwrap();
+        let log = Log::open(d.path(), support::always(&keys)).unwrap();
         log.append_batch(&january_of(ORG, 3, 1)).unwrap();
         log.close().unwrap();
         let stale = fs::read(part(d.path(), "2026-01.idx")).unwrap();
-        let log = Log::open(d.path(), opts(&keys)).unwrap();
+        let log = Log::open(d.path(), support::always(&keys)).unwrap();
         for e in january_of(ORG, 7, 2) {
             log.append(&e).unwrap();
         }
@@ -215,7 +214,7 @@ fn records_a_later_segments_link_names_are_never_taken_for_a_torn_tail() {
         let cut_at = records(&bytes)[8].off + inside;
         fs::write(&seg, &bytes[..cut_at]).unwrap();
 
-        let log = Log::open(d.path(), opts(&keys)).unwrap();
+        let log = Log::open(d.path(), support::always(&keys)).unwrap();
         let report = log.recovery_report();
         assert!(
             !report

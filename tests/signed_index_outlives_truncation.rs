@@ -18,17 +18,12 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 
 use auditlog::verify::{VerifyOptions, verify};
-use auditlog::{Durability, Event, Keyring, Log, Options, RecoveryAction};
+use auditlog::{Event, Log, RecoveryAction};
 use support::{index_of, keys_for, records, workload};
 
 const ORG: &str = "acme";
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Never)
-}
 
 /// `n` events of `ORG` in January 2026, `days_later` days on (31: February).
 fn events(n: u64, seed: u64, days_later: i64) -> Vec<Event> {
@@ -57,7 +52,7 @@ enum Cut {
 fn check(cut: &Cut, later_month: bool) {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     log.append_batch(&events(30, 5, 0)).unwrap();
     if later_month {
         log.append_batch(&events(5, 6, 31)).unwrap();
@@ -93,7 +88,7 @@ fn check(cut: &Cut, later_month: bool) {
 
     let mut last = None;
     for round in 0..2 {
-        let log = Log::open(dir.path(), opts(&keys)).unwrap();
+        let log = Log::open(dir.path(), support::never(&keys)).unwrap();
         let r = log.append(&events(1, 100 + round, 0)[0]).unwrap();
         if round == 0 {
             let report = log.recovery_report();
@@ -184,7 +179,7 @@ fn cut_into_the_header_is_sealed_not_recreated() {
 fn an_unauthentic_index_is_no_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     log.append_batch(&events(30, 5, 0)).unwrap();
     log.close().unwrap();
     let seg = dir.path().join(ORG).join("2026-01.seg");
@@ -199,7 +194,7 @@ fn an_unauthentic_index_is_no_evidence() {
         .unwrap()
         .set_len(256)
         .unwrap();
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     let r = log.append(&events(1, 9, 0)[0]).unwrap();
     assert_eq!(r.seq, 0);
     assert!(

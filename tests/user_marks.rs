@@ -19,16 +19,11 @@ use std::sync::Arc;
 use auditlog::crypto::Signer;
 use auditlog::format::index::SECTION_USER_MARKS;
 use auditlog::{
-    Durability, Error, Event, IntegrityKind, KeyProvider, Keyring, Log, Options, QueryStats,
-    Timestamp, VerifiedEvent,
+    Error, Event, IntegrityKind, KeyProvider, Keyring, Log, QueryStats, Timestamp, VerifiedEvent,
 };
 use support::{event, fix_crc, idx_path, index_of, keys_for, org, records, seg_path, ts};
 
 const USERS: u64 = 53;
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Never)
-}
 
 fn ev(i: u64) -> Event {
     let user = format!("user-{:02}", i % USERS);
@@ -43,7 +38,7 @@ fn ev(i: u64) -> Event {
 
 /// A closed log of `n` events in January 2026.
 fn build(dir: &Path, keys: &Arc<Keyring>, n: u64) -> Vec<Event> {
-    let log = Log::open(dir, opts(keys)).unwrap();
+    let log = Log::open(dir, support::never(keys)).unwrap();
     let events: Vec<Event> = (0..n).map(ev).collect();
     log.append_batch(&events).unwrap();
     log.close().unwrap();
@@ -82,7 +77,7 @@ fn a_user_query_checks_only_the_users_records() {
     let index = index_of(&seg_path(dir.path(), "acme", "2026-01"));
     assert_eq!(index.user_marks().unwrap().unwrap().len(), 6_000);
 
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let o = org("acme");
     for u in [0, 7, 52] {
         let user = format!("user-{u:02}");
@@ -146,7 +141,7 @@ fn a_record_altered_away_from_its_user_is_reported() {
     fix_crc(&mut bytes, r.off);
     std::fs::write(&seg, &bytes).unwrap();
 
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let o = org("acme");
     let (got, errs, _) = run(log.query(&o).user("user-17"));
     let mut want17 = want(&events, "user-17");
@@ -179,7 +174,7 @@ fn a_record_of_the_user_cut_out_of_its_segment_is_reported() {
     bytes.drain(r.off..r.end());
     std::fs::write(&seg, &bytes).unwrap();
 
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let (got, errs, _) = run(log.query(&org("acme")).user("user-17"));
     let all = want(&events, "user-17");
     assert!(got.len() < all.len());
@@ -212,7 +207,7 @@ fn an_index_without_user_marks_is_read_and_then_rebuilt() {
 
     let o = org("acme");
     {
-        let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+        let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
         let (got, errs, st) = run(log.query(&o).user("user-05"));
         assert!(errs.is_empty(), "{errs:?}");
         assert!(st.indexes_bypassed.is_empty(), "{st:?}");
@@ -220,13 +215,13 @@ fn an_index_without_user_marks_is_read_and_then_rebuilt() {
         assert_eq!(st.records_passed, 0);
     }
     // A writer does not continue an index without marks: it rebuilds it whole.
-    let log = Log::open(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open(dir.path(), support::never(&keys)).unwrap();
     let more: Vec<Event> = (3_000..3_100).map(ev).collect();
     log.append_batch(&more).unwrap();
     log.close().unwrap();
     events.extend(more);
     assert_eq!(index_of(&seg).user_marks().unwrap().unwrap().len(), 3_100);
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let (got, errs, st) = run(log.query(&o).user("user-05"));
     assert!(errs.is_empty());
     assert_eq!(ids(&got), want(&events, "user-05"));
@@ -255,7 +250,10 @@ fn a_rebuilt_index_marks_a_forged_record_as_anyones() {
     std::fs::write(&seg, &bytes).unwrap();
     std::fs::remove_file(idx_path(dir.path(), "acme", "2026-01")).unwrap();
     // A writer opens the log and writes a new index from the segment.
-    Log::open(dir.path(), opts(&keys)).unwrap().close().unwrap();
+    Log::open(dir.path(), support::never(&keys))
+        .unwrap()
+        .close()
+        .unwrap();
     assert!(index_of(&seg).user_marks().unwrap().is_some());
     // verify reports the forged record, and nothing of the index: its mark 1 and unfiltered
     // block hide nothing.
@@ -266,7 +264,7 @@ fn a_rebuilt_index_marks_a_forged_record_as_anyones() {
         auditlog::verify::FindingKind::TagMismatch
     );
 
-    let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+    let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
     let o = org("acme");
     let tag_failed = |errs: &[Error]| {
         errs.iter().any(|e| {
@@ -353,7 +351,7 @@ fn verify_reports_a_signed_index_that_would_hide_records() {
     // Another user's mark: a user query for user-17 misses the record without an error.
     set_mark(user_mark(Some(b"user-18")));
     {
-        let log = Log::open_read_only(dir.path(), opts(&keys)).unwrap();
+        let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
         let (got, errs, _) = run(log.query(&o).user("user-17"));
         assert!(errs.is_empty(), "{errs:?}");
         let mut w = want(&events, "user-17");

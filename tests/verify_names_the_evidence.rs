@@ -21,20 +21,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use auditlog::verify::FindingKind as K;
-use auditlog::{Durability, Keyring, Log, Options};
+use auditlog::{Keyring, Log};
 use support::*;
 
 const ORG: &str = "acme";
-
-fn opts(keys: &Arc<Keyring>) -> Options {
-    Options::new(keys.clone()).durability(Durability::Never)
-}
 
 /// January, February and March of one org, closed.
 fn three_months() -> (tempfile::TempDir, Arc<Keyring>) {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::never(&keys)).unwrap();
     log.append_batch(&january_of(ORG, 30, 1)).unwrap();
     log.append_batch(&february_of(ORG, 30, 2)).unwrap();
     let march: Vec<_> = february_of(ORG, 30, 3)
@@ -163,7 +159,7 @@ fn damage_and_continue(dir: &Path, keys: &Arc<Keyring>, part: &str, n: u64, seed
     let r = recs[recs.len() / 2];
     b[r.off + 20] ^= 0x40;
     fs::write(&p, b).unwrap();
-    let log = Log::open(dir, opts(keys)).unwrap();
+    let log = Log::open(dir, support::never(keys)).unwrap();
     log.append_batch(&january_of(ORG, n, seed)).unwrap();
     log.close().unwrap();
 }
@@ -172,7 +168,7 @@ fn damage_and_continue(dir: &Path, keys: &Arc<Keyring>, part: &str, n: u64, seed
 fn a_continuation_pointed_at_the_wrong_part_is_named_on_its_link() {
     let d = tempfile::tempdir().unwrap();
     let keys = keys_for(&[ORG]);
-    let log = Log::open(d.path(), opts(&keys)).unwrap();
+    let log = Log::open(d.path(), support::never(&keys)).unwrap();
     log.append_batch(&january_of(ORG, 30, 1)).unwrap();
     log.close().unwrap();
     damage_and_continue(d.path(), &keys, "2026-01", 30, 2);

@@ -50,6 +50,16 @@ pub fn month(s: &str) -> Month {
     s.parse().unwrap()
 }
 
+/// Options with `keys` under `Durability::Always`.
+pub fn always(keys: &Arc<Keyring>) -> Options {
+    Options::new(keys.clone()).durability(Durability::Always)
+}
+
+/// Options with `keys` under `Durability::Never`.
+pub fn never(keys: &Arc<Keyring>) -> Options {
+    Options::new(keys.clone()).durability(Durability::Never)
+}
+
 /// An in-memory keyring with one signing key for each org.
 pub fn keys_for(orgs: &[&str]) -> Arc<Keyring> {
     let ring = Keyring::in_memory();
