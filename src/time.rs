@@ -193,7 +193,10 @@ impl FromStr for Month {
             input: s.to_string(),
         };
         let (y, m) = s.split_once('-').ok_or_else(err)?;
-        if y.len() != 4 || m.len() != 2 {
+        // Digits only: `u16::from_str` also takes a sign (`+3`), and a month must have one
+        // spelling (`2026-+3.seg` would name a second segment 2026-03).
+        let digits = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(y, 4) || !digits(m, 2) {
             return Err(err());
         }
         Month::new(y.parse().map_err(|_| err())?, m.parse().map_err(|_| err())?).ok_or_else(err)
@@ -216,6 +219,16 @@ impl<'de> Deserialize<'de> for Month {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_month_has_one_spelling() {
+        assert_eq!("2026-03".parse::<Month>().ok(), Month::new(2026, 3));
+        for bad in [
+            "2026-+3", "+026-03", "2026-3", "26-03", "2026-03 ", "2026--3", "2026-13",
+        ] {
+            assert!(bad.parse::<Month>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn month_of_boundaries() {
