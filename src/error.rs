@@ -357,7 +357,8 @@ pub enum Error {
 
     /// An org's entry in the log directory is not a directory: a symbolic link (whatever
     /// it points to), a regular file, a FIFO... auditlog neither writes evidence through it
-    /// nor reads through it, and `verify` reports it (`symbolic_link`): appends for the org
+    /// nor reads through it, and `verify` reports it (a link as the error `symbolic_link`,
+    /// anything else only as the warning `unexpected_file`): appends for the org
     /// fail with this error, nothing written, and so do its queries, scans and segment
     /// listings, until the entry is replaced by the directory itself. Other orgs go on.
     #[error(

@@ -50,8 +50,11 @@ pub enum Durability {
     Interval(Duration),
     /// Buffered in the process and handed to the OS when 256 KiB of a segment are buffered
     /// (by the background flusher, so the appender goes on; by the appender itself once
-    /// 1 MiB is buffered, the flusher being behind), every second, on `sync` and on `close`;
-    /// never fsynced except by `sync` and `close`. A process crash can lose the buffer (up to
+    /// 1 MiB is buffered, the flusher being behind), every second, on `sync` and on `close`.
+    /// Not fsynced per append: fsynced by `sync` and `close`, and as a side effect when the
+    /// background writes the segment's index (every `index_flush_bytes`), when a retired
+    /// writer is closed fully, and before a new segment's `prev` link names its records.
+    /// A process crash can lose the buffer (up to
     /// 1 MiB per segment, plus the last append or batch); a power loss anything unsynced. A
     /// background write that fails poisons the segment: the next `append`, `sync` or
     /// `close` returns the error.
@@ -85,8 +88,8 @@ pub struct Options {
     pub index_flush_bytes: u64,
     /// Segment writers kept open. Each open writer holds up to ~0.75 MiB (its buffers,
     /// which grow as records arrive, and the part of its index not yet spilled; up to
-    /// ~1.75 MiB under [`Durability::Never`] while the flusher is behind) and up to four
-    /// file descriptors. Past this many, the background flusher (every second, or
+    /// ~1.75 MiB under [`Durability::Never`] while the flusher is behind) and up to five
+    /// file descriptors (its segment, and one spill file per stream of its index). Past this many, the background flusher (every second, or
     /// every `Interval`) and [`Log::sync`] close the least recently used idle writers;
     /// appends close writers themselves only beyond twice this many, so they rarely pay
     /// for a close.

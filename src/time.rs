@@ -169,14 +169,15 @@ impl Month {
         }
     }
 
-    /// First instant after the month (`i64::MAX` after December 9999).
+    /// First instant after the month: for December 9999, the instant after
+    /// [`MAX_TIMESTAMP`] (10000-01-01), although no month holds it.
     pub fn end(self) -> Timestamp {
         let next = if self.month == 12 {
             Month::new(self.year.saturating_add(1), 1)
         } else {
             Month::new(self.year, self.month + 1)
         };
-        next.map_or(Timestamp(i64::MAX), Month::start)
+        next.map_or(Timestamp(MAX_TIMESTAMP.0 + 1), Month::start)
     }
 }
 
@@ -219,6 +220,17 @@ impl<'de> Deserialize<'de> for Month {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last month ends where every other does: one microsecond after its last instant
+    /// (FORMAT.md §3.1 bounds a tag-failing record by the month's last microsecond).
+    #[test]
+    fn december_9999_ends_after_the_last_timestamp() {
+        let dec = Month::new(9999, 12).unwrap();
+        assert_eq!(dec.end().0 - 1, MAX_TIMESTAMP.0);
+        assert_eq!(MAX_TIMESTAMP.month(), Some(dec));
+        let nov = Month::new(9999, 11).unwrap();
+        assert_eq!(nov.end(), dec.start());
+    }
 
     #[test]
     fn a_month_has_one_spelling() {
