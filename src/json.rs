@@ -8,8 +8,19 @@
 //! the caller's buffer without intermediate vectors.
 //! The output must stay identical to serde_json's (the property test below holds it to
 //! that), so records written before and after this change hash the same way.
+//!
+//! Also [`serialize_path`], for the paths of JSON reports.
+
+use std::path::Path;
 
 use serde_json::Value;
+
+/// Serialises a path as text, invalid UTF-8 replaced by U+FFFD as the text reports show it.
+/// serde's own `Path` impl fails on such a name, and one stray file name would cut a JSON
+/// report off in the middle (a verdict lost to an I/O error).
+pub(crate) fn serialize_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&p.to_string_lossy())
+}
 
 /// Appends the compact JSON text of `v` to `out`.
 pub(crate) fn write_compact(v: &Value, out: &mut Vec<u8>) {

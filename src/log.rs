@@ -259,27 +259,32 @@ pub enum RecoveryAction {
     /// A torn tail (crash damage) was copied to quarantine and cut off the segment.
     TornTailQuarantined {
         /// The segment.
+        #[serde(serialize_with = "crate::json::serialize_path")]
         file: PathBuf,
         /// Where the cut bytes start.
         offset: u64,
         /// How many bytes were moved.
         len: u64,
         /// Where they are now.
+        #[serde(serialize_with = "crate::json::serialize_path")]
         moved_to: PathBuf,
     },
     /// A segment file with an incomplete header (crash during creation) was moved aside.
     PartialSegmentQuarantined {
         /// Where it is now.
+        #[serde(serialize_with = "crate::json::serialize_path")]
         moved_to: PathBuf,
     },
     /// A segment damaged before its end was sealed read-only (nothing cut) and its month
     /// continues in a continuation part.
     SegmentSealed {
         /// The damaged segment.
+        #[serde(serialize_with = "crate::json::serialize_path")]
         file: PathBuf,
         /// Damaged byte ranges and why: `(start, end, cause)`.
         damage: Vec<(u64, u64, String)>,
         /// The continuation segment now receiving the month's appends.
+        #[serde(serialize_with = "crate::json::serialize_path")]
         continuation: PathBuf,
     },
     /// Recovery of a segment failed (an I/O error, an index that cannot be read, a segment
@@ -287,6 +292,7 @@ pub enum RecoveryAction {
     /// changed, and appends to it fail with the same error until the cause is fixed.
     RecoveryFailed {
         /// The month's latest segment.
+        #[serde(serialize_with = "crate::json::serialize_path")]
         file: PathBuf,
         /// Why.
         error: String,
@@ -298,15 +304,18 @@ pub enum RecoveryAction {
     /// another header, is not rebuilt at all: the segment is sealed and continued.)
     IndexKeptAside {
         /// The index file (rebuilt since).
+        #[serde(serialize_with = "crate::json::serialize_path")]
         file: PathBuf,
         /// Why it could not be checked.
         reason: String,
         /// Its copy.
+        #[serde(serialize_with = "crate::json::serialize_path")]
         copied_to: PathBuf,
     },
     /// A sidecar index was missing, stale or failed its check and was rebuilt.
     IndexRebuilt {
         /// The segment.
+        #[serde(serialize_with = "crate::json::serialize_path")]
         file: PathBuf,
         /// Why.
         reason: String,

@@ -388,3 +388,50 @@ fn checkpoint_round_trips_and_catches_rollback() {
     assert_eq!(april[0]["count"], 0, "{cp}");
     assert!(april[0].get("last_seq").is_none(), "{cp}");
 }
+
+/// A file name that is not UTF-8 (a stray file in an org directory, or the log directory's
+/// own name) used to cut `verify --json` and `stats --json` off in the middle of the report,
+/// exit 2: serde cannot serialise such a path. The name is now written as the text report
+/// shows it (U+FFFD for the bad bytes), the JSON parses, and the verdict stands.
+#[test]
+fn json_reports_survive_file_names_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let fx = fixture();
+    fs::write(
+        fx.dir.join("org-000").join(OsStr::from_bytes(b"stray\xff")),
+        b"",
+    )
+    .unwrap();
+    let o = run(&fx.dir, Some(&fx.keyring), &["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let report = json(&o);
+    let files: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["file"].as_str())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("stray\u{fffd}")),
+        "{report}"
+    );
+
+    let odd = fx.root.join(OsStr::from_bytes(b"log\xff"));
+    fs::rename(&fx.dir, &odd).unwrap();
+    let seg = odd.join("org-000").join("2026-03.seg");
+    let mut bytes = fs::read(&seg).unwrap();
+    let recs = records(&bytes);
+    bytes[recs[2].off + 40] ^= 0xff;
+    fs::write(&seg, &bytes).unwrap();
+    let o = run(&odd, Some(&fx.keyring), &["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let damaged: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|m| m.get("damage").is_some())
+        .collect();
+    assert_eq!(damaged.len(), 1, "{}", stdout(&o));
+    let file = damaged[0]["damage"][0]["file"].as_str().unwrap();
+    assert!(file.contains("log\u{fffd}"), "{file}");
+}

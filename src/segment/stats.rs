@@ -19,6 +19,7 @@ use crate::time::Timestamp;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StatsDamage {
     /// The segment file.
+    #[serde(serialize_with = "crate::json::serialize_path")]
     pub file: PathBuf,
     /// First unreadable byte.
     pub start: u64,

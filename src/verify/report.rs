@@ -135,6 +135,7 @@ pub struct Finding {
     /// Whether it fails verification.
     pub severity: Severity,
     /// The file concerned.
+    #[serde(serialize_with = "crate::json::serialize_path")]
     pub file: PathBuf,
     /// First byte concerned, when known.
     pub offset: Option<u64>,
@@ -207,6 +208,7 @@ impl fmt::Display for Finding {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LiveProgress {
     /// The segment.
+    #[serde(serialize_with = "crate::json::serialize_path")]
     pub file: PathBuf,
     /// Bytes verified (a consistent prefix).
     pub verified_to: u64,
