@@ -306,10 +306,10 @@ fn segment_walk(data: &[u8]) -> SegmentWalk {
 
     // The reader, with every check.
     if header.is_some()
-        && let Ok(reader) = SegmentReader::open(
-            Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())),
-            Arc::new(FuzzKeys),
-        )
+        && let Ok(reader) = file
+            .try_clone()
+            .map_err(|e| crate::Error::io("clone scratch file", "<scratch>", e))
+            .and_then(|f| SegmentReader::from_file(f, Path::new("<scratch>"), Arc::new(FuzzKeys)))
     {
         for (n, item) in reader.enumerate() {
             // Each item consumes at least one byte: more items than bytes is a livelock.
@@ -928,9 +928,13 @@ fn build_signed_index_fixture() -> Option<SignedIndexFixture> {
     let len = segment.len() as u64;
 
     // The full scan, with every check.
-    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
     let mut records = Vec::new();
-    for item in SegmentReader::open(Path::new(&path), Arc::new(FuzzKeys)).ok()? {
+    let reader = SegmentReader::from_file(
+        file.try_clone().ok()?,
+        Path::new("<fixture>"),
+        Arc::new(FuzzKeys),
+    );
+    for item in reader.ok()? {
         let ev = item.ok()?;
         records.push(ScannedRecord {
             seq: ev.seq,

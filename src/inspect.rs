@@ -176,7 +176,7 @@ pub fn inspect(
 ) -> Result<u64> {
     let mut visit =
         |item| visit(item).map_err(|e| Error::io("write inspected item", "<output>", e));
-    let file = crate::segment::open_regular(path)
+    let file = crate::segment::open_named_regular(path)
         .map_err(|e| Error::io("open file to inspect", path, e))?;
     let len = file
         .metadata()

@@ -57,27 +57,53 @@ pub fn parse_segment_file_name(name: &str) -> Option<SegmentId> {
     })
 }
 
-/// Opens a file of the log to read it, refusing anything but a regular file (after
-/// symlinks): opening a FIFO put where a segment, index or lock file should be would block
-/// until something writes to it, and a device could be read for ever.
+/// Opens a file of the log to read it, refusing anything but a regular file: opening a
+/// FIFO put where a segment, index or lock file should be would block until something
+/// writes to it, and a device could be read for ever. A symbolic link is refused too, never
+/// followed (`O_NOFOLLOW`, so also one swapped in after the check): the engine never makes
+/// one, a writer would append evidence through it to a file outside the log, and `verify`
+/// reports it (as it does an org directory that is a link).
 pub(crate) fn open_regular(path: &Path) -> std::io::Result<File> {
     let mut read = std::fs::OpenOptions::new();
     read.read(true);
-    open_regular_with(path, &read)
+    open_regular_with(path, &mut read)
 }
 
 /// [`open_regular`] with `options` (to open for writing too).
 pub(crate) fn open_regular_with(
     path: &Path,
-    options: &std::fs::OpenOptions,
+    options: &mut std::fs::OpenOptions,
 ) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let found = std::fs::symlink_metadata(path)?.file_type();
+    if found.is_symlink() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a symbolic link, not followed in a log (the engine never makes one)",
+        ));
+    }
+    if !found.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits();
+    options
+        .custom_flags(i32::try_from(nofollow).unwrap_or(0))
+        .open(path)
+}
+
+/// [`open_regular`] for a file the user named outside a log's layout (`inspect PATH`): a
+/// symbolic link is followed, as any command-line tool follows the path it is given.
+pub(crate) fn open_named_regular(path: &Path) -> std::io::Result<File> {
     if !std::fs::metadata(path)?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
-    options.open(path)
+    File::open(path)
 }
 
 /// What an entry that should be a directory is instead, for errors that name it.

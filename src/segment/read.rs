@@ -37,9 +37,19 @@ impl std::fmt::Debug for SegmentReader {
 }
 
 impl SegmentReader {
-    /// Opens a segment file for reading (read-only; never mapped).
+    /// Opens a segment file of a log for reading (read-only; never mapped). Anything but a
+    /// regular file is refused, a symbolic link included (it is not followed).
     pub fn open(path: &Path, keys: Arc<dyn KeyProvider>) -> Result<SegmentReader> {
         let file = super::open_regular(path).map_err(|e| Error::io("open segment", path, e))?;
+        Self::from_file(file, path, keys)
+    }
+
+    /// A reader of the segment open as `file`, named `path` in errors.
+    pub(crate) fn from_file(
+        file: std::fs::File,
+        path: &Path,
+        keys: Arc<dyn KeyProvider>,
+    ) -> Result<SegmentReader> {
         let len = file
             .metadata()
             .map_err(|e| Error::io("stat segment", path, e))?

@@ -270,6 +270,14 @@ pub fn orgs(dir: &Path) -> Result<Vec<OrgId>> {
     Ok(out)
 }
 
+/// Where the symbolic link `path` points, quoted, for a finding.
+fn link_target(path: &Path) -> String {
+    match fs::read_link(path) {
+        Ok(t) => format!("{:?}", t.display().to_string()),
+        Err(e) => format!("a target that cannot be read ({e})"),
+    }
+}
+
 /// The finding of an org whose entry in the log directory is a symbolic link, if it is one
 /// (to a directory or to anything else, dangling included). The link is never followed:
 /// its org is not verified, and checkpoints refuse it.
@@ -278,10 +286,7 @@ fn org_link(dir: &Path, org: &OrgId) -> Option<Finding> {
     if !fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
         return None;
     }
-    let target = match fs::read_link(&path) {
-        Ok(t) => format!("{:?}", t.display().to_string()),
-        Err(e) => format!("a target that cannot be read ({e})"),
-    };
+    let target = link_target(&path);
     Some(Finding::new(
         FindingKind::SymbolicLink,
         &path,
@@ -312,14 +317,28 @@ fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> Result<OrgFiles> {
             .strip_suffix(".idx")
             .and_then(|stem| parse_segment_file_name(&format!("{stem}.seg")));
         // A FIFO, device or directory under a segment's or index's name is not read (it
-        // could block or never end); the records it stands for are missing.
-        if (segment.is_some() || index.is_some()) && !fs::metadata(&path).is_ok_and(|m| m.is_file())
-        {
-            findings.push(Finding::new(
-                FindingKind::UnexpectedFile,
-                path,
-                "named like a segment or index, but not a regular file: not read",
-            ));
+        // could block or never end); the records it stands for are missing. A symbolic
+        // link is not followed either, and fails verification: the engine never makes one,
+        // its writer refuses to append through one, and what it points to is outside the
+        // log, so an auditor's copy of the log directory would not hold it.
+        let found = fs::symlink_metadata(&path).map(|m| m.file_type());
+        if (segment.is_some() || index.is_some()) && !found.as_ref().is_ok_and(|t| t.is_file()) {
+            findings.push(if found.is_ok_and(|t| t.is_symlink()) {
+                Finding::new(
+                    FindingKind::SymbolicLink,
+                    &path,
+                    format!(
+                        "named like a segment or index, but a symbolic link to {}: not followed, so not verified (the engine never makes one)",
+                        link_target(&path)
+                    ),
+                )
+            } else {
+                Finding::new(
+                    FindingKind::UnexpectedFile,
+                    path,
+                    "named like a segment or index, but not a regular file: not read",
+                )
+            });
             continue;
         }
         if name == QUARANTINE_DIR && entry.file_type().is_ok_and(|t| t.is_dir()) {

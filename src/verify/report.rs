@@ -44,10 +44,11 @@ pub enum FindingKind {
     LinkMismatch,
     /// A file that is not part of a log.
     UnexpectedFile,
-    /// An entry of the log directory named like an org that is a symbolic link (to a
-    /// directory or to anything else). It is never followed, so that org is not verified,
-    /// and verification fails: the engine never makes one (its writer refuses an org
-    /// directory that is a link), and following it would verify files outside the log.
+    /// An entry of the log directory named like an org, or of an org directory named like a
+    /// segment or index, that is a symbolic link (to anything). It is never followed, so
+    /// that org or file is not verified, and verification fails: the engine never makes
+    /// one (its writer refuses an org directory or a segment that is a link), and
+    /// following it would verify files outside the log.
     SymbolicLink,
     /// Recovery moved bytes into `quarantine/` (a warning: look at them).
     QuarantinedData,
