@@ -471,7 +471,8 @@ impl Error {
     /// From [`crate::Log::append`] or [`crate::Log::append_batch`]: whether the call was
     /// refused before anything was written, for one of its events (invalid, too large, no
     /// signing key, a frozen month, seqs or segment numbers used up, a `quarantine` recovery
-    /// cannot use, an org entry that is not a directory, a month whose issued seqs cannot be known). Appending the events
+    /// cannot use, an org entry that is not a directory, a month whose issued seqs cannot be
+    /// known, a month whose latest segment is of a newer format). Appending the events
     /// before the refused one again cannot duplicate them. Any other error may come after
     /// some records reached the disk.
     pub fn is_refusal(&self) -> bool {
@@ -489,6 +490,7 @@ impl Error {
                 | Error::QuarantineUnusable { .. }
                 | Error::OrgDirUnusable { .. }
                 | Error::ContinuedPartMissing { .. }
+                | Error::UnsupportedFormat { .. }
         )
     }
 }

@@ -613,6 +613,47 @@ fn cli_appends_the_lines_before_one_the_log_refuses() {
     );
 }
 
+/// A month whose latest segment is of a newer format refuses its events before anything is
+/// written: a refusal like any other. The CLI took it for a failure after writing: it
+/// appended none of the batch, not even the lines before, and said some "may be on disk".
+#[test]
+fn cli_appends_the_lines_before_a_month_of_a_newer_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let keyring = tmp.path().join("keys.json");
+    let ring = Keyring::open_or_create(&keyring).unwrap();
+    ring.rotate(&org("acme")).unwrap();
+    let keys: Arc<dyn KeyProvider> = Arc::new(ring);
+    let events = good(3, 23);
+    let mut old = events[1].clone();
+    old.occurred_at = support::ts("2025-06-15T00:00:00Z");
+    let log = Log::open(&dir, Options::new(keys.clone())).unwrap();
+    log.append(&old).unwrap();
+    log.close().unwrap();
+    let seg = support::seg_path(&dir, "acme", "2025-06");
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+    support::fix_header_crc(&mut bytes);
+    fs::write(&seg, &bytes).unwrap();
+
+    let log = Log::open(&dir, Options::new(keys.clone())).unwrap();
+    let e = log.append(&old).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
+    assert!(e.is_refusal(), "{e}");
+    log.close().unwrap();
+
+    let text = lines(&[events[0].clone(), old, events[2].clone()]);
+    let input = format!("{}\n{}\n{}\n", text[0], text[1], text[2]);
+    let out = cli(&["append", "--receipts"], &dir, &keyring, input.as_bytes());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 2: "), "{stderr}");
+    assert!(stderr.contains("needs a newer reader"), "{stderr}");
+    assert!(!stderr.contains("may be on disk"), "{stderr}");
+    assert_eq!(receipts(&out).len(), 1, "{stderr}");
+    assert_eq!(fs::read(&seg).unwrap(), bytes);
+}
+
 #[test]
 fn world_readable_keyring_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
