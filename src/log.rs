@@ -460,6 +460,13 @@ struct Inner {
     writeback: Mutex<Vec<Weak<SegmentWriter>>>,
     /// Whether the flusher thread runs (it drains `writeback`).
     flusher_running: AtomicBool,
+    /// Whether the `Interval` fsync thread runs ([`Inner::sync_loop`]); if it could not be
+    /// started, the flusher's tick fsyncs instead.
+    syncer_running: AtomicBool,
+    /// Held by [`Inner::sync_loop`] for each pass, and by a retirement while it decides
+    /// which writers are idle ([`Inner::retire_locked`], [`Inner::retire`]): the pass's
+    /// references to the writers must not make them look in use then.
+    syncing: Mutex<()>,
     /// Tests: the flusher queues every writer it wrote back again, so that its queue is
     /// never found empty.
     #[cfg(test)]
@@ -475,6 +482,8 @@ struct Inner {
 pub struct Log {
     inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// Under `Interval`, the thread that fsyncs ([`Inner::sync_loop`]).
+    syncer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -586,10 +595,13 @@ impl Log {
                 seeds: crate::crypto::SeedSource::new(),
                 writeback: Mutex::new(Vec::new()),
                 flusher_running: AtomicBool::new(false),
+                syncer_running: AtomicBool::new(false),
+                syncing: Mutex::new(()),
                 #[cfg(test)]
                 requeue_for_test: AtomicBool::new(false),
             }),
             flusher: Mutex::new(None),
+            syncer: Mutex::new(None),
         })
     }
 
@@ -716,6 +728,16 @@ impl Log {
         if let Ok(h) = handle {
             *self.flusher.lock() = Some(h);
             self.inner.flusher_running.store(true, Ordering::Release);
+        }
+        if let Durability::Interval(period) = self.inner.opts.durability {
+            let inner = Arc::clone(&self.inner);
+            let handle = std::thread::Builder::new()
+                .name("auditlog-interval-sync".into())
+                .spawn(move || inner.sync_loop(period));
+            if let Ok(h) = handle {
+                *self.syncer.lock() = Some(h);
+                self.inner.syncer_running.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -983,13 +1005,18 @@ impl Log {
         let mut first_err = None;
         // The flusher contains a panic in its work (`Inner::contain_panic`); one outside it is
         // reported all the same.
-        if let Some(h) = self.flusher.lock().take()
-            && let Err(payload) = h.join()
-        {
-            first_err = Some(Error::Panicked {
-                task: "background flusher",
-                message: crate::crypto::panic_message(&*payload),
-            });
+        for (thread, task) in [
+            (&self.flusher, "background flusher"),
+            (&self.syncer, "interval fsync"),
+        ] {
+            if let Some(h) = thread.lock().take()
+                && let Err(payload) = h.join()
+            {
+                first_err.get_or_insert(Error::Panicked {
+                    task,
+                    message: crate::crypto::panic_message(&*payload),
+                });
+            }
         }
         // Each index written below is renamed into its org's directory; each directory is
         // fsynced once, after all of them.
@@ -1379,6 +1406,40 @@ impl Inner {
         self.writeback.lock().clear();
     }
 
+    /// Under `Interval`, on a thread of its own: fsyncs every open writer at least every
+    /// `period`. It never waits for `retiring` and never asks the key provider anything, so
+    /// that a retirement or an index write held up in a slow key lookup (the flusher's tick
+    /// runs both, holding `retiring`) cannot hold up the fsync the mode promises. (It used
+    /// to: the tick fsynced, and a KMS slow for one org stopped every org's fsyncs.) The
+    /// writers it holds during a pass would look in use to a retirement, which would then
+    /// close another, more recently used one: a pass holds `syncing`, which a retirement
+    /// takes only while it picks (never while it closes, which may ask the provider).
+    fn sync_loop(&self, period: Duration) {
+        let mut next = Instant::now() + period;
+        let mut stop = self.stop.lock();
+        while !*stop {
+            let now = Instant::now();
+            if now < next {
+                self.stop_cv.wait_for(&mut stop, next - now);
+                continue;
+            }
+            drop(stop);
+            self.contain_panic("interval fsync", || {
+                let _pass = self.syncing.lock();
+                for org in self.all_orgs() {
+                    let writers: Vec<Arc<SegmentWriter>> =
+                        org.segs.lock().writers.values().cloned().collect();
+                    for w in writers {
+                        // An error poisons the writer; its next append reports it.
+                        let _ = w.sync();
+                    }
+                }
+            });
+            next = Instant::now() + period;
+            stop = self.stop.lock();
+        }
+    }
+
     /// Hands writers whose buffer filled under `Never` to the flusher (`Inner::settle`),
     /// which writes them on its own thread while the appenders go on sealing.
     fn queue_writeback(&self, w: &Arc<SegmentWriter>) {
@@ -1417,9 +1478,10 @@ impl Inner {
         self.contain_panic("background flusher", || self.flush_tick_work());
     }
 
-    /// Under `Interval` fsyncs every open writer, under `Never` hands their buffers to the
-    /// OS; writes the index of each that grew by `index_flush_bytes`; retires idle writers
-    /// beyond the limit.
+    /// Under `Never` hands every open writer's buffer to the OS, under `Always` fsyncs it
+    /// (nothing is left to: a no-op), under `Interval` fsyncs it only if the fsync thread
+    /// ([`Inner::sync_loop`]) could not be started; writes the index of each that grew by
+    /// `index_flush_bytes`; retires idle writers beyond the limit.
     fn flush_tick_work(&self) {
         #[cfg(test)]
         provider_panics::panic_point("flush_tick");
@@ -1433,6 +1495,9 @@ impl Inner {
                 // Errors poison the writer; the next append reports them.
                 let _ = match self.opts.durability {
                     Durability::Never => w.flush(u64::MAX, false),
+                    Durability::Interval(_) if self.syncer_running.load(Ordering::Acquire) => {
+                        Ok(())
+                    }
                     _ => w.sync(),
                 };
                 if w.unindexed_bytes() >= self.opts.index_flush_bytes
@@ -1869,6 +1934,7 @@ impl Inner {
             return;
         }
         let mut idle: Vec<(u64, Arc<Org>, Month)> = Vec::new();
+        let no_sync_pass = self.syncing.lock();
         for org in self.all_orgs() {
             let segs = org.segs.lock();
             for (m, w) in &segs.writers {
@@ -1877,6 +1943,7 @@ impl Inner {
                 }
             }
         }
+        drop(no_sync_pass);
         idle.sort_unstable_by_key(|(t, _, _)| *t);
         for (used, org, month) in idle {
             if self.open_writers.load(Ordering::Relaxed) <= max {
@@ -1899,7 +1966,10 @@ impl Inner {
     /// ([`Error::Panicked`]; its appends fail with [`Error::WriterFailed`] until the log is
     /// reopened and recovery reads what is on disk).
     fn retire(&self, org: &Org, month: Month, used: u64) -> Option<Result<()>> {
-        let w = Self::begin_close(org, month, used)?;
+        let w = {
+            let _no_sync_pass = self.syncing.lock();
+            Self::begin_close(org, month, used)?
+        };
         let closed =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.close_writer(org, &w)))
                 .unwrap_or_else(|payload| {
@@ -3201,6 +3271,109 @@ mod tests {
         let stats = log.stats().unwrap();
         let events: u64 = stats.iter().map(|m| m.events).sum();
         assert_eq!(events, receipts.len() as u64);
+        log.close().unwrap();
+    }
+
+    /// A key provider whose `signing_key` for org `other` blocks, once `armed`, until the
+    /// test releases it, saying when it has begun blocking.
+    struct GatedKeys {
+        inner: Arc<Keyring>,
+        armed: AtomicBool,
+        entered: parking_lot::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+        release: parking_lot::Mutex<bool>,
+        released: Condvar,
+    }
+
+    impl KeyProvider for GatedKeys {
+        fn signing_key(
+            &self,
+            org: &OrgId,
+        ) -> std::result::Result<(crate::KeyId, crate::Key), crate::KeyError> {
+            if org.as_str() == "other" && self.armed.swap(false, Ordering::SeqCst) {
+                if let Some(tx) = self.entered.lock().take() {
+                    let _ = tx.send(());
+                }
+                let mut go = self.release.lock();
+                while !*go {
+                    self.released.wait(&mut go);
+                }
+            }
+            self.inner.signing_key(org)
+        }
+
+        fn key(
+            &self,
+            org: &OrgId,
+            id: crate::KeyId,
+        ) -> std::result::Result<Option<crate::Key>, crate::KeyError> {
+            self.inner.key(org, id)
+        }
+    }
+
+    /// Under `Interval`, an append is fsynced within the interval even while the flusher's
+    /// retirement of another org's writer waits in a slow key lookup (found by review: no
+    /// fsync at all for as long as the lookup took, in every org). Nothing is timed: the
+    /// wait for the fsync is bounded only by a guard that a hang reaches.
+    #[test]
+    fn interval_fsyncs_go_on_while_a_retirement_waits_for_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Keyring::in_memory();
+        for o in ["acme", "other"] {
+            ring.rotate(&OrgId::new(o).unwrap()).unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keys = Arc::new(GatedKeys {
+            inner: Arc::new(ring),
+            armed: AtomicBool::new(false),
+            entered: parking_lot::Mutex::new(Some(tx)),
+            release: parking_lot::Mutex::new(false),
+            released: Condvar::new(),
+        });
+        let log = Log::open(
+            dir.path(),
+            Options::new(keys.clone())
+                .durability(Durability::Interval(Duration::from_millis(5)))
+                .max_open_writers(1)
+                .parked_bytes(0),
+        )
+        .unwrap();
+        let jan = Month::new(2026, 1).unwrap();
+        let mut other = event_in(jan, 1);
+        other.org_id = "other".into();
+        log.append(&other).unwrap();
+        let mut acme = event_in(jan, 2);
+        acme.org_id = "acme".into();
+        // Two writers open, one allowed: the flusher's next tick retires `other`'s (the
+        // least recently used), whose full close asks for its key, and blocks there.
+        keys.armed.store(true, Ordering::SeqCst);
+        log.append(&acme).unwrap();
+        // Released however the test ends: a failure must not hang in the log's drop.
+        struct Release<'a>(&'a GatedKeys);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.armed.store(false, Ordering::SeqCst);
+                *self.0.release.lock() = true;
+                self.0.released.notify_all();
+            }
+        }
+        let release = Release(&keys);
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the retirement never asked for the key");
+        let r = log.append(&acme).unwrap();
+        assert_eq!(r.seq, 1);
+        let acme_org = log.inner.org(&OrgId::new("acme").unwrap());
+        let w = acme_org.segs.lock().writers.get(&jan).cloned().unwrap();
+        let end = w.snapshot().end;
+        let guard = Instant::now() + Duration::from_secs(60);
+        while w.durable_len() < end {
+            assert!(
+                Instant::now() < guard,
+                "no fsync while the key lookup waits"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(w);
+        drop(release);
         log.close().unwrap();
     }
 }
