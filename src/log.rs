@@ -92,7 +92,8 @@ pub struct Options {
     /// file descriptors (its segment, and one spill file per stream of its index). Past this many, the background flusher (every second, or
     /// every `Interval`) and [`Log::sync`] close the least recently used idle writers;
     /// appends close writers themselves only beyond twice this many, so they rarely pay
-    /// for a close.
+    /// for a close, and wait for a close in progress elsewhere only beyond four times this
+    /// many (a bound on descriptors however long a close takes).
     ///
     /// A close *parks* the writer when it can (see [`Options::parked_bytes`]); otherwise it
     /// closes it fully: buffer written, fsynced, index written. Default 256; at least 1, no
@@ -446,7 +447,8 @@ struct Inner {
     /// Ticks of writer use, for least-recently-used retirement.
     clock: AtomicU64,
     /// Held by the one thread retiring writers at a time, and by the flusher for its whole
-    /// tick. Appenders skip retirement while it is held; `Log::sync` waits for it.
+    /// tick. Appenders skip retirement while it is held (up to four times the writer limit:
+    /// [`Inner::retire_idle`]); `Log::sync` waits for it.
     retiring: Mutex<()>,
     /// The first failure that had no caller to go to when it happened: a failed index spill
     /// of a writer that retirement then closed (it lost nothing), a panic in a tick of the
@@ -1904,16 +1906,30 @@ impl Inner {
     ///
     /// Does nothing up to [`Inner::append_writer_limit`] open writers, then closes down to
     /// [`Inner::append_retire_target`]. Skipped if another thread holds `retiring`
-    /// (retiring, or the flusher's tick): appenders never wait for it. `Log::sync` waits
-    /// instead.
+    /// (retiring, or the flusher's tick), up to [`Inner::append_writer_ceiling`] open
+    /// writers: appenders do not wait for a retirement in progress. Beyond it they do (as
+    /// `Log::sync` does): while one close took long (a slow key lookup, a slow disk),
+    /// appends to new months opened writers without bound, until descriptors ran out.
     fn retire_idle(&self) {
-        if self.open_writers.load(Ordering::Relaxed) <= self.append_writer_limit() {
+        let open = self.open_writers.load(Ordering::Relaxed);
+        if open <= self.append_writer_limit() {
             return;
         }
-        let Some(_one_at_a_time) = self.retiring.try_lock() else {
-            return;
+        let _one_at_a_time = if open > self.append_writer_ceiling() {
+            self.retiring.lock()
+        } else {
+            let Some(held) = self.retiring.try_lock() else {
+                return;
+            };
+            held
         };
         self.retire_locked(self.append_retire_target());
+    }
+
+    /// Open writers beyond which an append waits for a retirement in progress rather than
+    /// going on without one: four times [`Options::max_open_writers`].
+    fn append_writer_ceiling(&self) -> usize {
+        self.opts.max_open_writers.saturating_mul(4)
     }
 
     /// Closes least recently used idle writers until at most `max` are open; `retiring`

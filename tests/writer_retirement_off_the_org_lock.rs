@@ -190,6 +190,68 @@ fn appends_to_other_months_proceed_while_a_retirement_is_closing() {
     );
 }
 
+/// While a retirement's close is held up (here inside its key lookup), appends to new months
+/// go on opening writers only up to four times the limit; beyond, an append waits for the
+/// retirement in progress. Found by review: 300 appends to new months opened 300 writers
+/// with a limit of 1, one descriptor each at least, and with `ulimit -n 200` appends failed
+/// with "Too many open files". The verdict does not depend on timing: the gate is released
+/// when the appender has finished or stopped reporting progress for a while, and either
+/// way no append may have seen more than the ceiling (plus the writer it opened itself).
+#[test]
+fn open_writers_stay_bounded_while_a_close_is_held_up() {
+    const MONTHS: u32 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let keys = Arc::new(GatedKeys {
+        inner: keys_for(&[ORG]),
+        armed: AtomicBool::new(false),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    });
+    let opts = Options::new(Arc::clone(&keys) as Arc<dyn KeyProvider>)
+        .durability(Durability::Interval(Duration::from_secs(3600)))
+        .max_open_writers(1)
+        .parked_bytes(0);
+    let log = Arc::new(Log::open(dir.path(), opts).unwrap());
+    log.append(&ev("2026-01-05", 0)).unwrap();
+    log.append(&ev("2026-02-05", 0)).unwrap();
+    keys.armed.store(true, Ordering::SeqCst);
+    let closer = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.sync().map_err(|e| e.to_string()))
+    };
+    entered_rx
+        .recv_timeout(DEADLOCK_GUARD)
+        .expect("the retirement never reached the key lookup of its close");
+
+    let (progress_tx, progress_rx) = mpsc::channel();
+    let appender = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut most = 0;
+            for m in 0..MONTHS {
+                let day = format!("{}-{:02}-05", 2020 + m / 12, m % 12 + 1);
+                log.append(&ev(&day, 0)).unwrap();
+                most = most.max(log.open_writers());
+                let _ = progress_tx.send(());
+            }
+            most
+        })
+    };
+    let mut done = 0;
+    while done < MONTHS && progress_rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+        done += 1;
+    }
+    release_tx.send(()).unwrap();
+    closer.join().unwrap().unwrap();
+    let most = appender.join().unwrap();
+    assert!(most <= 4 + 1, "{most} writers open with a limit of 1");
+    log.sync().unwrap();
+    assert_eq!(log.open_writers(), 1);
+    Arc::into_inner(log).unwrap().close().unwrap();
+}
+
 /// Makes every index write of `month` fail: a non-empty directory sits where the index's
 /// temporary file goes. Remove the returned directory to lift it.
 fn block_index_writes(org_dir: &Path, month: &str) -> std::path::PathBuf {
