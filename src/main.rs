@@ -90,8 +90,8 @@ enum Command {
         /// Number of events.
         #[arg(long, default_value_t = 1000)]
         events: u64,
-        /// Number of orgs.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Number of orgs (at most 1,000,000).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         orgs: u32,
         /// Days spanned.
         #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
@@ -947,7 +947,9 @@ fn parse_line(line: &[u8], first: bool) -> Result<Option<Event>, String> {
         }
         None => text,
     };
-    if text.trim().is_empty() {
+    // JSON's whitespace only: a line of other Unicode spaces (U+00A0, form feed...) is
+    // not blank, and is refused as malformed rather than skipped without a word.
+    if text.trim_matches([' ', '\t', '\r', '\n']).is_empty() {
         return Ok(None);
     }
     // Without its line end, serde_json's errors point into the line (an incomplete object

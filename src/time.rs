@@ -22,7 +22,9 @@ pub struct Timestamp(pub i64);
 
 /// Why a time could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid time {input:?}: expected RFC 3339 (2026-03-01T12:00:00Z) or a date (2026-03-01)")]
+#[error(
+    "invalid time {input:?}: expected RFC 3339 (2026-03-01T12:00:00Z) or a date (2026-03-01), to the microsecond at most"
+)]
 pub struct TimeParseError {
     /// What was given.
     pub input: String,
@@ -58,7 +60,10 @@ impl Timestamp {
         Month::new(u16::try_from(dt.year()).ok()?, dt.month() as u8)
     }
 
-    /// Parses RFC 3339 (any offset) or a plain date `YYYY-MM-DD` (midnight UTC).
+    /// Parses RFC 3339 (any offset) or a plain date `YYYY-MM-DD` (midnight UTC). A time
+    /// finer than a microsecond (`…00.0000001Z`) is refused, not cut: an event would be
+    /// stored at another instant than it says, and a query's `[since, until)` would take in
+    /// an event before `since` or leave out one before `until`.
     pub fn parse(input: &str) -> Result<Timestamp, TimeParseError> {
         let err = || TimeParseError {
             input: input.to_string(),
@@ -70,8 +75,13 @@ impl Timestamp {
             let date = Date::parse(input, &fmt).map_err(|_| err())?;
             PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc()
         };
-        let micros = dt.to_offset(UtcOffset::UTC).unix_timestamp_nanos() / 1000;
-        i64::try_from(micros).map(Timestamp).map_err(|_| err())
+        let nanos = dt.to_offset(UtcOffset::UTC).unix_timestamp_nanos();
+        if nanos % 1000 != 0 {
+            return Err(err());
+        }
+        i64::try_from(nanos / 1000)
+            .map(Timestamp)
+            .map_err(|_| err())
     }
 }
 
@@ -230,6 +240,24 @@ mod tests {
         assert_eq!(MAX_TIMESTAMP.month(), Some(dec));
         let nov = Month::new(9999, 11).unwrap();
         assert_eq!(nov.end(), dec.start());
+    }
+
+    #[test]
+    fn times_finer_than_a_microsecond_are_refused_not_cut() {
+        for bad in [
+            "2026-01-01T00:00:00.0000001Z",
+            "2026-01-01T00:00:00.123456789Z",
+        ] {
+            assert!(Timestamp::parse(bad).is_err(), "{bad}");
+        }
+        for (ok, micros) in [
+            ("2026-01-01T00:00:00.1234560Z", 123_456),
+            ("2026-01-01T00:00:00.123456Z", 123_456),
+            ("2026-01-01T00:00:00.000000000Z", 0),
+        ] {
+            let base = Timestamp::parse("2026-01-01T00:00:00Z").unwrap().0;
+            assert_eq!(Timestamp::parse(ok).unwrap().0 - base, micros, "{ok}");
+        }
     }
 
     #[test]

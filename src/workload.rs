@@ -16,7 +16,8 @@ use crate::time::Timestamp;
 pub struct WorkloadConfig {
     /// Number of events.
     pub events: u64,
-    /// Number of orgs (`org-000` …).
+    /// Number of orgs (`org-000` …). The generator holds 8 bytes per org (their weights):
+    /// the CLI allows at most 1,000,000.
     pub orgs: u32,
     /// Days the events span.
     pub days: u32,
@@ -145,7 +146,13 @@ impl Workload {
 
     fn org(&mut self) -> u32 {
         let u = self.rng.unit();
-        self.org_weights.iter().position(|&w| u < w).unwrap_or(0) as u32
+        // The first org whose cumulative weight passes `u` (the weights only grow).
+        let k = self.org_weights.partition_point(|&w| w <= u);
+        if k < self.org_weights.len() {
+            k as u32
+        } else {
+            0
+        }
     }
 
     fn state(&mut self, kind: &str, big: bool) -> Value {

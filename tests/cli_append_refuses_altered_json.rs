@@ -330,3 +330,57 @@ fn each_receipt_comes_before_the_next_line_is_written() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Found by review: a line of Unicode spaces that are not JSON whitespace (U+00A0, form
+/// feed, vertical tab) was skipped as blank, without a word; and a time finer than a
+/// microsecond was cut to the microsecond, so the event was stored at another instant than
+/// its line said, and `query --since` took in events before it. Each is refused now.
+#[test]
+fn lines_of_other_spaces_and_times_finer_than_a_microsecond_are_refused() {
+    let sub_micro = line("r2", "").replace("10:00:00Z", "10:00:00.0000001Z");
+    for (bad, reason) in [
+        ("\u{a0}".to_string(), "malformed JSON"),
+        ("\u{b}\u{c}".to_string(), "malformed JSON"),
+        (sub_micro, "to the microsecond at most"),
+    ] {
+        let fx = fixture();
+        let o = append(
+            &fx,
+            &format!("{}\n{bad}\n{}\n", line("r1", ""), line("r3", "")),
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(err.contains("line 2: "), "{bad:?}: {err}");
+        assert!(err.contains(reason), "{bad:?}: {err}");
+        let ids: Vec<_> = stored(&fx)
+            .iter()
+            .map(|e| e["resource_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["r1"], "{bad:?}");
+    }
+    // JSON's own whitespace still makes a blank line.
+    let fx = fixture();
+    let o = append(
+        &fx,
+        &format!("{}\n \t\r\n{}\n", line("r1", ""), line("r3", "")),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stored(&fx).len(), 2);
+    let o = auditlog_cli(
+        Some(&fx.dir),
+        Some(&fx.keyring),
+        [
+            "query",
+            "--org",
+            "acme",
+            "--since",
+            "2026-03-01T10:00:00.0000001Z",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("to the microsecond at most"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -40,6 +40,11 @@ fn gen_refuses_a_range_append_would_refuse() {
         assert!(err.contains("outside 1970-01-01..=9999-12-31"), "{err}");
         assert!(o.stdout.is_empty());
     }
+    // More orgs than the generator holds weights for: a usage error, not an out-of-memory
+    // abort (exit 134, found by review).
+    let o = cli(None, &["gen", "--events", "1", "--orgs", "4294967295"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1..=1000000"), "{}", stderr(&o));
     // The edges it names are accepted, and every event they give is appendable.
     let tmp = tempfile::tempdir().unwrap();
     let ring = tmp.path().join("keys.json");
