@@ -324,13 +324,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let org = OrgId::new(&org)?;
             let ring = Keyring::open_or_create(path)?;
             let id = ring.rotate(&org)?;
+            let done = format!("org {org}: signing key {id} (keyring {})", path.display());
             let mut out = stdout();
-            writeln!(
-                out,
-                "org {org}: signing key {id} (keyring {})",
-                path.display()
-            )?;
-            out.flush()?;
+            let written = writeln!(out, "{done}").and_then(|()| out.flush());
+            // The key exists whatever happens to the message: a failure says so, so that
+            // nobody runs the command again and rotates a second time.
+            if let Err(e) = finish(written, ExitCode::SUCCESS) {
+                return Err(Failure(format!(
+                    "{} (the rotation itself was done: {done})",
+                    e.0
+                )));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Append {

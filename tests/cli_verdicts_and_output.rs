@@ -357,3 +357,33 @@ fn bidi_controls_are_escaped_in_tables_and_inspect_text() {
     );
     assert!(stdout(&o).contains("eve\u{202e}nimda"));
 }
+
+/// `keys new` into a full standard output: the key is created all the same, and the error
+/// says so (found by review: it said only that the write failed, and running the command
+/// again rotated a second time). Into a closed pipe it ends quietly, exit 0.
+#[test]
+fn keys_new_says_the_rotation_was_done_when_its_output_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = tmp.path().join("keys.json");
+    let o = cli(
+        None,
+        Some(&ring),
+        &["keys", "new", "--org", "acme"],
+        dev_full(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("write to standard output"), "{err}");
+    assert!(err.contains("the rotation itself was done"), "{err}");
+    assert!(err.contains("signing key 1"), "{err}");
+    let o = cli(
+        None,
+        Some(&ring),
+        &["keys", "new", "--org", "acme"],
+        closed_pipe(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let keys = auditlog::Keyring::open(&ring).unwrap();
+    let (id, _) = auditlog::KeyProvider::signing_key(&keys, &org("acme")).unwrap();
+    assert_eq!(id.0, 2);
+}
