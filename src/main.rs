@@ -106,8 +106,8 @@ enum Command {
         #[arg(long, default_value = "2026-01-01")]
         start: Timestamp,
     },
-    /// Verify every record, index, link (and checkpoint) of a log. Exit 0 intact, 1 findings
-    /// (a segment or index of a newer format than this build reads is the error finding
+    /// Verify every record, index, link (and checkpoint) of a log. Exit 0 intact (warnings
+    /// only, such as quarantined data, included), 1 error findings (a segment or index of a newer format than this build reads is the error finding
     /// `unsupported_format`: nothing in it was verified).
     Verify {
         /// Only this org.
@@ -615,7 +615,7 @@ fn verify_cmd(
     let mut out = stdout();
     let written = (|| -> io::Result<()> {
         if json {
-            serde_json::to_writer_pretty(&mut out, &report)?;
+            serde_json::to_writer_pretty(&mut out, &VerifyJson::of(&report))?;
             writeln!(out)?;
         } else {
             for f in &report.findings {
@@ -1345,6 +1345,28 @@ struct QueryArgs {
 enum QueryFormat {
     Jsonl,
     Table,
+}
+
+/// `verify --json`: the report, with the totals its summary line gives (findings not
+/// listed included, see `Finding::omitted`) and the verdict.
+#[derive(serde::Serialize)]
+struct VerifyJson<'a> {
+    #[serde(flatten)]
+    report: &'a auditlog::verify::Report,
+    intact: bool,
+    errors: u64,
+    warnings: u64,
+}
+
+impl<'a> VerifyJson<'a> {
+    fn of(report: &'a auditlog::verify::Report) -> VerifyJson<'a> {
+        VerifyJson {
+            report,
+            intact: report.is_intact(),
+            errors: report.errors(),
+            warnings: report.warnings(),
+        }
+    }
 }
 
 /// One line of `query --format jsonl`.

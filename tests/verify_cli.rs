@@ -435,3 +435,51 @@ fn json_reports_survive_file_names_that_are_not_utf8() {
     let file = damaged[0]["damage"][0]["file"].as_str().unwrap();
     assert!(file.contains("log\u{fffd}"), "{file}");
 }
+
+/// Past 50 findings of a kind in a file, one entry stands for the rest. The summary line
+/// and the JSON report counted that entry as one finding (found by review: "250 more
+/// findings of this kind" above "FAILED: … 52 findings"), and the JSON had no total. Now the
+/// entry carries `omitted`, and both count every finding.
+#[test]
+fn findings_not_listed_are_counted() {
+    let fx = fixture();
+    // A keyring with other secrets under the same org ids and key ids: every tag fails.
+    let other = fx.root.join("other.json");
+    for _ in 0..2 {
+        for o in ["org-000", "org-001", "org-002"] {
+            let out = auditlog_cli(None, Some(&other), ["keys", "new", "--org", o]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+    }
+    let o = run(&fx.dir, Some(&other), &["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report = json(&o);
+    let findings = report["findings"].as_array().unwrap();
+    let omitted: u64 = findings
+        .iter()
+        .map(|f| f["omitted"].as_u64().unwrap())
+        .sum();
+    assert!(omitted > 0, "no file had more than 50 tag mismatches");
+    let counted: u64 = findings
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["omitted"].as_u64().unwrap().max(1))
+        .sum();
+    let listed = findings.iter().filter(|f| f["severity"] == "error").count() as u64;
+    assert!(counted > listed);
+    assert_eq!(report["errors"].as_u64(), Some(counted));
+    assert_eq!(report["intact"], false);
+
+    let o = run(&fx.dir, Some(&other), &["verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let last = out.lines().last().unwrap();
+    let warnings = report["warnings"].as_u64().unwrap();
+    assert!(
+        last.contains(&format!(
+            "{} findings ({counted} errors, {warnings} warnings)",
+            counted + warnings
+        )),
+        "{last}"
+    );
+}

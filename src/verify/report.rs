@@ -146,6 +146,10 @@ pub struct Finding {
     pub seq: Option<u64>,
     /// What exactly is wrong.
     pub message: String,
+    /// Nonzero for an entry that lists no problem itself but stands for this many further
+    /// findings of its kind in its file, not listed (verification lists the first 50 of a
+    /// kind per file). Counted as that many by [`Report::errors`] and the summary.
+    pub omitted: u64,
 }
 
 impl Finding {
@@ -160,7 +164,13 @@ impl Finding {
             len: None,
             seq: None,
             message: message.into(),
+            omitted: 0,
         }
+    }
+
+    /// How many findings this entry stands for: 1, or [`Finding::omitted`].
+    pub fn count(&self) -> u64 {
+        self.omitted.max(1)
     }
 
     /// With a byte range.
@@ -220,7 +230,8 @@ pub struct LiveProgress {
 /// The result of verifying a log or a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Every problem found, in the order found.
+    /// Every problem found, in the order found (past 50 of a kind in a file, one entry
+    /// stands for the rest: [`Finding::omitted`]).
     pub findings: Vec<Finding>,
     /// Files examined.
     pub files: u64,
@@ -243,24 +254,34 @@ impl Report {
         !self.findings.iter().any(|f| f.severity == Severity::Error)
     }
 
-    /// Findings that fail verification.
-    pub fn errors(&self) -> usize {
+    /// Findings that fail verification, those not listed included ([`Finding::omitted`]).
+    pub fn errors(&self) -> u64 {
+        self.count(Severity::Error)
+    }
+
+    /// Findings that do not fail verification, those not listed included.
+    pub fn warnings(&self) -> u64 {
+        self.count(Severity::Warning)
+    }
+
+    fn count(&self, severity: Severity) -> u64 {
         self.findings
             .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .count()
+            .filter(|f| f.severity == severity)
+            .map(Finding::count)
+            .sum()
     }
 
     /// The one-line summary the CLI ends with.
     pub fn summary(&self) -> String {
-        let warnings = self.findings.len() - self.errors();
+        let warnings = self.warnings();
         format!(
             "{}: {} files, {} records, {} bytes verified; {} findings ({} errors, {} warnings); {}{}",
             if self.is_intact() { "INTACT" } else { "FAILED" },
             self.files,
             self.records,
             self.bytes,
-            self.findings.len(),
+            self.errors() + warnings,
             self.errors(),
             warnings,
             if self.authenticity_checked {

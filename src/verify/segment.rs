@@ -139,13 +139,15 @@ impl Findings {
             .collect();
         extra.sort_by_key(|(k, file, _)| (k.name(), file.clone()));
         for (k, file, n) in extra {
-            self.list.push(Finding::new(
+            let mut more = Finding::new(
                 k,
                 file,
                 format!(
                     "{n} more findings of this kind in this file (first {PER_KIND_LIMIT} listed)"
                 ),
-            ));
+            );
+            more.omitted = n as u64;
+            self.list.push(more);
         }
         self.list
     }
