@@ -648,8 +648,10 @@ fn check_links(
     // A present segment whose header cannot be read (its own `checksum_corruption`) hides
     // its ordinal too, but where the readable header created after it links to it as its
     // `prev`, and the file holds the record that link names (its chain hash after the
-    // link's count of records is the link's head), that link says whose the ordinal before
-    // its own is: that ordinal is not a deleted segment's. Without such a link, or with a
+    // link's count of records is the link's head; for a count of 0, the head is the lost
+    // header's hash, and the file's first record chains to it with a tag that verifies),
+    // that link says whose the ordinal before its own is: that ordinal is not a deleted
+    // segment's. Without such a link, or with a
     // file that does not hold what it names (a file put under a deleted segment's name),
     // nothing ties the unreadable file to the missing ordinal, and the hole stays a
     // deletion.

@@ -554,6 +554,18 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             true => month_last.max(fields.occurred_at),
             false => fields.occurred_at,
         });
+        // What a link counting no records names is the segment's genesis, the hash of its
+        // header; with the header unreadable, the first record's `prev` is the evidence
+        // that this file is that segment, when its tag verifies (without a key anyone can
+        // write a record with a `prev` copied from the link).
+        if count == 0
+            && off == SEGMENT_HEADER_LEN as u64
+            && c.keys.is_some()
+            && !tag_fails
+            && c.wanted.contains(&0)
+        {
+            out.loose_heads.insert(0, fields.prev);
+        }
         head = Some(hash);
         out.last_hash = Some(hash);
         expected = Some(seq.saturating_add(1));
