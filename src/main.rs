@@ -250,8 +250,12 @@ fn warn(msg: std::fmt::Arguments<'_>) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match flags_without_effect(&cli, &matches).and_then(|()| run(cli)) {
         Ok(code) => code,
         Err(Failure(msg)) => {
             if STDOUT_CLOSED.load(Ordering::Relaxed) {
@@ -262,6 +266,45 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Refuses `--dir` or `--keyring` typed on the command line for a command that does not use
+/// it: accepted and ignored, `--keyring` on `stats` looked as if the counts were checked
+/// against the keys (they are not: `verify` checks tags). From the environment
+/// (`AUDITLOG_DIR`, `AUDITLOG_KEYRING`) they are set for every command, and ignored where
+/// unused.
+fn flags_without_effect(cli: &Cli, matches: &clap::ArgMatches) -> Result<(), Failure> {
+    let (name, dir, keyring) = match &cli.command {
+        Command::Keys { .. } => ("keys new", Some("it writes only the keyring"), None),
+        Command::Stats { .. } => (
+            "stats",
+            None,
+            Some("it counts records without checking their tags (verify checks them)"),
+        ),
+        Command::Gen { .. } => (
+            "gen",
+            Some("it only prints events"),
+            Some("it only prints events"),
+        ),
+        Command::Inspect { .. } => ("inspect", Some("it reads the file it is given"), None),
+        Command::Demo { .. } => (
+            "demo",
+            None,
+            Some("it makes its own keyring, in its directory"),
+        ),
+        Command::Append { .. }
+        | Command::Verify { .. }
+        | Command::Checkpoint { .. }
+        | Command::Query(_) => return Ok(()),
+    };
+    for (flag, why) in [("dir", dir), ("keyring", keyring)] {
+        if let Some(why) = why
+            && matches.value_source(flag) == Some(clap::parser::ValueSource::CommandLine)
+        {
+            return Err(Failure(format!("--{flag} has no effect on {name}: {why}")));
+        }
+    }
+    Ok(())
 }
 
 /// Microseconds in an hour: how much earlier than its place an out-of-order event of the

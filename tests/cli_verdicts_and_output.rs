@@ -295,15 +295,15 @@ fn query_counts_findings_and_withheld_records_apart() {
 #[test]
 fn write_errors_say_standard_output() {
     let fx = KeyedLog::new(300);
-    let k = Some(fx.keyring.as_path());
-    for args in [
-        &["verify"][..],
-        &["stats"],
-        &["checkpoint"],
-        &["gen", "--events", "10"],
-        &["query", "--org", "org-000"],
+    let (d, k) = (Some(fx.dir.as_path()), Some(fx.keyring.as_path()));
+    for (dir, keyring, args) in [
+        (d, k, &["verify"][..]),
+        (d, None, &["stats"]),
+        (d, k, &["checkpoint"]),
+        (None, None, &["gen", "--events", "10"]),
+        (d, k, &["query", "--org", "org-000"]),
     ] {
-        let o = cli(Some(&fx.dir), k, args, dev_full());
+        let o = cli(dir, keyring, args, dev_full());
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(
@@ -386,4 +386,37 @@ fn keys_new_says_the_rotation_was_done_when_its_output_fails() {
     let keys = auditlog::Keyring::open(&ring).unwrap();
     let (id, _) = auditlog::KeyProvider::signing_key(&keys, &org("acme")).unwrap();
     assert_eq!(id.0, 2);
+}
+
+/// `--dir` or `--keyring` typed for a command that does not use it is refused (exit 2,
+/// naming why), not ignored: `--keyring` on `stats` looked as if the counts were checked
+/// against the keys. Set in the environment, they stay ignored where unused.
+#[test]
+fn flags_a_command_does_not_use_are_refused_when_typed() {
+    let fx = KeyedLog::new(EVENTS);
+    let seg = seg_path(&fx.dir, "org-000", "2026-01");
+    let seg = seg.to_str().unwrap();
+    let (d, k) = (Some(fx.dir.as_path()), Some(fx.keyring.as_path()));
+    for (dir, keyring, args, why) in [
+        (d, k, vec!["stats"], "without checking their tags"),
+        (d, None, vec!["inspect", seg], "reads the file it is given"),
+        (d, None, vec!["gen", "--events", "1"], "only prints events"),
+        (None, k, vec!["gen", "--events", "1"], "only prints events"),
+        (d, k, vec!["keys", "new", "--org", "x"], "only the keyring"),
+    ] {
+        let o = cli(dir, keyring, &args, Stdio::piped());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("has no effect on"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+    }
+    let o = auditlog_command(Some(&fx.dir), None)
+        .env("AUDITLOG_KEYRING", &fx.keyring)
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
