@@ -2380,9 +2380,13 @@ pub(crate) fn check_org_dir(dir: &Path, org: &OrgId) -> Result<()> {
 /// is sealed without opening it for writing).
 fn seal(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = fs::metadata(path) else {
+    // Not through a symbolic link: that would make a file outside the log read-only.
+    let Ok(meta) = fs::symlink_metadata(path) else {
         return;
     };
+    if !meta.is_file() {
+        return;
+    }
     if recover::is_sealed(&meta) {
         return;
     }
@@ -2444,7 +2448,8 @@ fn load_catalog(dir: &Path, org: &OrgId) -> OrgSegments {
         if id.part > latest.part {
             *latest = id;
         }
-        match read_header(&dir.join(segment_file_name(id))) {
+        let path = dir.join(segment_file_name(id));
+        match read_header(&path) {
             // A header naming another org or segment (a copy, a renamed or planted file) is
             // read as recovery reads it: not this segment's. Its ordinal and links say
             // nothing of this org's segments, and believing them let a planted file make
@@ -2461,8 +2466,19 @@ fn load_catalog(dir: &Path, org: &OrgId) -> OrgSegments {
             }
             // A header that fails its checks or names another segment; not one shorter than
             // a header (a crash while creating it: recovery moves it aside and it never had
-            // an ordinal on disk), nor a file that cannot be read (its recovery fails anyway).
+            // an ordinal on disk).
             Ok(_) | Err(Error::Corrupt { .. }) => unreadable.push(id),
+            // A segment that is a symbolic link (never followed) or that this process may
+            // not read hides its header as well: its recovery fails, but it may hold an
+            // ordinal past the tail's, which a new segment of another month must not take
+            // (a review found March numbered like a linked February). Not anything else
+            // under a segment's name (a directory, a FIFO): never a segment.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied
+                    || fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                unreadable.push(id);
+            }
             Err(_) => {}
         }
     }

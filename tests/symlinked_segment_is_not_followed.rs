@@ -100,3 +100,46 @@ fn a_segment_that_is_a_link_is_neither_appended_through_nor_verified() {
     let shown = inspect(&jan, Some(&*keys), InspectOptions::default(), |_| Ok(())).unwrap();
     assert_eq!(shown, 5);
 }
+
+/// The org's newest segment is a link: its header is not read, so its ordinal is unknown,
+/// and a new month's segment is numbered past it, as past a rotten header (found by review:
+/// March took February's ordinal 1, and once the real file was put back `verify` reported
+/// two segments with one ordinal for good).
+#[test]
+fn a_new_segment_is_numbered_past_a_linked_newest_one() {
+    use auditlog::format::header::SegmentHeader;
+    let d = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let log = Log::open(d.path(), always(&keys)).unwrap();
+    log.append_batch(&january_of(ORG, 2, 1)).unwrap();
+    log.append_batch(&february_of(ORG, 2, 2)).unwrap();
+    log.close().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().join("2026-02.seg");
+    let feb = seg_path(d.path(), ORG, "2026-02");
+    fs::rename(&feb, &outside).unwrap();
+    symlink(&outside, &feb).unwrap();
+
+    let log = Log::open(d.path(), always(&keys)).unwrap();
+    let mut march = february_of(ORG, 1, 3).remove(0);
+    march.occurred_at.0 += 28 * 86_400_000_000;
+    let r = log.append(&march).unwrap();
+    assert_eq!(r.month.to_string(), "2026-03");
+    log.close().unwrap();
+    let bytes = fs::read(seg_path(d.path(), ORG, "2026-03")).unwrap();
+    let h = SegmentHeader::decode(&bytes[..256]).unwrap();
+    assert_eq!(h.ordinal, 2, "March took the linked February's ordinal");
+
+    // The real file put back: no two segments share an ordinal.
+    fs::remove_file(&feb).unwrap();
+    fs::rename(&outside, &feb).unwrap();
+    let report = verify_keys(d.path(), &*keys);
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.message.contains("has creation ordinal")),
+        "{:?}",
+        report.findings
+    );
+}
