@@ -466,9 +466,15 @@ struct Inner {
     /// started, the flusher's tick fsyncs instead.
     syncer_running: AtomicBool,
     /// Held by [`Inner::sync_loop`] for each pass, and by a retirement while it decides
-    /// which writers are idle ([`Inner::retire_locked`], [`Inner::retire`]): the pass's
-    /// references to the writers must not make them look in use then.
+    /// which writers are idle and takes one out of its org's map ([`Inner::retire_locked`],
+    /// [`Inner::retire`]): the pass's references to the writers must not make them look in
+    /// use then, and a pass never touches a writer being closed.
     syncing: Mutex<()>,
+    /// Under `Interval`, every writer in an org's `writers` map, for [`Inner::sync_loop`]:
+    /// kept apart from the orgs' `segs` locks, which a recovery holds across key lookups.
+    /// Added by [`Inner::install`] (and by a failed close that puts its writer back),
+    /// removed under `syncing` when a retirement takes the writer out of the map.
+    interval_writers: Mutex<Vec<Weak<SegmentWriter>>>,
     /// Tests: the flusher queues every writer it wrote back again, so that its queue is
     /// never found empty.
     #[cfg(test)]
@@ -599,6 +605,7 @@ impl Log {
                 flusher_running: AtomicBool::new(false),
                 syncer_running: AtomicBool::new(false),
                 syncing: Mutex::new(()),
+                interval_writers: Mutex::new(Vec::new()),
                 #[cfg(test)]
                 requeue_for_test: AtomicBool::new(false),
             }),
@@ -1409,9 +1416,11 @@ impl Inner {
     }
 
     /// Under `Interval`, on a thread of its own: fsyncs every open writer at least every
-    /// `period`. It never waits for `retiring` and never asks the key provider anything, so
-    /// that a retirement or an index write held up in a slow key lookup (the flusher's tick
-    /// runs both, holding `retiring`) cannot hold up the fsync the mode promises. (It used
+    /// `period`. It never waits for `retiring`, never asks the key provider anything, and
+    /// takes no org's `segs` (it finds the writers in `interval_writers`), so that a
+    /// retirement, an index write or a recovery held up in a slow key lookup (the flusher's
+    /// tick runs the first two holding `retiring`; a recovery holds its org's `segs`)
+    /// cannot hold up the fsync the mode promises. (It used
     /// to: the tick fsynced, and a KMS slow for one org stopped every org's fsyncs.) The
     /// writers it holds during a pass would look in use to a retirement, which would then
     /// close another, more recently used one: a pass holds `syncing`, which a retirement
@@ -1428,13 +1437,14 @@ impl Inner {
             drop(stop);
             self.contain_panic("interval fsync", || {
                 let _pass = self.syncing.lock();
-                for org in self.all_orgs() {
-                    let writers: Vec<Arc<SegmentWriter>> =
-                        org.segs.lock().writers.values().cloned().collect();
-                    for w in writers {
-                        // An error poisons the writer; its next append reports it.
-                        let _ = w.sync();
-                    }
+                let writers: Vec<Arc<SegmentWriter>> = {
+                    let mut list = self.interval_writers.lock();
+                    list.retain(|w| w.strong_count() > 0);
+                    list.iter().filter_map(Weak::upgrade).collect()
+                };
+                for w in writers {
+                    // An error poisons the writer; its next append reports it.
+                    let _ = w.sync();
                 }
             });
             next = Instant::now() + period;
@@ -1817,7 +1827,15 @@ impl Inner {
         if segs.writers.insert(month, Arc::clone(&w)).is_none() {
             self.open_writers.fetch_add(1, Ordering::Relaxed);
         }
+        self.register_for_sync(&w);
         w
+    }
+
+    /// Under `Interval`, lists `w` for [`Inner::sync_loop`].
+    fn register_for_sync(&self, w: &Arc<SegmentWriter>) {
+        if matches!(self.opts.durability, Durability::Interval(_)) {
+            self.interval_writers.lock().push(Arc::downgrade(w));
+        }
     }
 
     /// Makes everything `w` holds durable and, with `index`, writes its index if it lags
@@ -1984,7 +2002,11 @@ impl Inner {
     fn retire(&self, org: &Org, month: Month, used: u64) -> Option<Result<()>> {
         let w = {
             let _no_sync_pass = self.syncing.lock();
-            Self::begin_close(org, month, used)?
+            let w = Self::begin_close(org, month, used)?;
+            self.interval_writers
+                .lock()
+                .retain(|x| !std::ptr::eq(x.as_ptr(), Arc::as_ptr(&w)));
+            w
         };
         let closed =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.close_writer(org, &w)))
@@ -2085,6 +2107,7 @@ impl Inner {
             Err(e) => {
                 match segs.writers.entry(month) {
                     std::collections::hash_map::Entry::Vacant(slot) => {
+                        self.register_for_sync(&w);
                         slot.insert(w);
                     }
                     // Not reachable (no writer is opened for a closing month); were it, the
@@ -3306,10 +3329,12 @@ mod tests {
         log.close().unwrap();
     }
 
-    /// A key provider whose `signing_key` for org `other` blocks, once `armed`, until the
-    /// test releases it, saying when it has begun blocking.
+    /// A key provider whose `signing_key` (or, with `lookup`, `key`) for org `gated` blocks,
+    /// once `armed`, until the test releases it, saying when it has begun blocking.
     struct GatedKeys {
         inner: Arc<Keyring>,
+        gated: &'static str,
+        lookup: bool,
         armed: AtomicBool,
         entered: parking_lot::Mutex<Option<std::sync::mpsc::Sender<()>>>,
         release: parking_lot::Mutex<bool>,
@@ -3321,15 +3346,7 @@ mod tests {
             &self,
             org: &OrgId,
         ) -> std::result::Result<(crate::KeyId, crate::Key), crate::KeyError> {
-            if org.as_str() == "other" && self.armed.swap(false, Ordering::SeqCst) {
-                if let Some(tx) = self.entered.lock().take() {
-                    let _ = tx.send(());
-                }
-                let mut go = self.release.lock();
-                while !*go {
-                    self.released.wait(&mut go);
-                }
-            }
+            self.gate(org, false);
             self.inner.signing_key(org)
         }
 
@@ -3338,7 +3355,79 @@ mod tests {
             org: &OrgId,
             id: crate::KeyId,
         ) -> std::result::Result<Option<crate::Key>, crate::KeyError> {
+            self.gate(org, true);
             self.inner.key(org, id)
+        }
+    }
+
+    impl GatedKeys {
+        fn new(
+            gated: &'static str,
+            lookup: bool,
+        ) -> (Arc<GatedKeys>, std::sync::mpsc::Receiver<()>) {
+            let ring = Keyring::in_memory();
+            for o in ["acme", gated] {
+                ring.rotate(&OrgId::new(o).unwrap()).unwrap();
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            let keys = GatedKeys {
+                inner: Arc::new(ring),
+                gated,
+                lookup,
+                armed: AtomicBool::new(false),
+                entered: parking_lot::Mutex::new(Some(tx)),
+                release: parking_lot::Mutex::new(false),
+                released: Condvar::new(),
+            };
+            (Arc::new(keys), rx)
+        }
+
+        fn gate(&self, org: &OrgId, lookup: bool) {
+            if org.as_str() != self.gated
+                || lookup != self.lookup
+                || !self.armed.swap(false, Ordering::SeqCst)
+            {
+                return;
+            }
+            if let Some(tx) = self.entered.lock().take() {
+                let _ = tx.send(());
+            }
+            let mut go = self.release.lock();
+            while !*go {
+                self.released.wait(&mut go);
+            }
+        }
+
+        /// Lets the gated call go on, and every later one.
+        fn release(&self) {
+            self.armed.store(false, Ordering::SeqCst);
+            *self.release.lock() = true;
+            self.released.notify_all();
+        }
+    }
+
+    /// Released however the test ends: a failure must not hang in the log's drop.
+    struct Release(Arc<GatedKeys>);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+
+    /// Waits until everything `acme`'s January writer holds is fsynced; fails only if that
+    /// does not happen within a guard that only a hang reaches.
+    fn wait_until_acme_is_durable(log: &Log, month: Month) {
+        let acme = log.inner.org(&OrgId::new("acme").unwrap());
+        let w = acme.segs.lock().writers.get(&month).cloned().unwrap();
+        let end = w.snapshot().end;
+        let guard = Instant::now() + Duration::from_secs(60);
+        while w.durable_len() < end {
+            assert!(
+                Instant::now() < guard,
+                "no fsync while the key lookup waits"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -3349,18 +3438,7 @@ mod tests {
     #[test]
     fn interval_fsyncs_go_on_while_a_retirement_waits_for_its_key() {
         let dir = tempfile::tempdir().unwrap();
-        let ring = Keyring::in_memory();
-        for o in ["acme", "other"] {
-            ring.rotate(&OrgId::new(o).unwrap()).unwrap();
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let keys = Arc::new(GatedKeys {
-            inner: Arc::new(ring),
-            armed: AtomicBool::new(false),
-            entered: parking_lot::Mutex::new(Some(tx)),
-            release: parking_lot::Mutex::new(false),
-            released: Condvar::new(),
-        });
+        let (keys, entered) = GatedKeys::new("other", false);
         let log = Log::open(
             dir.path(),
             Options::new(keys.clone())
@@ -3377,35 +3455,58 @@ mod tests {
         acme.org_id = "acme".into();
         // Two writers open, one allowed: the flusher's next tick retires `other`'s (the
         // least recently used), whose full close asks for its key, and blocks there.
+        let release = Release(keys.clone());
         keys.armed.store(true, Ordering::SeqCst);
         log.append(&acme).unwrap();
-        // Released however the test ends: a failure must not hang in the log's drop.
-        struct Release<'a>(&'a GatedKeys);
-        impl Drop for Release<'_> {
-            fn drop(&mut self) {
-                self.0.armed.store(false, Ordering::SeqCst);
-                *self.0.release.lock() = true;
-                self.0.released.notify_all();
-            }
-        }
-        let release = Release(&keys);
-        rx.recv_timeout(Duration::from_secs(60))
+        entered
+            .recv_timeout(Duration::from_secs(60))
             .expect("the retirement never asked for the key");
-        let r = log.append(&acme).unwrap();
-        assert_eq!(r.seq, 1);
-        let acme_org = log.inner.org(&OrgId::new("acme").unwrap());
-        let w = acme_org.segs.lock().writers.get(&jan).cloned().unwrap();
-        let end = w.snapshot().end;
-        let guard = Instant::now() + Duration::from_secs(60);
-        while w.durable_len() < end {
-            assert!(
-                Instant::now() < guard,
-                "no fsync while the key lookup waits"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        drop(w);
+        assert_eq!(log.append(&acme).unwrap().seq, 1);
+        wait_until_acme_is_durable(&log, jan);
         drop(release);
         log.close().unwrap();
+    }
+
+    /// Under `Interval`, an append is fsynced within the interval even while another org's
+    /// recovery, which holds that org's catalog lock, waits in a slow key lookup (found by
+    /// review: the fsync thread took every org's lock in turn, and stopped at that one).
+    #[test]
+    fn interval_fsyncs_go_on_while_another_orgs_recovery_waits_for_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, entered) = GatedKeys::new("slow", true);
+        let jan = Month::new(2026, 1).unwrap();
+        let mut slow = event_in(jan, 1);
+        slow.org_id = "slow".into();
+        let log = Log::open(dir.path(), Options::new(keys.clone())).unwrap();
+        log.append(&slow).unwrap();
+        log.close().unwrap();
+
+        let log = Arc::new(
+            Log::open(
+                dir.path(),
+                Options::new(keys.clone())
+                    .durability(Durability::Interval(Duration::from_millis(5))),
+            )
+            .unwrap(),
+        );
+        let mut acme = event_in(jan, 2);
+        acme.org_id = "acme".into();
+        log.append(&acme).unwrap();
+        // `slow`'s January is recovered at its first append (its index checked with the
+        // key the lookup gives), under its org's lock: the lookup blocks.
+        let release = Release(keys.clone());
+        keys.armed.store(true, Ordering::SeqCst);
+        let recovering = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || log.append(&slow).map(|r| r.seq))
+        };
+        entered
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the recovery never asked for the key");
+        assert_eq!(log.append(&acme).unwrap().seq, 1);
+        wait_until_acme_is_durable(&log, jan);
+        drop(release);
+        assert_eq!(recovering.join().unwrap().unwrap(), 1);
+        Arc::into_inner(log).unwrap().close().unwrap();
     }
 }
