@@ -69,19 +69,26 @@ impl Timestamp {
             input: input.to_string(),
         };
         let dt = if let Ok(dt) = OffsetDateTime::parse(input, &Rfc3339) {
+            // `YYYY-MM-DDTHH:MM:SS` is 19 bytes; a fraction follows its '.'. Its digits
+            // past the sixth must be zeros. (Read from the text, not from the nanoseconds:
+            // a leap second, `23:59:60`, parses as 23:59:59.999999999 and is kept at
+            // .999999, as before.)
+            let fraction = input
+                .get(19..)
+                .and_then(|r| r.strip_prefix('.'))
+                .unwrap_or("");
+            let digits = fraction.bytes().take_while(u8::is_ascii_digit);
+            if digits.skip(6).any(|b| b != b'0') {
+                return Err(err());
+            }
             dt
         } else {
             let fmt = time::macros::format_description!("[year]-[month]-[day]");
             let date = Date::parse(input, &fmt).map_err(|_| err())?;
             PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc()
         };
-        let nanos = dt.to_offset(UtcOffset::UTC).unix_timestamp_nanos();
-        if nanos % 1000 != 0 {
-            return Err(err());
-        }
-        i64::try_from(nanos / 1000)
-            .map(Timestamp)
-            .map_err(|_| err())
+        let micros = dt.to_offset(UtcOffset::UTC).unix_timestamp_nanos() / 1000;
+        i64::try_from(micros).map(Timestamp).map_err(|_| err())
     }
 }
 
@@ -254,6 +261,9 @@ mod tests {
             ("2026-01-01T00:00:00.1234560Z", 123_456),
             ("2026-01-01T00:00:00.123456Z", 123_456),
             ("2026-01-01T00:00:00.000000000Z", 0),
+            ("2026-01-01T01:00:00.123456000+01:00", 123_456),
+            // A leap second is kept at the last microsecond before the next second.
+            ("2025-12-31T23:59:60Z", -1),
         ] {
             let base = Timestamp::parse("2026-01-01T00:00:00Z").unwrap().0;
             assert_eq!(Timestamp::parse(ok).unwrap().0 - base, micros, "{ok}");
