@@ -17,7 +17,7 @@ mod support;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
@@ -461,6 +461,17 @@ fn receipts(out: &Output) -> Vec<Receipt> {
         .collect()
 }
 
+/// A scratch directory holding the key file `keys.json` with a key for `acme`, and where
+/// its log goes (`log`, not created): (directory, log, key file, keyring).
+fn acme_key_file() -> (tempfile::TempDir, PathBuf, PathBuf, Arc<dyn KeyProvider>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let keyring = tmp.path().join("keys.json");
+    let ring = Keyring::open_or_create(&keyring).unwrap();
+    ring.rotate(&org("acme")).unwrap();
+    (tmp, dir, keyring, Arc::new(ring))
+}
+
 #[test]
 fn cli_stops_at_a_bad_line_after_appending_the_lines_before_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -553,12 +564,7 @@ fn cli_stops_at_a_bad_line_after_appending_the_lines_before_it() {
 /// receipted, the error names the line, the lines after it are not appended.
 #[test]
 fn cli_appends_the_lines_before_one_the_log_refuses() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    let keyring = tmp.path().join("keys.json");
-    let ring = Keyring::open_or_create(&keyring).unwrap();
-    ring.rotate(&org("acme")).unwrap();
-    let keys: Arc<dyn KeyProvider> = Arc::new(ring);
+    let (_tmp, dir, keyring, keys) = acme_key_file();
     let events = good(12, 21);
     let text = lines(&events);
     let mut expected: Vec<(Event, Receipt)> = Vec::new();
@@ -618,12 +624,7 @@ fn cli_appends_the_lines_before_one_the_log_refuses() {
 /// appended none of the batch, not even the lines before, and said some "may be on disk".
 #[test]
 fn cli_appends_the_lines_before_a_month_of_a_newer_format() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    let keyring = tmp.path().join("keys.json");
-    let ring = Keyring::open_or_create(&keyring).unwrap();
-    ring.rotate(&org("acme")).unwrap();
-    let keys: Arc<dyn KeyProvider> = Arc::new(ring);
+    let (_tmp, dir, keyring, keys) = acme_key_file();
     let events = good(3, 23);
     let mut old = events[1].clone();
     old.occurred_at = support::ts("2025-06-15T00:00:00Z");
@@ -656,12 +657,7 @@ fn cli_appends_the_lines_before_a_month_of_a_newer_format() {
 
 #[test]
 fn world_readable_keyring_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    let keyring = tmp.path().join("keys.json");
-    let ring = Keyring::open_or_create(&keyring).unwrap();
-    ring.rotate(&org("acme")).unwrap();
-    let keys: Arc<dyn KeyProvider> = Arc::new(ring);
+    let (_tmp, dir, keyring, keys) = acme_key_file();
     let (log, sent) = seeded(&dir, Options::new(keys.clone()), 5);
     log.close().unwrap();
 

@@ -62,6 +62,22 @@ impl KeyProvider for GatedKeys {
     }
 }
 
+impl GatedKeys {
+    /// A gate over `ORG`'s keys, disarmed; the receiver hears when a call is held, the
+    /// sender lets it go.
+    fn new() -> (Arc<GatedKeys>, mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let keys = Arc::new(GatedKeys {
+            inner: keys_for(&[ORG]),
+            armed: AtomicBool::new(false),
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+        });
+        (keys, entered_rx, release_tx)
+    }
+}
+
 fn ev(day: &str, n: u32) -> Event {
     event(
         ORG,
@@ -109,14 +125,7 @@ fn assert_everything_survived(
 #[test]
 fn appends_to_other_months_proceed_while_a_retirement_is_closing() {
     let dir = tempfile::tempdir().unwrap();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let keys = Arc::new(GatedKeys {
-        inner: keys_for(&[ORG]),
-        armed: AtomicBool::new(false),
-        entered: Mutex::new(entered_tx),
-        release: Mutex::new(release_rx),
-    });
+    let (keys, entered_rx, release_tx) = GatedKeys::new();
     // `Interval` with a tick that never comes: the background flusher stays out of the way,
     // so the only retirement is the one `sync` starts below. One writer allowed open:
     // `sync` closes down to one, appends close writers only beyond two. Parking off: the
@@ -201,14 +210,7 @@ fn appends_to_other_months_proceed_while_a_retirement_is_closing() {
 fn open_writers_stay_bounded_while_a_close_is_held_up() {
     const MONTHS: u32 = 40;
     let dir = tempfile::tempdir().unwrap();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let keys = Arc::new(GatedKeys {
-        inner: keys_for(&[ORG]),
-        armed: AtomicBool::new(false),
-        entered: Mutex::new(entered_tx),
-        release: Mutex::new(release_rx),
-    });
+    let (keys, entered_rx, release_tx) = GatedKeys::new();
     let opts = Options::new(Arc::clone(&keys) as Arc<dyn KeyProvider>)
         .durability(Durability::Interval(Duration::from_secs(3600)))
         .max_open_writers(1)
