@@ -54,10 +54,9 @@ pub enum Durability {
     /// Not fsynced per append: fsynced by `sync` and `close`, and as a side effect when the
     /// background writes the segment's index (every `index_flush_bytes`), when a retired
     /// writer is closed fully, and before a new segment's `prev` link names its records.
-    /// A process crash can lose the buffer (up to
-    /// 1 MiB per segment, plus the last append or batch); a power loss anything unsynced. A
-    /// background write that fails poisons the segment: the next `append`, `sync` or
-    /// `close` returns the error.
+    /// A process crash can lose the buffer (up to 1 MiB per segment, plus the last append
+    /// or batch); a power loss anything unsynced. A background write that fails poisons the
+    /// segment: the next `append`, `sync` or `close` returns the error.
     Never,
 }
 
@@ -89,8 +88,9 @@ pub struct Options {
     /// Segment writers kept open. Each open writer holds up to ~0.75 MiB (its buffers,
     /// which grow as records arrive, and the part of its index not yet spilled; up to
     /// ~1.75 MiB under [`Durability::Never`] while the flusher is behind) and up to five
-    /// file descriptors (its segment, and one spill file per stream of its index). Past this many, the background flusher (every second, or
-    /// every `Interval`) and [`Log::sync`] close the least recently used idle writers;
+    /// file descriptors (its segment, and one spill file per stream of its index). Past this
+    /// many, the background flusher (every second, or every `Interval`) and [`Log::sync`]
+    /// close the least recently used idle writers;
     /// appends close writers themselves only beyond twice this many, so they rarely pay
     /// for a close, and wait for a close in progress elsewhere only beyond four times this
     /// many (a bound on descriptors however long a close takes).
@@ -1420,11 +1420,11 @@ impl Inner {
     /// takes no org's `segs` (it finds the writers in `interval_writers`), so that a
     /// retirement, an index write or a recovery held up in a slow key lookup (the flusher's
     /// tick runs the first two holding `retiring`; a recovery holds its org's `segs`)
-    /// cannot hold up the fsync the mode promises. (It used
-    /// to: the tick fsynced, and a KMS slow for one org stopped every org's fsyncs.) The
-    /// writers it holds during a pass would look in use to a retirement, which would then
-    /// close another, more recently used one: a pass holds `syncing`, which a retirement
-    /// takes only while it picks (never while it closes, which may ask the provider).
+    /// cannot hold up the fsync the mode promises. (It used to: the tick fsynced, and a KMS
+    /// slow for one org stopped every org's fsyncs.) The writers it holds during a pass
+    /// would look in use to a retirement, which would then close another, more recently used
+    /// one: a pass holds `syncing`, which a retirement takes only while it picks (never
+    /// while it closes, which may ask the provider).
     fn sync_loop(&self, period: Duration) {
         let mut next = Instant::now() + period;
         let mut stop = self.stop.lock();
