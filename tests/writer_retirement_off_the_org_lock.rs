@@ -78,6 +78,24 @@ impl GatedKeys {
     }
 }
 
+/// Arms the gate and starts a `Log::sync` on another thread; returns once that sync's
+/// retirement is held inside the key lookup of the close it began.
+fn sync_held_in_its_key_lookup(
+    log: &Arc<Log>,
+    keys: &GatedKeys,
+    entered: &mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    keys.armed.store(true, Ordering::SeqCst);
+    let closer = {
+        let log = Arc::clone(log);
+        std::thread::spawn(move || log.sync().map_err(|e| e.to_string()))
+    };
+    entered
+        .recv_timeout(DEADLOCK_GUARD)
+        .expect("the retirement never reached the key lookup of its close");
+    closer
+}
+
 fn ev(day: &str, n: u32) -> Event {
     event(
         ORG,
@@ -143,14 +161,7 @@ fn appends_to_other_months_proceed_while_a_retirement_is_closing() {
     receipts.push(log.append(&ev("2026-02-04", 1)).unwrap());
     assert_eq!(log.open_writers(), 2);
 
-    keys.armed.store(true, Ordering::SeqCst);
-    let closer = {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || log.sync().map_err(|e| e.to_string()))
-    };
-    entered_rx
-        .recv_timeout(DEADLOCK_GUARD)
-        .expect("the retirement never reached the key lookup of January's close");
+    let closer = sync_held_in_its_key_lookup(&log, &keys, &entered_rx);
 
     // The close of January is now blocked inside the key provider.
     let (done_tx, done_rx) = mpsc::channel();
@@ -218,14 +229,7 @@ fn open_writers_stay_bounded_while_a_close_is_held_up() {
     let log = Arc::new(Log::open(dir.path(), opts).unwrap());
     log.append(&ev("2026-01-05", 0)).unwrap();
     log.append(&ev("2026-02-05", 0)).unwrap();
-    keys.armed.store(true, Ordering::SeqCst);
-    let closer = {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || log.sync().map_err(|e| e.to_string()))
-    };
-    entered_rx
-        .recv_timeout(DEADLOCK_GUARD)
-        .expect("the retirement never reached the key lookup of its close");
+    let closer = sync_held_in_its_key_lookup(&log, &keys, &entered_rx);
 
     let (progress_tx, progress_rx) = mpsc::channel();
     let appender = {
