@@ -26,11 +26,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "auditlog", version, about = "Tamper-evident audit log storage")]
 struct Cli {
-    /// Log directory.
-    #[arg(long, global = true, env = "AUDITLOG_DIR")]
+    /// Log directory [default: $AUDITLOG_DIR, when set and not empty].
+    #[arg(long, global = true)]
     dir: Option<PathBuf>,
-    /// Key file (JSON, mode 0600).
-    #[arg(long, global = true, env = "AUDITLOG_KEYRING")]
+    /// Key file (JSON, mode 0600) [default: $AUDITLOG_KEYRING, when set and not empty].
+    #[arg(long, global = true)]
     keyring: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -250,12 +250,12 @@ fn warn(msg: std::fmt::Arguments<'_>) {
 }
 
 fn main() -> ExitCode {
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
-    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    match flags_without_effect(&cli, &matches).and_then(|()| run(cli)) {
+    let mut cli = Cli::parse();
+    match flags_without_effect(&cli).and_then(|()| {
+        cli.dir = cli.dir.take().or_else(|| from_env("AUDITLOG_DIR"));
+        cli.keyring = cli.keyring.take().or_else(|| from_env("AUDITLOG_KEYRING"));
+        run(cli)
+    }) {
         Ok(code) => code,
         Err(Failure(msg)) => {
             if STDOUT_CLOSED.load(Ordering::Relaxed) {
@@ -268,12 +268,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The path in environment variable `name`, when it is set and not empty. Read here rather
+/// than by clap's `env`, which takes `AUDITLOG_DIR=` (set, empty) for a flag given no value
+/// and refused every command with "a value is required for '--dir <DIR>'", even commands
+/// that use no directory.
+fn from_env(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
 /// Refuses `--dir` or `--keyring` typed on the command line for a command that does not use
 /// it: accepted and ignored, `--keyring` on `stats` looked as if the counts were checked
-/// against the keys (they are not: `verify` checks tags). From the environment
-/// (`AUDITLOG_DIR`, `AUDITLOG_KEYRING`) they are set for every command, and ignored where
-/// unused.
-fn flags_without_effect(cli: &Cli, matches: &clap::ArgMatches) -> Result<(), Failure> {
+/// against the keys (they are not: `verify` checks tags). Runs before the environment
+/// (`AUDITLOG_DIR`, `AUDITLOG_KEYRING`) fills them in: those are set for every command, and
+/// ignored where unused.
+fn flags_without_effect(cli: &Cli) -> Result<(), Failure> {
     let (name, dir, keyring) = match &cli.command {
         Command::Keys { .. } => ("keys new", Some("it writes only the keyring"), None),
         Command::Stats { .. } => (
@@ -297,9 +307,12 @@ fn flags_without_effect(cli: &Cli, matches: &clap::ArgMatches) -> Result<(), Fai
         | Command::Checkpoint { .. }
         | Command::Query(_) => return Ok(()),
     };
-    for (flag, why) in [("dir", dir), ("keyring", keyring)] {
+    for (flag, why, typed) in [
+        ("dir", dir, cli.dir.is_some()),
+        ("keyring", keyring, cli.keyring.is_some()),
+    ] {
         if let Some(why) = why
-            && matches.value_source(flag) == Some(clap::parser::ValueSource::CommandLine)
+            && typed
         {
             return Err(Failure(format!("--{flag} has no effect on {name}: {why}")));
         }

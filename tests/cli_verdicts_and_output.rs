@@ -420,3 +420,49 @@ fn flags_a_command_does_not_use_are_refused_when_typed() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// `AUDITLOG_DIR=` and `AUDITLOG_KEYRING=` (set, empty, as shell profiles often leave them)
+/// are taken as unset: before, every command failed with "a value is required for '--dir
+/// <DIR>'", `gen` included, naming a flag nobody typed. Where a command needs the value it
+/// says which flag or variable to give.
+#[test]
+fn empty_environment_variables_are_unset() {
+    let fx = KeyedLog::new(EVENTS);
+    let run = |args: &[&str]| {
+        auditlog_command(None, None)
+            .env("AUDITLOG_DIR", "")
+            .env("AUDITLOG_KEYRING", "")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["gen", "--events", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 1);
+    let o = run(&["stats"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("dir is required (--dir or AUDITLOG_DIR)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--dir", fx.dir.to_str().unwrap(), "stats"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&[
+        "--dir",
+        fx.dir.to_str().unwrap(),
+        "query",
+        "--org",
+        "org-000",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("keyring is required"), "{}", stderr(&o));
+    // Set and not empty, the variables still stand in for the flags.
+    let o = auditlog_command(None, None)
+        .env("AUDITLOG_DIR", &fx.dir)
+        .env("AUDITLOG_KEYRING", &fx.keyring)
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
