@@ -310,23 +310,34 @@ fn text(bytes: &[u8], base: u64) -> Result<String, OpenError> {
 /// Checks what [`open`] checks — the body and openings decode, the openings match the sealed
 /// commitments, JSON texts parse, text values are UTF-8 — without building the event
 /// (verification discards it: building `serde_json::Value` trees cost most of its time).
+/// Returns the personal-data slots the openings mark erased, by the names
+/// [`slot_name`] gives them (none, without allocating, for a record as written).
 pub(crate) fn check(
     org: &OrgId,
     month: Month,
     part: u16,
     rec: &RawRecord<'_>,
     hash: Hash,
-) -> Result<(), OpenError> {
+) -> Result<Vec<String>, OpenError> {
     let body_at = rec.offset + crate::format::record::FRAME_HEADER_LEN as u64;
     let body = SealedBody::decode(rec.sealed, body_at).map_err(OpenError::Decode)?;
-    if body.pii.iter().any(|f| matches!(f, PiiField::Json(_))) {
-        // Restoring a JSON slot needs the parsed value (its pointer must name one): the
-        // full path, for the few records that have such slots.
-        return open(org, month, part, rec, hash).map(|_| ());
-    }
     let open_at = body_at + rec.sealed.len() as u64;
     let openings =
         Openings::decode(rec.openings, open_at, body.pii.len()).map_err(OpenError::Decode)?;
+    let erased = match &openings {
+        Openings::Explicit(slots) => slots
+            .iter()
+            .zip(&body.pii)
+            .filter(|(o, _)| matches!(o, Opening::Erased { .. }))
+            .map(|(_, field)| slot_name(field))
+            .collect(),
+        Openings::None | Openings::Seeded { .. } => Vec::new(),
+    };
+    if body.pii.iter().any(|f| matches!(f, PiiField::Json(_))) {
+        // Restoring a JSON slot needs the parsed value (its pointer must name one): the
+        // full path, for the few records that have such slots.
+        return open(org, month, part, rec, hash).map(|_| erased);
+    }
     let values = opened_values(&openings);
     if let Some(root) = body.pii_root
         && crypto::pii_root(values.iter().map(|(_, c)| *c)) != root
@@ -347,7 +358,7 @@ pub(crate) fn check(
             text(v, open_at)?;
         }
     }
-    Ok(())
+    Ok(erased)
 }
 
 /// Each slot's value, or None when erased; and the commitments they open.
@@ -371,6 +382,17 @@ fn opened_values<'a>(openings: &Openings<'a>) -> Vec<(Option<&'a [u8]>, Hash)> {
                 Opening::Erased { commitment } => (None, *commitment),
             })
             .collect(),
+    }
+}
+
+/// A personal-data slot by the event field it holds: `ip`, `user_agent`, `session_id`, or
+/// its JSON pointer (`/after/email`).
+fn slot_name<S: AsRef<str>>(field: &PiiField<S>) -> String {
+    match field {
+        PiiField::Ip => "ip".into(),
+        PiiField::UserAgent => "user_agent".into(),
+        PiiField::SessionId => "session_id".into(),
+        PiiField::Json(pointer) => pointer.as_ref().to_string(),
     }
 }
 

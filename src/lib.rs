@@ -4,8 +4,9 @@
 //!
 //! Events are filed per organisation and per UTC month into segment files. Every record is
 //! hash-chained (SHA-256) and tagged (HMAC-SHA256 under an org key that can rotate); every
-//! segment has a signed sidecar index; personal data sits behind salted commitments so it
-//! can be erased without breaking verification.
+//! segment has a signed sidecar index; personal data sits behind salted commitments so that
+//! a later erasure can remove it without breaking the chain or the tags (this build writes
+//! no erasure, and `verify` reports an erased slot: see FORMAT.md §2.4).
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -30,6 +30,14 @@ pub enum FindingKind {
     /// A well-formed record whose body does not decode, or whose personal-data openings do
     /// not match their commitments.
     MalformedRecord,
+    /// A record whose personal-data openings mark slots erased (FORMAT.md §2.4): their
+    /// values are gone, and a query shows them as `"[REDACTED]"`. An error, because no
+    /// erasure this build can verify exists: it writes none, and an erased slot carries no
+    /// proof of who erased it. Erasing needs no key (the commitment that replaces a value
+    /// is computed from the seed and value stored beside it), so anyone who can write the
+    /// file can hide a record's IP address or session this way, chain, tag and checkpoint
+    /// intact.
+    ErasedPersonalData,
     /// A record dated outside its segment's month, or a segment or index naming another
     /// org, month or part than its file.
     Misfiled,

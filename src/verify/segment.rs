@@ -290,6 +290,11 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         );
     }
     let genesis = header.as_ref().map(|_| crypto::sha256(&head_bytes));
+    // Whose records the bodies are checked as: the header's segment, or without a header
+    // the file's name. Without a header they are still checked: openings lie outside the
+    // chain and the tag, so their commitments are the only check on them, and an
+    // unreadable header must not excuse an altered IP address beside it.
+    let body_id = header.as_ref().map_or(c.id, |h| h.id);
     if let Some(g) = genesis {
         out.heads.insert(0, g);
         out.head_ends.insert(0, SEGMENT_HEADER_LEN as u64);
@@ -333,9 +338,7 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         let frame = match win.frame(off) {
             Ok(Ok(rec)) => {
                 let hash = crypto::chain_hash(rec.chained_bytes());
-                let body = header.as_ref().map_or(Ok(()), |h| {
-                    entry::check(c.org, h.id.month, h.id.part, &rec, hash)
-                });
+                let body = entry::check(c.org, body_id.month, body_id.part, &rec, hash);
                 let mark = match cmp.as_ref() {
                     Some(x) if x.describes(off) => {
                         terms.clear();
@@ -521,16 +524,27 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             });
             x.contents(off, seq, fields.occurred_at, keys);
         }
-        if let Err(e) = body {
-            let msg = match e {
-                entry::OpenError::Commitment => {
-                    "personal-data openings do not match their sealed commitments".to_string()
-                }
-                entry::OpenError::Decode(d) => {
-                    format!("CRC-valid record whose body does not decode: {d}")
-                }
-            };
-            f.push(finding(K::MalformedRecord, msg));
+        match body {
+            Ok(erased) if !erased.is_empty() => f.push(finding(
+                K::ErasedPersonalData,
+                format!(
+                    "personal data erased ({}): the openings commit to the sealed root, \
+                     but nothing shows who erased it (erasing needs no key)",
+                    erased.join(", ")
+                ),
+            )),
+            Ok(_) => {}
+            Err(e) => {
+                let msg = match e {
+                    entry::OpenError::Commitment => {
+                        "personal-data openings do not match their sealed commitments".to_string()
+                    }
+                    entry::OpenError::Decode(d) => {
+                        format!("CRC-valid record whose body does not decode: {d}")
+                    }
+                };
+                f.push(finding(K::MalformedRecord, msg));
+            }
         }
         if fields.occurred_at.0 < max_ts.0.saturating_sub(REORDER_WARNING_US) {
             f.push(finding(
