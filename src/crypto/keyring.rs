@@ -21,7 +21,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::{Key, KeyError, KeyId, KeyProvider, hex, unhex};
@@ -99,6 +99,39 @@ struct OrgKeys {
 pub struct Keyring {
     path: Option<PathBuf>,
     orgs: RwLock<BTreeMap<OrgId, OrgKeys>>,
+    /// The stamp of the file as it was when [`KeyProvider::key`] last read it for an id it
+    /// lacked: while the file keeps that stamp it holds no other key, and is not read again.
+    looked_up: Mutex<Option<FileStamp>>,
+    /// How many times [`KeyProvider::key`] read the file.
+    #[cfg(test)]
+    lookups_read: AtomicU64,
+}
+
+/// What tells one version of the key file from another. It is only ever replaced whole, by
+/// a rename (a new inode); the times and length catch an edit in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of `path` itself (a link is not followed, as it is not opened), or `None`
+    /// when it cannot be read.
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 impl std::fmt::Debug for Keyring {
@@ -122,22 +155,26 @@ fn kerr(path: &Path, reason: impl std::fmt::Display) -> KeyError {
 }
 
 impl Keyring {
+    fn holding(path: Option<&Path>, orgs: BTreeMap<OrgId, OrgKeys>) -> Keyring {
+        Keyring {
+            path: path.map(Path::to_path_buf),
+            orgs: RwLock::new(orgs),
+            looked_up: Mutex::new(None),
+            #[cfg(test)]
+            lookups_read: AtomicU64::new(0),
+        }
+    }
+
     /// A keyring that lives only in memory (tests, embedding with keys from elsewhere).
     pub fn in_memory() -> Keyring {
-        Keyring {
-            path: None,
-            orgs: RwLock::new(BTreeMap::new()),
-        }
+        Keyring::holding(None, BTreeMap::new())
     }
 
     /// Loads an existing key file. Refuses one readable by group or others.
     pub fn open(path: impl AsRef<Path>) -> Result<Keyring, KeyError> {
         let path = &resolve(path.as_ref())?;
         let orgs = read_file(path)?.ok_or_else(|| kerr(path, "no such file or directory"))?;
-        Ok(Keyring {
-            path: Some(path.to_path_buf()),
-            orgs: RwLock::new(orgs),
-        })
+        Ok(Keyring::holding(Some(path), orgs))
     }
 
     /// Loads the key file, or creates an empty one (mode 0600) if there is none. Creating
@@ -145,16 +182,10 @@ impl Keyring {
     pub fn open_or_create(path: impl AsRef<Path>) -> Result<Keyring, KeyError> {
         let path = &resolve(path.as_ref())?;
         if let Some(orgs) = read_file(path)? {
-            return Ok(Keyring {
-                path: Some(path.to_path_buf()),
-                orgs: RwLock::new(orgs),
-            });
+            return Ok(Keyring::holding(Some(path), orgs));
         }
         let _lock = lock(path)?;
-        let ring = Keyring {
-            path: Some(path.to_path_buf()),
-            orgs: RwLock::new(read_file(path)?.unwrap_or_default()),
-        };
+        let ring = Keyring::holding(Some(path), read_file(path)?.unwrap_or_default());
         if !path.exists() {
             ring.save(&ring.orgs.read())?;
         }
@@ -526,7 +557,9 @@ impl KeyProvider for Keyring {
     /// process (`auditlog keys new`, a writer's quarterly rotation) may have added it since
     /// this one was opened. Reading a log while its keys rotate used to report every record
     /// of the new key as `unknown_key`. Every key held is kept; a file whose key for an id
-    /// held differs is refused, as on any update.
+    /// held differs is refused, as on any update. The file is read again only once it has
+    /// changed (another inode, length or time): hostile files can name a new key id in every
+    /// record, and each used to cost a read and parse of the whole key file.
     fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
         let held = |orgs: &BTreeMap<OrgId, OrgKeys>| {
             orgs.get(org)
@@ -539,12 +572,21 @@ impl KeyProvider for Keyring {
         let Some(path) = &self.path else {
             return Ok(None);
         };
+        // Taken before the read: a file replaced meanwhile is then read once more, never
+        // taken for one already read.
+        let stamp = FileStamp::of(path);
+        if stamp.is_some() && *self.looked_up.lock() == stamp {
+            return Ok(None);
+        }
+        #[cfg(test)]
+        self.lookups_read.fetch_add(1, Ordering::Relaxed);
         // Readers take no lock: the file is only ever replaced whole, by a rename.
         let Some(on_disk) = read_file(path)? else {
             return Ok(None);
         };
         let mut orgs = self.orgs.write();
         *orgs = merge(path, on_disk, orgs.clone_shallow())?;
+        *self.looked_up.lock() = stamp;
         Ok(held(&orgs))
     }
 }
@@ -892,5 +934,26 @@ mod tests {
             let e = Keyring::open(&path).err().unwrap().to_string();
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    /// An id the keyring lacks makes it read its file again once, not once per id: hostile
+    /// files can name a new key id in every record. A rotation by another process (a new
+    /// file) is still found.
+    #[test]
+    fn unknown_key_ids_read_an_unchanged_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let a = org("acme");
+        let ring = Keyring::open_or_create(&path).unwrap();
+        ring.rotate(&a).unwrap();
+        for id in 2..1_002 {
+            assert!(ring.key(&a, KeyId(id)).unwrap().is_none());
+        }
+        assert_eq!(ring.lookups_read.load(Ordering::Relaxed), 1);
+        let other = Keyring::open(&path).unwrap();
+        assert_eq!(other.rotate(&a).unwrap(), KeyId(2));
+        assert!(ring.key(&a, KeyId(2)).unwrap().is_some());
+        assert!(ring.key(&a, KeyId(3)).unwrap().is_none());
+        assert_eq!(ring.lookups_read.load(Ordering::Relaxed), 2);
     }
 }
