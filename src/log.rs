@@ -321,6 +321,19 @@ pub enum RecoveryAction {
         /// Why.
         reason: String,
     },
+    /// A sidecar index that was missing, stale or failed its check could not be rebuilt (a
+    /// full disk, say). The index is derived data: the month takes appends all the same,
+    /// and is read without that index until a later index write (the flusher's, a close)
+    /// succeeds.
+    IndexNotRebuilt {
+        /// The segment.
+        #[serde(serialize_with = "crate::json::serialize_path")]
+        file: PathBuf,
+        /// Why it needed rebuilding.
+        reason: String,
+        /// Why writing it failed.
+        error: String,
+    },
 }
 
 /// Per-org writer state.
@@ -1679,14 +1692,26 @@ impl Inner {
                     }
                     if let Some(reason) = index_rebuilt {
                         drop(report);
-                        if let Ok(s) = org.signer(keys)
-                            && let Some(signer) = s.read().as_ref()
-                            && w.write_index(signer, DirSync::Now)?
-                        {
-                            self.report
-                                .lock()
-                                .push(RecoveryAction::IndexRebuilt { file: path, reason });
-                        }
+                        let written = match org.signer(keys) {
+                            Ok(s) => match s.read().as_ref() {
+                                Some(signer) => w.write_index(signer, DirSync::Now),
+                                None => Ok(false),
+                            },
+                            Err(_) => Ok(false),
+                        };
+                        let action = match written {
+                            Ok(true) => Some(RecoveryAction::IndexRebuilt { file: path, reason }),
+                            Ok(false) => None,
+                            // The segment's own write failed: the writer is poisoned.
+                            Err(e) if w.check_not_failed().is_err() => return Err(e),
+                            // Only the index (derived data) failed: never the month's appends.
+                            Err(e) => Some(RecoveryAction::IndexNotRebuilt {
+                                file: path,
+                                reason,
+                                error: e.to_string(),
+                            }),
+                        };
+                        self.report.lock().extend(action);
                     }
                     return Ok(w);
                 }

@@ -777,15 +777,22 @@ pub(crate) fn write_atomically_with(
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
     let mut out = BufWriter::with_capacity(64 * 1024, f);
-    {
+    let written = {
         let mut sink = |b: &[u8]| out.write_all(b).map_err(|e| Error::io("write", &tmp, e));
-        fill(&mut sink)?;
+        fill(&mut sink)
     }
-    out.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    .and_then(|()| {
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("write", &tmp, e))
+    })
+    .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e)));
+    if let Err(e) = written {
+        // A half-written temporary file (a full disk, say) is not left taking space.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Some(dir) = path.parent() {
         dir_sync.apply(dir)?;
     }
