@@ -74,7 +74,6 @@ pub(crate) fn open_regular_with(
     path: &Path,
     options: &mut std::fs::OpenOptions,
 ) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
     let found = std::fs::symlink_metadata(path)?.file_type();
     if found.is_symlink() {
         return Err(std::io::Error::new(
@@ -88,10 +87,33 @@ pub(crate) fn open_regular_with(
             "not a regular file",
         ));
     }
-    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits();
-    options
-        .custom_flags(i32::try_from(nofollow).unwrap_or(0))
-        .open(path)
+    open_then_check(path, options, rustix::fs::OFlags::NOFOLLOW)
+}
+
+/// Opens `path` non-blocking with `flags`, then checks that what it opened is a regular
+/// file: a FIFO swapped in after the caller's check would otherwise block the open itself
+/// (until a writer came), and be read after it. Regular files' reads and writes ignore the
+/// flag, which is cleared all the same.
+fn open_then_check(
+    path: &Path,
+    options: &mut std::fs::OpenOptions,
+    flags: rustix::fs::OFlags,
+) -> std::io::Result<File> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = (flags | OFlags::NONBLOCK).bits();
+    let file = options
+        .custom_flags(i32::try_from(flags).unwrap_or(0))
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (replaced while being opened)",
+        ));
+    }
+    let status = rustix::fs::fcntl_getfl(&file)?;
+    rustix::fs::fcntl_setfl(&file, status - OFlags::NONBLOCK)?;
+    Ok(file)
 }
 
 /// [`open_regular`] for a file the user named outside a log's layout (`inspect PATH`): a
@@ -103,7 +125,8 @@ pub(crate) fn open_named_regular(path: &Path) -> std::io::Result<File> {
             "not a regular file",
         ));
     }
-    File::open(path)
+    let mut read = std::fs::OpenOptions::new();
+    open_then_check(path, read.read(true), rustix::fs::OFlags::empty())
 }
 
 /// What an entry that should be a directory is instead, for errors that name it.
@@ -207,6 +230,30 @@ mod tests {
             err.contains("fsync directory") && err.contains("/b"),
             "{err}"
         );
+    }
+
+    /// What the open finds is checked again: a FIFO (as if swapped in after the `lstat`)
+    /// is refused at once, not waited on for a writer, and a regular file is opened
+    /// blocking as usual.
+    #[test]
+    fn an_opened_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("2026-01.seg");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .unwrap();
+        let mut read = std::fs::OpenOptions::new();
+        let err =
+            open_then_check(&fifo, read.read(true), rustix::fs::OFlags::NOFOLLOW).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let file = dir.path().join("2026-02.seg");
+        std::fs::write(&file, b"x").unwrap();
+        let f = open_regular(&file).unwrap();
+        let flags = rustix::fs::fcntl_getfl(&f).unwrap();
+        assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK));
     }
 
     #[test]
