@@ -252,8 +252,9 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Signers of one org by key id, each made on first use (a stream of records names few keys).
 /// The one cache of them: the query's verifier, an index rebuild's tag check, `verify`,
 /// `inspect` and [`SegmentReader`](crate::segment::read::SegmentReader) all use it. Hashed,
-/// and an unknown id costs only its entry in a set: hostile input can name a different key
-/// id in every record.
+/// and an unknown id costs only its entry in a set and one question to the provider (the
+/// file keyring then reads its file again only if it has changed): hostile input can name
+/// a different key id in every record.
 #[derive(Default)]
 pub(crate) struct Signers {
     known: HashMap<KeyId, Signer>,
