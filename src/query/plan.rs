@@ -1704,6 +1704,11 @@ pub(crate) struct WalkAt {
     /// Verified walks: past every seq walked so far (and at least the first seq the walk
     /// expected). After unreadable bytes the next record is placed only at or above it.
     pub floor: u64,
+    /// Verified walks: the key id, chain hash and tag of the record before, which explains
+    /// a broken link after it when its tag fails (it was altered). Part of the state noted
+    /// per group: a group walked again from its start must explain a break at its first
+    /// record as the first walk did, or it withheld the rest of the group.
+    pub prev: Option<(KeyId, Hash, Tag)>,
 }
 
 impl WalkAt {
@@ -1716,6 +1721,7 @@ impl WalkAt {
                 Expect::Seq(n) | Expect::SeqPrev(n, _) => n,
                 Expect::Nothing => 0,
             },
+            prev: None,
         }
     }
 }
@@ -1787,9 +1793,6 @@ fn walk(
     // after unreadable bytes: a walk of a verified query starts at an anchor otherwise).
     let mut link = start.0;
     let mut after_damage = link == Expect::Nothing;
-    // Verified walks: the key id, chain hash and tag of the record before, which explains
-    // a broken link after it when its tag fails (it was altered).
-    let mut prev: Option<(KeyId, Hash, Tag)> = None;
     let mut next_boundary = 0u64;
     while off < stop {
         let (damage, incomplete) = match win.frame(off)? {
@@ -1814,13 +1817,14 @@ fn walk(
                     // right after a record whose tag fails, is that altered record's doing.
                     explained = unlinked
                         && seq_ok
-                        && prev.is_some_and(|(id, h, t)| !c.tags.authentic(id, &h, &t));
+                        && at
+                            .prev
+                            .is_some_and(|(id, h, t)| !c.tags.authentic(id, &h, &t));
                     if (unlinked && !explained) || (after_damage && seq < at.floor) {
                         at.faulted = true;
                     }
                     link = Expect::SeqPrev(seq.saturating_add(1), hash);
                     last = Some((rec.fields.key_id, hash, rec.tag));
-                    prev = last;
                 }
                 after_damage = false;
                 match &mut cur {
@@ -1861,6 +1865,7 @@ fn walk(
                 }
                 at.max_seq = Some(at.max_seq.map_or(seq, |m| m.max(seq)));
                 at.floor = at.floor.max(seq.saturating_add(1));
+                at.prev = last;
                 off += len;
                 continue;
             }
@@ -1899,7 +1904,7 @@ fn walk(
         };
         sink(b, at);
         after_damage = true;
-        prev = None;
+        at.prev = None;
         expect = Expect::Nothing;
         // Past damage the chain cannot be followed: what comes next is not known.
         link = Expect::Nothing;
