@@ -30,6 +30,10 @@
 //! commitments. A record that fails yields an `Err` item naming file, offset and seq instead
 //! of the event; a broken link between two authentic records (deleted, inserted or
 //! reordered records) yields an `Err` item in addition. Reading continues after either.
+//! One exception: a user query that reads a block through the index's signed user marks
+//! (FORMAT.md §3.3) checks the chain hash and tag of the records marked as the user's (or
+//! unknown) only; the block's other records get CRC, seq and time checks
+//! ([`QueryStats::records_passed`]), and are not returned.
 //! Records whose key the key provider does not have (or fails to give) are never returned,
 //! and only the first of each segment and key id is an `Err` item; the others are counted
 //! in [`QueryStats::unchecked`]. [`Query::unverified`] skips the chain hash and tag (CRC,
@@ -94,6 +98,10 @@ use crate::time::{Month, Timestamp};
 const PARALLEL_BYTES: u64 = 4 << 20;
 /// Default bound on bytes held by matches waiting for their turn.
 const DEFAULT_BUFFER: usize = 64 << 20;
+/// The most threads [`Query::threads`] gives a query (the caller's included). Before the
+/// bound, `threads(200)` started 199 helpers for one query, and `threads(usize::MAX)`
+/// tried to start threads for ever.
+pub const MAX_QUERY_THREADS: usize = 64;
 
 impl Log {
     /// Starts a query over the events of `org` (and only `org`). See [`crate::query`].
@@ -226,10 +234,12 @@ impl<'a> Query<'a> {
     }
 
     /// Threads reading blocks (the caller's included). Default: the available parallelism,
-    /// at most 4, for months with at least 4 MiB to read (smaller reads stay on the calling
-    /// thread); an explicit `n > 1` uses helpers whenever a month has more than one batch.
+    /// at most 4, for rounds with at least 4 MiB to read (smaller reads stay on the calling
+    /// thread); an explicit `n > 1` uses helpers whenever a round of reads has more than one
+    /// batch. `n` is taken as at most [`MAX_QUERY_THREADS`], and a round never starts more
+    /// helpers than it has batches beyond the caller's first.
     pub fn threads(mut self, n: usize) -> Self {
-        self.threads = Some(n.max(1));
+        self.threads = Some(n.clamp(1, MAX_QUERY_THREADS));
         self
     }
 
@@ -258,8 +268,9 @@ impl<'a> Query<'a> {
     /// Runs the query; the iterator decodes each match into a [`VerifiedEvent`].
     ///
     /// Errors: [`Error::InvalidOption`] for a bad argument (`until` before `since`, an empty
-    /// value, a malformed action pattern); [`Error::Io`] if the org's directory cannot be
-    /// listed. An org without a directory has no events. Everything found while reading
+    /// value, a malformed action pattern); [`Error::OrgDirUnusable`] if the org's entry is
+    /// not a directory (a symbolic link, a file); [`Error::Io`] if the org's directory
+    /// cannot be listed. An org without a directory has no events. Everything found while reading
     /// (damage, tampering, a missing segment or key) is an `Err` item of the iterator.
     pub fn run(self) -> Result<Matches> {
         // Decoding happens on the calling thread: a `VerifiedEvent` is a tree of small
@@ -685,7 +696,10 @@ impl Cursor {
             };
             run.round = Arc::new(round);
             run.next = 0;
-            let helpers = self.threads.saturating_sub(1);
+            let helpers = self
+                .threads
+                .saturating_sub(1)
+                .min(run.round.batches.len().saturating_sub(1));
             let parallel =
                 helpers > 0 && run.round.batches.len() > 1 && run.round.bytes >= self.min_parallel;
             run.pool = parallel.then(|| {
