@@ -32,6 +32,11 @@ pub(crate) trait Window {
     fn get(&mut self, off: u64, n: usize) -> io::Result<&[u8]>;
     /// Exactly `buf.len()` bytes at `off`.
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    /// The first offset at or after `off` that may hold written data: past a hole of a
+    /// sparse file (which reads as zeros), or `off` itself where that is not known.
+    fn data_from(&self, off: u64) -> io::Result<u64> {
+        Ok(off)
+    }
 
     /// The frame at `off`.
     fn frame(&mut self, off: u64) -> io::Result<Result<RawRecord<'_>, FrameError>> {
@@ -89,6 +94,17 @@ impl Window for FileWindow {
 
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         FileWindow::read_exact_at(self, buf, off)
+    }
+
+    /// `lseek(SEEK_DATA)`: it moves the file's offset, which no read or write of a segment
+    /// uses (they are all positioned). No data after `off` gives the window's end; a file
+    /// system that cannot tell gives `off`.
+    fn data_from(&self, off: u64) -> io::Result<u64> {
+        match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Data(off)) {
+            Ok(at) => Ok(at.max(off)),
+            Err(rustix::io::Errno::NXIO) => Ok(self.end.max(off)),
+            Err(_) => Ok(off),
+        }
     }
 }
 
@@ -926,6 +942,12 @@ pub(crate) fn resync<W: Window>(
         if p + u64::from(MIN_FRAME_LEN) > end {
             break;
         }
+        if p >= prefix.base + prefix.hashed {
+            // Nothing hashed so far reaches this candidate (the skip ruled out what lies
+            // between, a hole of a sparse file perhaps): the prefixes start here instead,
+            // rather than hash, and keep a CRC every 256 bytes of, all that lies between.
+            prefix = PrefixCrc::new(p);
+        }
         if let Some((len, crc)) = plausible_at(win, p, end, max_seq, max_records)? {
             let computed = prefix.crc_of(win, p + 8, p + u64::from(len))?;
             if computed == crc && win.frame(p)?.is_ok() {
@@ -985,6 +1007,17 @@ fn next_candidate<W: Window>(win: &mut W, mut p: u64) -> io::Result<u64> {
     while p <= last {
         // Offsets p ..= p + n − 1, each with its 64 header bytes.
         let n = (last - p + 1).min(SKIP_BLOCK as u64) as usize;
+        let zeros = win.get(p, 64)?.iter().all(|&b| b == 0);
+        if zeros {
+            // Perhaps a hole of a sparse file: no frame starts where its `frame_len` reads
+            // zeros, so the search goes on 3 bytes before the data. (A file extended by
+            // terabytes of holes used to cost a pass over every zero byte: hours.)
+            let data = win.data_from(p)?;
+            if data > p.saturating_add(64) {
+                p = data - 3;
+                continue;
+            }
+        }
         let bytes = win.get(p, n + 63)?;
         let mut i = 0;
         while i < n {
@@ -1294,6 +1327,59 @@ mod tests {
             |_| crate::crypto::Tag([7; 32]),
         );
         out
+    }
+
+    /// A [`FileWindow`] that counts the bytes it is asked for.
+    struct Counting(FileWindow, std::cell::Cell<u64>);
+
+    impl Window for Counting {
+        fn end(&self) -> u64 {
+            self.0.end()
+        }
+        fn get(&mut self, off: u64, n: usize) -> io::Result<&[u8]> {
+            self.1.set(self.1.get() + n as u64);
+            self.0.get(off, n)
+        }
+        fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+            self.1.set(self.1.get() + buf.len() as u64);
+            self.0.read_exact_at(buf, off)
+        }
+        fn data_from(&self, off: u64) -> io::Result<u64> {
+            self.0.data_from(off)
+        }
+    }
+
+    /// The search steps over a sparse file's holes instead of reading their zeros: a frame
+    /// after a 64 GiB hole is found at its offset, reading a few MiB, and a hole to the end
+    /// of the file ends the search as quickly. The holes' last bytes are still examined:
+    /// a frame starting 1 byte after a hole is found too.
+    #[test]
+    fn resync_steps_over_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse.seg");
+        let frame = frame_bytes(5, 40);
+        let hole = 64u64 << 30;
+        for gap in [0u64, 1, 4097] {
+            let f = File::create(&path).unwrap();
+            f.write_all_at(&[0xAB; 100], 0).unwrap();
+            let at = 100 + hole + gap;
+            f.write_all_at(&frame, at).unwrap();
+            let end = at + frame.len() as u64;
+            let open = |end| Counting(FileWindow::new(File::open(&path).unwrap(), end), 0.into());
+            let mut win = open(end);
+            assert_eq!(resync(&mut win, 1, None).unwrap(), Some(at), "gap {gap}");
+            // The garbage's last bytes may start a frame of up to 64 MiB, whose CRC is
+            // read; the hole is not.
+            assert!(
+                win.1.get() < 128 << 20,
+                "gap {gap}: {} bytes read",
+                win.1.get()
+            );
+            // Only the hole after the garbage: nothing found, little read.
+            let mut win = open(at);
+            assert_eq!(resync(&mut win, 1, None).unwrap(), None);
+            assert!(win.1.get() < 128 << 20, "{} bytes read", win.1.get());
+        }
     }
 
     /// `bytes` with a 4-byte little-endian `v` written at `at` (if it fits).
