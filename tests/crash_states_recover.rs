@@ -19,26 +19,11 @@ use std::fs;
 use std::path::Path;
 
 use auditlog::format::header::SegmentHeader;
-use auditlog::verify::{FindingKind, Severity, VerifyOptions, verify};
-use auditlog::{Keyring, Log, RecoveryAction};
-use support::{always, february_of, file_names, january_of, keys_for, org, scan};
+use auditlog::verify::FindingKind;
+use auditlog::{Log, RecoveryAction};
+use support::{always, error_findings, february_of, file_names, january_of, keys_for, org, scan};
 
 const ORG: &str = "acme";
-
-fn errors(dir: &Path, keys: &Keyring) -> Vec<(FindingKind, String, String)> {
-    let r = verify(dir, Some(keys), &VerifyOptions::default()).unwrap();
-    r.findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .map(|f| {
-            (
-                f.kind,
-                f.file.file_name().unwrap().to_string_lossy().into_owned(),
-                f.message.clone(),
-            )
-        })
-        .collect()
-}
 
 fn header_of(path: &Path) -> SegmentHeader {
     SegmentHeader::decode(&fs::read(path).unwrap()[..256]).unwrap()
@@ -81,7 +66,7 @@ fn crash_between_tail_copy_and_cut() {
     assert!(errs.is_empty());
     support::assert_receipts_present(&rs, &read);
     log.close().unwrap();
-    assert!(errors(&dir, &keys).is_empty());
+    assert!(error_findings(&dir, &*keys).is_empty());
 }
 
 /// A crash while creating February (after January): the file holds 256 zero bytes (its
@@ -111,7 +96,7 @@ fn zeroed_header_of_a_new_month() {
     assert_eq!(h.ordinal, 1, "{h:?}");
     let h3 = header_of(&odir.join("2026-03.seg"));
     assert_eq!(h3.ordinal, 2, "{h3:?}");
-    let e = errors(&dir, &keys);
+    let e = error_findings(&dir, &*keys);
     assert!(e.is_empty(), "{e:#?}");
 }
 
@@ -140,7 +125,7 @@ fn zeroed_header_of_a_continuation() {
     log.close().unwrap();
     let h = header_of(&odir.join("2026-01.1.seg"));
     assert_eq!((h.ordinal, h.first_seq), (1, 10), "{h:?}");
-    let e = errors(&dir, &keys);
+    let e = error_findings(&dir, &*keys);
     assert!(
         e.len() == 1 && e[0].0 == FindingKind::ChecksumCorruption,
         "{e:#?}"
@@ -179,5 +164,5 @@ fn complete_frame_with_bad_crc_at_the_end() {
     assert!(errs.is_empty());
     support::assert_receipts_present(&rs[..9], &read2);
     log.close().unwrap();
-    assert!(errors(&dir, &keys).is_empty());
+    assert!(error_findings(&dir, &*keys).is_empty());
 }

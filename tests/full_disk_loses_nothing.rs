@@ -23,9 +23,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use auditlog::verify::{FindingKind, Severity, VerifyOptions, verify};
+use auditlog::verify::FindingKind;
 use auditlog::{Error, Log, RecoveryAction};
-use support::{always, keys_for, org, scan};
+use support::{always, error_findings, keys_for, org, scan};
 
 const ORG: &str = "acme";
 
@@ -65,15 +65,6 @@ fn fill(dir: &Path) -> PathBuf {
     // Byte by byte for what is left.
     while f.write_all(&[1]).is_ok() {}
     p
-}
-
-fn errors(dir: &Path, keys: &auditlog::Keyring) -> Vec<(FindingKind, String)> {
-    let r = verify(dir, Some(keys), &VerifyOptions::default()).unwrap();
-    r.findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .map(|f| (f.kind, format!("{} {}", f.file.display(), f.message)))
-        .collect()
 }
 
 /// Appends one at a time (Always) until the disk is full; every receipt returned must be
@@ -122,7 +113,7 @@ fn full_disk_poisons_and_loses_no_acknowledged_append() {
     let r = log.append(&events[receipts.len() + 1]).unwrap();
     assert!(r.seq as usize >= receipts.len());
     log.close().unwrap();
-    let errs = errors(&dir, &keys);
+    let errs = error_findings(&dir, &*keys);
     assert!(errs.is_empty(), "{errs:#?}");
 }
 
@@ -173,7 +164,7 @@ fn torn_tail_on_a_full_disk_is_left_alone_then_recovered() {
     assert!(errs.is_empty(), "{errs:#?}");
     support::assert_receipts_present(&receipts, &read);
     log.close().unwrap();
-    let errs = errors(&dir, &keys);
+    let errs = error_findings(&dir, &*keys);
     assert!(errs.is_empty(), "{errs:#?}");
 }
 
@@ -215,7 +206,7 @@ fn mid_file_damage_on_a_full_disk_then_recovered() {
     kept.retain(|r| read.iter().any(|v| v.seq == r.seq));
     assert!(kept.len() >= 49, "lost more than the damaged record");
     log.close().unwrap();
-    let errs = errors(&dir, &keys);
+    let errs = error_findings(&dir, &*keys);
     eprintln!("{errs:#?}");
     assert!(
         errs.iter()
@@ -270,6 +261,6 @@ fn an_index_that_cannot_be_rebuilt_does_not_refuse_the_month() {
     assert!(errs.is_empty(), "{errs:#?}");
     support::assert_receipts_present(&receipts, &read);
     log.close().unwrap();
-    let errs = errors(&dir, &keys);
+    let errs = error_findings(&dir, &*keys);
     assert!(errs.is_empty(), "{errs:#?}");
 }

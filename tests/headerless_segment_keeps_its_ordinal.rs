@@ -18,12 +18,11 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 
 use auditlog::format::header::SegmentHeader;
 use auditlog::verify::{FindingKind, VerifyOptions, verify};
-use auditlog::{Event, Keyring, Log};
-use support::{always, february_of, january_of, keys_for, month};
+use auditlog::{Event, Log};
+use support::{always, error_findings, february_of, january_of, keys_for, month};
 
 const ORG: &str = "acme";
 
@@ -56,15 +55,6 @@ fn rot_header(dir: &Path, name: &str) {
 }
 
 /// The kinds of `verify`'s error findings.
-fn errors(dir: &Path, keys: &Arc<Keyring>) -> Vec<(FindingKind, String)> {
-    let r = verify(dir, Some(&**keys), &VerifyOptions::default()).unwrap();
-    r.findings
-        .iter()
-        .filter(|f| f.severity == auditlog::verify::Severity::Error)
-        .map(|f| (f.kind, f.message.clone()))
-        .collect()
-}
-
 /// February (ordinal 0), then January (ordinal 1, the org's newest segment), whose header
 /// rots. Its continuation used to get ordinal 1 too; now 2, and `verify` shows ordinal 1 as
 /// a hole beside the rotten header, exactly as it does for a rotten header that is not the
@@ -90,7 +80,7 @@ fn the_continuation_of_a_headerless_newest_segment_does_not_take_its_ordinal() {
     assert_eq!(prev.segment.month, month("2026-02"));
     assert_eq!(header(d.path(), "2026-03.seg").ordinal, 3);
 
-    let errs = errors(d.path(), &keys);
+    let errs = error_findings(d.path(), &*keys);
     assert!(
         errs.iter().all(|(k, _)| matches!(
             k,
@@ -128,7 +118,7 @@ fn a_continuation_does_not_fill_the_ordinal_of_a_deleted_segment() {
     assert_eq!(log.append(&march(1, 9)[0]).unwrap().seq, 3);
     log.close().unwrap();
     assert_eq!(header(d.path(), "2026-03.1.seg").ordinal, 2);
-    let errs = errors(d.path(), &keys);
+    let errs = error_findings(d.path(), &*keys);
     assert!(
         errs.iter()
             .any(|(k, m)| *k == FindingKind::MissingSegment && m.contains("ordinal 1:")),
@@ -154,7 +144,7 @@ fn an_ordinal_a_readable_link_gives_away_is_not_skipped() {
     assert_eq!(log.append(&january_of(ORG, 1, 9)[0]).unwrap().seq, 5);
     log.close().unwrap();
     assert_eq!(header(d.path(), "2026-01.1.seg").ordinal, 2);
-    let errs = errors(d.path(), &keys);
+    let errs = error_findings(d.path(), &*keys);
     let missing: Vec<_> = errs
         .iter()
         .filter(|(k, _)| *k == FindingKind::MissingSegment)
@@ -187,7 +177,7 @@ fn rot_in_a_header_linked_before_its_first_record_is_not_a_deletion() {
     assert_eq!((link.segment.month, link.count), (month("2026-02"), 0));
     rot_header(d.path(), "2026-02.seg");
 
-    let kinds: Vec<FindingKind> = errors(d.path(), &keys)
+    let kinds: Vec<FindingKind> = error_findings(d.path(), &*keys)
         .into_iter()
         .map(|(k, _)| k)
         .collect();

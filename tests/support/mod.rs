@@ -680,6 +680,19 @@ pub fn verify_nokeys(dir: &Path) -> Report {
     verify(dir, None, &VerifyOptions::default()).unwrap()
 }
 
+/// The error findings of verifying `dir` with keys, as (kind, "file name: message").
+pub fn error_findings(dir: &Path, keys: &dyn KeyProvider) -> Vec<(FindingKind, String)> {
+    verify_keys(dir, keys)
+        .findings
+        .iter()
+        .filter(|f| f.severity == auditlog::verify::Severity::Error)
+        .map(|f| {
+            let name = f.file.file_name().unwrap_or_default().to_string_lossy();
+            (f.kind, format!("{name}: {}", f.message))
+        })
+        .collect()
+}
+
 /// A finding reduced to what tests assert on: kind, file relative to `dir`, byte range, seq.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct F {
