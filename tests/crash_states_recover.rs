@@ -21,7 +21,7 @@ use std::path::Path;
 use auditlog::format::header::SegmentHeader;
 use auditlog::verify::FindingKind;
 use auditlog::{Log, RecoveryAction};
-use support::{always, error_findings, february_of, file_names, january_of, keys_for, org, scan};
+use support::{always, error_findings, february_of, january_of, keys_for, org, scan};
 
 const ORG: &str = "acme";
 
@@ -83,7 +83,13 @@ fn zeroed_header_of_a_new_month() {
     let odir = dir.join(ORG);
     fs::write(odir.join("2026-02.seg"), [0u8; 256]).unwrap();
     let log = Log::open(&dir, always(&keys)).unwrap();
-    eprintln!("{:#?}", log.recovery_report());
+    let report = log.recovery_report();
+    assert!(
+        report
+            .iter()
+            .any(|a| matches!(a, RecoveryAction::PartialSegmentQuarantined { .. })),
+        "{report:#?}"
+    );
     log.append_batch(&february_of(ORG, 3, 2)).unwrap();
     let mut mar = february_of(ORG, 2, 3);
     for e in &mut mar {
@@ -91,7 +97,6 @@ fn zeroed_header_of_a_new_month() {
     }
     log.append_batch(&mar).unwrap();
     log.close().unwrap();
-    eprintln!("{:?}", file_names(&odir));
     let h = header_of(&odir.join("2026-02.seg"));
     assert_eq!(h.ordinal, 1, "{h:?}");
     let h3 = header_of(&odir.join("2026-03.seg"));
@@ -119,7 +124,13 @@ fn zeroed_header_of_a_continuation() {
     fs::write(&seg, &b).unwrap();
     fs::write(odir.join("2026-01.1.seg"), [0u8; 256]).unwrap();
     let log = Log::open(&dir, always(&keys)).unwrap();
-    eprintln!("{:#?}", log.recovery_report());
+    let report = log.recovery_report();
+    assert!(
+        report
+            .iter()
+            .any(|a| matches!(a, RecoveryAction::PartialSegmentQuarantined { .. })),
+        "{report:#?}"
+    );
     let r = log.append(&january_of(ORG, 1, 9)[0]).unwrap();
     assert!(r.seq >= 10, "{r:?}");
     log.close().unwrap();
