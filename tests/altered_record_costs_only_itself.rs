@@ -17,18 +17,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use auditlog::{Error, Keyring, Log, Timestamp};
+use auditlog::{Error, Keyring, Log};
 use support::*;
-
-const MIN: i64 = 60_000_000;
-
-fn t0() -> Timestamp {
-    ts("2026-03-10")
-}
-
-fn at(i: i64) -> Timestamp {
-    Timestamp(t0().0 + i * MIN)
-}
 
 /// `n` events of org-000, one a minute, closed (index written).
 fn write_closed(dir: &Path, keys: &Arc<Keyring>, n: i64) -> PathBuf {
@@ -37,7 +27,7 @@ fn write_closed(dir: &Path, keys: &Arc<Keyring>, n: i64) -> PathBuf {
         .map(|i| {
             event(
                 "org-000",
-                at(i),
+                minute(i),
                 Some("alice"),
                 "booking.created",
                 &format!("b{i}"),
@@ -121,7 +111,7 @@ mod altered {
             let keys = keys_for(&["org-000"]);
             let log = Log::open(dir.path(), support::never(&keys)).unwrap();
             let evs: Vec<_> = (0..n)
-                .map(|i| event("org-000", at(i), Some(if i % 3 == 0 { "alice" } else { "bob" }), "booking.created", &format!("b{i}")))
+                .map(|i| event("org-000", minute(i), Some(if i % 3 == 0 { "alice" } else { "bob" }), "booking.created", &format!("b{i}")))
                 .collect();
             log.append_batch(&evs).unwrap();
             let seg = segment_files(dir.path(), "org-000").remove(0);

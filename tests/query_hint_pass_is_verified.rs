@@ -25,17 +25,6 @@ use auditlog::verify::FindingKind;
 use auditlog::{Error, Keyring, Log, Query, QueryStats, Timestamp, VerifiedEvent};
 use support::*;
 
-const MIN: i64 = 60_000_000;
-
-fn t0() -> Timestamp {
-    ts("2026-03-10")
-}
-
-/// The time of record `i`: one a minute.
-fn at(i: i64) -> Timestamp {
-    Timestamp(t0().0 + i * MIN)
-}
-
 /// `n` events of org-000, one a minute (about 60 records per 4 KiB block). With `close`
 /// the log is closed (index written); otherwise the writer stays open, nothing indexed.
 fn write(dir: &Path, keys: &Arc<Keyring>, n: i64, close: bool) -> (Option<Log>, PathBuf) {
@@ -44,7 +33,7 @@ fn write(dir: &Path, keys: &Arc<Keyring>, n: i64, close: bool) -> (Option<Log>, 
         .map(|i| {
             event(
                 "org-000",
-                at(i),
+                minute(i),
                 Some("alice"),
                 "booking.created",
                 &format!("b{i}"),
@@ -81,7 +70,7 @@ fn integrity(errs: &[Error]) -> Vec<(Option<u64>, String)> {
 fn move_back(seg: &Path, i: usize, rechain_after: bool) {
     let mut bytes = std::fs::read(seg).unwrap();
     let r = records(&bytes)[i];
-    bytes[r.off + 16..r.off + 24].copy_from_slice(&(t0().0 - MIN).to_le_bytes());
+    bytes[r.off + 16..r.off + 24].copy_from_slice(&minute(-1).0.to_le_bytes());
     fix_crc(&mut bytes, r.off);
     if rechain_after {
         support::rechain(&mut bytes, i + 1);
@@ -96,8 +85,8 @@ fn assert_reported(log: &Log, i: i64) {
     for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
         let mut q = log
             .query(&org("org-000"))
-            .since(at(i))
-            .until(Timestamp(at(i).0 + 1))
+            .since(minute(i))
+            .until(Timestamp(minute(i).0 + 1))
             .plan_blocks(blocks);
         if reverse {
             q = q.reverse();
@@ -180,7 +169,7 @@ fn an_index_rebuilt_over_a_moved_record_gives_it_the_whole_month() {
             if b >= moved {
                 assert_eq!((lo, hi), (month("2026-03").start(), last), "block {b}");
             } else {
-                assert!(hi < at(i as i64), "block {b} keeps its times");
+                assert!(hi < minute(i as i64), "block {b} keeps its times");
             }
         }
         let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
@@ -209,8 +198,8 @@ fn a_segment_copied_as_a_continuation_part_is_reported() {
     for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
         let mut q = log
             .query(&org("org-000"))
-            .since(at(150))
-            .until(at(155))
+            .since(minute(150))
+            .until(minute(155))
             .plan_blocks(blocks);
         if reverse {
             q = q.reverse();
@@ -267,8 +256,8 @@ fn records_copied_past_the_end_of_a_segment_are_reported() {
     for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
         let mut q = log
             .query(&org("org-000"))
-            .since(at(150))
-            .until(at(155))
+            .since(minute(150))
+            .until(minute(155))
             .plan_blocks(blocks);
         if reverse {
             q = q.reverse();
@@ -305,8 +294,8 @@ fn records_copied_after_garbage_past_the_end_are_withheld() {
         for (reverse, blocks) in [(false, 4096), (true, 4096), (false, 1), (true, 1)] {
             let mut q = log
                 .query(&org("org-000"))
-                .since(at(150))
-                .until(at(155))
+                .since(minute(150))
+                .until(minute(155))
                 .plan_blocks(blocks);
             if reverse {
                 q = q.reverse();
@@ -371,11 +360,14 @@ fn an_intact_segment_without_an_index_reads_the_same_verified_and_not() {
     let keys = keys_for(&["org-000"]);
     let (_, seg) = write(dir.path(), &keys, 300, true);
     let log = Log::open_read_only(dir.path(), support::never(&keys)).unwrap();
-    let want: Vec<u64> = all(log.query(&org("org-000")).since(at(100)).until(at(200)))
-        .0
-        .iter()
-        .map(|v| v.seq)
-        .collect();
+    let want: Vec<u64> = all(log
+        .query(&org("org-000"))
+        .since(minute(100))
+        .until(minute(200)))
+    .0
+    .iter()
+    .map(|v| v.seq)
+    .collect();
     assert_eq!(want.len(), 100);
     drop(log);
     std::fs::remove_file(seg.with_extension("idx")).unwrap();
@@ -389,8 +381,8 @@ fn an_intact_segment_without_an_index_reads_the_same_verified_and_not() {
     ] {
         let mut q = log
             .query(&org("org-000"))
-            .since(at(100))
-            .until(at(200))
+            .since(minute(100))
+            .until(minute(200))
             .plan_blocks(blocks);
         if reverse {
             q = q.reverse();

@@ -670,6 +670,11 @@ pub fn forged_key() -> Key {
     Key::new(&[0x5a; 32]).unwrap()
 }
 
+/// 2026-03-10 plus `i` minutes: a record a minute, for tests that place records by index.
+pub fn minute(i: i64) -> Timestamp {
+    Timestamp(ts("2026-03-10").0 + i * 60_000_000)
+}
+
 /// Verifies with keys.
 pub fn verify_keys(dir: &Path, keys: &dyn KeyProvider) -> Report {
     verify(dir, Some(keys), &VerifyOptions::default()).unwrap()
