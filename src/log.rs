@@ -93,7 +93,11 @@ pub struct Options {
     /// close the least recently used idle writers;
     /// appends close writers themselves only beyond twice this many, so they rarely pay
     /// for a close, and wait for a close in progress elsewhere only beyond four times this
-    /// many (a bound on descriptors however long a close takes).
+    /// many (a bound on descriptors however long a close takes). Exception: an
+    /// [`Log::append_batch`] holds one writer per (org, month) group it spans until it
+    /// returns (it checks and opens every group before it writes any), so a batch over more
+    /// groups than the descriptors allow fails; split such a batch. Recovery at
+    /// [`Log::open`] closes the writers it opens down to this bound as it goes.
     ///
     /// A close *parks* the writer when it can (see [`Options::parked_bytes`]); otherwise it
     /// closes it fully: buffer written, fsynced, index written. Default 256; at least 1, no
@@ -292,7 +296,9 @@ pub enum RecoveryAction {
     /// that cannot be continued): the log opened all the same, nothing of that month was
     /// changed, and appends to it fail with the same error until the cause is fixed.
     RecoveryFailed {
-        /// The month's latest segment.
+        /// The month's latest segment; the org directory when its segments could not be
+        /// listed (nothing of the org was recovered then, and its appends retry the
+        /// listing).
         #[serde(serialize_with = "crate::json::serialize_path")]
         file: PathBuf,
         /// Why.
@@ -384,21 +390,42 @@ struct OrgSegments {
     /// is held throughout). Opening one needs the org's tail for its `prev` link, which may
     /// mean opening another month's writer, never this one's again.
     opening: Vec<Month>,
+    /// Whether the rest was read from the org directory. A listing or a header read that
+    /// failed (`EMFILE`, `EIO`) leaves it false, and no writer is opened (no segment
+    /// numbered, linked or created) until a later read succeeds: taken for an empty org, the
+    /// catalog numbered a new month 0 beside the org's existing segments, with no link.
+    listed: bool,
 }
 
 impl OrgSegments {
     /// The catalog read again from the org directory `dir`, keeping what only this process
     /// knows: its writers (open, closing, retired), the months being opened, and whether it
     /// made the directory durable.
-    fn reload(&mut self, dir: &Path, org: &OrgId) {
+    /// On failure nothing changes.
+    fn reload(&mut self, dir: &Path, org: &OrgId) -> Result<()> {
+        let read = load_catalog(dir, org)?;
         *self = OrgSegments {
             writers: std::mem::take(&mut self.writers),
             closing: std::mem::take(&mut self.closing),
             closed: std::mem::take(&mut self.closed),
             opening: std::mem::take(&mut self.opening),
             dir_durable: self.dir_durable,
-            ..load_catalog(dir, org)
+            ..read
         };
+        Ok(())
+    }
+
+    /// Reads the catalog if it has not been read yet (its first read failed). An org entry
+    /// that is not a directory is refused as such ([`Error::OrgDirUnusable`]), not as a
+    /// listing that failed.
+    fn ensure_listed(&mut self, dir: &Path, org: &OrgId) -> Result<()> {
+        match self.listed {
+            true => Ok(()),
+            false => {
+                check_org_dir(dir, org)?;
+                self.reload(dir, org)
+            }
+        }
     }
 
     /// Keeps what `header`'s links say of the segments they name ([`OrgSegments::linked`]).
@@ -691,10 +718,27 @@ impl Log {
     fn recover_dirty(&self) -> Result<()> {
         for org_id in list_orgs(&self.inner.dir)? {
             let org = self.inner.org(&org_id);
-            let mut segs = org.segs.lock();
-            let months: Vec<(Month, SegmentId)> =
-                segs.latest.iter().map(|(m, id)| (*m, *id)).collect();
+            let months: Vec<(Month, SegmentId)> = {
+                let mut segs = org.segs.lock();
+                // An org whose segments cannot be listed is reported, not taken for empty.
+                if let Err(e) = segs.ensure_listed(&org.dir, &org.id) {
+                    self.inner
+                        .report
+                        .lock()
+                        .push(RecoveryAction::RecoveryFailed {
+                            file: org.dir.clone(),
+                            error: e.to_string(),
+                        });
+                    continue;
+                }
+                segs.latest.iter().map(|(m, id)| (*m, *id)).collect()
+            };
             for (month, id) in months {
+                // Writers opened for recovery are retired down to the limit as they go, as
+                // an append's are: one per dirty month ran out of descriptors after a crash
+                // of a process with many parked writers.
+                self.inner.retire_idle();
+                let mut segs = org.segs.lock();
                 // A frozen month takes no appends: nothing to make writable, and its refusal
                 // must not stop the whole log from opening.
                 if org.dir.join(cold_file_name(month)).exists() {
@@ -735,6 +779,7 @@ impl Log {
                 }
             }
         }
+        self.inner.retire_idle();
         Ok(())
     }
 
@@ -899,9 +944,13 @@ impl Log {
             // (One thread per segment, as before, ran a 1,500-org batch on ~150 threads at
             // once, and a thread the OS refused panicked.)
             let inner = &self.inner;
-            for_each_at_once(&pending, |(writer, end, buffered)| {
+            let settled = for_each_at_once(&pending, |(writer, end, buffered)| {
                 inner.settle(writer, *end, *buffered)
-            })?;
+            });
+            // Before the retirement below: a writer referenced here is not idle, and kept
+            // every writer of the batch open beyond the limit.
+            drop(pending);
+            settled?;
         } else {
             for (writer, end, buffered) in pending {
                 self.inner.settle(&writer, end, buffered)?;
@@ -1275,7 +1324,8 @@ impl Inner {
             let dir = self.dir.join(id.as_str());
             Arc::new(Org {
                 id: id.clone(),
-                segs: Mutex::new(load_catalog(&dir, id)),
+                // Read again before any writer opens, if this read fails.
+                segs: Mutex::new(load_catalog(&dir, id).unwrap_or_default()),
                 dir,
                 signer: RwLock::new(None),
                 close_done: Condvar::new(),
@@ -1322,6 +1372,7 @@ impl Inner {
             org.close_done.wait(segs);
         }
         // Nothing was read before the last wait ended: `open_writer` sees one state of `segs`.
+        segs.ensure_listed(&org.dir, &org.id)?;
         self.open_writer(org, segs, month)
     }
 
@@ -1331,7 +1382,8 @@ impl Inner {
     /// ordinal. Not what only recovering an unopened segment finds (its damage, a
     /// continuation part that cannot be numbered).
     fn check_refusals(&self, org: &Org, month: Month, n: usize) -> Result<()> {
-        let segs = org.segs.lock();
+        let mut segs = org.segs.lock();
+        segs.ensure_listed(&org.dir, &org.id)?;
         if let Some(w) = segs
             .writers
             .get(&month)
@@ -1721,7 +1773,7 @@ impl Inner {
                         .push(RecoveryAction::PartialSegmentQuarantined { moved_to });
                     // The catalog again without the file moved: it may have been the tail,
                     // and it counted among the unplaced headers if it had 256 bytes.
-                    segs.reload(&org.dir, &org.id);
+                    segs.reload(&org.dir, &org.id)?;
                     segs.latest.remove(&month);
                     let Some(part) = id.part.checked_sub(1) else {
                         // The month's first segment: nothing before it in the month.
@@ -2485,13 +2537,16 @@ fn frozen_link(path: &Path, id: SegmentId, interval: u32) -> Result<SegmentLink>
 }
 
 /// The catalog of `org`'s segments in `dir`, from their file names and headers.
-fn load_catalog(dir: &Path, org: &OrgId) -> OrgSegments {
-    let mut segs = OrgSegments::default();
+fn load_catalog(dir: &Path, org: &OrgId) -> Result<OrgSegments> {
+    let mut segs = OrgSegments {
+        listed: true,
+        ..OrgSegments::default()
+    };
     // Segments whose header is unreadable, and those a readable `prev` link names (whose
     // ordinal is then one below the linking segment's, so not past the tail).
     let mut unreadable = Vec::new();
     let mut named = std::collections::HashSet::new();
-    for id in list_segments(dir).unwrap_or_default() {
+    for id in list_segments(dir)? {
         let latest = segs.latest.entry(id.month).or_insert(id);
         if id.part > latest.part {
             *latest = id;
@@ -2527,12 +2582,33 @@ fn load_catalog(dir: &Path, org: &OrgId) -> OrgSegments {
             {
                 unreadable.push(id);
             }
+            // A failure to read a header (`EMFILE`, `EIO`) leaves the catalog unknown, not
+            // without that segment: its ordinal and links count. Not anything but a regular
+            // file under a segment's name (refused as such), a file gone since the listing,
+            // or one shorter than a header.
+            Err(Error::Io { source, op, path })
+                if !matches!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidInput
+                        | std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err(Error::Io { source, op, path });
+            }
+            // Not anything else (a header of a newer format is its month's refusal).
             Err(_) => {}
         }
     }
     let unplaced = unreadable.iter().filter(|id| !named.contains(*id)).count();
     segs.unplaced = u32::try_from(unplaced).unwrap_or(u32::MAX);
-    segs
+    Ok(segs)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: listing an org directory on this thread fails with EMFILE.
+    static TEST_FAIL_LIST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Org directories in a log directory, sorted.
@@ -2553,6 +2629,14 @@ pub(crate) fn list_orgs(dir: &Path) -> Result<Vec<OrgId>> {
 
 /// Segment ids in an org directory, sorted by (month, part). Missing directory: none.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentId>> {
+    #[cfg(test)]
+    if TEST_FAIL_LIST.with(std::cell::Cell::get) {
+        return Err(Error::io(
+            "list org directory",
+            dir,
+            std::io::Error::from_raw_os_error(24),
+        ));
+    }
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -3193,6 +3277,69 @@ mod tests {
         });
         assert!(probes.load(Ordering::Relaxed) > 0);
         assert!(!writer_is_live(dir.path()));
+    }
+
+    /// Review finding: an org directory that could not be listed (`EMFILE`, `EIO`) when the
+    /// log first read its catalog was taken for an org without segments, for the life of
+    /// the `Log`: a new month was numbered 0 with no `prev` link beside the org's segments
+    /// (`verify`: `link_mismatch`), and an append to an existing month failed for good with
+    /// "File exists". The failure is reported, and the listing is read again before any
+    /// writer opens.
+    #[test]
+    fn an_org_directory_that_cannot_be_listed_is_not_taken_for_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = org_000_keys();
+        let month = |m| Month::new(2026, m).unwrap();
+        let log = Log::open(dir.path(), Options::new(keys.clone())).unwrap();
+        log.append(&event_in(month(1), 0)).unwrap();
+        log.append(&event_in(month(2), 0)).unwrap();
+        log.close().unwrap();
+        let org_dir = dir.path().join("org-000");
+        let failing = |on| TEST_FAIL_LIST.with(|f| f.set(on));
+        failing(true);
+        let log = Log::open(dir.path(), Options::new(keys.clone()));
+        failing(false);
+        let log = log.unwrap();
+        assert!(
+            log.recovery_report().iter().any(|a| matches!(a,
+                RecoveryAction::RecoveryFailed { file, error }
+                    if *file == org_dir && error.contains("list org directory"))),
+            "{:#?}",
+            log.recovery_report()
+        );
+        failing(true);
+        let refused = log.append(&event_in(month(4), 0));
+        failing(false);
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Io {
+                    op: "list org directory",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert!(!org_dir.join("2026-04.seg").exists());
+        log.append(&event_in(month(4), 0)).unwrap();
+        log.append(&event_in(month(1), 1)).unwrap();
+        log.close().unwrap();
+        let ordinal = |name: &str| {
+            let bytes = fs::read(org_dir.join(name)).unwrap();
+            SegmentHeader::decode(bytes.get(..256).unwrap())
+                .unwrap()
+                .ordinal
+        };
+        assert_eq!(
+            [
+                ordinal("2026-01.seg"),
+                ordinal("2026-02.seg"),
+                ordinal("2026-04.seg")
+            ],
+            [0, 1, 2]
+        );
+        let report = crate::verify::verify(dir.path(), Some(&*keys), &Default::default()).unwrap();
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
     }
 
     /// Review finding: a segment whose header was written and fsynced, but whose directory
