@@ -75,7 +75,10 @@ pub struct Options {
     /// JSON pointers (RFC 6901, rooted at the event: `/after/email`) of personal data inside
     /// `before`, `after` and `metadata`. `ip`, `user_agent` and `session_id` always are.
     /// Each must point into one of those three fields and be at most 256 bytes. Default
-    /// none.
+    /// none. An event holds at most 32 personal-data values (FORMAT.md §2.3), counting `ip`,
+    /// `user_agent` and `session_id`: only the pointers that name a value in the event
+    /// count, so an event with more is refused when appended (`InvalidEvent`), not the
+    /// option.
     pub personal_data: Vec<String>,
     /// Bytes between sparse index entries. Default 4096; from 256 bytes to 16 MiB.
     pub index_interval: u32,
