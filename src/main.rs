@@ -245,8 +245,11 @@ fn stdout() -> BufWriter<Stdout> {
 }
 
 /// A message on standard error; never fails (a closed stderr leaves nowhere to report to).
+/// Control, bidirectional and invisible characters are escaped ([`cli::visible::visible`]):
+/// messages name files, and a file name planted in a log could otherwise carry terminal
+/// escapes that hide the lines after it.
 fn warn(msg: std::fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr(), "{msg}");
+    let _ = writeln!(io::stderr(), "{}", cli::visible::visible(&msg.to_string()));
 }
 
 fn main() -> ExitCode {
@@ -674,14 +677,17 @@ fn verify_cmd(
             serde_json::to_writer_pretty(&mut out, &VerifyJson::of(&report))?;
             writeln!(out)?;
         } else {
+            // Escaped as in `warn`: a planted file name with terminal escapes once hid the
+            // ERROR lines and the FAILED summary after it, and drew a fake INTACT line.
             for f in &report.findings {
-                writeln!(out, "{f}")?;
+                writeln!(out, "{}", cli::visible::visible(&f.to_string()))?;
             }
             for l in &report.live {
+                let file = l.file.display().to_string();
                 writeln!(
                     out,
                     "live: {} verified up to byte {} ({} records)",
-                    l.file.display(),
+                    cli::visible::visible(&file),
                     l.verified_to,
                     l.records
                 )?;
@@ -788,7 +794,7 @@ fn inspect_cmd(
         let ids: Vec<String> = unknown.iter().map(ToString::to_string).collect();
         warn(format_args!(
             "auditlog: {unknown_tags} tag(s) could not be checked: the keyring has no such key for org {}{}",
-            cli::visible::visible(&org),
+            org,
             if ids.is_empty() {
                 String::new()
             } else {
@@ -1338,7 +1344,7 @@ fn demo(dir: Option<&Path>, events: u64) -> Result<ExitCode, Failure> {
     };
     let tampered = auditlog::verify::verify(&copy_dir, Some(&*keys), &opts)?;
     for f in &tampered.findings {
-        writeln!(out, "  {f}")?;
+        writeln!(out, "  {}", cli::visible::visible(&f.to_string()))?;
     }
     writeln!(out, "verify: {}", tampered.summary())?;
     if tampered.is_intact() || !report.is_intact() {

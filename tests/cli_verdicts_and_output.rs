@@ -466,3 +466,77 @@ fn empty_environment_variables_are_unset() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// A file planted in an org directory (no key needed) is named in `verify`'s text output
+/// with its control characters escaped: raw, its name's terminal escapes concealed the
+/// ERROR lines and the FAILED summary after it and drew a fake INTACT line.
+#[test]
+fn verify_escapes_control_characters_in_file_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = KeyedLog::new(EVENTS);
+    let name = std::ffi::OsStr::from_bytes(b"zz\x1b[2K\rINTACT: 1 files\x1b[8m");
+    fs::write(fx.dir.join("org-000").join(name), b"x").unwrap();
+    let o = cli(
+        Some(&fx.dir),
+        Some(&fx.keyring),
+        &["verify"],
+        Stdio::piped(),
+    );
+    assert!(
+        !o.stdout.contains(&0x1b),
+        "{:?}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("zz\\u{1b}[2K\\u{d}INTACT"));
+}
+
+/// A checkpoint line that fails its tag (a count raised) is reported as not authentic, and
+/// nothing in it is compared with the log: it no longer accused an untouched segment of
+/// truncation on the word of the forged count.
+#[test]
+fn a_checkpoint_that_fails_its_tag_accuses_nothing() {
+    let fx = KeyedLog::new(EVENTS);
+    let (d, k) = (Some(fx.dir.as_path()), Some(fx.keyring.as_path()));
+    let o = cli(d, k, &["checkpoint", "--org", "org-000"], Stdio::piped());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut cp: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let count = cp["segments"][0]["count"].as_u64().unwrap();
+    cp["segments"][0]["count"] = (count + 1).into();
+    let file = fx.dir.parent().unwrap().join("forged.jsonl");
+    fs::write(&file, format!("{cp}\n")).unwrap();
+    let args = ["verify", "--org", "org-000", "--json", "--checkpoint"];
+    let mut args = args.to_vec();
+    args.push(file.to_str().unwrap());
+    let o = cli(d, k, &args, Stdio::piped());
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["checkpoint_mismatch"]);
+}
+
+/// An org with an unreadable segment header (a copy caught while a new month was being
+/// created) is refused by `checkpoint`, which no longer advises `--accept-damage` for it:
+/// that refuses an unreadable header too.
+#[test]
+fn checkpoint_advises_accept_damage_only_where_it_signs() {
+    let fx = KeyedLog::new(EVENTS);
+    fs::write(seg_path(&fx.dir, "org-000", "2026-05"), b"").unwrap();
+    let (d, k) = (Some(fx.dir.as_path()), Some(fx.keyring.as_path()));
+    let o = cli(d, k, &["checkpoint", "--org", "org-000"], Stdio::piped());
+    assert_eq!(o.status.code(), Some(1));
+    let advice = stderr(&o);
+    assert!(!advice.contains("signs it"), "{advice}");
+    assert!(advice.contains("restore the header"), "{advice}");
+    let o = cli(
+        d,
+        k,
+        &["checkpoint", "--org", "org-000", "--accept-damage"],
+        Stdio::piped(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}

@@ -879,7 +879,7 @@ fn check_link(
                     FindingKind::LinkMismatch,
                     &target_path,
                     format!(
-                        "{} proves this segment held {} records; it holds {}, and its chain verifies from the start for only {}: records were removed, altered or damaged",
+                        "{} proves this segment held {} records; it holds {}, and its chain verifies from the start for only {}: records were removed, altered or damaged (or, in a copy, this segment was copied before the later one while a writer appended: copy a live log's newest months first, or stop the writer)",
                         path.display(),
                         link.count,
                         t.records,
@@ -917,25 +917,36 @@ fn check_checkpoint(
         ));
         return;
     }
+    // A checkpoint that fails its tag, or cannot be authenticated, says nothing of the log:
+    // that finding is all, and no segment is accused on its word (a forged count once
+    // reported an untouched segment as truncated).
     if let Some(keys) = keys {
         match c.verify_tag(keys) {
             Ok(true) => {}
-            Ok(false) => report.findings.push(Finding::new(
-                FindingKind::CheckpointMismatch,
-                org_dir,
-                format!(
-                    "checkpoint of {} for org {org} fails its tag: it is not authentic",
-                    c.created_at
-                ),
-            )),
-            Err(why) => report.findings.push(Finding::new(
-                FindingKind::UnknownKey,
-                org_dir,
-                format!(
-                    "checkpoint of {} cannot be authenticated: {why}",
-                    c.created_at
-                ),
-            )),
+            Ok(false) => {
+                report.findings.push(Finding::new(
+                    FindingKind::CheckpointMismatch,
+                    org_dir,
+                    format!(
+                        "checkpoint of {} for org {org} fails its tag: it is not authentic, and \
+                         nothing in it was compared with the log",
+                        c.created_at
+                    ),
+                ));
+                return;
+            }
+            Err(why) => {
+                report.findings.push(Finding::new(
+                    FindingKind::UnknownKey,
+                    org_dir,
+                    format!(
+                        "checkpoint of {} cannot be authenticated: {why}; nothing in it was \
+                         compared with the log",
+                        c.created_at
+                    ),
+                ));
+                return;
+            }
         }
     }
     for s in &c.segments {
@@ -1071,6 +1082,16 @@ pub fn make_checkpoint_with(
     };
     let outcomes = verify_org(dir, org, Some(keys), Timestamp::now(), &mut scratch)?;
     let damage = |f: &Finding| matches!(f.kind.class(), Class::CrashDamage | Class::Corruption);
+    // A live writer's newest segment shorter than a header is being created (verify passes
+    // it without a finding): it holds no records yet, so the checkpoint leaves it out.
+    let being_created = |o: &SegmentOutcome| {
+        scratch.live_writer && o.bytes < SEGMENT_HEADER_LEN as u64 && o.findings.is_empty()
+    };
+    // Any other segment whose header cannot be read is refused below, damage accepted or
+    // not: `--accept-damage` is not offered for it.
+    let unreadable_header = outcomes
+        .values()
+        .any(|o| o.header.is_none() && !being_created(o));
     if let Some(f) = scratch
         .findings
         .iter()
@@ -1108,23 +1129,22 @@ pub fn make_checkpoint_with(
             _ => {}
         }
         // Only reached with damage when it was not accepted.
-        let hint = if damage(f) {
-            " (damage only: `checkpoint --accept-damage` or `CheckpointOptions::accept_damage` \
-             signs it, pinning each segment up to its first damage)"
-        } else {
-            ""
+        let hint = match (damage(f), unreadable_header) {
+            (true, false) => {
+                " (damage only: `checkpoint --accept-damage` or \
+                 `CheckpointOptions::accept_damage` signs it, pinning each segment up to its \
+                 first damage)"
+            }
+            (true, true) => {
+                " (damage only, but a segment header cannot be read, which `--accept-damage` \
+                 does not sign over either: restore the header from a copy)"
+            }
+            (false, _) => "",
         };
         return Err(refuse(f, hint));
     }
-    // A live writer's newest segment shorter than a header is being created (verify passes
-    // it without a finding): it holds no records yet, so the checkpoint leaves it out.
     let mut outcomes = outcomes;
-    outcomes.retain(|_, o| {
-        o.header.is_some()
-            || !(scratch.live_writer
-                && o.bytes < SEGMENT_HEADER_LEN as u64
-                && o.findings.is_empty())
-    });
+    outcomes.retain(|_, o| o.header.is_some() || !being_created(o));
     // A header that cannot be read hides the segment's creation ordinal and links, so a
     // segment deleted beside it would leave no trace: damage there is not signed over.
     if let Some((id, _)) = outcomes.iter().find(|(_, o)| o.header.is_none()) {

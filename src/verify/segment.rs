@@ -894,7 +894,7 @@ impl IndexCompare {
                     K::IndexMismatch,
                     c.path,
                     format!(
-                        "the index covers {} bytes but the segment has only {seg_len}: the segment was truncated after the index was written",
+                        "the index covers {} bytes but the segment has only {seg_len}: the segment was truncated after the index was written (or, in a copy, the segment was copied before the index while a writer appended: copy a live log's .idx files before its .seg files, or stop the writer)",
                         ix.head.covered_len
                     ),
                 )
