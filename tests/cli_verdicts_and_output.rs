@@ -540,3 +540,22 @@ fn checkpoint_advises_accept_damage_only_where_it_signs() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
+
+/// `verify` given the directory above a log, or an org directory, finds no segment but
+/// entries a log does not have: `not_a_log`, exit 1. It said INTACT, 0 files, exit 0. An
+/// empty directory is still an empty log.
+#[test]
+fn verify_of_a_directory_that_is_not_a_log_fails() {
+    let fx = KeyedLog::new(EVENTS);
+    for wrong in [fx.root.clone(), fx.dir.join("org-000")] {
+        let o = cli(Some(&wrong), Some(&fx.keyring), &["verify"], Stdio::piped());
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(out.contains("ERROR not_a_log"), "{out}");
+        assert!(out.contains("FAILED"), "{out}");
+    }
+    let empty = fx.root.join("empty");
+    fs::create_dir(&empty).unwrap();
+    let o = cli(Some(&empty), Some(&fx.keyring), &["verify"], Stdio::piped());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

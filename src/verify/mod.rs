@@ -244,6 +244,20 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
             chunk_segments = 0;
         }
     }
+    // Given the wrong directory, verify found nothing to verify and called it intact.
+    if report.files == 0
+        && report
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::UnexpectedFile)
+    {
+        report.findings.push(Finding::new(
+            FindingKind::NotALog,
+            dir,
+            "no segment anywhere, and entries a log does not have: not a log directory (the \
+             directory above one, or an org directory?); nothing was verified",
+        ));
+    }
     Ok(report)
 }
 

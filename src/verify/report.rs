@@ -52,6 +52,11 @@ pub enum FindingKind {
     LinkMismatch,
     /// A file that is not part of a log.
     UnexpectedFile,
+    /// No segment at all in a directory holding entries a log does not have (the directory
+    /// above a log, an org directory given as the log): not a log directory, so nothing was
+    /// verified, and verification fails rather than call it intact. (An empty directory is
+    /// an empty log.)
+    NotALog,
     /// An entry of the log directory named like an org, or of an org directory named like a
     /// segment or index, that is a symbolic link (to anything). It is never followed, so
     /// that org or file is not verified, and verification fails: the engine never makes
@@ -112,7 +117,9 @@ impl FindingKind {
             TornTail => Class::CrashDamage,
             ChecksumCorruption => Class::Corruption,
             UnsupportedFormat => Class::Unsupported,
-            TimestampAnomaly | UnexpectedFile | QuarantinedData | NoCheckpoint => Class::Anomaly,
+            TimestampAnomaly | UnexpectedFile | QuarantinedData | NoCheckpoint | NotALog => {
+                Class::Anomaly
+            }
             _ => Class::Tampering,
         }
     }
@@ -120,7 +127,7 @@ impl FindingKind {
     /// The severity of this kind.
     pub fn severity(self) -> Severity {
         match self.class() {
-            Class::Anomaly => Severity::Warning,
+            Class::Anomaly if self != FindingKind::NotALog => Severity::Warning,
             _ => Severity::Error,
         }
     }
