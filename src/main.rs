@@ -1392,8 +1392,9 @@ struct QueryArgs {
     /// Newest first.
     #[arg(long)]
     reverse: bool,
-    /// Skip the chain and tag checks (faster; crash damage is still reported, tampering
-    /// is not). Works without --keyring, but then no index can be checked and every
+    /// Skip the chain and tag checks (faster; damage inside a file is still reported,
+    /// tampering is not; an incomplete last record, what a crash leaves at a file's end,
+    /// ends the read there without a finding, verified or not). Works without --keyring, but then no index can be checked and every
     /// segment is walked frame by frame.
     #[arg(long)]
     unverified: bool,
