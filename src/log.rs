@@ -2862,6 +2862,14 @@ mod tests {
         log.close().unwrap();
     }
 
+    /// The creation ordinal in the header of the segment at `path`.
+    fn ordinal_of(path: &Path) -> u32 {
+        let bytes = fs::read(path).unwrap();
+        SegmentHeader::decode(bytes.get(..256).unwrap())
+            .unwrap()
+            .ordinal
+    }
+
     /// An event of org-000 in `month` (day 1 plus `n` seconds).
     fn event_in(month: Month, n: i64) -> Event {
         let mut e = Workload::new(WorkloadConfig {
@@ -3327,12 +3335,7 @@ mod tests {
         log.append(&event_in(month(4), 0)).unwrap();
         log.append(&event_in(month(1), 1)).unwrap();
         log.close().unwrap();
-        let ordinal = |name: &str| {
-            let bytes = fs::read(org_dir.join(name)).unwrap();
-            SegmentHeader::decode(bytes.get(..256).unwrap())
-                .unwrap()
-                .ordinal
-        };
+        let ordinal = |name: &str| ordinal_of(&org_dir.join(name));
         assert_eq!(
             [
                 ordinal("2026-01.seg"),
@@ -3372,12 +3375,7 @@ mod tests {
         log.append(&event_in(month(3), 0)).unwrap();
         log.append(&event_in(month(2), 1)).unwrap();
         log.close().unwrap();
-        let ordinal = |name: &str| {
-            let bytes = fs::read(dir.path().join("org-000").join(name)).unwrap();
-            SegmentHeader::decode(bytes.get(..256).unwrap())
-                .unwrap()
-                .ordinal
-        };
+        let ordinal = |name: &str| ordinal_of(&dir.path().join("org-000").join(name));
         let ordinals = [
             ordinal("2026-01.seg"),
             ordinal("2026-02.seg"),

@@ -23,18 +23,7 @@ use support::*;
 /// `n` events of org-000, one a minute, closed (index written).
 fn write_closed(dir: &Path, keys: &Arc<Keyring>, n: i64) -> PathBuf {
     let log = Log::open(dir, support::never(keys)).unwrap();
-    let evs: Vec<_> = (0..n)
-        .map(|i| {
-            event(
-                "org-000",
-                minute(i),
-                Some("alice"),
-                "booking.created",
-                &format!("b{i}"),
-            )
-        })
-        .collect();
-    log.append_batch(&evs).unwrap();
+    log.append_batch(&minutely(n)).unwrap();
     let seg = segment_files(dir, "org-000").remove(0);
     log.close().unwrap();
     seg

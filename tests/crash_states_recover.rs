@@ -42,6 +42,13 @@ fn january(n: u64, close: bool) -> (TempDir, PathBuf, Arc<Keyring>, Vec<Receipt>
     (d, dir, keys, receipts)
 }
 
+/// The byte offsets of `ORG`'s records, read through a read-only log.
+fn offsets(dir: &Path, keys: &Arc<Keyring>) -> Vec<usize> {
+    let ro = Log::open_read_only(dir, always(keys)).unwrap();
+    let (read, _) = scan(&ro, &org(ORG));
+    read.iter().map(|e| e.offset as usize).collect()
+}
+
 /// Whether recovery moved a file shorter than a header (or a zeroed one) aside.
 fn moved_a_partial_segment_aside(log: &Log) -> bool {
     log.recovery_report()
@@ -122,12 +129,10 @@ fn zeroed_header_of_a_new_month() {
 fn zeroed_header_of_a_continuation() {
     let (_tmp, dir, keys, _) = january(10, true);
     let odir = dir.join(ORG);
-    let ro = Log::open_read_only(&dir, always(&keys)).unwrap();
-    let (read, _) = scan(&ro, &org(ORG));
-    drop(ro);
+    let read = offsets(&dir, &keys);
     let seg = odir.join("2026-01.seg");
     let mut b = fs::read(&seg).unwrap();
-    b[read[4].offset as usize + 90] ^= 1;
+    b[read[4] + 90] ^= 1;
     fs::write(&seg, &b).unwrap();
     fs::write(odir.join("2026-01.1.seg"), [0u8; 256]).unwrap();
     let log = Log::open(&dir, always(&keys)).unwrap();
@@ -154,13 +159,11 @@ fn zeroed_header_of_a_continuation() {
 fn complete_frame_with_bad_crc_at_the_end() {
     let (_tmp, dir, keys, rs) = january(10, true);
     let odir = dir.join(ORG);
-    let ro = Log::open_read_only(&dir, always(&keys)).unwrap();
-    let (read, _) = scan(&ro, &org(ORG));
-    drop(ro);
+    let read = offsets(&dir, &keys);
     // Index over 9 records only: the writer died after the 10th was written.
     let seg = odir.join("2026-01.seg");
     let mut b = fs::read(&seg).unwrap();
-    let last = read[9].offset as usize;
+    let last = read[9];
     b[last + 200] ^= 0x10;
     fs::write(&seg, &b).unwrap();
     fs::remove_file(odir.join("2026-01.idx")).unwrap();

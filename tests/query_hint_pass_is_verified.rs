@@ -29,18 +29,7 @@ use support::*;
 /// the log is closed (index written); otherwise the writer stays open, nothing indexed.
 fn write(dir: &Path, keys: &Arc<Keyring>, n: i64, close: bool) -> (Option<Log>, PathBuf) {
     let log = Log::open(dir, support::never(keys)).unwrap();
-    let evs: Vec<_> = (0..n)
-        .map(|i| {
-            event(
-                "org-000",
-                minute(i),
-                Some("alice"),
-                "booking.created",
-                &format!("b{i}"),
-            )
-        })
-        .collect();
-    log.append_batch(&evs).unwrap();
+    log.append_batch(&minutely(n)).unwrap();
     let seg = segment_files(dir, "org-000").remove(0);
     if close {
         log.close().unwrap();

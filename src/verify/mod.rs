@@ -935,32 +935,30 @@ fn check_checkpoint(
     // that finding is all, and no segment is accused on its word (a forged count once
     // reported an untouched segment as truncated).
     if let Some(keys) = keys {
-        match c.verify_tag(keys) {
-            Ok(true) => {}
-            Ok(false) => {
-                report.findings.push(Finding::new(
-                    FindingKind::CheckpointMismatch,
-                    org_dir,
-                    format!(
-                        "checkpoint of {} for org {org} fails its tag: it is not authentic, and \
-                         nothing in it was compared with the log",
-                        c.created_at
-                    ),
-                ));
-                return;
-            }
-            Err(why) => {
-                report.findings.push(Finding::new(
-                    FindingKind::UnknownKey,
-                    org_dir,
-                    format!(
-                        "checkpoint of {} cannot be authenticated: {why}; nothing in it was \
-                         compared with the log",
-                        c.created_at
-                    ),
-                ));
-                return;
-            }
+        let unusable = match c.verify_tag(keys) {
+            Ok(true) => None,
+            Ok(false) => Some((
+                FindingKind::CheckpointMismatch,
+                format!(
+                    "checkpoint of {} for org {org} fails its tag: it is not authentic",
+                    c.created_at
+                ),
+            )),
+            Err(why) => Some((
+                FindingKind::UnknownKey,
+                format!(
+                    "checkpoint of {} cannot be authenticated: {why}",
+                    c.created_at
+                ),
+            )),
+        };
+        if let Some((kind, why)) = unusable {
+            report.findings.push(Finding::new(
+                kind,
+                org_dir,
+                format!("{why}; nothing in it was compared with the log"),
+            ));
+            return;
         }
     }
     for s in &c.segments {

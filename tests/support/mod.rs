@@ -675,6 +675,21 @@ pub fn minute(i: i64) -> Timestamp {
     Timestamp(ts("2026-03-10").0 + i * 60_000_000)
 }
 
+/// `n` events of org-000 by alice, one a minute from 2026-03-10 ([`minute`]), resource `b{i}`.
+pub fn minutely(n: i64) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            event(
+                "org-000",
+                minute(i),
+                Some("alice"),
+                "booking.created",
+                &format!("b{i}"),
+            )
+        })
+        .collect()
+}
+
 /// Verifies with keys.
 pub fn verify_keys(dir: &Path, keys: &dyn KeyProvider) -> Report {
     verify(dir, Some(keys), &VerifyOptions::default()).unwrap()
