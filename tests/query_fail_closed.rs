@@ -14,8 +14,8 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use auditlog::verify::{FindingKind, VerifyOptions, verify};
 use auditlog::{
@@ -304,11 +304,12 @@ fn a_missing_segment_whose_signed_index_remains_is_reported() {
 }
 
 /// A provider that has every key of `inner` but `hidden`, and counts the lookups of keys.
+/// Both can be changed while a log uses it (a key loaded late, a key service back up).
 struct Hiding {
     inner: Arc<Keyring>,
-    hidden: Option<KeyId>,
+    hidden: Mutex<Option<KeyId>>,
     /// Fail every lookup instead.
-    failing: bool,
+    failing: AtomicBool,
     lookups: AtomicU64,
 }
 
@@ -316,10 +317,16 @@ impl Hiding {
     fn new(inner: &Arc<Keyring>, hidden: Option<KeyId>, failing: bool) -> Arc<Hiding> {
         Arc::new(Hiding {
             inner: inner.clone(),
-            hidden,
-            failing,
+            hidden: Mutex::new(hidden),
+            failing: AtomicBool::new(failing),
             lookups: AtomicU64::new(0),
         })
+    }
+
+    /// From now on, has every key and answers every lookup.
+    fn heal(&self) {
+        *self.hidden.lock().unwrap() = None;
+        self.failing.store(false, Ordering::Relaxed);
     }
 }
 
@@ -330,10 +337,10 @@ impl KeyProvider for Hiding {
 
     fn key(&self, org: &OrgId, id: KeyId) -> Result<Option<Key>, KeyError> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        if self.failing {
+        if self.failing.load(Ordering::Relaxed) {
             return Err(KeyError::Provider("key service unavailable".into()));
         }
-        if Some(id) == self.hidden {
+        if Some(id) == *self.hidden.lock().unwrap() {
             return Ok(None);
         }
         self.inner.key(org, id)
@@ -531,4 +538,35 @@ fn a_chain_break_is_one_finding_in_either_direction() {
     assert_eq!(fwd_err.len(), 1, "{fwd_err:#?}");
     assert_eq!(rev_err.len(), 1, "{rev_err:#?}");
     assert_eq!(fwd.len(), rev.len());
+}
+
+/// An index that could not be checked because its key was missing, or the key service
+/// failed, is checked again by the next query once the key can be had: the failure is not
+/// kept for the life of the log (it was, and every later query of the month read the whole
+/// segment without its index).
+#[test]
+fn an_index_unchecked_for_want_of_its_key_is_used_once_the_key_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_for(&[ORG]);
+    let events = workload_from(1000, 1, 10, 11, "2026-02-03");
+    let log = Log::open(dir.path(), opts(keys.clone())).unwrap();
+    log.append_batch(&events[..999]).unwrap();
+    // The index, written at close, is signed with key 2.
+    assert_eq!(keys.rotate(&org(ORG)).unwrap(), KeyId(2));
+    log.append_batch(&events[999..]).unwrap();
+    log.close().unwrap();
+
+    for (hidden, failing) in [(Some(KeyId(2)), false), (None, true)] {
+        let provider = Hiding::new(&keys, hidden, failing);
+        let reader = Log::open_read_only(dir.path(), opts(provider.clone())).unwrap();
+        let (_, e, s) = run_query(reader.query(&org(ORG)));
+        assert!(!e.is_empty());
+        assert_eq!(s.indexes_bypassed.len(), 1, "{:?}", s.indexes_bypassed);
+
+        provider.heal();
+        let (v, e, s) = run_query(reader.query(&org(ORG)));
+        assert!(e.is_empty(), "{e:#?}");
+        assert_eq!(v.len(), events.len());
+        assert!(s.indexes_bypassed.is_empty(), "{:?}", s.indexes_bypassed);
+    }
 }

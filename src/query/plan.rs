@@ -317,7 +317,13 @@ impl IndexCache {
             .map(Arc::new)
             .map_err(Arc::from);
         let mem = loaded.as_ref().map_or(FAILURE_BYTES, |l| l.summary_mem());
-        if mem <= self.capacity {
+        // A failure that depends on the provider or the device (a key it lacks or failed to
+        // give, a read error) is not kept: the next query checks the index again, so a key
+        // loaded late or a key service back up brings the index back into use.
+        let settled = loaded
+            .as_ref()
+            .map_or_else(|u: &Arc<Unused>| u.evidence.is_settled(), |_| true);
+        if settled && mem <= self.capacity {
             let mut c = self.inner.lock();
             let used = self.now();
             if let Some(old) = c.map.insert(
@@ -599,6 +605,17 @@ pub(crate) enum Evidence {
     KeyMissing(IndexHead, String),
 }
 
+impl Evidence {
+    /// Whether reading the index again, unchanged, must give the same verdict: not so for
+    /// a key the provider lacks or failed to give, nor for a read error.
+    fn is_settled(&self) -> bool {
+        match self {
+            Evidence::Nothing | Evidence::Authentic(_) => true,
+            Evidence::Unreadable(_) | Evidence::KeyMissing(..) => false,
+        }
+    }
+}
+
 impl Unused {
     /// An index file that could not be opened (or its descriptor cloned).
     fn unopened(e: std::io::Error) -> Unused {
@@ -760,7 +777,8 @@ fn uncheckable_claim(
 /// header hash, first_seq) and summarises it. `covered_len` against the segment's length is
 /// checked by the caller. An index that fails is read once more for what it is evidence of
 /// all the same ([`Evidence`]; failures are cached like summaries, so this costs one more
-/// pass per index file, not per query).
+/// pass per index file, not per query, except where the key or a read failed:
+/// [`Evidence::is_settled`]).
 fn load(
     path: PathBuf,
     file: File,
