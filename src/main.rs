@@ -126,7 +126,8 @@ enum Command {
     /// Print a signed checkpoint (every segment's chain head) per org, to store elsewhere.
     /// An org that does not verify is refused (named on stderr) and the others are still
     /// printed: the lines printed are for the orgs that passed. Exit 0 all printed, 1 some
-    /// refused for findings, 2 usage or I/O error.
+    /// refused for findings, 2 usage or I/O error (an org that cannot be read is named and
+    /// the others are still printed).
     Checkpoint {
         /// Only this org.
         #[arg(long)]
@@ -570,6 +571,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             };
             let mut out = stdout();
             let mut refused = 0usize;
+            // Orgs that could not be read (I/O): named on stderr, the others still printed,
+            // exit 2 at the end.
+            let mut unread = 0usize;
             for org in orgs {
                 let options = auditlog::verify::CheckpointOptions { accept_damage };
                 let written =
@@ -595,21 +599,32 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                             refused += 1;
                             flushed
                         }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => {
+                            let flushed = out.flush();
+                            warn(format_args!("auditlog: org {org}: {e}"));
+                            unread += 1;
+                            flushed
+                        }
                     };
                 // A reader that left (`| head`): stop quietly, with the verdict on the orgs
-                // checked so far (1 if one was refused), as query and inspect do.
+                // checked so far, as query and inspect do.
                 if written.is_err() {
-                    return finish(written, ExitCode::from(u8::from(refused > 0)));
+                    return finish(written, checkpoint_verdict(refused, unread));
                 }
             }
             let flushed = out.flush();
-            if refused > 0 {
+            if refused + unread > 0 {
                 warn(format_args!(
-                    "auditlog: {refused} org(s) refused; the checkpoints printed are those of the orgs that verify"
+                    "auditlog: {} org(s) refused{}; the checkpoints printed are those of the orgs that verify",
+                    refused + unread,
+                    if unread > 0 {
+                        format!(", {unread} of them unreadable")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
-            finish(flushed, ExitCode::from(u8::from(refused > 0)))
+            finish(flushed, checkpoint_verdict(refused, unread))
         }
         Command::Inspect {
             ref file,
@@ -619,6 +634,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         } => inspect_cmd(&cli, file, json, from_offset, limit),
         Command::Query(ref args) => query_cmd(&cli, args),
     }
+}
+
+/// `checkpoint`'s exit code: 2 if an org could not be read, else 1 if one was refused for
+/// what it holds, else 0.
+fn checkpoint_verdict(refused: usize, unread: usize) -> ExitCode {
+    ExitCode::from(if unread > 0 { 2 } else { u8::from(refused > 0) })
 }
 
 fn verify_cmd(

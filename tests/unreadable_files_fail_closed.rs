@@ -82,6 +82,22 @@ fn child(case: &str, root: &Path) {
             log.append(&january_of("org-000", 1, 9)[0]).unwrap();
             log.close().unwrap();
         }
+        "checkpoint" => {
+            // org-000 cannot be listed: an I/O error (exit 2), named on stderr, and the
+            // orgs after it are still checkpointed (they were not: the first I/O error
+            // ended the command).
+            let o = auditlog_cli(Some(&dir), Some(&root.join("keys.json")), ["checkpoint"]);
+            assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+            let orgs: Vec<String> = stdout(&o)
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["org_id"].as_str().unwrap().to_string()
+                })
+                .collect();
+            assert_eq!(orgs, ["org-001"], "{}", stderr(&o));
+            assert!(stderr(&o).contains("org-000"), "{}", stderr(&o));
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -202,5 +218,14 @@ fn an_existing_log_opens_under_a_parent_it_cannot_list() {
             let parent = dir.parent().unwrap();
             fs::set_permissions(parent, fs::Permissions::from_mode(0o311)).unwrap();
         },
+    );
+}
+
+#[test]
+fn checkpoint_goes_on_past_an_org_it_cannot_read() {
+    run_as_nobody(
+        "checkpoint_goes_on_past_an_org_it_cannot_read",
+        "checkpoint",
+        |dir| no_access(&dir.join("org-000")),
     );
 }
