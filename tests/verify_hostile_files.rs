@@ -18,7 +18,7 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 
-use auditlog::verify::{CheckpointOptions, FindingKind, make_checkpoint_with};
+use auditlog::verify::{CheckpointOptions, Class, FindingKind, make_checkpoint_with};
 use auditlog::{Durability, Keyring, Log, Options};
 use support::*;
 
@@ -139,6 +139,50 @@ fn a_header_that_cannot_be_read_is_not_signed_over_even_accepting_damage() {
         err.to_string().contains("header of segment 2026-03"),
         "{err}"
     );
+}
+
+/// A header whose CRC holds but whose fields are not valid v1 (a reserved byte set, an
+/// unknown algorithm) was written so, by an edit that fixed the CRC: `malformed_header`,
+/// class tampering. It used to be `checksum_corruption`, class corruption ("bit rot"),
+/// which a CRC that holds rules out. A header whose CRC fails stays corruption.
+#[test]
+fn a_malformed_header_whose_crc_holds_is_tampering_not_bit_rot() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = three_months(dir.path());
+    let feb = seg_path(dir.path(), "org-000", "2026-02");
+    let orig = std::fs::read(&feb).unwrap();
+    // A reserved byte, a reserved link byte, and hash_alg.
+    for at in [91, 216, 20] {
+        let mut b = orig.clone();
+        b[at] = 2;
+        fix_header_crc(&mut b);
+        std::fs::write(&feb, &b).unwrap();
+        let r = verify_keys(dir.path(), &*keys);
+        let at_header: Vec<_> = r
+            .findings
+            .iter()
+            .filter(|f| f.file == feb && f.offset == Some(0))
+            .map(|f| (f.kind, f.class))
+            .collect();
+        assert_eq!(
+            at_header,
+            [(FindingKind::MalformedHeader, Class::Tampering)],
+            "byte {at}: {}",
+            dump(&r)
+        );
+        // The same byte without the CRC fixed: bit rot.
+        let mut b = orig.clone();
+        b[at] = 2;
+        std::fs::write(&feb, &b).unwrap();
+        let r = verify_keys(dir.path(), &*keys);
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.file == feb && f.kind == FindingKind::ChecksumCorruption),
+            "byte {at}: {}",
+            dump(&r)
+        );
+    }
 }
 
 #[test]

@@ -38,6 +38,11 @@ pub enum FindingKind {
     /// file can hide a record's IP address or session this way, chain, tag and checkpoint
     /// intact.
     ErasedPersonalData,
+    /// A segment header whose CRC holds but whose fields are not valid for its format
+    /// version (a reserved byte set, an unknown algorithm, an invalid org id or month): it
+    /// was written so, not rotted (rot would fail the CRC). Like a header that fails its
+    /// CRC, it hides its segment's ordinal and links.
+    MalformedHeader,
     /// A record dated outside its segment's month, or a segment or index naming another
     /// org, month or part than its file.
     Misfiled,

@@ -18,6 +18,15 @@ use crate::segment::index_file::{self, GroupBlocks, Rejected, Summary, TagCheck}
 use crate::segment::scan::{self, FileWindow};
 use crate::time::Timestamp;
 
+/// Whether `head` is a whole segment header whose stored CRC (its last 4 bytes) is the
+/// CRC-32 of the rest.
+fn crc_holds(head: &[u8]) -> bool {
+    head.len() == SEGMENT_HEADER_LEN
+        && head
+            .split_last_chunk::<4>()
+            .is_some_and(|(body, crc)| crate::format::crc32(body) == u32::from_le_bytes(*crc))
+}
+
 /// Findings of one kind listed per file before the rest are summarised in one finding.
 const PER_KIND_LIMIT: usize = 50;
 
@@ -266,10 +275,16 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             None
         }
         Err(e) => {
+            // With its CRC holding, the header was written as it is (an edit that fixed
+            // the CRC), not rotted.
+            let kind = if crc_holds(&head_bytes) {
+                K::MalformedHeader
+            } else {
+                K::ChecksumCorruption
+            };
             f.push(
                 // The error names the structure (`segment header: field ...`).
-                Finding::new(K::ChecksumCorruption, c.path, e.to_string())
-                    .at(0, SEGMENT_HEADER_LEN as u64),
+                Finding::new(kind, c.path, e.to_string()).at(0, SEGMENT_HEADER_LEN as u64),
             );
             None
         }
