@@ -141,31 +141,7 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
         live_writer: live.seen(),
         ..Report::default()
     };
-    let mut orgs: BTreeSet<OrgId> = BTreeSet::new();
-    // Entries named like an org that are symbolic links: never followed (`org_link`).
-    let mut linked: BTreeSet<OrgId> = BTreeSet::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("list log directory", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let kind = entry.file_type();
-        let is_dir = kind.as_ref().is_ok_and(|t| t.is_dir());
-        let is_link = kind.as_ref().is_ok_and(|t| t.is_symlink());
-        match OrgId::new(&name) {
-            Ok(org) if is_dir => {
-                orgs.insert(org);
-            }
-            Ok(org) if is_link => {
-                linked.insert(org);
-            }
-            _ if name == LOCK_FILE => {}
-            _ => report.findings.push(Finding::new(
-                FindingKind::UnexpectedFile,
-                entry.path(),
-                "not part of an auditlog directory",
-            )),
-        }
-    }
+    let (mut orgs, mut linked) = list_log(dir, &mut report.findings)?;
     if let Some(org) = &opts.org {
         if !orgs.contains(org)
             && !linked.contains(org)
@@ -251,15 +227,68 @@ pub fn verify(dir: &Path, keys: Option<&dyn KeyProvider>, opts: &VerifyOptions) 
             .iter()
             .any(|f| f.kind == FindingKind::UnexpectedFile)
     {
-        report.findings.push(Finding::new(
-            FindingKind::NotALog,
-            dir,
-            "no segment anywhere, and entries a log does not have: not a log directory (the \
-             directory above one, or an org directory?); nothing was verified",
-        ));
+        report
+            .findings
+            .push(Finding::new(FindingKind::NotALog, dir, NOT_A_LOG));
     }
     Ok(report)
 }
+
+/// Lists a log directory: the entries named like an org that are directories, and those
+/// that are symbolic links (never followed: `org_link`). Anything else but the lock file is
+/// an [`FindingKind::UnexpectedFile`] finding.
+fn list_log(dir: &Path, findings: &mut Vec<Finding>) -> Result<(BTreeSet<OrgId>, BTreeSet<OrgId>)> {
+    let mut orgs = BTreeSet::new();
+    let mut linked = BTreeSet::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list log directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let kind = entry.file_type();
+        let is_dir = kind.as_ref().is_ok_and(|t| t.is_dir());
+        let is_link = kind.as_ref().is_ok_and(|t| t.is_symlink());
+        match OrgId::new(&name) {
+            Ok(org) if is_dir => {
+                orgs.insert(org);
+            }
+            Ok(org) if is_link => {
+                linked.insert(org);
+            }
+            _ if name == LOCK_FILE => {}
+            _ => findings.push(Finding::new(
+                FindingKind::UnexpectedFile,
+                entry.path(),
+                "not part of an auditlog directory",
+            )),
+        }
+    }
+    Ok((orgs, linked))
+}
+
+/// Whether `dir` is not a log directory, as [`verify`] tells it ([`FindingKind::NotALog`]):
+/// no segment file in any org (only in `org`'s, if given), and entries a log does not have
+/// (the directory above a log, or an org directory, given as the log). Only directories
+/// are listed; no file is read. `stats` and `query` ask it so as not to report a wrong
+/// directory as an empty log.
+pub fn not_a_log(dir: &Path, org: Option<&OrgId>) -> Result<bool> {
+    let mut findings = Vec::new();
+    let (orgs, _) = list_log(dir, &mut findings)?;
+    for o in orgs.iter().filter(|o| org.is_none_or(|x| x == *o)) {
+        if !list_org(&dir.join(o.as_str()), &mut findings)?
+            .segments
+            .is_empty()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(findings
+        .iter()
+        .any(|f| f.kind == FindingKind::UnexpectedFile))
+}
+
+/// The message of a [`FindingKind::NotALog`] finding.
+pub const NOT_A_LOG: &str = "no segment anywhere, and entries a log does not have: not a log \
+     directory (the directory above one, or an org directory?); nothing was verified";
 
 /// Segments verified in one pool before their orgs are reported (see [`verify`]).
 const CHUNK_SEGMENTS: usize = 256;
@@ -331,7 +360,8 @@ fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> Result<OrgFiles> {
             .strip_suffix(".idx")
             .and_then(|stem| parse_segment_file_name(&format!("{stem}.seg")));
         // A FIFO, device or directory under a segment's or index's name is not read (it
-        // could block or never end); the records it stands for are missing. A symbolic
+        // could block or never end); the records it stands for are missing, so it fails
+        // verification (as it fails `stats` and a query). A symbolic
         // link is not followed either, and fails verification: the engine never makes one,
         // its writer refuses to append through one, and what it points to is outside the
         // log, so an auditor's copy of the log directory would not hold it.
@@ -348,9 +378,9 @@ fn list_org(dir: &Path, findings: &mut Vec<Finding>) -> Result<OrgFiles> {
                 )
             } else {
                 Finding::new(
-                    FindingKind::UnexpectedFile,
+                    FindingKind::NotARegularFile,
                     path,
-                    "named like a segment or index, but not a regular file: not read",
+                    "named like a segment or index, but not a regular file: not read, so whatever stood there is not verified (the engine never makes one)",
                 )
             });
             continue;

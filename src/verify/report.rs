@@ -57,6 +57,10 @@ pub enum FindingKind {
     LinkMismatch,
     /// A file that is not part of a log.
     UnexpectedFile,
+    /// A FIFO, device or directory under a segment's or index's name: not read (it could
+    /// block or never end), so whatever segment or index stood there is not verified, and
+    /// verification fails. The engine never makes one.
+    NotARegularFile,
     /// No segment at all in a directory holding entries a log does not have (the directory
     /// above a log, an org directory given as the log): not a log directory, so nothing was
     /// verified, and verification fails rather than call it intact. (An empty directory is
