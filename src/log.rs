@@ -1010,33 +1010,25 @@ impl Log {
     /// Records after a damaged stretch are counted; each stretch is listed in
     /// [`MonthStats::damage`], as is a segment shorter than its header that the query
     /// would report (any but the latest part of its month being created by a live writer,
-    /// with no index saying it held records). Only org entries that are directories are
-    /// listed (`verify` reports a symbolic link). A segment of a newer format than this
-    /// build reads fails the call with [`Error::UnsupportedFormat`] naming it.
+    /// with no index saying it held records), a segment that is missing while its index
+    /// says it held records (the month is listed even with no segment left), and a
+    /// segment of a newer format than this build reads (not read; the others are still
+    /// counted). Only org entries that are directories are listed (`verify` reports a
+    /// symbolic link).
     pub fn stats(&self) -> Result<Vec<MonthStats>> {
         let mut out = Vec::new();
         for org in list_orgs(&self.inner.dir)? {
             self.hand_buffers_to_os(&org);
             let dir = self.inner.dir.join(org.as_str());
-            let mut by_month: BTreeMap<Month, MonthStats> = BTreeMap::new();
-            let ids = list_segments(&dir)?;
-            for (i, &id) in ids.iter().enumerate() {
-                // A segment shorter than its header: damage unless the query would pass it
-                // over (the latest part of its month being created by a live writer, with no
-                // index saying it held records).
-                let latest = ids.get(i + 1).is_none_or(|next| next.month != id.month);
-                let place = crate::query::plan::Place {
-                    dir: &dir,
-                    org: &org,
-                    keys: &*self.inner.opts.keys,
-                };
-                let short_is_damage = |path: &Path, file: &File| {
-                    crate::query::plan::short_segment(&place, path, file, id, latest).is_err()
-                };
-                let s = crate::segment::stats::segment_stats(&dir, id, short_is_damage)?;
-                let m = by_month.entry(id.month).or_insert_with(|| MonthStats {
+            let place = crate::query::plan::Place {
+                dir: &dir,
+                org: &org,
+                keys: &*self.inner.opts.keys,
+            };
+            for (month, files) in crate::query::list_org(&dir)? {
+                let mut m = MonthStats {
                     org_id: org.to_string(),
-                    month: id.month,
+                    month,
                     segments: 0,
                     events: 0,
                     misfiled: 0,
@@ -1044,16 +1036,36 @@ impl Log {
                     first: None,
                     last: None,
                     damage: Vec::new(),
-                });
-                m.segments += 1;
-                m.events += s.events;
-                m.bytes += s.bytes;
-                m.first = min_opt(m.first, s.first);
-                m.last = max_opt(m.last, s.last);
-                m.damage.extend(s.damage);
-                m.misfiled += s.misfiled;
+                };
+                for (i, &id) in files.parts.iter().enumerate() {
+                    // A segment shorter than its header: damage unless the query would
+                    // pass it over (the latest part of its month being created by a live
+                    // writer, with no index saying it held records).
+                    let latest = i + 1 == files.parts.len();
+                    let short_is_damage = |path: &Path, file: &File| {
+                        crate::query::plan::short_segment(&place, path, file, id, latest).is_err()
+                    };
+                    let s = crate::segment::stats::segment_stats(&dir, &org, id, short_is_damage)?;
+                    m.segments += 1;
+                    m.events += s.events;
+                    m.bytes += s.bytes;
+                    m.first = min_opt(m.first, s.first);
+                    m.last = max_opt(m.last, s.last);
+                    m.damage.extend(s.damage);
+                    m.misfiled += s.misfiled;
+                }
+                // A part with an index and no segment file: the query's rule (an index
+                // that is, or may be, authentic, or cannot be read, says it held records).
+                for &id in &files.orphans {
+                    let path = dir.join(segment_file_name(id));
+                    if crate::query::plan::missing_segment(&place, &path, id).is_some() {
+                        m.damage.push(crate::StatsDamage::missing(&path));
+                    }
+                }
+                if m.segments > 0 || !m.damage.is_empty() {
+                    out.push(m);
+                }
             }
-            out.extend(by_month.into_values());
         }
         Ok(out)
     }
@@ -1221,8 +1233,9 @@ pub struct MonthStats {
     pub segments: u32,
     /// Records.
     pub events: u64,
-    /// Of them, records dated outside the month (a segment renamed or swapped with
-    /// another month's: `verify` says `misfiled`). Omitted from JSON when 0.
+    /// Of them, records dated outside the month, or in a segment whose header names
+    /// another org or segment than its file (a segment renamed, swapped or copied in:
+    /// `verify` says `misfiled`). Omitted from JSON when 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub misfiled: u64,
     /// Bytes on disk: segments plus indexes.

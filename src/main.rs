@@ -77,9 +77,12 @@ enum Command {
     /// checks). Records after a damaged stretch are still counted; each stretch (a header
     /// that fails its checks is one) is named on stderr (file and byte range; run verify to
     /// learn what it is) and the exit code is 1, as for a segment name that is not a regular
-    /// file (not counted), an org entry that is a symbolic link (not counted), or records
-    /// dated outside their file's month (a segment renamed or swapped). A segment of a newer format than this build reads is named on
-    /// stderr, exit 2.
+    /// file (not counted), a segment file missing beside an index that says it held records,
+    /// an org entry that is a symbolic link (not counted), records dated outside their
+    /// file's month or in a segment whose header names another org or month (a segment
+    /// renamed, swapped or copied in), and a directory that is not a log (no segment, and
+    /// entries a log does not have). A segment of a newer format than this build reads is
+    /// named on stderr and not counted (the others are), exit 2.
     Stats {
         /// JSON lines instead of a table.
         #[arg(long)]
@@ -479,18 +482,35 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let damage: Vec<&auditlog::StatsDamage> =
                 stats.iter().flat_map(|s| &s.damage).collect();
             for d in &damage {
+                let file = d.file.display();
                 if d.not_a_file {
                     warn(format_args!(
-                        "auditlog: {}: not a regular file; not counted (run verify)",
-                        d.file.display()
+                        "auditlog: {file}: not a regular file; not counted (run verify)"
                     ));
-                    continue;
+                } else if d.missing {
+                    warn(format_args!(
+                        "auditlog: {file}: missing, but its index says it held records (deleted or moved?); not counted (run verify)"
+                    ));
+                } else if d.newer_format {
+                    warn(format_args!(
+                        "auditlog: {file}: needs a newer reader (a newer format than this build reads); not counted (use a newer auditlog)"
+                    ));
+                } else {
+                    warn(format_args!(
+                        "auditlog: {file}: bytes {}..{} do not read as records; counted around them (run verify)",
+                        d.start, d.end
+                    ));
                 }
+            }
+            let newer = damage.iter().any(|d| d.newer_format);
+            // No segment anywhere, and entries a log does not have: the wrong directory,
+            // not an empty log (verify's `not_a_log`).
+            let not_a_log = stats.is_empty() && auditlog::verify::not_a_log(dir, None)?;
+            if not_a_log {
                 warn(format_args!(
-                    "auditlog: {}: bytes {}..{} do not read as records; counted around them (run verify)",
-                    d.file.display(),
-                    d.start,
-                    d.end
+                    "auditlog: {}: {}",
+                    dir.display(),
+                    auditlog::verify::NOT_A_LOG
                 ));
             }
             // Org entries that are not directories (a symbolic link): not counted, named.
@@ -509,13 +529,15 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             for s in stats.iter().filter(|s| s.misfiled > 0) {
                 misfiled = true;
                 warn(format_args!(
-                    "auditlog: org {} {}: {} record(s) dated outside the month (a segment renamed or swapped; run verify)",
+                    "auditlog: org {} {}: {} record(s) dated outside the month or in a segment whose header names another org or month (a segment renamed, swapped or copied in; run verify)",
                     s.org_id, s.month, s.misfiled
                 ));
             }
             finish(
                 written,
-                if damage.is_empty() && !misfiled && !unusable {
+                if newer {
+                    ExitCode::from(2)
+                } else if damage.is_empty() && !misfiled && !unusable && !not_a_log {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)
@@ -1481,6 +1503,16 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
     let keys = Arc::new(keys);
     let log = Log::open_read_only(dir, Options::new(keys.clone()).query_index_cache(0))?;
     let orgs = log.orgs()?;
+    // An org directory replaced by a symbolic link is not followed (as verify and stats do
+    // not): a finding, not an unknown org.
+    let org_dir = dir.join(org.as_str());
+    if std::fs::symlink_metadata(&org_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        warn(format_args!(
+            "auditlog: finding: {}: the directory of org {org} is a symbolic link: not followed, nothing read (run verify)",
+            org_dir.display()
+        ));
+        return Ok(ExitCode::from(1));
+    }
     if !orgs.contains(&org) {
         let known: Vec<String> = orgs.iter().map(ToString::to_string).collect();
         return Err(Failure(format!(
@@ -1492,6 +1524,16 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
                 known.join(", ")
             }
         )));
+    }
+    // The directory above a log, with the log's own directory taken for an org: not a log
+    // (verify's `not_a_log`), not an org without records.
+    if auditlog::verify::not_a_log(dir, Some(&org))? {
+        warn(format_args!(
+            "auditlog: {}: {}",
+            dir.display(),
+            auditlog::verify::NOT_A_LOG
+        ));
+        return Ok(ExitCode::from(1));
     }
     // Without any key of the org, every record would fail its tag check: one error, not a
     // finding per record.

@@ -16,7 +16,9 @@ use std::process::Output;
 use std::sync::Arc;
 
 use auditlog::{Durability, Keyring, Log, Options, OrgId, SegmentReader};
-use support::{auditlog_cli, org, resource_id_start, segment_files, ts, workload_from};
+use support::{
+    auditlog_cli, org, resource_id_start, segment_files, stderr, stdout, ts, workload_from,
+};
 
 fn cli(dir: &Path, keys: &Path, args: &[&str]) -> Output {
     auditlog_cli(Some(dir), Some(keys), std::iter::once(&"query").chain(args))
@@ -197,4 +199,28 @@ fn a_tampered_record_exits_1_unless_unverified() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), n + 1);
     let _ = OrgId::new("x");
+}
+
+/// The wrong directory, or an org directory replaced by a symbolic link, is said so, exit
+/// 1, as verify and stats say it. The directory above the log, queried for the org `log`
+/// (the log's own directory), returned nothing, exit 0; a linked org was "unknown", exit 2.
+#[test]
+fn a_directory_that_is_not_a_log_and_a_linked_org_are_findings() {
+    let (tmp, dir, keys_path, _) = setup();
+    let above = tmp.path();
+    let o = cli(above, &keys_path, &["--org", "log", "--unverified"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a log directory"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+
+    let real = tmp.path().join("org-001-real");
+    std::fs::rename(dir.join("org-001"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.join("org-001")).unwrap();
+    let o = cli(&dir, &keys_path, &["--org", "org-001"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a symbolic link"), "{}", stderr(&o));
+    // The other org is still read.
+    let o = cli(&dir, &keys_path, &["--org", "org-000"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).is_empty());
 }

@@ -83,6 +83,8 @@ fn stats_counts_past_damage_and_names_it() {
             start: first_hit,
             end: next,
             not_a_file: false,
+            missing: false,
+            newer_format: false,
         }]
     );
     assert!(all.iter().filter(|s| s.damage.is_empty()).count() == all.len() - 1);
@@ -201,4 +203,107 @@ fn a_cut_header_and_a_linked_org_are_named() {
         stderr(&o)
     );
     assert!(!stdout(&o).contains("\"org-001\""), "{}", stdout(&o));
+}
+
+fn row(o: &std::process::Output, org: &str, month: &str) -> Value {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["org_id"] == org && v["month"] == month)
+        .unwrap_or_else(|| panic!("no row {org} {month}: {}", stdout(o)))
+}
+
+/// A segment file deleted beside its index (which says it held records) is named, its month
+/// listed with the damage, and the exit code is 1; the month used to vanish from the
+/// table, exit 0, while a query and verify both reported it.
+#[test]
+fn a_deleted_segment_beside_its_index_is_named() {
+    let fx = KeyedLog::new(EVENTS);
+    let seg = seg_path(&fx.dir, "org-000", "2026-04");
+    fs::remove_file(&seg).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!(
+        "{}: missing, but its index says it held records",
+        seg.display()
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    let april = row(&o, "org-000", "2026-04");
+    assert_eq!(april["segments"], 0, "{april}");
+    assert_eq!(april["damage"][0]["missing"], true, "{april}");
+    // Without its index as well, nothing shows the month held records.
+    fs::remove_file(idx_path(&fx.dir, "org-000", "2026-04")).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// The directory above a log, or an org directory, given as the log: not a log (as verify
+/// says), exit 1; stats printed an empty table and exited 0. An empty directory is an
+/// empty log.
+#[test]
+fn a_directory_that_is_not_a_log_is_named() {
+    let fx = KeyedLog::new(600);
+    for d in [fx.root.clone(), fx.dir.join("org-000")] {
+        let o = auditlog_cli(Some(&d), None, ["stats"]);
+        assert_eq!(o.status.code(), Some(1), "{}: {}", d.display(), stderr(&o));
+        assert!(stderr(&o).contains("not a log directory"), "{}", stderr(&o));
+    }
+    let empty = fx.root.join("empty");
+    fs::create_dir(&empty).unwrap();
+    let o = auditlog_cli(Some(&empty), None, ["stats"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// Another org's segment copied over one of this org's (same month, index removed): every
+/// record is misfiled and the exit code is 1. Only records dated outside the month were
+/// caught, so a copy from the same month passed, exit 0.
+#[test]
+fn a_segment_whose_header_names_another_org_is_misfiled() {
+    let fx = KeyedLog::new(EVENTS);
+    let mine = seg_path(&fx.dir, "org-000", "2026-04");
+    fs::copy(seg_path(&fx.dir, "org-001", "2026-04"), &mine).unwrap();
+    fs::remove_file(idx_path(&fx.dir, "org-000", "2026-04")).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let april = row(&o, "org-000", "2026-04");
+    assert!(april["events"].as_u64().unwrap() > 0);
+    assert_eq!(april["misfiled"], april["events"], "{april}");
+    assert!(
+        stderr(&o).contains("org org-000 2026-04: "),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A segment of a newer format is named and not counted, and the others still are (exit
+/// 2); it used to end stats with no row at all.
+#[test]
+fn a_newer_segment_does_not_hide_the_others() {
+    let fx = KeyedLog::new(EVENTS);
+    let before = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    let seg = seg_path(&fx.dir, "org-000", "2026-04");
+    let mut b = fs::read(&seg).unwrap();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    fix_header_crc(&mut b);
+    fs::write(&seg, &b).unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs a newer reader"),
+        "{}",
+        stderr(&o)
+    );
+    let april = row(&o, "org-000", "2026-04");
+    assert_eq!(april["events"], 0, "{april}");
+    assert_eq!(april["damage"][0]["newer_format"], true, "{april}");
+    assert_eq!(
+        stdout(&o).lines().count(),
+        stdout(&before).lines().count(),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        row(&o, "org-001", "2026-04"),
+        row(&before, "org-001", "2026-04")
+    );
 }

@@ -428,18 +428,18 @@ pub struct QueryStats {
 }
 
 /// One month of the org, as its directory was listed.
-struct MonthParts {
-    month: Month,
+pub(crate) struct MonthParts {
+    pub month: Month,
     /// Its segment files' parts, in order.
-    parts: Vec<SegmentId>,
+    pub parts: Vec<SegmentId>,
     /// Parts with an index file but no segment file: an index is written only over records
     /// already durable, so the segment may have been deleted ([`MonthPlan::new`]).
-    orphans: Vec<SegmentId>,
+    pub orphans: Vec<SegmentId>,
 }
 
 /// The months of an org directory (`<month>[.<part>].seg` and `.idx` files), in order.
 /// Missing directory: none.
-fn list_org(dir: &std::path::Path) -> Result<BTreeMap<Month, MonthParts>> {
+pub(crate) fn list_org(dir: &std::path::Path) -> Result<BTreeMap<Month, MonthParts>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),

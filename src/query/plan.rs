@@ -1148,7 +1148,7 @@ fn open_source(
 /// The error item for segment `id` (at `path`), listed but missing: `None` unless an
 /// index of it, which a writer writes only over records already durable, says it held
 /// records ([`Evidence::without_header`]).
-fn missing_segment(place: &Place<'_>, path: &Path, id: SegmentId) -> Option<Error> {
+pub(crate) fn missing_segment(place: &Place<'_>, path: &Path, id: SegmentId) -> Option<Error> {
     let index = place.dir.join(index_file_name(id));
     Evidence::of(&index, place, id).without_header(path, &index, None)
 }

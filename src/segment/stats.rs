@@ -8,14 +8,18 @@ use serde::Serialize;
 use super::scan::{self, FileWindow};
 use super::{index_file_name, segment_file_name};
 use crate::error::{Error, Result};
+use crate::event::OrgId;
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
 use crate::format::record::FrameError;
 use crate::time::Timestamp;
 
 /// A stretch of a segment that [`crate::Log::stats`] could not read as records: the
-/// records after it are counted; `verify` says what it is. A segment name that is not a
-/// regular file (a directory, a FIFO, a dangling link) is named with `start` and `end` 0
-/// and `not_a_file`: nothing of it is read, and the other segments are still counted.
+/// records after it are counted; `verify` says what it is. A segment that could not be
+/// read at all is named with `start` and `end` 0 and one of the flags set, and the other
+/// segments are still counted: a segment name that is not a regular file (a directory, a
+/// FIFO, a dangling link: `not_a_file`), a segment file that is missing while its index
+/// shows it held records (`missing`), and a segment of a newer format than this build
+/// reads (`newer_format`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StatsDamage {
     /// The segment file.
@@ -27,12 +31,40 @@ pub struct StatsDamage {
     pub end: u64,
     /// The name is not a regular file, so none of it was read.
     pub not_a_file: bool,
+    /// The segment file is missing, and its index (which may be authentic; stats checks no
+    /// tag) says it held records: deleted or moved.
+    pub missing: bool,
+    /// The segment is of a newer format than this build reads: none of it was read.
+    pub newer_format: bool,
+}
+
+impl StatsDamage {
+    /// Bytes `start..end` of `file` that do not read as records.
+    fn bytes(file: &Path, start: u64, end: u64) -> StatsDamage {
+        StatsDamage {
+            file: file.to_path_buf(),
+            start,
+            end,
+            not_a_file: false,
+            missing: false,
+            newer_format: false,
+        }
+    }
+
+    /// The segment file is missing, and its index says it held records.
+    pub(crate) fn missing(file: &Path) -> StatsDamage {
+        StatsDamage {
+            missing: true,
+            ..StatsDamage::bytes(file, 0, 0)
+        }
+    }
 }
 
 /// Counts of one segment.
 pub(crate) struct SegmentStats {
     pub events: u64,
-    /// Records dated outside the segment's month (counted in `events` too).
+    /// Records dated outside the segment's month, or all of them if its header names
+    /// another org or segment than its file (counted in `events` too).
     pub misfiled: u64,
     pub bytes: u64,
     pub first: Option<Timestamp>,
@@ -46,30 +78,31 @@ pub(crate) struct SegmentStats {
 /// (a write in progress beside a live writer, or a torn tail the next writer quarantines)
 /// is neither counted nor damage. A segment shorter than its header is damage (bytes
 /// `0..len`) when `short_is_damage` says so for its open file (the query's rule: not a
-/// segment a live writer is creating). A segment of a newer format is refused with
-/// [`Error::UnsupportedFormat`].
+/// segment a live writer is creating). A segment of a newer format is not read, and named
+/// as damage (`newer_format`). A segment whose header names another org or segment than
+/// its file (`org`, `id`) has all its records counted as misfiled.
 pub(crate) fn segment_stats(
     dir: &Path,
+    org: &OrgId,
     id: SegmentId,
     short_is_damage: impl FnOnce(&Path, &std::fs::File) -> bool,
 ) -> Result<SegmentStats> {
     let path = dir.join(segment_file_name(id));
+    let unread = |damage: StatsDamage| SegmentStats {
+        events: 0,
+        misfiled: 0,
+        bytes: 0,
+        first: None,
+        last: None,
+        damage: vec![damage],
+    };
     let file = match super::open_regular(&path) {
         Ok(file) => file,
         Err(e) if not_a_file(&path, &e) => {
-            return Ok(SegmentStats {
-                events: 0,
-                misfiled: 0,
-                bytes: 0,
-                first: None,
-                last: None,
-                damage: vec![StatsDamage {
-                    file: path,
-                    start: 0,
-                    end: 0,
-                    not_a_file: true,
-                }],
-            });
+            return Ok(unread(StatsDamage {
+                not_a_file: true,
+                ..StatsDamage::bytes(&path, 0, 0)
+            }));
         }
         Err(e) => return Err(Error::io("open segment", &path, e)),
     };
@@ -89,31 +122,29 @@ pub(crate) fn segment_stats(
         damage: Vec::new(),
     };
     if short_damage {
-        s.damage.push(StatsDamage {
-            file: path.clone(),
-            start: 0,
-            end: len,
-            not_a_file: false,
-        });
+        s.damage.push(StatsDamage::bytes(&path, 0, len));
     }
     let io = |e| Error::io("read segment", &path, e);
     let month = (id.month.start(), id.month.end());
-    // A newer format is not counted as v1 frames (every byte would read as damage): the
-    // stats fail naming the file. A whole header that fails its checks is a damaged
-    // stretch like any other (what it is, verify says); the records after it are counted.
-    // One shorter than a header is damage as the caller's rule says (above).
-    if len >= SEGMENT_HEADER_LEN as u64
-        && let Err(e) = SegmentHeader::decode(win.get(0, SEGMENT_HEADER_LEN).map_err(io)?)
-    {
-        if e.needs_newer_reader() {
-            return Err(Error::decode(&path, None, e));
+    // A newer format is not counted as v1 frames (every byte would read as damage): named,
+    // none of it read. A whole header that fails its checks is a damaged stretch like any
+    // other (what it is, verify says); the records after it are counted. One shorter than a
+    // header is damage as the caller's rule says (above). A header naming another org or
+    // segment makes every record misfiled (a file copied or renamed into this place).
+    let mut misnamed = false;
+    if len >= SEGMENT_HEADER_LEN as u64 {
+        match SegmentHeader::decode(win.get(0, SEGMENT_HEADER_LEN).map_err(io)?) {
+            Ok(h) => misnamed = h.org != *org || h.id != id,
+            Err(e) if e.needs_newer_reader() => {
+                return Ok(unread(StatsDamage {
+                    newer_format: true,
+                    ..StatsDamage::bytes(&path, 0, 0)
+                }));
+            }
+            Err(_) => s
+                .damage
+                .push(StatsDamage::bytes(&path, 0, SEGMENT_HEADER_LEN as u64)),
         }
-        s.damage.push(StatsDamage {
-            file: path.clone(),
-            start: 0,
-            end: SEGMENT_HEADER_LEN as u64,
-            not_a_file: false,
-        });
     }
     let mut off = SEGMENT_HEADER_LEN as u64;
     let mut max_seq = None;
@@ -132,16 +163,15 @@ pub(crate) fn segment_stats(
                 let next = scan::resync(&mut win, off.saturating_add(1), max_seq).map_err(io)?;
                 let tail = matches!(err, FrameError::Incomplete { .. });
                 if next.is_some() || !tail {
-                    s.damage.push(StatsDamage {
-                        file: path.clone(),
-                        start: off,
-                        end: next.unwrap_or(len),
-                        not_a_file: false,
-                    });
+                    s.damage
+                        .push(StatsDamage::bytes(&path, off, next.unwrap_or(len)));
                 }
                 off = next.unwrap_or(len);
             }
         }
+    }
+    if misnamed {
+        s.misfiled = s.events;
     }
     Ok(s)
 }
