@@ -1593,11 +1593,14 @@ impl Inner {
                     }
                     _ => w.sync(),
                 };
+                // A copy of the signer, as in `finish`: a key rotation by an appender (the
+                // signer's write lock, which would then hold up every appender of the org
+                // behind it) need not wait for the index to be streamed out.
                 if w.unindexed_bytes() >= self.opts.index_flush_bytes
                     && let Ok(s) = org.signer(&*self.opts.keys)
-                    && let Some(signer) = s.read().as_ref()
+                    && let Some(signer) = s.read().clone()
                 {
-                    let _ = w.write_index(signer, DirSync::Now);
+                    let _ = w.write_index(&signer, DirSync::Now);
                 }
             }
         }
@@ -1760,12 +1763,11 @@ impl Inner {
                     }
                     if let Some(reason) = index_rebuilt {
                         drop(report);
-                        let written = match org.signer(keys) {
-                            Ok(s) => match s.read().as_ref() {
-                                Some(signer) => w.write_index(signer, DirSync::Now),
-                                None => Ok(false),
-                            },
-                            Err(_) => Ok(false),
+                        // A copy of the signer, as in `finish`.
+                        let signer = org.signer(keys).ok().and_then(|s| s.read().clone());
+                        let written = match signer {
+                            Some(signer) => w.write_index(&signer, DirSync::Now),
+                            None => Ok(false),
                         };
                         let action = match written {
                             Ok(true) => Some(RecoveryAction::IndexRebuilt { file: path, reason }),

@@ -674,6 +674,20 @@ impl IndexImage {
         2 + u32::from(self.marks.is_some())
     }
 
+    /// The lengths of sections 1, 2 and (with user marks) 3, as their headers' `u32`s:
+    /// `None` if one does not fit (FORMAT.md §3), which happens only past hundreds of
+    /// millions of records in one segment; section lengths only grow with the segment.
+    pub fn section_lens(&self) -> Option<(u32, u32, Option<u32>)> {
+        let times = u32::try_from(self.entry_count().checked_mul(16)?).ok()?;
+        let filters = FILTER_HEADER_LEN as u64 + self.filters.len() + self.open_filter.len() as u64;
+        let filters = u32::try_from(filters).ok()?;
+        let marks = match &self.marks {
+            Some(marks) => Some(u32::try_from(MARKS_HEADER_LEN as u64 + marks.len()).ok()?),
+            None => None,
+        };
+        Some((times, filters, marks))
+    }
+
     fn too_large(&self) -> Error {
         Error::io(
             "encode the index of a segment in",
@@ -686,27 +700,22 @@ impl IndexImage {
     /// section 1 (block times), section 2 (block filters) and section 3 (user marks), exactly as
     /// [`crate::format::index::Index::encode_unsigned`] lays them out.
     pub fn write_body(&self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let too_large = || self.too_large();
+        let (times_len, filters_len, marks_len) =
+            self.section_lens().ok_or_else(|| self.too_large())?;
         self.entries.copy_to(&self.dir, sink)?;
         if let Some(open) = &self.open {
             sink(&open.entry.encode())?;
         }
-        let times_len = u32::try_from(self.entry_count() * 16).map_err(|_| too_large())?;
         sink(&section_header(SECTION_BLOCK_TIMES, times_len))?;
         self.times.copy_to(&self.dir, sink)?;
         if let Some(open) = &self.open {
             sink(&encode_block_time(open.min_ts, open.max_ts))?;
         }
-        let filters_len =
-            FILTER_HEADER_LEN as u64 + self.filters.len() + self.open_filter.len() as u64;
-        let filters_len = u32::try_from(filters_len).map_err(|_| too_large())?;
         sink(&section_header(SECTION_BLOCK_FILTERS, filters_len))?;
         sink(&Probing::WRITER.header())?;
         self.filters.copy_to(&self.dir, sink)?;
         sink(&self.open_filter)?;
-        if let Some(marks) = &self.marks {
-            let len = u64::try_from(MARKS_HEADER_LEN).unwrap_or(0) + marks.len();
-            let len = u32::try_from(len).map_err(|_| too_large())?;
+        if let (Some(marks), Some(len)) = (&self.marks, marks_len) {
             sink(&section_header(SECTION_USER_MARKS, len))?;
             sink(&[USER_MARK_SCHEME, 0, 0, 0])?;
             marks.copy_to(&self.dir, sink)?;

@@ -1,7 +1,8 @@
 //! Append-only byte streams kept in memory up to a point, then in an unnamed temporary file.
 //!
 //! A segment writer derives its sidecar index as records go by, and the index grows with the
-//! segment (~11 bytes per event). A [`Spool`] holds one stream of it (the sparse entries, the
+//! segment (13–16 bytes per event of the reference workload at the default interval, most of
+//! it block filters; ARCHITECTURE.md). A [`Spool`] holds one stream of it (the sparse entries, the
 //! block times, the block filters or the user marks) with bounded memory: its owner moves the bytes kept in
 //! memory to the spill file whenever they pass its limit ([`Spool::spill`]). The file is
 //! created in the segment's directory with `O_TMPFILE` (through `tempfile`), so it has no

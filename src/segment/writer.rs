@@ -742,9 +742,11 @@ impl SegmentWriter {
         // A `first_seq + record_count` past 2^64: only a forged header or forged records get
         // here (FORMAT.md, "Seqs near 2^64"). Readers would reject such an index, so none is
         // written and the segment is read without it (or with an older index of a prefix).
-        // Its bytes count as indexed all the same, so that the flusher, close and retirement
-        // do not try again: the count only grows, so it never fits.
-        let fits = head.counts_fit();
+        // The same for a section longer than its `u32` length allows (FORMAT.md §3: past
+        // hundreds of millions of records in one segment). Its bytes count as indexed all
+        // the same, so that the flusher, close and retirement do not try again (streaming
+        // gigabytes to throw them away): counts and sections only grow, so they never fit.
+        let fits = head.counts_fit() && image.section_lens().is_some();
         if fits {
             index_file::write(&self.index_path, &head, &image, signer, dir_sync)?;
         }
