@@ -1,8 +1,9 @@
 //! The reference workload: realistic audit events, deterministic from a seed.
 //!
 //! Used by the demo, the benches, the tests and `auditlog gen`, so every tool measures the
-//! same data. Events average about 600 bytes of JSON with a long tail of large before/after
-//! states (up to tens of KB); org sizes are skewed (org `k` gets weight 1/(k+1)); users
+//! same data. Events average about 670 bytes of JSON (670.2 B for `auditlog gen --events
+//! 20000 --orgs 4 --seed 1 --days 28 --start 2026-01-02`, the append bench's pool) with a long
+//! tail of large before/after states (up to tens of KB); org sizes are skewed (org `k` gets weight 1/(k+1)); users
 //! follow a power law; actions come from the booking, payment, space, auth and
 //! channel-sync domains; a configurable fraction arrive with out-of-order timestamps.
 
@@ -12,6 +13,20 @@ use crate::event::Event;
 use crate::time::Timestamp;
 
 /// Parameters of a workload.
+///
+/// Event `i` (from 0) is stamped `start + i × step`, with `step = days × 86,400,000,000 ÷
+/// events` µs (integer division), minus up to an hour for out-of-order events. Out-of-range
+/// parameters are clamped rather than refused, so [`Workload`] never overflows nor panics:
+/// - the span (`days` × a day in µs) saturates at `i64::MAX` µs (past about 106.75 million
+///   days, which a `u32` allows);
+/// - where `events` exceed the span's microseconds (`step` would be 0, and every event
+///   stamped `start`), event `i` is stamped `start + span × i ÷ events` instead, so the
+///   events still cover the span, several to a microsecond;
+/// - a time below `i64::MIN` or above `i64::MAX` µs saturates there.
+///
+/// Such times are outside what [`Event::validate`] accepts (1970-01-01 to 9999-12-31); the
+/// CLI's `gen` refuses the parameters that lead to them. Within range the stamps are as
+/// above, unchanged.
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
     /// Number of events.
@@ -72,6 +87,11 @@ impl Rng {
     }
 
     /// Power-law pick in `0..n`: small values are much more likely.
+    ///
+    /// It goes through `f64::powf`, which Rust leaves to the platform's `pow`: results may
+    /// differ by an ulp across platforms and C libraries, and such a difference can move the
+    /// `floor` to the next integer. So the workload is deterministic on one platform, but
+    /// byte-identical output across platforms is not guaranteed.
     pub fn skewed(&mut self, n: u64) -> u64 {
         let u = self.unit();
         ((n as f64).powf(u) - 1.0)
@@ -144,6 +164,23 @@ impl Workload {
         }
     }
 
+    /// µs from `start` to event `i`'s place (before any out-of-order shift); see
+    /// [`WorkloadConfig`] for the clamping.
+    fn offset(&self, i: u64) -> i64 {
+        let span = i64::from(self.cfg.days.max(1)).saturating_mul(86_400_000_000);
+        let events = i64::try_from(self.cfg.events.max(1)).unwrap_or(i64::MAX);
+        let step = span / events;
+        let i = i64::try_from(i).unwrap_or(i64::MAX);
+        if step > 0 {
+            step.saturating_mul(i)
+        } else {
+            // More events than microseconds in the span: spread them over it. `i` < `events`,
+            // so the quotient is below `span` and fits.
+            let spread = i128::from(span) * i128::from(i) / i128::from(events);
+            i64::try_from(spread).unwrap_or(span)
+        }
+    }
+
     fn org(&mut self) -> u32 {
         let u = self.rng.unit();
         // The first org whose cumulative weight passes `u` (the weights only grow).
@@ -205,14 +242,9 @@ impl Iterator for Workload {
         if self.i >= self.cfg.events {
             return None;
         }
-        let span = i64::from(self.cfg.days.max(1)) * 86_400_000_000;
-        let step = span
-            / i64::try_from(self.cfg.events.max(1))
-                .unwrap_or(i64::MAX)
-                .max(1);
-        let mut t = self.cfg.start.0 + step * i64::try_from(self.i).unwrap_or(0);
+        let mut t = self.cfg.start.0.saturating_add(self.offset(self.i));
         if self.rng.unit() < self.cfg.out_of_order {
-            t -= i64::try_from(self.rng.below(3_600_000_000)).unwrap_or(0);
+            t = t.saturating_sub(i64::try_from(self.rng.below(3_600_000_000)).unwrap_or(0));
         }
         self.i += 1;
         let org = self.org();
@@ -271,5 +303,62 @@ mod tests {
             .sum::<usize>()
             / a.len();
         assert!((450..=900).contains(&avg), "average JSON size {avg}");
+    }
+
+    #[test]
+    fn stamps_are_unchanged_within_range() {
+        // The benches' figures depend on these stamps: step × i, step = span ÷ events.
+        let cfg = WorkloadConfig {
+            events: 7,
+            days: 3,
+            out_of_order: 0.0,
+            ..WorkloadConfig::default()
+        };
+        let start = cfg.start.0;
+        let step = 3 * 86_400_000_000 / 7;
+        let t: Vec<i64> = Workload::new(cfg).map(|e| e.occurred_at.0).collect();
+        let want: Vec<i64> = (0..7).map(|i| start + step * i).collect();
+        assert_eq!(t, want);
+    }
+
+    #[test]
+    fn extreme_parameters_clamp_instead_of_overflowing() {
+        // A span beyond i64 µs (u32::MAX days) and a start near the end of i64: no overflow
+        // (tests build with overflow checks), times saturate and stay in order.
+        let mut w = Workload::new(WorkloadConfig {
+            events: 3,
+            days: u32::MAX,
+            start: Timestamp(i64::MAX - 10),
+            out_of_order: 1.0,
+            ..WorkloadConfig::default()
+        });
+        assert_eq!(w.offset(1), i64::MAX / 3);
+        assert_eq!(w.offset(2), i64::MAX / 3 * 2);
+        assert_eq!(w.by_ref().count(), 3);
+        let w = Workload::new(WorkloadConfig {
+            events: 2,
+            days: 1,
+            start: Timestamp(i64::MIN + 10),
+            out_of_order: 1.0,
+            ..WorkloadConfig::default()
+        });
+        assert_eq!(w.count(), 2);
+
+        // More events than µs in the span: spread over it, not all at `start`.
+        let day = 86_400_000_000u64;
+        let w = Workload::new(WorkloadConfig {
+            events: 3 * day,
+            days: 1,
+            ..WorkloadConfig::default()
+        });
+        assert_eq!(w.offset(0), 0);
+        assert_eq!(w.offset(3), 1);
+        assert_eq!(w.offset(3 * day - 1), 86_399_999_999);
+        let mut last = 0;
+        for i in (0..3 * day).step_by(1_000_003) {
+            let o = w.offset(i);
+            assert!(o >= last && o < 86_400_000_000, "{i}: {o}");
+            last = o;
+        }
     }
 }
