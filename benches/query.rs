@@ -30,7 +30,8 @@
 //! ordered by `(occurred_at, id)` as ours by `(occurred_at, seq)`); their plans are printed
 //! and must use the intended index. `verified` SQLite queries re-check each row they return
 //! against the chain (the previous row's stored hash, one rowid lookup) and its HMAC; `plain`
-//! ones only read the columns; `+event` also builds an `Event` (JSON parsed). Before timing,
+//! ones read only each row's `occurred_at` and `id` (what the unverified cursor's consumer
+//! reads of each match: its time and seq); `+event` also builds an `Event` (JSON parsed). Before timing,
 //! both engines must return the same number of rows for each query, and every SQLite row
 //! must pass its check.
 //!
@@ -40,7 +41,9 @@
 //!   it is ~4× slower per event and criterion needs 10 samples).
 //! - `day/…`: one day (long: 2026-02-10 of 90; short: 2026-01-12 of 18; ~55,600 events);
 //!   `cold` opens the log anew per iteration, so the month's index is read and its tag
-//!   checked each time.
+//!   checked each time; `1 thread` runs the verified query with `Query::threads(1)`, on one
+//!   core as SQLite's single connection does (the other `day` and `full` rows use the default
+//!   helpers, one per core up to 4).
 //! - `user/…`: `user-00107`, ~0.1 % of events.
 //! - `flat/…`: one day (long: 2026-01-10; short: 2026-01-03) on every log, all written at the
 //!   same daily rate.
@@ -56,6 +59,7 @@ mod sqlite;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -229,12 +233,18 @@ fn big_log() -> Option<&'static Fixture> {
     .as_ref()
 }
 
+/// Samples per benchmark of the group being run (set by [`group`]): [`timed`] keeps that
+/// many of its last `iter_custom` calls, the measured ones (the calls before them were
+/// criterion's warm-up).
+static GROUP_SAMPLES: AtomicUsize = AtomicUsize::new(10);
+
 /// A criterion group with the profile's sampling; its name carries the profile's suffix.
 fn group<'a>(
     c: &'a mut Criterion,
     name: &str,
     t: profile::Timing,
 ) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    GROUP_SAMPLES.store(t.samples, Ordering::Relaxed);
     let mut g = c.benchmark_group(format!("{name}{}", profile::query().group_suffix));
     g.sample_size(t.samples)
         .warm_up_time(t.warm_up)
@@ -243,7 +253,7 @@ fn group<'a>(
 }
 
 // ---------------------------------------------------------------------------------------
-// Samples: (events returned, elapsed) per iteration, for the summary.
+// Samples: (events returned, mean time per iteration) per `iter_custom` call, for the summary.
 // ---------------------------------------------------------------------------------------
 
 type Samples = Mutex<BTreeMap<String, Vec<(u64, Duration)>>>;
@@ -275,18 +285,27 @@ fn load1() -> String {
         .unwrap_or_default()
 }
 
-/// Median seconds per iteration and events per iteration, over the last 10 samples.
+/// Median over the measured samples of the seconds per iteration (each sample's mean, as
+/// criterion reports it), and the events per iteration. With an even number of samples the
+/// median is the mean of the middle two.
 fn median(name: &str) -> Option<(f64, u64)> {
     let s = samples().lock().unwrap();
     let v = s.get(name)?;
-    let tail = &v[v.len().saturating_sub(10)..];
-    let mut secs: Vec<f64> = tail.iter().map(|(_, d)| d.as_secs_f64()).collect();
+    let mut secs: Vec<f64> = v.iter().map(|(_, d)| d.as_secs_f64()).collect();
     secs.sort_by(f64::total_cmp);
-    let n = tail.last()?.0;
-    Some((secs[secs.len() / 2], n))
+    let n = v.last()?.0;
+    let m = secs.len() / 2;
+    let med = if secs.len() % 2 == 1 {
+        secs[m]
+    } else {
+        (secs[m - 1] + secs[m]) / 2.0
+    };
+    Some((med, n))
 }
 
-/// Runs `f` once per iteration, timing it and recording what it returned.
+/// Runs `f` once per iteration, timing it; records, per `iter_custom` call (one criterion
+/// sample), what the last iteration returned and the mean time per iteration. Only the
+/// group's last [`GROUP_SAMPLES`] calls are kept: those are criterion's samples.
 fn timed(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
@@ -297,16 +316,20 @@ fn timed(
     c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
+            let mut n = 0;
             for _ in 0..iters {
                 let t = Instant::now();
-                let n = f();
-                let d = t.elapsed();
-                record(name, n, d);
-                total += d;
+                n = f();
+                total += t.elapsed();
             }
+            record(name, n, total.div_f64(iters.max(1) as f64));
             total
         })
     });
+    if let Some(v) = samples().lock().unwrap().get_mut(name) {
+        let keep = GROUP_SAMPLES.load(Ordering::Relaxed);
+        v.drain(..v.len().saturating_sub(keep));
+    }
     loads().lock().unwrap().insert(name.into(), load1());
 }
 
@@ -400,6 +423,10 @@ fn ours(c: &mut Criterion) {
     timed(&mut g, "day/verified/cursor", day_n, || {
         count_cursor(log.query(&o).since(day_from).until(day_to))
     });
+    // The same on one thread (no helpers): SQLite's query runs on one connection, one core.
+    timed(&mut g, "day/verified/cursor/1 thread", day_n, || {
+        count_cursor(log.query(&o).since(day_from).until(day_to).threads(1))
+    });
     timed(&mut g, "day/verified/events", day_n, || {
         count_events(log.query(&o).since(day_from).until(day_to))
     });
@@ -453,7 +480,8 @@ fn ours(c: &mut Criterion) {
 /// How a SQLite query's rows are consumed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Read {
-    /// Each column read in place (as the unverified cursor touches each match).
+    /// Only `occurred_at` and `id` read, as `count_cursor` reads only each match's time and
+    /// seq from the unverified cursor.
     Plain,
     /// Each row re-checked against the chain and its HMAC (`sql_check_read`).
     Verified,
@@ -475,16 +503,9 @@ fn sqlite_rows(c: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql], read: R
         debug_assert!(k > last);
         last = k;
         match read {
-            Read::Plain => {
-                let mut len = 0usize;
-                for i in 1..=13 {
-                    len += match r.get_ref_unwrap(i) {
-                        rusqlite::types::ValueRef::Text(t) => t.len(),
-                        _ => 0,
-                    };
-                }
-                std::hint::black_box(len);
-            }
+            // Only `occurred_at` and `id`, read above: what `count_cursor` reads of each
+            // match (its time and seq) on the unverified cursor it pairs with.
+            Read::Plain => {}
             Read::Verified | Read::VerifiedEvent => {
                 assert!(
                     sql_check_read(r, &mac, &mut bytes, &mut ts),
@@ -738,24 +759,37 @@ fn summary(_c: &mut Criterion) {
     println!(
         "\n--- against SQLite (issue #5 table, same events, same machine, same run; ratio = SQLite ms ÷ auditlog ms) ---"
     );
+    println!(
+        "(auditlog's rows use the default query threads, one per core up to 4; SQLite runs on one connection, one core; `1 thread` is auditlog on one core)"
+    );
     for (ours, theirs) in [
         ("full/verified/cursor", "sqlite/full/verified"),
         ("full/unverified/cursor", "sqlite/full/plain"),
         ("day/verified/cursor", "sqlite/day/verified"),
+        ("day/verified/cursor/1 thread", "sqlite/day/verified"),
         ("day/unverified/cursor", "sqlite/day/plain"),
         ("day/verified/events", "sqlite/day/verified+event"),
         ("user/verified/cursor", "sqlite/user/verified"),
         ("user/verified/events", "sqlite/user/verified+event"),
     ] {
         println!(
-            "{ours:<28} {:>9.1} ms   {theirs:<28} {:>9.1} ms   ratio {:.2}×",
+            "{ours:<29} {:>9.1} ms   {theirs:<28} {:>9.1} ms   ratio {:.2}×",
             ms(ours),
             ms(theirs),
             ms(theirs) / ms(ours)
         );
     }
     for (what, ours, theirs) in [
-        ("1-day query", "day/verified/cursor", "sqlite/day/verified"),
+        (
+            "1-day query (auditlog on every core)",
+            "day/verified/cursor",
+            "sqlite/day/verified",
+        ),
+        (
+            "1-day query (both on one core)",
+            "day/verified/cursor/1 thread",
+            "sqlite/day/verified",
+        ),
         (
             "selective user query",
             "user/verified/cursor",
