@@ -864,28 +864,29 @@ enum Conns {
     Shared,
 }
 
+/// The connections of a SQLite benchmark with `threads` threads, opened once per benchmark
+/// (as auditlog's `Log` is) and kept across its samples.
+fn sql_conns(path: &Path, sync: SqlSync, conns: Conns, threads: usize) -> Vec<Mutex<Connection>> {
+    let n = match conns {
+        Conns::PerThread => threads,
+        Conns::Shared => 1,
+    };
+    (0..n).map(|_| Mutex::new(sql_open(path, sync))).collect()
+}
+
 /// `threads` threads each commit `txs` transactions of `per_tx` rows taken in order from the
-/// pool.
+/// pool, thread `t` through `conns[t % conns.len()]`.
 fn sql_threads(
-    path: &Path,
-    sync: SqlSync,
-    conns: Conns,
+    conns: &[Mutex<Connection>],
     cursor: &AtomicUsize,
     threads: usize,
     txs: u64,
     per_tx: usize,
 ) -> Duration {
     let f = fixture();
-    let n_conns = match conns {
-        Conns::PerThread => threads,
-        Conns::Shared => 1,
-    };
-    let conns: Vec<Mutex<Connection>> = (0..n_conns)
-        .map(|_| Mutex::new(sql_open(path, sync)))
-        .collect();
     let mac = sql_mac();
     run_threads(threads, |t| {
-        let conn = &conns[t % n_conns];
+        let conn = &conns[t % conns.len()];
         for _ in 0..txs {
             let start = cursor.fetch_add(per_tx, Ordering::Relaxed) % POOL;
             // Serialising the row happens outside the write lock; chaining must be inside.
@@ -931,6 +932,8 @@ fn sqlite_benches(c: &mut Criterion) {
         let dir = tempdir();
         let path = dir.path().join("audit.db");
         sql_create(&path);
+        // Dropped before `dir` (declared after it), at the end of the benchmark.
+        let conns = sql_conns(&path, sync, conns, threads);
         let cursor = AtomicUsize::new(0);
         let key = format!("sqlite/{name}");
         let probe = probe_file(dir.path());
@@ -948,7 +951,7 @@ fn sqlite_benches(c: &mut Criterion) {
                 }
                 let per_round = (threads * per_tx) as u64;
                 let (txs, events) = rounds(iters, per_round);
-                let el = sql_threads(&path, sync, conns, &cursor, threads, txs, per_tx);
+                let el = sql_threads(&conns, &cursor, threads, txs, per_tx);
                 record(
                     &key,
                     Sample {
