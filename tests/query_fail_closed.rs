@@ -570,3 +570,38 @@ fn an_index_unchecked_for_want_of_its_key_is_used_once_the_key_is_back() {
         assert!(s.indexes_bypassed.is_empty(), "{:?}", s.indexes_bypassed);
     }
 }
+
+/// A segment header that fails its CRC is damage, reported, and the records after it are
+/// still read, as verify and stats read them: a verified query checks them and withholds
+/// them all, counted (nothing anchors the chain without the header), and an unverified
+/// query returns them. Both returned none of them, the verified one without counting them.
+#[test]
+fn a_damaged_header_does_not_hide_its_records_in_silence() {
+    let (base, keys, events) = three_months();
+    let d = copy_of(base.path());
+    let feb = seg_path(d.path(), ORG, "2026-02");
+    let mut b = std::fs::read(&feb).unwrap();
+    let in_feb = records(&b).len() as u64;
+    b[40] ^= 0xff;
+    std::fs::write(&feb, &b).unwrap();
+    let is_header_damage = |e: &Error| matches!(e, Error::Corrupt { file, offset, .. } if *file == feb && *offset < 256);
+
+    let log = Log::open_read_only(d.path(), opts(keys.clone())).unwrap();
+    let (v, e, s) = run_query(log.query(&org(ORG)));
+    assert!(e.iter().any(is_header_damage), "{e:#?}");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(v.len() as u64, events.len() as u64 - in_feb);
+    assert!(v.iter().all(|x| x.month != support::month("2026-02")));
+    assert_eq!(s.withheld, in_feb);
+
+    let (v, e, _) = run_query(log.query(&org(ORG)).unverified());
+    assert!(e.iter().any(is_header_damage), "{e:#?}");
+    assert_eq!(v.len(), events.len());
+    let mut feb_seqs: Vec<u64> = v
+        .iter()
+        .filter(|x| x.month == support::month("2026-02"))
+        .map(|x| x.seq)
+        .collect();
+    feb_seqs.sort_unstable();
+    assert_eq!(feb_seqs, (0..in_feb).collect::<Vec<_>>());
+}

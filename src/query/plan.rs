@@ -982,7 +982,18 @@ fn open_source(
         return Err(Error::io("read segment header", path, e));
     }
     // A newer format is not corruption: the query says which file needs a newer reader.
-    let header = SegmentHeader::decode(&head).map_err(|e| Error::decode(path, None, e))?;
+    // A header that fails its checks is damage, reported; the records after it are still
+    // read, as `verify` and `stats` read them, but none can be placed in the chain (the
+    // header's hash anchors the first record): a verified query checks and withholds them
+    // (counted), an unverified one returns them.
+    let header = match SegmentHeader::decode(&head) {
+        Ok(h) => h,
+        Err(e) if e.needs_newer_reader() => return Err(Error::decode(path, None, e)),
+        Err(e) => {
+            found.errors.push(Error::decode(path, None, e));
+            return headerless_source(ctx, path, file, id, src, found).map(Some);
+        }
+    };
     if header.org != ctx.org || header.id != id {
         return Err(Error::Integrity {
             file: path.to_path_buf(),
@@ -1047,23 +1058,7 @@ fn open_source(
             None
         }
     };
-    let seg = file
-        .try_clone()
-        .map_err(|e| Error::io("open segment", path, e))?;
-    let mut stream = Stream {
-        src,
-        path: path.to_path_buf(),
-        seg,
-        end,
-        month: (
-            id.month.start(),
-            Timestamp(id.month.end().0.saturating_sub(1)),
-        ),
-        pieces: VecDeque::new(),
-        ready: Vec::new(),
-        ready_env: Vec::new(),
-        pos: 0,
-    };
+    let (source, mut stream) = source_and_stream(path, file, end, id, src)?;
     let hdr = SEGMENT_HEADER_LEN as u64;
     let first = Expect::SeqPrev(header.first_seq, genesis);
     let io = |e| Error::io("read segment", path, e);
@@ -1134,6 +1129,34 @@ fn open_source(
     if ctx.reverse {
         stream.pieces = stream.pieces.into_iter().rev().collect();
     }
+    Ok(Some((source, stream)))
+}
+
+/// The source and an empty stream of segment `id` (at `path`, `end` bytes long).
+fn source_and_stream(
+    path: &Path,
+    file: File,
+    end: u64,
+    id: SegmentId,
+    src: usize,
+) -> Result<(Source, Stream), Error> {
+    let seg = file
+        .try_clone()
+        .map_err(|e| Error::io("open segment", path, e))?;
+    let stream = Stream {
+        src,
+        path: path.to_path_buf(),
+        seg,
+        end,
+        month: (
+            id.month.start(),
+            Timestamp(id.month.end().0.saturating_sub(1)),
+        ),
+        pieces: VecDeque::new(),
+        ready: Vec::new(),
+        ready_env: Vec::new(),
+        pos: 0,
+    };
     let source = Source {
         path: path.to_path_buf(),
         file,
@@ -1142,7 +1165,45 @@ fn open_source(
         month_start: id.month.start(),
         month_end: id.month.end(),
     };
-    Ok(Some((source, stream)))
+    Ok((source, stream))
+}
+
+/// A segment whose header fails its checks (reported by the caller): its records are read
+/// as the file's name places them (org and month), by one hint pass from the end of the
+/// header, started as after a fault, so that a verified query checks every record and
+/// withholds them all (nothing anchors the chain), and an unverified one returns them. An
+/// index that is, or may be, authentic and covers more than the file has is reported, as
+/// for a segment without its header.
+fn headerless_source(
+    ctx: &Ctx,
+    path: &Path,
+    file: File,
+    id: SegmentId,
+    src: usize,
+    found: &mut Findings,
+) -> Result<(Source, Stream), Error> {
+    let end = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", path, e))?
+        .len();
+    let index = ctx.dir.join(index_file_name(id));
+    found
+        .errors
+        .extend(Evidence::of(&index, &ctx.place(), id).without_header(path, &index, Some(end)));
+    let (source, mut stream) = source_and_stream(path, file, end, id, src)?;
+    let hdr = SEGMENT_HEADER_LEN as u64;
+    let start = (
+        Expect::Nothing,
+        WalkAt {
+            faulted: true,
+            ..WalkAt::starting(Expect::Nothing)
+        },
+    );
+    let p = stream
+        .hint_piece_at(ctx, (hdr, end), hdr, start, found)
+        .map_err(|e| Error::io("read segment", path, e))?;
+    stream.pieces.push_back(p);
+    Ok((source, stream))
 }
 
 /// The error item for segment `id` (at `path`), listed but missing: `None` unless an
@@ -1451,9 +1512,22 @@ impl Stream {
     fn hint_piece(
         &self,
         ctx: &Ctx,
-        (from, to): (u64, u64),
+        range: (u64, u64),
         vouched: u64,
         expect: Expect,
+        found: &mut Findings,
+    ) -> std::io::Result<Piece> {
+        let start = (expect, WalkAt::starting(expect));
+        self.hint_piece_at(ctx, range, vouched, start, found)
+    }
+
+    /// [`Stream::hint_piece`], its walk starting in state `start`.
+    fn hint_piece_at(
+        &self,
+        ctx: &Ctx,
+        (from, to): (u64, u64),
+        vouched: u64,
+        (expect, at): (Expect, WalkAt),
         found: &mut Findings,
     ) -> std::io::Result<Piece> {
         let mut win = FileWindow::new(self.seg.try_clone()?, self.end);
@@ -1465,7 +1539,7 @@ impl Stream {
             self.src,
             (from, to),
             vouched,
-            (expect, WalkAt::starting(expect)),
+            (expect, at),
             HintCheck::new(ctx, self.month).as_mut(),
             &mut |b, at| {
                 if groups.last().is_none_or(|g| g.count >= per_group) {
