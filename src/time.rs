@@ -84,6 +84,11 @@ impl Timestamp {
             dt
         } else {
             let fmt = time::macros::format_description!("[year]-[month]-[day]");
+            // Four digits of year, no sign: `[year]` also takes `+2026` or `-2026` (and
+            // more digits), which is no `YYYY-MM-DD`.
+            if input.len() != 10 || !input.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(err());
+            }
             let date = Date::parse(input, &fmt).map_err(|_| err())?;
             PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc()
         };
@@ -307,6 +312,16 @@ mod tests {
         );
         assert!(Timestamp::parse("2026-13-01").is_err());
         assert!(Timestamp::parse("yesterday").is_err());
+        // A sign or a fifth digit of year is no `YYYY-MM-DD` (it was taken as one).
+        for signed in [
+            "+2026-01-01",
+            "-2026-01-01",
+            "+02026-01-01",
+            "02026-01-01",
+            "+2026-01-01T00:00:00Z",
+        ] {
+            assert!(Timestamp::parse(signed).is_err(), "{signed}");
+        }
     }
 
     #[test]
