@@ -166,7 +166,9 @@ fn path_segment_id(path: &Path) -> Option<SegmentId> {
 /// [`Error::Io`] (`InvalidInput`, "not a regular file") before it is opened: opening a FIFO
 /// would block until something wrote to it, and a device could be read for ever (neither
 /// could be inspected anyway: inspection reads at offsets within the file's length).
-/// Returns the number of records shown. An error from `visit` (e.g. writing the item out)
+/// An index file with `from_offset` or `limit` set is refused with [`Error::InvalidOption`]
+/// (they select a segment's records). Returns the number of records shown. An error from
+/// `visit` (e.g. writing the item out)
 /// stops the walk and is returned as [`Error::Io`].
 pub fn inspect(
     path: &Path,
@@ -186,6 +188,17 @@ pub fn inspect(
     let io = |e| Error::io("read", path, e);
     let magic = win.get(0, 8).map_err(io)?.to_vec();
     if magic == INDEX_MAGIC {
+        // An index is shown whole, as one item: a record offset or count means nothing
+        // there, and was ignored without a word.
+        if opts.from_offset.is_some() || opts.limit.is_some() {
+            return Err(Error::InvalidOption {
+                option: "from_offset/limit",
+                reason: format!(
+                    "{} is an index file, shown whole; --from-offset and --limit select the records of a segment file",
+                    path.display()
+                ),
+            });
+        }
         if len > INSPECT_INDEX_LIMIT {
             return Err(Error::io(
                 "inspect index",

@@ -156,10 +156,11 @@ enum Command {
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
-        /// Start at this byte offset (resynchronising to the next record).
+        /// Start at this byte offset (resynchronising to the next record). Segment files
+        /// only (an index is shown whole).
         #[arg(long)]
         from_offset: Option<u64>,
-        /// Show at most this many records.
+        /// Show at most this many records (segment files only).
         #[arg(long)]
         limit: Option<u64>,
     },

@@ -470,3 +470,18 @@ fn a_live_segment_shorter_than_its_header_is_being_written_not_damage() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(items(&o)[0]["item"], "damage");
 }
+
+/// `--from-offset` and `--limit` select a segment's records; given with an index file,
+/// which is shown whole, they are refused (exit 2), not ignored without a word.
+#[test]
+fn record_selection_on_an_index_is_refused() {
+    let fx = fixture();
+    for args in [&["--limit", "0"][..], &["--from-offset", "99999"]] {
+        let o = inspect(None, &fx.idx, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("is an index file"), "{}", stderr(&o));
+        assert!(stdout(&o).is_empty());
+    }
+    let o = inspect(None, &fx.idx, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
