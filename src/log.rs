@@ -1046,7 +1046,9 @@ impl Log {
                         crate::query::plan::short_segment(&place, path, file, id, latest).is_err()
                     };
                     let s = crate::segment::stats::segment_stats(&dir, &org, id, short_is_damage)?;
-                    m.segments += 1;
+                    // A name that is not a regular file is no segment file (named in
+                    // `damage`).
+                    m.segments += u32::from(!s.damage.iter().any(|d| d.not_a_file));
                     m.events += s.events;
                     m.bytes += s.bytes;
                     m.first = min_opt(m.first, s.first);

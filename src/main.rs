@@ -496,6 +496,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     warn(format_args!(
                         "auditlog: {file}: needs a newer reader (a newer format than this build reads); not counted (use a newer auditlog)"
                     ));
+                } else if d.end == 0 {
+                    warn(format_args!(
+                        "auditlog: {file}: empty (not even a header); no records (run verify)"
+                    ));
                 } else {
                     warn(format_args!(
                         "auditlog: {file}: bytes {}..{} do not read as records; counted around them (run verify)",

@@ -142,6 +142,22 @@ fn a_segment_name_that_is_not_a_file_is_named_and_the_rest_counted() {
         let want = format!("{}: not a regular file", p.display());
         assert!(stderr(&o).contains(&want), "{}", stderr(&o));
     }
+    // Not counted as segment files either (each month showed `segments: 1`).
+    for m in ["2030-01", "2030-02"] {
+        let r = row(&o, "org-000", m);
+        assert_eq!(
+            (r["segments"].as_u64(), r["events"].as_u64()),
+            (Some(0), Some(0)),
+            "{r}"
+        );
+    }
+    // An empty segment file is said to be empty (it was "bytes 0..0 do not read").
+    let empty = seg_path(&fx.dir, "org-000", "2030-03");
+    fs::write(&empty, b"").unwrap();
+    let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!("{}: empty (not even a header)", empty.display());
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
 }
 
 /// Two months' segments swapped (and their indexes): stats says each month holds records
