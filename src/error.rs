@@ -71,6 +71,13 @@ pub enum IntegrityKind {
         /// What disagrees.
         what: String,
     },
+    /// A segment that another segment's header shows held records is missing (deleted or
+    /// moved): a continuation part whose `continues` link counts records of a part that is
+    /// not there.
+    MissingSegment {
+        /// What shows it.
+        what: String,
+    },
     /// A record's bytes changed between its verification and its delivery (the file was
     /// modified while being read).
     ChangedWhileReading,
@@ -115,6 +122,7 @@ impl std::fmt::Display for IntegrityKind {
             IntegrityKind::IndexMismatch { what } => {
                 write!(f, "segment disagrees with its signed index: {what}")
             }
+            IntegrityKind::MissingSegment { what } => write!(f, "missing segment: {what}"),
             IntegrityKind::ChangedWhileReading => {
                 f.write_str("record changed after it was verified (file modified while read)")
             }

@@ -1011,7 +1011,8 @@ impl Log {
     /// [`MonthStats::damage`], as is a segment shorter than its header that the query
     /// would report (any but the latest part of its month being created by a live writer,
     /// with no index saying it held records), a segment that is missing while its index
-    /// says it held records (the month is listed even with no segment left), and a
+    /// or the part continuing it says it held records (the month is listed even with no
+    /// segment left), and a
     /// segment of a newer format than this build reads (not read; the others are still
     /// counted). Only org entries that are directories are listed (`verify` reports a
     /// symbolic link).
@@ -1060,7 +1061,9 @@ impl Log {
                 // that is, or may be, authentic, or cannot be read, says it held records).
                 for &id in &files.orphans {
                     let path = dir.join(segment_file_name(id));
-                    if crate::query::plan::missing_segment(&place, &path, id).is_some() {
+                    if !m.damage.iter().any(|d| d.missing && d.file == path)
+                        && crate::query::plan::missing_segment(&place, &path, id).is_some()
+                    {
                         m.damage.push(crate::StatsDamage::missing(&path));
                     }
                 }

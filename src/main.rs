@@ -490,7 +490,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     ));
                 } else if d.missing {
                     warn(format_args!(
-                        "auditlog: {file}: missing, but its index says it held records (deleted or moved?); not counted (run verify)"
+                        "auditlog: {file}: missing, but its index or the part continuing it says it held records (deleted or moved?); not counted (run verify)"
                     ));
                 } else if d.newer_format {
                     warn(format_args!(

@@ -532,3 +532,39 @@ fn a_segment_whose_seqs_reach_2_pow_64_is_left_without_an_index() {
     let rs = log.append_batch(&january(1, 83)).unwrap();
     assert_eq!(rs[0].seq, 30);
 }
+
+/// The damaged part 0 deleted (with its index) beside its continuation: part 1's header
+/// links to it and counts its records, so a query and stats report it missing. Only verify
+/// did: the query returned part 1's records alone, and stats counted them, both exit 0.
+#[test]
+fn a_deleted_part_before_a_continuation_is_missing_not_silence() {
+    let s = setup();
+    let mut b = fs::read(&s.seg).unwrap();
+    let mid = records(&b)[15];
+    b[mid.off + 70] ^= 0x40;
+    fs::write(&s.seg, &b).unwrap();
+    let log = Log::open(s.dir.path(), opts(&s.keys)).unwrap();
+    log.append_batch(&january(3, 8)).unwrap();
+    log.close().unwrap();
+    assert!(s.dir.path().join(ORG).join("2026-01.1.seg").exists());
+    fs::remove_file(&s.seg).unwrap();
+    fs::remove_file(s.seg.with_extension("idx")).unwrap();
+
+    let log = Log::open_read_only(s.dir.path(), opts(&s.keys)).unwrap();
+    let (_, errs, _) = support::run_query(log.query(&org(ORG)));
+    assert!(
+        errs.iter().any(|e| matches!(
+            e,
+            Error::Integrity { file, kind: auditlog::IntegrityKind::MissingSegment { .. }, .. }
+                if *file == s.seg
+        )),
+        "{errs:#?}"
+    );
+    let stats = log.stats().unwrap();
+    let jan = stats.iter().find(|m| m.month == month("2026-01")).unwrap();
+    assert!(
+        jan.damage.iter().any(|d| d.missing && d.file == s.seg),
+        "{:?}",
+        jan.damage
+    );
+}

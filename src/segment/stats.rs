@@ -18,7 +18,7 @@ use crate::time::Timestamp;
 /// read at all is named with `start` and `end` 0 and one of the flags set, and the other
 /// segments are still counted: a segment name that is not a regular file (a directory, a
 /// FIFO, a dangling link: `not_a_file`), a segment file that is missing while its index
-/// shows it held records (`missing`), and a segment of a newer format than this build
+/// or the part continuing it shows it held records (`missing`), and a segment of a newer format than this build
 /// reads (`newer_format`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StatsDamage {
@@ -32,7 +32,8 @@ pub struct StatsDamage {
     /// The name is not a regular file, so none of it was read.
     pub not_a_file: bool,
     /// The segment file is missing, and its index (which may be authentic; stats checks no
-    /// tag) says it held records: deleted or moved.
+    /// tag) or the header of the part that continues it says it held records: deleted or
+    /// moved.
     pub missing: bool,
     /// The segment is of a newer format than this build reads: none of it was read.
     pub newer_format: bool,
@@ -134,7 +135,15 @@ pub(crate) fn segment_stats(
     let mut misnamed = false;
     if len >= SEGMENT_HEADER_LEN as u64 {
         match SegmentHeader::decode(win.get(0, SEGMENT_HEADER_LEN).map_err(io)?) {
-            Ok(h) => misnamed = h.org != *org || h.id != id,
+            Ok(h) => {
+                misnamed = h.org != *org || h.id != id;
+                // The part it continues, gone although the link counts records of it.
+                if let Some(Error::Integrity { file, .. }) =
+                    crate::query::plan::continued_part_missing(dir, &path, &h)
+                {
+                    s.damage.push(StatsDamage::missing(&file));
+                }
+            }
             Err(e) if e.needs_newer_reader() => {
                 return Ok(unread(StatsDamage {
                     newer_format: true,
