@@ -290,3 +290,46 @@ fn a_segment_copied_in_as_a_continuation_part_fails_its_links() {
         dump(&r)
     );
 }
+
+/// A part 0 whose header says its seqs start past 0, records renumbered, re-chained and
+/// re-signed with the org's key to match (so chain, tags and seqs all hold): the header
+/// claims records before it that no file holds. `link_mismatch` on `first_seq`; it used to
+/// verify INTACT, while FORMAT.md says a month's seqs start at 0 in part 0.
+#[test]
+fn a_part_zero_starting_past_seq_zero_is_a_link_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = three_months(dir.path());
+    // March: created last, so no later header links to it.
+    let mar = seg_path(dir.path(), "org-000", "2026-03");
+    std::fs::remove_file(idx_path(dir.path(), "org-000", "2026-03")).unwrap();
+    let mut b = std::fs::read(&mar).unwrap();
+    b[104..112].copy_from_slice(&5u64.to_le_bytes());
+    fix_header_crc(&mut b);
+    for (i, r) in records(&b).iter().enumerate() {
+        b[r.off + 8..r.off + 16].copy_from_slice(&(5 + i as u64).to_le_bytes());
+    }
+    rechain(&mut b, 0);
+    let o = org("org-000");
+    let key = auditlog::KeyProvider::key(&*keys, &o, auditlog::KeyId(1))
+        .unwrap()
+        .unwrap();
+    resign(
+        &mut b,
+        &o,
+        &auditlog::crypto::Signer::new(auditlog::KeyId(1), &key),
+    );
+    std::fs::write(&mar, &b).unwrap();
+    let r = verify_keys(dir.path(), &*keys);
+    let found: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == auditlog::verify::Severity::Error)
+        .map(|f| (f.kind, f.file.clone(), f.offset))
+        .collect();
+    assert_eq!(
+        found,
+        [(FindingKind::LinkMismatch, mar.clone(), Some(104))],
+        "{}",
+        dump(&r)
+    );
+}

@@ -822,6 +822,21 @@ fn check_continuation(
                 "part 0 of its month, but links to a part it continues".into(),
             ));
         }
+        // A month's seqs start at 0 (FORMAT.md §2.1): a part 0 starting later claims
+        // records before it that no file holds.
+        if h.first_seq != 0 {
+            report.findings.push(
+                Finding::new(
+                    FindingKind::LinkMismatch,
+                    path,
+                    format!(
+                        "part 0 of its month, but its first_seq is {}, not 0",
+                        h.first_seq
+                    ),
+                )
+                .at(104, 8),
+            );
+        }
         return;
     };
     let want = SegmentId {
