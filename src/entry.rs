@@ -95,11 +95,15 @@ fn split_pointer(p: &str) -> Option<(&'static str, &str)> {
 pub(crate) fn validate_pointer(p: &str) -> Result<(), String> {
     if split_pointer(p).is_none() {
         return Err(format!(
-            "{p:?} must be a JSON pointer starting with /before, /after or /metadata"
+            "{:?} must be a JSON pointer starting with /before, /after or /metadata",
+            crate::event::Preview(p)
         ));
     }
     if p.len() > 256 {
-        return Err(format!("{p:?} is longer than 256 bytes"));
+        return Err(format!(
+            "{:?} is longer than 256 bytes",
+            crate::event::Preview(p)
+        ));
     }
     // RFC 6901: `~` only as `~0` (a `~`) or `~1` (a `/`).
     let mut rest = p;
@@ -107,7 +111,8 @@ pub(crate) fn validate_pointer(p: &str) -> Result<(), String> {
         rest = rest.get(at + 1..).unwrap_or_default();
         if !(rest.starts_with('0') || rest.starts_with('1')) {
             return Err(format!(
-                "{p:?} has a `~` that is not `~0` or `~1` (JSON pointer escapes)"
+                "{:?} has a `~` that is not `~0` or `~1` (JSON pointer escapes)",
+                crate::event::Preview(p)
             ));
         }
     }

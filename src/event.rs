@@ -87,7 +87,7 @@ fn check_org_chars(id: &str) -> Result<(), InvalidField> {
     if id.is_empty() || id.len() > 64 {
         return Err(invalid(
             "org_id",
-            format!("{id:?} must be 1 to 64 characters"),
+            format!("{:?} must be 1 to 64 characters", Preview(id)),
         ));
     }
     if id == "." || id == ".." {
@@ -99,7 +99,10 @@ fn check_org_chars(id: &str) -> Result<(), InvalidField> {
     {
         return Err(invalid(
             "org_id",
-            format!("{id:?} contains {c:?}; only A-Z a-z 0-9 . _ - are allowed"),
+            format!(
+                "{:?} contains {c:?}; only A-Z a-z 0-9 . _ - are allowed",
+                Preview(id)
+            ),
         ));
     }
     Ok(())
@@ -128,36 +131,50 @@ pub struct Event {
     pub org_id: String,
     /// When it happened (UTC, microsecond precision). Decides the month it is filed in.
     pub occurred_at: Timestamp,
-    /// Acting user; absent for system actions.
+    /// Acting user; absent for system actions. 1–256 bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// `domain.action`, e.g. `booking.created`.
+    /// `domain.action`, e.g. `booking.created` ([`validate_action`]).
     pub action: String,
-    /// Kind of resource acted on, e.g. `booking`.
+    /// Kind of resource acted on, e.g. `booking`. 1–128 bytes, no control characters.
     pub resource_type: String,
-    /// Id of the resource acted on.
+    /// Id of the resource acted on. 1–256 bytes, no control characters.
     pub resource_id: String,
-    /// State before the action.
+    /// State before the action. Arrays and objects nested at most [`MAX_JSON_DEPTH`] deep
+    /// (so are `after` and `metadata`).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub before: Value,
     /// State after the action.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub after: Value,
-    /// Client IP address (personal data).
+    /// Client IP address (personal data): an IPv4 or IPv6 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
-    /// Client user agent (personal data).
+    /// Client user agent (personal data). 1–4,096 bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
-    /// Session id (personal data).
+    /// Session id (personal data). 1–256 bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-    /// Distributed trace id.
+    /// Distributed trace id. 1–256 bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
     /// Free-form metadata.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub metadata: Value,
+}
+
+/// A value named in an error message, cut to its first 80 characters (an oversized field
+/// of 64 KiB was echoed whole). Debug-formats as the quoted text, with `…` if cut.
+pub(crate) struct Preview<'a>(pub &'a str);
+
+impl fmt::Debug for Preview<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(80) {
+            Some((at, _)) => write!(f, "{:?}…", self.0.get(..at).unwrap_or_default()),
+            None => write!(f, "{:?}", self.0),
+        }
+    }
 }
 
 /// The text that stands in for erased personal data.
@@ -200,7 +217,8 @@ pub fn validate_action(action: &str) -> Result<(), InvalidField> {
         invalid(
             "action",
             format!(
-                "{action:?} is not of the form domain.action (lower-case letters, digits, _; e.g. booking.created)"
+                "{:?} is not of the form domain.action (lower-case letters, digits, _; e.g. booking.created)",
+                Preview(action)
             ),
         )
     };
@@ -252,7 +270,7 @@ impl Event {
         {
             return Err(invalid(
                 "ip",
-                format!("{ip:?} is not an IPv4 or IPv6 address"),
+                format!("{:?} is not an IPv4 or IPv6 address", Preview(ip)),
             ));
         }
         if let Some(ua) = &self.user_agent {
@@ -264,7 +282,43 @@ impl Event {
         if let Some(t) = &self.trace_id {
             check_text("trace_id", t, 256)?;
         }
+        for (field, v) in [
+            ("before", &self.before),
+            ("after", &self.after),
+            ("metadata", &self.metadata),
+        ] {
+            check_json_depth(field, v)?;
+        }
         Ok(month)
+    }
+}
+
+/// Deepest nesting of arrays and objects a stored JSON text may have: what every reader
+/// of the log parses (serde_json's limit, FORMAT.md §2.3). A deeper value would be written
+/// and then read back as a malformed record by this engine's own `verify` and queries.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// Refuses a value nested deeper than [`MAX_JSON_DEPTH`], before anything serialises or
+/// clones it (both recurse once per level: an application's value nested 100,000 deep
+/// would overflow the stack). The walk recurses at most [`MAX_JSON_DEPTH`] + 1 levels and
+/// allocates nothing.
+fn check_json_depth(field: &'static str, v: &Value) -> Result<(), InvalidField> {
+    /// Whether the containers in `v`, itself inside `depth` of them, nest at most
+    /// [`MAX_JSON_DEPTH`] deep.
+    fn within(v: &Value, depth: usize) -> bool {
+        match v {
+            Value::Array(a) => depth < MAX_JSON_DEPTH && a.iter().all(|x| within(x, depth + 1)),
+            Value::Object(o) => depth < MAX_JSON_DEPTH && o.values().all(|x| within(x, depth + 1)),
+            _ => true,
+        }
+    }
+    if within(v, 0) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("JSON nested deeper than {MAX_JSON_DEPTH} arrays and objects"),
+        ))
     }
 }
 
@@ -290,6 +344,47 @@ pub struct VerifiedEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// JSON nested `depth` arrays deep.
+    fn nested(depth: usize) -> Value {
+        let mut v = Value::Null;
+        for _ in 0..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
+    }
+
+    /// [`MAX_JSON_DEPTH`] is exactly what the reader parses: deeper was appended and then
+    /// read back as malformed.
+    #[test]
+    fn json_depth_is_what_the_reader_parses() {
+        let text = |d| serde_json::to_string(&nested(d)).unwrap_or_default();
+        assert!(serde_json::from_str::<Value>(&text(MAX_JSON_DEPTH)).is_ok());
+        assert!(serde_json::from_str::<Value>(&text(MAX_JSON_DEPTH + 1)).is_err());
+        assert!(check_json_depth("after", &nested(MAX_JSON_DEPTH)).is_ok());
+        for d in [MAX_JSON_DEPTH + 1, 1_000] {
+            let e = check_json_depth("after", &nested(d)).err();
+            assert_eq!(e.map(|e| e.field), Some("after"), "{d}");
+        }
+        // Objects count as arrays do.
+        let mut v = Value::Null;
+        for _ in 0..=MAX_JSON_DEPTH {
+            v = serde_json::json!({ "k": v });
+        }
+        assert!(check_json_depth("metadata", &v).is_err());
+    }
+
+    #[test]
+    fn messages_show_at_most_80_characters_of_a_value() {
+        let e = validate_action(&"x".repeat(65_536)).err().map(|e| e.reason);
+        let reason = e.unwrap_or_default();
+        assert!(reason.len() < 300, "{} bytes", reason.len());
+        assert!(
+            reason.contains(&format!("\"{}\"…", "x".repeat(80))),
+            "{reason}"
+        );
+        assert_eq!(format!("{:?}", Preview("ab")), "\"ab\"");
+    }
 
     #[test]
     fn org_ids() {

@@ -282,6 +282,51 @@ fn oversized_event_is_refused() {
     ));
 }
 
+/// JSON nested deeper than every reader parses (serde_json's 128 levels) is refused, with
+/// the personal-data pointers that clone it configured: it was appended and acknowledged,
+/// then read back as a malformed record (verify: tampering), and 100,000 levels overflowed
+/// the stack and aborted the process.
+#[test]
+fn json_nested_deeper_than_readers_parse_is_refused() {
+    fn nested(depth: usize) -> serde_json::Value {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = serde_json::Value::Array(vec![v]);
+        }
+        v
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = keys_for(&["acme"]);
+    let opts = Options::new(keys.clone()).personal_data(["/after/0", "/metadata/x"]);
+    let (log, mut sent) = seeded(tmp.path(), opts, 10);
+    let max = auditlog::event::MAX_JSON_DEPTH;
+    for (field, depth) in [
+        ("after", max + 1),
+        ("metadata", 100_000),
+        ("before", max + 1),
+    ] {
+        let mut e = sent[0].0.clone();
+        let v = nested(depth);
+        match field {
+            "after" => e.after = v,
+            "metadata" => e.metadata = v,
+            _ => e.before = v,
+        }
+        let f = invalid_field(log.append(&e));
+        assert_eq!(f.field, field);
+        assert!(f.reason.contains("nested deeper"), "{}", f.reason);
+        // Dropping 100,000 levels recurses (serde_json's own drop, not the engine's).
+        std::mem::forget(e);
+    }
+    // As deep as readers parse is kept, and reads back.
+    let mut deep = sent[0].0.clone();
+    deep.after = nested(max);
+    let r = log.append(&deep).unwrap();
+    sent.push((deep, r));
+    log.close().unwrap();
+    assert_intact(tmp.path(), keys, &sent);
+}
+
 #[test]
 fn org_without_a_key_is_refused_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
