@@ -67,16 +67,24 @@ impl Terms {
 }
 
 /// Appends the stored JSON text of `v` to `out`: nothing for null, else compact JSON.
-fn put_json(v: &Value, out: &mut Vec<u8>) {
-    if !v.is_null() {
-        crate::json::write_compact(v, out);
+/// Appends `v`'s stored text (nothing for `null`); `field` names it if it nests deeper
+/// than readers parse ([`crate::event::MAX_JSON_DEPTH`]).
+fn put_json(field: &'static str, v: &Value, out: &mut Vec<u8>) -> Result<(), Error> {
+    if v.is_null() {
+        return Ok(());
     }
+    crate::json::write_compact(v, out).map_err(|crate::json::TooDeep| {
+        Error::InvalidEvent(crate::event::InvalidField {
+            field,
+            reason: crate::event::too_deep(),
+        })
+    })
 }
 
-fn json_bytes(v: &Value) -> Vec<u8> {
+fn json_bytes(field: &'static str, v: &Value) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    put_json(v, &mut out);
-    out
+    put_json(field, v, &mut out)?;
+    Ok(out)
 }
 
 /// Splits a personal-data pointer into its root field and the pointer inside it.
@@ -169,12 +177,22 @@ fn seal_with(
             "after" => (&event.after, &mut after),
             _ => (&event.metadata, &mut metadata),
         };
-        let copy = copy.get_or_insert_with(|| orig.clone());
+        let copy = match copy {
+            Some(c) => c,
+            // Cloning recurses once per level: the depth is checked first.
+            None => {
+                crate::event::check_json_depth(root, orig)?;
+                copy.insert(orig.clone())
+            }
+        };
         if let Some(slot) = copy.pointer_mut(rest)
             && !slot.is_null()
         {
             let taken = std::mem::take(slot);
-            slots.push((PiiField::Json(p.as_str()), Cow::Owned(json_bytes(&taken))));
+            slots.push((
+                PiiField::Json(p.as_str()),
+                Cow::Owned(json_bytes(root, &taken)?),
+            ));
         }
     }
     if slots.len() > crate::format::body::MAX_PII_SLOTS {
@@ -184,11 +202,15 @@ fn seal_with(
         }));
     }
     json.clear();
-    put_json(before.as_ref().unwrap_or(&event.before), json);
+    put_json("before", before.as_ref().unwrap_or(&event.before), json)?;
     let after_at = json.len();
-    put_json(after.as_ref().unwrap_or(&event.after), json);
+    put_json("after", after.as_ref().unwrap_or(&event.after), json)?;
     let metadata_at = json.len();
-    put_json(metadata.as_ref().unwrap_or(&event.metadata), json);
+    put_json(
+        "metadata",
+        metadata.as_ref().unwrap_or(&event.metadata),
+        json,
+    )?;
     let (before_b, rest) = json.split_at(after_at);
     let (after_b, metadata_b) = rest.split_at(metadata_at - after_at);
 

@@ -246,11 +246,20 @@ impl Event {
     /// Checks every field; returns the org id and month the event files under.
     pub fn validate(&self) -> Result<(OrgId, Month), InvalidField> {
         let month = self.check()?;
+        for (field, v) in [
+            ("before", &self.before),
+            ("after", &self.after),
+            ("metadata", &self.metadata),
+        ] {
+            check_json_depth(field, v)?;
+        }
         Ok((OrgId(Arc::from(self.org_id.as_str())), month))
     }
 
-    /// [`Event::validate`] without building the [`OrgId`]: the append path looks its org
-    /// up by `&str` and allocates nothing for an org it already knows.
+    /// [`Event::validate`] without building the [`OrgId`] (the append path looks its org
+    /// up by `&str` and allocates nothing for an org it already knows) and without the
+    /// JSON depth walk: sealing the event checks the depth as it writes the JSON text
+    /// (`json::write_compact`), and before it clones a field (`entry::seal`).
     pub(crate) fn check(&self) -> Result<Month, InvalidField> {
         check_org_id(&self.org_id)?;
         let month = self.occurred_at.month().ok_or_else(|| {
@@ -282,13 +291,6 @@ impl Event {
         if let Some(t) = &self.trace_id {
             check_text("trace_id", t, 256)?;
         }
-        for (field, v) in [
-            ("before", &self.before),
-            ("after", &self.after),
-            ("metadata", &self.metadata),
-        ] {
-            check_json_depth(field, v)?;
-        }
         Ok(month)
     }
 }
@@ -302,7 +304,7 @@ pub const MAX_JSON_DEPTH: usize = 127;
 /// clones it (both recurse once per level: an application's value nested 100,000 deep
 /// would overflow the stack). The walk recurses at most [`MAX_JSON_DEPTH`] + 1 levels and
 /// allocates nothing.
-fn check_json_depth(field: &'static str, v: &Value) -> Result<(), InvalidField> {
+pub(crate) fn check_json_depth(field: &'static str, v: &Value) -> Result<(), InvalidField> {
     /// Whether the containers in `v`, itself inside `depth` of them, nest at most
     /// [`MAX_JSON_DEPTH`] deep.
     fn within(v: &Value, depth: usize) -> bool {
@@ -315,11 +317,13 @@ fn check_json_depth(field: &'static str, v: &Value) -> Result<(), InvalidField> 
     if within(v, 0) {
         Ok(())
     } else {
-        Err(invalid(
-            field,
-            format!("JSON nested deeper than {MAX_JSON_DEPTH} arrays and objects"),
-        ))
+        Err(invalid(field, too_deep()))
     }
+}
+
+/// The reason given for JSON nested deeper than [`MAX_JSON_DEPTH`].
+pub(crate) fn too_deep() -> String {
+    format!("JSON nested deeper than {MAX_JSON_DEPTH} arrays and objects")
 }
 
 /// An event read back from the log, with where it sits in the chain.

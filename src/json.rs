@@ -22,21 +22,37 @@ pub(crate) fn serialize_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::
     s.collect_str(&p.to_string_lossy())
 }
 
-/// Appends the compact JSON text of `v` to `out`.
-pub(crate) fn write_compact(v: &Value, out: &mut Vec<u8>) {
+/// Appends the compact JSON text of `v` to `out`, or returns `Err(TooDeep)` (with part of
+/// the text appended) if its arrays and objects nest deeper than
+/// [`crate::event::MAX_JSON_DEPTH`], which no reader would parse. The check rides on the
+/// walk the text needs anyway, and bounds its recursion.
+pub(crate) fn write_compact(v: &Value, out: &mut Vec<u8>) -> Result<(), TooDeep> {
+    write_at(v, out, 0)
+}
+
+/// JSON nested deeper than [`crate::event::MAX_JSON_DEPTH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooDeep;
+
+/// [`write_compact`] of `v`, itself inside `depth` arrays and objects.
+fn write_at(v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), TooDeep> {
+    let inner = depth + 1;
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(n, out),
         Value::String(s) => write_str(s, out),
+        Value::Array(_) | Value::Object(_) if inner > crate::event::MAX_JSON_DEPTH => {
+            return Err(TooDeep);
+        }
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_compact(item, out);
+                write_at(item, out, inner)?;
             }
             out.push(b']');
         }
@@ -48,11 +64,12 @@ pub(crate) fn write_compact(v: &Value, out: &mut Vec<u8>) {
                 }
                 write_str(k, out);
                 out.push(b':');
-                write_compact(item, out);
+                write_at(item, out, inner)?;
             }
             out.push(b'}');
         }
     }
+    Ok(())
 }
 
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
@@ -152,7 +169,7 @@ mod tests {
         #[test]
         fn matches_serde_json(v in value()) {
             let mut out = Vec::new();
-            write_compact(&v, &mut out);
+            prop_assert_eq!(write_compact(&v, &mut out), Ok(()));
             prop_assert_eq!(out, serde_json::to_vec(&v).unwrap());
         }
     }
@@ -163,7 +180,7 @@ mod tests {
             let s = format!("ab{}cdefghij{}", b as char, b as char);
             let v = Value::from(s);
             let mut out = Vec::new();
-            write_compact(&v, &mut out);
+            assert_eq!(write_compact(&v, &mut out), Ok(()));
             assert_eq!(out, serde_json::to_vec(&v).unwrap(), "byte {b:#x}");
         }
     }
