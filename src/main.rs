@@ -122,7 +122,8 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-        /// Segments verified at once (default: one per core). Memory is a few MB per thread.
+        /// Segments verified at once (default: one per core; at most 64). Memory is a few MB
+        /// per thread.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
     },

@@ -89,9 +89,10 @@ pub struct VerifyOptions {
     pub checkpoints: Vec<Checkpoint>,
     /// Progress callback.
     pub progress: Option<Progress>,
-    /// Segments verified at once (default: the available parallelism; 0 counts as 1). Each
-    /// thread holds a few MB (one segment's read window, seq set and findings), whatever
-    /// the size of the log.
+    /// Segments verified at once (default: the available parallelism; 0 counts as 1; at
+    /// most [`MAX_VERIFY_THREADS`], the calling thread included). A thread the OS refuses
+    /// is done without: its share goes to the others. Each thread holds a few MB (one
+    /// segment's read window, seq set and findings), whatever the size of the log.
     pub threads: Option<usize>,
 }
 
@@ -289,6 +290,10 @@ pub fn not_a_log(dir: &Path, org: Option<&OrgId>) -> Result<bool> {
 /// The message of a [`FindingKind::NotALog`] finding.
 pub const NOT_A_LOG: &str = "no segment anywhere, and entries a log does not have: not a log \
      directory (the directory above one, or an org directory?); nothing was verified";
+
+/// Most threads one verification runs (its own included), whatever
+/// [`VerifyOptions::threads`] asks.
+pub const MAX_VERIFY_THREADS: usize = 64;
 
 /// Segments verified in one pool before their orgs are reported (see [`verify`]).
 const CHUNK_SEGMENTS: usize = 256;
@@ -527,44 +532,53 @@ fn run_segments(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .min(work.len())
-        .max(1);
+        .clamp(1, MAX_VERIFY_THREADS);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done: parking_lot::Mutex<Vec<(usize, SegmentOutcome)>> =
         parking_lot::Mutex::new(Vec::with_capacity(work.len()));
     let empty = BTreeSet::new();
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&(p, s)) = work.get(i) else {
-                        break;
-                    };
-                    let (Some(plan), Some(id)) = (
-                        plans.get(p),
-                        plans.get(p).and_then(|x| x.files.segments.get(s)),
-                    ) else {
-                        break;
-                    };
-                    let path = plan.org_dir.join(segment_file_name(*id));
-                    let check = SegmentCheck {
-                        org: &plan.org,
-                        id: *id,
-                        path: &path,
-                        keys,
-                        live,
-                        latest: plan.is_latest(id),
-                        wanted: plan.wanted.get(id).unwrap_or(&empty),
-                        now,
-                    };
-                    let out = verify_segment(&check);
-                    if let Some(progress) = &opts.progress {
-                        progress(out.bytes);
-                    }
-                    done.lock().push((i, out));
+        // The calling thread is a worker too; a helper the OS refuses (a thread or pid
+        // limit) is simply not there: the others take its share. (`scope.spawn` panicked.)
+        let work_loop = || {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(p, s)) = work.get(i) else {
+                    break;
+                };
+                let (Some(plan), Some(id)) = (
+                    plans.get(p),
+                    plans.get(p).and_then(|x| x.files.segments.get(s)),
+                ) else {
+                    break;
+                };
+                let path = plan.org_dir.join(segment_file_name(*id));
+                let check = SegmentCheck {
+                    org: &plan.org,
+                    id: *id,
+                    path: &path,
+                    keys,
+                    live,
+                    latest: plan.is_latest(id),
+                    wanted: plan.wanted.get(id).unwrap_or(&empty),
+                    now,
+                };
+                let out = verify_segment(&check);
+                if let Some(progress) = &opts.progress {
+                    progress(out.bytes);
                 }
-            });
+                done.lock().push((i, out));
+            }
+        };
+        for _ in 1..workers {
+            if std::thread::Builder::new()
+                .spawn_scoped(scope, work_loop)
+                .is_err()
+            {
+                break;
+            }
         }
+        work_loop();
     });
     let mut done = done.into_inner();
     done.sort_by_key(|(i, _)| *i);
