@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import struct
@@ -60,11 +61,13 @@ def fmt_ts(us):
 
 
 def month_bounds(year, month):
-    """[start, end) of a UTC month in µs (end is i64::MAX after 9999-12)."""
+    """[start, end) of a UTC month in µs (9999-12 ends at 10000-01-01, which datetime
+    cannot hold: one day after 9999-12-31)."""
     epoch = datetime.datetime(1970, 1, 1)
     start = datetime.datetime(year, month, 1)
     if (year, month) == (9999, 12):
-        end_us = I64_MAX
+        end = datetime.datetime(9999, 12, 31) + datetime.timedelta(days=1) - datetime.timedelta(microseconds=1)
+        end_us = (end - epoch) // datetime.timedelta(microseconds=1) + 1
     else:
         end = datetime.datetime(year + month // 12, month % 12 + 1, 1)
         end_us = (end - epoch) // datetime.timedelta(microseconds=1)
@@ -361,22 +364,45 @@ def parse_openings(b, n):
     return out, kind
 
 
-def json_is_compact(text):
-    """True if the JSON text has no whitespace outside strings."""
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in " \t\r\n":
-            return False
-    return True
+MAX_JSON_DEPTH = 127
+
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def _finite(text):
+    v = float(text)
+    if math.isinf(v):
+        raise ValueError("number %s is outside the range of a double" % text)
+    return v
+
+
+def check_json_value(value, depth=0):
+    """§2.3 "valid JSON": arrays and objects nested at most 127 deep, every number within
+    the range of a double, no unpaired surrogate (Python's json lets those through)."""
+    if isinstance(value, (list, dict)):
+        if depth + 1 > MAX_JSON_DEPTH:
+            raise ValueError("nested deeper than %d" % MAX_JSON_DEPTH)
+        items = value if isinstance(value, list) else list(value.keys()) + list(value.values())
+        for v in items:
+            check_json_value(v, depth + 1)
+    elif isinstance(value, str):
+        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+            raise ValueError("an unpaired surrogate")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -(1 << 63) <= value < (1 << 64):
+            try:
+                _finite(str(value))
+            except OverflowError:
+                raise ValueError("number outside the range of a double") from None
+
+
+def parse_json_text(text):
+    """A JSON text as §2.3 defines it (not its spelling: compactness is the writer's)."""
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    check_json_value(value)
+    return value
 
 
 def parse_json_field(raw, name):
@@ -387,12 +413,9 @@ def parse_json_field(raw, name):
     except UnicodeDecodeError as e:
         raise DecodeError("%s: not UTF-8: %s" % (name, e)) from None
     try:
-        value = json.loads(text)
-    except ValueError as e:
+        return parse_json_text(text)
+    except (ValueError, RecursionError) as e:
         raise DecodeError("%s: not JSON: %s" % (name, e)) from None
-    if not json_is_compact(text):
-        raise DecodeError("%s: JSON text is not compact" % name)
-    return value
 
 
 def pointer_tokens(ptr):
@@ -402,13 +425,12 @@ def pointer_tokens(ptr):
 
 
 def set_at_pointer(event, ptr, value):
-    """Puts value at an RFC 6901 pointer rooted at the event; the stored value there must be null."""
+    """Puts value at an RFC 6901 pointer rooted at the event, whatever is stored there (a
+    writer stores null; §2.3 "Writer rules that readers do not check")."""
     toks = pointer_tokens(ptr)
     if toks[0] not in ("before", "after", "metadata"):
         raise DecodeError("JSON pointer %r is not under /before, /after or /metadata" % ptr)
     if len(toks) == 1:
-        if event[toks[0]] is not None:
-            raise DecodeError("slot %r: stored value is not null" % ptr)
         event[toks[0]] = value
         return
     node = event[toks[0]]
@@ -418,13 +440,9 @@ def set_at_pointer(event, ptr, value):
     if isinstance(node, dict):
         if last not in node:
             raise DecodeError("slot %r: no such member in the stored JSON" % ptr)
-        if node[last] is not None:
-            raise DecodeError("slot %r: stored value is not null" % ptr)
         node[last] = value
     elif isinstance(node, list):
         i = array_index(last, node, ptr)
-        if node[i] is not None:
-            raise DecodeError("slot %r: stored value is not null" % ptr)
         node[i] = value
     else:
         raise DecodeError("slot %r: parent is not an object or array" % ptr)
@@ -464,6 +482,9 @@ def decode_event(body, openings, kind):
     }
     pd = []
     seen = set()
+    # JSON values go back in reverse slot order (§2.3): a slot nested in a later slot's
+    # value is put back once that value is in place.
+    json_values = []
     for slot, op in zip(body["slots"], openings):
         key = slot.get("pointer", slot["field"])
         if key in seen:
@@ -482,15 +503,15 @@ def decode_event(body, openings, kind):
                 value = REDACTED  # §2.4 "an erased slot reads as [REDACTED]" (as a JSON string: not specified)
             else:
                 try:
-                    value = json.loads(text)
-                except ValueError as e:
+                    value = parse_json_text(text)
+                except (ValueError, RecursionError) as e:
                     raise DecodeError("personal-data JSON value of %r is not JSON: %s" % (key, e)) from None
-                if not json_is_compact(text):
-                    raise DecodeError("personal-data JSON value of %r is not compact" % key)
-            set_at_pointer(ev, slot["pointer"], value)
+            json_values.append((slot["pointer"], value))
         else:
             ev[slot["field"]] = REDACTED if erased else text
         pd.append({"slot": key, "state": "erased" if erased else "open"})
+    for ptr, value in reversed(json_values):
+        set_at_pointer(ev, ptr, value)
     ev["personal_data"] = pd
     ev["openings_kind"] = kind
     return ev
@@ -766,9 +787,8 @@ def check_index(path, fname, org, hdr, records, seg_size, keys, F, notes):
         return summary
     if (year, month, part) != (hdr["year"], hdr["month"], hdr["part"]):
         bad("names segment %s, file is %s" % (seg_name(year, month, part), seg_name(hdr["year"], hdr["month"], hdr["part"])), 92)
-    if not 256 <= interval <= 16 << 20:
-        bad("interval %d out of 256..=16 MiB" % interval, 100)
-        interval = 0
+    if interval == 0:  # §3: readers accept any non-zero value
+        bad("interval 0", 100)
     if seg_hash != hdr["genesis"]:
         bad("segment_hash is not SHA-256 of the segment header", 104)
     if covered_len < 256 or covered_len > seg_size:
