@@ -563,6 +563,14 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
+        // `create_dir("")` fails with NotFound: "its parent directory does not exist".
+        if dir.as_os_str().is_empty() {
+            return Err(Error::io(
+                "open log directory",
+                &dir,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is empty"),
+            ));
+        }
         let created = !dir.exists()
             && match fs::create_dir(&dir) {
                 Ok(()) => true,

@@ -436,6 +436,19 @@ fn org_named_like_the_lock_file_is_refused() {
     assert_intact(tmp.path(), keys, &sent);
 }
 
+/// An empty path is said to be empty (it was "its parent directory does not exist").
+#[test]
+fn an_empty_path_is_refused_as_empty() {
+    let keys = keys_for(&["acme"]);
+    match Log::open("", Options::new(keys)) {
+        Err(Error::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(source.to_string().contains("empty"), "{source}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn second_writer_is_locked_out_while_readers_still_work() {
     let tmp = tempfile::tempdir().unwrap();
