@@ -25,26 +25,29 @@ pub(crate) fn serialize_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::
 /// Appends the compact JSON text of `v` to `out`, or returns `Err(TooDeep)` (with part of
 /// the text appended) if its arrays and objects nest deeper than
 /// [`crate::event::MAX_JSON_DEPTH`], which no reader would parse. The check rides on the
-/// walk the text needs anyway, and bounds its recursion.
+/// walk the text needs anyway, and bounds its recursion: a container past the limit is
+/// not entered, and noted, so a node costs no error test on the way back.
 pub(crate) fn write_compact(v: &Value, out: &mut Vec<u8>) -> Result<(), TooDeep> {
-    write_at(v, out, 0)
+    let mut too_deep = false;
+    write_at(v, out, 0, &mut too_deep);
+    if too_deep { Err(TooDeep) } else { Ok(()) }
 }
 
 /// JSON nested deeper than [`crate::event::MAX_JSON_DEPTH`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooDeep;
 
-/// [`write_compact`] of `v`, itself inside `depth` arrays and objects.
-fn write_at(v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), TooDeep> {
-    let inner = depth + 1;
+/// Writes `v`, itself inside `depth` arrays and objects; a container past the limit is not
+/// entered, and noted in `too_deep`.
+fn write_at(v: &Value, out: &mut Vec<u8>, depth: u32, too_deep: &mut bool) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(n, out),
         Value::String(s) => write_str(s, out),
-        Value::Array(_) | Value::Object(_) if inner > crate::event::MAX_JSON_DEPTH => {
-            return Err(TooDeep);
+        Value::Array(_) | Value::Object(_) if depth as usize >= crate::event::MAX_JSON_DEPTH => {
+            *too_deep = true;
         }
         Value::Array(items) => {
             out.push(b'[');
@@ -52,7 +55,7 @@ fn write_at(v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), TooDeep> {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_at(item, out, inner)?;
+                write_at(item, out, depth + 1, too_deep);
             }
             out.push(b']');
         }
@@ -64,12 +67,11 @@ fn write_at(v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), TooDeep> {
                 }
                 write_str(k, out);
                 out.push(b':');
-                write_at(item, out, inner)?;
+                write_at(item, out, depth + 1, too_deep);
             }
             out.push(b'}');
         }
     }
-    Ok(())
 }
 
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
