@@ -1001,14 +1001,27 @@ impl Log {
     /// CRC, chain link, seq, tag and personal-data commitments. A record that fails yields
     /// an `Err` naming file, offset and seq, and reading continues after it. A segment
     /// shorter than its header is passed over as a query passes it over (being created by a
-    /// live writer, no index saying it held records), else it is an `Err` too.
+    /// live writer, no index saying it held records), else it is an `Err` too. So is, as in
+    /// a query, a segment file that is missing while its index, or the header of the part
+    /// continuing it, shows it held records.
     pub fn scan(&self, org: &OrgId) -> Result<Scan> {
         self.hand_buffers_to_os(org);
-        let segments = self.segments(org)?;
+        let dir = self.inner.dir.join(org.as_str());
+        check_org_dir(&dir, org)?;
+        // Segment files, and index files without one (whose index may show it held
+        // records), in (month, part) order.
+        let mut files: Vec<(SegmentId, bool)> = Vec::new();
+        for parts in crate::query::list_org(&dir)?.into_values() {
+            let mut month: Vec<(SegmentId, bool)> =
+                parts.parts.iter().map(|&id| (id, false)).collect();
+            month.extend(parts.orphans.iter().map(|&id| (id, true)));
+            month.sort_unstable();
+            files.extend(month);
+        }
         Ok(Scan {
-            dir: self.inner.dir.join(org.as_str()),
+            dir,
             org: org.clone(),
-            ids: segments.into_iter().peekable(),
+            ids: files.into_iter().peekable(),
             keys: Arc::clone(&self.inner.opts.keys),
             current: None,
         })
@@ -1272,7 +1285,8 @@ pub struct Scan {
     /// The org's directory.
     dir: PathBuf,
     org: OrgId,
-    ids: std::iter::Peekable<std::vec::IntoIter<SegmentId>>,
+    /// The segments to read, and index files without their segment (`true`).
+    ids: std::iter::Peekable<std::vec::IntoIter<(SegmentId, bool)>>,
     keys: Arc<dyn KeyProvider>,
     current: Option<SegmentReader>,
 }
@@ -1294,8 +1308,21 @@ impl Iterator for Scan {
                 }
                 self.current = None;
             }
-            let id = self.ids.next()?;
+            let (id, orphan) = self.ids.next()?;
             let path = self.dir.join(segment_file_name(id));
+            let place = crate::query::plan::Place {
+                dir: &self.dir,
+                org: &self.org,
+                keys: &*self.keys,
+            };
+            // An index without its segment: reported as a query reports it, when the index
+            // is (or may be) authentic evidence that the segment held records.
+            if orphan {
+                match crate::query::plan::missing_segment(&place, &path, id) {
+                    Some(e) => return Some(Err(e)),
+                    None => continue,
+                }
+            }
             // A segment shorter than its header holds no record. It is passed over only as
             // queries pass it over: being created by a live writer, with no index saying it
             // held records; otherwise it is reported (`query::plan::short_segment`).
@@ -1304,19 +1331,25 @@ impl Iterator for Scan {
                     .metadata()
                     .is_ok_and(|m| m.len() < SEGMENT_HEADER_LEN as u64)
             {
-                let latest = self.ids.peek().is_none_or(|next| next.month != id.month);
-                let place = crate::query::plan::Place {
-                    dir: &self.dir,
-                    org: &self.org,
-                    keys: &*self.keys,
-                };
+                let latest = self
+                    .ids
+                    .peek()
+                    .is_none_or(|(next, _)| next.month != id.month);
                 match crate::query::plan::short_segment(&place, &path, &file, id, latest) {
                     Ok(()) => continue,
                     Err(e) => return Some(Err(e)),
                 }
             }
             match SegmentReader::open(&path, Arc::clone(&self.keys)) {
-                Ok(r) => self.current = Some(r),
+                Ok(r) => {
+                    // A continuation whose link counts records of a part that is gone.
+                    let gone =
+                        crate::query::plan::continued_part_missing(&self.dir, &path, r.header());
+                    self.current = Some(r);
+                    if let Some(e) = gone {
+                        return Some(Err(e));
+                    }
+                }
                 Err(e) => return Some(Err(e)),
             }
         }

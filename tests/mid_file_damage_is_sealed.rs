@@ -567,4 +567,31 @@ fn a_deleted_part_before_a_continuation_is_missing_not_silence() {
         "{:?}",
         jan.damage
     );
+    // `Log::scan` says it too, and still returns part 1's records.
+    let (read, errs) = scan(&log, &org(ORG));
+    assert!(
+        errs.iter().any(|e| matches!(
+            e,
+            Error::Integrity { file, kind: auditlog::IntegrityKind::MissingSegment { .. }, .. }
+                if *file == s.seg
+        )),
+        "{errs:#?}"
+    );
+    assert_eq!(read.iter().filter(|v| v.part == 1).count(), 3);
+}
+
+/// February's segment deleted, its signed index left: `Log::scan` reports the segment
+/// missing, as a query does (it read on as if February had never held a record).
+#[test]
+fn scan_reports_a_segment_its_index_says_held_records() {
+    let s = setup();
+    let feb = s.dir.path().join(ORG).join("2026-02.seg");
+    fs::remove_file(&feb).unwrap();
+    let log = Log::open_read_only(s.dir.path(), opts(&s.keys)).unwrap();
+    let (read, errs) = scan(&log, &org(ORG));
+    assert_eq!(read.len(), 30, "January's records");
+    assert!(
+        matches!(errs.as_slice(), [Error::Integrity { file, .. }] if *file == feb),
+        "{errs:#?}"
+    );
 }
