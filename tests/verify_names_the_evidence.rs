@@ -146,6 +146,9 @@ fn a_copied_segment_is_named_where_the_copy_is() {
             // A part 1 without a link to part 0, whose seqs overlap part 0's.
             f(K::LinkMismatch, &feb1, Some((168, 48)), None),
             f(K::LinkMismatch, &feb1, Some((104, 8)), None),
+            // The copies came without indexes.
+            f(K::MissingIndex, &rel("2026-04.idx"), None, None),
+            f(K::MissingIndex, &rel("2026-02.1.idx"), None, None),
         ],
     );
 }

@@ -460,27 +460,35 @@ fn truncation_at_a_record_boundary() {
         ],
     );
 
-    // An attacker who also deletes the index leaves nothing in the files to notice (FORMAT.md
-    // §7): only the checkpoint kept elsewhere catches it.
+    // An attacker who also deletes the index leaves only its absence, a warning (FORMAT.md
+    // §7): only the checkpoint kept elsewhere proves the cut.
     fs::remove_file(idx_path(d.path(), A, TAIL)).unwrap();
     let r = verify_keys(d.path(), &*keys);
-    assert!(r.findings.is_empty(), "{}", dump(&r));
+    assert_findings(
+        d.path(),
+        &r,
+        vec![f(K::MissingIndex, &rel(A, TAIL, "idx"), None, None)],
+    );
+    assert!(r.is_intact(), "{}", dump(&r));
     let r = verify(d.path(), Some(&*keys), &opts).unwrap();
     assert_findings(
         d.path(),
         &r,
-        vec![f(
-            K::TruncatedAgainstCheckpoint,
-            &file,
-            Some((cut, 0)),
-            None,
-        )],
+        vec![
+            f(K::MissingIndex, &rel(A, TAIL, "idx"), None, None),
+            f(K::TruncatedAgainstCheckpoint, &file, Some((cut, 0)), None),
+        ],
     );
-    assert!(r.findings[0].covers(cut as u64));
+    let truncated = r
+        .findings
+        .iter()
+        .find(|x| x.kind == K::TruncatedAgainstCheckpoint)
+        .unwrap();
+    assert!(truncated.covers(cut as u64));
     assert!(
-        r.findings[0].message.contains("100 verify"),
+        truncated.message.contains("100 verify"),
         "{}",
-        r.findings[0].message
+        truncated.message
     );
 }
 
@@ -932,18 +940,16 @@ fn torn_tail_is_crash_damage_not_tampering() {
             dump(&r)
         );
         assert!(!r.is_intact());
-        // And with no index at all.
+        // And with no index at all (which is a warning of its own).
         fs::remove_file(&ip).unwrap();
         let r = verify_keys(d.path(), &*keys);
         assert_findings(
             d.path(),
             &r,
-            vec![f(
-                K::TornTail,
-                &file,
-                Some((last.off, cut - last.off)),
-                None,
-            )],
+            vec![
+                f(K::MissingIndex, &rel(A, TAIL, "idx"), None, None),
+                f(K::TornTail, &file, Some((last.off, cut - last.off)), None),
+            ],
         );
     }
     // Garbage after the last complete record (pages persisted out of order) is a torn tail too.
@@ -954,7 +960,10 @@ fn torn_tail_is_crash_damage_not_tampering() {
     assert_findings(
         d.path(),
         &r,
-        vec![f(K::TornTail, &file, Some((b.len(), 700)), None)],
+        vec![
+            f(K::MissingIndex, &rel(A, TAIL, "idx"), None, None),
+            f(K::TornTail, &file, Some((b.len(), 700)), None),
+        ],
     );
 }
 
@@ -979,18 +988,22 @@ fn damage_inside_the_indexed_range_is_corruption_not_a_torn_tail() {
             None,
         )],
     );
-    // Without the index the same bytes are indistinguishable from a torn tail.
+    // Without the index the same bytes are indistinguishable from a torn tail (and the
+    // missing index is a warning).
     fs::remove_file(idx_path(d.path(), A, TAIL)).unwrap();
     let r = verify_nokeys(d.path());
     assert_findings(
         d.path(),
         &r,
-        vec![f(
-            K::TornTail,
-            &rel(A, TAIL, "seg"),
-            Some((last.off, last.len)),
-            None,
-        )],
+        vec![
+            f(K::MissingIndex, &rel(A, TAIL, "idx"), None, None),
+            f(
+                K::TornTail,
+                &rel(A, TAIL, "seg"),
+                Some((last.off, last.len)),
+                None,
+            ),
+        ],
     );
 }
 
@@ -1049,4 +1062,73 @@ fn signed_index_leaving_records_in_no_block_is_reported() {
         "{}",
         unblocked[0].message
     );
+}
+
+/// Red-team attack: a stretch of zeros inserted between two records whose seqs follow one
+/// another (5, 6), and the month cut short, its index deleted. The zeros cannot have held a
+/// record (no seq is missing between them), so they excuse neither the checkpoint's count
+/// nor the next month's link: both still report the cut. The zeros alone used to "explain"
+/// it, one record per 96 bytes, leaving a lone `checksum_corruption` (class corruption, as
+/// if by bit rot) that `checkpoint --accept-damage` then signed.
+#[test]
+fn inserted_zeros_do_not_excuse_a_cut() {
+    let (d, keys) = fresh_log();
+    let cp = make_checkpoint(d.path(), &org(A), &*keys).unwrap();
+    let p = seg_path(d.path(), A, MID);
+    let b = read(&p);
+    let recs = records(&b);
+    let pinned = header(&read(&seg_path(d.path(), A, "2026-03")))
+        .prev
+        .unwrap()
+        .count as usize;
+    let keep = pinned / 2;
+    let ins = recs[6].off;
+    let zeros = 96 * recs.len() + 96;
+    let mut cut = b[..ins].to_vec();
+    cut.extend(std::iter::repeat_n(0u8, zeros));
+    cut.extend_from_slice(&b[ins..recs[keep].off]);
+    fs::write(&p, &cut).unwrap();
+    fs::remove_file(idx_path(d.path(), A, MID)).unwrap();
+    let opts = VerifyOptions {
+        org: Some(org(A)),
+        checkpoints: vec![cp],
+        ..VerifyOptions::default()
+    };
+    let r = verify(d.path(), Some(&*keys), &opts).unwrap();
+    let kinds: Vec<K> = r.findings.iter().map(|f| f.kind).collect();
+    for want in [
+        K::ChecksumCorruption,
+        K::LinkMismatch,
+        K::TruncatedAgainstCheckpoint,
+    ] {
+        assert!(kinds.contains(&want), "{want:?}: {}", dump(&r));
+    }
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    assert!(make_checkpoint_with(d.path(), &org(A), &*keys, &accept).is_err());
+}
+
+/// Red-team attack: one bit flipped in record 1 (its CRC left wrong) and the month cut far
+/// below what the next month's link vouches for, its index deleted. One damaged record can
+/// hide at most one record (the seqs around it say so), not the hundreds the link counts:
+/// `link_mismatch`. Any damage used to excuse any shortfall below a link.
+#[test]
+fn one_damaged_record_does_not_excuse_a_cut_below_a_link() {
+    let (d, keys) = fresh_log();
+    let p = seg_path(d.path(), A, MID);
+    let mut b = read(&p);
+    let recs = records(&b);
+    b[recs[1].off + 70] ^= 1;
+    b.truncate(recs[5].off);
+    fs::write(&p, &b).unwrap();
+    fs::remove_file(idx_path(d.path(), A, MID)).unwrap();
+    let r = verify_keys(d.path(), &*keys);
+    let kinds: Vec<K> = r.findings.iter().map(|f| f.kind).collect();
+    assert!(kinds.contains(&K::ChecksumCorruption), "{}", dump(&r));
+    assert!(kinds.contains(&K::LinkMismatch), "{}", dump(&r));
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    assert!(make_checkpoint_with(d.path(), &org(A), &*keys, &accept).is_err());
 }

@@ -53,6 +53,11 @@ pub enum FindingKind {
     IndexMismatch,
     /// A segment that other files prove existed is gone.
     MissingSegment,
+    /// A segment that holds records has no index file (a warning): a crash before its first
+    /// index write, a full disk, or the index was deleted. Without it a clean cut at the
+    /// segment's end shows only against a later segment's link or a checkpoint; the next
+    /// writer rebuilds it.
+    MissingIndex,
     /// A segment's link to another does not match that segment's chain.
     LinkMismatch,
     /// A file that is not part of a log.
@@ -126,9 +131,8 @@ impl FindingKind {
             TornTail => Class::CrashDamage,
             ChecksumCorruption => Class::Corruption,
             UnsupportedFormat => Class::Unsupported,
-            TimestampAnomaly | UnexpectedFile | QuarantinedData | NoCheckpoint | NotALog => {
-                Class::Anomaly
-            }
+            TimestampAnomaly | UnexpectedFile | QuarantinedData | NoCheckpoint | NotALog
+            | MissingIndex => Class::Anomaly,
             _ => Class::Tampering,
         }
     }

@@ -75,7 +75,9 @@ pub(crate) struct SegmentOutcome {
     /// The largest seq of a readable record.
     pub max_seq: Option<u64>,
     /// The most records the unreadable bytes before the segment's end could have held (a
-    /// torn tail not counted): how far damage can explain a count that falls short.
+    /// torn tail not counted): how far damage can explain a count that falls short. Per
+    /// stretch, one per smallest frame, and no more than the seqs missing between the
+    /// readable records around it.
     pub hidden_max: u64,
     /// Its header is of a newer format than this build reads: nothing in it (nor its
     /// index) was verified, and links and checkpoints into it cannot be followed (the
@@ -209,13 +211,17 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
         )
     };
+    let mut index_absent = false;
     let index_file = match crate::segment::open_regular(&ipath) {
         Ok(f) => Some(f),
         Err(e) if unread(&e) => {
             out.io_error = Some(crate::error::Error::io("open index", &ipath, e));
             return out;
         }
-        Err(_) => None,
+        Err(e) => {
+            index_absent = e.kind() == std::io::ErrorKind::NotFound;
+            None
+        }
     };
     let file = match crate::segment::open_regular(c.path) {
         Ok(file) => file,
@@ -405,9 +411,19 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                         if let Some(x) = cmp.as_mut() {
                             x.damage(off, end);
                         }
-                        out.hidden_max = out
-                            .hidden_max
-                            .saturating_add((end - off) / u64::from(MIN_FRAME_LEN));
+                        // The records the stretch can have held: one per smallest frame,
+                        // and, between two readable records, no more than the seqs they
+                        // leave out (the seqs are CRC-covered and chained: renumbering
+                        // them fails the chain). Zeros inserted between seq 5 and seq 6
+                        // hold none, however long: they used to excuse any cut.
+                        let room = (end - off) / u64::from(MIN_FRAME_LEN);
+                        let after =
+                            next.and_then(|n| win.frame(n).ok()?.ok().map(|r| r.fields.seq));
+                        let room = match (expected, after) {
+                            (Some(exp), Some(seq)) => room.min(seq.saturating_sub(exp)),
+                            _ => room,
+                        };
+                        out.hidden_max = out.hidden_max.saturating_add(room);
                         let why = match e {
                             Some(FrameError::Corrupt(d)) => d.to_string(),
                             Some(FrameError::Incomplete { needed, .. }) => {
@@ -625,6 +641,19 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             head_before: head.unwrap_or(Hash::ZERO),
         };
         x.finish(c, off, here, &mut f);
+    }
+    // Records and no index, beside no live writer (whose latest part is indexed only every
+    // `index_flush_bytes`): an index every closed or recovered segment has is gone.
+    if index_absent && out.records > 0 && !(c.latest && c.live.now()) {
+        f.push(Finding::new(
+            K::MissingIndex,
+            c.path.with_extension("idx"),
+            format!(
+                "{} holds {} records but has no index: a crash before its first index write, a full disk, or the index was deleted; a cut at its end shows only against a later segment's link or a checkpoint (the next writer rebuilds the index)",
+                c.path.display(),
+                out.records
+            ),
+        ));
     }
     out.header = header;
     f.finish_into(&mut out);
