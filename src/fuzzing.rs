@@ -1233,10 +1233,11 @@ mod tests {
     #[test]
     fn committed_inputs_pass() {
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 4] = [
+        let targets: [(&str, Target); 5] = [
             ("record", fuzz_record),
             ("segment", fuzz_segment),
             ("index", fuzz_index),
+            ("inspect", fuzz_inspect),
             ("signed_index", fuzz_signed_index),
         ];
         let mut seen = 0;

@@ -100,7 +100,9 @@ pub struct Options {
     /// [`Log::append_batch`] holds one writer per (org, month) group it spans until it
     /// returns (it checks and opens every group before it writes any), so a batch over more
     /// groups than the descriptors allow fails; split such a batch. Recovery at
-    /// [`Log::open`] closes the writers it opens down to this bound as it goes.
+    /// [`Log::open`] retires idle writers as it goes, as appends do: beyond twice this
+    /// bound it closes down to about 1.75 times it; the background flusher brings them
+    /// down to the bound at its next tick.
     ///
     /// A close *parks* the writer when it can (see [`Options::parked_bytes`]); otherwise it
     /// closes it fully: buffer written, fsynced, index written. Default 256; at least 1, no
@@ -1343,8 +1345,7 @@ impl Iterator for Scan {
             match SegmentReader::open(&path, Arc::clone(&self.keys)) {
                 Ok(r) => {
                     // A continuation whose link counts records of a part that is gone.
-                    let gone =
-                        crate::query::plan::continued_part_missing(&self.dir, &path, r.header());
+                    let gone = crate::segment::continued_part_missing(&self.dir, &path, r.header());
                     self.current = Some(r);
                     if let Some(e) = gone {
                         return Some(Err(e));

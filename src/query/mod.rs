@@ -47,7 +47,7 @@
 //! file (ARCHITECTURE.md, "Queries").
 //!
 //! **Pruning.** Months outside the range are not opened. Inside a segment, the signed index
-//! (checked once per process and cached) gives every 4 KiB block its time bounds and a
+//! (checked once and cached per `Log`, up to `Options::query_index_cache`) gives every 4 KiB block its time bounds and a
 //! Bloom filter of its user, action, action prefixes, resource type, resource id and trace
 //! id; only blocks that can hold a match are read. An index that fails its check is
 //! bypassed: the segment is walked frame by frame instead (a *hint pass*), and so are

@@ -1010,7 +1010,7 @@ fn open_source(
     // A continuation part whose link counts records of the part before it, that part's
     // file gone: its records are missing, and the month must not read as whole without
     // them (part 0 deleted, the query returned part 1's records alone, exit 0).
-    if let Some(gone) = continued_part_missing(&ctx.dir, path, &header) {
+    if let Some(gone) = crate::segment::continued_part_missing(&ctx.dir, path, &header) {
         found.errors.push(gone);
     }
     let genesis = crypto::sha256(&head);
@@ -1136,33 +1136,6 @@ fn open_source(
         stream.pieces = stream.pieces.into_iter().rev().collect();
     }
     Ok(Some((source, stream)))
-}
-
-/// The error item for the part `header` (of the segment at `path`, in `dir`) continues,
-/// if its `continues` link counts records and that part's file is not there. The header
-/// is bound to the segment's records (its hash is the first record's `prev_hash`), so a
-/// link in it is evidence once its records verify.
-pub(crate) fn continued_part_missing(
-    dir: &Path,
-    path: &Path,
-    header: &SegmentHeader,
-) -> Option<Error> {
-    let link = header.continues.as_ref().filter(|l| l.count > 0)?;
-    let before = dir.join(segment_file_name(link.segment));
-    let gone =
-        std::fs::symlink_metadata(&before).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
-    gone.then(|| Error::Integrity {
-        file: before.clone(),
-        offset: 0,
-        seq: None,
-        kind: IntegrityKind::MissingSegment {
-            what: format!(
-                "{} continues it after {} records, but it is not there: deleted or moved",
-                path.display(),
-                link.count
-            ),
-        },
-    })
 }
 
 /// The source and an empty stream of segment `id` (at `path`, `end` bytes long).

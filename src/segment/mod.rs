@@ -302,3 +302,30 @@ impl FileStamp {
         }
     }
 }
+
+/// The error item for the part `header` (of the segment at `path`, in `dir`) continues,
+/// if its `continues` link counts records and that part's file is not there. The header
+/// is bound to the segment's records (its hash is the first record's `prev_hash`), so a
+/// link in it is evidence once its records verify.
+pub(crate) fn continued_part_missing(
+    dir: &Path,
+    path: &Path,
+    header: &crate::format::header::SegmentHeader,
+) -> Option<crate::error::Error> {
+    let link = header.continues.as_ref().filter(|l| l.count > 0)?;
+    let before = dir.join(segment_file_name(link.segment));
+    let gone =
+        std::fs::symlink_metadata(&before).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    gone.then(|| crate::error::Error::Integrity {
+        file: before.clone(),
+        offset: 0,
+        seq: None,
+        kind: crate::error::IntegrityKind::MissingSegment {
+            what: format!(
+                "{} continues it after {} records, but it is not there: deleted or moved",
+                path.display(),
+                link.count
+            ),
+        },
+    })
+}

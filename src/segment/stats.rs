@@ -139,7 +139,7 @@ pub(crate) fn segment_stats(
                 misnamed = h.org != *org || h.id != id;
                 // The part it continues, gone although the link counts records of it.
                 if let Some(Error::Integrity { file, .. }) =
-                    crate::query::plan::continued_part_missing(dir, &path, &h)
+                    crate::segment::continued_part_missing(dir, &path, &h)
                 {
                     s.damage.push(StatsDamage::missing(&file));
                 }
