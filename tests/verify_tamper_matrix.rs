@@ -56,6 +56,24 @@ fn edit_k10(p: &Path) -> (Vec<u8>, Vec<Rec>, usize) {
     (b, recs, at)
 }
 
+/// How many of MID's records 2026-03's header links to (February's records appended after
+/// March was created are covered by no link).
+fn linked_by_march(dir: &Path) -> usize {
+    header(&read(&seg_path(dir, A, "2026-03")))
+        .prev
+        .unwrap()
+        .count as usize
+}
+
+/// Even accepting damage, no checkpoint of org A is signed: what is wrong is not damage.
+#[track_caller]
+fn assert_accepting_damage_refuses(dir: &Path, keys: &Keyring) {
+    let accept = CheckpointOptions {
+        accept_damage: true,
+    };
+    assert!(make_checkpoint_with(dir, &org(A), keys, &accept).is_err());
+}
+
 /// More April events of org-000, appended to an existing log.
 fn append_april(dir: &Path, keys: Arc<Keyring>, n: u64) {
     let events: Vec<_> = Workload::new(WorkloadConfig {
@@ -198,10 +216,7 @@ fn a_corrupt_index_does_not_excuse_a_cut_linked_month() {
     let recs = records(&b);
     // Below what 2026-03's header pins of it (later records of February came after March
     // was created, and no link covers them).
-    let pinned = header(&read(&seg_path(d.path(), A, "2026-03")))
-        .prev
-        .unwrap()
-        .count as usize;
+    let pinned = linked_by_march(d.path());
     let cut = recs[pinned - 2].off;
     fs::write(&p, &b[..cut]).unwrap();
     let ip = idx_path(d.path(), A, MID);
@@ -224,10 +239,7 @@ fn a_corrupt_index_does_not_excuse_a_cut_linked_month() {
             f(K::LinkMismatch, &file, Some((cut, 0)), None),
         ],
     );
-    let accept = CheckpointOptions {
-        accept_damage: true,
-    };
-    assert!(make_checkpoint_with(d.path(), &org(A), &*keys, &accept).is_err());
+    assert_accepting_damage_refuses(d.path(), &keys);
 }
 
 #[test]
@@ -1077,10 +1089,7 @@ fn inserted_zeros_do_not_excuse_a_cut() {
     let p = seg_path(d.path(), A, MID);
     let b = read(&p);
     let recs = records(&b);
-    let pinned = header(&read(&seg_path(d.path(), A, "2026-03")))
-        .prev
-        .unwrap()
-        .count as usize;
+    let pinned = linked_by_march(d.path());
     let keep = pinned / 2;
     let ins = recs[6].off;
     let zeros = 96 * recs.len() + 96;
@@ -1103,10 +1112,7 @@ fn inserted_zeros_do_not_excuse_a_cut() {
     ] {
         assert!(kinds.contains(&want), "{want:?}: {}", dump(&r));
     }
-    let accept = CheckpointOptions {
-        accept_damage: true,
-    };
-    assert!(make_checkpoint_with(d.path(), &org(A), &*keys, &accept).is_err());
+    assert_accepting_damage_refuses(d.path(), &keys);
 }
 
 /// Red-team attack: one bit flipped in record 1 (its CRC left wrong) and the month cut far
@@ -1127,8 +1133,5 @@ fn one_damaged_record_does_not_excuse_a_cut_below_a_link() {
     let kinds: Vec<K> = r.findings.iter().map(|f| f.kind).collect();
     assert!(kinds.contains(&K::ChecksumCorruption), "{}", dump(&r));
     assert!(kinds.contains(&K::LinkMismatch), "{}", dump(&r));
-    let accept = CheckpointOptions {
-        accept_damage: true,
-    };
-    assert!(make_checkpoint_with(d.path(), &org(A), &*keys, &accept).is_err());
+    assert_accepting_damage_refuses(d.path(), &keys);
 }
