@@ -281,6 +281,9 @@ fn seal_with(
 pub(crate) enum OpenError {
     Decode(DecodeError),
     Commitment,
+    /// Slots whose openings are erased (FORMAT.md §2.4), by name: refused by a verified
+    /// read ([`open_verified`]), as no erasure this build can verify exists.
+    Erased(Vec<String>),
 }
 
 impl OpenError {
@@ -297,6 +300,12 @@ impl OpenError {
                 offset,
                 seq: Some(seq),
                 kind: IntegrityKind::CommitmentMismatch,
+            },
+            OpenError::Erased(slots) => Error::Integrity {
+                file: file.to_path_buf(),
+                offset,
+                seq: Some(seq),
+                kind: IntegrityKind::ErasedPersonalData { slots },
             },
         }
     }
@@ -479,13 +488,38 @@ impl<'de> serde::de::Visitor<'de> for AnyJson {
 }
 
 /// Decodes a record (whose frame, chain and tag the caller has checked) into an event,
-/// checking the openings against the sealed commitments.
+/// checking the openings against the sealed commitments. An erased slot reads as
+/// [`REDACTED`].
 pub(crate) fn open(
     org: &OrgId,
     month: Month,
     part: u16,
     rec: &RawRecord<'_>,
     hash: Hash,
+) -> Result<VerifiedEvent, OpenError> {
+    open_with(org, month, part, rec, hash, false)
+}
+
+/// [`open`] for a verified read (a verified query, [`crate::Log::scan`]): a record with an
+/// erased slot is [`OpenError::Erased`], as `verify` reports it (`erased_personal_data`):
+/// erasing needs no key, and this build writes no erasure it could verify.
+pub(crate) fn open_verified(
+    org: &OrgId,
+    month: Month,
+    part: u16,
+    rec: &RawRecord<'_>,
+    hash: Hash,
+) -> Result<VerifiedEvent, OpenError> {
+    open_with(org, month, part, rec, hash, true)
+}
+
+fn open_with(
+    org: &OrgId,
+    month: Month,
+    part: u16,
+    rec: &RawRecord<'_>,
+    hash: Hash,
+    refuse_erased: bool,
 ) -> Result<VerifiedEvent, OpenError> {
     let body_at = rec.offset + crate::format::record::FRAME_HEADER_LEN as u64;
     let body = SealedBody::decode(rec.sealed, body_at).map_err(OpenError::Decode)?;
@@ -497,6 +531,16 @@ pub(crate) fn open(
         && crypto::pii_root(values.iter().map(|(_, c)| *c)) != root
     {
         return Err(OpenError::Commitment);
+    }
+    if refuse_erased && values.iter().any(|(v, _)| v.is_none()) {
+        let erased = body
+            .pii
+            .iter()
+            .zip(&values)
+            .filter(|(_, (v, _))| v.is_none())
+            .map(|(field, _)| slot_name(field))
+            .collect();
+        return Err(OpenError::Erased(erased));
     }
     let mut event = Event {
         org_id: org.to_string(),

@@ -48,6 +48,13 @@ pub enum IntegrityKind {
     },
     /// The personal-data openings do not match the sealed commitments.
     CommitmentMismatch,
+    /// Personal-data slots whose openings are erased (FORMAT.md §2.4): refused by verified
+    /// reads, as `verify` reports them (`erased_personal_data`). Erasing needs no key, and
+    /// this build writes no erasure it could verify.
+    ErasedPersonalData {
+        /// The erased slots (`ip`, `user_agent`, `session_id` or a JSON pointer).
+        slots: Vec<String>,
+    },
     /// A segment or index describes another org, month or segment than its name says.
     Misfiled {
         /// What does not match.
@@ -109,6 +116,11 @@ impl std::fmt::Display for IntegrityKind {
             IntegrityKind::CommitmentMismatch => {
                 f.write_str("personal-data openings do not match their commitments")
             }
+            IntegrityKind::ErasedPersonalData { slots } => write!(
+                f,
+                "personal data erased ({}): nothing shows who erased it (erasing needs no key)",
+                slots.join(", ")
+            ),
             IntegrityKind::Misfiled { what } => write!(f, "misfiled: {what}"),
             IntegrityKind::WrongMonth => f.write_str("occurred_at is outside the segment's month"),
             IntegrityKind::Truncated {

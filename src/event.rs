@@ -329,7 +329,8 @@ pub(crate) fn too_deep() -> String {
 /// An event read back from the log, with where it sits in the chain.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VerifiedEvent {
-    /// The event. Erased personal data reads as `"[REDACTED]"`.
+    /// The event. Erased personal data reads as `"[REDACTED]"` (only from an unverified
+    /// query: verified reads refuse such a record, `IntegrityKind::ErasedPersonalData`).
     pub event: Event,
     /// Month of its segment.
     pub month: Month,

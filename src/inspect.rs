@@ -364,6 +364,11 @@ pub fn inspect(
                     Some("personal-data openings do not match their commitments".to_string()),
                 ),
                 Err(entry::OpenError::Decode(d)) => (None, Some(d.to_string())),
+                // `open` reads an erased slot as "[REDACTED]"; only `open_verified` refuses.
+                Err(entry::OpenError::Erased(slots)) => (
+                    None,
+                    Some(format!("personal data erased: {}", slots.join(", "))),
+                ),
             },
             _ => (
                 None,

@@ -4,8 +4,9 @@
 //! - Erasing needs no key: anyone who can write the file computes the commitment from the
 //!   stored seed and value. With a 16-byte value the frame keeps its length, so the signed
 //!   index still matches, and a checkpoint pins only chain hashes. This build writes no
-//!   erasure, so `verify` reports it (`erased_personal_data`, an error). Before, nothing
-//!   did, and a query showed the session id as `"[REDACTED]"` as if legitimately erased.
+//!   erasure, so `verify` reports it (`erased_personal_data`, an error), and verified reads
+//!   (a query, `Log::scan`) refuse the record with the same finding. Before, nothing did,
+//!   and a query showed the session id as `"[REDACTED]"` as if legitimately erased.
 //! - An altered IP address is found at its record even when the segment's header is
 //!   unreadable. Before, the bodies of such a segment were not checked at all.
 #![allow(
@@ -83,9 +84,28 @@ fn keyless_erasure_of_personal_data_is_reported() {
     erase_single_slot(&mut bytes, recs[2].off);
     fs::write(&seg, &bytes).unwrap();
 
-    // Reading it back: the session id is gone, shown as a legitimate erasure.
+    // Verified reads (scan, a verified query) refuse the record as verify does: it used to
+    // come back with its session id "[REDACTED]", as if legitimately erased, exit 0. An
+    // unverified query shows it so.
     let log = Log::open(dir.path(), always(&keys)).unwrap();
-    let events = scan_clean(&log, &org(ORG));
+    let is_erasure = |e: &auditlog::Error| {
+        matches!(
+            e,
+            auditlog::Error::Integrity {
+                seq: Some(2),
+                kind: auditlog::IntegrityKind::ErasedPersonalData { slots },
+                ..
+            } if slots == &["session_id".to_string()]
+        )
+    };
+    let (events, errs) = scan(&log, &org(ORG));
+    assert_eq!(events.len(), 4);
+    assert!(matches!(errs.as_slice(), [e] if is_erasure(e)), "{errs:#?}");
+    let (events, errs, _) = run_query(log.query(&org(ORG)));
+    assert_eq!(events.len(), 4);
+    assert!(matches!(errs.as_slice(), [e] if is_erasure(e)), "{errs:#?}");
+    let (events, errs, _) = run_query(log.query(&org(ORG)).unverified());
+    assert!(errs.is_empty(), "{errs:#?}");
     assert_eq!(events[2].event.session_id.as_deref(), Some(REDACTED));
     log.close().unwrap();
 

@@ -1091,7 +1091,14 @@ impl<'a> EventRef<'a> {
             openings: frame.get(sealed_end..tag_at).unwrap_or_default(),
             tag: crate::crypto::Tag(bytes32(tag_at..frame.len())),
         };
-        entry::open(self.org, self.src.month, self.src.part, &rec, self.hash())
+        // A verified query (its matches carry their checked hash) refuses an erased slot,
+        // as verify does; an unverified one shows it as "[REDACTED]".
+        let open = if m.hash.is_some() {
+            entry::open_verified
+        } else {
+            entry::open
+        };
+        open(self.org, self.src.month, self.src.part, &rec, self.hash())
             .map_err(|e| e.into_error(&self.src.path, m.offset, m.seq))
     }
 }

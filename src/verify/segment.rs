@@ -573,6 +573,10 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                     entry::OpenError::Decode(d) => {
                         format!("CRC-valid record whose body does not decode: {d}")
                     }
+                    // Erased slots come back as `Ok(erased)` from the check used here.
+                    entry::OpenError::Erased(slots) => {
+                        format!("personal data erased: {}", slots.join(", "))
+                    }
                 };
                 f.push(finding(K::MalformedRecord, msg));
             }
