@@ -282,7 +282,7 @@ pub(crate) enum OpenError {
     Decode(DecodeError),
     Commitment,
     /// Slots whose openings are erased (FORMAT.md §2.4), by name: refused by a verified
-    /// read ([`open_verified`]), as no erasure this build can verify exists.
+    /// read ([`Erased::Refuse`]), as no erasure this build can verify exists.
     Erased(Vec<String>),
 }
 
@@ -372,7 +372,7 @@ pub(crate) fn check(
     if body.pii.iter().any(|f| matches!(f, PiiField::Json(_))) {
         // Restoring a JSON slot needs the parsed value (its pointer must name one): the
         // full path, for the few records that have such slots.
-        return open(org, month, part, rec, hash).map(|_| erased);
+        return open(org, month, part, rec, hash, Erased::Redact).map(|_| erased);
     }
     let values = opened_values(&openings);
     if let Some(root) = body.pii_root
@@ -487,39 +487,26 @@ impl<'de> serde::de::Visitor<'de> for AnyJson {
     }
 }
 
+/// What [`open`] does with an erased personal-data slot (FORMAT.md §2.4).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Erased {
+    /// Reads it as [`REDACTED`] (an unverified query, `inspect`).
+    Redact,
+    /// Refuses the record, [`OpenError::Erased`] (a verified read: a verified query,
+    /// [`crate::Log::scan`]), as `verify` reports it (`erased_personal_data`): erasing needs
+    /// no key, and this build writes no erasure it could verify.
+    Refuse,
+}
+
 /// Decodes a record (whose frame, chain and tag the caller has checked) into an event,
-/// checking the openings against the sealed commitments. An erased slot reads as
-/// [`REDACTED`].
+/// checking the openings against the sealed commitments.
 pub(crate) fn open(
     org: &OrgId,
     month: Month,
     part: u16,
     rec: &RawRecord<'_>,
     hash: Hash,
-) -> Result<VerifiedEvent, OpenError> {
-    open_with(org, month, part, rec, hash, false)
-}
-
-/// [`open`] for a verified read (a verified query, [`crate::Log::scan`]): a record with an
-/// erased slot is [`OpenError::Erased`], as `verify` reports it (`erased_personal_data`):
-/// erasing needs no key, and this build writes no erasure it could verify.
-pub(crate) fn open_verified(
-    org: &OrgId,
-    month: Month,
-    part: u16,
-    rec: &RawRecord<'_>,
-    hash: Hash,
-) -> Result<VerifiedEvent, OpenError> {
-    open_with(org, month, part, rec, hash, true)
-}
-
-fn open_with(
-    org: &OrgId,
-    month: Month,
-    part: u16,
-    rec: &RawRecord<'_>,
-    hash: Hash,
-    refuse_erased: bool,
+    erased: Erased,
 ) -> Result<VerifiedEvent, OpenError> {
     let body_at = rec.offset + crate::format::record::FRAME_HEADER_LEN as u64;
     let body = SealedBody::decode(rec.sealed, body_at).map_err(OpenError::Decode)?;
@@ -532,7 +519,7 @@ fn open_with(
     {
         return Err(OpenError::Commitment);
     }
-    if refuse_erased && values.iter().any(|(v, _)| v.is_none()) {
+    if erased == Erased::Refuse && values.iter().any(|(v, _)| v.is_none()) {
         let erased = body
             .pii
             .iter()

@@ -176,7 +176,7 @@ fn open_event(rec: &RawRecord<'_>) -> bool {
     };
     let month = rec.fields.occurred_at.month().unwrap_or(month);
     let hash = crypto::chain_hash(rec.chained_bytes());
-    entry::open(&org, month, 0, rec, hash).is_ok()
+    entry::open(&org, month, 0, rec, hash, entry::Erased::Redact).is_ok()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -357,19 +357,21 @@ pub fn inspect(
             _ => TagStatus::NotChecked,
         };
         let (event, body_error) = match (&org, segment) {
-            (Some(o), Some(id)) => match entry::open(o, id.month, id.part, &rec, hash) {
-                Ok(v) => (Some(v.event), None),
-                Err(entry::OpenError::Commitment) => (
-                    None,
-                    Some("personal-data openings do not match their commitments".to_string()),
-                ),
-                Err(entry::OpenError::Decode(d)) => (None, Some(d.to_string())),
-                // `open` reads an erased slot as "[REDACTED]"; only `open_verified` refuses.
-                Err(entry::OpenError::Erased(slots)) => (
-                    None,
-                    Some(format!("personal data erased: {}", slots.join(", "))),
-                ),
-            },
+            (Some(o), Some(id)) => {
+                match entry::open(o, id.month, id.part, &rec, hash, entry::Erased::Redact) {
+                    Ok(v) => (Some(v.event), None),
+                    Err(entry::OpenError::Commitment) => (
+                        None,
+                        Some("personal-data openings do not match their commitments".to_string()),
+                    ),
+                    Err(entry::OpenError::Decode(d)) => (None, Some(d.to_string())),
+                    // Not with `Erased::Redact`: an erased slot reads as "[REDACTED]".
+                    Err(entry::OpenError::Erased(slots)) => (
+                        None,
+                        Some(format!("personal data erased: {}", slots.join(", "))),
+                    ),
+                }
+            }
             _ => (
                 None,
                 Some("org unknown (damaged header): body not decoded".to_string()),

@@ -1093,13 +1093,20 @@ impl<'a> EventRef<'a> {
         };
         // A verified query (its matches carry their checked hash) refuses an erased slot,
         // as verify does; an unverified one shows it as "[REDACTED]".
-        let open = if m.hash.is_some() {
-            entry::open_verified
+        let erased = if m.hash.is_some() {
+            entry::Erased::Refuse
         } else {
-            entry::open
+            entry::Erased::Redact
         };
-        open(self.org, self.src.month, self.src.part, &rec, self.hash())
-            .map_err(|e| e.into_error(&self.src.path, m.offset, m.seq))
+        entry::open(
+            self.org,
+            self.src.month,
+            self.src.part,
+            &rec,
+            self.hash(),
+            erased,
+        )
+        .map_err(|e| e.into_error(&self.src.path, m.offset, m.seq))
     }
 }
 

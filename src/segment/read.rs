@@ -194,7 +194,7 @@ impl SegmentReader {
         }
         let (month, part) = (self.header.id.month, self.header.id.part);
         Some(match self.win.frame(off) {
-            Ok(Ok(rec)) => entry::open_verified(&org, month, part, &rec, hash)
+            Ok(Ok(rec)) => entry::open(&org, month, part, &rec, hash, entry::Erased::Refuse)
                 .map_err(|e| e.into_error(&path, off, fields.seq)),
             // The bytes read back differently than a moment ago: the file changed under us.
             Ok(Err(_)) => Err(integrity(IntegrityKind::TagMismatch {
