@@ -81,6 +81,6 @@ pub use event::{Event, InvalidField, OrgId, REDACTED, VerifiedEvent};
 pub use log::{Durability, LOCK_FILE, Log, MonthStats, Options, RecoveryAction, Scan};
 pub use query::{Cursor, EventFields, EventRef, Matches, Query, QueryStats};
 pub use segment::read::SegmentReader;
-pub use segment::stats::StatsDamage;
+pub use segment::stats::{DamageKind, StatsDamage};
 pub use segment::writer::Receipt;
 pub use time::{Month, Timestamp};

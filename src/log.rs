@@ -30,6 +30,7 @@ use crate::segment::quarantine::Quarantine;
 use crate::segment::read::SegmentReader;
 use crate::segment::recover::{self, Recovered};
 use crate::segment::scan::{self, DamageCause, FileWindow, IndexBuilder, Tally};
+use crate::segment::stats::DamageKind;
 use crate::segment::writer::{Parked, Receipt, SegmentWriter};
 use crate::segment::{
     DirSync, DirsToSync, FileStamp, cold_file_name, fsync_dir, parse_segment_file_name,
@@ -1072,7 +1073,8 @@ impl Log {
                     let s = crate::segment::stats::segment_stats(&dir, &org, id, short_is_damage)?;
                     // A name that is not a regular file is no segment file (named in
                     // `damage`).
-                    m.segments += u32::from(!s.damage.iter().any(|d| d.not_a_file));
+                    m.segments +=
+                        u32::from(!s.damage.iter().any(|d| d.kind == DamageKind::NotAFile));
                     m.events += s.events;
                     m.bytes += s.bytes;
                     m.first = min_opt(m.first, s.first);
@@ -1084,10 +1086,14 @@ impl Log {
                 // that is, or may be, authentic, or cannot be read, says it held records).
                 for &id in &files.orphans {
                     let path = dir.join(segment_file_name(id));
-                    if !m.damage.iter().any(|d| d.missing && d.file == path)
+                    if !m
+                        .damage
+                        .iter()
+                        .any(|d| d.kind == DamageKind::Missing && d.file == path)
                         && crate::query::plan::missing_segment(&place, &path, id).is_some()
                     {
-                        m.damage.push(crate::StatsDamage::missing(&path));
+                        m.damage
+                            .push(crate::StatsDamage::whole(&path, DamageKind::Missing));
                     }
                 }
                 if m.segments > 0 || !m.damage.is_empty() {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use auditlog::checkpoint::Checkpoint;
 use auditlog::workload::{Workload, WorkloadConfig};
-use auditlog::{Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
+use auditlog::{DamageKind, Durability, Event, Keyring, Log, Options, OrgId, Timestamp};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -485,15 +485,15 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 stats.iter().flat_map(|s| &s.damage).collect();
             for d in &damage {
                 let file = d.file.display();
-                if d.not_a_file {
+                if d.kind == DamageKind::NotAFile {
                     warn(format_args!(
                         "auditlog: {file}: not a regular file; not counted (run verify)"
                     ));
-                } else if d.missing {
+                } else if d.kind == DamageKind::Missing {
                     warn(format_args!(
                         "auditlog: {file}: missing, but its index or the part continuing it says it held records (deleted or moved?); not counted (run verify)"
                     ));
-                } else if d.newer_format {
+                } else if d.kind == DamageKind::NewerFormat {
                     warn(format_args!(
                         "auditlog: {file}: needs a newer reader (a newer format than this build reads); not counted (use a newer auditlog)"
                     ));
@@ -508,7 +508,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     ));
                 }
             }
-            let newer = damage.iter().any(|d| d.newer_format);
+            let newer = damage.iter().any(|d| d.kind == DamageKind::NewerFormat);
             // No segment anywhere, and entries a log does not have: the wrong directory,
             // not an empty log (verify's `not_a_log`).
             let not_a_log = stats.is_empty() && auditlog::verify::not_a_log(dir, None)?;

@@ -563,7 +563,9 @@ fn a_deleted_part_before_a_continuation_is_missing_not_silence() {
     let stats = log.stats().unwrap();
     let jan = stats.iter().find(|m| m.month == month("2026-01")).unwrap();
     assert!(
-        jan.damage.iter().any(|d| d.missing && d.file == s.seg),
+        jan.damage
+            .iter()
+            .any(|d| d.kind == auditlog::DamageKind::Missing && d.file == s.seg),
         "{:?}",
         jan.damage
     );

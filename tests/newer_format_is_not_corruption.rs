@@ -121,7 +121,7 @@ fn a_segment_of_a_newer_version_or_with_unknown_flags_needs_a_newer_reader() {
         let stats = log.stats().unwrap();
         let damage: Vec<_> = stats.iter().flat_map(|m| &m.damage).collect();
         assert!(
-            matches!(damage.as_slice(), [d] if d.newer_format && d.file == jan),
+            matches!(damage.as_slice(), [d] if d.kind == auditlog::DamageKind::NewerFormat && d.file == jan),
             "{what}: {damage:?}"
         );
         assert_eq!(stats.iter().map(|m| m.events).sum::<u64>(), 40, "{what}");

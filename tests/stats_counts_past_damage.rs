@@ -82,9 +82,7 @@ fn stats_counts_past_damage_and_names_it() {
             file: seg.clone(),
             start: first_hit,
             end: next,
-            not_a_file: false,
-            missing: false,
-            newer_format: false,
+            kind: auditlog::DamageKind::Bytes,
         }]
     );
     assert!(all.iter().filter(|s| s.damage.is_empty()).count() == all.len() - 1);
@@ -246,7 +244,7 @@ fn a_deleted_segment_beside_its_index_is_named() {
     assert!(stderr(&o).contains(&want), "{}", stderr(&o));
     let april = row(&o, "org-000", "2026-04");
     assert_eq!(april["segments"], 0, "{april}");
-    assert_eq!(april["damage"][0]["missing"], true, "{april}");
+    assert_eq!(april["damage"][0]["kind"], "missing", "{april}");
     // Without its index as well, nothing shows the month held records.
     fs::remove_file(idx_path(&fx.dir, "org-000", "2026-04")).unwrap();
     let o = auditlog_cli(Some(&fx.dir), None, ["stats", "--json"]);
@@ -311,7 +309,7 @@ fn a_newer_segment_does_not_hide_the_others() {
     );
     let april = row(&o, "org-000", "2026-04");
     assert_eq!(april["events"], 0, "{april}");
-    assert_eq!(april["damage"][0]["newer_format"], true, "{april}");
+    assert_eq!(april["damage"][0]["kind"], "newer_format", "{april}");
     assert_eq!(
         stdout(&o).lines().count(),
         stdout(&before).lines().count(),

@@ -74,7 +74,7 @@ fn a_segment_that_is_a_link_is_neither_appended_through_nor_verified() {
         jan_stats
             .damage
             .iter()
-            .any(|x| x.not_a_file && x.file == jan)
+            .any(|x| x.kind == auditlog::DamageKind::NotAFile && x.file == jan)
     );
     log.close().unwrap();
     assert_eq!(

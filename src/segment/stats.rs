@@ -15,11 +15,8 @@ use crate::time::Timestamp;
 
 /// A stretch of a segment that [`crate::Log::stats`] could not read as records: the
 /// records after it are counted; `verify` says what it is. A segment that could not be
-/// read at all is named with `start` and `end` 0 and one of the flags set, and the other
-/// segments are still counted: a segment name that is not a regular file (a directory, a
-/// FIFO, a dangling link: `not_a_file`), a segment file that is missing while its index
-/// or the part continuing it shows it held records (`missing`), and a segment of a newer format than this build
-/// reads (`newer_format`).
+/// read at all is named with `start` and `end` 0 and its [`DamageKind`], and the other
+/// segments are still counted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StatsDamage {
     /// The segment file.
@@ -29,14 +26,26 @@ pub struct StatsDamage {
     pub start: u64,
     /// One past the last (where the next readable record starts, or the end of the file).
     pub end: u64,
-    /// The name is not a regular file, so none of it was read.
-    pub not_a_file: bool,
+    /// What kind of damage.
+    pub kind: DamageKind,
+}
+
+/// What [`StatsDamage`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DamageKind {
+    /// Bytes `start..end` do not read as records (an empty file: `0..0`).
+    Bytes,
+    /// The name is not a regular file (a directory, a FIFO, a dangling link): none of it
+    /// was read.
+    NotAFile,
     /// The segment file is missing, and its index (which may be authentic; stats checks no
     /// tag) or the header of the part that continues it says it held records: deleted or
     /// moved.
-    pub missing: bool,
+    Missing,
     /// The segment is of a newer format than this build reads: none of it was read.
-    pub newer_format: bool,
+    NewerFormat,
 }
 
 impl StatsDamage {
@@ -46,17 +55,17 @@ impl StatsDamage {
             file: file.to_path_buf(),
             start,
             end,
-            not_a_file: false,
-            missing: false,
-            newer_format: false,
+            kind: DamageKind::Bytes,
         }
     }
 
-    /// The segment file is missing, and its index says it held records.
-    pub(crate) fn missing(file: &Path) -> StatsDamage {
+    /// Nothing of `file` was read, for `kind`.
+    pub(crate) fn whole(file: &Path, kind: DamageKind) -> StatsDamage {
         StatsDamage {
-            missing: true,
-            ..StatsDamage::bytes(file, 0, 0)
+            file: file.to_path_buf(),
+            start: 0,
+            end: 0,
+            kind,
         }
     }
 }
@@ -100,10 +109,7 @@ pub(crate) fn segment_stats(
     let file = match super::open_regular(&path) {
         Ok(file) => file,
         Err(e) if not_a_file(&path, &e) => {
-            return Ok(unread(StatsDamage {
-                not_a_file: true,
-                ..StatsDamage::bytes(&path, 0, 0)
-            }));
+            return Ok(unread(StatsDamage::whole(&path, DamageKind::NotAFile)));
         }
         Err(e) => return Err(Error::io("open segment", &path, e)),
     };
@@ -141,14 +147,12 @@ pub(crate) fn segment_stats(
                 if let Some(Error::Integrity { file, .. }) =
                     crate::segment::continued_part_missing(dir, &path, &h)
                 {
-                    s.damage.push(StatsDamage::missing(&file));
+                    s.damage
+                        .push(StatsDamage::whole(&file, DamageKind::Missing));
                 }
             }
             Err(e) if e.needs_newer_reader() => {
-                return Ok(unread(StatsDamage {
-                    newer_format: true,
-                    ..StatsDamage::bytes(&path, 0, 0)
-                }));
+                return Ok(unread(StatsDamage::whole(&path, DamageKind::NewerFormat)));
             }
             Err(_) => s
                 .damage
