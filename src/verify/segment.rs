@@ -380,6 +380,11 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
             Err(e) => {
                 let next = scan::resync(&mut win, off + 1, max_seq).ok().flatten();
                 let incomplete = matches!(e, Some(FrameError::Incomplete { .. }));
+                // The seq and `prev_hash` of the record where frames resume, read once.
+                let resumed = next.and_then(|n| {
+                    let rec = win.frame(n).ok()?.ok()?;
+                    Some((rec.fields.seq, rec.fields.prev))
+                });
                 match next {
                     None if c.latest && incomplete && c.live.now() => {
                         // A record being written right now: stop at the consistent prefix.
@@ -417,10 +422,8 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                         // them fails the chain). Zeros inserted between seq 5 and seq 6
                         // hold none, however long: they used to excuse any cut.
                         let room = (end - off) / u64::from(MIN_FRAME_LEN);
-                        let after =
-                            next.and_then(|n| win.frame(n).ok()?.ok().map(|r| r.fields.seq));
-                        let room = match (expected, after) {
-                            (Some(exp), Some(seq)) => room.min(seq.saturating_sub(exp)),
+                        let room = match (expected, resumed) {
+                            (Some(exp), Some((seq, _))) => room.min(seq.saturating_sub(exp)),
                             _ => room,
                         };
                         out.hidden_max = out.hidden_max.saturating_add(room);
@@ -445,9 +448,9 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                 match next {
                     Some(n) => {
                         // Records after damage chain to a record we could not read.
-                        if let Ok(Ok(rec)) = win.frame(n) {
-                            head = Some(rec.fields.prev);
-                            expected = Some(rec.fields.seq);
+                        if let Some((seq, prev)) = resumed {
+                            head = Some(prev);
+                            expected = Some(seq);
                         }
                         off = n;
                         continue;
