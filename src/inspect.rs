@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::crypto::{self, Hash, KeyProvider, Signer, Signers};
 use crate::entry;
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, OrgId};
 use crate::format::header::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, SegmentId};
 use crate::format::index::{INDEX_MAGIC, Index};
 use crate::format::record::FrameError;
@@ -159,6 +159,14 @@ fn path_segment_id(path: &Path) -> Option<SegmentId> {
         .and_then(crate::segment::parse_segment_file_name)
 }
 
+/// The org (the parent directory's name, if a valid org id) and segment id (the file's
+/// name) that `path`'s place in a log gives.
+fn path_place(path: &Path) -> Option<(OrgId, SegmentId)> {
+    let id = path_segment_id(path)?;
+    let org = path.parent()?.file_name()?.to_str()?;
+    Some((OrgId::new(org).ok()?, id))
+}
+
 /// Inspects `path` (segment or index file), calling `visit` for each item found. An index
 /// file over [`INSPECT_INDEX_LIMIT`] is refused. A `from_offset` at or past the end of the
 /// file shows no record. A segment or index of a newer format than this build reads is
@@ -255,6 +263,9 @@ pub fn inspect(
         return Err(Error::decode(path, None, e.clone()));
     }
     let mut head: Option<Hash> = None;
+    // Without a header, the org and segment the file's place names (as a query reads such
+    // a segment): its tags can still be checked and its bodies decoded.
+    let from_path = header.is_err().then(|| path_place(path)).flatten();
     match &header {
         Ok(h) => {
             let link = |l: &crate::format::header::SegmentLink| {
@@ -280,11 +291,16 @@ pub fn inspect(
             return Ok(0);
         }
         Err(e) => {
-            let reason = if magic == SEGMENT_MAGIC {
+            let mut reason = if magic == SEGMENT_MAGIC {
                 format!("damaged {e}")
             } else {
                 format!("not a segment or index header: {e}")
             };
+            if let Some((org, id)) = &from_path {
+                reason.push_str(&format!(
+                    "; the file's path names org {org}, segment {id}: a record whose tag proves it is decoded"
+                ));
+            }
             visit(Item::Damage {
                 start: 0,
                 end: SEGMENT_HEADER_LEN.min(len as usize) as u64,
@@ -292,8 +308,11 @@ pub fn inspect(
             })?;
         }
     }
-    let org = header.as_ref().ok().map(|h| h.org.clone());
-    let segment = header.as_ref().ok().map(|h| h.id);
+    let (org, segment) = match &header {
+        Ok(h) => (Some(h.org.clone()), Some(h.id)),
+        Err(_) => from_path.clone().unzip(),
+    };
+    let org_from_path = from_path.is_some();
     let mut signers = Signers::default();
     let mut off = SEGMENT_HEADER_LEN as u64;
     if let Some(from) = opts.from_offset.filter(|f| *f > off) {
@@ -357,6 +376,13 @@ pub fn inspect(
             _ => TagStatus::NotChecked,
         };
         let (event, body_error) = match (&org, segment) {
+            // The path's org is believed for a record only once its tag proves it.
+            (Some(o), Some(_)) if org_from_path && tag != TagStatus::Valid => (
+                None,
+                Some(format!(
+                    "org unknown (damaged header), and the tag does not prove the path's org {o}: body not decoded"
+                )),
+            ),
             (Some(o), Some(id)) => {
                 match entry::open(o, id.month, id.part, &rec, hash, entry::Erased::Redact) {
                     Ok(v) => (Some(v.event), None),

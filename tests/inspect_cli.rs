@@ -485,3 +485,50 @@ fn record_selection_on_an_index_is_refused() {
     let o = inspect(None, &fx.idx, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// A segment whose header is garbled, in its place in a log: the path names its org and
+/// segment, so each record whose tag proves that org is shown decoded. The same file under
+/// another org's directory is not believed: its tags fail, and no body is decoded.
+#[test]
+fn garbled_header_in_place_is_read_as_its_path_names_it() {
+    let log = KeyedLog::new(EVENTS);
+    let seg = seg_path(&log.dir, "org-000", "2026-04");
+    let mut b = fs::read(&seg).unwrap();
+    let n = records(&b).len();
+    b[..256].fill(0);
+    fs::write(&seg, &b).unwrap();
+    let o = inspect(Some(&log.keyring), &seg, &["--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let it = items(&o);
+    assert_eq!(it[0]["item"], "damage");
+    let reason = it[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("path names org org-000"), "{reason}");
+    let recs: Vec<&Value> = it.iter().filter(|i| i["item"] == "record").collect();
+    assert_eq!(recs.len(), n);
+    for r in &recs {
+        assert_eq!(r["tag"], "valid", "{r}");
+        assert_eq!(r["event"]["org_id"], "org-000", "{r}");
+        assert!(r["body_error"].is_null(), "{r}");
+    }
+
+    let elsewhere = seg_path(&log.dir, "org-001", "2026-04");
+    fs::copy(&seg, &elsewhere).unwrap();
+    let it = items(&inspect(Some(&log.keyring), &elsewhere, &["--json"]));
+    let recs: Vec<&Value> = it.iter().filter(|i| i["item"] == "record").collect();
+    assert_eq!(recs.len(), n);
+    for r in &recs {
+        assert_eq!(r["tag"], "invalid", "{r}");
+        assert!(r["event"].is_null(), "{r}");
+        let why = r["body_error"].as_str().unwrap();
+        assert!(
+            why.contains("does not prove the path's org org-001"),
+            "{why}"
+        );
+    }
+
+    // Without a keyring nothing proves the path's org.
+    let it = items(&inspect(None, &seg, &["--json"]));
+    let r = it.iter().find(|i| i["item"] == "record").unwrap();
+    assert_eq!(r["tag"], "not_checked");
+    assert!(r["event"].is_null(), "{r}");
+}
