@@ -352,7 +352,10 @@ pub enum RecoveryAction {
 struct Org {
     id: OrgId,
     dir: PathBuf,
-    signer: RwLock<Option<Signer>>,
+    /// The signer of the key the provider last named, kept so that an append need not
+    /// build the HMAC state again. Only a cache: each caller signs with the signer of the
+    /// answer its own call to the provider got ([`Org::signer`]).
+    signer: RwLock<Option<Arc<Signer>>>,
     segs: Mutex<OrgSegments>,
     /// Signalled (with `segs`) when a retirement's close ends and its month leaves
     /// `OrgSegments::closing`.
@@ -849,13 +852,9 @@ impl Log {
         let signer = org.signer(&*opts.keys)?;
         let writer = self.inner.writer(&org, month)?;
         let mut receipt = None;
-        let (end, buffered) = {
-            let signer = signer.read();
-            let signer = signer.as_ref().ok_or_else(|| no_signer(org_id))?;
-            writer.append(&[(&sealed, event.occurred_at)], signer, |r| {
-                receipt = Some(r);
-            })?
-        };
+        let (end, buffered) = writer.append(&[(&sealed, event.occurred_at)], &signer, |r| {
+            receipt = Some(r);
+        })?;
         self.inner.settle(&writer, end, buffered)?;
         drop(writer);
         self.inner.retire_idle();
@@ -913,43 +912,37 @@ impl Log {
         for ((org_name, month), idx) in groups {
             let first = in_batch(idx.first().copied().unwrap_or(0));
             let org = self.inner.org_named(org_name).map_err(first)?;
-            org.signer(&*opts.keys).map_err(first)?;
+            let signer = org.signer(&*opts.keys).map_err(first)?;
             let check = |n| self.inner.check_refusals(&org, month, n);
             check(idx.len()).map_err(|e| in_batch(first_refused(&idx, check))(e))?;
-            checked.push((org, month, idx));
+            checked.push((org, signer, month, idx));
         }
         // Then every group's writer (recovering or creating its segment), checked again
         // before framing anything: another thread may have appended or a write failed
         // meanwhile, and recovery finds what only reading the file tells.
         let mut prepared = Vec::with_capacity(checked.len());
-        for (org, month, idx) in checked {
+        for (org, signer, month, idx) in checked {
             let first = in_batch(idx.first().copied().unwrap_or(0));
             let writer = self.inner.writer(&org, month).map_err(first)?;
             writer.check_not_failed().map_err(first)?;
             let check = |n| writer.check_seq_room(n);
             check(idx.len()).map_err(|e| in_batch(first_refused(&idx, check))(e))?;
-            prepared.push((org, writer, idx));
+            prepared.push((signer, writer, idx));
         }
         let mut receipts: Vec<Option<Receipt>> = vec![None; events.len()];
         let mut pending = Vec::with_capacity(prepared.len());
-        for (org, writer, idx) in prepared {
-            let org_id = &org.id;
-            // The prepare loop just refreshed this org's signer from the key provider.
-            let signer = &org.signer;
+        for (signer, writer, idx) in prepared {
+            // The key the provider named when this batch asked for it, as in `append`.
             let items: Vec<(&SealedEvent, Timestamp)> = idx
                 .iter()
                 .filter_map(|&i| sealed.get(i).map(|(_, _, s, t)| (s, *t)))
                 .collect();
             let mut slots = idx.iter();
-            let (end, buffered) = {
-                let signer = signer.read();
-                let signer = signer.as_ref().ok_or_else(|| no_signer(org_id))?;
-                writer.append(&items, signer, |r| {
-                    if let Some(slot) = slots.next().and_then(|&i| receipts.get_mut(i)) {
-                        *slot = Some(r);
-                    }
-                })?
-            };
+            let (end, buffered) = writer.append(&items, &signer, |r| {
+                if let Some(slot) = slots.next().and_then(|&i| receipts.get_mut(i)) {
+                    *slot = Some(r);
+                }
+            })?;
             pending.push((writer, end, buffered));
         }
         if pending.len() > 1 && self.inner.opts.durability == Durability::Always {
@@ -1646,12 +1639,8 @@ impl Inner {
                     }
                     _ => w.sync(),
                 };
-                // A copy of the signer, as in `finish`: a key rotation by an appender (the
-                // signer's write lock, which would then hold up every appender of the org
-                // behind it) need not wait for the index to be streamed out.
                 if w.unindexed_bytes() >= self.opts.index_flush_bytes
-                    && let Ok(s) = org.signer(&*self.opts.keys)
-                    && let Some(signer) = s.read().clone()
+                    && let Ok(signer) = org.signer(&*self.opts.keys)
                 {
                     let _ = w.write_index(&signer, DirSync::Now);
                 }
@@ -1816,11 +1805,9 @@ impl Inner {
                     }
                     if let Some(reason) = index_rebuilt {
                         drop(report);
-                        // A copy of the signer, as in `finish`.
-                        let signer = org.signer(keys).ok().and_then(|s| s.read().clone());
-                        let written = match signer {
-                            Some(signer) => w.write_index(&signer, DirSync::Now),
-                            None => Ok(false),
+                        let written = match org.signer(keys) {
+                            Ok(signer) => w.write_index(&signer, DirSync::Now),
+                            Err(_) => Ok(false),
                         };
                         let action = match written {
                             Ok(true) => Some(RecoveryAction::IndexRebuilt { file: path, reason }),
@@ -1997,13 +1984,8 @@ impl Inner {
         let Some(dir_sync) = index.filter(|_| w.unindexed_bytes() > 0) else {
             return Ok(());
         };
-        // A copy of the signer: a key rotation by an appender (which takes the signer's
-        // write lock) need not wait for the index to be streamed out.
-        let signer = org.signer(&*self.opts.keys)?.read().clone();
-        match signer {
-            Some(signer) => w.write_index(&signer, dir_sync).map(|_| ()),
-            None => Ok(()),
-        }
+        let signer = org.signer(&*self.opts.keys)?;
+        w.write_index(&signer, dir_sync).map(|_| ())
     }
 
     /// With `retiring` held, so that nothing is parked meanwhile: makes every parked
@@ -2403,17 +2385,26 @@ impl Inner {
 }
 
 impl Org {
-    /// The cached signer, refreshed if the provider's signing key changed (rotation).
-    fn signer(&self, keys: &dyn KeyProvider) -> Result<&RwLock<Option<Signer>>> {
+    /// The signer of the key the provider names now: the cached one if it is that key's,
+    /// else a new one, which then replaces it in the cache.
+    ///
+    /// The caller signs with what this returns, never with whatever the cache holds by the
+    /// time it frames: calls to the provider overlap, and one asked before a rotation can
+    /// return after one asked after it. Read from the cache, that late answer put the
+    /// retired key back for every appender of the org, so an append begun after
+    /// `Keyring::rotate` returned, which had itself been told the new key, was signed with
+    /// the retired one (`tests/rotation_during_appends.rs`).
+    fn signer(&self, keys: &dyn KeyProvider) -> Result<Arc<Signer>> {
         let (id, key) = keys.signing_key(&self.id).map_err(|source| Error::Key {
             org: self.id.to_string(),
             source,
         })?;
-        let current = self.signer.read().as_ref().map(Signer::key_id);
-        if current != Some(id) {
-            *self.signer.write() = Some(Signer::new(id, &key));
+        if let Some(s) = self.signer.read().as_ref().filter(|s| s.key_id() == id) {
+            return Ok(Arc::clone(s));
         }
-        Ok(&self.signer)
+        let s = Arc::new(Signer::new(id, &key));
+        *self.signer.write() = Some(Arc::clone(&s));
+        Ok(s)
     }
 }
 
