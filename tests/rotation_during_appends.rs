@@ -156,3 +156,60 @@ fn an_append_begun_after_a_rotation_is_signed_with_the_new_key() {
         "an append begun after the rotation returned was signed with the retired key"
     );
 }
+
+/// A rotation waits for the key file's lock (another process rotating, `auditlog keys new`)
+/// and then writes and fsyncs the file twice. Appends of other orgs, and of the org itself,
+/// must not wait for that: their signing keys are in memory.
+#[test]
+fn appends_go_on_while_a_rotation_waits_for_the_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    let ring = Arc::new(Keyring::open_or_create(&path).unwrap());
+    ring.rotate(&org("acme")).unwrap();
+    ring.rotate(&org("bravo")).unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), Options::new(ring.clone())).unwrap());
+    log.append(&ev("bravo", 0)).unwrap();
+
+    // Another process holds the key file's lock.
+    let mut lock_name = path.clone().into_os_string();
+    lock_name.push(".lock");
+    let held = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&lock_name)
+        .unwrap();
+    held.lock().unwrap();
+    let rotation = {
+        let ring = Arc::clone(&ring);
+        std::thread::spawn(move || ring.rotate(&org("acme")))
+    };
+    // Only so that the stall shows: let the rotation reach the file's lock.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let appender = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let r = (
+                log.append(&ev("bravo", 1)).map(|r| r.seq),
+                log.append(&ev("acme", 1)).map(|r| r.seq),
+            );
+            let _ = done_tx.send(r);
+        })
+    };
+    let appended = done_rx.recv_timeout(Duration::from_secs(20));
+    held.unlock().unwrap();
+    let (bravo, acme) =
+        appended.expect("appends waited for a rotation that waited for the key file's lock");
+    assert_eq!((bravo.unwrap(), acme.unwrap()), (1, 0));
+    appender.join().unwrap();
+    assert_eq!(rotation.join().unwrap().unwrap(), KeyId(2));
+    let after = log.append(&ev("acme", 2)).unwrap();
+    Arc::into_inner(log).unwrap().close().unwrap();
+
+    let log = Log::open_read_only(dir.path().join("log"), Options::new(ring)).unwrap();
+    let acme = scan_clean(&log, &org("acme"));
+    assert_eq!(acme.len(), 2);
+    assert_eq!(acme[0].key_id, KeyId(1));
+    assert_eq!((acme[1].seq, acme[1].key_id), (after.seq, KeyId(2)));
+}

@@ -99,6 +99,12 @@ struct OrgKeys {
 pub struct Keyring {
     path: Option<PathBuf>,
     orgs: RwLock<BTreeMap<OrgId, OrgKeys>>,
+    /// Held by a change ([`Keyring::update`]) from reading the keys to publishing them, and
+    /// by a lookup that merges the file into `orgs`: one at a time, and none of them
+    /// publishes a key before the change that made it is durable. `orgs` itself is written
+    /// only for an instant, so `signing_key` (every append) never waits for the file's lock
+    /// or its fsyncs.
+    updating: Mutex<()>,
     /// The stamp of the file as it was when [`KeyProvider::key`] last read it for an id it
     /// lacked: while the file keeps that stamp it holds no other key, and is not read again.
     looked_up: Mutex<Option<FileStamp>>,
@@ -159,6 +165,7 @@ impl Keyring {
         Keyring {
             path: path.map(Path::to_path_buf),
             orgs: RwLock::new(orgs),
+            updating: Mutex::new(()),
             looked_up: Mutex::new(None),
             #[cfg(test)]
             lookups_read: AtomicU64::new(0),
@@ -230,12 +237,19 @@ impl Keyring {
     /// Applies `change` to the keys as they are in the file now (under its exclusive lock,
     /// merged with those held in memory), persists the result if `change` says it changed
     /// anything, and keeps it in memory.
+    ///
+    /// The keys in memory stay readable meanwhile: `orgs` is written only to publish the
+    /// result, after the save. It used to be write-locked throughout, and every
+    /// `signing_key` call (every append, of every org) waited for the file's lock, which
+    /// another process may hold, and for the save's fsyncs
+    /// (`tests/rotation_during_appends.rs`).
     fn update<T>(
         &self,
         change: impl FnOnce(&mut BTreeMap<OrgId, OrgKeys>) -> Result<(T, bool), KeyError>,
     ) -> Result<T, KeyError> {
-        let mut orgs = self.orgs.write();
-        let mut next = orgs.clone_shallow();
+        let _one = self.updating.lock();
+        // Nothing else changes `orgs` while `updating` is held.
+        let mut next = self.orgs.read().clone_shallow();
         let _lock = match &self.path {
             Some(path) => {
                 let lock = lock(path)?;
@@ -250,7 +264,7 @@ impl Keyring {
         if changed {
             self.save(&next)?;
         }
-        *orgs = next;
+        *self.orgs.write() = next;
         Ok(result)
     }
 
@@ -584,6 +598,9 @@ impl KeyProvider for Keyring {
         let Some(on_disk) = read_file(path)? else {
             return Ok(None);
         };
+        // After a change in progress is published: the file read may already hold its key,
+        // renamed in, before the directory's fsync made it durable.
+        let _one = self.updating.lock();
         let mut orgs = self.orgs.write();
         *orgs = merge(path, on_disk, orgs.clone_shallow())?;
         *self.looked_up.lock() = stamp;
