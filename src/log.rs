@@ -536,6 +536,10 @@ struct Inner {
 /// personal-data seeds it gives, silently (SECURITY.md, "Salts after a fork"), and where
 /// both write one segment they overwrite each other's records. Open it in the process that
 /// writes.
+///
+/// Dropping it does what [`Log::close`] does and discards the error: only `close` tells of
+/// a failed write or fsync of the records no append waited for (under
+/// [`Durability::Never`] and [`Durability::Interval`]) or of indexes left unwritten.
 pub struct Log {
     inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,
