@@ -563,6 +563,37 @@ pub(crate) fn recover(
             outcome,
         });
     }
+    // A continuation part that no authentic index vouches for is a header anyone can write
+    // (its CRC is no secret, its links are chain hashes computed from the files): one whose
+    // `first_seq` lies inside the seqs the month's earlier parts hold would have the writer
+    // issue them again. Sealed and continued past them instead, never resumed; its header
+    // stays as it is, the evidence `verify` reports (`link_mismatch`).
+    if !vouched
+        && let Some((floor, why)) = seqs_before(dir, org, id, keys, interval)?
+        && header.first_seq < floor
+    {
+        let mut outcome = outcome;
+        outcome.damage.insert(
+            0,
+            DamageRange {
+                start: 104,
+                end: 112,
+                cause: DamageCause::Corrupt(DecodeError {
+                    structure: "segment header",
+                    field: "first_seq",
+                    offset: 104,
+                    kind: DecodeErrorKind::Invalid(why),
+                }),
+            },
+        );
+        sync_damaged(&file, &path)?;
+        let floor = seqs_through_damage(&header, &outcome.tally, len, None).max(floor);
+        return Ok(Recovered::Damaged {
+            seq_floor: floor,
+            header: Some(header),
+            outcome,
+        });
+    }
     // Another segment's link says this one held `linked` records, fsynced before the link
     // was written: fewer now is not a crash's tear, however the file ends (even cut at a
     // record boundary). Sealed and continued past every seq the link vouches for, as for
@@ -791,6 +822,92 @@ fn seqs_through(
             None => return Ok(carried),
         }
     }
+}
+
+/// The lowest seq continuation part `id` may start at, if an earlier part of its month
+/// says anything: past every seq readable in each earlier part or vouched for by an index
+/// of it (authentic, or whose key is missing), and at or past each one's header `first_seq`
+/// (FORMAT.md §2.1: a continuation starts past every seq the part it continues may have
+/// issued). Read from the files without writing anything; a part that is missing, or whose
+/// header names another segment, says nothing (its own finding in `verify`). Unreadable
+/// bytes add no room here: a continuation made by recovery starts past them too, so this
+/// is never above what recovery gave it.
+fn seqs_before(
+    dir: &Path,
+    org: &OrgId,
+    id: SegmentId,
+    keys: &dyn KeyProvider,
+    interval: u32,
+) -> Result<Option<(u64, &'static str)>> {
+    let mut best: Option<(u64, &'static str)> = None;
+    let mut raise = |seq: u64, why: &'static str| {
+        if best.is_none_or(|(b, _)| seq > b) {
+            best = Some((seq, why));
+        }
+    };
+    for part in 0..id.part {
+        let this = SegmentId {
+            month: id.month,
+            part,
+        };
+        let path = dir.join(segment_file_name(this));
+        let file = match super::open_regular(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("open segment", &path, e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &path, e))?
+            .len();
+        let mut win = FileWindow::new(file, len);
+        let head_bytes = win
+            .get(0, SEGMENT_HEADER_LEN)
+            .map_err(|e| Error::io("read segment", &path, e))?
+            .to_vec();
+        newer_format(&path, &head_bytes)?;
+        let header = match SegmentHeader::decode(&head_bytes) {
+            Ok(h) if &h.org == org && h.id == this => Some(h),
+            Ok(_) => continue,
+            Err(_) => None,
+        };
+        let tally = match &header {
+            Some(h) => {
+                raise(
+                    h.first_seq,
+                    "an earlier part of the month begins at a later seq",
+                );
+                Tally::fresh(
+                    h,
+                    crypto::sha256(&head_bytes),
+                    IndexBuilder::new(interval, dir),
+                )
+            }
+            None => Tally {
+                head: Hash::ZERO,
+                next_seq: 0,
+                count: 0,
+                valid_end: SEGMENT_HEADER_LEN as u64,
+                max_seq: None,
+                index: IndexBuilder::new(interval, dir),
+            },
+        };
+        let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, None)
+            .map_err(|e| Error::io("read segment", &path, e))?;
+        if let Some(m) = outcome.tally.max_seq {
+            raise(
+                m.saturating_add(1),
+                "an earlier part of the month holds a seq at or past it",
+            );
+        }
+        if let Some(index) = index_evidence(dir, org, this, keys)?.vouching() {
+            raise(
+                seqs_vouched(index),
+                "an index of an earlier part of the month vouches for a seq at or past it",
+            );
+        }
+    }
+    Ok(best)
 }
 
 /// Makes a damaged segment's bytes durable before its continuation's `continues` (and maybe

@@ -881,7 +881,58 @@ fn check_continuation(
             )
             .at(104, 8),
         );
+    } else if let Some((floor, why)) = seq_floor_before(id, outcomes)
+        && h.first_seq < floor
+    {
+        // The part before holds no record (or none past the earlier parts'): its own
+        // `first_seq`, and the seqs of every earlier part, still bound this one's.
+        report.findings.push(
+            Finding::new(
+                FindingKind::LinkMismatch,
+                path,
+                format!(
+                    "continuation part {id} starts at seq {}, but {why}: seqs of one month overlap",
+                    h.first_seq
+                ),
+            )
+            .at(104, 8),
+        );
     }
+}
+
+/// The lowest seq part `id` may start at, and why: past every seq readable in the earlier
+/// parts of its month, and at or past the `first_seq` of each of them (a continuation
+/// starts past every seq the part it continues may have issued, FORMAT.md §2.1; a part
+/// without records issued none, so the next may start at its `first_seq`). `None` when no
+/// earlier part says anything.
+fn seq_floor_before(
+    id: SegmentId,
+    outcomes: &BTreeMap<SegmentId, SegmentOutcome>,
+) -> Option<(u64, String)> {
+    let earlier = outcomes.range(
+        SegmentId {
+            month: id.month,
+            part: 0,
+        }..id,
+    );
+    let mut best: Option<(u64, String)> = None;
+    // A file holding another segment (its `misfiled` finding) says nothing of this month.
+    let in_place = earlier.filter(|(pid, o)| o.header.as_ref().is_none_or(|h| h.id == **pid));
+    for (pid, o) in in_place {
+        let own_first = o
+            .header
+            .as_ref()
+            .map(|h| (h.first_seq, format!("{pid} begins at seq {}", h.first_seq)));
+        let past_max = o
+            .max_seq
+            .map(|m| (m.saturating_add(1), format!("{pid} holds seqs up to {m}")));
+        for c in [own_first, past_max].into_iter().flatten() {
+            if best.as_ref().is_none_or(|(b, _)| c.0 > *b) {
+                best = Some(c);
+            }
+        }
+    }
+    best
 }
 
 fn check_link(
