@@ -1107,6 +1107,26 @@ fn check_checkpoint(
                     SEGMENT_HEADER_LEN as u64,
                     o.head_ends.get(&s.count).map_or(0, |e| e.saturating_sub(SEGMENT_HEADER_LEN as u64)),
                 )),
+                // Damage cuts the chain before the pinned position, but the record the
+                // checkpoint pinned last, or the one after it, reads past it: its chain
+                // hash, or its `prev`, must be the pinned head (a key holder's rewrite
+                // behind a flipped bit used to pass as that damage).
+                None if pinned_elsewhere(o, s.count, &s.head).is_some() => {
+                    let Some((seq, what, h)) = pinned_elsewhere(o, s.count, &s.head) else {
+                        continue;
+                    };
+                    report.findings.push(
+                        Finding::new(
+                            FindingKind::CheckpointMismatch,
+                            &path,
+                            format!(
+                                "the checkpoint of {} pinned {} records with chain hash {}, but the record of seq {seq}, read past damage, has {what} {h}: history was rewritten",
+                                c.created_at, s.count, s.head
+                            ),
+                        )
+                        .seq(seq),
+                    );
+                }
                 // Damage (its own finding) cuts the chain before the pinned position, and
                 // the records it made unreadable can make up the count: not a truncation.
                 None if o.run_count < s.count
@@ -1137,6 +1157,28 @@ fn check_checkpoint(
             },
         }
     }
+}
+
+/// Where the run from the start of a segment breaks before `count` records: the record
+/// pinned last at `count` (seq `first_seq + count − 1`) or the one after it, read past the
+/// break, if its chain hash, or its `prev`, is not `head`. `(seq, what, hash found)`.
+fn pinned_elsewhere(
+    o: &SegmentOutcome,
+    count: u64,
+    head: &crate::crypto::Hash,
+) -> Option<(u64, &'static str, crate::crypto::Hash)> {
+    let first = o.header.as_ref()?.first_seq;
+    let last = count
+        .checked_sub(1)
+        .and_then(|k| first.checked_add(k))
+        .and_then(|seq| Some((seq, "chain hash", *o.pinned_hashes.get(&seq)?)));
+    let next = first
+        .checked_add(count)
+        .and_then(|seq| Some((seq, "prev_hash", *o.pinned_prevs.get(&seq)?)));
+    [last, next]
+        .into_iter()
+        .flatten()
+        .find(|(_, _, h)| h != head)
 }
 
 /// What [`make_checkpoint_with`] signs over.

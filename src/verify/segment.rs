@@ -89,6 +89,15 @@ pub(crate) struct SegmentOutcome {
     /// Per file (the segment, its index), the first key id the keyring lacks that signed
     /// something in it: the `unknown_key` findings' key.
     pub unknown_keys: Vec<(PathBuf, KeyId)>,
+    /// For each requested count `n` (links, checkpoints), the chain hash of the first
+    /// authentic record (chained to the record read before it, its tag verifying when there
+    /// are keys) whose seq is `first_seq + n − 1`, read wherever it lies, past damage too:
+    /// the head a link or checkpoint pinned at `n`, when the run from the start breaks
+    /// before it. Keyed by seq.
+    pub pinned_hashes: HashMap<u64, Hash>,
+    /// The same for seq `first_seq + n`: that record's `prev`, which must be the head
+    /// pinned at `n`.
+    pub pinned_prevs: HashMap<u64, Hash>,
 }
 
 /// How to check a segment.
@@ -199,6 +208,8 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
         unsupported: false,
         newer: None,
         unknown_keys: Vec::new(),
+        pinned_hashes: HashMap::new(),
+        pinned_prevs: HashMap::new(),
     };
     // The index before the segment's length: an index never covers bytes not yet written, so
     // a length taken after reading it is at least what it covers, even while a live writer
@@ -334,6 +345,21 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
     let seq_bound = len / u64::from(MIN_FRAME_LEN) + 1;
     let mut seen = SeqSet::new(first_seq, seq_bound);
     let mut run_intact = header.is_some();
+    // The seqs of the records a requested count pins (its last, and the one after it),
+    // known only from a readable header.
+    let (pin_last, pin_next): (BTreeSet<u64>, BTreeSet<u64>) = match &header {
+        Some(h) => (
+            c.wanted
+                .iter()
+                .filter_map(|n| n.checked_sub(1).and_then(|k| h.first_seq.checked_add(k)))
+                .collect(),
+            c.wanted
+                .iter()
+                .filter_map(|n| h.first_seq.checked_add(*n))
+                .collect(),
+        ),
+        None => (BTreeSet::new(), BTreeSet::new()),
+    };
     let mut count: u64 = 0;
     let mut max_ts = Timestamp(i64::MIN);
     let mut max_ts_rebuilt = max_ts;
@@ -546,6 +572,14 @@ pub(crate) fn verify_segment(c: &SegmentCheck<'_>) -> SegmentOutcome {
                     ));
                 }
                 Some(_) => {}
+            }
+        }
+        if authentic {
+            if pin_last.contains(&seq) {
+                out.pinned_hashes.entry(seq).or_insert(hash);
+            }
+            if pin_next.contains(&seq) {
+                out.pinned_prevs.entry(seq).or_insert(fields.prev);
             }
         }
         // The index's query sections against the record, if it is the one that was written
