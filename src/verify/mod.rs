@@ -1092,9 +1092,9 @@ fn check_checkpoint(
                 &path,
                 format!("the checkpoint of {} pinned {} records in segment {id}; the segment is gone", c.created_at, s.count),
             )),
-            Some(o) => match o.heads.get(&s.count) {
-                Some(h) if *h == s.head => {}
-                Some(h) => report.findings.push(Finding::new(
+            Some(o) => match (o.heads.get(&s.count), pinned_elsewhere(o, s.count, &s.head)) {
+                (Some(h), _) if *h == s.head => {}
+                (Some(h), _) => report.findings.push(Finding::new(
                     FindingKind::CheckpointMismatch,
                     &path,
                     format!(
@@ -1111,10 +1111,7 @@ fn check_checkpoint(
                 // checkpoint pinned last, or the one after it, reads past it: its chain
                 // hash, or its `prev`, must be the pinned head (a key holder's rewrite
                 // behind a flipped bit used to pass as that damage).
-                None if pinned_elsewhere(o, s.count, &s.head).is_some() => {
-                    let Some((seq, what, h)) = pinned_elsewhere(o, s.count, &s.head) else {
-                        continue;
-                    };
+                (None, Some((seq, what, h))) => {
                     report.findings.push(
                         Finding::new(
                             FindingKind::CheckpointMismatch,
@@ -1129,12 +1126,12 @@ fn check_checkpoint(
                 }
                 // Damage (its own finding) cuts the chain before the pinned position, and
                 // the records it made unreadable can make up the count: not a truncation.
-                None if o.run_count < s.count
+                (None, None) if o.run_count < s.count
                     && o.damaged
                     && o.records.saturating_add(o.hidden_max) >= s.count => {}
                 // Of a newer format: not read (its own finding).
-                None if o.unsupported => {}
-                None if o.run_count < s.count && o.records >= s.count => report.findings.push(Finding::new(
+                (None, None) if o.unsupported => {}
+                (None, None) if o.run_count < s.count && o.records >= s.count => report.findings.push(Finding::new(
                     FindingKind::CheckpointMismatch,
                     &path,
                     format!(
@@ -1143,7 +1140,7 @@ fn check_checkpoint(
                     ),
                 )
                 .at(o.run_end, o.bytes.saturating_sub(o.run_end))),
-                None if o.run_count < s.count => report.findings.push(Finding::new(
+                (None, None) if o.run_count < s.count => report.findings.push(Finding::new(
                     FindingKind::TruncatedAgainstCheckpoint,
                     &path,
                     format!(
@@ -1153,7 +1150,7 @@ fn check_checkpoint(
                 )
                 // Where the verified run ends: the missing records would follow.
                 .at(o.run_end, o.bytes.saturating_sub(o.run_end))),
-                None => {}
+                (None, None) => {}
             },
         }
     }
