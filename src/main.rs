@@ -57,12 +57,15 @@ enum Command {
     /// its parent. What recovery did is printed on stderr, one line each:
     /// `auditlog: recovery: ` and a JSON object.
     Append {
-        /// Durability of each append.
+        /// Durability of each append. With interval or never, what was appended is fsynced
+        /// when the command ends (a failure then is exit 2), and with --receipts before each
+        /// batch's receipts are printed.
         #[arg(long, value_enum, default_value_t = DurabilityArg::Always)]
         durability: DurabilityArg,
-        /// Print one JSON receipt per event once it is as durable as --durability promises.
-        /// If standard output closes, appending stops there (exit 2); if it is closed or
-        /// /dev/null from the start, nothing is appended (exit 2).
+        /// Print one JSON receipt per event once it is durable (fsynced), whatever
+        /// --durability says: with interval or never, each batch is fsynced before its
+        /// receipts are printed. If standard output closes, appending stops there (exit 2);
+        /// if it is closed or /dev/null from the start, nothing is appended (exit 2).
         #[arg(long)]
         receipts: bool,
         /// JSON pointers of personal data inside before/after/metadata (repeatable).
@@ -430,7 +433,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             let max_line = max_line(opts.max_event_size);
             let log = Log::open(dir, opts)?;
-            let result = append_stdin(&log, receipts, max_line);
+            // A receipt says its event is durable: under interval or never, the batch is
+            // fsynced before its receipts are printed (they used to be printed while the
+            // events were still in this process's buffer).
+            let sync_first = !matches!(durability, Durability::Always);
+            let result = append_stdin(&log, receipts, sync_first, max_line);
             // Not a quiet end: the lines after the closed pipe were not appended.
             STDOUT_CLOSED.store(false, Ordering::Relaxed);
             // What recovery did, at open or when a month was first written: the operator
@@ -441,8 +448,22 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     serde_json::to_string(&a).unwrap_or_else(|_| format!("{a:?}"))
                 ));
             }
-            log.close()?;
-            result.map(|()| ExitCode::SUCCESS)
+            // The reason appending stopped (the line to resume at) is kept when closing
+            // fails as well: the close error used to replace it.
+            let closed = log.close().map_err(|e| {
+                let unsure = if sync_first && !receipts {
+                    "; lines appended under --durability interval or never may not all be on disk"
+                } else {
+                    ""
+                };
+                format!("closing the log: {e}{unsure}")
+            });
+            match (result, closed) {
+                (Ok(()), Ok(())) => Ok(ExitCode::SUCCESS),
+                (Err(f), Ok(())) => Err(f),
+                (Ok(()), Err(c)) => Err(Failure(c)),
+                (Err(f), Err(c)) => Err(Failure(format!("{}; then {c}", f.0))),
+            }
         }
         Command::Stats { json } => {
             let dir = existing_dir(&cli.dir)?;
@@ -988,7 +1009,12 @@ fn stdout_is_dev_null() -> bool {
 /// producer is not kept waiting); stops at the first bad line after appending those before.
 /// A line is read at most `max_line` bytes far: a longer one is refused without reading
 /// (or holding) the rest of it.
-fn append_stdin(log: &Log, print_receipts: bool, max_line: u64) -> Result<(), Failure> {
+fn append_stdin(
+    log: &Log,
+    print_receipts: bool,
+    sync_first: bool,
+    max_line: u64,
+) -> Result<(), Failure> {
     // Our own buffer, so that whether more input is already here can be asked without
     // waiting for it (`fill_buf` on an empty buffer blocks until the producer writes again:
     // a producer that waits for each receipt before its next line waited for good). 1 MiB
@@ -997,6 +1023,7 @@ fn append_stdin(log: &Log, print_receipts: bool, max_line: u64) -> Result<(), Fa
     let mut out = Receipts {
         out: stdout(),
         print: print_receipts,
+        sync_first: print_receipts && sync_first,
         appended: 0,
     };
     let mut batch = Batch::default();
@@ -1110,6 +1137,9 @@ fn json_error(e: &serde_json::Error) -> String {
 struct Receipts {
     out: BufWriter<Stdout>,
     print: bool,
+    /// Fsync what was appended before printing its receipts (durability other than
+    /// `Always`).
+    sync_first: bool,
     appended: u64,
 }
 
@@ -1204,7 +1234,13 @@ fn append_up_to_refusal(log: &Log, events: &[Event], out: &mut Receipts) -> Resu
         return Ok(());
     }
     match log.append_batch(events) {
-        Ok(receipts) => out.print(&receipts).map_err(Stop::Output),
+        Ok(receipts) => {
+            if out.sync_first {
+                // Not durable yet: what the failed sync left on disk is unknown.
+                log.sync().map_err(|e| Stop::Failed(Box::new(e)))?;
+            }
+            out.print(&receipts).map_err(Stop::Output)
+        }
         Err(e) if !e.is_refusal() => Err(Stop::Failed(Box::new(e))),
         Err(auditlog::Error::InBatch { index, source }) if index < events.len() => {
             append_up_to_refusal(log, events.get(..index).unwrap_or_default(), out)?;
