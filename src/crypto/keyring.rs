@@ -12,12 +12,14 @@
 //! result to a temporary file of its own in the same directory (`.<file>.tmp.<pid>.<n>`),
 //! fsyncs it, renames it over the old file and fsyncs the directory. So no key another writer
 //! added is lost, and a change reported as done is on disk. Readers ([`Keyring::open`]) take
-//! no lock: the rename replaces the file whole.
+//! no lock: the rename replaces the file whole. The new file, and a lock file another user
+//! (root) made, get the key file's owner, so that root rotating a user's keyring leaves it
+//! that user's.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -128,7 +130,6 @@ impl FileStamp {
     /// The stamp of `path` itself (a link is not followed, as it is not opened), or `None`
     /// when it cannot be read.
     fn of(path: &Path) -> Option<FileStamp> {
-        use std::os::unix::fs::MetadataExt;
         let m = fs::symlink_metadata(path).ok()?;
         Some(FileStamp {
             dev: m.dev(),
@@ -303,12 +304,19 @@ impl Keyring {
         };
         let json = serde_json::to_vec_pretty(&data).map_err(|e| kerr(path, e))?;
         let tmp = temp_path(path);
+        // The file being replaced keeps its owner: root rotating an application's keyring
+        // (`sudo auditlog keys new`) used to leave it owned by root, mode 0600, and the
+        // application could no longer read its keys.
+        let owner = fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
         let written = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .and_then(|mut f| {
+                if let Some(owner) = owner {
+                    keep_owner(&f, owner)?;
+                }
                 f.write_all(&json)?;
                 f.sync_all()
             })
@@ -373,8 +381,19 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.tmp.{}.{n}", std::process::id()))
 }
 
+/// Gives `file` the owner `(uid, gid)` if it has another user (only root can, and only
+/// root makes a file another user's keyring is then owned by). The group is kept along
+/// with the user, but a file of mode 0600 grants its group nothing.
+fn keep_owner(file: &File, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    if file.metadata()?.uid() == uid {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+}
+
 /// Takes the exclusive lock of the key file at `path`; held until the returned file is
-/// dropped.
+/// dropped. A lock file of another user than the key file's (root made it) is given to
+/// the key file's owner, who could otherwise not open it.
 fn lock(path: &Path) -> Result<File, KeyError> {
     let lock_path = lock_path(path);
     let file = OpenOptions::new()
@@ -385,6 +404,10 @@ fn lock(path: &Path) -> Result<File, KeyError> {
         .mode(0o600)
         .open(&lock_path)
         .map_err(|e| kerr(&lock_path, format!("opening the lock file: {e}")))?;
+    if let Ok(m) = fs::metadata(path) {
+        keep_owner(&file, (m.uid(), m.gid()))
+            .map_err(|e| kerr(&lock_path, format!("giving it the key file's owner: {e}")))?;
+    }
     file.lock()
         .map_err(|e| kerr(&lock_path, format!("locking: {e}")))?;
     Ok(file)
