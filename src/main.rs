@@ -1031,9 +1031,19 @@ fn append_stdin(
     let mut line_no = 0u64;
     loop {
         line.clear();
-        let n = io::Read::take(&mut input, max_line.saturating_add(1))
+        let n = match io::Read::take(&mut input, max_line.saturating_add(1))
             .read_until(b'\n', &mut line)
-            .map_err(|e| Failure(format!("reading stdin after line {line_no}: {e}")))?;
+        {
+            Ok(n) => n,
+            Err(e) => {
+                // The whole lines read before it are appended first, as before a bad line.
+                batch.append(log, &mut out)?;
+                return Err(Failure(format!(
+                    "reading stdin after line {line_no}: {e}; {}",
+                    out.before_this_line()
+                )));
+            }
+        };
         if n == 0 {
             break;
         }
