@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::crypto::{self, Hash};
 use crate::error::{Error, IntegrityKind};
-use crate::event::{Event, OrgId, REDACTED, VerifiedEvent};
+use crate::event::{Event, InvalidField, OrgId, REDACTED, VerifiedEvent};
 use crate::format::body::{Opening, Openings, PiiField, SealedBody};
 use crate::format::index::KeyFields;
 use crate::format::record::RawRecord;
@@ -66,22 +66,17 @@ impl Terms {
     }
 }
 
-/// Appends the stored JSON text of `v` to `out`: nothing for null, else compact JSON.
 /// Appends `v`'s stored text (nothing for `null`); `field` names it if it nests deeper
 /// than readers parse ([`crate::event::MAX_JSON_DEPTH`]).
-fn put_json(field: &'static str, v: &Value, out: &mut Vec<u8>) -> Result<(), Error> {
+fn put_json(field: &'static str, v: &Value, out: &mut Vec<u8>) -> Result<(), InvalidField> {
     if v.is_null() {
         return Ok(());
     }
-    crate::json::write_compact(v, out).map_err(|crate::json::TooDeep| {
-        Error::InvalidEvent(crate::event::InvalidField {
-            field,
-            reason: crate::event::too_deep(),
-        })
-    })
+    crate::json::write_compact(v, out)
+        .map_err(|crate::json::TooDeep| crate::event::invalid(field, crate::event::too_deep()))
 }
 
-fn json_bytes(field: &'static str, v: &Value) -> Result<Vec<u8>, Error> {
+fn json_bytes(field: &'static str, v: &Value) -> Result<Vec<u8>, InvalidField> {
     let mut out = Vec::new();
     put_json(field, v, &mut out)?;
     Ok(out)
@@ -145,6 +140,10 @@ pub(crate) fn seal(
         Ok(mut json) => seal_with(event, org, pii_paths, max, seeds, &mut json),
         Err(_) => seal_with(event, org, pii_paths, max, seeds, &mut Vec::new()),
     })
+    .map_err(|e| match e {
+        Error::InvalidEvent(f) => Error::InvalidEvent(event.refusal(f)),
+        e => e,
+    })
 }
 
 fn seal_with(
@@ -196,10 +195,11 @@ fn seal_with(
         }
     }
     if slots.len() > crate::format::body::MAX_PII_SLOTS {
-        return Err(Error::InvalidEvent(crate::event::InvalidField {
-            field: "personal data",
-            reason: format!("{} personal-data values; at most 32 allowed", slots.len()),
-        }));
+        return Err(crate::event::invalid(
+            "personal data",
+            format!("{} personal-data values; at most 32 allowed", slots.len()),
+        )
+        .into());
     }
     json.clear();
     put_json("before", before.as_ref().unwrap_or(&event.before), json)?;

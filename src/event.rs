@@ -22,18 +22,23 @@ pub struct OrgId(Arc<str>);
 
 /// A field of an event, or an org id, broke a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field}: {reason}")]
+#[non_exhaustive]
+#[error("invalid {field}{}: {reason}", .org.as_ref().map(|o| format!(" of an event for org {o}")).unwrap_or_default())]
 pub struct InvalidField {
     /// Which field.
     pub field: &'static str,
     /// Which rule it broke.
     pub reason: String,
+    /// The org of the event whose field it is, once its org id passed its own rule:
+    /// `None` for an invalid org id, and outside an event (a keyring's org).
+    pub org: Option<OrgId>,
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
     InvalidField {
         field,
         reason: reason.into(),
+        org: None,
     }
 }
 
@@ -251,7 +256,7 @@ impl Event {
             ("after", &self.after),
             ("metadata", &self.metadata),
         ] {
-            check_json_depth(field, v)?;
+            check_json_depth(field, v).map_err(|f| self.refusal(f))?;
         }
         Ok((OrgId(Arc::from(self.org_id.as_str())), month))
     }
@@ -262,6 +267,19 @@ impl Event {
     /// (`json::write_compact`), and before it clones a field (`entry::seal`).
     pub(crate) fn check(&self) -> Result<Month, InvalidField> {
         check_org_id(&self.org_id)?;
+        self.check_fields().map_err(|f| self.refusal(f))
+    }
+
+    /// `f`, naming this event's org (whose id passed its rule).
+    pub(crate) fn refusal(&self, f: InvalidField) -> InvalidField {
+        InvalidField {
+            org: Some(OrgId(Arc::from(self.org_id.as_str()))),
+            ..f
+        }
+    }
+
+    /// [`Event::check`] past the org id.
+    fn check_fields(&self) -> Result<Month, InvalidField> {
         let month = self.occurred_at.month().ok_or_else(|| {
             invalid(
                 "occurred_at",

@@ -22,7 +22,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use auditlog::{
-    Durability, Error, Event, InvalidField, KeyError, KeyProvider, Keyring, Log, Options, Receipt,
+    Durability, Error, Event, InvalidField, KeyError, KeyProvider, Keyring, Log, Options, OrgId,
+    Receipt,
 };
 use serde_json::json;
 use support::{assert_verifies, file_names, keys_for, org, scan_clean, segment_files, workload};
@@ -210,11 +211,17 @@ fn invalid_fields_are_refused_before_anything_is_written() {
     for (field, e) in &cases {
         let f = invalid_field(log.append(e));
         assert_eq!(&f.field, field, "{e:?}");
+        // The refusal names the event's org, unless the org id is what it refuses.
+        let org = (*field != "org_id").then(|| OrgId::new(&e.org_id).unwrap());
+        assert_eq!(f.org, org, "{e:?}");
+        if let Some(o) = &org {
+            assert!(f.to_string().contains(&format!("for org {o}")), "{f}");
+        }
         // The same event inside a batch fails the whole batch, naming the event.
         let batch = vec![base.clone(), e.clone(), base.clone()];
         match log.append_batch(&batch) {
             Err(Error::InBatch { index: 1, source }) => match *source {
-                Error::InvalidEvent(f) => assert_eq!(&f.field, field),
+                Error::InvalidEvent(f) => assert_eq!((&f.field, &f.org), (field, &org)),
                 other => panic!("expected InvalidEvent, got {other:?}"),
             },
             other => panic!("expected InBatch for a batch, got {other:?}"),
@@ -313,7 +320,7 @@ fn json_nested_deeper_than_readers_parse_is_refused() {
             _ => e.before = v,
         }
         let f = invalid_field(log.append(&e));
-        assert_eq!(f.field, field);
+        assert_eq!((f.field, f.org.as_ref()), (field, Some(&org("acme"))));
         assert!(f.reason.contains("nested deeper"), "{}", f.reason);
         // Dropping 100,000 levels recurses (serde_json's own drop, not the engine's).
         std::mem::forget(e);
