@@ -763,36 +763,12 @@ fn seqs_through(
             part,
         };
         let file = super::open_regular(&path).map_err(|e| Error::io("open segment", &path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat segment", &path, e))?
-            .len();
-        let mut win = FileWindow::new(file, len);
-        let head_bytes = win
-            .get(0, SEGMENT_HEADER_LEN)
-            .map_err(|e| Error::io("read segment", &path, e))?
-            .to_vec();
-        newer_format(&path, &head_bytes)?;
-        let header = SegmentHeader::decode(&head_bytes)
-            .ok()
-            .filter(|h| &h.org == org && h.id == this);
-        let tally = match &header {
-            Some(h) => Tally::fresh(
-                h,
-                crypto::sha256(&head_bytes),
-                IndexBuilder::new(interval, dir),
-            ),
-            None => Tally {
-                head: Hash::ZERO,
-                next_seq: 0,
-                count: 0,
-                valid_end: SEGMENT_HEADER_LEN as u64,
-                max_seq: None,
-                index: IndexBuilder::new(interval, dir),
-            },
-        };
-        let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, None)
-            .map_err(|e| Error::io("read segment", &path, e))?;
+        let PartRead {
+            header,
+            len,
+            outcome,
+        } = read_part(dir, org, this, &path, file, interval)?;
+        let header = header.ok();
         let room = unreadable_room(len, outcome.tally.valid_end);
         let vouched = index_evidence(dir, org, this, keys)?.vouching().cloned();
         let own = match (&header, outcome.tally.max_seq) {
@@ -856,44 +832,16 @@ fn seqs_before(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("open segment", &path, e)),
         };
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat segment", &path, e))?
-            .len();
-        let mut win = FileWindow::new(file, len);
-        let head_bytes = win
-            .get(0, SEGMENT_HEADER_LEN)
-            .map_err(|e| Error::io("read segment", &path, e))?
-            .to_vec();
-        newer_format(&path, &head_bytes)?;
-        let header = match SegmentHeader::decode(&head_bytes) {
-            Ok(h) if &h.org == org && h.id == this => Some(h),
-            Ok(_) => continue,
-            Err(_) => None,
-        };
-        let tally = match &header {
-            Some(h) => {
-                raise(
-                    h.first_seq,
-                    "an earlier part of the month begins at a later seq",
-                );
-                Tally::fresh(
-                    h,
-                    crypto::sha256(&head_bytes),
-                    IndexBuilder::new(interval, dir),
-                )
-            }
-            None => Tally {
-                head: Hash::ZERO,
-                next_seq: 0,
-                count: 0,
-                valid_end: SEGMENT_HEADER_LEN as u64,
-                max_seq: None,
-                index: IndexBuilder::new(interval, dir),
-            },
-        };
-        let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, None)
-            .map_err(|e| Error::io("read segment", &path, e))?;
+        let part = read_part(dir, org, this, &path, file, interval)?;
+        match part.header {
+            Ok(h) => raise(
+                h.first_seq,
+                "an earlier part of the month begins at a later seq",
+            ),
+            Err(PartHeader::Other) => continue,
+            Err(PartHeader::Unreadable) => {}
+        }
+        let outcome = part.outcome;
         if let Some(m) = outcome.tally.max_seq {
             raise(
                 m.saturating_add(1),
@@ -908,6 +856,72 @@ fn seqs_before(
         }
     }
     Ok(best)
+}
+
+/// An earlier part of a month, read as recovery reads it, without writing anything.
+struct PartRead {
+    /// Its header, if it is the part's own.
+    header: std::result::Result<SegmentHeader, PartHeader>,
+    len: u64,
+    /// Its records, chained from its header's hash (from nothing without one).
+    outcome: ScanOutcome,
+}
+
+/// Why a [`PartRead`] has no header.
+enum PartHeader {
+    /// It decodes, but names another org or segment.
+    Other,
+    /// It does not decode.
+    Unreadable,
+}
+
+/// Reads part `this` of `org` (`file`, opened at `path`): its header (refused if of a
+/// newer format) and a scan of its records.
+fn read_part(
+    dir: &Path,
+    org: &OrgId,
+    this: SegmentId,
+    path: &Path,
+    file: File,
+    interval: u32,
+) -> Result<PartRead> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", path, e))?
+        .len();
+    let mut win = FileWindow::new(file, len);
+    let head_bytes = win
+        .get(0, SEGMENT_HEADER_LEN)
+        .map_err(|e| Error::io("read segment", path, e))?
+        .to_vec();
+    newer_format(path, &head_bytes)?;
+    let header = match SegmentHeader::decode(&head_bytes) {
+        Ok(h) if &h.org == org && h.id == this => Ok(h),
+        Ok(_) => Err(PartHeader::Other),
+        Err(_) => Err(PartHeader::Unreadable),
+    };
+    let tally = match &header {
+        Ok(h) => Tally::fresh(
+            h,
+            crypto::sha256(&head_bytes),
+            IndexBuilder::new(interval, dir),
+        ),
+        Err(_) => Tally {
+            head: Hash::ZERO,
+            next_seq: 0,
+            count: 0,
+            valid_end: SEGMENT_HEADER_LEN as u64,
+            max_seq: None,
+            index: IndexBuilder::new(interval, dir),
+        },
+    };
+    let outcome = scan::scan(&mut win, SEGMENT_HEADER_LEN as u64, tally, None)
+        .map_err(|e| Error::io("read segment", path, e))?;
+    Ok(PartRead {
+        header,
+        len,
+        outcome,
+    })
 }
 
 /// Makes a damaged segment's bytes durable before its continuation's `continues` (and maybe
