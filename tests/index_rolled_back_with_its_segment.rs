@@ -50,13 +50,7 @@ fn an_older_index_put_back_over_a_cut_is_seen_only_against_a_checkpoint() {
         .set_len(old_len)
         .unwrap();
     let r = support::verify_keys(d.path(), &*keys);
-    assert!(
-        r.findings
-            .iter()
-            .any(|f| f.kind == FindingKind::IndexMismatch),
-        "{}",
-        support::dump(&r)
-    );
+    support::assert_found(&r, |f| f.kind == FindingKind::IndexMismatch);
     fs::write(&idx, &old_index).unwrap();
     let r = support::assert_verifies(d.path(), &*keys);
     assert!(r.findings.is_empty(), "{}", support::dump(&r));
@@ -71,11 +65,7 @@ fn an_older_index_put_back_over_a_cut_is_seen_only_against_a_checkpoint() {
         },
     )
     .unwrap();
-    assert!(
-        r.findings
-            .iter()
-            .any(|f| f.kind == FindingKind::TruncatedAgainstCheckpoint && f.file == seg),
-        "{}",
-        support::dump(&r)
-    );
+    support::assert_found(&r, |f| {
+        f.kind == FindingKind::TruncatedAgainstCheckpoint && f.file == seg
+    });
 }

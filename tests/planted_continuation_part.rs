@@ -88,24 +88,13 @@ fn a_planted_continuation_overlapping_part_zero_is_not_appended_to() {
     plant_part_one(d.path(), 0);
 
     let r = verify_keys(d.path(), &*keys);
-    assert!(
-        r.findings
-            .iter()
-            .any(|f| f.kind == FindingKind::LinkMismatch
-                && f.file == part(d.path(), "2026-01.1.seg")
-                && f.offset == Some(104)),
-        "{}",
-        support::dump(&r)
-    );
+    support::assert_found(&r, |f| {
+        f.kind == FindingKind::LinkMismatch
+            && f.file == part(d.path(), "2026-01.1.seg")
+            && f.offset == Some(104)
+    });
 
-    let log = Log::open(d.path(), support::always(&keys)).unwrap();
-    let receipt = log.append(&january_of(ORG, 1, 9)[0]).unwrap();
-    log.close().unwrap();
-    assert!(
-        receipt.seq >= 10,
-        "seq {} reissued: part 0 holds seqs 0..=9",
-        receipt.seq
-    );
+    append_past_part_zero(d.path(), &keys);
     // The planted header stays, and stays reported; nothing else is.
     let r = verify_keys(d.path(), &*keys);
     let errors: Vec<_> = r
@@ -139,6 +128,18 @@ fn a_planted_continuation_past_part_zero_costs_nothing() {
     support::assert_verifies(d.path(), &*keys);
     let log = Log::open(d.path(), support::always(&keys)).unwrap();
     assert_eq!(support::scan_clean(&log, &support::org(ORG)).len(), 13);
+}
+
+/// Appends one more January event: its seq must be past part 0's seqs 0..=9.
+fn append_past_part_zero(dir: &Path, keys: &Arc<Keyring>) {
+    let log = Log::open(dir, support::always(keys)).unwrap();
+    let receipt = log.append(&january_of(ORG, 1, 9)[0]).unwrap();
+    log.close().unwrap();
+    assert!(
+        receipt.seq >= 10,
+        "seq {} reissued: part 0 holds seqs 0..=9",
+        receipt.seq
+    );
 }
 
 /// Plants `2026-01.2.seg` (header only) continuing `2026-01.1.seg` at its real count and
@@ -175,22 +176,11 @@ fn a_planted_part_after_an_empty_part_cannot_reuse_the_months_seqs() {
 
     let p2 = part(d.path(), "2026-01.2.seg");
     let r = verify_keys(d.path(), &*keys);
-    assert!(
-        r.findings
-            .iter()
-            .any(|f| f.kind == FindingKind::LinkMismatch && f.file == p2 && f.offset == Some(104)),
-        "{}",
-        support::dump(&r)
-    );
+    support::assert_found(&r, |f| {
+        f.kind == FindingKind::LinkMismatch && f.file == p2 && f.offset == Some(104)
+    });
 
-    let log = Log::open(d.path(), support::always(&keys)).unwrap();
-    let receipt = log.append(&january_of(ORG, 1, 9)[0]).unwrap();
-    log.close().unwrap();
-    assert!(
-        receipt.seq >= 10,
-        "seq {} reissued: part 0 holds seqs 0..=9",
-        receipt.seq
-    );
+    append_past_part_zero(d.path(), &keys);
     let r = verify_keys(d.path(), &*keys);
     assert!(
         r.findings

@@ -83,13 +83,9 @@ fn a_rewrite_behind_a_flipped_bit_is_a_checkpoint_mismatch() {
     let cp = pinned_january(d.path(), &keys, 0);
     rewrite_behind_a_flip(d.path(), &keys);
     let r = verify_against(d.path(), &keys, cp);
-    assert!(
-        r.findings
-            .iter()
-            .any(|f| f.kind == FindingKind::CheckpointMismatch && f.class == Class::Tampering),
-        "{}",
-        support::dump(&r)
-    );
+    support::assert_found(&r, |f| {
+        f.kind == FindingKind::CheckpointMismatch && f.class == Class::Tampering
+    });
 }
 
 /// With records appended after the checkpoint, the record after the pinned one names the
@@ -107,13 +103,7 @@ fn a_rewrite_that_also_spoils_the_pinned_record_is_seen_at_the_next() {
     b[recs[9].off + 70] ^= 1;
     fs::write(&seg, &b).unwrap();
     let r = verify_against(d.path(), &keys, cp);
-    assert!(
-        r.findings
-            .iter()
-            .any(|f| f.kind == FindingKind::CheckpointMismatch),
-        "{}",
-        support::dump(&r)
-    );
+    support::assert_found(&r, |f| f.kind == FindingKind::CheckpointMismatch);
 }
 
 /// Real bit rot, the same flipped bit without a rewrite, stays excused: damage, not a
@@ -130,13 +120,7 @@ fn a_flipped_bit_alone_is_still_only_damage() {
     b[recs[9].off + 70] ^= 1;
     fs::write(&seg, &b).unwrap();
     let r = verify_against(d.path(), &keys, cp);
-    assert!(
-        r.findings
-            .iter()
-            .any(|f| f.kind == FindingKind::ChecksumCorruption),
-        "{}",
-        support::dump(&r)
-    );
+    support::assert_found(&r, |f| f.kind == FindingKind::ChecksumCorruption);
     assert!(
         r.findings.iter().all(|f| f.class != Class::Tampering),
         "{}",

@@ -774,6 +774,12 @@ pub fn assert_findings(dir: &Path, r: &Report, mut want: Vec<F>) {
     );
 }
 
+/// Asserts that some finding of `r` is `what` says; the report is shown if none is.
+#[track_caller]
+pub fn assert_found(r: &Report, what: impl Fn(&Finding) -> bool) {
+    assert!(r.findings.iter().any(what), "{}", dump(r));
+}
+
 pub fn dump(r: &Report) -> String {
     let mut s: Vec<String> = r.findings.iter().map(|x| format!("  {x}")).collect();
     s.push(r.summary());
