@@ -1,4 +1,6 @@
 //! What the profiling examples share: arguments, the workload pool and its keys, CPU time.
+//! (Not every example uses every item.)
+#![allow(dead_code)]
 
 use std::sync::Arc;
 
