@@ -1484,6 +1484,11 @@ struct QueryArgs {
     /// At most this many events.
     #[arg(long)]
     limit: Option<u64>,
+    /// Resume after this event, in the output's order: the `occurred_at` and `seq` of the
+    /// last line of a page read with --limit (as `2026-03-01T12:00:00.000000Z,42`). The
+    /// next page then has no gap and no duplicate, even among events of one time.
+    #[arg(long, value_name = "OCCURRED_AT,SEQ", value_parser = parse_after)]
+    after: Option<(Timestamp, u64)>,
     /// Newest first.
     #[arg(long)]
     reverse: bool,
@@ -1497,6 +1502,19 @@ struct QueryArgs {
     /// bidirectional and invisible characters shown escaped, as \u{202e}).
     #[arg(long, value_enum, default_value_t = QueryFormat::Jsonl)]
     format: QueryFormat,
+}
+
+/// `query --after OCCURRED_AT,SEQ`.
+fn parse_after(s: &str) -> Result<(Timestamp, u64), String> {
+    let (at, seq) = s.rsplit_once(',').ok_or_else(|| {
+        "expected OCCURRED_AT,SEQ (the occurred_at and seq of an event: 2026-03-01T12:00:00.000000Z,42)"
+            .to_string()
+    })?;
+    let at = Timestamp::parse(at).map_err(|e| e.to_string())?;
+    let seq = seq
+        .parse::<u64>()
+        .map_err(|e| format!("seq {seq:?}: {e}"))?;
+    Ok((at, seq))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -1622,6 +1640,9 @@ fn query_cmd(cli: &Cli, a: &QueryArgs) -> Result<ExitCode, Failure> {
     }
     if let Some(n) = a.limit {
         q = q.limit(n);
+    }
+    if let Some((at, seq)) = a.after {
+        q = q.after(at, seq);
     }
     if a.reverse {
         q = q.reverse();

@@ -473,7 +473,7 @@ fn run_block(
             off += len;
             continue;
         }
-        if chosen && f.in_range(ts) {
+        if chosen && f.in_range(ts) && f.past_resume(ts, seq) {
             let matched = if f.has_fields() {
                 match KeyFields::parse(rec.sealed) {
                     Ok(k) => f.fields_match(&k),

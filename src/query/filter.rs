@@ -74,6 +74,17 @@ pub(crate) struct Filter {
     /// The user mark (FORMAT.md §3.3) of `user`: with an index's section 3, only records
     /// marked so (or [`crate::format::index::MARK_UNKNOWN`]) can match.
     pub user_mark: Option<u16>,
+    /// Resume point ([`crate::Query::after`]): only records past this `(occurred_at, seq)`
+    /// in the query's order match.
+    pub after: Option<After>,
+}
+
+/// A resume point: records after `(at, seq)`, or before it when `reverse`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct After {
+    pub at: Timestamp,
+    pub seq: u64,
+    pub reverse: bool,
 }
 
 impl Filter {
@@ -88,7 +99,32 @@ impl Filter {
             trace: None,
             probes: Vec::new(),
             user_mark: None,
+            after: None,
         }
+    }
+
+    /// Sets the resume point and narrows the range to it (an empty range if it lies
+    /// outside): forward, `since` becomes at least its time; reversed, `until` at most the
+    /// instant after it.
+    pub fn resume(&mut self, after: After) {
+        if after.reverse {
+            self.until = self.until.min(Timestamp(after.at.0.saturating_add(1)));
+        } else {
+            self.since = self.since.max(after.at);
+        }
+        self.until = self.until.max(self.since);
+        self.after = Some(after);
+    }
+
+    /// Whether the record `(ts, seq)` lies past the resume point, if any.
+    pub fn past_resume(&self, ts: Timestamp, seq: u64) -> bool {
+        self.after.is_none_or(|a| {
+            if a.reverse {
+                (ts, seq) < (a.at, a.seq)
+            } else {
+                (ts, seq) > (a.at, a.seq)
+            }
+        })
     }
 
     /// Computes the probe terms; call once the fields are set.

@@ -22,7 +22,8 @@
 //! (half-open; either end may be left open) that match every filter, ordered by
 //! `(occurred_at, seq)` ascending (descending with [`Query::reverse`]), including events that
 //! arrived out of order and across months; [`Query::limit`] keeps the first `n` of that
-//! order. Exactly what a filter over all records would return.
+//! order, and [`Query::after`] resumes after a given `(occurred_at, seq)` (paging without
+//! gaps or duplicates). Exactly what a filter over all records would return.
 //!
 //! **Verification** (default): every record in every block the query reads is checked:
 //! CRC, month, its time inside the signed block bounds, the HMAC tag with the org's key, the
@@ -76,7 +77,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use exec::{BufPool, Item, Match, Payload, Pool, Verifier, run_batch};
-use filter::{ActionPattern, Filter};
+use filter::{ActionPattern, After, Filter};
 use order::Pending;
 pub(crate) use plan::IndexCache;
 use plan::{Ctx, Expect, MonthPlan, Round};
@@ -111,6 +112,7 @@ impl Log {
             org: org.clone(),
             filter: Filter::new(),
             limit: None,
+            after: None,
             reverse: false,
             verify: true,
             threads: None,
@@ -129,6 +131,7 @@ pub struct Query<'a> {
     org: OrgId,
     filter: Filter,
     limit: Option<u64>,
+    after: Option<(Timestamp, u64)>,
     reverse: bool,
     verify: bool,
     threads: Option<usize>,
@@ -144,6 +147,7 @@ impl fmt::Debug for Query<'_> {
             .field("org", &self.org)
             .field("filter", &self.filter)
             .field("limit", &self.limit)
+            .field("after", &self.after)
             .field("reverse", &self.reverse)
             .field("verify", &self.verify)
             .finish_non_exhaustive()
@@ -217,6 +221,19 @@ impl<'a> Query<'a> {
     /// At most `n` events (errors are not counted).
     pub fn limit(mut self, n: u64) -> Self {
         self.limit = Some(n);
+        self
+    }
+
+    /// Resumes after the event at `(occurred_at, seq)` in the query's order: only events
+    /// past it are returned, `(occurred_at, seq)` greater (or, with [`Query::reverse`],
+    /// smaller). For paging: give the `occurred_at` and `seq` of the last event of a page
+    /// read with [`Query::limit`] to get the next page, with no gap and no duplicate, even
+    /// among events of one `occurred_at` (`since` is inclusive and cannot tell them
+    /// apart). An event's `(occurred_at, seq)` is unique within its org: the time names
+    /// the month, and seqs are unique within a month. The event need not exist or match;
+    /// the range still applies (a point outside it leaves nothing).
+    pub fn after(mut self, occurred_at: Timestamp, seq: u64) -> Self {
+        self.after = Some((occurred_at, seq));
         self
     }
 
@@ -297,6 +314,13 @@ impl<'a> Query<'a> {
             return Err(Error::InvalidOption {
                 option: "until",
                 reason: format!("{} is before since {}", filter.until, filter.since),
+            });
+        }
+        if let Some((at, seq)) = self.after {
+            filter.resume(After {
+                at,
+                seq,
+                reverse: self.reverse,
             });
         }
         filter.finish();
