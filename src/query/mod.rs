@@ -231,7 +231,9 @@ impl<'a> Query<'a> {
     /// among events of one `occurred_at` (`since` is inclusive and cannot tell them
     /// apart). An event's `(occurred_at, seq)` is unique within its org: the time names
     /// the month, and seqs are unique within a month. The event need not exist or match;
-    /// the range still applies (a point outside it leaves nothing).
+    /// the range still applies (a point outside it leaves nothing). Beside a live writer,
+    /// an event appended later but stamped before the resume point (a late arrival) is in
+    /// no later page: the order is by time, not by arrival.
     pub fn after(mut self, occurred_at: Timestamp, seq: u64) -> Self {
         self.after = Some((occurred_at, seq));
         self
