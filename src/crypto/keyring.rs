@@ -10,7 +10,8 @@
 //! every change takes an exclusive lock on `<file>.lock` beside it (created 0600, left in
 //! place), re-reads the file under that lock, applies the change to what it read, writes the
 //! result to a temporary file of its own in the same directory (`.<file>.tmp.<pid>.<n>`),
-//! fsyncs it, renames it over the old file and fsyncs the directory. So no key another writer
+//! fsyncs it, renames it over the old file and fsyncs the directory (removing, first, the
+//! temporary files changes that crashed left: copies of keys). So no key another writer
 //! added is lost, and a change reported as done is on disk. Readers ([`Keyring::open`]) take
 //! no lock: the rename replaces the file whole. The new file, and a lock file another user
 //! (root) made, get the key file's owner, so that root rotating a user's keyring leaves it
@@ -303,6 +304,7 @@ impl Keyring {
                 .collect(),
         };
         let json = serde_json::to_vec_pretty(&data).map_err(|e| kerr(path, e))?;
+        remove_stale_temps(path);
         let tmp = temp_path(path);
         // The file being replaced keeps its owner: root rotating an application's keyring
         // (`sudo auditlog keys new`) used to leave it owned by root, mode 0600, and the
@@ -379,6 +381,29 @@ fn temp_path(path: &Path) -> PathBuf {
         .file_name()
         .map_or_else(|| "keyring".into(), |n| n.to_string_lossy());
     parent_dir(path).join(format!(".{name}.tmp.{}.{n}", std::process::id()))
+}
+
+/// Removes the temporary files ([`temp_path`]) that saves which crashed left beside the
+/// key file: copies of its keys (mode 0600) that nothing else would ever delete. Called
+/// under the file's lock, which every save holds from creating its temporary file to
+/// renaming it, so none of them is another save's in progress. Best effort: one that
+/// cannot be removed stays, as it did before.
+fn remove_stale_temps(path: &Path) {
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Gives `file` the owner `(uid, gid)` if it has another user (only root can, and only
@@ -767,6 +792,48 @@ mod tests {
         }
         assert_eq!(fs::read_to_string(&path).unwrap(), text);
         assert_eq!(ring.signing_key(&org("a")).unwrap().0, KeyId(last));
+    }
+
+    /// A save removes the temporary files of saves that crashed (copies of the keys), and
+    /// leaves other files alone, temporary files of another key file included.
+    #[test]
+    fn a_save_removes_what_crashed_saves_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let ring = Keyring::open_or_create(&path).unwrap();
+        for stale in [".keys.json.tmp.4242.0", ".keys.json.tmp.4242.1"] {
+            fs::write(dir.path().join(stale), b"secret copy").unwrap();
+        }
+        for other in [
+            ".other.json.tmp.4242.0",
+            "keys.json.tmp.1",
+            ".keys.json.bak",
+        ] {
+            fs::write(dir.path().join(other), b"not ours").unwrap();
+        }
+        ring.rotate(&org("a")).unwrap();
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ".keys.json.bak",
+                ".other.json.tmp.4242.0",
+                "keys.json",
+                "keys.json.lock",
+                "keys.json.tmp.1"
+            ]
+        );
+        assert!(
+            Keyring::open(&path)
+                .unwrap()
+                .key(&org("a"), KeyId(1))
+                .unwrap()
+                .is_some()
+        );
     }
 
     /// Independent `Keyring`s on one file (as separate processes would hold), all adding keys
