@@ -760,6 +760,7 @@ fn check_links(
         }
         next_expected = ord.saturating_add(1);
     }
+    let floors = seq_floors(outcomes);
     for (id, o) in outcomes {
         let Some(h) = &o.header else { continue };
         let path = path_of(*id);
@@ -814,7 +815,7 @@ fn check_links(
         {
             check_link(link, &path, 168, outcomes, org_dir, report);
         }
-        check_continuation(*id, h, &path, outcomes, report);
+        check_continuation(*id, h, &path, outcomes, &floors, report);
     }
 }
 
@@ -827,6 +828,7 @@ fn check_continuation(
     h: &crate::format::header::SegmentHeader,
     path: &Path,
     outcomes: &BTreeMap<SegmentId, SegmentOutcome>,
+    floors: &HashMap<SegmentId, SeqFloor>,
     report: &mut Report,
 ) {
     let mismatch = |what: String| Finding::new(FindingKind::LinkMismatch, path, what).at(168, 48);
@@ -881,8 +883,8 @@ fn check_continuation(
             )
             .at(104, 8),
         );
-    } else if let Some((floor, why)) = seq_floor_before(id, outcomes)
-        && h.first_seq < floor
+    } else if let Some(floor) = floors.get(&id)
+        && h.first_seq < floor.seq
     {
         // The part before holds no record (or none past the earlier parts'): its own
         // `first_seq`, and the seqs of every earlier part, still bound this one's.
@@ -891,8 +893,9 @@ fn check_continuation(
                 FindingKind::LinkMismatch,
                 path,
                 format!(
-                    "continuation part {id} starts at seq {}, but {why}: seqs of one month overlap",
-                    h.first_seq
+                    "continuation part {id} starts at seq {}, but {}: seqs of one month overlap",
+                    h.first_seq,
+                    floor.why()
                 ),
             )
             .at(104, 8),
@@ -900,39 +903,73 @@ fn check_continuation(
     }
 }
 
-/// The lowest seq part `id` may start at, and why: past every seq readable in the earlier
-/// parts of its month, and at or past the `first_seq` of each of them (a continuation
-/// starts past every seq the part it continues may have issued, FORMAT.md §2.1; a part
-/// without records issued none, so the next may start at its `first_seq`). `None` when no
-/// earlier part says anything.
-fn seq_floor_before(
-    id: SegmentId,
-    outcomes: &BTreeMap<SegmentId, SegmentOutcome>,
-) -> Option<(u64, String)> {
-    let earlier = outcomes.range(
-        SegmentId {
-            month: id.month,
-            part: 0,
-        }..id,
-    );
-    let mut best: Option<(u64, String)> = None;
-    // A file holding another segment (its `misfiled` finding) says nothing of this month.
-    let in_place = earlier.filter(|(pid, o)| o.header.as_ref().is_none_or(|h| h.id == **pid));
-    for (pid, o) in in_place {
-        let own_first = o
-            .header
-            .as_ref()
-            .map(|h| (h.first_seq, format!("{pid} begins at seq {}", h.first_seq)));
-        let past_max = o
-            .max_seq
-            .map(|m| (m.saturating_add(1), format!("{pid} holds seqs up to {m}")));
-        for c in [own_first, past_max].into_iter().flatten() {
-            if best.as_ref().is_none_or(|(b, _)| c.0 > *b) {
-                best = Some(c);
-            }
+/// What bounds a continuation part's `first_seq` from below ([`seq_floors`]): an earlier
+/// part of its month (`part`) begins at `seq`, or holds seqs up to `seq - 1`.
+#[derive(Clone, Copy)]
+struct SeqFloor {
+    seq: u64,
+    part: SegmentId,
+    /// `seq` is one past a seq `part` holds (else `part`'s own `first_seq`).
+    held: bool,
+}
+
+impl SeqFloor {
+    fn why(&self) -> String {
+        if self.held {
+            format!(
+                "{} holds seqs up to {}",
+                self.part,
+                self.seq.saturating_sub(1)
+            )
+        } else {
+            format!("{} begins at seq {}", self.part, self.seq)
         }
     }
-    best
+}
+
+/// For every segment, the lowest seq it may start at if it is a continuation part, and
+/// why: past every seq readable in the earlier parts of its month, and at or past the
+/// `first_seq` of each of them (a continuation starts past every seq the part it continues
+/// may have issued, FORMAT.md §2.1; a part without records issued none, so the next may
+/// start at its `first_seq`). Absent when no earlier part says anything.
+///
+/// One pass over the org's segments, in (month, part) order, carrying the month's floor:
+/// each part used to walk every earlier part of its month again, and a directory of
+/// thousands of planted parts (a header each) made `verify` quadratic in them.
+fn seq_floors(outcomes: &BTreeMap<SegmentId, SegmentOutcome>) -> HashMap<SegmentId, SeqFloor> {
+    let mut floors = HashMap::new();
+    let mut running: Option<(crate::time::Month, Option<SeqFloor>)> = None;
+    for (pid, o) in outcomes {
+        let best = match running {
+            Some((m, best)) if m == pid.month => best,
+            _ => None,
+        };
+        if let Some(b) = best {
+            floors.insert(*pid, b);
+        }
+        let mut best = best;
+        // A file holding another segment (its `misfiled` finding) says nothing of this
+        // month.
+        if o.header.as_ref().is_none_or(|h| h.id == *pid) {
+            let own_first = o.header.as_ref().map(|h| SeqFloor {
+                seq: h.first_seq,
+                part: *pid,
+                held: false,
+            });
+            let past_max = o.max_seq.map(|m| SeqFloor {
+                seq: m.saturating_add(1),
+                part: *pid,
+                held: true,
+            });
+            for c in [own_first, past_max].into_iter().flatten() {
+                if best.is_none_or(|b| c.seq > b.seq) {
+                    best = Some(c);
+                }
+            }
+        }
+        running = Some((pid.month, best));
+    }
+    floors
 }
 
 fn check_link(
