@@ -617,7 +617,8 @@ impl KeyProvider for Keyring {
 
     /// A key id this keyring does not hold is looked for again in its file, read anew: another
     /// process (`auditlog keys new`, a writer's quarterly rotation) may have added it since
-    /// this one was opened. Reading a log while its keys rotate used to report every record
+    /// this one was opened. The keys found are for verifying only: which key signs changes
+    /// only by this keyring's own rotations, or when it is opened again. Reading a log while its keys rotate used to report every record
     /// of the new key as `unknown_key`. Every key held is kept; a file whose key for an id
     /// held differs is refused, as on any update. The file is read again only once it has
     /// changed (another inode, length or time): hostile files can name a new key id in every
@@ -646,11 +647,18 @@ impl KeyProvider for Keyring {
         let Some(on_disk) = read_file(path)? else {
             return Ok(None);
         };
-        // After a change in progress is published: the file read may already hold its key,
-        // renamed in, before the directory's fsync made it durable.
+        // After a change of this keyring in progress is published.
         let _one = self.updating.lock();
         let mut orgs = self.orgs.write();
-        *orgs = merge(path, on_disk, orgs.clone_shallow())?;
+        let mut merged = merge(path, on_disk, orgs.clone_shallow())?;
+        // Keys to verify with, never a signing key: the file read without the lock may hold
+        // another process's new key renamed in before its directory fsync made it durable,
+        // and records signed with it would be lost to a power loss with it. The signing key
+        // changes only by this keyring's own changes (under the lock), or a reopen.
+        for (org, keys) in merged.iter_mut() {
+            keys.active = orgs.get(org).and_then(|k| k.active);
+        }
+        *orgs = merged;
         *self.looked_up.lock() = stamp;
         Ok(held(&orgs))
     }
@@ -768,6 +776,38 @@ mod tests {
         assert!(added.is_some());
         assert!(reader.key(&org("a"), KeyId(3)).unwrap().is_none());
         assert!(reader.key(&org("b"), KeyId(1)).unwrap().is_none());
+    }
+
+    /// Another process's key found by a lookup is not taken to sign with: read without the
+    /// lock, its rename may not be durable yet. It signs once this keyring rotates itself
+    /// (merged under the lock, after the other's fsync; the next id is past it) or is
+    /// opened again; an org this keyring had no key for gets none to sign with.
+    #[test]
+    fn a_key_found_by_a_lookup_does_not_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let app = Keyring::open_or_create(&path).unwrap();
+        app.rotate(&org("a")).unwrap();
+        let other = Keyring::open(&path).unwrap();
+        assert_eq!(other.rotate(&org("a")).unwrap(), KeyId(2));
+        assert_eq!(other.rotate(&org("b")).unwrap(), KeyId(1));
+        assert!(app.key(&org("a"), KeyId(2)).unwrap().is_some());
+        assert!(app.key(&org("b"), KeyId(1)).unwrap().is_some());
+        assert_eq!(app.signing_key(&org("a")).unwrap().0, KeyId(1));
+        assert!(matches!(
+            app.signing_key(&org("b")),
+            Err(KeyError::NoSigningKey { .. })
+        ));
+        assert_eq!(
+            Keyring::open(&path)
+                .unwrap()
+                .signing_key(&org("a"))
+                .unwrap()
+                .0,
+            KeyId(2)
+        );
+        assert_eq!(app.rotate(&org("a")).unwrap(), KeyId(3));
+        assert_eq!(app.signing_key(&org("a")).unwrap().0, KeyId(3));
     }
 
     /// An org at key id `u32::MAX` has no next id: rotating is refused and changes nothing.
