@@ -413,7 +413,12 @@ fn keep_owner(file: &File, (uid, gid): (u32, u32)) -> std::io::Result<()> {
     if file.metadata()?.uid() == uid {
         return Ok(());
     }
-    std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+    std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("giving it the key file's owner (uid {uid}, gid {gid}): {e}"),
+        )
+    })
 }
 
 /// Takes the exclusive lock of the key file at `path`; held until the returned file is
