@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 SECS="${FUZZ_SECONDS:-20}"
-TARGETS=(record segment index inspect signed_index)
+TARGETS=(record segment index inspect signed_index recover)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"

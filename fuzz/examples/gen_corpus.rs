@@ -37,7 +37,7 @@ fn main() -> Res<()> {
         .nth(2)
         .unwrap_or_else(|| "src/fuzzing/signed_index.seg".into());
     let out = Path::new(&out);
-    for t in ["record", "segment", "index", "signed_index"] {
+    for t in ["record", "segment", "index", "signed_index", "recover"] {
         fs::create_dir_all(out.join(t))?;
     }
     signed_index_seed(out, Path::new(&fixture))?;
@@ -132,6 +132,16 @@ fn main() -> Res<()> {
     }
     fs::write(out.join("segment/corrupt-middle.seg"), &flipped)?;
 
+    // The `recover` target takes the same segments, as a crash leaves them.
+    for f in [
+        "real-9-records.seg",
+        "erased-slot.seg",
+        "header-only.seg",
+        "torn-tail.seg",
+        "corrupt-middle.seg",
+    ] {
+        fs::copy(out.join("segment").join(f), out.join("recover").join(f))?;
+    }
     fs::write(out.join("index/real-9-records.idx"), &idx)?;
     println!(
         "wrote seeds to {}: segment {} bytes, index {} bytes, {} frames",
