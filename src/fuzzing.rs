@@ -345,6 +345,16 @@ fn scratch_file(data: &[u8]) -> Option<File> {
     })
 }
 
+/// An empty directory for one input's log, in memory when `/dev/shm` exists; removed when
+/// dropped.
+fn scratch_dir() -> Option<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("auditlog-fuzz-")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .ok()
+}
+
 /// Properties of a scan outcome that hold for any input.
 fn check_scan(outcome: &scan::ScanOutcome, start: u64, len: u64) {
     let t = &outcome.tally;
@@ -1071,11 +1081,7 @@ fn sign_index(data: &[u8], signer: &Signer) -> Vec<u8> {
 /// A log directory holding the fixture's segment and `index` as its index; in memory when
 /// `/dev/shm` exists. `None` on I/O trouble (the machine's, not the input's).
 fn signed_index_dir(fx: &SignedIndexFixture, index: &[u8]) -> Option<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix("auditlog-fuzz-")
-        .tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .ok()?;
+    let dir = scratch_dir()?;
     let org_dir = dir.path().join(fx.org.as_str());
     std::fs::create_dir(&org_dir).ok()?;
     std::fs::write(

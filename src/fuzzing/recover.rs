@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{FuzzKeys, next_month, with_crc};
+use super::{FuzzKeys, next_month, scratch_dir, with_crc};
 use crate::crypto::KeyProvider;
 use crate::event::{Event, OrgId};
 use crate::format::header::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentId};
@@ -63,11 +63,7 @@ pub(super) fn recover_run(data: &[u8]) -> Option<RecoverRun> {
         ),
     };
 
-    let dir = tempfile::Builder::new()
-        .prefix("auditlog-fuzz-")
-        .tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .ok()?;
+    let dir = scratch_dir()?;
     let org_dir = dir.path().join(org.as_str());
     std::fs::create_dir(&org_dir).ok()?;
     std::fs::write(org_dir.join(crate::segment::segment_file_name(id)), &seg).ok()?;
