@@ -283,7 +283,15 @@ pub enum Error {
     },
 
     /// An earlier write or fsync of this segment failed; the writer refuses appends until
-    /// the log is reopened (it never assumes the failed data reached the disk).
+    /// the log is reopened (it never assumes the failed data reached the disk). Once writer
+    /// retirement has closed the poisoned writer (it no longer counts toward
+    /// [`crate::Options::max_open_writers`] nor holds a descriptor), the segment still
+    /// refuses appends with this same error, and [`crate::Log::sync`] and
+    /// [`crate::Log::close`] still return it: this process never reopens the segment.
+    /// Records it still buffered when it was closed were never written: under
+    /// [`crate::Durability::Always`] and [`crate::Durability::Interval`] no append returned
+    /// them as acknowledged; under [`crate::Durability::Never`] they are lost with the
+    /// failure, as that mode says.
     #[error(
         "writer for org {org} segment {segment} stopped after an earlier failure ({cause}); reopen the log"
     )]

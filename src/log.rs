@@ -31,7 +31,7 @@ use crate::segment::read::SegmentReader;
 use crate::segment::recover::{self, Recovered};
 use crate::segment::scan::{self, DamageCause, FileWindow, IndexBuilder, Tally};
 use crate::segment::stats::DamageKind;
-use crate::segment::writer::{Parked, Receipt, SegmentWriter};
+use crate::segment::writer::{Failed, Parked, Receipt, SegmentWriter};
 use crate::segment::{
     DirSync, DirsToSync, FileStamp, cold_file_name, fsync_dir, parse_segment_file_name,
     segment_file_name,
@@ -106,7 +106,10 @@ pub struct Options {
     /// down to the bound at its next tick.
     ///
     /// A close *parks* the writer when it can (see [`Options::parked_bytes`]); otherwise it
-    /// closes it fully: buffer written, fsynced, index written. Default 256; at least 1, no
+    /// closes it fully: buffer written, fsynced, index written. A writer poisoned by a
+    /// failed write or fsync is closed first and without writing anything: it then holds
+    /// no descriptor and no longer counts, and its segment keeps refusing appends with
+    /// [`Error::WriterFailed`] until the log is reopened. Default 256; at least 1, no
     /// upper bound.
     pub max_open_writers: usize,
     /// Heap bytes that closed writers may keep *parked*. Parking a writer writes its buffer
@@ -377,6 +380,15 @@ struct OrgSegments {
     /// unchanged one reopens from its parked state, or without a CRC walk
     /// (`recover::recover`).
     closed: HashMap<SegmentId, ClosedSegment>,
+    /// Months whose latest segment's writer a failed write or fsync (or a close that
+    /// panicked) poisoned and that retirement let go of (its descriptor closed, its unwritten
+    /// buffer dropped), or whose parked state was found poisoned: the poison, shared with
+    /// every reference to the writer. Such a month takes no appends and its segment is never
+    /// reopened (nor recovered, nor linked to by a new segment) in this process; its appends,
+    /// `Log::sync` and `Log::close` get the writer's [`Error::WriterFailed`] until the log is
+    /// reopened. Not counted in `Inner::open_writers`; dropped only with the `Log`. A month is
+    /// in at most one of `writers`, `closing` and this map.
+    failed: HashMap<Month, Failed>,
     /// Most recently created segment (highest ordinal).
     tail: Option<(u32, SegmentId)>,
     /// Segments whose header cannot be read (it fails its CRC or structure) and whose
@@ -408,8 +420,8 @@ struct OrgSegments {
 
 impl OrgSegments {
     /// The catalog read again from the org directory `dir`, keeping what only this process
-    /// knows: its writers (open, closing, retired), the months being opened, and whether it
-    /// made the directory durable.
+    /// knows: its writers (open, closing, retired, retired poisoned), the months being
+    /// opened, and whether it made the directory durable.
     /// On failure nothing changes.
     fn reload(&mut self, dir: &Path, org: &OrgId) -> Result<()> {
         let read = load_catalog(dir, org)?;
@@ -417,6 +429,7 @@ impl OrgSegments {
             writers: std::mem::take(&mut self.writers),
             closing: std::mem::take(&mut self.closing),
             closed: std::mem::take(&mut self.closed),
+            failed: std::mem::take(&mut self.failed),
             opening: std::mem::take(&mut self.opening),
             dir_durable: self.dir_durable,
             ..read
@@ -704,9 +717,11 @@ impl Log {
 
     /// Segment writers open now, counting one whose close is in progress. The background
     /// flusher and [`Log::sync`] close the least recently used idle ones beyond
-    /// [`Options::max_open_writers`] (appends only beyond twice that); writers in use by
-    /// other appenders, whose close failed, or poisoned by a failed write or fsync (they
-    /// report it on their next append) stay open.
+    /// [`Options::max_open_writers`] (appends only beyond twice that), those poisoned by a
+    /// failed write or fsync first; writers in use by other appenders, or whose close
+    /// failed without poisoning them (an index write), stay open. A poisoned writer that was
+    /// closed no longer counts, and its segment still refuses appends with
+    /// [`Error::WriterFailed`] until the log is reopened.
     pub fn open_writers(&self) -> usize {
         self.inner.open_writers.load(Ordering::Relaxed)
     }
@@ -972,10 +987,13 @@ impl Log {
     }
 
     /// Writes out and fsyncs everything appended so far, whatever the durability mode; then
-    /// closes idle writers beyond [`Options::max_open_writers`], after waiting for a
-    /// retirement or background flusher tick in progress. Segments are fsynced several at
-    /// a time; a failure does not stop the others, and one is returned (a parked segment's
-    /// before an open writer's).
+    /// (also when that failed) closes idle writers beyond [`Options::max_open_writers`],
+    /// poisoned ones first, after waiting for a retirement or background flusher tick in
+    /// progress. Segments are fsynced several at a time; a failure does not stop the
+    /// others, and one is returned (a parked segment's before an open writer's). A segment
+    /// whose writer a failed write or fsync poisoned fails every `sync` with its
+    /// [`Error::WriterFailed`] until the log is reopened, also once that writer has been
+    /// closed.
     pub fn sync(&self) -> Result<()> {
         // All under `retiring` (waiting for a retirement in progress or a flusher tick): no
         // writer is parked meanwhile, so every record appended before this call is either
@@ -990,11 +1008,14 @@ impl Log {
             writers.retain(|w| !w.is_durable());
             for_each_at_once(&writers, |w| w.sync())
         };
+        // Every writer not in use is closed down to the limit, whatever failed above: a
+        // writer a failure poisoned is closed first, and its segment keeps the failure.
+        self.inner.retire_locked(self.inner.opts.max_open_writers);
         settled?;
         synced?;
-        // Every writer not in use is closed down to the limit.
-        self.inner.retire_locked(self.inner.opts.max_open_writers);
-        Ok(())
+        // Segments whose poisoned writer was closed: their records were not all made
+        // durable, and a sync must not say they were.
+        self.inner.check_retired_failures()
     }
 
     /// Reads every event of `org`, in (month, part, seq) order, verifying each record's
@@ -1154,6 +1175,10 @@ impl Log {
             .collect();
         let finished = for_each_at_once(&busy, |(org, w)| self.inner.finish(org, w, index));
         if let Err(e) = finished {
+            first_err.get_or_insert(e);
+        }
+        // Poisoned writers already closed by retirement: their failure stands.
+        if let Err(e) = self.inner.check_retired_failures() {
             first_err.get_or_insert(e);
         }
         if let Err(e) = for_each_at_once(&dirs.take(), |dir| fsync_dir(dir)) {
@@ -1444,8 +1469,8 @@ impl Inner {
 
     /// The refusals that [`Inner::writer`] and an append of `n` events to `month` would meet,
     /// as far as they are known without opening or creating a file: a poisoned writer (open,
-    /// being closed or parked), seqs used up, a frozen month, a new segment past the last
-    /// ordinal. Not what only recovering an unopened segment finds (its damage, a
+    /// being closed, parked or retired), seqs used up, a frozen month, a new segment past
+    /// the last ordinal. Not what only recovering an unopened segment finds (its damage, a
     /// continuation part that cannot be numbered).
     fn check_refusals(&self, org: &Org, month: Month, n: usize) -> Result<()> {
         let mut segs = org.segs.lock();
@@ -1457,6 +1482,9 @@ impl Inner {
         {
             w.check_not_failed()?;
             return w.check_seq_room(n);
+        }
+        if let Some(f) = segs.failed.get(&month) {
+            return Err(f.error());
         }
         let latest = segs.latest.get(&month);
         // A parked writer resumes as it was (`open_new_writer`: no frozen check either).
@@ -1698,8 +1726,31 @@ impl Inner {
         segs: &mut OrgSegments,
         month: Month,
     ) -> Result<Arc<SegmentWriter>> {
-        check_org_dir(&org.dir, &org.id)?;
+        // A poisoned segment is never reopened in this process (after a failed fsync the
+        // page cache may show bytes that are not on disk): retired, or parked and poisoned
+        // since through a reference that outlived the park (whose state is dropped then,
+        // whether or not its file changed meanwhile).
+        if let Some(f) = segs.failed.get(&month) {
+            return Err(f.error());
+        }
         let latest = segs.latest.get(&month).copied();
+        if let Some(f) = latest
+            .and_then(|id| segs.closed.get(&id))
+            .and_then(|c| c.parked.as_ref())
+            .and_then(Parked::failed)
+        {
+            if let Some(parked) = latest
+                .and_then(|id| segs.closed.remove(&id))
+                .and_then(|c| c.parked)
+            {
+                self.parked_bytes
+                    .fetch_sub(parked.bytes(), Ordering::Relaxed);
+            }
+            let e = f.error();
+            segs.failed.insert(month, f);
+            return Err(e);
+        }
+        check_org_dir(&org.dir, &org.id)?;
         let mut closed_as = None;
         if let Some(id) = latest
             && segs.closed.get(&id).is_some_and(|c| c.parked.is_some())
@@ -2007,6 +2058,17 @@ impl Inner {
         })
     }
 
+    /// The [`Error::WriterFailed`] of a segment whose poisoned writer retirement closed
+    /// (`OrgSegments::failed`), if any: what its `sync` would have returned, open.
+    fn check_retired_failures(&self) -> Result<()> {
+        for org in self.all_orgs() {
+            if let Some(f) = org.segs.lock().failed.values().next() {
+                return Err(f.error());
+            }
+        }
+        Ok(())
+    }
+
     /// Every writer of every org with its org, including those a retirement is closing.
     fn all_writers_by_org(&self) -> Vec<(Arc<Org>, Arc<SegmentWriter>)> {
         let mut out = Vec::new();
@@ -2021,8 +2083,9 @@ impl Inner {
     /// parked is recovered instead, fsync included), fsyncs it (`index`: writes its index
     /// too, fsync first) and parks it again if nobody has taken it meanwhile. A writer an
     /// appender reopened meanwhile holds the parked bytes now, and is settled the same way.
-    /// An fsync failure poisons the writer like any other: it stays in the map and its
-    /// month takes no appends until the log is reopened.
+    /// An fsync failure poisons the writer like any other: the retirement that follows lets
+    /// go of it, and its month takes no appends until the log is reopened. A parked state
+    /// found poisoned is not reopened at all (`open_new_writer`): its error is returned.
     fn settle_month(&self, org: &Org, month: Month, index: Option<DirSync<'_>>) -> Result<()> {
         let w = {
             let mut segs = org.segs.lock();
@@ -2094,26 +2157,29 @@ impl Inner {
     /// index write) runs with the lock released, so appenders of the org's other months are
     /// not held up; [`Inner::end_close`] then records the outcome under the lock again.
     /// Appenders of the month being closed wait for that (`writer_in`), so a segment never
-    /// has two writers. Writers already poisoned by a failed write or fsync are not
-    /// candidates: closing one would fail again, and it stays in the map to report
-    /// [`Error::WriterFailed`] to its own appenders.
+    /// has two writers. Writers poisoned by a failed write or fsync are closed first (they
+    /// take no appends, and hold a descriptor and their buffers for nothing): nothing of
+    /// theirs is written or fsynced, and [`Inner::end_close`] leaves their [`Failed`] marker,
+    /// so that their segment keeps refusing appends with [`Error::WriterFailed`] and is never
+    /// reopened in this process.
     fn retire_locked(&self, max: usize) {
         if self.open_writers.load(Ordering::Relaxed) <= max {
             return;
         }
-        let mut idle: Vec<(u64, Arc<Org>, Month)> = Vec::new();
+        // (healthy, last used): poisoned writers first, then least recently used.
+        let mut idle: Vec<((bool, u64), Arc<Org>, Month)> = Vec::new();
         let no_sync_pass = self.syncing.lock();
         for org in self.all_orgs() {
             let segs = org.segs.lock();
             for (m, w) in &segs.writers {
-                if Arc::strong_count(w) == 1 && !w.is_failed() {
-                    idle.push((w.last_used(), Arc::clone(&org), *m));
+                if Arc::strong_count(w) == 1 {
+                    idle.push(((!w.is_failed(), w.last_used()), Arc::clone(&org), *m));
                 }
             }
         }
         drop(no_sync_pass);
-        idle.sort_unstable_by_key(|(t, _, _)| *t);
-        for (used, org, month) in idle {
+        idle.sort_unstable_by_key(|(key, _, _)| *key);
+        for ((_, used), org, month) in idle {
             if self.open_writers.load(Ordering::Relaxed) <= max {
                 break;
             }
@@ -2133,6 +2199,9 @@ impl Inner {
     /// close like an error, with the writer, which it may have left half closed, poisoned
     /// ([`Error::Panicked`]; its appends fail with [`Error::WriterFailed`] until the log is
     /// reopened and recovery reads what is on disk).
+    ///
+    /// A writer already poisoned is not closed (no write or fsync is tried after a failure):
+    /// its close fails with its error at once, and [`Inner::end_close`] lets go of it.
     fn retire(&self, org: &Org, month: Month, used: u64) -> Option<Result<()>> {
         let w = {
             let _no_sync_pass = self.syncing.lock();
@@ -2142,23 +2211,27 @@ impl Inner {
                 .retain(|x| !std::ptr::eq(x.as_ptr(), Arc::as_ptr(&w)));
             w
         };
-        let closed =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.close_writer(org, &w)))
-                .unwrap_or_else(|payload| {
-                    Err(w.poison(Error::Panicked {
-                        task: "writer retirement",
-                        message: crate::crypto::panic_message(&*payload),
-                    }))
-                });
+        let closed = match w.check_not_failed() {
+            Err(e) => Err(e),
+            Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.close_writer(org, &w)
+            }))
+            .unwrap_or_else(|payload| {
+                Err(w.poison(Error::Panicked {
+                    task: "writer retirement",
+                    message: crate::crypto::panic_message(&*payload),
+                }))
+            }),
+        };
         Some(self.end_close(org, month, w, closed))
     }
 
-    /// Under `segs`: if the month's writer is still idle and unused since tick `used` (and
-    /// not poisoned), moves it from `writers` to `closing` and returns it.
+    /// Under `segs`: if the month's writer is still idle and unused since tick `used`
+    /// (poisoned or not), moves it from `writers` to `closing` and returns it.
     fn begin_close(org: &Org, month: Month, used: u64) -> Option<Arc<SegmentWriter>> {
         let mut segs = org.segs.lock();
         let w = segs.writers.get(&month)?;
-        if Arc::strong_count(w) != 1 || w.last_used() != used || w.is_failed() {
+        if Arc::strong_count(w) != 1 || w.last_used() != used {
             return None;
         }
         let w = segs.writers.remove(&month)?;
@@ -2212,12 +2285,17 @@ impl Inner {
 
     /// Under `segs` again: ends the close begun by [`Inner::begin_close`] and wakes the
     /// appenders waiting for the month. Closed: the writer leaves the count, and its parked
-    /// state or its stamp lets the next open read nothing or skip the CRC walk. Failed: the
-    /// writer goes back into the map as it is, nothing it holds lost, and the error is
-    /// returned; after a failed write or fsync it is poisoned and its appends fail with
-    /// [`Error::WriterFailed`] until the log is reopened (it is never closed or reopened in
-    /// this process as if the data were durable), after a failed index write it keeps
-    /// taking appends and a later retirement tries again.
+    /// state or its stamp lets the next open read nothing or skip the CRC walk. Failed, the
+    /// writer poisoned (by a failed write or fsync, now or before, or a close that
+    /// panicked): the writer leaves the count and is let go of (its descriptor is closed
+    /// when the last reference to it goes, at once unless a `sync` or a query holds one for
+    /// an instant; what it still buffered is dropped: nothing may be written after a
+    /// failure), its [`Failed`] marker is kept in `OrgSegments::failed`, and the error is
+    /// returned; the month's appends, `Log::sync` and `Log::close` fail with the same
+    /// [`Error::WriterFailed`] until the log is reopened (the segment is never reopened or
+    /// recovered in this process as if the data were durable). Failed otherwise (a failed
+    /// index write): the writer goes back into the map as it is, nothing it holds lost, keeps
+    /// taking appends, and a later retirement tries again.
     fn end_close(
         &self,
         org: &Org,
@@ -2239,16 +2317,23 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                match segs.writers.entry(month) {
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        self.register_for_sync(&w);
-                        slot.insert(w);
-                    }
-                    // Not reachable (no writer is opened for a closing month); were it, the
-                    // writer in the map is the one counted and used.
-                    std::collections::hash_map::Entry::Occupied(_) => {
+                match w.failed() {
+                    // Poisoned: let go of, its marker kept (it is never put back to be used).
+                    Some(failed) => {
+                        segs.failed.insert(month, failed);
                         self.open_writers.fetch_sub(1, Ordering::Relaxed);
                     }
+                    None => match segs.writers.entry(month) {
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            self.register_for_sync(&w);
+                            slot.insert(w);
+                        }
+                        // Not reachable (no writer is opened for a closing month); were it,
+                        // the writer in the map is the one counted and used.
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            self.open_writers.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    },
                 }
                 Err(e)
             }
@@ -2334,9 +2419,13 @@ impl Inner {
             // original error if even that cannot be read.
             // A key the provider cannot give, or whose secret fails the org's records
             // (`KeyError::WrongKey`), is the org's problem, not the month's: no fallback.
+            // Nor is a poisoned segment's failure (its writer retired, or its parked state
+            // poisoned): its file may show records that are not on disk, and a link must not
+            // name them. A new segment then fails as it does while the poisoned writer is
+            // open (its fsync of the linked prefix fails).
             _ => match self.open_writer(org, segs, tail.month) {
                 Ok(w) => w,
-                Err(e @ Error::Key { .. }) => return Err(e),
+                Err(e @ (Error::Key { .. } | Error::WriterFailed { .. })) => return Err(e),
                 Err(e) => {
                     let path = org.dir.join(segment_file_name(tail));
                     return frozen_link(&path, tail, self.opts.index_interval)
@@ -2801,6 +2890,174 @@ mod tests {
         assert_eq!(log.append(&event_in(jan, 3)).unwrap().seq, 1);
         drop((w_jan, w_feb));
         assert!(log.close().is_err(), "close reports the poisoned writer");
+    }
+
+    /// The writer of org-000's `month`, opened if need be (a reference: not idle).
+    fn writer_of(log: &Log, month: Month) -> Arc<SegmentWriter> {
+        let org = log.inner.org(&OrgId::new("org-000").unwrap());
+        log.inner.writer(&org, month).unwrap()
+    }
+
+    /// Descriptors of this process open on `path` (`/proc/self/fd`).
+    fn fds_on(path: &Path) -> usize {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target == path)
+            .count()
+    }
+
+    /// Concurrency review: writers poisoned by a failed write or fsync were never retired:
+    /// they kept their descriptor and counted toward `max_open_writers` until the log was
+    /// reopened. Now retirement closes them (first), and their months keep refusing appends
+    /// with the same `WriterFailed`, never reopening (recovering) the segment; `sync` and
+    /// `close` keep reporting the failure; a new segment whose `prev` link would name a
+    /// poisoned segment is refused as while its writer was open. After a reopen everything
+    /// acknowledged is there and verifies.
+    #[test]
+    fn poisoned_writers_are_closed_and_their_months_keep_refusing() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = org_000_keys();
+        let opts = Options::new(keys.clone())
+            .durability(Durability::Always)
+            .max_open_writers(2);
+        let log = Log::open(dir.path(), opts).unwrap();
+        let org = log.inner.org(&OrgId::new("org-000").unwrap());
+        let month = |m| Month::new(2026, m).unwrap();
+        let path = |m: u8| dir.path().join(format!("org-000/2026-{m:02}.seg"));
+        let mut receipts = log
+            .append_batch(&(1..=4).map(|m| event_in(month(m), 0)).collect::<Vec<_>>())
+            .unwrap();
+        // Months 1-3 poisoned (more than the limit); month 4, the org's tail, healthy.
+        for m in 1..=3 {
+            writer_of(&log, month(m)).fail_for_test();
+        }
+        // What each month's appends get while its poisoned writer is open.
+        let causes: Vec<String> = (1..=3)
+            .map(|m| match log.append(&event_in(month(m), 1)) {
+                Err(Error::WriterFailed { cause, .. }) => cause,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Fresh months: appends past twice the limit retire writers, poisoned ones first.
+        for m in 5..=8 {
+            receipts.push(log.append(&event_in(month(m), 0)).unwrap());
+        }
+        assert!(matches!(log.sync(), Err(Error::WriterFailed { .. })));
+        assert!(log.open_writers() <= 2, "{} open", log.open_writers());
+        {
+            let segs = org.segs.lock();
+            assert_eq!(
+                segs.writers.len() + segs.closing.len(),
+                log.open_writers(),
+                "the count is exact"
+            );
+            for m in 1..=3 {
+                assert!(segs.failed.contains_key(&month(m)), "{m} not retired");
+                assert!(!segs.writers.contains_key(&month(m)));
+            }
+        }
+        for m in 1..=3 {
+            assert_eq!(fds_on(&path(m)), 0, "month {m}'s descriptor is open");
+        }
+        let lens: Vec<u64> = (1..=3)
+            .map(|m| fs::metadata(path(m)).unwrap().len())
+            .collect();
+        let open = log.open_writers();
+        for (m, cause) in (1..=3).zip(&causes) {
+            match log.append(&event_in(month(m), 2)) {
+                Err(Error::WriterFailed { cause: c, .. }) => assert_eq!(&c, cause),
+                other => panic!("month {m}: {other:?}"),
+            }
+            let batch = log.append_batch(&[event_in(month(8), 9), event_in(month(m), 3)]);
+            let e = batch.unwrap_err();
+            assert!(matches!(e.unbatched(), Error::WriterFailed { .. }), "{e:?}");
+        }
+        assert_eq!(log.open_writers(), open, "a refused append opened a writer");
+        assert_eq!(
+            lens,
+            (1..=3)
+                .map(|m| fs::metadata(path(m)).unwrap().len())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            log.recovery_report().is_empty(),
+            "a poisoned segment was recovered: {:?}",
+            log.recovery_report()
+        );
+        assert!(matches!(log.sync(), Err(Error::WriterFailed { .. })));
+        // The org's tail (month 8) poisoned and closed: a new month would link to it.
+        writer_of(&log, month(8)).fail_for_test();
+        {
+            let _retiring = log.inner.retiring.lock();
+            log.inner.retire_locked(0);
+        }
+        assert_eq!(log.open_writers(), 0);
+        assert_eq!(fds_on(&path(8)), 0);
+        assert!(matches!(
+            log.append(&event_in(month(9), 0)),
+            Err(Error::WriterFailed { .. })
+        ));
+        assert!(!path(9).exists(), "a segment linked to a poisoned one");
+        assert!(matches!(log.close(), Err(Error::WriterFailed { .. })));
+
+        let log = Log::open(dir.path(), Options::new(keys.clone())).unwrap();
+        for m in [1, 8, 9] {
+            receipts.push(log.append(&event_in(month(m), 10)).unwrap());
+        }
+        let read: Vec<_> = log
+            .scan(&OrgId::new("org-000").unwrap())
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        for r in &receipts {
+            assert!(
+                read.iter()
+                    .any(|v| v.month == r.month && v.seq == r.seq && v.hash == r.hash),
+                "{r:?} lost"
+            );
+        }
+        log.close().unwrap();
+        let report = crate::verify::verify(dir.path(), Some(&*keys), &Default::default()).unwrap();
+        assert!(report.is_intact(), "{}", report.summary());
+    }
+
+    /// A parked state poisoned through a reference to its writer that outlived the park is
+    /// not reopened, let alone recovered when its file changed meanwhile (the recovered
+    /// writer took appends again): its month refuses with the same error, its state is
+    /// dropped from the parking budget, and `sync` reports the failure.
+    #[test]
+    fn a_poisoned_parked_state_is_never_reopened() {
+        let (dir, jan, log) = january_parked();
+        let open = log.open_writers();
+        closed_of(&log, jan, |c| c.parked.as_ref().unwrap().fail_for_test()).unwrap();
+        let seg = dir.path().join("org-000/2026-01.seg");
+        let f = File::options().write(true).open(&seg).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        drop(f);
+        let first = log.append(&event_in(jan, 50));
+        assert!(
+            matches!(first, Err(Error::WriterFailed { .. })),
+            "{first:?}"
+        );
+        assert!(
+            log.recovery_report().is_empty(),
+            "{:?}",
+            log.recovery_report()
+        );
+        assert_eq!(closed_of(&log, jan, |_| ()), None);
+        assert_eq!(log.inner.parked_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(log.open_writers(), open);
+        assert!(matches!(log.sync(), Err(Error::WriterFailed { .. })));
+        let again = log.append(&event_in(jan, 51));
+        assert_eq!(format!("{again:?}"), format!("{first:?}"));
+        assert_eq!(
+            log.append(&event_in(Month::new(2026, 2).unwrap(), 50))
+                .unwrap()
+                .seq,
+            3
+        );
+        assert!(matches!(log.close(), Err(Error::WriterFailed { .. })));
     }
 
     /// Under `Never` a full buffer is handed to the flusher, which writes it without a

@@ -350,7 +350,8 @@ fn a_panic_inside_a_retirement_poisons_the_writer_and_strands_nothing() {
         org.segs.lock().closing.is_empty(),
         "a month left in `closing`"
     );
-    // January's close panicked; February's, next, parked it.
+    // January's close panicked: its writer, poisoned, was let go of (its month keeps the
+    // failure), which brought the count down to the limit; February's stays open.
     assert_eq!(log.open_writers(), 1);
     match log.append(&event(ORG, month(1), 1)) {
         Err(Error::WriterFailed { cause, .. }) => {

@@ -17,7 +17,9 @@
 //!
 //! After a failed write or fsync the writer is poisoned: every later append fails with
 //! [`Error::WriterFailed`] until the log is reopened, and recovery decides from the bytes on
-//! disk what survived. It never retries an fsync and assumes success.
+//! disk what survived. It never retries an fsync and assumes success. Retirement lets go of
+//! a poisoned writer (its descriptor closed, its unwritten buffer dropped) and keeps only a
+//! `Failed` marker, which refuses the segment's appends with the same error.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -125,6 +127,42 @@ struct Poison {
     cause: Mutex<Option<String>>,
 }
 
+impl Poison {
+    fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// The [`Error::WriterFailed`] that every append to the segment `id` of `org` gets once
+    /// it is poisoned, whether its writer is open, parked or retired ([`Failed`]).
+    fn error(&self, org: &OrgId, id: SegmentId) -> Error {
+        Error::WriterFailed {
+            org: org.to_string(),
+            segment: id.to_string(),
+            cause: self.cause.lock().clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// What retirement keeps of a writer poisoned by a failed write or fsync (or a close that
+/// panicked), once it has let go of the writer: no descriptor, no buffer, no chain state;
+/// the segment and its poison, shared with every reference to the writer and its parked
+/// state, so that its appends keep failing with the same [`Error::WriterFailed`] and the
+/// segment is never reopened (recovered) by this process. After a failed fsync the page
+/// cache may show bytes that are not on disk: only a reopen of the log, whose recovery reads
+/// the file afresh, brings the segment back.
+pub(crate) struct Failed {
+    org: OrgId,
+    id: SegmentId,
+    poison: Arc<Poison>,
+}
+
+impl Failed {
+    /// The error an append to the segment gets.
+    pub fn error(&self) -> Error {
+        self.poison.error(&self.org, self.id)
+    }
+}
+
 /// The state of a writer closed by [`SegmentWriter::park`]: what reopening its segment would
 /// otherwise rebuild by reading the file (chain head, seqs, the index builder), kept so that
 /// the reopen ([`SegmentWriter::unpark`]) reads nothing. It holds no file descriptor.
@@ -158,7 +196,25 @@ impl Parked {
     /// Whether every byte of the segment was fsynced. Never once a reference to the writer
     /// that outlived its park has poisoned it: settling it reports the failure.
     pub fn is_durable(&self) -> bool {
-        !self.poison.failed.load(Ordering::Acquire) && self.durable >= self.tally.valid_end
+        !self.poison.is_failed() && self.durable >= self.tally.valid_end
+    }
+
+    /// The [`Failed`] marker of the segment if a reference to the writer that outlived its
+    /// park has poisoned it: it must then not be resumed (nor recovered) in this process.
+    pub fn failed(&self) -> Option<Failed> {
+        self.poison.is_failed().then(|| Failed {
+            org: self.header.org.clone(),
+            id: self.header.id,
+            poison: Arc::clone(&self.poison),
+        })
+    }
+
+    /// Poisons the parked state as a failed fsync through a reference to its writer that
+    /// outlived the park would.
+    #[cfg(test)]
+    pub fn fail_for_test(&self) {
+        *self.poison.cause.lock() = Some("fsync segment: Input/output error (test)".into());
+        self.poison.failed.store(true, Ordering::Release);
     }
 
     /// Whether the index on disk covers the whole segment.
@@ -170,18 +226,16 @@ impl Parked {
     /// ([`SegmentWriter::check_not_failed`], [`SegmentWriter::check_seq_room`]), without
     /// resuming it.
     pub fn check_append(&self, n: usize) -> Result<()> {
-        let (org, segment) = (self.header.org.to_string(), self.header.id.to_string());
-        if self.poison.failed.load(Ordering::Acquire) {
-            let cause = self.poison.cause.lock().clone().unwrap_or_default();
-            return Err(Error::WriterFailed {
-                org,
-                segment,
-                cause,
-            });
+        if self.poison.is_failed() {
+            return Err(self.poison.error(&self.header.org, self.header.id));
         }
         let next = self.tally.next_seq;
         if next.checked_add(n as u64).is_none() {
-            return Err(Error::SeqExhausted { org, segment, next });
+            return Err(Error::SeqExhausted {
+                org: self.header.org.to_string(),
+                segment: self.header.id.to_string(),
+                next,
+            });
         }
         Ok(())
     }
@@ -312,7 +366,8 @@ impl SegmentWriter {
     /// spill file: `admit` is asked with the heap bytes the state would keep and may refuse.
     /// On `None` the writer is unchanged. On `Some` it is spent: a reference to it that
     /// outlives the close may still flush or fsync (nothing is left to write), but it takes
-    /// no append and writes no index again.
+    /// no append and writes no index again. A poisoned writer is never parked (a parked
+    /// state resumes): retirement keeps its [`SegmentWriter::failed`] marker instead.
     pub fn park(&self, admit: impl FnOnce(usize) -> bool) -> Option<Parked> {
         let _serial = self.index_lock.lock();
         let io = self.io.lock();
@@ -392,7 +447,17 @@ impl SegmentWriter {
 
     /// Whether a failed write or fsync has poisoned the writer (it takes no more appends).
     pub fn is_failed(&self) -> bool {
-        self.poison.failed.load(Ordering::Acquire)
+        self.poison.is_failed()
+    }
+
+    /// The [`Failed`] marker that stands for this writer once retirement lets go of it, if
+    /// it is poisoned.
+    pub fn failed(&self) -> Option<Failed> {
+        self.is_failed().then(|| Failed {
+            org: self.org.clone(),
+            id: self.header.id,
+            poison: Arc::clone(&self.poison),
+        })
     }
 
     /// Whether `n` more records fit: every record's seq, and the seq after the last (an
@@ -428,11 +493,7 @@ impl SegmentWriter {
     }
 
     fn failed_error(&self) -> Error {
-        Error::WriterFailed {
-            org: self.org.to_string(),
-            segment: self.header.id.to_string(),
-            cause: self.poison.cause.lock().clone().unwrap_or_default(),
-        }
+        self.poison.error(&self.org, self.header.id)
     }
 
     /// Poisons the writer as a failed write or fsync would.
